@@ -1,0 +1,93 @@
+//! `rlvr run`: run a recipe's stages in order into one output directory, with
+//! `recipe.resolved.toml`, `metrics.jsonl`, checkpoints, and each stage's final model.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::metrics::MetricsLog;
+use crate::stages;
+use crate::UsageError;
+
+/// Arguments of `rlvr run`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Recipe name (see `rlvr recipes`) or path to a recipe .toml file.
+    pub recipe: String,
+    /// Override a value (repeatable), as in `rlvr show`.
+    #[arg(long = "set", value_name = "KEY=VALUE", conflicts_with = "resume")]
+    pub overrides: Vec<String>,
+    /// Output directory [default: runs/RECIPE].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in --out from its newest checkpoint, with the recipe it saved.
+    #[arg(long, conflicts_with = "overwrite")]
+    pub resume: bool,
+    /// Delete what --out holds and start over.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// Run every stage; each starts from the model the one before it wrote.
+pub fn run(args: &Args) -> Result<()> {
+    let mut resolved = rlvr_recipes::load(&args.recipe, &args.overrides)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| Path::new("runs").join(resolved.name()));
+    let resolved_path = out.join("recipe.resolved.toml");
+    if args.resume {
+        // A resumed run continues with exactly the recipe it started with.
+        let saved = rlvr_recipes::load_resolved(&resolved_path).map_err(|e| {
+            UsageError(format!(
+                "--resume: {} holds no run to resume ({e})",
+                out.display()
+            ))
+        })?;
+        if saved.name() != resolved.name() {
+            let msg = format!(
+                "--resume: {} holds a run of `{}`, not `{}`",
+                out.display(),
+                saved.name(),
+                resolved.name()
+            );
+            return Err(UsageError(msg).into());
+        }
+        resolved = saved;
+    }
+    let stages = resolved.stages();
+    for stage in &stages {
+        stages::check_available(stage)?;
+    }
+    prepare_out(&out, args)?;
+    if !args.resume {
+        std::fs::write(&resolved_path, resolved.to_toml())
+            .with_context(|| format!("writing {}", resolved_path.display()))?;
+    }
+    let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"))?;
+    eprintln!("run {} -> {}", resolved.name(), out.display());
+
+    let mut previous: Option<PathBuf> = None;
+    for stage in stages {
+        let model = stages::run(stage, &out, previous.as_deref(), args.resume, &mut metrics)?;
+        previous = Some(model);
+    }
+    if let Some(model) = previous {
+        eprintln!("done: final model in {}", model.display());
+    }
+    Ok(())
+}
+
+fn prepare_out(out: &Path, args: &Args) -> Result<()> {
+    let has_run = out.join("metrics.jsonl").exists();
+    if args.overwrite && out.exists() {
+        std::fs::remove_dir_all(out).with_context(|| format!("removing {}", out.display()))?;
+    } else if has_run && !args.resume {
+        return Err(UsageError(format!(
+            "{} already holds a run; pass --resume to continue it, --overwrite to start over, or another --out",
+            out.display()
+        ))
+        .into());
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))
+}

@@ -1,0 +1,67 @@
+//! # rlvr
+//!
+//! The `rlvr` command: list, show, plan and run the recipes of `rlvr-recipes`. Exit codes:
+//! 0 success, 2 usage or bad input (unknown recipe, key or value; the message lists the valid
+//! choices), 1 a failure while running (including a plan that does not fit).
+
+mod commands;
+mod metrics;
+mod stages;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Post-train language models with reinforcement learning from verifiable rewards.
+#[derive(Debug, Parser)]
+#[command(name = "rlvr", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List every recipe with a one-line description.
+    Recipes,
+    /// Print a fully resolved recipe: stages, model, data mix, every hyperparameter.
+    Show(commands::show::Args),
+    /// Plan resources before launch: per-GPU memory, rollout memory, steps and tokens.
+    Plan(commands::plan::Args),
+    /// Run a recipe (a pipeline runs its stages in order).
+    Run(commands::run::Args),
+}
+
+/// An error caused by what the user typed or supplied (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn exit_code(err: &anyhow::Error) -> u8 {
+    let usage = err.chain().any(|e| {
+        e.is::<UsageError>() || e.is::<rlvr_recipes::RecipeError>() || e.is::<rlvr_data::DataError>()
+    });
+    if usage {
+        2
+    } else {
+        1
+    }
+}
+
+fn main() -> ExitCode {
+    rlvr_learner::runtime::init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Recipes => commands::recipes::run(),
+        Command::Show(args) => commands::show::run(&args),
+        Command::Plan(args) => commands::plan::run(&args),
+        Command::Run(args) => commands::run::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! Pretraining: next-token loss on plain text, the learner driven step by step with a
+//! progress bar, `metrics.jsonl` records, periodic checkpoints and exact resume.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use rlvr_core::TrainBatch;
+use rlvr_data::arith::Split;
+use rlvr_data::{Builtin, Sampler, Tokenizer};
+use rlvr_learner::llama::Config;
+use rlvr_learner::optim::AdamWConfig;
+use rlvr_learner::schedule::{Schedule, Shape};
+use rlvr_learner::{Learner, LearnerConfig, Objective, Reduction};
+use rlvr_recipes::spec::{Amount, Checkpointing, LrScheduler, ReduceLoss};
+use rlvr_recipes::Recipe;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::metrics::MetricsLog;
+use crate::UsageError;
+
+/// Held-out rows scored for `eval_loss`.
+const EVAL_ROWS: u64 = 256;
+
+/// What a checkpoint needs besides weights and optimiser state to continue exactly.
+#[derive(Debug, Serialize, Deserialize)]
+struct TrainerState {
+    step: u64,
+    data_position: u64,
+    tokens: u64,
+    elapsed_s: f64,
+}
+
+/// The text data set of a pretraining stage and its row count.
+fn text_source(stage: &Recipe) -> Result<(Builtin, u64)> {
+    let [entry] = stage.data.mix.as_slice() else {
+        bail!(UsageError(format!(
+            "stage `{}`: pretraining reads one data set; mixes arrive with the data work",
+            stage.name
+        )));
+    };
+    let source = Builtin::parse(&entry.dataset)?;
+    if source.text(0, 0, Split::Train).is_none() {
+        bail!(UsageError(format!(
+            "stage `{}`: `{}` is not a plain-text data set",
+            stage.name, entry.dataset
+        )));
+    }
+    match entry.amount {
+        Amount::Count(n) if n > 0 => Ok((source, n)),
+        other => bail!(UsageError(format!(
+            "stage `{}`: data.mix[0].amount = {other:?}: a generated data set needs a positive row count",
+            stage.name
+        ))),
+    }
+}
+
+/// Check the stage can run here: its data set and tokenizer.
+pub fn check(stage: &Recipe) -> Result<()> {
+    text_source(stage)?;
+    let vocab = Tokenizer::builtin_chars().vocab_size() as u64;
+    if stage.model.config.vocab_size < vocab {
+        bail!(UsageError(format!(
+            "stage `{}`: model.config.vocab_size = {} is smaller than the tokenizer's {vocab}",
+            stage.name, stage.model.config.vocab_size
+        )));
+    }
+    Ok(())
+}
+
+fn model_config(stage: &Recipe, tok: &Tokenizer) -> Config {
+    let c = &stage.model.config;
+    Config {
+        hidden_size: c.hidden_size as i64,
+        intermediate_size: c.intermediate_size as i64,
+        num_hidden_layers: c.num_hidden_layers as i64,
+        num_attention_heads: c.num_attention_heads as i64,
+        num_key_value_heads: Some(c.num_key_value_heads as i64),
+        vocab_size: c.vocab_size as i64,
+        rms_norm_eps: c.rms_norm_eps,
+        rope_theta: c.rope_theta,
+        rope_scaling: None,
+        max_position_embeddings: c.max_position_embeddings as i64,
+        tie_word_embeddings: c.tie_word_embeddings,
+        bos_token_id: tok.bos_id.map(i64::from),
+        eos_token_id: Some(i64::from(tok.eos_id)),
+    }
+}
+
+fn schedule(stage: &Recipe, total: u64) -> Schedule {
+    let t = &stage.train;
+    let warmup = t
+        .warmup_steps
+        .unwrap_or((t.warmup_ratio * total as f64).round() as u64);
+    let shape = match t.lr_scheduler {
+        LrScheduler::Linear => Shape::Linear,
+        LrScheduler::Cosine => Shape::Cosine,
+        LrScheduler::Constant => Shape::Constant,
+        LrScheduler::Wsd => Shape::Wsd {
+            decay_steps: (t.decay_ratio * total as f64).round() as u64,
+        },
+    };
+    Schedule {
+        peak: t.learning_rate,
+        warmup_steps: warmup,
+        total_steps: total,
+        shape,
+    }
+}
+
+fn encode(tok: &Tokenizer, text: &str, max_len: usize) -> Vec<i64> {
+    let mut ids: Vec<i64> = tok.bos_id.into_iter().map(i64::from).collect();
+    ids.extend(tok.encode(text).into_iter().map(i64::from));
+    ids.push(i64::from(tok.eos_id));
+    ids.truncate(max_len);
+    ids
+}
+
+fn checkpoint_dir(out: &Path, stage: &Recipe) -> PathBuf {
+    out.join("checkpoints").join(&stage.name)
+}
+
+/// The newest complete checkpoint of a stage: its directory and state.
+fn latest_checkpoint(dir: &Path) -> Result<Option<(PathBuf, TrainerState)>> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(None);
+    };
+    let mut best: Option<(PathBuf, TrainerState)> = None;
+    for entry in entries {
+        let path = entry?.path();
+        let state_path = path.join("trainer_state.json");
+        let Ok(text) = std::fs::read_to_string(&state_path) else {
+            continue;
+        };
+        let state: TrainerState =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", state_path.display()))?;
+        if best.as_ref().is_none_or(|(_, b)| state.step > b.step) {
+            best = Some((path, state));
+        }
+    }
+    Ok(best)
+}
+
+fn save_checkpoint(learner: &Learner, dir: &Path, state: &TrainerState, keep: Option<u64>) -> Result<()> {
+    let path = dir.join(format!("step-{}", state.step));
+    learner.save_checkpoint(&path)?;
+    // Written last: a checkpoint without it is incomplete and ignored on resume.
+    std::fs::write(
+        path.join("trainer_state.json"),
+        serde_json::to_string_pretty(state)?,
+    )?;
+    if let Some(keep) = keep {
+        let mut steps: Vec<u64> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("step-")?.parse().ok())
+            .collect();
+        steps.sort_unstable();
+        for old in steps.iter().take(steps.len().saturating_sub(keep as usize)) {
+            std::fs::remove_dir_all(dir.join(format!("step-{old}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// Mean loss over the first [`EVAL_ROWS`] held-out rows.
+fn eval_loss(
+    learner: &Learner,
+    tok: &Tokenizer,
+    source: Builtin,
+    stage: &Recipe,
+    objective: Objective,
+) -> Result<f64> {
+    let max_len = stage.data.max_seq_length as usize;
+    let seqs: Vec<Vec<i64>> = (0..EVAL_ROWS)
+        .filter_map(|i| source.text(stage.seed, i, Split::Test))
+        .map(|t| encode(tok, &t, max_len))
+        .collect();
+    Ok(learner.eval_loss(
+        &TrainBatch::from_sequences(&seqs, i64::from(tok.pad_id)),
+        objective,
+    )?)
+}
+
+/// Run the stage; returns the directory of the final model.
+pub fn run(
+    stage: &Recipe,
+    out: &Path,
+    init: Option<&Path>,
+    resume: bool,
+    metrics: &mut MetricsLog,
+) -> Result<PathBuf> {
+    let model_dir = out.join(&stage.name);
+    let done_marker = model_dir.join("trainer_state.json");
+    if resume && done_marker.is_file() {
+        eprintln!(
+            "stage {}: already complete in {}",
+            stage.name,
+            model_dir.display()
+        );
+        return Ok(model_dir);
+    }
+    let (source, rows) = text_source(stage)?;
+    let tok = Tokenizer::builtin_chars();
+    let t = &stage.train;
+    let per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps;
+    let total = t
+        .max_steps
+        .unwrap_or_else(|| (rows * t.num_train_epochs).div_ceil(per_step));
+    let device = rlvr_learner::runtime::default_device();
+    let config = LearnerConfig {
+        adamw: AdamWConfig {
+            beta1: t.adam_beta1,
+            beta2: t.adam_beta2,
+            eps: t.adam_eps,
+            weight_decay: t.weight_decay,
+        },
+        schedule: schedule(stage, total),
+        max_grad_norm: t.max_grad_norm,
+        device,
+    };
+    let mut learner = match init.filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => Learner::from_pretrained(dir, config)?,
+        None => Learner::new(&model_config(stage, &tok), config, stage.seed as i64),
+    };
+    let objective = Objective::Lm(match t.reduce_loss {
+        ReduceLoss::Mean => Reduction::Mean,
+        ReduceLoss::Sum => Reduction::Sum,
+    });
+    let mut sampler = Sampler::new(rows, stage.seed);
+    let ckpt_dir = checkpoint_dir(out, stage);
+    let mut state = TrainerState {
+        step: 0,
+        data_position: 0,
+        tokens: 0,
+        elapsed_s: 0.0,
+    };
+    if resume {
+        if let Some((dir, saved)) = latest_checkpoint(&ckpt_dir)? {
+            learner.load_checkpoint(&dir, saved.step)?;
+            sampler.set_position(saved.data_position);
+            metrics.truncate_after("pretrain", saved.step)?;
+            eprintln!(
+                "resuming {} from {} (step {})",
+                stage.name,
+                dir.display(),
+                saved.step
+            );
+            state = saved;
+        }
+    }
+    eprintln!(
+        "stage {}: {} parameters on {:?}, {} steps of {} sequences",
+        stage.name,
+        learner.num_params(),
+        device,
+        total,
+        per_step
+    );
+    if state.step == 0 {
+        let loss = eval_loss(&learner, &tok, source, stage, objective)?;
+        metrics.write(&json!({"stage": "pretrain", "step": 0, "eval_loss": loss, "lr": 0.0, "tokens": 0, "elapsed_s": 0.0}))?;
+    }
+
+    let bar = ProgressBar::new(total).with_position(state.step);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps  {msg}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(stage.name.clone());
+    let started = Instant::now();
+    let elapsed_before = state.elapsed_s;
+    let max_len = stage.data.max_seq_length as usize;
+    while state.step < total {
+        let micro: Vec<TrainBatch> = (0..t.gradient_accumulation_steps)
+            .map(|_| {
+                let seqs: Vec<Vec<i64>> = sampler
+                    .take(t.per_device_train_batch_size as usize)
+                    .into_iter()
+                    .filter_map(|i| source.text(stage.seed, i, Split::Train))
+                    .map(|text| encode(&tok, &text, max_len))
+                    .collect();
+                TrainBatch::from_sequences(&seqs, i64::from(tok.pad_id))
+            })
+            .collect();
+        let m = learner.train_step(&micro, objective)?;
+        state.step = m.step;
+        state.tokens += m.tokens;
+        state.data_position = sampler.position();
+        state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+        bar.set_position(state.step);
+        bar.set_message(format!("loss {:.4}", m.loss));
+        if state.step.is_multiple_of(t.logging_steps) || state.step == total {
+            let record = json!({
+                "stage": "pretrain", "step": state.step, "loss": m.loss, "lr": m.lr,
+                "grad_norm": m.grad_norm, "tokens": state.tokens, "elapsed_s": state.elapsed_s,
+                "tokens_per_s": state.tokens as f64 / state.elapsed_s.max(1e-9),
+            });
+            metrics.write(&record)?;
+            let line = format!(
+                "{} step {:>5}/{total}  loss {:.4}  lr {:.2e}  grad_norm {:.3}  tokens {}",
+                stage.name, state.step, m.loss, m.lr, m.grad_norm, state.tokens
+            );
+            if bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
+        }
+        let save_now = match t.checkpointing_steps {
+            Checkpointing::Steps(n) => n > 0 && state.step.is_multiple_of(n) && state.step < total,
+            Checkpointing::At(_) => {
+                state.step < total && state.data_position / rows > (state.data_position - per_step) / rows
+            }
+        };
+        if save_now {
+            save_checkpoint(&learner, &ckpt_dir, &state, t.keep_last_n_checkpoints)?;
+        }
+    }
+    bar.finish_and_clear();
+
+    let loss = eval_loss(&learner, &tok, source, stage, objective)?;
+    metrics.write(&json!({"stage": "pretrain", "step": state.step, "eval_loss": loss, "lr": 0.0, "tokens": state.tokens, "elapsed_s": state.elapsed_s}))?;
+    learner.save_model(&model_dir)?;
+    tok.save(&model_dir)?;
+    // Written last: its presence marks the stage complete for `--resume`.
+    std::fs::write(&done_marker, serde_json::to_string_pretty(&state)?)?;
+    eprintln!(
+        "stage {}: held-out loss {:.4} after {} steps, {:.1}s; model in {}",
+        stage.name,
+        loss,
+        state.step,
+        state.elapsed_s,
+        model_dir.display()
+    );
+    Ok(model_dir)
+}

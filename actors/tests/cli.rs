@@ -1,0 +1,265 @@
+//! The `rlvr` binary as a user meets it: listings, resolved recipes, plans, exit codes, and a
+//! real run with metrics, checkpoints and an exact resume after the process is killed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn rlvr(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rlvr"))
+        .args(args)
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rlvr-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn metrics(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn recipes_lists_every_seed_recipe() {
+    let out = rlvr(&["recipes"]);
+    assert!(out.status.success());
+    let s = text(&out.stdout);
+    for name in [
+        "tulu3-8b",
+        "tulu3-70b",
+        "tulu3-405b",
+        "tulu3-8b-sft",
+        "tulu3-70b-sft",
+        "tulu3-8b-dpo",
+        "tulu3-70b-dpo",
+        "tulu3-405b-dpo",
+        "tulu3-8b-rm",
+        "tulu3-8b-rlvr",
+        "tulu3-70b-rlvr",
+        "tulu3-405b-rlvr",
+        "smollm2-135m",
+        "smollm2-360m",
+        "smollm2-1.7b",
+        "smollm2-135m-pretrain",
+        "smollm2-360m-sft",
+        "smollm2-1.7b-dpo",
+        "tiny-arith",
+    ] {
+        assert!(
+            s.lines().any(|l| l.split_whitespace().next() == Some(name)),
+            "{name} missing:\n{s}"
+        );
+    }
+}
+
+#[test]
+fn show_prints_the_resolved_pipeline_as_json_and_toml() {
+    let out = rlvr(&["show", "tulu3-70b", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stages = v["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 3);
+    assert_eq!(stages[0]["train"]["learning_rate"], 2e-6);
+    assert_eq!(stages[1]["dpo"]["loss_type"], "dpo_norm");
+    assert_eq!(stages[2]["rlvr"]["beta"], 0.07);
+    let out = rlvr(&["show", "tulu3-8b-sft", "--set", "train.learning_rate=1e-6"]);
+    let resolved: toml::Table = toml::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(resolved["train"]["learning_rate"].as_float(), Some(1e-6));
+}
+
+#[test]
+fn bad_input_exits_2_and_lists_the_choices() {
+    let out = rlvr(&["show", "no-such-recipe"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("tulu3-70b") && err.contains("smollm2-135m"), "{err}");
+
+    let out = rlvr(&["show", "tulu3-8b-sft", "--set", "train.lerning_rate=1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("learning_rate"));
+
+    let out = rlvr(&["plan", "tulu3-8b", "--gpus", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = rlvr(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn plan_fits_on_64_gpus_and_refuses_one_with_advice() {
+    let out = rlvr(&["plan", "tulu3-70b", "--gpus", "64"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("total per GPU") && s.contains("fits") && s.contains("optimizer steps"),
+        "{s}"
+    );
+
+    let out = rlvr(&["plan", "tulu3-70b", "--gpus", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let s = text(&out.stdout);
+    assert!(s.contains("DOES NOT FIT") && s.contains("use at least"), "{s}");
+    assert!(text(&out.stderr).contains("does not fit"));
+
+    let out = rlvr(&["plan", "tulu3-8b-sft", "--gpus", "8", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["params"], 8_030_261_248u64);
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in ["recipes", "show", "plan", "run"] {
+        let out = rlvr(&[sub, "--help"]);
+        assert!(out.status.success(), "{sub}");
+        assert!(text(&out.stdout).contains("Usage"), "{sub}");
+    }
+}
+
+#[test]
+fn stages_not_built_yet_are_refused_before_anything_runs() {
+    let dir = tmp("unavailable");
+    let out = rlvr(&["run", "tulu3-8b", "--out", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("tulu3-8b-sft"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!dir.exists(), "nothing was started");
+}
+
+const SMALL: [&str; 6] = [
+    "--set",
+    "train.per_device_train_batch_size=8",
+    "--set",
+    "train.logging_steps=1",
+    "--set",
+    "train.checkpointing_steps=5",
+];
+
+#[test]
+fn tiny_pretraining_runs_logs_and_learns() {
+    let dir = tmp("pretrain");
+    let d = dir.to_str().unwrap();
+    let mut args = vec![
+        "run",
+        "tiny-arith-pretrain",
+        "--out",
+        d,
+        "--set",
+        "train.max_steps=60",
+    ];
+    args.extend(SMALL);
+    let out = rlvr(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let m = metrics(&dir);
+    let steps: Vec<&Value> = m.iter().filter(|r| r.get("loss").is_some()).collect();
+    assert_eq!(steps.len(), 60);
+    for r in &steps {
+        for key in ["stage", "step", "loss", "lr", "tokens", "elapsed_s"] {
+            assert!(r.get(key).is_some(), "{key} missing in {r}");
+        }
+        assert_eq!(r["stage"], "pretrain");
+    }
+    let evals: Vec<f64> = m.iter().filter_map(|r| r.get("eval_loss")?.as_f64()).collect();
+    assert_eq!(evals.len(), 2);
+    assert!(
+        evals[1] < 0.7 * evals[0],
+        "held-out loss must fall clearly: {evals:?}"
+    );
+    let resolved = std::fs::read_to_string(dir.join("recipe.resolved.toml")).unwrap();
+    assert!(resolved.contains("max_steps = 60"));
+    let model = dir.join("tiny-arith-pretrain");
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        assert!(model.join(f).is_file(), "{f}");
+    }
+    // A second run into the same directory needs --resume or --overwrite.
+    let again = rlvr(&["run", "tiny-arith-pretrain", "--out", d]);
+    assert_eq!(again.status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_metrics() {
+    let steps = "train.max_steps=200";
+    let full = tmp("full");
+    let mut args = vec![
+        "run",
+        "tiny-arith-pretrain",
+        "--out",
+        full.to_str().unwrap(),
+        "--set",
+        steps,
+    ];
+    args.extend(SMALL);
+    assert!(rlvr(&args).status.success());
+
+    let cut = tmp("cut");
+    let mut args = vec![
+        "run",
+        "tiny-arith-pretrain",
+        "--out",
+        cut.to_str().unwrap(),
+        "--set",
+        steps,
+    ];
+    args.extend(SMALL);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rlvr"))
+        .args(&args)
+        .env("OMP_NUM_THREADS", "1")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = cut.join("checkpoints/tiny-arith-pretrain/step-10/trainer_state.json");
+    let start = Instant::now();
+    while !ckpt.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !cut.join("tiny-arith-pretrain/model.safetensors").exists(),
+        "killed before the end"
+    );
+
+    let out = rlvr(&[
+        "run",
+        "tiny-arith-pretrain",
+        "--out",
+        cut.to_str().unwrap(),
+        "--resume",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let strip = |v: Vec<Value>| -> Vec<(u64, Option<f64>, Option<f64>)> {
+        v.iter()
+            .map(|r| {
+                (
+                    r["step"].as_u64().unwrap(),
+                    r.get("loss").and_then(Value::as_f64),
+                    r.get("eval_loss").and_then(Value::as_f64),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(strip(metrics(&cut)), strip(metrics(&full)));
+    std::fs::remove_dir_all(&full).unwrap();
+    std::fs::remove_dir_all(&cut).unwrap();
+}

@@ -1,0 +1,83 @@
+//! Built-in data, the tokenizer and the sampler.
+
+use std::collections::HashSet;
+
+use rlvr_data::arith::{problem, Split};
+use rlvr_data::{Builtin, Sampler, Tokenizer};
+
+#[test]
+fn problems_are_deterministic_correct_and_splits_disjoint() {
+    let train: HashSet<String> = (0..3000).map(|i| problem(7, i, Split::Train).question).collect();
+    let test: Vec<_> = (0..300).map(|i| problem(7, i, Split::Test)).collect();
+    assert!(test.iter().all(|p| !train.contains(&p.question)));
+    assert_eq!(problem(7, 42, Split::Train), problem(7, 42, Split::Train));
+    assert_ne!(problem(7, 42, Split::Train), problem(8, 42, Split::Train));
+    for p in &test {
+        let (expr, _) = p.solution.split_once('=').unwrap();
+        let (a, op, b) = if let Some((a, b)) = expr.split_once('+') {
+            (a, '+', b)
+        } else if let Some((a, b)) = expr.split_once('-') {
+            (a, '-', b)
+        } else {
+            let (a, b) = expr.split_once('*').unwrap();
+            (a, '*', b)
+        };
+        let (a, b): (i64, i64) = (a.parse().unwrap(), b.parse().unwrap());
+        let want = match op {
+            '+' => a + b,
+            '-' => a - b,
+            _ => a * b,
+        };
+        assert_eq!(p.answer, want, "{}", p.solution);
+        assert!(p.solution.ends_with(&format!("#### {want}")));
+    }
+}
+
+#[test]
+fn char_tokenizer_round_trips_and_keeps_specials_whole() {
+    let tok = Tokenizer::builtin_chars();
+    let text = problem(1, 0, Split::Train).text();
+    let ids = tok.encode(&text);
+    assert_eq!(ids.len(), text.chars().count());
+    assert_eq!(tok.decode(&ids), text);
+    let chat = tok.encode("<|im_start|>user\nhi<|im_end|>");
+    assert_eq!(chat.len(), 1 + "user\nhi".len() + 1);
+    assert_eq!(chat[0], 4);
+    assert_eq!(tok.decode(&[tok.eos_id]), "");
+    // The saved tokenizer.json loads back through the file path with the same ids.
+    let dir = std::env::temp_dir().join(format!("rlvr-tok-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    tok.save(&dir).unwrap();
+    let back = Tokenizer::from_file(&dir).unwrap();
+    assert_eq!(back.encode(&text), ids);
+    assert_eq!(back.eos_id, tok.eos_id);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(Tokenizer::from_file(std::path::Path::new("/nonexistent/tokenizer.json")).is_err());
+}
+
+#[test]
+fn sampler_visits_every_row_once_per_epoch_and_resumes_exactly() {
+    let mut s = Sampler::new(10, 3);
+    let epoch0 = s.take(10);
+    let mut sorted = epoch0.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+    let epoch1 = s.take(10);
+    assert_ne!(epoch0, epoch1, "reshuffled each epoch");
+    let mut a = Sampler::new(10, 3);
+    a.take(7);
+    let rest_a = a.take(9);
+    let mut b = Sampler::new(10, 3);
+    b.set_position(7);
+    assert_eq!(b.take(9), rest_a);
+}
+
+#[test]
+fn unknown_builtin_lists_the_known_ones() {
+    let err = Builtin::parse("builtin:nope").unwrap_err().to_string();
+    assert!(err.contains("builtin:arith"), "{err}");
+    assert!(Builtin::parse("builtin:arith")
+        .unwrap()
+        .text(0, 0, Split::Train)
+        .is_some());
+}

@@ -1,0 +1,112 @@
+//! Hugging Face checkpoint files: `config.json`, `model.safetensors` or a sharded
+//! `model.safetensors.index.json`; plus the training state rlvr adds for exact resume
+//! (`optimizer.safetensors`, `trainer_state.json`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use tch::nn::VarStore;
+use tch::Tensor;
+
+use crate::error::{LearnerError, Result};
+use crate::llama::Config;
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LearnerError + '_ {
+    move |source| LearnerError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn torch(context: String) -> impl FnOnce(tch::TchError) -> LearnerError {
+    move |source| LearnerError::Torch { context, source }
+}
+
+/// Read `config.json` from a model directory.
+pub fn read_config(dir: &Path) -> Result<Config> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    serde_json::from_str(&text).map_err(|e| LearnerError::Checkpoint {
+        path: path.display().to_string(),
+        message: format!("line {}: {e}", e.line()),
+    })
+}
+
+/// Write `config.json` and `model.safetensors` (every variable of `vs`, by name) into `dir`.
+pub fn save_model(vs: &VarStore, config: &Config, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let cfg_path = dir.join("config.json");
+    let json = serde_json::to_string_pretty(&config.to_hf_json()).unwrap_or_default();
+    std::fs::write(&cfg_path, json).map_err(io(&cfg_path))?;
+    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    let tensors: Vec<(String, Tensor)> = vars.into_iter().map(|(n, t)| (n, t.contiguous())).collect();
+    let path = dir.join("model.safetensors");
+    Tensor::write_safetensors(&tensors, &path).map_err(torch(format!("writing {}", path.display())))
+}
+
+/// Every tensor of a model directory: `model.safetensors`, or the shards listed by
+/// `model.safetensors.index.json`.
+pub fn read_weights(dir: &Path) -> Result<Vec<(String, Tensor)>> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Tensor::read_safetensors(&single).map_err(torch(format!("reading {}", single.display())));
+    }
+    let index = dir.join("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&index).map_err(io(&index))?;
+    let parsed: serde_json::Value = serde_json::from_str(&text).map_err(|e| LearnerError::Checkpoint {
+        path: index.display().to_string(),
+        message: format!("line {}: {e}", e.line()),
+    })?;
+    let map = parsed
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| LearnerError::Checkpoint {
+            path: index.display().to_string(),
+            message: "no `weight_map` object".into(),
+        })?;
+    let mut shards: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
+    shards.sort_unstable();
+    shards.dedup();
+    let mut out = Vec::new();
+    for shard in shards {
+        let path = dir.join(shard);
+        out.extend(Tensor::read_safetensors(&path).map_err(torch(format!("reading {}", path.display())))?);
+    }
+    Ok(out)
+}
+
+/// Copy `tensors` into the variables of `vs` with the same names. Every variable must be
+/// present with its shape; a checkpoint's extra `lm_head.weight` is accepted for tied models.
+pub fn load_into(vs: &VarStore, tensors: &[(String, Tensor)], source: &Path) -> Result<()> {
+    let by_name: BTreeMap<&str, &Tensor> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let err = |message: String| LearnerError::Checkpoint {
+        path: source.display().to_string(),
+        message,
+    };
+    tch::no_grad(|| {
+        for (name, mut var) in vs.variables() {
+            let t = by_name
+                .get(name.as_str())
+                .ok_or_else(|| err(format!("tensor `{name}` is missing")))?;
+            if t.size() != var.size() {
+                return Err(err(format!(
+                    "tensor `{name}`: shape {:?}, the model expects {:?}",
+                    t.size(),
+                    var.size()
+                )));
+            }
+            var.f_copy_(t).map_err(torch(format!("copying `{name}`")))?;
+        }
+        Ok(())
+    })
+}
+
+/// Write named tensors to a safetensors file.
+pub fn write_tensors(tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
+    Tensor::write_safetensors(tensors, path).map_err(torch(format!("writing {}", path.display())))
+}
+
+/// Read named tensors from a safetensors file.
+pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    Tensor::read_safetensors(path).map_err(torch(format!("reading {}", path.display())))
+}

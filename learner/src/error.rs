@@ -1,0 +1,36 @@
+//! Errors of the learner crate.
+
+/// What can go wrong building, training, loading or saving a model.
+#[derive(Debug, thiserror::Error)]
+pub enum LearnerError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A checkpoint or config file is malformed or does not match the model.
+    #[error("{path}: {message}")]
+    Checkpoint {
+        /// The file.
+        path: String,
+        /// What is wrong (tensor name, expected and found shapes, field).
+        message: String,
+    },
+    /// libtorch reported an error.
+    #[error("{context}: {source}")]
+    Torch {
+        /// What was being done.
+        context: String,
+        /// libtorch's message.
+        source: tch::TchError,
+    },
+    /// A batch that does not fit the model (token id past the vocabulary, empty batch).
+    #[error("bad batch: {0}")]
+    Batch(String),
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T> = std::result::Result<T, LearnerError>;

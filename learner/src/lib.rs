@@ -1,0 +1,20 @@
+//! # rlvr-learner
+//!
+//! The training engine behind every stage, on libtorch through `tch`. It knows nothing of
+//! actors: give it batches, it takes optimiser steps and reports [`rlvr_core::StepMetrics`].
+//!
+//! - [`llama`]: the Llama architecture (Llama 3.x, SmolLM2) with Hugging Face tensor names.
+//! - [`Learner`]: model + AdamW ([`optim`]) + learning-rate [`schedule`], one call per step.
+//! - [`checkpoint`]: Hugging Face safetensors in and out, plus optimiser state for resume.
+//! - [`runtime`]: libtorch start-up (CUDA registration, threads).
+
+pub mod checkpoint;
+mod error;
+mod learner;
+pub mod llama;
+pub mod optim;
+pub mod runtime;
+pub mod schedule;
+
+pub use error::{LearnerError, Result};
+pub use learner::{Learner, LearnerConfig, Objective, Reduction};

@@ -1,0 +1,383 @@
+//! The Llama architecture (Llama 3.x and SmolLM2) on libtorch, with Hugging Face tensor names so
+//! checkpoints load and save as `model.safetensors` that `transformers` reads.
+//!
+//! Shape follows candle's `models/llama.rs`: a [`Config`] read from `config.json`, RMSNorm,
+//! rotary embeddings (with Llama 3.1's `llama3` frequency scaling), grouped-query attention
+//! through `scaled_dot_product_attention`, and a SwiGLU MLP.
+
+use std::f64::consts::PI;
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{Init, Path};
+use tch::{Kind, Tensor};
+
+/// Model configuration, with Hugging Face `config.json` field names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// Width of the residual stream.
+    pub hidden_size: i64,
+    /// Width of the SwiGLU MLP.
+    pub intermediate_size: i64,
+    /// Decoder layers.
+    pub num_hidden_layers: i64,
+    /// Query heads.
+    pub num_attention_heads: i64,
+    /// Key/value heads (grouped-query attention); defaults to the query heads.
+    #[serde(default)]
+    pub num_key_value_heads: Option<i64>,
+    /// Vocabulary size.
+    pub vocab_size: i64,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    /// RoPE base.
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    /// RoPE frequency scaling (`llama3` for Llama 3.1).
+    #[serde(default)]
+    pub rope_scaling: Option<RopeScaling>,
+    /// Longest position.
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: i64,
+    /// LM head shares the embedding matrix.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Beginning-of-sequence id.
+    #[serde(default)]
+    pub bos_token_id: Option<i64>,
+    /// End-of-sequence id (Llama 3.1 lists several; the first is used here).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub eos_token_id: Option<i64>,
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_theta() -> f64 {
+    10000.0
+}
+fn default_max_pos() -> i64 {
+    2048
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(i64),
+        Many(Vec<i64>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        None => None,
+        Some(OneOrMany::One(v)) => Some(v),
+        Some(OneOrMany::Many(v)) => v.first().copied(),
+    })
+}
+
+/// RoPE scaling parameters, as in Llama 3.1's `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RopeScaling {
+    /// `llama3` (others are rejected when the model is built).
+    #[serde(alias = "type")]
+    pub rope_type: String,
+    /// Overall stretch of low frequencies.
+    pub factor: f64,
+    /// Wavelength boundary (as a divisor of the original context) below which frequencies are
+    /// scaled fully.
+    pub low_freq_factor: f64,
+    /// Wavelength boundary above which frequencies are kept.
+    pub high_freq_factor: f64,
+    /// Context length of pretraining.
+    pub original_max_position_embeddings: f64,
+}
+
+impl Config {
+    /// Key/value heads.
+    pub fn kv_heads(&self) -> i64 {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    /// Width of one head.
+    pub fn head_dim(&self) -> i64 {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// The `config.json` that `transformers` loads as `LlamaForCausalLM`.
+    pub fn to_hf_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(m) = v.as_object_mut() {
+            m.insert("num_key_value_heads".into(), self.kv_heads().into());
+            m.insert("architectures".into(), serde_json::json!(["LlamaForCausalLM"]));
+            m.insert("model_type".into(), "llama".into());
+            m.insert("hidden_act".into(), "silu".into());
+            m.insert("attention_bias".into(), false.into());
+            m.insert("mlp_bias".into(), false.into());
+            m.insert("head_dim".into(), self.head_dim().into());
+            m.insert("initializer_range".into(), 0.02.into());
+            m.insert("torch_dtype".into(), "float32".into());
+        }
+        v
+    }
+
+    /// Inverse RoPE frequencies, `llama3` scaling applied when configured.
+    fn inv_freq(&self) -> Vec<f64> {
+        let d = self.head_dim();
+        let base: Vec<f64> = (0..d / 2)
+            .map(|i| 1.0 / self.rope_theta.powf(2.0 * i as f64 / d as f64))
+            .collect();
+        let Some(s) = &self.rope_scaling else {
+            return base;
+        };
+        let low_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
+        let high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
+        base.into_iter()
+            .map(|f| {
+                let wavelen = 2.0 * PI / f;
+                if wavelen < high_wavelen {
+                    f
+                } else if wavelen > low_wavelen {
+                    f / s.factor
+                } else {
+                    let smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor)
+                        / (s.high_freq_factor - s.low_freq_factor);
+                    (1.0 - smooth) * f / s.factor + smooth * f
+                }
+            })
+            .collect()
+    }
+}
+
+/// A linear map without bias, weight `[out, in]` as in HF.
+#[derive(Debug)]
+struct Linear {
+    weight: Tensor,
+}
+
+impl Linear {
+    fn new(p: Path, in_dim: i64, out_dim: i64) -> Self {
+        let init = Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        };
+        Self {
+            weight: p.var("weight", &[out_dim, in_dim], init),
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear::<Tensor>(&self.weight, None)
+    }
+}
+
+#[derive(Debug)]
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn new(p: Path, dim: i64, eps: f64) -> Self {
+        Self {
+            weight: p.var("weight", &[dim], Init::Const(1.0)),
+            eps,
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        // Computed in f32 like transformers' LlamaRMSNorm, then cast back.
+        let kind = x.kind();
+        let xf = x.to_kind(Kind::Float);
+        let var = xf.pow_tensor_scalar(2).mean_dim(&[-1i64][..], true, Kind::Float);
+        let normed = xf * (var + self.eps).rsqrt();
+        &self.weight * normed.to_kind(kind)
+    }
+}
+
+/// Rotary embedding tables for positions `start..start+len`: `(cos, sin)`, each `[len, head_dim]`.
+fn rope_tables(inv_freq: &Tensor, start: i64, len: i64) -> (Tensor, Tensor) {
+    let pos = Tensor::arange_start(start, start + len, (Kind::Float, inv_freq.device()));
+    let freqs = pos.unsqueeze(1) * inv_freq.unsqueeze(0);
+    let emb = Tensor::cat(&[&freqs, &freqs], -1);
+    (emb.cos(), emb.sin())
+}
+
+fn rotate_half(x: &Tensor) -> Tensor {
+    let half = x.size()[3] / 2;
+    let x1 = x.narrow(3, 0, half);
+    let x2 = x.narrow(3, half, half);
+    Tensor::cat(&[&x2.neg(), &x1], -1)
+}
+
+fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+    let kind = x.kind();
+    let xf = x.to_kind(Kind::Float);
+    (&xf * cos + rotate_half(&xf) * sin).to_kind(kind)
+}
+
+#[derive(Debug)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    n_head: i64,
+    n_kv: i64,
+    head_dim: i64,
+}
+
+impl Attention {
+    fn new(p: Path, c: &Config) -> Self {
+        let (h, hd) = (c.hidden_size, c.head_dim());
+        Self {
+            q_proj: Linear::new(&p / "q_proj", h, c.num_attention_heads * hd),
+            k_proj: Linear::new(&p / "k_proj", h, c.kv_heads() * hd),
+            v_proj: Linear::new(&p / "v_proj", h, c.kv_heads() * hd),
+            o_proj: Linear::new(&p / "o_proj", c.num_attention_heads * hd, h),
+            n_head: c.num_attention_heads,
+            n_kv: c.kv_heads(),
+            head_dim: hd,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+        let (b, t) = (x.size()[0], x.size()[1]);
+        let shape = |y: Tensor, heads: i64| y.view([b, t, heads, self.head_dim]).transpose(1, 2);
+        let q = apply_rope(&shape(self.q_proj.forward(x), self.n_head), cos, sin);
+        let k = apply_rope(&shape(self.k_proj.forward(x), self.n_kv), cos, sin);
+        let v = shape(self.v_proj.forward(x), self.n_kv);
+        let rep = self.n_head / self.n_kv;
+        let (k, v) = if rep > 1 {
+            (
+                k.repeat_interleave_self_int(rep, 1, None),
+                v.repeat_interleave_self_int(rep, 1, None),
+            )
+        } else {
+            (k, v)
+        };
+        let y = Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, true, None, false);
+        let y = y
+            .transpose(1, 2)
+            .contiguous()
+            .view([b, t, self.n_head * self.head_dim]);
+        self.o_proj.forward(&y)
+    }
+}
+
+#[derive(Debug)]
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn new(p: Path, c: &Config) -> Self {
+        Self {
+            gate_proj: Linear::new(&p / "gate_proj", c.hidden_size, c.intermediate_size),
+            up_proj: Linear::new(&p / "up_proj", c.hidden_size, c.intermediate_size),
+            down_proj: Linear::new(&p / "down_proj", c.intermediate_size, c.hidden_size),
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.down_proj
+            .forward(&(self.gate_proj.forward(x).silu() * self.up_proj.forward(x)))
+    }
+}
+
+#[derive(Debug)]
+struct Block {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn new(p: Path, c: &Config) -> Self {
+        Self {
+            input_layernorm: RmsNorm::new(&p / "input_layernorm", c.hidden_size, c.rms_norm_eps),
+            self_attn: Attention::new(&p / "self_attn", c),
+            post_attention_layernorm: RmsNorm::new(
+                &p / "post_attention_layernorm",
+                c.hidden_size,
+                c.rms_norm_eps,
+            ),
+            mlp: Mlp::new(&p / "mlp", c),
+        }
+    }
+
+    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+        let x = x + self.self_attn.forward(&self.input_layernorm.forward(x), cos, sin);
+        &x + self.mlp.forward(&self.post_attention_layernorm.forward(&x))
+    }
+}
+
+/// A Llama causal language model. Variables live in the `VarStore` passed to [`Llama::new`]
+/// under HF names (`model.layers.0.self_attn.q_proj.weight`, ...).
+#[derive(Debug)]
+pub struct Llama {
+    embed_tokens: Tensor,
+    layers: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Option<Linear>,
+    inv_freq: Tensor,
+    config: Config,
+}
+
+impl Llama {
+    /// Build the model with freshly initialised weights (normal, σ = 0.02, as transformers).
+    pub fn new(root: &Path, config: &Config) -> Self {
+        let m = root / "model";
+        let embed_tokens = (&m / "embed_tokens").var(
+            "weight",
+            &[config.vocab_size, config.hidden_size],
+            Init::Randn {
+                mean: 0.0,
+                stdev: 0.02,
+            },
+        );
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| Block::new(&m / "layers" / i, config))
+            .collect();
+        let norm = RmsNorm::new(&m / "norm", config.hidden_size, config.rms_norm_eps);
+        let lm_head = (!config.tie_word_embeddings)
+            .then(|| Linear::new(root / "lm_head", config.hidden_size, config.vocab_size));
+        let inv_freq = Tensor::from_slice(&config.inv_freq())
+            .to_kind(Kind::Float)
+            .to_device(root.device());
+        Self {
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            inv_freq,
+            config: config.clone(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Final hidden states `[batch, seq, hidden]` for token ids `[batch, seq]`.
+    pub fn hidden_states(&self, input_ids: &Tensor) -> Tensor {
+        let t = input_ids.size()[1];
+        let (cos, sin) = rope_tables(&self.inv_freq, 0, t);
+        let mut x = Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false);
+        for layer in &self.layers {
+            x = layer.forward(&x, &cos, &sin);
+        }
+        self.norm.forward(&x)
+    }
+
+    /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]` (causal attention).
+    pub fn forward(&self, input_ids: &Tensor) -> Tensor {
+        let h = self.hidden_states(input_ids);
+        match &self.lm_head {
+            Some(head) => head.forward(&h),
+            None => h.linear::<Tensor>(&self.embed_tokens, None),
+        }
+    }
+}

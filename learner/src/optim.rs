@@ -1,0 +1,136 @@
+//! AdamW with decoupled weight decay (Loshchilov & Hutter), written on tensors so its state can
+//! be checkpointed, resumed and later sharded. Same update as `torch.optim.AdamW`.
+
+use tch::Tensor;
+
+/// AdamW hyperparameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWConfig {
+    /// β1.
+    pub beta1: f64,
+    /// β2.
+    pub beta2: f64,
+    /// ε.
+    pub eps: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+}
+
+/// AdamW over a list of parameters.
+#[derive(Debug)]
+pub struct AdamW {
+    config: AdamWConfig,
+    params: Vec<(String, Tensor)>,
+    exp_avg: Vec<Tensor>,
+    exp_avg_sq: Vec<Tensor>,
+    step: u64,
+}
+
+impl AdamW {
+    /// Optimiser for `params` (name, trainable tensor); state starts at zero.
+    pub fn new(params: Vec<(String, Tensor)>, config: AdamWConfig) -> Self {
+        let zeros = |p: &(String, Tensor)| p.1.zeros_like().detach();
+        Self {
+            exp_avg: params.iter().map(zeros).collect(),
+            exp_avg_sq: params.iter().map(zeros).collect(),
+            params,
+            config,
+            step: 0,
+        }
+    }
+
+    /// Optimiser steps taken.
+    pub fn steps_taken(&self) -> u64 {
+        self.step
+    }
+
+    /// Zero every parameter's gradient.
+    pub fn zero_grad(&mut self) {
+        for (_, p) in &mut self.params {
+            p.zero_grad();
+        }
+    }
+
+    /// Scale gradients so their global L2 norm is at most `max_norm`; returns the norm before
+    /// clipping (as `torch.nn.utils.clip_grad_norm_`).
+    pub fn clip_grad_norm(&mut self, max_norm: Option<f64>) -> f64 {
+        tch::no_grad(|| {
+            let grads: Vec<Tensor> = self
+                .params
+                .iter()
+                .map(|(_, p)| p.grad())
+                .filter(|g| g.defined())
+                .collect();
+            if grads.is_empty() {
+                return 0.0;
+            }
+            let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
+            let total = Tensor::stack(&norms, 0).norm().double_value(&[]);
+            if let Some(max) = max_norm {
+                let coef = max / (total + 1e-6);
+                if coef < 1.0 {
+                    for mut g in grads {
+                        let _ = g.g_mul_scalar_(coef);
+                    }
+                }
+            }
+            total
+        })
+    }
+
+    /// One AdamW update at learning rate `lr`.
+    pub fn step(&mut self, lr: f64) {
+        self.step += 1;
+        let c = self.config;
+        let bc1 = 1.0 - c.beta1.powi(self.step as i32);
+        let bc2 = 1.0 - c.beta2.powi(self.step as i32);
+        tch::no_grad(|| {
+            for (i, (_, p)) in self.params.iter_mut().enumerate() {
+                let g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let m = &mut self.exp_avg[i];
+                let v = &mut self.exp_avg_sq[i];
+                let _ = m.g_mul_scalar_(c.beta1).g_add_(&(&g * (1.0 - c.beta1)));
+                let _ = v.g_mul_scalar_(c.beta2).g_add_(&(&g * &g * (1.0 - c.beta2)));
+                let _ = p.g_mul_scalar_(1.0 - lr * c.weight_decay);
+                let denom = (v.sqrt() / bc2.sqrt()) + c.eps;
+                let _ = p.g_add_(&(m.g_div(&denom) * (-lr / bc1)));
+            }
+        });
+    }
+
+    /// Optimiser state as named tensors (`exp_avg.NAME`, `exp_avg_sq.NAME`).
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::with_capacity(2 * self.params.len());
+        for (i, (name, _)) in self.params.iter().enumerate() {
+            out.push((format!("exp_avg.{name}"), self.exp_avg[i].shallow_clone()));
+            out.push((format!("exp_avg_sq.{name}"), self.exp_avg_sq[i].shallow_clone()));
+        }
+        out
+    }
+
+    /// Restore state written by [`AdamW::state`] after `steps` optimiser steps. Returns the
+    /// names of parameters that had no saved state.
+    pub fn load_state(&mut self, state: &[(String, Tensor)], steps: u64) -> Vec<String> {
+        let mut missing = Vec::new();
+        tch::no_grad(|| {
+            for (i, (name, _)) in self.params.iter().enumerate() {
+                let find = |prefix: &str| {
+                    let key = format!("{prefix}.{name}");
+                    state.iter().find(|(n, _)| *n == key).map(|(_, t)| t)
+                };
+                match (find("exp_avg"), find("exp_avg_sq")) {
+                    (Some(m), Some(v)) => {
+                        self.exp_avg[i].copy_(m);
+                        self.exp_avg_sq[i].copy_(v);
+                    }
+                    _ => missing.push(name.clone()),
+                }
+            }
+        });
+        self.step = steps;
+        missing
+    }
+}

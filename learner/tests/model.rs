@@ -1,0 +1,207 @@
+//! The Llama model and learner on tiny configurations: causality, grouped-query attention,
+//! checkpoints that round-trip, AdamW's update, and learning.
+
+use rlvr_core::TrainBatch;
+use rlvr_learner::llama::{Config, Llama};
+use rlvr_learner::optim::{AdamW, AdamWConfig};
+use rlvr_learner::schedule::{Schedule, Shape};
+use rlvr_learner::{Learner, LearnerConfig, Objective, Reduction};
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+fn tiny(tied: bool) -> Config {
+    serde_json::from_value(serde_json::json!({
+        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 40,
+        "tie_word_embeddings": tied, "rope_theta": 10000.0,
+        "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
+        "eos_token_id": [2, 3]
+    }))
+    .unwrap()
+}
+
+fn learner_config(lr: f64) -> LearnerConfig {
+    LearnerConfig {
+        adamw: AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        },
+        schedule: Schedule {
+            peak: lr,
+            warmup_steps: 0,
+            total_steps: 100,
+            shape: Shape::Constant,
+        },
+        max_grad_norm: Some(1.0),
+        device: Device::Cpu,
+    }
+}
+
+#[test]
+fn config_reads_hf_fields() {
+    let c = tiny(false);
+    assert_eq!(c.kv_heads(), 2);
+    assert_eq!(c.head_dim(), 8);
+    assert_eq!(c.eos_token_id, Some(2), "first of a list");
+}
+
+#[test]
+fn attention_is_causal() {
+    tch::manual_seed(0);
+    let vs = VarStore::new(Device::Cpu);
+    let m = Llama::new(&vs.root(), &tiny(false));
+    let a = Tensor::from_slice(&[1i64, 5, 7, 9, 11, 13]).view([1, 6]);
+    let b = Tensor::from_slice(&[1i64, 5, 7, 9, 30, 31]).view([1, 6]);
+    let (la, lb) = tch::no_grad(|| (m.forward(&a), m.forward(&b)));
+    assert_eq!(la.size(), vec![1, 6, 40]);
+    let diff_prefix = (la.narrow(1, 0, 4) - lb.narrow(1, 0, 4))
+        .abs()
+        .max()
+        .double_value(&[]);
+    let diff_suffix = (la.narrow(1, 4, 2) - lb.narrow(1, 4, 2))
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(
+        diff_prefix < 1e-6,
+        "earlier positions must not see later tokens: {diff_prefix}"
+    );
+    assert!(
+        diff_suffix > 1e-4,
+        "later positions see the change: {diff_suffix}"
+    );
+}
+
+#[test]
+fn checkpoints_round_trip_with_hf_names() {
+    let dir = std::env::temp_dir().join(format!("rlvr-ckpt-{}", std::process::id()));
+    for tied in [false, true] {
+        let a = Learner::new(&tiny(tied), learner_config(1e-3), 1);
+        a.save_model(&dir).unwrap();
+        let names: Vec<String> = Tensor::read_safetensors(dir.join("model.safetensors"))
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert!(
+            names.contains(&"model.layers.1.self_attn.k_proj.weight".to_string()),
+            "{names:?}"
+        );
+        assert!(names.contains(&"model.embed_tokens.weight".to_string()));
+        assert_eq!(names.contains(&"lm_head.weight".to_string()), !tied);
+        let cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        assert_eq!(cfg["architectures"][0], "LlamaForCausalLM");
+        let b = Learner::from_pretrained(&dir, learner_config(1e-3)).unwrap();
+        let x = Tensor::from_slice(&[3i64, 4, 5, 6]).view([1, 4]);
+        let d = tch::no_grad(|| {
+            (a.model().forward(&x) - b.model().forward(&x))
+                .abs()
+                .max()
+                .double_value(&[])
+        });
+        assert_eq!(d, 0.0);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn loading_a_mismatched_checkpoint_names_the_tensor() {
+    let dir = std::env::temp_dir().join(format!("rlvr-bad-ckpt-{}", std::process::id()));
+    Learner::new(&tiny(false), learner_config(1e-3), 1)
+        .save_model(&dir)
+        .unwrap();
+    let mut other = tiny(false);
+    other.intermediate_size = 48;
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string(&other.to_hf_json()).unwrap(),
+    )
+    .unwrap();
+    let err = Learner::from_pretrained(&dir, learner_config(1e-3))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("mlp") && err.contains("shape"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn adamw_matches_the_closed_form_first_step() {
+    // One parameter p = 1 with loss 0.5 p (gradient 0.5), lr 0.1, weight decay 0.01:
+    // m = 0.05, v = 0.00025, m^ = 0.5, v^ = 0.25; p = 1 (1 - 0.001) - 0.1 * 0.5 / (0.5 + eps).
+    let p = Tensor::from_slice(&[1.0f64]).set_requires_grad(true);
+    let mut opt = AdamW::new(
+        vec![("p".into(), p.shallow_clone())],
+        AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        },
+    );
+    (&p * 0.5).sum(Kind::Double).backward();
+    let norm = opt.clip_grad_norm(None);
+    assert!((norm - 0.5).abs() < 1e-12);
+    opt.step(0.1);
+    let want = 0.999 - 0.1 * 0.5 / (0.5 + 1e-8);
+    assert!(
+        (p.double_value(&[0]) - want).abs() < 1e-12,
+        "{}",
+        p.double_value(&[0])
+    );
+}
+
+#[test]
+fn gradient_clipping_scales_to_the_max_norm() {
+    let p = Tensor::from_slice(&[1.0f64, 1.0]).set_requires_grad(true);
+    let mut opt = AdamW::new(
+        vec![("p".into(), p.shallow_clone())],
+        AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        },
+    );
+    (&p * Tensor::from_slice(&[3.0f64, 4.0]))
+        .sum(Kind::Double)
+        .backward();
+    assert!((opt.clip_grad_norm(Some(1.0)) - 5.0).abs() < 1e-12);
+    let g = p.grad();
+    assert!((g.norm().double_value(&[]) - 1.0).abs() < 1e-5);
+}
+
+#[test]
+fn the_learner_learns_a_pattern_and_masks_ignored_labels() {
+    let mut l = Learner::new(&tiny(true), learner_config(1e-2), 3);
+    let seqs: Vec<Vec<i64>> = (0..8)
+        .map(|i| (0..12).map(|j| (i + j) % 10 + 4).collect())
+        .collect();
+    let batch = TrainBatch::from_sequences(&seqs, 0);
+    let first = l
+        .train_step(std::slice::from_ref(&batch), Objective::Lm(Reduction::Mean))
+        .unwrap();
+    let mut last = first;
+    for _ in 0..40 {
+        last = l
+            .train_step(std::slice::from_ref(&batch), Objective::Lm(Reduction::Mean))
+            .unwrap();
+    }
+    assert!(last.loss < 0.3 * first.loss, "{} -> {}", first.loss, last.loss);
+    assert_eq!(last.step, 41);
+    assert_eq!(last.tokens, 8 * 11);
+    // A sum-reduced loss of the same batch is the mean times the token count.
+    let mean = l.eval_loss(&batch, Objective::Lm(Reduction::Mean)).unwrap();
+    let sum = l.eval_loss(&batch, Objective::Lm(Reduction::Sum)).unwrap();
+    assert!(
+        (sum - mean * 88.0).abs() < 1e-3 * sum.abs().max(1.0),
+        "{sum} vs {mean}"
+    );
+    // Out-of-vocabulary ids are an error, not a crash.
+    let bad = TrainBatch::from_sequences(&[vec![1, 2, 99]], 0);
+    assert!(l.train_step(&[bad], Objective::Lm(Reduction::Mean)).is_err());
+}
