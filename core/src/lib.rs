@@ -64,3 +64,111 @@ pub struct StepMetrics {
     /// Tokens that carried loss.
     pub tokens: u64,
 }
+
+/// One prompt to complete `n` times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationRequest {
+    /// Caller's id, echoed in each [`Completion`].
+    pub id: u64,
+    /// Prompt token ids.
+    pub prompt_ids: Vec<u32>,
+    /// Completions to sample (they share the prompt's prefill).
+    pub n: usize,
+    /// Seed of this request's sampling; the same seed, prompt and weights give the same
+    /// completions whatever else is in the batch.
+    pub seed: u64,
+}
+
+/// How tokens are chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplingParams {
+    /// Softmax temperature; 0 picks the most likely token (greedy).
+    pub temperature: f64,
+    /// Keep the smallest set of tokens whose probability reaches `top_p` (1 = all).
+    pub top_p: f64,
+    /// Keep the `top_k` most likely tokens (0 = all).
+    pub top_k: usize,
+    /// Most new tokens per completion.
+    pub max_new_tokens: usize,
+    /// Token ids that end a completion (included in it), usually the EOS ids.
+    pub stop_token_ids: Vec<u32>,
+    /// Strings that end a completion once its decoded text contains one.
+    pub stop: Vec<String>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            max_new_tokens: 256,
+            stop_token_ids: Vec::new(),
+            stop: Vec::new(),
+        }
+    }
+}
+
+/// Why a completion ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishReason {
+    /// A stop token or stop string.
+    Stop,
+    /// The new-token limit.
+    Length,
+}
+
+/// One sampled completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    /// The request's id.
+    pub request_id: u64,
+    /// Which of the request's `n` completions this is.
+    pub index: usize,
+    /// Sampled token ids (a stop token included).
+    pub token_ids: Vec<u32>,
+    /// Log-probability of each sampled token under the temperature-scaled distribution.
+    pub logprobs: Vec<f32>,
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+    /// Version of the weights that produced every token of it.
+    pub policy_version: u64,
+}
+
+/// Element types a [`WeightChunk`] can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    /// 32-bit float.
+    F32,
+    /// bfloat16.
+    Bf16,
+    /// 16-bit float.
+    F16,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::Bf16 | DType::F16 => 2,
+        }
+    }
+}
+
+/// One named tensor of a weight update, as raw little-endian bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeightChunk {
+    /// Hugging Face tensor name.
+    pub name: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Shape.
+    pub shape: Vec<i64>,
+    /// `shape.product() * dtype.size()` bytes.
+    pub data: Vec<u8>,
+    /// Policy version these weights belong to.
+    pub version: u64,
+}

@@ -263,6 +263,57 @@ impl Attention {
     }
 }
 
+impl Attention {
+    /// Attention of new tokens over the cache: writes their keys and values at their positions
+    /// in slots `first_slot..first_slot + B`, then attends to every cached position up to
+    /// each query's own (`mask`, `[B, 1, T, L]`).
+    fn forward_cached(
+        &self,
+        x: &Tensor,
+        rope: &(Tensor, Tensor),
+        step: &CacheStep,
+        ck: &Tensor,
+        cv: &Tensor,
+    ) -> Tensor {
+        let (b, t) = (x.size()[0], x.size()[1]);
+        let shape = |y: Tensor, heads: i64| y.view([b, t, heads, self.head_dim]).transpose(1, 2);
+        let q = apply_rope(&shape(self.q_proj.forward(x), self.n_head), &rope.0, &rope.1);
+        let k = apply_rope(&shape(self.k_proj.forward(x), self.n_kv), &rope.0, &rope.1);
+        let v = shape(self.v_proj.forward(x), self.n_kv);
+        if b == 1 {
+            ck.narrow(0, step.first_slot, 1)
+                .narrow(2, step.starts[0], t)
+                .copy_(&k);
+            cv.narrow(0, step.first_slot, 1)
+                .narrow(2, step.starts[0], t)
+                .copy_(&v);
+        } else {
+            let rows = Some(&step.rows);
+            let pos = Some(&step.start_tensor);
+            let (mut ck, mut cv) = (ck.shallow_clone(), cv.shallow_clone());
+            let _ = ck.index_put_(&[rows, None, pos], &k.squeeze_dim(2), false);
+            let _ = cv.index_put_(&[rows, None, pos], &v.squeeze_dim(2), false);
+        }
+        let keys = ck.narrow(0, step.first_slot, b).narrow(2, 0, step.span);
+        let values = cv.narrow(0, step.first_slot, b).narrow(2, 0, step.span);
+        let y = Tensor::scaled_dot_product_attention(
+            &q,
+            &keys,
+            &values,
+            Some(&step.mask),
+            0.0,
+            false,
+            None,
+            true,
+        );
+        let y = y
+            .transpose(1, 2)
+            .contiguous()
+            .view([b, t, self.n_head * self.head_dim]);
+        self.o_proj.forward(&y)
+    }
+}
+
 #[derive(Debug)]
 struct Mlp {
     gate_proj: Linear,
@@ -311,6 +362,63 @@ impl Block {
         let x = x + self.self_attn.forward(&self.input_layernorm.forward(x), cos, sin);
         &x + self.mlp.forward(&self.post_attention_layernorm.forward(&x))
     }
+}
+
+/// Keys and values of past positions for generation: per layer `[slots, kv_heads, capacity,
+/// head_dim]`, allocated once and written in place.
+#[derive(Debug)]
+pub struct KvCache {
+    k: Vec<Tensor>,
+    v: Vec<Tensor>,
+    slots: i64,
+    capacity: i64,
+}
+
+impl KvCache {
+    /// A cache of `slots` sequences of up to `capacity` positions.
+    pub fn new(config: &Config, slots: i64, capacity: i64, kind: Kind, device: tch::Device) -> Self {
+        let shape = [slots, config.kv_heads(), capacity, config.head_dim()];
+        let make = || {
+            (0..config.num_hidden_layers)
+                .map(|_| Tensor::zeros(shape, (kind, device)))
+                .collect()
+        };
+        Self {
+            k: make(),
+            v: make(),
+            slots,
+            capacity,
+        }
+    }
+
+    /// Sequences it holds.
+    pub fn slots(&self) -> i64 {
+        self.slots
+    }
+
+    /// Positions per sequence.
+    pub fn capacity(&self) -> i64 {
+        self.capacity
+    }
+
+    /// Copy the first `len` positions of slot `from` into slot `to` (completions that share a
+    /// prompt share its prefill).
+    pub fn copy_prefix(&mut self, from: i64, to: i64, len: i64) {
+        for c in self.k.iter().chain(self.v.iter()) {
+            let src = c.narrow(0, from, 1).narrow(2, 0, len);
+            c.narrow(0, to, 1).narrow(2, 0, len).copy_(&src);
+        }
+    }
+}
+
+/// Where the tokens of one cached forward pass go.
+struct CacheStep {
+    first_slot: i64,
+    starts: Vec<i64>,
+    rows: Tensor,
+    start_tensor: Tensor,
+    mask: Tensor,
+    span: i64,
 }
 
 /// A Llama causal language model. Variables live in the `VarStore` passed to [`Llama::new`]
@@ -372,12 +480,71 @@ impl Llama {
         self.norm.forward(&x)
     }
 
-    /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]` (causal attention).
-    pub fn forward(&self, input_ids: &Tensor) -> Tensor {
-        let h = self.hidden_states(input_ids);
+    /// Logits `[B, T, vocab]` of new tokens `[B, T]` that continue sequences held in cache
+    /// slots `first_slot..first_slot + B`, row `b` starting at position `starts[b]`. Either one
+    /// sequence (`B = 1`, a prompt's prefill) or one token per sequence (`T = 1`, a decode step).
+    pub fn forward_cached(
+        &self,
+        input_ids: &Tensor,
+        first_slot: i64,
+        starts: &[i64],
+        cache: &mut KvCache,
+    ) -> crate::Result<Tensor> {
+        let (b, t) = (input_ids.size()[0], input_ids.size()[1]);
+        let bad = |m: String| Err(crate::LearnerError::Batch(m));
+        if !(b == 1 || t == 1) || starts.len() as i64 != b || first_slot + b > cache.slots {
+            return bad(format!(
+                "cached forward of {b}x{t} tokens from slot {first_slot} with {} starts: need one sequence or one token per sequence within {} slots",
+                starts.len(),
+                cache.slots
+            ));
+        }
+        let device = input_ids.device();
+        let start_tensor = Tensor::from_slice(starts).to_device(device);
+        let positions = start_tensor.unsqueeze(1) + Tensor::arange(t, (Kind::Int64, device)).unsqueeze(0);
+        let span = starts.iter().max().copied().unwrap_or(0) + t;
+        if span > cache.capacity {
+            return bad(format!(
+                "sequence of {span} positions is longer than the cache ({})",
+                cache.capacity
+            ));
+        }
+        let key_pos = Tensor::arange(span, (Kind::Int64, device));
+        let mask = key_pos
+            .view([1, 1, 1, span])
+            .le_tensor(&positions.view([b, 1, t, 1]));
+        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * self.inv_freq.view([1, 1, -1]);
+        let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
+        let rope = (emb.cos(), emb.sin());
+        let step = CacheStep {
+            first_slot,
+            starts: starts.to_vec(),
+            rows: Tensor::arange_start(first_slot, first_slot + b, (Kind::Int64, device)),
+            start_tensor,
+            mask,
+            span,
+        };
+        let mut x = Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let h = layer.input_layernorm.forward(&x);
+            let attn = layer
+                .self_attn
+                .forward_cached(&h, &rope, &step, &cache.k[i], &cache.v[i]);
+            x = attn + &x;
+            x = &x + layer.mlp.forward(&layer.post_attention_layernorm.forward(&x));
+        }
+        Ok(self.logits(&self.norm.forward(&x)))
+    }
+
+    fn logits(&self, h: &Tensor) -> Tensor {
         match &self.lm_head {
-            Some(head) => head.forward(&h),
+            Some(head) => head.forward(h),
             None => h.linear::<Tensor>(&self.embed_tokens, None),
         }
+    }
+
+    /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]` (causal attention).
+    pub fn forward(&self, input_ids: &Tensor) -> Tensor {
+        self.logits(&self.hidden_states(input_ids))
     }
 }

@@ -1,0 +1,31 @@
+//! Errors of the rollout crate.
+
+/// What can go wrong generating or updating weights.
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    /// A request that cannot be served (empty prompt, prompt longer than the model allows).
+    #[error("request {id}: {message}")]
+    Request {
+        /// The request's id.
+        id: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// A weight update that does not match the model.
+    #[error("weight `{name}`: {message}")]
+    Weights {
+        /// Tensor name.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Loading the model failed.
+    #[error(transparent)]
+    Model(#[from] rlvr_learner::LearnerError),
+    /// Loading the tokenizer failed.
+    #[error(transparent)]
+    Tokenizer(#[from] rlvr_data::DataError),
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T> = std::result::Result<T, RolloutError>;

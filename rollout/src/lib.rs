@@ -1,0 +1,33 @@
+//! # rlvr-rollout
+//!
+//! The inference engine rollout workers generate with, behind one trait ([`Engine`]) so more
+//! backends can follow. It knows nothing of actors or verifiers: requests in, completions out,
+//! weights replaced in place between calls with a policy version.
+//!
+//! The first backend, [`NativeEngine`], runs the learner's own Llama code on libtorch with a
+//! preallocated KV cache and continuous batching, so the log-probs it reports are the ones the
+//! learner recomputes, and a weight update is a copy.
+
+mod error;
+mod native;
+pub mod sampling;
+
+pub use error::{Result, RolloutError};
+pub use native::NativeEngine;
+use rlvr_core::{Completion, GenerationRequest, SamplingParams, WeightChunk};
+
+/// A generation backend.
+pub trait Engine {
+    /// Complete every request `n` times; completions come back in request order, then index.
+    fn generate(
+        &mut self,
+        requests: &[GenerationRequest],
+        params: &SamplingParams,
+    ) -> Result<Vec<Completion>>;
+
+    /// Replace parameters in place from `chunks`, and tag what follows with `version`.
+    fn load_weights(&mut self, chunks: &[WeightChunk], version: u64) -> Result<()>;
+
+    /// Version of the weights in use.
+    fn policy_version(&self) -> u64;
+}
