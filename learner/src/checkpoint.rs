@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use rlvr_core::{DType, WeightChunk};
 use tch::nn::VarStore;
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 use crate::error::{LearnerError, Result};
 use crate::llama::Config;
@@ -109,4 +110,35 @@ pub fn write_tensors(tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
 /// Read named tensors from a safetensors file.
 pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     Tensor::read_safetensors(path).map_err(torch(format!("reading {}", path.display())))
+}
+
+/// Every variable of `vs` as a [`WeightChunk`] (CPU bytes) tagged with `version`, in name order.
+pub fn export_chunks(vs: &VarStore, version: u64) -> Result<Vec<WeightChunk>> {
+    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    vars.into_iter()
+        .map(|(name, t)| {
+            let dtype = match t.kind() {
+                Kind::Float => DType::F32,
+                Kind::BFloat16 => DType::Bf16,
+                Kind::Half => DType::F16,
+                other => {
+                    return Err(LearnerError::Checkpoint {
+                        path: name,
+                        message: format!("unsupported element type {other:?}"),
+                    })
+                }
+            };
+            let t = t.detach().to_device(Device::Cpu).contiguous();
+            let mut data = vec![0u8; t.numel() * dtype.size()];
+            t.f_copy_data_u8(&mut data, t.numel())
+                .map_err(torch(format!("exporting `{name}`")))?;
+            Ok(WeightChunk {
+                name,
+                dtype,
+                shape: t.size(),
+                data,
+                version,
+            })
+        })
+        .collect()
 }

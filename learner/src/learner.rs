@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use rlvr_core::{DType, StepMetrics, TrainBatch, WeightChunk, IGNORE};
+use rlvr_core::{StepMetrics, TrainBatch, WeightChunk, IGNORE};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
@@ -172,35 +172,7 @@ impl Learner {
     /// Every parameter as a [`WeightChunk`] tagged with `version`, in name order: what the
     /// rollout engines load after a step.
     pub fn export_weights(&self, version: u64) -> Result<Vec<WeightChunk>> {
-        let vars: std::collections::BTreeMap<String, Tensor> = self.vs.variables().into_iter().collect();
-        vars.into_iter()
-            .map(|(name, t)| {
-                let dtype = match t.kind() {
-                    Kind::Float => DType::F32,
-                    Kind::BFloat16 => DType::Bf16,
-                    Kind::Half => DType::F16,
-                    other => {
-                        return Err(LearnerError::Batch(format!(
-                            "`{name}` has unsupported kind {other:?}"
-                        )))
-                    }
-                };
-                let t = t.detach().to_device(Device::Cpu).contiguous();
-                let mut data = vec![0u8; t.numel() * dtype.size()];
-                t.f_copy_data_u8(&mut data, t.numel())
-                    .map_err(|source| LearnerError::Torch {
-                        context: format!("exporting `{name}`"),
-                        source,
-                    })?;
-                Ok(WeightChunk {
-                    name,
-                    dtype,
-                    shape: t.size(),
-                    data,
-                    version,
-                })
-            })
-            .collect()
+        checkpoint::export_chunks(&self.vs, version)
     }
 
     /// Save the model in Hugging Face format.
