@@ -2,7 +2,7 @@
 //! continuous batching — a finished completion's cache slot is refilled from the queue at once,
 //! so one long response does not idle the batch.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 
 use rand::SeedableRng;
@@ -15,7 +15,7 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Result, RolloutError};
-use crate::sampling::sample;
+use crate::sampling::{sample, sample_cdf};
 use crate::Engine;
 
 /// One completion being generated in a cache slot.
@@ -27,6 +27,17 @@ struct Active {
     rng: ChaCha8Rng,
     /// Positions already in the cache (prompt + generated tokens but the last).
     cached: i64,
+}
+
+/// A request admitted into cache slots this round.
+struct Admitted {
+    request: usize,
+    /// Index of its first completion admitted now.
+    first: usize,
+    /// Slot its prompt is prefilled into (and its first completion decodes in).
+    prefill: usize,
+    /// Slots of its other completions, which copy the prefill.
+    extra: Vec<usize>,
 }
 
 /// Batched generation on libtorch.
@@ -99,6 +110,16 @@ impl NativeEngine {
         self.model.config()
     }
 
+    /// Every parameter as weight chunks tagged with `version`.
+    pub fn export_weights(&self, version: u64) -> Result<Vec<WeightChunk>> {
+        Ok(checkpoint::export_chunks(&self.vs, version)?)
+    }
+
+    /// Save the weights in Hugging Face format into `dir`.
+    pub fn save_model(&self, dir: &Path) -> Result<()> {
+        Ok(checkpoint::save_model(&self.vs, self.model.config(), dir)?)
+    }
+
     /// Bytes of all parameters.
     pub fn weight_bytes(&self) -> usize {
         self.vs
@@ -116,27 +137,66 @@ impl NativeEngine {
         }
     }
 
-    /// Log-softmax of the temperature-scaled logits `[rows, vocab]`, on the CPU.
-    fn logp_rows(&self, logits: &Tensor, temperature: f64) -> Vec<Vec<f32>> {
-        let t = if temperature > 0.0 { temperature } else { 1.0 };
-        let logp = (logits.to_kind(Kind::Float) / t)
-            .log_softmax(-1, Kind::Float)
-            .to_device(Device::Cpu);
-        let (rows, vocab) = (logp.size()[0] as usize, logp.size()[1] as usize);
-        let mut flat = vec![0f32; rows * vocab];
-        logp.contiguous().copy_data(&mut flat, rows * vocab);
-        flat.chunks(vocab).map(<[f32]>::to_vec).collect()
+    /// Pick the next token of each sequence from its row of `logits` (`[seqs.len(), vocab]`).
+    /// Returns each token with its log-probability under the temperature-scaled distribution.
+    ///
+    /// Plain temperature sampling (the RL setting) and greedy decoding stay on the device but
+    /// for one cumulative-probability row per sequence that is searched with the sequence's own
+    /// random draw; top-k/top-p copy the log-probabilities and filter on the CPU.
+    fn choose(&self, logits: &Tensor, params: &SamplingParams, seqs: &mut [&mut Active]) -> Vec<(u32, f32)> {
+        let t = if params.temperature > 0.0 {
+            params.temperature
+        } else {
+            1.0
+        };
+        let logp = (logits.to_kind(Kind::Float) / t).log_softmax(-1, Kind::Float);
+        let (rows, vocab) = (seqs.len(), logp.size()[1] as usize);
+        let plain = params.top_k == 0 && params.top_p >= 1.0;
+        let tokens: Vec<i64> = if params.temperature <= 0.0 {
+            Vec::<i64>::try_from(logp.argmax(-1, false).to_device(Device::Cpu)).unwrap_or_default()
+        } else {
+            let table = if plain {
+                logp.exp().cumsum(-1, Kind::Float)
+            } else {
+                logp.shallow_clone()
+            };
+            let mut flat = vec![0f32; rows * vocab];
+            table
+                .to_device(Device::Cpu)
+                .contiguous()
+                .copy_data(&mut flat, rows * vocab);
+            flat.chunks(vocab)
+                .zip(seqs.iter_mut())
+                .map(|(row, seq)| {
+                    let token = if plain {
+                        sample_cdf(row, &mut seq.rng)
+                    } else {
+                        sample(row, params, &mut seq.rng).0
+                    };
+                    i64::from(token)
+                })
+                .collect()
+        };
+        let index = Tensor::from_slice(&tokens)
+            .to_device(logp.device())
+            .view([rows as i64, 1]);
+        let chosen = Vec::<f32>::try_from(logp.gather(1, &index, false).view([-1]).to_device(Device::Cpu))
+            .unwrap_or_default();
+        tokens
+            .into_iter()
+            .zip(chosen)
+            .map(|(t, lp)| (t as u32, lp))
+            .collect()
     }
 
-    /// Append a sampled token; `Some(reason)` when the completion is finished.
+    /// Append a chosen token; `Some(reason)` when the completion is finished.
     fn push(
         &self,
         seq: &mut Active,
-        logp: &[f32],
+        (token, lp): (u32, f32),
         params: &SamplingParams,
         capacity: i64,
     ) -> Option<FinishReason> {
-        let (token, lp) = sample(logp, params, &mut seq.rng);
         seq.tokens.push(token);
         seq.logprobs.push(lp);
         if params.stop_token_ids.contains(&token) {
@@ -177,6 +237,181 @@ impl NativeEngine {
     }
 }
 
+impl NativeEngine {
+    /// Admit queued requests into free slots: one prefill slot per request, taken from the
+    /// front so that prefills batch over contiguous slots; its other completions' slots from
+    /// the back.
+    fn admit(
+        queue: &mut VecDeque<(usize, usize)>,
+        requests: &[GenerationRequest],
+        active: &[Option<Active>],
+    ) -> Vec<Admitted> {
+        let mut free: VecDeque<usize> = (0..active.len()).filter(|&s| active[s].is_none()).collect();
+        let mut admitted = Vec::new();
+        while let (Some(&(r, first)), false) = (queue.front(), free.is_empty()) {
+            let take = free.len().min(requests[r].n - first);
+            if take > 0 {
+                let prefill = free.pop_front().unwrap_or_default();
+                let extra = (1..take).filter_map(|_| free.pop_back()).collect();
+                admitted.push(Admitted {
+                    request: r,
+                    first,
+                    prefill,
+                    extra,
+                });
+            }
+            if first + take == requests[r].n {
+                queue.pop_front();
+            } else if let Some(front) = queue.front_mut() {
+                front.1 = first + take;
+            }
+        }
+        admitted.sort_by_key(|a| a.prefill);
+        admitted
+    }
+
+    /// Prefill a run of admitted requests whose prefill slots are contiguous (prompts
+    /// right-padded to the longest), copy each prefix to its requests' other slots, and start
+    /// every completion with its first token.
+    fn prefill(
+        &self,
+        run: &[Admitted],
+        requests: &[GenerationRequest],
+        params: &SamplingParams,
+        step: &mut Step,
+    ) -> Result<()> {
+        let lens: Vec<i64> = run
+            .iter()
+            .map(|a| requests[a.request].prompt_ids.len() as i64)
+            .collect();
+        let width = lens.iter().copied().max().unwrap_or(1) as usize;
+        let mut ids = vec![0i64; run.len() * width];
+        for (row, a) in run.iter().enumerate() {
+            for (col, &t) in requests[a.request].prompt_ids.iter().enumerate() {
+                ids[row * width + col] = i64::from(t);
+            }
+        }
+        let device = self.vs.device();
+        let input = Tensor::from_slice(&ids)
+            .view([run.len() as i64, width as i64])
+            .to_device(device);
+        let hidden = self.model.forward_cached(
+            &input,
+            run[0].prefill as i64,
+            &vec![0; run.len()],
+            &mut step.cache,
+        )?;
+        let last: Vec<Tensor> = lens
+            .iter()
+            .enumerate()
+            .map(|(row, &len)| hidden.get(row as i64).get(len - 1))
+            .collect();
+        let logits = self.model.logits(&Tensor::stack(&last, 0));
+        // One logits row per completion: its request's row, repeated.
+        let mut rows = Vec::new();
+        let mut seqs = Vec::new();
+        for (row, (a, &len)) in run.iter().zip(&lens).enumerate() {
+            let seed = requests[a.request].seed;
+            for (j, slot) in std::iter::once(a.prefill)
+                .chain(a.extra.iter().copied())
+                .enumerate()
+            {
+                if j > 0 {
+                    step.cache.copy_prefix(a.prefill as i64, slot as i64, len);
+                }
+                let index = a.first + j;
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                rng.set_stream(index as u64);
+                rows.push(row as i64);
+                seqs.push((
+                    slot,
+                    Active {
+                        request: a.request,
+                        index,
+                        tokens: Vec::new(),
+                        logprobs: Vec::new(),
+                        rng,
+                        cached: len,
+                    },
+                ));
+            }
+        }
+        let logits = logits.index_select(0, &Tensor::from_slice(&rows).to_device(device));
+        let mut refs: Vec<&mut Active> = seqs.iter_mut().map(|(_, s)| s).collect();
+        let chosen = self.choose(&logits, params, &mut refs);
+        for ((slot, mut seq), pick) in seqs.into_iter().zip(chosen) {
+            match self.push(&mut seq, pick, params, step.capacity) {
+                Some(reason) => step.finish(seq, reason),
+                None => step.active[slot] = Some(seq),
+            }
+        }
+        Ok(())
+    }
+
+    /// One decode step over slots `0..=highest active`; returns false when nothing is active.
+    fn decode(&self, params: &SamplingParams, step: &mut Step) -> Result<bool> {
+        let Some(rows) = step.active.iter().rposition(Option::is_some).map(|i| i + 1) else {
+            return Ok(false);
+        };
+        let live = &step.active[..rows];
+        let tokens: Vec<i64> = live
+            .iter()
+            .map(|s| {
+                s.as_ref()
+                    .map_or(0, |s| i64::from(*s.tokens.last().unwrap_or(&0)))
+            })
+            .collect();
+        let starts: Vec<i64> = live.iter().map(|s| s.as_ref().map_or(0, |s| s.cached)).collect();
+        let slots: Vec<i64> = (0..rows as i64).filter(|&s| live[s as usize].is_some()).collect();
+        let device = self.vs.device();
+        let input = Tensor::from_slice(&tokens)
+            .view([rows as i64, 1])
+            .to_device(device);
+        let hidden = self.model.forward_cached(&input, 0, &starts, &mut step.cache)?;
+        let hidden = hidden
+            .squeeze_dim(1)
+            .index_select(0, &Tensor::from_slice(&slots).to_device(device));
+        let logits = self.model.logits(&hidden);
+        let mut taken: Vec<(usize, Active)> = slots
+            .iter()
+            .filter_map(|&s| step.active[s as usize].take().map(|a| (s as usize, a)))
+            .collect();
+        let mut refs: Vec<&mut Active> = taken.iter_mut().map(|(_, s)| s).collect();
+        let chosen = self.choose(&logits, params, &mut refs);
+        for ((slot, mut seq), pick) in taken.into_iter().zip(chosen) {
+            seq.cached += 1;
+            match self.push(&mut seq, pick, params, step.capacity) {
+                Some(reason) => step.finish(seq, reason),
+                None => step.active[slot] = Some(seq),
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// The state of one `generate` call.
+struct Step<'a> {
+    requests: &'a [GenerationRequest],
+    cache: KvCache,
+    capacity: i64,
+    active: Vec<Option<Active>>,
+    done: Vec<Completion>,
+    version: u64,
+}
+
+impl Step<'_> {
+    fn finish(&mut self, seq: Active, reason: FinishReason) {
+        self.done.push(Completion {
+            request_id: self.requests[seq.request].id,
+            index: seq.index,
+            token_ids: seq.tokens,
+            logprobs: seq.logprobs,
+            finish_reason: reason,
+            policy_version: self.version,
+        });
+    }
+}
+
 impl Engine for NativeEngine {
     fn generate(
         &mut self,
@@ -192,106 +427,30 @@ impl Engine for NativeEngine {
         let capacity =
             (longest + params.max_new_tokens as i64).min(self.model.config().max_position_embeddings);
         let slots = total.min(self.max_batch);
-        let mut cache = self.cache_for(slots as i64, capacity);
-        let device = self.vs.device();
-        let mut queue: VecDeque<(usize, usize)> = requests.iter().enumerate().map(|(i, _)| (i, 0)).collect();
-        let mut active: Vec<Option<Active>> = (0..slots).map(|_| None).collect();
-        let mut done: Vec<Completion> = Vec::with_capacity(total);
-        let finish = |seq: Active, reason: FinishReason, done: &mut Vec<Completion>| {
-            done.push(Completion {
-                request_id: requests[seq.request].id,
-                index: seq.index,
-                token_ids: seq.tokens,
-                logprobs: seq.logprobs,
-                finish_reason: reason,
-                policy_version: self.version,
-            });
+        let mut step = Step {
+            requests,
+            cache: self.cache_for(slots as i64, capacity),
+            capacity,
+            active: (0..slots).map(|_| None).collect(),
+            done: Vec::with_capacity(total),
+            version: self.version,
         };
-
+        let mut queue: VecDeque<(usize, usize)> = (0..requests.len()).map(|i| (i, 0)).collect();
         let result = tch::no_grad(|| -> Result<()> {
             loop {
-                // Refill free slots: one prefill per prompt, shared by its completions.
-                while let Some(&(r, first)) = queue.front() {
-                    let free: Vec<usize> = (0..slots).filter(|&s| active[s].is_none()).collect();
-                    if free.is_empty() {
-                        break;
-                    }
-                    let req = &requests[r];
-                    let take = free.len().min(req.n - first);
-                    if take == 0 {
-                        queue.pop_front();
-                        continue;
-                    }
-                    let prompt: Vec<i64> = req.prompt_ids.iter().map(|&t| i64::from(t)).collect();
-                    let len = prompt.len() as i64;
-                    let input = Tensor::from_slice(&prompt).view([1, len]).to_device(device);
-                    let logits = self
-                        .model
-                        .forward_cached(&input, free[0] as i64, &[0], &mut cache)?;
-                    let last = self.logp_rows(&logits.select(1, len - 1), params.temperature);
-                    for (j, &slot) in free.iter().take(take).enumerate() {
-                        if j > 0 {
-                            cache.copy_prefix(free[0] as i64, slot as i64, len);
-                        }
-                        let index = first + j;
-                        let mut rng = ChaCha8Rng::seed_from_u64(req.seed);
-                        rng.set_stream(index as u64);
-                        let mut seq = Active {
-                            request: r,
-                            index,
-                            tokens: Vec::new(),
-                            logprobs: Vec::new(),
-                            rng,
-                            cached: len,
-                        };
-                        match self.push(&mut seq, &last[0], params, capacity) {
-                            Some(reason) => finish(seq, reason, &mut done),
-                            None => active[slot] = Some(seq),
-                        }
-                    }
-                    if first + take == req.n {
-                        queue.pop_front();
-                    } else if let Some(front) = queue.front_mut() {
-                        front.1 = first + take;
-                    }
+                let admitted = Self::admit(&mut queue, requests, &step.active);
+                for run in admitted.chunk_by(|a, b| b.prefill == a.prefill + 1) {
+                    self.prefill(run, requests, params, &mut step)?;
                 }
-                // One decode step over slots 0..=highest active.
-                let Some(rows) = active.iter().rposition(Option::is_some).map(|i| i + 1) else {
-                    break;
-                };
-                let tokens: Vec<i64> = active[..rows]
-                    .iter()
-                    .map(|s| {
-                        s.as_ref()
-                            .map_or(0, |s| i64::from(*s.tokens.last().unwrap_or(&0)))
-                    })
-                    .collect();
-                let starts: Vec<i64> = active[..rows]
-                    .iter()
-                    .map(|s| s.as_ref().map_or(0, |s| s.cached))
-                    .collect();
-                let input = Tensor::from_slice(&tokens)
-                    .view([rows as i64, 1])
-                    .to_device(device);
-                let logits = self.model.forward_cached(&input, 0, &starts, &mut cache)?;
-                let logp = self.logp_rows(&logits.squeeze_dim(1), params.temperature);
-                for (slot, row) in logp.iter().enumerate() {
-                    let Some(mut seq) = active[slot].take() else {
-                        continue;
-                    };
-                    seq.cached += 1;
-                    match self.push(&mut seq, row, params, capacity) {
-                        Some(reason) => finish(seq, reason, &mut done),
-                        None => active[slot] = Some(seq),
-                    }
+                if !self.decode(params, &mut step)? && queue.is_empty() {
+                    return Ok(());
                 }
             }
-            Ok(())
         });
+        let Step { cache, mut done, .. } = step;
         self.cache = Some(cache);
         result?;
-        let order: std::collections::HashMap<u64, usize> =
-            requests.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
+        let order: HashMap<u64, usize> = requests.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
         done.sort_by_key(|c| (order[&c.request_id], c.index));
         Ok(done)
     }
@@ -329,8 +488,22 @@ impl Engine for NativeEngine {
                         chunk.dtype
                     ));
                 }
-                let src = Tensor::from_data_size(&chunk.data, &chunk.shape, kind);
-                var.shallow_clone().copy_(&src);
+                if (chunk.data.as_ptr() as usize).is_multiple_of(chunk.dtype.size()) {
+                    let mut strides = vec![1i64; chunk.shape.len()];
+                    for d in (0..chunk.shape.len().saturating_sub(1)).rev() {
+                        strides[d] = strides[d + 1] * chunk.shape[d + 1];
+                    }
+                    // SAFETY: the view covers exactly `chunk.data` (length checked above), is
+                    // aligned for its element type, and lives only for the copy below, while
+                    // `chunk` is borrowed.
+                    let src = unsafe {
+                        Tensor::from_blob(chunk.data.as_ptr(), &chunk.shape, &strides, kind, Device::Cpu)
+                    };
+                    var.shallow_clone().copy_(&src);
+                } else {
+                    let src = Tensor::from_data_size(&chunk.data, &chunk.shape, kind);
+                    var.shallow_clone().copy_(&src);
+                }
             }
             Ok(())
         })?;

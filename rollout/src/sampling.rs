@@ -65,6 +65,14 @@ pub fn sample(logp: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> (u
     (t, logp[t as usize])
 }
 
+/// Pick a token from a row of cumulative probabilities (the last entry is the total mass, 1
+/// up to rounding) with one uniform draw.
+pub fn sample_cdf(cdf: &[f32], rng: &mut ChaCha8Rng) -> u32 {
+    let total = cdf.last().copied().unwrap_or(0.0);
+    let u = rng.gen::<f32>() * total;
+    cdf.partition_point(|&c| c <= u).min(cdf.len().saturating_sub(1)) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +107,27 @@ mod tests {
         }
         assert_eq!(seen[0] + seen[2], 0, "{seen:?}");
         assert!((seen[1] as f64 / 2000.0 - 2.0 / 3.0).abs() < 0.05, "{seen:?}");
+    }
+
+    #[test]
+    fn cdf_sampling_follows_the_distribution() {
+        let p = [0.1f32, 0.5, 0.0, 0.15, 0.25];
+        let cdf: Vec<f32> = p
+            .iter()
+            .scan(0.0, |acc, x| {
+                *acc += x;
+                Some(*acc)
+            })
+            .collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let mut seen = [0usize; 5];
+        for _ in 0..20000 {
+            seen[sample_cdf(&cdf, &mut rng) as usize] += 1;
+        }
+        assert_eq!(seen[2], 0, "zero-probability tokens are never drawn");
+        for (i, want) in p.iter().enumerate() {
+            assert!((seen[i] as f32 / 20000.0 - want).abs() < 0.015, "{seen:?}");
+        }
     }
 
     #[test]

@@ -85,15 +85,19 @@ fn learner_logprobs(l: &Learner, prompt: &[u32], tokens: &[u32], temperature: f6
 #[test]
 fn logprobs_equal_the_learners_recomputed_logprobs() {
     let l = learner();
-    let mut e = engine(&l, 2);
     let params = SamplingParams {
         temperature: 0.7,
         max_new_tokens: 20,
         ..Default::default()
     };
     let reqs = requests();
-    let out = e.generate(&reqs, &params).unwrap();
-    assert_eq!(out.len(), 6);
+    // 2 slots: one prompt prefilled at a time, slots refilled as completions end; 6 slots:
+    // prompts of different lengths prefilled together, right-padded.
+    let out: Vec<_> = [2, 6]
+        .iter()
+        .flat_map(|&slots| engine(&l, slots).generate(&reqs, &params).unwrap())
+        .collect();
+    assert_eq!(out.len(), 12);
     let mut worst = 0f32;
     for c in &out {
         assert_eq!(c.policy_version, 7);
