@@ -1,6 +1,7 @@
 //! # rlvr
 //!
-//! The `rlvr` command: list, show, plan and run the recipes of `rlvr-recipes`. Exit codes:
+//! The `rlvr` command: list, show, plan and run the recipes of `rlvr-recipes`, sample from a
+//! checkpoint, and benchmark. Exit codes:
 //! 0 success, 2 usage or bad input (unknown recipe, key or value; the message lists the valid
 //! choices), 1 a failure while running (including a plan that does not fit).
 
@@ -30,6 +31,11 @@ enum Command {
     Plan(commands::plan::Args),
     /// Run a recipe (a pipeline runs its stages in order).
     Run(commands::run::Args),
+    /// Sample completions from a Hugging Face checkpoint.
+    Generate(commands::generate::Args),
+    /// Measure speed against a baseline, side by side.
+    #[command(subcommand)]
+    Bench(commands::bench::Bench),
 }
 
 /// An error caused by what the user typed or supplied (exit code 2).
@@ -56,6 +62,8 @@ fn main() -> ExitCode {
         Command::Show(args) => commands::show::run(&args),
         Command::Plan(args) => commands::plan::run(&args),
         Command::Run(args) => commands::run::run(&args),
+        Command::Generate(args) => commands::generate::run(&args),
+        Command::Bench(bench) => commands::bench::run(&bench),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

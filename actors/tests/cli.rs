@@ -187,6 +187,56 @@ fn tiny_pretraining_runs_logs_and_learns() {
     for f in ["config.json", "model.safetensors", "tokenizer.json"] {
         assert!(model.join(f).is_file(), "{f}");
     }
+    // The checkpoint samples through `rlvr generate`.
+    let m = model.to_str().unwrap();
+    let prompt = "question: tom has 3 pens. tom gets 4 more. how many pens does tom have now?\nanswer:";
+    let out = rlvr(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        prompt,
+        "--n",
+        "2",
+        "--max-new-tokens",
+        "30",
+        "--temperature",
+        "0",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        let ids = l["token_ids"].as_array().unwrap();
+        assert!(!ids.is_empty() && ids.len() <= 30);
+        assert_eq!(l["logprobs"].as_array().unwrap().len(), ids.len());
+        assert!(["stop", "length"].contains(&l["finish_reason"].as_str().unwrap()));
+    }
+    assert_eq!(lines[0]["text"], lines[1]["text"], "greedy completions agree");
+    let out = rlvr(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        prompt,
+        "--max-new-tokens",
+        "5",
+        "--seed",
+        "3",
+    ]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("completion 0"));
+    let out = rlvr(&["generate", "--model", d, "--prompt", "x"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a directory without config.json is bad input"
+    );
+
     // A second run into the same directory needs --resume or --overwrite.
     let again = rlvr(&["run", "tiny-arith-pretrain", "--out", d]);
     assert_eq!(again.status.code(), Some(2));

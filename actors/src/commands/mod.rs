@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod bench;
+pub mod generate;
 pub mod plan;
 pub mod recipes;
 pub mod run;

@@ -1,0 +1,208 @@
+//! `rlvr bench`: speed measurements. Each prints its own numbers; `scripts/bench-*.sh` run the
+//! baseline beside them in the same session and report the ratio (see BENCHMARKS.md).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rlvr_core::{GenerationRequest, SamplingParams};
+use rlvr_learner::llama::Config;
+use rlvr_recipes::{load, Resolved};
+use rlvr_rollout::{Engine, NativeEngine};
+use serde_json::json;
+use tch::{Device, Kind};
+
+use crate::UsageError;
+
+/// Benchmarks.
+#[derive(Debug, clap::Subcommand)]
+pub enum Bench {
+    /// Generation throughput, memory-bandwidth bound and weight-update time of the native
+    /// engine on a SmolLM2-135M-shaped model with random weights (f32, CPU).
+    Generate(GenerateArgs),
+}
+
+/// Arguments of `rlvr bench generate`.
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// Prompts in the batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Tokens per prompt.
+    #[arg(long, default_value_t = 16)]
+    pub prompt_len: usize,
+    /// New tokens per prompt (EOS is ignored so every completion has this many).
+    #[arg(long, default_value_t = 128)]
+    pub new_tokens: usize,
+    /// Timed repetitions; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Recipe whose model shape to use.
+    #[arg(long, default_value = "smollm2-135m-sft")]
+    pub shape_from: String,
+    /// Also save the random model here (Hugging Face format) for the baseline to load.
+    #[arg(long)]
+    pub save_model: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run a benchmark.
+pub fn run(bench: &Bench) -> Result<()> {
+    match bench {
+        Bench::Generate(args) => generate(args),
+    }
+}
+
+fn shape(recipe: &str) -> Result<Config> {
+    let Resolved::Stage(r) = load(recipe, &[])? else {
+        return Err(UsageError(format!(
+            "--shape-from {recipe}: name a stage recipe, not a pipeline"
+        ))
+        .into());
+    };
+    let c = &r.model.config;
+    Ok(Config {
+        hidden_size: c.hidden_size as i64,
+        intermediate_size: c.intermediate_size as i64,
+        num_hidden_layers: c.num_hidden_layers as i64,
+        num_attention_heads: c.num_attention_heads as i64,
+        num_key_value_heads: Some(c.num_key_value_heads as i64),
+        vocab_size: c.vocab_size as i64,
+        rms_norm_eps: c.rms_norm_eps,
+        rope_theta: c.rope_theta,
+        rope_scaling: None,
+        max_position_embeddings: c.max_position_embeddings as i64,
+        tie_word_embeddings: c.tie_word_embeddings,
+        bos_token_id: None,
+        eos_token_id: None,
+    })
+}
+
+/// Best-of-3 copy bandwidth of a 512 MiB buffer (bytes read + written per second).
+fn memcpy_bandwidth() -> f64 {
+    let n = 512 << 20;
+    let src = vec![1u8; n];
+    let mut dst = vec![0u8; n];
+    dst.copy_from_slice(&src);
+    let best = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            dst.copy_from_slice(std::hint::black_box(&src));
+            std::hint::black_box(&dst);
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    2.0 * n as f64 / best
+}
+
+fn generate(args: &GenerateArgs) -> Result<()> {
+    if args.batch == 0 || args.prompt_len == 0 || args.new_tokens == 0 || args.repeats == 0 {
+        return Err(
+            UsageError("--batch, --prompt-len, --new-tokens and --repeats must be positive".into()).into(),
+        );
+    }
+    let config = shape(&args.shape_from)?;
+    let mut engine = NativeEngine::new(&config, Device::Cpu, Kind::Float, args.batch, 0);
+    if let Some(dir) = &args.save_model {
+        engine.save_model(dir)?;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let requests: Vec<GenerationRequest> = (0..args.batch as u64)
+        .map(|id| GenerationRequest {
+            id,
+            prompt_ids: (0..args.prompt_len)
+                .map(|_| rng.gen_range(0..config.vocab_size as u32))
+                .collect(),
+            n: 1,
+            seed: id,
+        })
+        .collect();
+    let params = SamplingParams {
+        temperature: 1.0,
+        max_new_tokens: args.new_tokens,
+        ..Default::default()
+    };
+    engine.generate(
+        &requests,
+        &SamplingParams {
+            max_new_tokens: 4,
+            ..params.clone()
+        },
+    )?;
+    let mut best = f64::INFINITY;
+    for _ in 0..args.repeats {
+        let t = Instant::now();
+        let out = engine.generate(&requests, &params)?;
+        best = best.min(t.elapsed().as_secs_f64());
+        debug_assert_eq!(
+            out.iter().map(|c| c.token_ids.len()).sum::<usize>(),
+            args.batch * args.new_tokens
+        );
+    }
+    let tokens = (args.batch * args.new_tokens) as f64;
+    let tokens_per_s = tokens / best;
+
+    // The memory-bandwidth bound: every decode step reads all weights and the KV cache.
+    let bandwidth = memcpy_bandwidth();
+    let weight_bytes = engine.weight_bytes() as f64;
+    let kv_per_token = (2 * config.num_hidden_layers * config.kv_heads() * config.head_dim() * 4) as f64;
+    let mean_len = args.prompt_len as f64 + args.new_tokens as f64 / 2.0;
+    let step_bytes = weight_bytes + kv_per_token * mean_len * args.batch as f64;
+    let floor_step_s = step_bytes / bandwidth;
+    let step_s = best / args.new_tokens as f64;
+
+    // Weight update against a plain copy of the same bytes (both best of 3, pages touched).
+    let chunks = engine.export_weights(1)?;
+    let mut update_s = f64::INFINITY;
+    for _ in 0..3 {
+        let t = Instant::now();
+        engine.load_weights(&chunks, 1)?;
+        update_s = update_s.min(t.elapsed().as_secs_f64());
+    }
+    let total: usize = chunks.iter().map(|c| c.data.len()).sum();
+    let flat: Vec<u8> = chunks.iter().flat_map(|c| c.data.iter().copied()).collect();
+    let mut copy = vec![1u8; total];
+    let memcpy_s = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            copy.copy_from_slice(std::hint::black_box(&flat));
+            std::hint::black_box(&copy);
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+
+    let report = json!({
+        "batch": args.batch, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
+        "params": weight_bytes / 4.0, "seconds": best, "tokens_per_s": tokens_per_s,
+        "step_ms": step_s * 1e3, "bandwidth_gb_s": bandwidth / 1e9, "bytes_per_step": step_bytes,
+        "bandwidth_floor_step_ms": floor_step_s * 1e3, "fraction_of_bandwidth_bound": floor_step_s / step_s,
+        "weight_update_ms": update_s * 1e3, "weight_memcpy_ms": memcpy_s * 1e3,
+        "weight_update_over_memcpy": update_s / memcpy_s, "weight_bytes": total,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("native engine, {}-shaped model, f32 on CPU", args.shape_from);
+        println!(
+            "  {} x {} new tokens in {:.2} s: {:.0} tokens/s ({:.1} ms per decode step)",
+            args.batch,
+            args.new_tokens,
+            best,
+            tokens_per_s,
+            step_s * 1e3
+        );
+        println!("  memory bandwidth (copy) {:.1} GB/s; a step reads {:.0} MB: floor {:.1} ms, we are at {:.0}% of the bound", bandwidth / 1e9, step_bytes / 1e6, floor_step_s * 1e3, 100.0 * floor_step_s / step_s);
+        println!(
+            "  weight update {:.1} ms vs memcpy of the same {:.0} MB {:.1} ms ({:.2}x)",
+            update_s * 1e3,
+            total as f64 / 1e6,
+            memcpy_s * 1e3,
+            update_s / memcpy_s
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Generation throughput of rlvr's native engine against transformers' `generate`, side by side
+# in one session on the same machine, model, batch and sampling, with the same torch 2.11.
+# The baseline needs Python torch + transformers: they go into a separate venv
+# ($RLVR_CACHE/bench-venv, several GB with torch's CUDA wheels) so the build venv stays small.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+CACHE="${RLVR_CACHE:-$HOME/.cache/rlvr}"
+BENCH_VENV="$CACHE/bench-venv"
+if [ ! -x "$BENCH_VENV/bin/python" ] || ! "$BENCH_VENV/bin/python" -c "import torch, transformers" 2>/dev/null; then
+  python3 -m venv "$BENCH_VENV"
+  "$BENCH_VENV/bin/pip" install --quiet --disable-pip-version-check torch==2.11.0 transformers
+fi
+make --no-print-directory build >/dev/null
+MODEL=$(mktemp -d)
+trap 'rm -rf "$MODEL"' EXIT
+ARGS=(--batch "${BATCH:-32}" --prompt-len "${PROMPT_LEN:-16}" --new-tokens "${NEW_TOKENS:-128}" --repeats "${REPEATS:-3}")
+ours=$("$CARGO_TARGET_DIR/release/rlvr" bench generate "${ARGS[@]}" --save-model "$MODEL" --json)
+theirs=$("$BENCH_VENV/bin/python" benches/generate_transformers.py "$MODEL" "${ARGS[@]}" 2>/dev/null)
+echo "rlvr:         $ours"
+echo "transformers: $theirs"
+python3 - "$ours" "$theirs" <<'PY'
+import json, sys
+o, t = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print(f"tokens/s: rlvr {o['tokens_per_s']:.1f}, transformers {t['tokens_per_s']:.1f}: "
+      f"{o['tokens_per_s'] / t['tokens_per_s']:.2f}x")
+print(f"decode step {o['step_ms']:.1f} ms; bandwidth floor {o['bandwidth_floor_step_ms']:.1f} ms "
+      f"({100 * o['fraction_of_bandwidth_bound']:.0f}% of the bound at {o['bandwidth_gb_s']:.1f} GB/s)")
+print(f"weight update {o['weight_update_ms']:.1f} ms vs memcpy {o['weight_memcpy_ms']:.1f} ms "
+      f"({o['weight_update_over_memcpy']:.2f}x)")
+PY
