@@ -172,3 +172,14 @@ pub struct WeightChunk {
     /// Policy version these weights belong to.
     pub version: u64,
 }
+
+/// A verifier's judgement of one response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Raw score in [0, 1] (1 when verified); reward shaping scales it later.
+    pub score: f64,
+    /// Whether the answer was judged correct.
+    pub verified: bool,
+    /// Why: what was extracted and compared, or why nothing could be.
+    pub reason: String,
+}

@@ -1,0 +1,105 @@
+//! # rlvr-verifiers
+//!
+//! The verifiable reward: checkers that decide whether a response's final answer is right.
+//! Pure and synchronous, no tensors, no async runtime and no actors: a user can depend on this
+//! crate alone.
+//!
+//! - [`Verifier`]: parse a ground truth once when data loads ([`Verifier::parse_truth`], which
+//!   fails with a reason on a malformed label), then [`Verifier::verify`] responses against it.
+//!   Unparseable responses are a [`Verdict`] with a reason, never an error or a panic.
+//! - Two [`Mode`]s: [`Mode::Tulu3`] reproduces the rules Tülu 3 trained with, defects included;
+//!   [`Mode::Default`] is correct.
+//! - [`Registry`]: verifiers by name (`gsm8k`, `math`, alias `MATH`), custom ones registered
+//!   beside them, dataset names remapped to verifiers.
+//! - [`reward`]: Tülu 3's reward shaping (verified reward, non-stop penalty).
+
+mod gsm8k;
+mod math;
+mod math_normalize;
+mod number;
+mod registry;
+pub mod reward;
+
+pub use gsm8k::Gsm8k;
+pub use math::Math;
+pub use registry::Registry;
+pub use rlvr_core::Verdict;
+
+/// Which rules a verifier follows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Correct checking (negative numbers, thousands separators, `18.0` = `18`, units, ...).
+    #[default]
+    Default,
+    /// The Tülu 3 release's rules, defects included, for reproducing its runs.
+    Tulu3,
+}
+
+/// A ground truth parsed when the data loads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Truth {
+    /// The label as given (Tülu 3 mode compares strings).
+    Text(String),
+    /// An exact number.
+    Number(number::Rational),
+    /// A MATH answer: the label and its normalised form.
+    Math {
+        /// The label as given.
+        raw: String,
+        /// `strip_string` of the label.
+        normalized: String,
+    },
+}
+
+/// A malformed ground truth.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ground truth {truth:?}: {message}")]
+pub struct TruthError {
+    /// The label.
+    pub truth: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// A checker of one family of answers.
+pub trait Verifier: Send + Sync {
+    /// Registry name.
+    fn name(&self) -> &str;
+
+    /// Parse a label once, when the data loads.
+    fn parse_truth(&self, raw: &str) -> Result<Truth, TruthError>;
+
+    /// Judge `response` against a parsed label.
+    fn verify(&self, response: &str, truth: &Truth) -> Verdict;
+}
+
+/// A verdict.
+pub(crate) fn verdict(verified: bool, reason: impl Into<String>) -> Verdict {
+    Verdict {
+        score: if verified { 1.0 } else { 0.0 },
+        verified,
+        reason: reason.into(),
+    }
+}
+
+/// Tülu 3 scored only the text after the last `<|assistant|>\n`.
+pub(crate) fn tulu3_response(response: &str) -> &str {
+    response.rsplit("<|assistant|>\n").next().unwrap_or(response)
+}
+
+/// Errors of the registry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifierError {
+    /// No verifier of that name; lists the known ones.
+    #[error("unknown verifier `{name}`; known verifiers: {}", known.join(", "))]
+    Unknown {
+        /// The name asked for.
+        name: String,
+        /// Every registered name.
+        known: Vec<String>,
+    },
+    /// A label that does not parse.
+    #[error(transparent)]
+    Truth(#[from] TruthError),
+}
