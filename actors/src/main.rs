@@ -31,6 +31,8 @@ enum Command {
     Plan(commands::plan::Args),
     /// Run a recipe (a pipeline runs its stages in order).
     Run(commands::run::Args),
+    /// Score responses with the verifiers (GSM8K, MATH), one verdict per input line.
+    Verify(commands::verify::Args),
     /// Sample completions from a Hugging Face checkpoint.
     Generate(commands::generate::Args),
     /// Measure speed against a baseline, side by side.
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => commands::plan::run(&args),
         Command::Run(args) => commands::run::run(&args),
         Command::Generate(args) => commands::generate::run(&args),
+        Command::Verify(args) => commands::verify::run(&args),
         Command::Bench(bench) => commands::bench::run(&bench),
     };
     match result {

@@ -122,7 +122,7 @@ fn plan_fits_on_64_gpus_and_refuses_one_with_advice() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["recipes", "show", "plan", "run"] {
+    for sub in ["recipes", "show", "plan", "run", "generate", "verify", "bench"] {
         let out = rlvr(&[sub, "--help"]);
         assert!(out.status.success(), "{sub}");
         assert!(text(&out.stdout).contains("Usage"), "{sub}");
@@ -312,4 +312,50 @@ fn a_killed_run_resumes_to_the_same_metrics() {
     assert_eq!(strip(metrics(&cut)), strip(metrics(&full)));
     std::fs::remove_dir_all(&full).unwrap();
     std::fs::remove_dir_all(&cut).unwrap();
+}
+
+#[test]
+fn verify_scores_each_line_in_order_and_reports_bad_ones() {
+    let dir = tmp("verify");
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("in.jsonl");
+    let lines = [
+        r#"{"dataset": "gsm8k", "response": "so the answer is 18.0", "ground_truth": "18"}"#,
+        r#"{"dataset": "gsm8k", "response": "the total is 17", "ground_truth": "18"}"#,
+        r#"{"dataset": "MATH", "response": "thus $\\boxed{\\dfrac{1}{2}}$", "ground_truth": "0.5"}"#,
+        r#"{"dataset": "gsm8k", "response": "no closing brace""#,
+        r#"{"dataset": "gsm8k", "ground_truth": "1"}"#,
+        r#"{"dataset": "chess", "response": "e4", "ground_truth": "e4"}"#,
+    ];
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let out = rlvr(&["verify", "--input", input.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(v.len(), 6);
+    assert_eq!(v[0]["verified"], true);
+    assert_eq!(v[1]["verified"], false);
+    assert_eq!(v[2]["verified"], true);
+    assert!(v[3]["error"].as_str().unwrap().starts_with("line 4"));
+    assert!(v[4]["error"].as_str().unwrap().contains("`response`"));
+    assert!(
+        v[5]["error"].as_str().unwrap().contains("gsm8k"),
+        "lists the known verifiers"
+    );
+    assert!(
+        text(&out.stderr).contains("3 scored, 3 bad lines"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Tülu 3's rule compares strings: 18.0 is not 18.
+    let out = rlvr(&["verify", "--input", input.to_str().unwrap(), "--mode", "tulu3"]);
+    let first: Value = serde_json::from_str(text(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(first["verified"], false);
+    assert_eq!(
+        rlvr(&["verify", "--input", "/nonexistent.jsonl"]).status.code(),
+        Some(2)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -6,3 +6,4 @@ pub mod plan;
 pub mod recipes;
 pub mod run;
 pub mod show;
+pub mod verify;

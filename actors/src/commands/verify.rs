@@ -1,0 +1,105 @@
+//! `rlvr verify`: score a JSONL file of responses with the verifiers, one verdict per line, in
+//! order; a bad line gets an error object and the rest are still scored.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use rlvr_verifiers::{Mode, Registry};
+use serde_json::{json, Value};
+
+/// Arguments of `rlvr verify`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// JSONL input: per line `dataset` (the verifier), `response`, `ground_truth`.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// `default` (correct) or `tulu3` (the Tülu 3 release's rules, defects included).
+    #[arg(long, value_enum, default_value_t = ModeArg::Default)]
+    pub mode: ModeArg,
+    /// Where to write the verdicts (`-` for standard output).
+    #[arg(long, default_value = "-")]
+    pub output: String,
+}
+
+/// Verifier modes on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ModeArg {
+    /// Correct checking.
+    Default,
+    /// Tülu 3's rules.
+    Tulu3,
+}
+
+fn field<'a>(row: &'a Value, name: &str, line: usize) -> Result<&'a str, String> {
+    match row.get(name) {
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => Err(format!(
+            "line {line}: field `{name}` must be a string, got {other}"
+        )),
+        None => Err(format!("line {line}: missing field `{name}`")),
+    }
+}
+
+/// Score every line.
+pub fn run(args: &Args) -> Result<()> {
+    let mode = match args.mode {
+        ModeArg::Default => Mode::Default,
+        ModeArg::Tulu3 => Mode::Tulu3,
+    };
+    let registry = Registry::new(mode);
+    let file = std::fs::File::open(&args.input)
+        .map_err(|e| crate::UsageError(format!("--input {}: {e}", args.input.display())))?;
+    let mut out: Box<dyn Write> = if args.output == "-" {
+        Box::new(BufWriter::new(std::io::stdout().lock()))
+    } else {
+        Box::new(BufWriter::new(
+            std::fs::File::create(&args.output).with_context(|| format!("creating {}", args.output))?,
+        ))
+    };
+    let started = Instant::now();
+    let mut counts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut errors = 0u64;
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let n = i + 1;
+        let line = line.with_context(|| format!("reading {} line {n}", args.input.display()))?;
+        let result = serde_json::from_str::<Value>(&line)
+            .map_err(|e| format!("line {n}: not JSON: {e}"))
+            .and_then(|row| {
+                let dataset = field(&row, "dataset", n)?;
+                let response = field(&row, "response", n)?;
+                let truth = field(&row, "ground_truth", n)?;
+                let verdict = registry
+                    .verify(dataset, response, truth)
+                    .map_err(|e| format!("line {n}: {e}"))?;
+                Ok((dataset.to_string(), verdict))
+            });
+        let record = match result {
+            Ok((dataset, v)) => {
+                let c = counts.entry(dataset).or_default();
+                c.0 += 1;
+                c.1 += u64::from(v.verified);
+                json!({"verified": v.verified, "score": v.score, "reason": v.reason})
+            }
+            Err(message) => {
+                errors += 1;
+                json!({"error": message})
+            }
+        };
+        writeln!(out, "{record}")?;
+    }
+    out.flush()?;
+    let secs = started.elapsed().as_secs_f64();
+    let total: u64 = counts.values().map(|c| c.0).sum();
+    for (name, (n, ok)) in &counts {
+        eprintln!("{name}: {ok}/{n} verified");
+    }
+    eprintln!(
+        "{total} scored, {errors} bad lines, {:.3} s ({:.0} answers/s)",
+        secs,
+        total as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
