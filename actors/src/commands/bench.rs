@@ -22,6 +22,23 @@ pub enum Bench {
     /// Generation throughput, memory-bandwidth bound and weight-update time of the native
     /// engine on a SmolLM2-135M-shaped model with random weights (f32, CPU).
     Generate(GenerateArgs),
+    /// Verifier throughput on a JSONL file (`dataset`, `response`, `ground_truth` per line):
+    /// labels are parsed first, then only the verify calls are timed, single-threaded.
+    Verify(VerifyArgs),
+}
+
+/// Arguments of `rlvr bench verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// JSONL input, as for `rlvr verify`.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Verifier mode.
+    #[arg(long, value_enum, default_value_t = crate::commands::verify::ModeArg::Default)]
+    pub mode: crate::commands::verify::ModeArg,
+    /// Passes over the input; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
 }
 
 /// Arguments of `rlvr bench generate`.
@@ -54,6 +71,7 @@ pub struct GenerateArgs {
 pub fn run(bench: &Bench) -> Result<()> {
     match bench {
         Bench::Generate(args) => generate(args),
+        Bench::Verify(args) => verify(args),
     }
 }
 
@@ -202,6 +220,47 @@ fn generate(args: &GenerateArgs) -> Result<()> {
             total as f64 / 1e6,
             memcpy_s * 1e3,
             update_s / memcpy_s
+        );
+    }
+    Ok(())
+}
+
+fn verify(args: &VerifyArgs) -> Result<()> {
+    let registry = rlvr_verifiers::Registry::new(args.mode.into());
+    let text = std::fs::read_to_string(&args.input)
+        .map_err(|e| UsageError(format!("--input {}: {e}", args.input.display())))?;
+    let mut rows: std::collections::BTreeMap<String, Vec<(String, rlvr_verifiers::Truth)>> =
+        Default::default();
+    for (i, line) in text.lines().enumerate() {
+        let row: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| UsageError(format!("line {}: {e}", i + 1)))?;
+        let get = |k: &str| {
+            row[k]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| UsageError(format!("line {}: `{k}`", i + 1)))
+        };
+        let (dataset, response, truth) = (get("dataset")?, get("response")?, get("ground_truth")?);
+        let parsed = registry.parse_truth(&dataset, &truth)?;
+        rows.entry(dataset).or_default().push((response, parsed));
+    }
+    for (dataset, items) in &rows {
+        let verifier = registry.get(dataset)?;
+        let (mut best, mut slowest, mut verified) = (f64::INFINITY, 0f64, 0usize);
+        for _ in 0..args.repeats.max(1) {
+            verified = 0;
+            let t = Instant::now();
+            for (response, truth) in items {
+                let one = Instant::now();
+                verified += usize::from(verifier.verify(response, truth).verified);
+                slowest = slowest.max(one.elapsed().as_secs_f64());
+            }
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "{}",
+            json!({"dataset": dataset, "rows": items.len(), "verified": verified, "seconds": best,
+                   "answers_per_s": items.len() as f64 / best, "slowest_ms": slowest * 1e3})
         );
     }
     Ok(())

@@ -43,13 +43,18 @@ fn field<'a>(row: &'a Value, name: &str, line: usize) -> Result<&'a str, String>
     }
 }
 
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Default => Mode::Default,
+            ModeArg::Tulu3 => Mode::Tulu3,
+        }
+    }
+}
+
 /// Score every line.
 pub fn run(args: &Args) -> Result<()> {
-    let mode = match args.mode {
-        ModeArg::Default => Mode::Default,
-        ModeArg::Tulu3 => Mode::Tulu3,
-    };
-    let registry = Registry::new(mode);
+    let registry = Registry::new(args.mode.into());
     let file = std::fs::File::open(&args.input)
         .map_err(|e| crate::UsageError(format!("--input {}: {e}", args.input.display())))?;
     let mut out: Box<dyn Write> = if args.output == "-" {

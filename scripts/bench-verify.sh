@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Verifier throughput of `rlvr verify` against the Python references on the same inputs, side by
+# side in one session: GSM8K test solutions (x10) with Tülu 3's rule, MATH-500 reference
+# solutions with HF math-verify. Both single-threaded. Needs ../shared/data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+CACHE="${RLVR_CACHE:-$HOME/.cache/rlvr}"
+BENCH_VENV="$CACHE/bench-venv"
+if [ ! -x "$BENCH_VENV/bin/python" ] || ! "$BENCH_VENV/bin/python" -c "import math_verify" 2>/dev/null; then
+  python3 -m venv "$BENCH_VENV"
+  "$BENCH_VENV/bin/pip" install --quiet --disable-pip-version-check math-verify
+fi
+make --no-print-directory build >/dev/null
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+DATA="${SHARED_DATA:-../shared/data}"
+python3 - "$DATA" "$WORK" <<'PY'
+import json, sys
+data, work = sys.argv[1], sys.argv[2]
+with open(f"{work}/gsm8k.jsonl", "w") as f:
+    rows = [json.loads(l) for l in open(f"{data}/gsm8k/test.jsonl")]
+    for _ in range(10):
+        for r in rows:
+            f.write(json.dumps({"dataset": "gsm8k", "response": r["answer"],
+                                "ground_truth": r["answer"].split("####")[-1].strip()}) + "\n")
+with open(f"{work}/math.jsonl", "w") as f:
+    for l in open(f"{data}/math/test500.jsonl"):
+        r = json.loads(l)
+        f.write(json.dumps({"dataset": "MATH", "response": r["solution"], "ground_truth": r["answer"]}) + "\n")
+PY
+cat "$WORK/gsm8k.jsonl" "$WORK/math.jsonl" > "$WORK/all.jsonl"
+for mode in tulu3 default; do
+  echo "rlvr ($mode):"
+  "$CARGO_TARGET_DIR/release/rlvr" bench verify --mode $mode --input "$WORK/all.jsonl"
+done
+echo "python: $(OMP_NUM_THREADS=1 "$BENCH_VENV/bin/python" benches/verify_reference.py "$WORK/all.jsonl")"
