@@ -357,5 +357,26 @@ fn verify_scores_each_line_in_order_and_reports_bad_ones() {
         rlvr(&["verify", "--input", "/nonexistent.jsonl"]).status.code(),
         Some(2)
     );
+
+    // A plug-in verifier from the command line, and a line of invalid UTF-8 among good ones.
+    let mut bytes = br#"{"dataset": "contains", "response": "so: Paris", "ground_truth": "paris"}"#.to_vec();
+    bytes.extend_from_slice(b"\n{\"dataset\": \"gsm8k\", \"response\": \"\xff\xfe\"}\n");
+    bytes.extend_from_slice(br#"{"dataset": "gsm8k", "response": "7", "ground_truth": "7"}"#);
+    std::fs::write(&input, bytes).unwrap();
+    let plugin = concat!(
+        "contains=python3,",
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/plugin_verifier.py"
+    );
+    let out = rlvr(&["verify", "--input", input.to_str().unwrap(), "--plugin", plugin]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(v.len(), 3);
+    assert_eq!(v[0]["verified"], true);
+    assert!(v[1]["error"].as_str().unwrap().contains("UTF-8"), "{}", v[1]);
+    assert_eq!(v[2]["verified"], true);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -11,17 +11,20 @@
 //!   [`Mode::Default`] is correct.
 //! - [`Registry`]: verifiers by name (`gsm8k`, `math`, alias `MATH`), custom ones registered
 //!   beside them, dataset names remapped to verifiers.
+//! - [`PluginVerifier`]: a verifier in any language, as a process speaking JSON lines.
 //! - [`reward`]: Tülu 3's reward shaping (verified reward, non-stop penalty).
 
 mod gsm8k;
 mod math;
 mod math_normalize;
 mod number;
+mod plugin;
 mod registry;
 pub mod reward;
 
 pub use gsm8k::Gsm8k;
 pub use math::Math;
+pub use plugin::PluginVerifier;
 pub use registry::Registry;
 pub use rlvr_core::Verdict;
 

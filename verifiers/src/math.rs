@@ -105,6 +105,8 @@ impl Verifier for Math {
 
 /// Most nesting the evaluator follows before giving up (pathological input stays bounded).
 const MAX_DEPTH: usize = 64;
+/// Most elements of a set compared pairwise.
+const MAX_ELEMENTS: usize = 256;
 
 /// Normalise an answer for comparison.
 fn clean(s: &str) -> String {
@@ -238,7 +240,10 @@ fn equivalent_at(a: &str, b: &str, depth: usize) -> bool {
             .then(|| parts.iter().map(|p| clean(p)).collect())
     };
     if let (Some(x), Some(y)) = (set(a), set(b)) {
-        return x.len() == y.len() && x.iter().all(|p| y.iter().any(|q| equivalent_at(p, q, depth + 1)));
+        // Pairwise matching is quadratic: beyond MAX_ELEMENTS only exact strings count.
+        return x.len() == y.len()
+            && x.len() <= MAX_ELEMENTS
+            && x.iter().all(|p| y.iter().any(|q| equivalent_at(p, q, depth + 1)));
     }
     // Tuples and intervals, brackets included; unions of intervals in order.
     let bracketed = |s: &str| -> Option<(char, Vec<String>, char)> {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use rlvr_verifiers::{Mode, Registry};
+use rlvr_verifiers::{Mode, PluginVerifier, Registry};
 use serde_json::{json, Value};
 
 /// Arguments of `rlvr verify`.
@@ -22,6 +22,14 @@ pub struct Args {
     /// Where to write the verdicts (`-` for standard output).
     #[arg(long, default_value = "-")]
     pub output: String,
+    /// Add an out-of-process verifier: `NAME=PROGRAM[,ARG...]`, e.g.
+    /// `contains=python3,examples/plugin_verifier.py` (repeatable; see the protocol in
+    /// verifiers/src/plugin.rs).
+    #[arg(long, value_name = "NAME=COMMAND")]
+    pub plugin: Vec<String>,
+    /// Seconds a plug-in may take per answer before it fails and is restarted.
+    #[arg(long, default_value_t = 10.0)]
+    pub plugin_timeout_s: f64,
 }
 
 /// Verifier modes on the command line.
@@ -54,7 +62,19 @@ impl From<ModeArg> for Mode {
 
 /// Score every line.
 pub fn run(args: &Args) -> Result<()> {
-    let registry = Registry::new(args.mode.into());
+    let mut registry = Registry::new(args.mode.into());
+    if !(args.plugin_timeout_s > 0.0 && args.plugin_timeout_s.is_finite()) {
+        return Err(crate::UsageError("--plugin-timeout-s must be a positive number".into()).into());
+    }
+    for spec in &args.plugin {
+        let (name, command) = spec
+            .split_once('=')
+            .filter(|(n, c)| !n.is_empty() && !c.is_empty())
+            .ok_or_else(|| crate::UsageError(format!("--plugin {spec:?}: expected NAME=PROGRAM[,ARG...]")))?;
+        let command = command.split(',').map(str::to_string).collect();
+        let timeout = std::time::Duration::from_secs_f64(args.plugin_timeout_s);
+        registry.register(std::sync::Arc::new(PluginVerifier::new(name, command, timeout)));
+    }
     let file = std::fs::File::open(&args.input)
         .map_err(|e| crate::UsageError(format!("--input {}: {e}", args.input.display())))?;
     let mut out: Box<dyn Write> = if args.output == "-" {
@@ -67,11 +87,22 @@ pub fn run(args: &Args) -> Result<()> {
     let started = Instant::now();
     let mut counts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut errors = 0u64;
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let n = i + 1;
-        let line = line.with_context(|| format!("reading {} line {n}", args.input.display()))?;
-        let result = serde_json::from_str::<Value>(&line)
-            .map_err(|e| format!("line {n}: not JSON: {e}"))
+    let mut reader = BufReader::new(file);
+    let mut bytes = Vec::new();
+    for n in 1.. {
+        bytes.clear();
+        let read = reader
+            .read_until(b'\n', &mut bytes)
+            .with_context(|| format!("reading {} line {n}", args.input.display()))?;
+        if read == 0 {
+            break;
+        }
+        // Each line stands alone: invalid UTF-8 or JSON gets an error object, the rest go on.
+        let result = std::str::from_utf8(&bytes)
+            .map_err(|e| format!("line {n}: not UTF-8: {e}"))
+            .and_then(|line| {
+                serde_json::from_str::<Value>(line).map_err(|e| format!("line {n}: not JSON: {e}"))
+            })
             .and_then(|row| {
                 let dataset = field(&row, "dataset", n)?;
                 let response = field(&row, "response", n)?;

@@ -1,0 +1,182 @@
+//! Out-of-process verifiers in any language, speaking JSON lines over stdin/stdout.
+//!
+//! # Protocol
+//!
+//! rlvr starts the plug-in once and writes one request per line:
+//!
+//! ```json
+//! {"id": 7, "response": "...", "ground_truth": "..."}
+//! ```
+//!
+//! The plug-in answers each request with one line carrying the same `id`:
+//!
+//! ```json
+//! {"id": 7, "verified": true, "score": 1.0, "reason": "exact match"}
+//! ```
+//!
+//! `score` is optional (1 when verified, else 0) and `reason` too. Anything the plug-in writes to
+//! stderr passes through. A reply that does not come within the timeout, a malformed reply or a
+//! plug-in that exits becomes a failed [`Verdict`] whose reason says so; the process is killed
+//! and started again for the next request, so a run never hangs on it.
+//! `examples/plugin_verifier.py` is a complete plug-in.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{Truth, TruthError, Verdict, Verifier};
+
+/// A running plug-in process.
+struct Process {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<std::io::Result<String>>,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One reply line.
+#[derive(Deserialize)]
+struct Reply {
+    id: u64,
+    verified: bool,
+    score: Option<f64>,
+    #[serde(default)]
+    reason: String,
+}
+
+/// A verifier served by an external command.
+pub struct PluginVerifier {
+    name: String,
+    command: Vec<String>,
+    timeout: Duration,
+    state: Mutex<(Option<Process>, u64)>,
+}
+
+impl std::fmt::Debug for PluginVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginVerifier")
+            .field("name", &self.name)
+            .field("command", &self.command)
+            .finish()
+    }
+}
+
+impl PluginVerifier {
+    /// A plug-in named `name` run as `command` (program and arguments), with a per-call
+    /// `timeout`. The process starts on the first request.
+    pub fn new(name: &str, command: Vec<String>, timeout: Duration) -> Self {
+        Self {
+            name: name.to_string(),
+            command,
+            timeout,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    fn spawn(&self) -> Result<Process, String> {
+        let (program, args) = self.command.split_first().ok_or("empty plug-in command")?;
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start `{}`: {e}", self.command.join(" ")))?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Process { child, stdin, lines })
+    }
+
+    fn call(&self, process: &mut Process, id: u64, response: &str, truth: &str) -> Result<Verdict, String> {
+        let request = json!({"id": id, "response": response, "ground_truth": truth});
+        writeln!(process.stdin, "{request}")
+            .and_then(|()| process.stdin.flush())
+            .map_err(|e| format!("plug-in `{}` is gone: {e}", self.name))?;
+        let deadline = std::time::Instant::now() + self.timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = match process.lines.recv_timeout(left) {
+                Ok(Ok(line)) => line,
+                Ok(Err(e)) => return Err(format!("plug-in `{}`: reading its reply: {e}", self.name)),
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(format!(
+                        "plug-in `{}` timed out after {:?}",
+                        self.name, self.timeout
+                    ))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = process.child.wait().map(|s| s.to_string()).unwrap_or_default();
+                    return Err(format!("plug-in `{}` exited ({status})", self.name));
+                }
+            };
+            let reply: Reply = serde_json::from_str(&line)
+                .map_err(|e| format!("plug-in `{}` replied {line:?}: {e}", self.name))?;
+            if reply.id == id {
+                let score = reply.score.unwrap_or(if reply.verified { 1.0 } else { 0.0 });
+                return Ok(Verdict {
+                    score,
+                    verified: reply.verified,
+                    reason: reply.reason,
+                });
+            }
+            // A late reply to a request that already timed out: skip it.
+        }
+    }
+}
+
+impl Verifier for PluginVerifier {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn parse_truth(&self, raw: &str) -> Result<Truth, TruthError> {
+        Ok(Truth::Text(raw.to_string()))
+    }
+
+    fn verify(&self, response: &str, truth: &Truth) -> Verdict {
+        let truth = match truth {
+            Truth::Text(t) | Truth::Math { raw: t, .. } => t.clone(),
+            Truth::Number(n) => n.to_string(),
+        };
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.1 += 1;
+        let id = state.1;
+        if state.0.is_none() {
+            match self.spawn() {
+                Ok(p) => state.0 = Some(p),
+                Err(e) => return crate::verdict(false, e),
+            }
+        }
+        let result = match state.0.as_mut() {
+            Some(process) => self.call(process, id, response, &truth),
+            None => Err("no process".into()),
+        };
+        match result {
+            Ok(v) => v,
+            Err(reason) => {
+                // Kill it; the next request starts a fresh one.
+                state.0 = None;
+                crate::verdict(false, reason)
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Random and adversarial responses: no verifier may panic, and every verdict comes back within
+//! a generous bound even for megabyte inputs (a hang or a quadratic blow-up fails here; speed
+//! itself is measured by `rlvr bench verify`, not here).
+
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use rlvr_verifiers::{Mode, Registry};
+
+const LABELS: [(&str, &str); 4] = [
+    ("gsm8k", "18"),
+    ("math", "\\frac{1}{2}"),
+    ("math", "(1,2)"),
+    ("MATH", "\\{1,2,3\\}"),
+];
+
+fn all_verdicts(response: &str) {
+    for mode in [Mode::Default, Mode::Tulu3] {
+        let reg = Registry::new(mode);
+        for (name, label) in LABELS {
+            let v = reg.verify(name, response, label).unwrap();
+            assert!(v.score == 0.0 || v.score == 1.0);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_text_never_panics(s in "\\PC{0,400}") {
+        all_verdicts(&s);
+    }
+
+    #[test]
+    fn latex_soup_never_panics(s in "[\\\\{}()\\[\\]$0-9a-z^_.,=+*/ #-]{0,400}") {
+        all_verdicts(&s);
+    }
+
+    #[test]
+    fn latex_commands_never_panic(parts in proptest::collection::vec(
+        prop_oneof![
+            Just("\\frac"), Just("\\sqrt"), Just("\\boxed{"), Just("\\fbox{"), Just("{"), Just("}"),
+            Just("\\left("), Just("\\right)"), Just("\\text{"), Just("\\pi"), Just("^"), Just("$"),
+            Just("1"), Just("-"), Just(","), Just("\\\\"), Just("\\begin{pmatrix}"), Just("\\end{pmatrix}"),
+            Just("####"), Just("The answer is"), Just("="), Just("\\cup"), Just("."), Just("%"),
+        ],
+        0..200,
+    )) {
+        all_verdicts(&parts.concat());
+    }
+}
+
+#[test]
+fn megabyte_and_deeply_nested_inputs_finish() {
+    let mb = 1 << 20;
+    let inputs = [
+        "{".repeat(mb),
+        "}".repeat(mb),
+        "\\boxed{".repeat(mb / 7),
+        "\\frac{".repeat(mb / 6),
+        "\\sqrt".repeat(mb / 5),
+        "$".repeat(mb),
+        "1,".repeat(mb / 2),
+        "9".repeat(mb),
+        format!("\\boxed{{{}}}", "1,".repeat(mb / 2)),
+        format!("{}1{}", "(".repeat(mb / 2), ")".repeat(mb / 2)),
+        "The answer is ".repeat(mb / 14),
+        "é∑😀".repeat(mb / 9),
+    ];
+    for input in &inputs {
+        let t = Instant::now();
+        all_verdicts(input);
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "{:?}... took {:?}",
+            &input[..20],
+            t.elapsed()
+        );
+    }
+}
