@@ -31,7 +31,7 @@ enum Command {
     Plan(commands::plan::Args),
     /// Run a recipe (a pipeline runs its stages in order).
     Run(commands::run::Args),
-    /// Score responses with the verifiers (GSM8K, MATH), one verdict per input line.
+    /// Score responses with the verifiers (GSM8K, MATH, IF constraints, plug-ins), one verdict per line.
     Verify(commands::verify::Args),
     /// Sample completions from a Hugging Face checkpoint.
     Generate(commands::generate::Args),

@@ -9,12 +9,13 @@
 //!   Unparseable responses are a [`Verdict`] with a reason, never an error or a panic.
 //! - Two [`Mode`]s: [`Mode::Tulu3`] reproduces the rules Tülu 3 trained with, defects included;
 //!   [`Mode::Default`] is correct.
-//! - [`Registry`]: verifiers by name (`gsm8k`, `math`, alias `MATH`), custom ones registered
+//! - [`Registry`]: verifiers by name (`gsm8k`, `math` alias `MATH`, `ifeval`), custom ones registered
 //!   beside them, dataset names remapped to verifiers.
 //! - [`PluginVerifier`]: a verifier in any language, as a process speaking JSON lines.
 //! - [`reward`]: Tülu 3's reward shaping (verified reward, non-stop penalty).
 
 mod gsm8k;
+mod ifeval;
 mod math;
 mod math_normalize;
 mod number;
@@ -23,6 +24,7 @@ mod registry;
 pub mod reward;
 
 pub use gsm8k::Gsm8k;
+pub use ifeval::{Constraint, IfEval};
 pub use math::Math;
 pub use plugin::PluginVerifier;
 pub use registry::Registry;
@@ -46,6 +48,8 @@ pub enum Truth {
     Text(String),
     /// An exact number.
     Number(number::Rational),
+    /// An instruction-following constraint.
+    Constraint(Box<ifeval::Constraint>),
     /// A MATH answer: the label and its normalised form.
     Math {
         /// The label as given.

@@ -156,6 +156,7 @@ impl Verifier for PluginVerifier {
         let truth = match truth {
             Truth::Text(t) | Truth::Math { raw: t, .. } => t.clone(),
             Truth::Number(n) => n.to_string(),
+            Truth::Constraint(c) => format!("{c:?}"),
         };
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.1 += 1;

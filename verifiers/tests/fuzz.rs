@@ -7,11 +7,16 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use rlvr_verifiers::{Mode, Registry};
 
-const LABELS: [(&str, &str); 4] = [
+const LABELS: [(&str, &str); 6] = [
     ("gsm8k", "18"),
     ("math", "\\frac{1}{2}"),
     ("math", "(1,2)"),
     ("MATH", "\\{1,2,3\\}"),
+    (
+        "ifeval",
+        r#"{"func_name": "verify_sentence_constraint", "N": 3, "quantifier": "at least"}"#,
+    ),
+    ("ifeval", r#"{"func_name": "verify_paragraph_count", "N": 2}"#),
 ];
 
 fn all_verdicts(response: &str) {

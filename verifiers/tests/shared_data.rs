@@ -64,29 +64,24 @@ fn every_math500_solution_verifies_against_its_answer() {
 }
 
 #[test]
-fn the_rlvr_sample_routes_gsm8k_and_math_rows() {
+fn the_rlvr_sample_routes_every_row_and_its_labels_parse() {
     let data = rows("rlvr/sample.jsonl");
     assert_eq!(data.len(), 300);
-    let reg = Registry::new(Mode::Default);
-    let mut routed = 0;
-    for row in &data {
-        let dataset = row["dataset"].as_str().unwrap();
-        let truth = row["ground_truth"].as_str().unwrap();
-        match dataset {
-            "gsm8k" | "MATH" => {
-                reg.parse_truth(dataset, truth)
-                    .unwrap_or_else(|e| panic!("{dataset}: {e}"));
-                routed += 1;
-            }
-            other => {
-                let err = reg
-                    .get(other)
-                    .err()
-                    .expect("IF rows have no verifier yet")
-                    .to_string();
-                assert!(err.contains("gsm8k") && err.contains("math"), "{err}");
-            }
+    for mode in [Mode::Default, Mode::Tulu3] {
+        let reg = Registry::new(mode);
+        let mut routed = std::collections::BTreeMap::new();
+        for row in &data {
+            let dataset = row["dataset"].as_str().unwrap();
+            let truth = row["ground_truth"].as_str().unwrap();
+            let verifier = reg.get(dataset).unwrap_or_else(|e| panic!("{dataset}: {e}"));
+            verifier
+                .parse_truth(truth)
+                .unwrap_or_else(|e| panic!("{dataset}: {e}"));
+            *routed.entry(verifier.name().to_string()).or_insert(0) += 1;
         }
+        let want: std::collections::BTreeMap<String, i32> = [("gsm8k", 100), ("ifeval", 100), ("math", 100)]
+            .map(|(k, v)| (k.to_string(), v))
+            .into();
+        assert_eq!(routed, want);
     }
-    assert_eq!(routed, 200);
 }
