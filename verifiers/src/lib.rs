@@ -17,11 +17,13 @@
 mod gsm8k;
 mod ifeval;
 mod math;
+mod math_eval;
 mod math_normalize;
 mod number;
 mod plugin;
 mod registry;
 pub mod reward;
+mod text;
 
 pub use gsm8k::Gsm8k;
 pub use ifeval::{Constraint, IfEval};
