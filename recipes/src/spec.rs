@@ -494,6 +494,12 @@ pub struct RlvrSpec {
     pub num_evals: u64,
     /// Save every N steps.
     pub save_freq: u64,
+    /// Verifier rules.
+    pub verifier_mode: VerifierMode,
+    /// Verifier for each value of the data's `dataset` column, when it is not the verifier's
+    /// own name (e.g. `MATH = "math"`, or a custom data set to a plug-in).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub dataset_verifiers: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for RlvrSpec {
@@ -535,6 +541,8 @@ impl Default for RlvrSpec {
             async_mode: true,
             num_evals: 4,
             save_freq: 100_000,
+            verifier_mode: VerifierMode::Default,
+            dataset_verifiers: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -547,4 +555,14 @@ pub enum RlAlgorithm {
     Ppo,
     /// Group-relative advantages, no value model.
     Grpo,
+}
+
+/// Which rules the verifiers follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifierMode {
+    /// Correct checking.
+    Default,
+    /// The Tülu 3 release's rules, defects included.
+    Tulu3,
 }

@@ -192,3 +192,26 @@ fn pipeline_overrides_are_scoped_by_stage_kind_or_name() {
     let err = load("tulu3-8b", &["pretrain.seed=1".into()]).unwrap_err();
     assert!(matches!(err, RecipeError::Override { .. }), "{err}");
 }
+
+#[test]
+fn verifier_mode_is_checked_and_datasets_remap() {
+    let err = load("tulu3-8b-rlvr", &["rlvr.verifier_mode=strict".into()]).unwrap_err();
+    assert!(
+        err.to_string().contains("default") && err.to_string().contains("tulu3"),
+        "{err}"
+    );
+    let r = stage(load("tiny-arith-rlvr", &[]).unwrap());
+    let rl = r.rlvr.unwrap();
+    assert_eq!(
+        rl.dataset_verifiers.get("builtin:arith-rlvr").map(String::as_str),
+        Some("gsm8k")
+    );
+    assert_eq!(
+        stage(load("tulu3-70b-rlvr", &[]).unwrap())
+            .rlvr
+            .unwrap()
+            .verifier_mode,
+        rlvr_recipes::spec::VerifierMode::Tulu3,
+        "inherited"
+    );
+}

@@ -253,6 +253,7 @@ fn table() -> Vec<(&'static str, &'static str, Value)> {
         ("tulu3-8b-rlvr", "rlvr.save_freq", json!(100)),
         ("tulu3-8b-rlvr", "rlvr.reward_model_multiplier", json!(0.0)),
         ("tulu3-8b-rlvr", "train.gradient_checkpointing", json!(true)),
+        ("tulu3-8b-rlvr", "rlvr.verifier_mode", json!("tulu3")),
         // Llama-3.1-Tulu-3-70B (RLVR)
         (
             "tulu3-70b-rlvr",
