@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Verifier throughput of `rlvr verify` against the Python references on the same inputs, side by
 # side in one session: GSM8K test solutions (x10) with Tülu 3's rule, MATH-500 reference
-# solutions with HF math-verify. Both single-threaded. Needs ../shared/data.
+# solutions with HF math-verify, single-threaded on both sides; rlvr also on 2 threads.
+# Needs ../shared/data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -31,7 +32,9 @@ with open(f"{work}/math.jsonl", "w") as f:
 PY
 cat "$WORK/gsm8k.jsonl" "$WORK/math.jsonl" > "$WORK/all.jsonl"
 for mode in tulu3 default; do
-  echo "rlvr ($mode):"
-  "$CARGO_TARGET_DIR/release/rlvr" bench verify --mode $mode --input "$WORK/all.jsonl"
+  for threads in 1 2; do
+    echo "rlvr ($mode, $threads thread(s)):"
+    "$CARGO_TARGET_DIR/release/rlvr" bench verify --mode $mode --threads $threads --input "$WORK/all.jsonl"
+  done
 done
 echo "python: $(OMP_NUM_THREADS=1 "$BENCH_VENV/bin/python" benches/verify_reference.py "$WORK/all.jsonl")"

@@ -23,7 +23,7 @@ pub enum Bench {
     /// engine on a SmolLM2-135M-shaped model with random weights (f32, CPU).
     Generate(GenerateArgs),
     /// Verifier throughput on a JSONL file (`dataset`, `response`, `ground_truth` per line):
-    /// labels are parsed first, then only the verify calls are timed, single-threaded.
+    /// labels are parsed first, then only the verify calls are timed (`--threads` to scale).
     Verify(VerifyArgs),
 }
 
@@ -39,6 +39,9 @@ pub struct VerifyArgs {
     /// Passes over the input; the best is reported.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// Threads sharing the rows.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
 /// Arguments of `rlvr bench generate`.
@@ -246,21 +249,40 @@ fn verify(args: &VerifyArgs) -> Result<()> {
     }
     for (dataset, items) in &rows {
         let verifier = registry.get(dataset)?;
+        let threads = args.threads.max(1);
         let (mut best, mut slowest, mut verified) = (f64::INFINITY, 0f64, 0usize);
         for _ in 0..args.repeats.max(1) {
-            verified = 0;
             let t = Instant::now();
-            for (response, truth) in items {
-                let one = Instant::now();
-                verified += usize::from(verifier.verify(response, truth).verified);
-                slowest = slowest.max(one.elapsed().as_secs_f64());
-            }
+            // Rows dealt to `threads` scoped threads in contiguous chunks; each reports its count
+            // and its slowest single answer.
+            let results: Vec<(usize, f64)> = std::thread::scope(|scope| {
+                let handles: Vec<_> = items
+                    .chunks(items.len().div_ceil(threads).max(1))
+                    .map(|chunk| {
+                        scope.spawn(move || {
+                            chunk
+                                .iter()
+                                .fold((0usize, 0f64), |(n, worst), (response, truth)| {
+                                    let one = Instant::now();
+                                    let ok = verifier.verify(response, truth).verified;
+                                    (n + usize::from(ok), worst.max(one.elapsed().as_secs_f64()))
+                                })
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or((0, f64::NAN)))
+                    .collect()
+            });
             best = best.min(t.elapsed().as_secs_f64());
+            verified = results.iter().map(|r| r.0).sum();
+            slowest = results.iter().map(|r| r.1).fold(slowest, f64::max);
         }
         println!(
             "{}",
-            json!({"dataset": dataset, "rows": items.len(), "verified": verified, "seconds": best,
-                   "answers_per_s": items.len() as f64 / best, "slowest_ms": slowest * 1e3})
+            json!({"dataset": dataset, "threads": threads, "rows": items.len(), "verified": verified,
+                   "seconds": best, "answers_per_s": items.len() as f64 / best, "slowest_ms": slowest * 1e3})
         );
     }
     Ok(())
