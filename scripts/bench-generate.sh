@@ -1,23 +1,17 @@
 #!/usr/bin/env bash
 # Generation throughput of rlvr's native engine against transformers' `generate`, side by side
 # in one session on the same machine, model, batch and sampling, with the same torch 2.11.
-# The baseline needs Python torch + transformers: they go into a separate venv
-# ($RLVR_CACHE/bench-venv, several GB with torch's CUDA wheels) so the build venv stays small.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-CACHE="${RLVR_CACHE:-$HOME/.cache/rlvr}"
-BENCH_VENV="$CACHE/bench-venv"
-if [ ! -x "$BENCH_VENV/bin/python" ] || ! "$BENCH_VENV/bin/python" -c "import torch, transformers" 2>/dev/null; then
-  python3 -m venv "$BENCH_VENV"
-  "$BENCH_VENV/bin/pip" install --quiet --disable-pip-version-check torch==2.11.0 transformers
-fi
+source scripts/bench-venv.sh
+bench_venv "torch, transformers" torch==2.11.0 transformers
 make --no-print-directory build >/dev/null
 MODEL=$(mktemp -d)
 trap 'rm -rf "$MODEL"' EXIT
 ARGS=(--batch "${BATCH:-32}" --prompt-len "${PROMPT_LEN:-16}" --new-tokens "${NEW_TOKENS:-128}" --repeats "${REPEATS:-3}")
 ours=$("$CARGO_TARGET_DIR/release/rlvr" bench generate "${ARGS[@]}" --save-model "$MODEL" --json)
-theirs=$("$BENCH_VENV/bin/python" benches/generate_transformers.py "$MODEL" "${ARGS[@]}" 2>/dev/null)
+theirs=$("$BENCH_PYTHON" benches/generate_transformers.py "$MODEL" "${ARGS[@]}" 2>/dev/null)
 echo "rlvr:         $ours"
 echo "transformers: $theirs"
 python3 - "$ours" "$theirs" <<'PY'

@@ -6,12 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-CACHE="${RLVR_CACHE:-$HOME/.cache/rlvr}"
-BENCH_VENV="$CACHE/bench-venv"
-if [ ! -x "$BENCH_VENV/bin/python" ] || ! "$BENCH_VENV/bin/python" -c "import math_verify" 2>/dev/null; then
-  python3 -m venv "$BENCH_VENV"
-  "$BENCH_VENV/bin/pip" install --quiet --disable-pip-version-check math-verify
-fi
+source scripts/bench-venv.sh
+bench_venv math_verify math-verify
 make --no-print-directory build >/dev/null
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -37,4 +33,4 @@ for mode in tulu3 default; do
     "$CARGO_TARGET_DIR/release/rlvr" bench verify --mode $mode --threads $threads --input "$WORK/all.jsonl"
   done
 done
-echo "python: $(OMP_NUM_THREADS=1 "$BENCH_VENV/bin/python" benches/verify_reference.py "$WORK/all.jsonl")"
+echo "python: $(OMP_NUM_THREADS=1 "$BENCH_PYTHON" benches/verify_reference.py "$WORK/all.jsonl")"

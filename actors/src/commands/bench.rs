@@ -85,22 +85,18 @@ fn shape(recipe: &str) -> Result<Config> {
         ))
         .into());
     };
-    let c = &r.model.config;
-    Ok(Config {
-        hidden_size: c.hidden_size as i64,
-        intermediate_size: c.intermediate_size as i64,
-        num_hidden_layers: c.num_hidden_layers as i64,
-        num_attention_heads: c.num_attention_heads as i64,
-        num_key_value_heads: Some(c.num_key_value_heads as i64),
-        vocab_size: c.vocab_size as i64,
-        rms_norm_eps: c.rms_norm_eps,
-        rope_theta: c.rope_theta,
-        rope_scaling: None,
-        max_position_embeddings: c.max_position_embeddings as i64,
-        tie_word_embeddings: c.tie_word_embeddings,
-        bos_token_id: None,
-        eos_token_id: None,
-    })
+    Ok(crate::stages::llama_config(&r.model.config))
+}
+
+/// Seconds of the fastest of `n` runs of `f`.
+fn best_of(n: usize, mut f: impl FnMut()) -> f64 {
+    (0..n.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
 }
 
 /// Best-of-3 copy bandwidth of a 512 MiB buffer (bytes read + written per second).
@@ -109,14 +105,10 @@ fn memcpy_bandwidth() -> f64 {
     let src = vec![1u8; n];
     let mut dst = vec![0u8; n];
     dst.copy_from_slice(&src);
-    let best = (0..3)
-        .map(|_| {
-            let t = Instant::now();
-            dst.copy_from_slice(std::hint::black_box(&src));
-            std::hint::black_box(&dst);
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min);
+    let best = best_of(3, || {
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&dst);
+    });
     2.0 * n as f64 / best
 }
 
@@ -187,14 +179,10 @@ fn generate(args: &GenerateArgs) -> Result<()> {
     let total: usize = chunks.iter().map(|c| c.data.len()).sum();
     let flat: Vec<u8> = chunks.iter().flat_map(|c| c.data.iter().copied()).collect();
     let mut copy = vec![1u8; total];
-    let memcpy_s = (0..3)
-        .map(|_| {
-            let t = Instant::now();
-            copy.copy_from_slice(std::hint::black_box(&flat));
-            std::hint::black_box(&copy);
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min);
+    let memcpy_s = best_of(3, || {
+        copy.copy_from_slice(std::hint::black_box(&flat));
+        std::hint::black_box(&copy);
+    });
 
     let report = json!({
         "batch": args.batch, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,

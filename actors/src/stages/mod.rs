@@ -6,7 +6,8 @@ pub mod pretrain;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use rlvr_recipes::spec::StageKind;
+use rlvr_learner::llama::Config;
+use rlvr_recipes::spec::{ModelConfig, StageKind};
 use rlvr_recipes::Recipe;
 
 use crate::metrics::MetricsLog;
@@ -34,5 +35,24 @@ pub fn check_available(stage: &Recipe) -> Result<()> {
             kind.as_str()
         ),
         None => anyhow::bail!("`{}` is not a stage", stage.name),
+    }
+}
+
+/// The learner's model configuration for a recipe's architecture (no token ids set).
+pub fn llama_config(c: &ModelConfig) -> Config {
+    Config {
+        hidden_size: c.hidden_size as i64,
+        intermediate_size: c.intermediate_size as i64,
+        num_hidden_layers: c.num_hidden_layers as i64,
+        num_attention_heads: c.num_attention_heads as i64,
+        num_key_value_heads: Some(c.num_key_value_heads as i64),
+        vocab_size: c.vocab_size as i64,
+        rms_norm_eps: c.rms_norm_eps,
+        rope_theta: c.rope_theta,
+        rope_scaling: None,
+        max_position_embeddings: c.max_position_embeddings as i64,
+        tie_word_embeddings: c.tie_word_embeddings,
+        bos_token_id: None,
+        eos_token_id: None,
     }
 }

@@ -71,21 +71,10 @@ pub fn check(stage: &Recipe) -> Result<()> {
 }
 
 fn model_config(stage: &Recipe, tok: &Tokenizer) -> Config {
-    let c = &stage.model.config;
     Config {
-        hidden_size: c.hidden_size as i64,
-        intermediate_size: c.intermediate_size as i64,
-        num_hidden_layers: c.num_hidden_layers as i64,
-        num_attention_heads: c.num_attention_heads as i64,
-        num_key_value_heads: Some(c.num_key_value_heads as i64),
-        vocab_size: c.vocab_size as i64,
-        rms_norm_eps: c.rms_norm_eps,
-        rope_theta: c.rope_theta,
-        rope_scaling: None,
-        max_position_embeddings: c.max_position_embeddings as i64,
-        tie_word_embeddings: c.tie_word_embeddings,
         bos_token_id: tok.bos_id.map(i64::from),
         eos_token_id: Some(i64::from(tok.eos_id)),
+        ..super::llama_config(&stage.model.config)
     }
 }
 
