@@ -380,3 +380,46 @@ fn verify_scores_each_line_in_order_and_reports_bad_ones() {
     assert_eq!(v[2]["verified"], true);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_pretrain_then_sft_pipeline_hands_the_model_on_and_sft_learns_the_answer_format() {
+    let dir = tmp("pt-sft");
+    std::fs::create_dir_all(&dir).unwrap();
+    let recipe = dir.join("pt-sft.toml");
+    std::fs::write(
+        &recipe,
+        "name = \"pt-sft\"\ndescription = \"d\"\npipeline = [\"tiny-arith-pretrain\", \"tiny-arith-sft\"]\n",
+    )
+    .unwrap();
+    let out_dir = dir.join("run");
+    let out = rlvr(&[
+        "run",
+        recipe.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--set",
+        "train.max_steps=40",
+        "--set",
+        "train.per_device_train_batch_size=8",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let m = metrics(&out_dir);
+    let sft_evals: Vec<f64> = m
+        .iter()
+        .filter(|r| r["stage"] == "sft")
+        .filter_map(|r| r.get("eval_loss")?.as_f64())
+        .collect();
+    assert_eq!(sft_evals.len(), 2);
+    assert!(
+        sft_evals[1] < 0.75 * sft_evals[0],
+        "assistant-turn loss must fall: {sft_evals:?}"
+    );
+    let last_sft_step = m
+        .iter()
+        .filter(|r| r["stage"] == "sft" && r.get("loss").is_some())
+        .last()
+        .unwrap();
+    assert_eq!(last_sft_step["step"], 40);
+    assert!(out_dir.join("tiny-arith-sft/model.safetensors").is_file());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

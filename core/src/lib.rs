@@ -24,19 +24,25 @@ pub const IGNORE: i64 = -100;
 impl TrainBatch {
     /// Right-pad `seqs` to the longest with `pad_id`; each label is the token, padding ignored.
     pub fn from_sequences(seqs: &[Vec<i64>], pad_id: i64) -> Self {
-        let cols = seqs.iter().map(Vec::len).max().unwrap_or(0);
-        let mut input_ids = Vec::with_capacity(seqs.len() * cols);
-        let mut labels = Vec::with_capacity(seqs.len() * cols);
-        for s in seqs {
-            input_ids.extend_from_slice(s);
-            labels.extend_from_slice(s);
-            input_ids.extend(std::iter::repeat_n(pad_id, cols - s.len()));
-            labels.extend(std::iter::repeat_n(IGNORE, cols - s.len()));
+        let examples: Vec<(Vec<i64>, Vec<i64>)> = seqs.iter().map(|s| (s.clone(), s.clone())).collect();
+        Self::from_examples(&examples, pad_id)
+    }
+
+    /// Right-pad `(ids, labels)` pairs to the longest with `pad_id` (labels with [`IGNORE`]).
+    pub fn from_examples(examples: &[(Vec<i64>, Vec<i64>)], pad_id: i64) -> Self {
+        let cols = examples.iter().map(|e| e.0.len()).max().unwrap_or(0);
+        let mut input_ids = Vec::with_capacity(examples.len() * cols);
+        let mut labels = Vec::with_capacity(examples.len() * cols);
+        for (ids, labs) in examples {
+            input_ids.extend_from_slice(ids);
+            labels.extend_from_slice(labs);
+            input_ids.extend(std::iter::repeat_n(pad_id, cols - ids.len()));
+            labels.extend(std::iter::repeat_n(IGNORE, cols - labs.len()));
         }
         Self {
             input_ids,
             labels,
-            rows: seqs.len(),
+            rows: examples.len(),
             cols,
         }
     }

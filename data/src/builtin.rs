@@ -34,11 +34,52 @@ impl Builtin {
             })
     }
 
-    /// Pretraining text of row `index` (only [`Builtin::Arith`] is plain text).
-    pub fn text(&self, seed: u64, index: u64, split: Split) -> Option<String> {
+    /// Training example `index`: plain text for [`Builtin::Arith`] (no prompt, every token
+    /// trained), a ChatML exchange for [`Builtin::ArithChat`] (loss on the assistant turn
+    /// only); `None` for RLVR prompts, which are not trained on directly.
+    pub fn example(&self, seed: u64, index: u64, split: Split) -> Option<Example> {
+        let p = arith::problem(seed, index, split);
         match self {
-            Builtin::Arith => Some(arith::problem(seed, index, split).text()),
-            Builtin::ArithChat | Builtin::ArithRlvr => None,
+            Builtin::Arith => Some(Example {
+                prompt: String::new(),
+                completion: p.text(),
+            }),
+            Builtin::ArithChat => Some(Example {
+                prompt: format!(
+                    "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n",
+                    p.question
+                ),
+                completion: format!("{}<|im_end|>\n", p.solution),
+            }),
+            Builtin::ArithRlvr => None,
         }
+    }
+}
+
+/// One training example: a prompt (no loss) and the completion the model learns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Example {
+    /// Context the loss ignores.
+    pub prompt: String,
+    /// Text the loss is computed on.
+    pub completion: String,
+}
+
+impl Example {
+    /// Token ids (BOS, prompt, completion, EOS) and labels: [`rlvr_core::IGNORE`] on BOS and
+    /// the prompt, the token itself elsewhere; cut to `max_len` tokens.
+    pub fn encode(&self, tok: &crate::Tokenizer, max_len: usize) -> (Vec<i64>, Vec<i64>) {
+        let mut ids: Vec<i64> = tok.bos_id.into_iter().map(i64::from).collect();
+        ids.extend(tok.encode(&self.prompt).into_iter().map(i64::from));
+        let masked = ids.len();
+        ids.extend(tok.encode(&self.completion).into_iter().map(i64::from));
+        ids.push(i64::from(tok.eos_id));
+        ids.truncate(max_len);
+        let labels = ids
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| if i < masked { rlvr_core::IGNORE } else { t })
+            .collect();
+        (ids, labels)
     }
 }

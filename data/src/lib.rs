@@ -8,7 +8,7 @@ pub mod arith;
 mod builtin;
 mod tokenizer;
 
-pub use builtin::Builtin;
+pub use builtin::{Builtin, Example};
 
 pub use tokenizer::{Tokenizer, CHARS, SPECIALS};
 

@@ -78,6 +78,32 @@ fn unknown_builtin_lists_the_known_ones() {
     assert!(err.contains("builtin:arith"), "{err}");
     assert!(Builtin::parse("builtin:arith")
         .unwrap()
-        .text(0, 0, Split::Train)
+        .example(0, 0, Split::Train)
         .is_some());
+}
+
+#[test]
+fn chat_examples_mask_the_prompt() {
+    let tok = Tokenizer::builtin_chars();
+    let e = Builtin::parse("builtin:arith-chat")
+        .unwrap()
+        .example(5, 3, Split::Train)
+        .unwrap();
+    assert!(e.prompt.starts_with("<|im_start|>user\n") && e.prompt.ends_with("<|im_start|>assistant\n"));
+    assert!(e.completion.contains("#### ") && e.completion.ends_with("<|im_end|>\n"));
+    let (ids, labels) = e.encode(&tok, 1000);
+    let masked = labels.iter().take_while(|&&l| l == rlvr_core::IGNORE).count();
+    assert_eq!(
+        masked,
+        1 + tok.encode(&e.prompt).len(),
+        "BOS and the prompt carry no loss"
+    );
+    assert_eq!(&ids[masked..], &labels[masked..]);
+    assert_eq!(*ids.last().unwrap(), i64::from(tok.eos_id));
+    let (short, short_labels) = e.encode(&tok, 10);
+    assert_eq!((short.len(), short_labels.len()), (10, 10));
+    assert!(Builtin::parse("builtin:arith-rlvr")
+        .unwrap()
+        .example(0, 0, Split::Train)
+        .is_none());
 }

@@ -1,5 +1,6 @@
-//! Pretraining: next-token loss on plain text, the learner driven step by step with a
-//! progress bar, `metrics.jsonl` records, periodic checkpoints and exact resume.
+//! Language-model stages — pretraining (loss on every token of plain text) and SFT (loss on the
+//! assistant turn only) — the learner driven step by step with a progress bar, `metrics.jsonl`
+//! records, periodic checkpoints and exact resume.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -33,18 +34,25 @@ struct TrainerState {
     elapsed_s: f64,
 }
 
-/// The text data set of a pretraining stage and its row count.
+/// The data set of a stage and its row count.
 fn text_source(stage: &Recipe) -> Result<(Builtin, u64)> {
     let [entry] = stage.data.mix.as_slice() else {
         bail!(UsageError(format!(
-            "stage `{}`: pretraining reads one data set; mixes arrive with the data work",
+            "stage `{}`: this build reads one data set per stage; mixes arrive with the data work",
             stage.name
         )));
     };
+    if !entry.dataset.starts_with("builtin:") {
+        bail!(
+            "stage `{}` is not available yet: data set `{}`: this build loads only the built-in data sets (hub and file data sets arrive with the data work)",
+            stage.name,
+            entry.dataset
+        );
+    }
     let source = Builtin::parse(&entry.dataset)?;
-    if source.text(0, 0, Split::Train).is_none() {
+    if source.example(0, 0, Split::Train).is_none() {
         bail!(UsageError(format!(
-            "stage `{}`: `{}` is not a plain-text data set",
+            "stage `{}`: `{}` has no training text (it holds RL prompts)",
             stage.name, entry.dataset
         )));
     }
@@ -99,12 +107,20 @@ fn schedule(stage: &Recipe, total: u64) -> Schedule {
     }
 }
 
-fn encode(tok: &Tokenizer, text: &str, max_len: usize) -> Vec<i64> {
-    let mut ids: Vec<i64> = tok.bos_id.into_iter().map(i64::from).collect();
-    ids.extend(tok.encode(text).into_iter().map(i64::from));
-    ids.push(i64::from(tok.eos_id));
-    ids.truncate(max_len);
-    ids
+/// A batch of examples `rows` of `source`.
+fn batch(
+    source: Builtin,
+    stage: &Recipe,
+    rows: impl Iterator<Item = u64>,
+    split: Split,
+    tok: &Tokenizer,
+) -> TrainBatch {
+    let max_len = stage.data.max_seq_length as usize;
+    let examples: Vec<(Vec<i64>, Vec<i64>)> = rows
+        .filter_map(|i| source.example(stage.seed, i, split))
+        .map(|e| e.encode(tok, max_len))
+        .collect();
+    TrainBatch::from_examples(&examples, i64::from(tok.pad_id))
 }
 
 fn checkpoint_dir(out: &Path, stage: &Recipe) -> PathBuf {
@@ -160,15 +176,7 @@ fn eval_loss(
     stage: &Recipe,
     objective: Objective,
 ) -> Result<f64> {
-    let max_len = stage.data.max_seq_length as usize;
-    let seqs: Vec<Vec<i64>> = (0..EVAL_ROWS)
-        .filter_map(|i| source.text(stage.seed, i, Split::Test))
-        .map(|t| encode(tok, &t, max_len))
-        .collect();
-    Ok(learner.eval_loss(
-        &TrainBatch::from_sequences(&seqs, i64::from(tok.pad_id)),
-        objective,
-    )?)
+    Ok(learner.eval_loss(&batch(source, stage, 0..EVAL_ROWS, Split::Test, tok), objective)?)
 }
 
 /// Run the stage; returns the directory of the final model.
@@ -190,6 +198,7 @@ pub fn run(
         return Ok(model_dir);
     }
     let (source, rows) = text_source(stage)?;
+    let kind = stage.kind.map_or("lm", |k| k.as_str());
     let tok = Tokenizer::builtin_chars();
     let t = &stage.train;
     let per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps;
@@ -228,7 +237,7 @@ pub fn run(
         if let Some((dir, saved)) = latest_checkpoint(&ckpt_dir)? {
             learner.load_checkpoint(&dir, saved.step)?;
             sampler.set_position(saved.data_position);
-            metrics.truncate_after("pretrain", saved.step)?;
+            metrics.truncate_after(kind, saved.step)?;
             eprintln!(
                 "resuming {} from {} (step {})",
                 stage.name,
@@ -248,7 +257,9 @@ pub fn run(
     );
     if state.step == 0 {
         let loss = eval_loss(&learner, &tok, source, stage, objective)?;
-        metrics.write(&json!({"stage": "pretrain", "step": 0, "eval_loss": loss, "lr": 0.0, "tokens": 0, "elapsed_s": 0.0}))?;
+        metrics.write(
+            &json!({"stage": kind, "step": 0, "eval_loss": loss, "lr": 0.0, "tokens": 0, "elapsed_s": 0.0}),
+        )?;
     }
 
     let bar = ProgressBar::new(total).with_position(state.step);
@@ -260,17 +271,11 @@ pub fn run(
     bar.set_prefix(stage.name.clone());
     let started = Instant::now();
     let elapsed_before = state.elapsed_s;
-    let max_len = stage.data.max_seq_length as usize;
     while state.step < total {
         let micro: Vec<TrainBatch> = (0..t.gradient_accumulation_steps)
             .map(|_| {
-                let seqs: Vec<Vec<i64>> = sampler
-                    .take(t.per_device_train_batch_size as usize)
-                    .into_iter()
-                    .filter_map(|i| source.text(stage.seed, i, Split::Train))
-                    .map(|text| encode(&tok, &text, max_len))
-                    .collect();
-                TrainBatch::from_sequences(&seqs, i64::from(tok.pad_id))
+                let rows = sampler.take(t.per_device_train_batch_size as usize);
+                batch(source, stage, rows.into_iter(), Split::Train, &tok)
             })
             .collect();
         let m = learner.train_step(&micro, objective)?;
@@ -282,7 +287,7 @@ pub fn run(
         bar.set_message(format!("loss {:.4}", m.loss));
         if state.step.is_multiple_of(t.logging_steps) || state.step == total {
             let record = json!({
-                "stage": "pretrain", "step": state.step, "loss": m.loss, "lr": m.lr,
+                "stage": kind, "step": state.step, "loss": m.loss, "lr": m.lr,
                 "grad_norm": m.grad_norm, "tokens": state.tokens, "elapsed_s": state.elapsed_s,
                 "tokens_per_s": state.tokens as f64 / state.elapsed_s.max(1e-9),
             });
@@ -310,7 +315,7 @@ pub fn run(
     bar.finish_and_clear();
 
     let loss = eval_loss(&learner, &tok, source, stage, objective)?;
-    metrics.write(&json!({"stage": "pretrain", "step": state.step, "eval_loss": loss, "lr": 0.0, "tokens": state.tokens, "elapsed_s": state.elapsed_s}))?;
+    metrics.write(&json!({"stage": kind, "step": state.step, "eval_loss": loss, "lr": 0.0, "tokens": state.tokens, "elapsed_s": state.elapsed_s}))?;
     learner.save_model(&model_dir)?;
     tok.save(&model_dir)?;
     // Written last: its presence marks the stage complete for `--resume`.

@@ -1,7 +1,7 @@
 //! The stages `rlvr run` can execute, one module each. Until the actor graphs land, a stage is
 //! driven directly: data → learner, with metrics, checkpoints and resume.
 
-pub mod pretrain;
+pub mod lm;
 
 use std::path::{Path, PathBuf};
 
@@ -22,15 +22,15 @@ pub fn run(
     metrics: &mut MetricsLog,
 ) -> Result<PathBuf> {
     check_available(stage)?;
-    pretrain::run(stage, out, init, resume, metrics)
+    lm::run(stage, out, init, resume, metrics)
 }
 
 /// Check that a stage can run in this build, before anything starts.
 pub fn check_available(stage: &Recipe) -> Result<()> {
     match stage.kind {
-        Some(StageKind::Pretrain) => pretrain::check(stage),
+        Some(StageKind::Pretrain | StageKind::Sft) => lm::check(stage),
         Some(kind) => anyhow::bail!(
-            "stage `{}` ({}) is not available yet: this build runs pretraining stages only (SFT, DPO, RM and RLVR arrive with the learner and actor work)",
+            "stage `{}` ({}) is not available yet: this build runs pretraining and SFT stages (DPO, RM and RLVR arrive with the learner and actor work)",
             stage.name,
             kind.as_str()
         ),
