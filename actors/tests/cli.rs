@@ -416,8 +416,7 @@ fn a_pretrain_then_sft_pipeline_hands_the_model_on_and_sft_learns_the_answer_for
     );
     let last_sft_step = m
         .iter()
-        .filter(|r| r["stage"] == "sft" && r.get("loss").is_some())
-        .last()
+        .rfind(|r| r["stage"] == "sft" && r.get("loss").is_some())
         .unwrap();
     assert_eq!(last_sft_step["step"], 40);
     assert!(out_dir.join("tiny-arith-sft/model.safetensors").is_file());
