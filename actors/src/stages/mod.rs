@@ -21,20 +21,28 @@ pub fn run(
     resume: bool,
     metrics: &mut MetricsLog,
 ) -> Result<PathBuf> {
-    check_available(stage)?;
-    lm::run(stage, out, init, resume, metrics)
+    match stage.kind {
+        Some(StageKind::Pretrain | StageKind::Sft) => lm::run(stage, out, init, resume, metrics),
+        _ => Err(unavailable(stage)),
+    }
 }
 
 /// Check that a stage can run in this build, before anything starts.
 pub fn check_available(stage: &Recipe) -> Result<()> {
     match stage.kind {
         Some(StageKind::Pretrain | StageKind::Sft) => lm::check(stage),
-        Some(kind) => anyhow::bail!(
+        _ => Err(unavailable(stage)),
+    }
+}
+
+fn unavailable(stage: &Recipe) -> anyhow::Error {
+    match stage.kind {
+        Some(kind) => anyhow::anyhow!(
             "stage `{}` ({}) is not available yet: this build runs pretraining and SFT stages (DPO, RM and RLVR arrive with the learner and actor work)",
             stage.name,
             kind.as_str()
         ),
-        None => anyhow::bail!("`{}` is not a stage", stage.name),
+        None => anyhow::anyhow!("`{}` is not a stage", stage.name),
     }
 }
 
