@@ -56,6 +56,77 @@ impl TrainBatch {
     }
 }
 
+/// One sampled response, scored, ready for a policy-gradient step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicySample {
+    /// Prompt token ids (BOS included when the model uses one).
+    pub prompt_ids: Vec<u32>,
+    /// Sampled response token ids.
+    pub response_ids: Vec<u32>,
+    /// Log-probability of each response token under the policy that sampled it.
+    pub logprobs: Vec<f32>,
+    /// Advantage of each response token (GRPO repeats the sequence's advantage).
+    pub advantages: Vec<f32>,
+}
+
+/// Sampled sequences for one policy-gradient micro-batch, row-major `[rows, cols]`,
+/// right-padded. The per-token arrays are aligned with `input_ids`: entry `j` concerns token
+/// `j` (predicted from position `j - 1`), and is zero outside responses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyBatch {
+    /// Prompt and response token ids, `rows * cols`.
+    pub input_ids: Vec<i64>,
+    /// 1 on response tokens, 0 on prompts and padding.
+    pub mask: Vec<f32>,
+    /// Log-probabilities of the sampling policy.
+    pub old_logprobs: Vec<f32>,
+    /// Advantages.
+    pub advantages: Vec<f32>,
+    /// Sequences.
+    pub rows: usize,
+    /// Positions per sequence.
+    pub cols: usize,
+}
+
+impl PolicyBatch {
+    /// Lay `samples` out as rows, right-padded with `pad_id`.
+    pub fn from_samples(samples: &[PolicySample], pad_id: i64) -> Self {
+        let cols = samples
+            .iter()
+            .map(|s| s.prompt_ids.len() + s.response_ids.len())
+            .max()
+            .unwrap_or(0);
+        let rows = samples.len();
+        let mut b = Self {
+            input_ids: vec![pad_id; rows * cols],
+            mask: vec![0.0; rows * cols],
+            old_logprobs: vec![0.0; rows * cols],
+            advantages: vec![0.0; rows * cols],
+            rows,
+            cols,
+        };
+        for (r, s) in samples.iter().enumerate() {
+            let row = r * cols;
+            let ids = s.prompt_ids.iter().chain(&s.response_ids);
+            for (j, &t) in ids.enumerate() {
+                b.input_ids[row + j] = i64::from(t);
+            }
+            let start = row + s.prompt_ids.len();
+            for k in 0..s.response_ids.len() {
+                b.mask[start + k] = 1.0;
+                b.old_logprobs[start + k] = s.logprobs.get(k).copied().unwrap_or(0.0);
+                b.advantages[start + k] = s.advantages.get(k).copied().unwrap_or(0.0);
+            }
+        }
+        b
+    }
+
+    /// Response tokens in the batch.
+    pub fn response_tokens(&self) -> usize {
+        self.mask.iter().filter(|&&m| m > 0.0).count()
+    }
+}
+
 /// What one optimiser step reports.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct StepMetrics {

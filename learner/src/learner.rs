@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use rlvr_core::{StepMetrics, TrainBatch, WeightChunk, IGNORE};
+use rlvr_core::{PolicyBatch, StepMetrics, TrainBatch, WeightChunk, IGNORE};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
@@ -11,6 +11,7 @@ use crate::checkpoint;
 use crate::error::{LearnerError, Result};
 use crate::llama::{Config, Llama};
 use crate::optim::{AdamW, AdamWConfig};
+use crate::policy::{self, PolicyLoss, PolicyMetrics, Sums};
 use crate::schedule::Schedule;
 
 /// How a sequence loss is reduced over its tokens.
@@ -49,6 +50,8 @@ pub struct Learner {
     model: Llama,
     opt: AdamW,
     config: LearnerConfig,
+    /// Frozen copy of the policy that RL's KL penalty is measured against.
+    reference: Option<(VarStore, Llama)>,
 }
 
 impl Learner {
@@ -70,6 +73,7 @@ impl Learner {
             model: llama,
             opt,
             config,
+            reference: None,
         }
     }
 
@@ -108,18 +112,8 @@ impl Learner {
 
     /// Loss of one micro-batch, and its loss-token count.
     fn loss(&self, batch: &TrainBatch, objective: Objective) -> Result<(Tensor, i64)> {
-        if batch.rows == 0 || batch.cols < 2 {
-            return Err(LearnerError::Batch(format!(
-                "{}x{} batch: need rows and at least 2 positions",
-                batch.rows, batch.cols
-            )));
-        }
+        self.check_tokens(&batch.input_ids, batch.rows, batch.cols)?;
         let vocab = self.model.config().vocab_size;
-        if let Some(bad) = batch.input_ids.iter().find(|&&t| t < 0 || t >= vocab) {
-            return Err(LearnerError::Batch(format!(
-                "token id {bad} outside the vocabulary (0..{vocab})"
-            )));
-        }
         let Objective::Lm(reduction) = objective;
         let input = self.tensor(&batch.input_ids, batch);
         let labels = self.tensor(&batch.labels, batch);
@@ -160,6 +154,94 @@ impl Learner {
             loss: loss_sum / n,
             lr,
             grad_norm,
+            tokens: tokens as u64,
+        })
+    }
+
+    /// Freeze a copy of the current weights as the reference policy of RL's KL penalty.
+    pub fn freeze_reference(&mut self) -> Result<()> {
+        let mut vs = VarStore::new(self.config.device);
+        let model = Llama::new(&vs.root(), self.model.config());
+        vs.copy(&self.vs).map_err(|source| LearnerError::Torch {
+            context: "copying the reference policy".into(),
+            source,
+        })?;
+        vs.freeze();
+        self.reference = Some((vs, model));
+        Ok(())
+    }
+
+    fn check_tokens(&self, ids: &[i64], rows: usize, cols: usize) -> Result<()> {
+        let vocab = self.model.config().vocab_size;
+        if rows == 0 || cols < 2 || ids.len() != rows * cols {
+            return Err(LearnerError::Batch(format!(
+                "{rows}x{cols} batch of {} ids: need rows and at least 2 positions",
+                ids.len()
+            )));
+        }
+        match ids.iter().find(|&&t| t < 0 || t >= vocab) {
+            Some(bad) => Err(LearnerError::Batch(format!(
+                "token id {bad} outside the vocabulary (0..{vocab})"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// One policy-gradient optimiser step over `micro_batches`: the clipped surrogate (and
+    /// β·KL to the reference, when one is frozen and β > 0) averaged over every response token
+    /// of the step, then clip and AdamW as in [`Learner::train_step`].
+    pub fn policy_step(&mut self, micro_batches: &[PolicyBatch], loss: &PolicyLoss) -> Result<PolicyMetrics> {
+        let tokens: usize = micro_batches.iter().map(PolicyBatch::response_tokens).sum();
+        if tokens == 0 {
+            return Err(LearnerError::Batch("a policy step needs response tokens".into()));
+        }
+        self.opt.zero_grad();
+        let mut sums = Sums::default();
+        let mut loss_sum = 0.0;
+        for b in micro_batches {
+            self.check_tokens(&b.input_ids, b.rows, b.cols)?;
+            let shape = [b.rows as i64, b.cols as i64];
+            let dev = self.config.device;
+            let f32s = |v: &[f32]| Tensor::from_slice(v).view(shape).to_device(dev);
+            let input = Tensor::from_slice(&b.input_ids).view(shape).to_device(dev);
+            let (logprobs, entropy) = policy::token_logprobs(&self.model, &input, loss.temperature);
+            let reference = match &self.reference {
+                Some((_, r)) if loss.beta > 0.0 => Some(tch::no_grad(|| {
+                    policy::token_logprobs(r, &input, loss.temperature).0
+                })),
+                _ => None,
+            };
+            let (l, s) = policy::surrogate(
+                &logprobs,
+                &entropy,
+                &f32s(&b.old_logprobs),
+                &f32s(&b.advantages),
+                &f32s(&b.mask),
+                reference.as_ref(),
+                loss,
+            );
+            (&l / tokens as f64).backward();
+            loss_sum += l.double_value(&[]);
+            sums.pg_loss += s.pg_loss;
+            sums.kl += s.kl;
+            sums.clipped += s.clipped;
+            sums.ratio += s.ratio;
+            sums.entropy += s.entropy;
+        }
+        let grad_norm = self.opt.clip_grad_norm(self.config.max_grad_norm);
+        let lr = self.config.schedule.lr(self.opt.steps_taken());
+        self.opt.step(lr);
+        let n = tokens as f64;
+        Ok(PolicyMetrics {
+            step: self.opt.steps_taken(),
+            loss: loss_sum / n,
+            pg_loss: sums.pg_loss / n,
+            kl: sums.kl / n,
+            clipfrac: sums.clipped / n,
+            ratio: sums.ratio / n,
+            entropy: sums.entropy / n,
+            grad_norm,
+            lr,
             tokens: tokens as u64,
         })
     }

@@ -5,14 +5,18 @@
 //!
 //! - [`llama`]: the Llama architecture (Llama 3.x, SmolLM2) with Hugging Face tensor names.
 //! - [`Learner`]: model + AdamW ([`optim`]) + learning-rate [`schedule`], one call per step.
+//! - [`advantage`]: advantages from rewards (GRPO groups).
+//! - [`policy`]: the RL policy-gradient loss (clipped surrogate, KL to a frozen reference).
 //! - [`checkpoint`]: Hugging Face safetensors in and out, plus optimiser state for resume.
 //! - [`runtime`]: libtorch start-up (CUDA registration, threads).
 
+pub mod advantage;
 pub mod checkpoint;
 mod error;
 mod learner;
 pub mod llama;
 pub mod optim;
+pub mod policy;
 pub mod runtime;
 pub mod schedule;
 

@@ -1,0 +1,134 @@
+//! The policy-gradient objective of RLVR: PPO's clipped surrogate on per-token advantages, with
+//! an optional KL penalty to a frozen reference policy inside the loss (GRPO, as DeepSeekMath
+//! and open-instruct's `grpo_fast`). Log-probabilities are recomputed from
+//! `logits / (temperature + 1e-7)`, as Tülu 3 did, so they match what the sampler used.
+
+use tch::{Kind, Tensor};
+
+use crate::llama::Llama;
+
+/// How the KL divergence to the reference policy is estimated per token (Schulman, "Approximating
+/// KL divergence").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KlEstimator {
+    /// `log π − log π_ref`: unbiased, can be negative (Tülu 3 PPO's reward penalty).
+    K1,
+    /// `r − 1 − log r` with `r = π_ref / π`: unbiased and never negative (GRPO's loss term).
+    K3,
+}
+
+impl KlEstimator {
+    /// Parse a recipe's `kl_estimator` (`kl1` or `kl3`).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "kl1" | "k1" => Some(Self::K1),
+            "kl3" | "k3" => Some(Self::K3),
+            _ => None,
+        }
+    }
+
+    /// Per-token estimate from policy and reference log-probabilities.
+    pub fn estimate(self, logprobs: &Tensor, ref_logprobs: &Tensor) -> Tensor {
+        let log_ratio = logprobs - ref_logprobs;
+        match self {
+            Self::K1 => log_ratio,
+            Self::K3 => (-&log_ratio).exp() - 1.0 + log_ratio,
+        }
+    }
+}
+
+/// Settings of the policy loss.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PolicyLoss {
+    /// Ratio clip ε: the surrogate uses `clamp(ratio, 1 − ε, 1 + ε)`.
+    pub clip: f64,
+    /// KL coefficient β of the penalty inside the loss (0: no reference policy is consulted).
+    pub beta: f64,
+    /// KL estimator of the penalty.
+    pub kl: KlEstimator,
+    /// Sampling temperature the log-probabilities are taken at.
+    pub temperature: f64,
+}
+
+/// What one policy-gradient step reports; token means over the step's response tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct PolicyMetrics {
+    /// Optimiser steps taken so far.
+    pub step: u64,
+    /// Total loss (surrogate + β·KL).
+    pub loss: f64,
+    /// Clipped surrogate loss.
+    pub pg_loss: f64,
+    /// KL to the reference policy (0 when β = 0).
+    pub kl: f64,
+    /// Share of tokens whose ratio was clipped.
+    pub clipfrac: f64,
+    /// Mean probability ratio new/old.
+    pub ratio: f64,
+    /// Mean entropy of the policy's next-token distribution.
+    pub entropy: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Response tokens trained on.
+    pub tokens: u64,
+}
+
+/// Log-probabilities `[B, T]` of each token of `input_ids` `[B, T]` under `model` at
+/// `temperature` (position 0, which nothing predicts, gets 0), and the entropy `[B, T]` of the
+/// distribution each was drawn from.
+pub(crate) fn token_logprobs(model: &Llama, input_ids: &Tensor, temperature: f64) -> (Tensor, Tensor) {
+    let t = input_ids.size()[1];
+    let logits = model.forward(input_ids).narrow(1, 0, t - 1).to_kind(Kind::Float) / (temperature + 1e-7);
+    let log_probs = logits.log_softmax(-1, Kind::Float);
+    let targets = input_ids.narrow(1, 1, t - 1).unsqueeze(-1);
+    let picked = log_probs.gather(-1, &targets, false).squeeze_dim(-1);
+    let entropy = -(log_probs.exp() * &log_probs).sum_dim_intlist(-1, false, Kind::Float);
+    let pad = |x: Tensor| Tensor::cat(&[x.zeros_like().narrow(1, 0, 1), x], 1);
+    (pad(picked), pad(entropy.detach()))
+}
+
+/// Per-token statistics of one micro-batch, summed over response tokens.
+#[derive(Debug, Default)]
+pub(crate) struct Sums {
+    pub pg_loss: f64,
+    pub kl: f64,
+    pub clipped: f64,
+    pub ratio: f64,
+    pub entropy: f64,
+}
+
+/// The loss of one micro-batch summed over its response tokens (the caller divides by the
+/// step's token count), with its statistics.
+pub(crate) fn surrogate(
+    logprobs: &Tensor,
+    entropy: &Tensor,
+    old_logprobs: &Tensor,
+    advantages: &Tensor,
+    mask: &Tensor,
+    ref_logprobs: Option<&Tensor>,
+    cfg: &PolicyLoss,
+) -> (Tensor, Sums) {
+    let ratio = (logprobs - old_logprobs).exp();
+    let unclipped = -advantages * &ratio;
+    let clipped = -advantages * ratio.clamp(1.0 - cfg.clip, 1.0 + cfg.clip);
+    let pg = unclipped.maximum(&clipped);
+    let sum = |x: &Tensor| (x * mask).sum(Kind::Float);
+    let pg_sum = sum(&pg);
+    let (loss, kl) = match ref_logprobs {
+        Some(r) if cfg.beta > 0.0 => {
+            let kl_sum = sum(&cfg.kl.estimate(logprobs, r));
+            (&pg_sum + &kl_sum * cfg.beta, kl_sum.double_value(&[]))
+        }
+        _ => (pg_sum.shallow_clone(), 0.0),
+    };
+    let stats = tch::no_grad(|| Sums {
+        pg_loss: pg_sum.double_value(&[]),
+        kl,
+        clipped: sum(&clipped.gt_tensor(&unclipped).to_kind(Kind::Float)).double_value(&[]),
+        ratio: sum(&ratio).double_value(&[]),
+        entropy: sum(entropy).double_value(&[]),
+    });
+    (loss, stats)
+}

@@ -1,0 +1,145 @@
+//! The RL policy step: a fresh reference has zero KL, log-probs recomputed at the sampling
+//! temperature give ratio 1 on the first step, a positive advantage makes its tokens more likely
+//! and a negative one less, and β pulls the policy back toward the reference.
+
+use rlvr_core::{PolicyBatch, PolicySample};
+use rlvr_learner::llama::Config;
+use rlvr_learner::optim::AdamWConfig;
+use rlvr_learner::policy::{KlEstimator, PolicyLoss};
+use rlvr_learner::schedule::{Schedule, Shape};
+use rlvr_learner::{Learner, LearnerConfig};
+use tch::{Device, Kind, Tensor};
+
+fn learner(lr: f64) -> Learner {
+    let config: Config = serde_json::from_value(serde_json::json!({
+        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 40,
+        "tie_word_embeddings": true
+    }))
+    .unwrap();
+    let cfg = LearnerConfig {
+        adamw: AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        },
+        schedule: Schedule {
+            peak: lr,
+            warmup_steps: 0,
+            total_steps: 100,
+            shape: Shape::Constant,
+        },
+        max_grad_norm: Some(1.0),
+        device: Device::Cpu,
+    };
+    Learner::new(&config, cfg, 5)
+}
+
+const TEMPERATURE: f64 = 0.7;
+
+/// Log-probs of `response` after `prompt` at `TEMPERATURE`, from a full forward pass.
+fn logprobs(l: &Learner, prompt: &[u32], response: &[u32]) -> Vec<f32> {
+    let ids: Vec<i64> = prompt.iter().chain(response).map(|&t| i64::from(t)).collect();
+    let input = Tensor::from_slice(&ids).view([1, -1]);
+    let logits = tch::no_grad(|| l.model().forward(&input)) / TEMPERATURE;
+    let lp = logits.log_softmax(-1, Kind::Float);
+    (0..response.len())
+        .map(|k| {
+            let pos = (prompt.len() + k - 1) as i64;
+            lp.double_value(&[0, pos, i64::from(response[k])]) as f32
+        })
+        .collect()
+}
+
+fn sample(l: &Learner, response: &[u32], advantage: f32) -> PolicySample {
+    let prompt = vec![1u32, 4, 9];
+    PolicySample {
+        logprobs: logprobs(l, &prompt, response),
+        advantages: vec![advantage; response.len()],
+        prompt_ids: prompt,
+        response_ids: response.to_vec(),
+    }
+}
+
+fn loss(beta: f64) -> PolicyLoss {
+    PolicyLoss {
+        clip: 0.2,
+        beta,
+        kl: KlEstimator::K3,
+        temperature: TEMPERATURE,
+    }
+}
+
+fn sum(v: &[f32]) -> f32 {
+    v.iter().sum()
+}
+
+#[test]
+fn positive_advantages_raise_their_tokens_and_negative_ones_lower_them() {
+    tch::set_num_threads(1);
+    let mut l = learner(1e-2);
+    l.freeze_reference().unwrap();
+    let (good, bad) = ([7u32, 8, 2], [11u32, 12, 13, 2]);
+    let batch = PolicyBatch::from_samples(&[sample(&l, &good, 1.0), sample(&l, &bad, -1.0)], 0);
+    let before = (logprobs(&l, &[1, 4, 9], &good), logprobs(&l, &[1, 4, 9], &bad));
+    let first = l.policy_step(std::slice::from_ref(&batch), &loss(0.1)).unwrap();
+    assert!((first.ratio - 1.0).abs() < 1e-5, "ratio {}", first.ratio);
+    assert!(first.kl.abs() < 1e-6, "kl to a fresh reference {}", first.kl);
+    assert_eq!(first.clipfrac, 0.0);
+    assert_eq!(first.tokens, 7);
+    for _ in 0..5 {
+        l.policy_step(std::slice::from_ref(&batch), &loss(0.1)).unwrap();
+    }
+    let after = (logprobs(&l, &[1, 4, 9], &good), logprobs(&l, &[1, 4, 9], &bad));
+    assert!(sum(&after.0) > sum(&before.0), "{:?} -> {:?}", before.0, after.0);
+    assert!(sum(&after.1) < sum(&before.1), "{:?} -> {:?}", before.1, after.1);
+    let last = l.policy_step(&[batch], &loss(0.1)).unwrap();
+    assert!(last.kl > 0.0, "the policy moved away from the reference");
+    assert!(
+        last.clipfrac > 0.0,
+        "old log-probs are stale by now: some ratios clip"
+    );
+}
+
+#[test]
+fn the_kl_penalty_alone_pulls_the_policy_back_to_the_reference() {
+    tch::set_num_threads(1);
+    let mut l = learner(1e-2);
+    l.freeze_reference().unwrap();
+    let response = [7u32, 8, 2];
+    let push = PolicyBatch::from_samples(&[sample(&l, &response, 1.0)], 0);
+    for _ in 0..5 {
+        l.policy_step(std::slice::from_ref(&push), &loss(0.0)).unwrap();
+    }
+    // Zero advantage: only β·KL drives the update.
+    let hold = PolicyBatch::from_samples(&[sample(&l, &response, 0.0)], 0);
+    let kl_start = l.policy_step(std::slice::from_ref(&hold), &loss(1.0)).unwrap().kl;
+    let mut kl_end = kl_start;
+    for _ in 0..20 {
+        kl_end = l.policy_step(std::slice::from_ref(&hold), &loss(1.0)).unwrap().kl;
+    }
+    assert!(kl_start > 1e-4, "{kl_start}");
+    assert!(kl_end < kl_start * 0.5, "KL {kl_start} -> {kl_end}");
+}
+
+#[test]
+fn a_batch_without_response_tokens_or_with_bad_ids_is_an_error() {
+    let mut l = learner(1e-3);
+    let empty = PolicyBatch::from_samples(
+        &[PolicySample {
+            prompt_ids: vec![1, 2],
+            response_ids: vec![],
+            logprobs: vec![],
+            advantages: vec![],
+        }],
+        0,
+    );
+    assert!(l.policy_step(&[empty], &loss(0.0)).is_err());
+    let mut s = sample(&l, &[7, 8], 1.0);
+    s.response_ids[1] = 400;
+    let err = l
+        .policy_step(&[PolicyBatch::from_samples(&[s], 0)], &loss(0.0))
+        .unwrap_err();
+    assert!(err.to_string().contains("400"), "{err}");
+}
