@@ -12,14 +12,17 @@ pub enum Builtin {
     ArithChat,
     /// The problems as prompts with the answer as ground truth (RLVR).
     ArithRlvr,
+    /// 24 rows of the Tülu 3 RLVR data (GSM8K, MATH, IF), compiled in (see [`crate::rlvr_sample`]).
+    RlvrSample,
 }
 
 impl Builtin {
     /// Every built-in data set with its recipe name.
-    pub const ALL: [(&'static str, Builtin); 3] = [
+    pub const ALL: [(&'static str, Builtin); 4] = [
         ("builtin:arith", Builtin::Arith),
         ("builtin:arith-chat", Builtin::ArithChat),
         ("builtin:arith-rlvr", Builtin::ArithRlvr),
+        ("builtin:rlvr-sample", Builtin::RlvrSample),
     ];
 
     /// Look a data set up by its recipe name.
@@ -34,6 +37,21 @@ impl Builtin {
             })
     }
 
+    /// RL prompt `index` of a generated data set ([`Builtin::ArithRlvr`]: the question as a ChatML user turn, with
+    /// its answer as the ground truth); `None` for the data sets that are trained on directly and for
+    /// [`Builtin::RlvrSample`], whose rows are fixed ([`crate::rlvr_sample`]).
+    pub fn prompt(&self, seed: u64, index: u64, split: Split) -> Option<PromptRow> {
+        let p = arith::problem(seed, index, split);
+        match self {
+            Builtin::ArithRlvr => Some(PromptRow {
+                prompt: chat_prompt(&p.question),
+                ground_truth: p.answer.to_string(),
+                dataset: "builtin:arith-rlvr".to_string(),
+            }),
+            Builtin::Arith | Builtin::ArithChat | Builtin::RlvrSample => None,
+        }
+    }
+
     /// Training example `index`: plain text for [`Builtin::Arith`] (no prompt, every token
     /// trained), a ChatML exchange for [`Builtin::ArithChat`] (loss on the assistant turn
     /// only); `None` for RLVR prompts, which are not trained on directly.
@@ -45,15 +63,28 @@ impl Builtin {
                 completion: p.text(),
             }),
             Builtin::ArithChat => Some(Example {
-                prompt: format!(
-                    "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n",
-                    p.question
-                ),
-                completion: format!("{}<|im_end|>\n", p.solution),
+                prompt: chat_prompt(&p.question),
+                completion: format!("{}<|im_end|>\n", p.demonstration),
             }),
-            Builtin::ArithRlvr => None,
+            Builtin::ArithRlvr | Builtin::RlvrSample => None,
         }
     }
+}
+
+/// A user turn in ChatML, opening the assistant's turn.
+fn chat_prompt(question: &str) -> String {
+    format!("<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")
+}
+
+/// One RL prompt: text to complete and the label a verifier checks the answer against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptRow {
+    /// The prompt, chat template applied.
+    pub prompt: String,
+    /// The label, as the data set stores it.
+    pub ground_truth: String,
+    /// The data set it came from (routes it to a verifier).
+    pub dataset: String,
 }
 
 /// One training example: a prompt (no loss) and the completion the model learns.

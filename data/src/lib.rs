@@ -2,13 +2,15 @@
 //!
 //! Data for every stage: tokenizers (HF `tokenizer.json` through the `tokenizers` crate) and
 //! the built-in synthetic arithmetic problems of the tiny recipes ([`arith`]), which need no
-//! download.
+//! download, and RL prompts from JSON lines in the Tülu 3 RLVR format ([`read_rlvr_jsonl`]).
 
 pub mod arith;
 mod builtin;
+mod rlvr_jsonl;
 mod tokenizer;
 
-pub use builtin::{Builtin, Example};
+pub use builtin::{Builtin, Example, PromptRow};
+pub use rlvr_jsonl::{read_rlvr_jsonl, rlvr_sample};
 
 pub use tokenizer::{Tokenizer, CHARS, SPECIALS};
 
@@ -21,6 +23,18 @@ pub enum DataError {
         /// The file.
         path: String,
         /// Why.
+        message: String,
+    },
+    /// A data file row that cannot be used.
+    #[error("{path}:{line}: field `{field}`: {message}")]
+    Row {
+        /// The file.
+        path: String,
+        /// 1-based line (0: the file itself).
+        line: usize,
+        /// The field at fault (empty when the line is not JSON).
+        field: String,
+        /// What is wrong.
         message: String,
     },
     /// A recipe names a data set that does not exist.

@@ -34,6 +34,30 @@ fn problems_are_deterministic_correct_and_splits_disjoint() {
 }
 
 #[test]
+fn demonstrations_slip_on_multiplication_only_at_the_documented_rate() {
+    let problems: Vec<_> = (0..6000).map(|i| problem(7, i, Split::Train)).collect();
+    let (mut products, mut slips) = (0, 0);
+    for p in &problems {
+        if p.solution.contains('*') {
+            products += 1;
+            if p.demonstration != p.solution {
+                slips += 1;
+                assert!(p.demonstration.contains('+'), "{}", p.demonstration);
+            }
+        } else {
+            assert_eq!(p.demonstration, p.solution);
+        }
+        assert!(p.solution.ends_with(&format!("#### {}", p.answer)));
+    }
+    let rate = 100.0 * slips as f64 / products as f64;
+    let want = rlvr_data::arith::SLIP_PERCENT as f64;
+    assert!(
+        (rate - want).abs() < 4.0,
+        "{slips}/{products} = {rate:.1}% slips, want {want}%"
+    );
+}
+
+#[test]
 fn char_tokenizer_round_trips_and_keeps_specials_whole() {
     let tok = Tokenizer::builtin_chars();
     let text = problem(1, 0, Split::Train).text();
@@ -106,4 +130,35 @@ fn chat_examples_mask_the_prompt() {
         .unwrap()
         .example(0, 0, Split::Train)
         .is_none());
+}
+
+#[test]
+fn rlvr_rows_read_the_tulu_format_and_bad_rows_name_file_line_and_field() {
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/rlvr/sample.jsonl");
+    let rows = rlvr_data::read_rlvr_jsonl(&sample).unwrap();
+    assert_eq!(rows.len(), 300);
+    for dataset in ["gsm8k", "MATH", "ifeval"] {
+        assert_eq!(
+            rows.iter().filter(|r| r.dataset == dataset).count(),
+            100,
+            "{dataset}"
+        );
+    }
+    assert!(rows.iter().all(|r| r.prompt.starts_with("<|im_start|>user\n")));
+    assert!(rows.iter().all(|r| r.prompt.ends_with("<|im_start|>assistant\n")));
+
+    let dir = std::env::temp_dir().join(format!("rlvr-data-rows-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.jsonl");
+    let good =
+        r#"{"messages": [{"role": "user", "content": "hi"}], "ground_truth": "1", "dataset": "gsm8k"}"#;
+    let no_truth =
+        r#"{"messages": [{"role": "user", "content": "hi"}], "ground_truth": 7, "dataset": "gsm8k"}"#;
+    std::fs::write(&bad, format!("{good}\n\n{no_truth}\n")).unwrap();
+    let err = rlvr_data::read_rlvr_jsonl(&bad).unwrap_err().to_string();
+    assert!(err.contains("bad.jsonl:3: field `ground_truth`"), "{err}");
+    std::fs::write(&bad, format!("{good}\n{{\"messages\": []}}\n")).unwrap();
+    let err = rlvr_data::read_rlvr_jsonl(&bad).unwrap_err().to_string();
+    assert!(err.contains("bad.jsonl:2: field `ground_truth`"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
