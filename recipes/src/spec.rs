@@ -38,6 +38,42 @@ pub struct Recipe {
     /// RLVR settings (kind = "rlvr").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rlvr: Option<RlvrSpec>,
+    /// How an RLVR stage's actor graph is staffed on this machine.
+    #[serde(skip_serializing_if = "RolloutSpec::is_default")]
+    pub rollout: RolloutSpec,
+}
+
+/// Workers of an RLVR stage's actor graph: `rollout.workers` engines generate, verifier workers
+/// score. Independent of the learner, so either side scales alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutSpec {
+    /// Rollout workers, each with its own inference engine.
+    pub workers: u64,
+    /// Sequences each engine holds at once (its KV cache slots).
+    pub engine_batch: u64,
+    /// Verifier workers.
+    pub verifier_workers: u64,
+    /// Longest one verifier call may take before the response is scored as failed.
+    pub verifier_timeout_s: f64,
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            engine_batch: 64,
+            verifier_workers: 2,
+            verifier_timeout_s: 10.0,
+        }
+    }
+}
+
+impl RolloutSpec {
+    /// Whether every value is the default (then `rlvr show` leaves the table out).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// What a stage trains.
