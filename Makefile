@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 ENV := source scripts/env.sh &&
-RECIPE ?= tiny-arith-pretrain
+RECIPE ?= tiny-arith
 RUN_DIR ?= runs/$(RECIPE)
 
 .PHONY: setup build run test install fmt clippy

@@ -1,17 +1,12 @@
 //! # rlvr
 //!
 //! The `rlvr` command: list, show, plan and run the recipes of `rlvr-recipes`, sample from a
-//! checkpoint, and benchmark. Exit codes:
-//! 0 success, 2 usage or bad input (unknown recipe, key or value; the message lists the valid
-//! choices), 1 a failure while running (including a plan that does not fit).
-
-mod commands;
-mod metrics;
-mod stages;
+//! checkpoint, verify responses, and benchmark. See [`rlvr_actors`] for the exit codes.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use rlvr_actors::{commands, exit_code};
 
 /// Post-train language models with reinforcement learning from verifiable rewards.
 #[derive(Debug, Parser)]
@@ -38,22 +33,6 @@ enum Command {
     /// Measure speed against a baseline, side by side.
     #[command(subcommand)]
     Bench(commands::bench::Bench),
-}
-
-/// An error caused by what the user typed or supplied (exit code 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
-fn exit_code(err: &anyhow::Error) -> u8 {
-    let usage = err.chain().any(|e| {
-        e.is::<UsageError>() || e.is::<rlvr_recipes::RecipeError>() || e.is::<rlvr_data::DataError>()
-    });
-    if usage {
-        2
-    } else {
-        1
-    }
 }
 
 fn main() -> ExitCode {

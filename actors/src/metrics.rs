@@ -56,6 +56,16 @@ impl MetricsLog {
         Ok(())
     }
 
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A second handle on the same file (for a stage that logs from its own thread).
+    pub fn reopen(&self) -> Result<Self> {
+        Self::open(&self.path)
+    }
+
     /// Append one record.
     pub fn write(&mut self, record: &Value) -> Result<()> {
         writeln!(self.file, "{record}").with_context(|| format!("writing {}", self.path.display()))?;

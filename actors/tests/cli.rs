@@ -382,25 +382,30 @@ fn verify_scores_each_line_in_order_and_reports_bad_ones() {
 }
 
 #[test]
-fn a_pretrain_then_sft_pipeline_hands_the_model_on_and_sft_learns_the_answer_format() {
-    let dir = tmp("pt-sft");
-    std::fs::create_dir_all(&dir).unwrap();
-    let recipe = dir.join("pt-sft.toml");
-    std::fs::write(
-        &recipe,
-        "name = \"pt-sft\"\ndescription = \"d\"\npipeline = [\"tiny-arith-pretrain\", \"tiny-arith-sft\"]\n",
-    )
-    .unwrap();
+fn the_tiny_arith_pipeline_hands_the_model_on_and_the_rlvr_stage_runs_its_actor_graph() {
+    let dir = tmp("pipeline");
     let out_dir = dir.join("run");
     let out = rlvr(&[
         "run",
-        recipe.to_str().unwrap(),
+        "tiny-arith",
         "--out",
         out_dir.to_str().unwrap(),
         "--set",
         "train.max_steps=40",
         "--set",
         "train.per_device_train_batch_size=8",
+        "--set",
+        "rlvr.train.max_steps=4",
+        "--set",
+        "rlvr.rlvr.num_evals=2",
+        "--set",
+        "rlvr.rlvr.local_rollout_batch_size=4",
+        "--set",
+        "rlvr.rlvr.local_mini_batch_size=32",
+        "--set",
+        "rlvr.rollout.workers=2",
+        "--set",
+        "rlvr.data.eval_mix=[{dataset = \"builtin:arith-rlvr\", amount = 24, split = \"test\"}]",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let m = metrics(&out_dir);
@@ -414,11 +419,74 @@ fn a_pretrain_then_sft_pipeline_hands_the_model_on_and_sft_learns_the_answer_for
         sft_evals[1] < 0.75 * sft_evals[0],
         "assistant-turn loss must fall: {sft_evals:?}"
     );
-    let last_sft_step = m
-        .iter()
-        .rfind(|r| r["stage"] == "sft" && r.get("loss").is_some())
-        .unwrap();
-    assert_eq!(last_sft_step["step"], 40);
     assert!(out_dir.join("tiny-arith-sft/model.safetensors").is_file());
+
+    // RLVR: a held-out evaluation at the start, after step 2 and at the end; one record per step.
+    let evals: Vec<(u64, f64)> = m
+        .iter()
+        .filter(|r| r["stage"] == "rlvr")
+        .filter_map(|r| Some((r["step"].as_u64()?, r.get("eval_accuracy")?.as_f64()?)))
+        .collect();
+    assert_eq!(evals.iter().map(|e| e.0).collect::<Vec<_>>(), [0, 2, 4]);
+    assert!(evals.iter().all(|e| (0.0..=1.0).contains(&e.1)));
+    let steps: Vec<&serde_json::Value> = m
+        .iter()
+        .filter(|r| r["stage"] == "rlvr" && r.get("reward_mean").is_some())
+        .collect();
+    assert_eq!(steps.len(), 4);
+    for (i, r) in steps.iter().enumerate() {
+        assert_eq!(r["step"], i as u64 + 1);
+        assert_eq!(
+            r["policy_version"],
+            i as u64 + 1,
+            "one optimiser step per RL step"
+        );
+        assert_eq!(
+            r["policy_version_gap"], 0,
+            "synchronous mode never trains on stale samples"
+        );
+        assert!(r["accuracy_per_verifier"]["gsm8k"].is_number());
+        assert!(r["response_length"].as_f64().unwrap() > 0.0);
+    }
+    assert!(out_dir.join("tiny-arith-rlvr/model.safetensors").is_file());
+    assert!(out_dir.join("tiny-arith-rlvr/tokenizer.json").is_file());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn tiny_rlvr_sample_routes_real_rows_to_three_verifiers_and_bad_rows_name_file_and_line() {
+    let dir = tmp("rlvr-sample");
+    let d = dir.to_str().unwrap();
+    let out = rlvr(&[
+        "run",
+        "tiny-rlvr-sample",
+        "--out",
+        d,
+        "--set",
+        "train.max_steps=2",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let m = metrics(&dir);
+    let evals: Vec<&Value> = m.iter().filter(|r| r.get("eval_accuracy").is_some()).collect();
+    assert_eq!(evals.len(), 2, "start and end");
+    let per = evals[0]["eval_accuracy_per_verifier"].as_object().unwrap();
+    let names: Vec<&str> = per.keys().map(String::as_str).collect();
+    assert_eq!(names, ["gsm8k", "ifeval", "math"]);
+    assert_eq!(evals[0]["eval_prompts"], 24);
+
+    let bad = dir.join("bad.jsonl");
+    let row = r#"{"messages": [{"role": "user", "content": "what is 2+2?"}], "ground_truth": "4", "dataset": "gsm8k"}"#;
+    std::fs::write(&bad, format!("{row}\n{{\"messages\": \n")).unwrap();
+    let mix = format!("data.mix=[{{dataset = \"{}\", amount = 2}}]", bad.display());
+    let out = rlvr(&[
+        "run",
+        "tiny-rlvr-sample",
+        "--out",
+        &format!("{d}/bad"),
+        "--set",
+        &mix,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("bad.jsonl:2"), "{}", text(&out.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -78,7 +78,7 @@ pub fn check(stage: &Recipe) -> Result<()> {
     Ok(())
 }
 
-fn model_config(stage: &Recipe, tok: &Tokenizer) -> Config {
+pub(super) fn model_config(stage: &Recipe, tok: &Tokenizer) -> Config {
     Config {
         bos_token_id: tok.bos_id.map(i64::from),
         eos_token_id: Some(i64::from(tok.eos_id)),
@@ -86,7 +86,7 @@ fn model_config(stage: &Recipe, tok: &Tokenizer) -> Config {
     }
 }
 
-fn schedule(stage: &Recipe, total: u64) -> Schedule {
+pub(super) fn schedule(stage: &Recipe, total: u64) -> Schedule {
     let t = &stage.train;
     let warmup = t
         .warmup_steps

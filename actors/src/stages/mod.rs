@@ -1,7 +1,8 @@
-//! The stages `rlvr run` can execute, one module each. Until the actor graphs land, a stage is
-//! driven directly: data → learner, with metrics, checkpoints and resume.
+//! The stages `rlvr run` can execute, one module each: language-model stages drive the learner
+//! directly (data → learner); RLVR stages run the actor graph of [`crate::graph`].
 
 pub mod lm;
+pub mod rlvr;
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +24,7 @@ pub fn run(
 ) -> Result<PathBuf> {
     match stage.kind {
         Some(StageKind::Pretrain | StageKind::Sft) => lm::run(stage, out, init, resume, metrics),
+        Some(StageKind::Rlvr) => rlvr::run(stage, out, init, resume, metrics),
         _ => Err(unavailable(stage)),
     }
 }
@@ -31,6 +33,7 @@ pub fn run(
 pub fn check_available(stage: &Recipe) -> Result<()> {
     match stage.kind {
         Some(StageKind::Pretrain | StageKind::Sft) => lm::check(stage),
+        Some(StageKind::Rlvr) => rlvr::check(stage),
         _ => Err(unavailable(stage)),
     }
 }
@@ -38,7 +41,7 @@ pub fn check_available(stage: &Recipe) -> Result<()> {
 fn unavailable(stage: &Recipe) -> anyhow::Error {
     match stage.kind {
         Some(kind) => anyhow::anyhow!(
-            "stage `{}` ({}) is not available yet: this build runs pretraining and SFT stages (DPO, RM and RLVR arrive with the learner and actor work)",
+            "stage `{}` ({}) is not available yet: this build runs pretraining, SFT and RLVR (GRPO) stages (DPO and RM arrive with the learner work)",
             stage.name,
             kind.as_str()
         ),

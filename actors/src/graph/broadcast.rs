@@ -1,0 +1,99 @@
+//! Weight broadcaster: keeps the newest policy weights and pushes each new version to every
+//! subscribed rollout worker. A worker that starts (or restarts) subscribes first and gets the
+//! newest weights before it takes any job.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rlvr_core::WeightChunk;
+
+use super::rollout::RolloutMsg;
+
+/// One version of the policy's weights.
+#[derive(Debug)]
+pub struct Weights {
+    /// Policy version (learner steps taken).
+    pub version: u64,
+    /// Every parameter.
+    pub chunks: Vec<WeightChunk>,
+}
+
+/// What a broadcast did.
+#[derive(Debug, Clone, Copy)]
+pub struct BroadcastReport {
+    /// Workers now on the new version.
+    pub workers: usize,
+    /// Seconds from send to the last acknowledgement.
+    pub seconds: f64,
+}
+
+/// Messages of the broadcaster.
+pub enum BroadcastMsg {
+    /// A worker joins; the reply is the newest weights, if any were published.
+    Subscribe(ActorRef<RolloutMsg>, RpcReplyPort<Option<Arc<Weights>>>),
+    /// Send new weights to every worker; replies once all have loaded them.
+    Publish(Arc<Weights>, RpcReplyPort<BroadcastReport>),
+}
+
+/// State of the broadcaster.
+#[derive(Default)]
+pub struct BroadcastState {
+    latest: Option<Arc<Weights>>,
+    subscribers: Vec<ActorRef<RolloutMsg>>,
+}
+
+/// The broadcaster actor.
+pub struct Broadcaster {
+    /// Longest a worker may take to load weights (it finishes its current job first).
+    pub timeout: Duration,
+}
+
+impl Actor for Broadcaster {
+    type Msg = BroadcastMsg;
+    type State = BroadcastState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<BroadcastMsg>,
+        _: (),
+    ) -> Result<BroadcastState, ActorProcessingErr> {
+        Ok(BroadcastState::default())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<BroadcastMsg>,
+        message: BroadcastMsg,
+        state: &mut BroadcastState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            BroadcastMsg::Subscribe(worker, reply) => {
+                state.subscribers.push(worker);
+                let _ = reply.send(state.latest.clone());
+            }
+            BroadcastMsg::Publish(weights, reply) => {
+                let started = Instant::now();
+                state.latest = Some(weights.clone());
+                let mut alive = Vec::with_capacity(state.subscribers.len());
+                for worker in state.subscribers.drain(..) {
+                    let w = weights.clone();
+                    let ack = worker
+                        .call(|r| RolloutMsg::LoadWeights(w, r), Some(self.timeout))
+                        .await;
+                    // A worker that died is dropped here; its restart subscribes again.
+                    if matches!(ack, Ok(ractor::rpc::CallResult::Success(_))) {
+                        alive.push(worker);
+                    }
+                }
+                state.subscribers = alive;
+                let _ = reply.send(BroadcastReport {
+                    workers: state.subscribers.len(),
+                    seconds: started.elapsed().as_secs_f64(),
+                });
+            }
+        }
+        Ok(())
+    }
+}

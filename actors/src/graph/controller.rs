@@ -1,0 +1,630 @@
+//! Controller: the root of the supervision tree and the RL loop. It starts the data actor, the
+//! rollout and verifier pools, the learner and the weight broadcaster as its children, then
+//! runs one step per message: rollout → verify → advantages → learn → broadcast. In async mode
+//! the rollout of step t+1 runs while step t learns (one step off-policy, as Tülu 3).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use indicatif::ProgressBar;
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use rlvr_core::{Completion, FinishReason, GenerationRequest, PolicySample, SamplingParams, Verdict};
+use rlvr_data::Tokenizer;
+use rlvr_learner::advantage::group_normalized;
+use rlvr_learner::Learner;
+use rlvr_verifiers::reward::{reward, Shaping};
+use serde_json::json;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::broadcast::{BroadcastMsg, Broadcaster};
+use super::data::{DataActor, DataArgs, DataMsg, Prompt};
+use super::learner::{LearnSettings, LearnerActor, LearnerMsg};
+use super::pool::{Pool, PoolArgs, PoolMsg, Spawner};
+use super::rollout::{RolloutArgs, RolloutJob, RolloutWorker};
+use super::verifier::{VerifierWorker, VerifyArgs, VerifyJob};
+use crate::metrics::MetricsLog;
+
+/// Prompts per rollout job: small enough that several workers share a step.
+const PROMPTS_PER_JOB: usize = 4;
+
+/// The loop's settings, from the recipe.
+#[derive(Debug, Clone)]
+pub struct LoopSettings {
+    /// RL steps to run.
+    pub steps: u64,
+    /// Prompts per step.
+    pub prompts_per_step: usize,
+    /// Responses per prompt.
+    pub samples_per_prompt: usize,
+    /// How responses are sampled for training.
+    pub sampling: SamplingParams,
+    /// Evaluate every this many steps (and at the start and end).
+    pub eval_every: u64,
+    /// Reward shaping.
+    pub shaping: Shaping,
+    /// Overlap the rollout of step t+1 with learning of step t.
+    pub async_mode: bool,
+    /// Seed of every sampled request.
+    pub seed: u64,
+    /// Save a checkpoint every this many steps (0: never).
+    pub save_every: u64,
+}
+
+/// Everything the controller needs to start the graph.
+pub struct ControllerArgs {
+    /// The loop's settings.
+    pub settings: LoopSettings,
+    /// The policy (its reference already frozen when β > 0).
+    pub learner: Learner,
+    /// How the learner steps.
+    pub learn: LearnSettings,
+    /// Model directory the rollout engines start from.
+    pub model_dir: PathBuf,
+    /// Training prompts.
+    pub prompts: Vec<Prompt>,
+    /// Held-out prompts for evaluation.
+    pub eval_prompts: Vec<Prompt>,
+    /// Decodes responses for the verifiers.
+    pub tokenizer: Tokenizer,
+    /// Rollout workers at start.
+    pub rollout_workers: usize,
+    /// Verifier workers.
+    pub verifier_workers: usize,
+    /// Longest one verifier call may take.
+    pub verifier_timeout: Duration,
+    /// Where the rollout engines run.
+    pub device: tch::Device,
+    /// Sequences each engine holds at once.
+    pub engine_batch: usize,
+    /// `metrics.jsonl`.
+    pub metrics: MetricsLog,
+    /// Checkpoint directory of the stage.
+    pub checkpoints: PathBuf,
+    /// Step counter shown to the user.
+    pub bar: ProgressBar,
+    /// Where the outcome goes when the loop ends.
+    pub done: oneshot::Sender<Result<RunSummary>>,
+    /// Where the final model is saved.
+    pub model_out: PathBuf,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Steps taken.
+    pub steps: u64,
+    /// Held-out accuracy at each evaluation: (step, accuracy).
+    pub evals: Vec<(u64, f64)>,
+}
+
+/// Handles on the graph's children.
+#[derive(Clone)]
+pub struct Roles {
+    /// Data actor.
+    pub data: ActorRef<DataMsg>,
+    /// Rollout pool.
+    pub rollout: ActorRef<PoolMsg<RolloutWorker>>,
+    /// Verifier pool.
+    pub verifiers: ActorRef<PoolMsg<VerifierWorker>>,
+    /// Learner.
+    pub learner: ActorRef<LearnerMsg>,
+    /// Weight broadcaster.
+    pub broadcaster: ActorRef<BroadcastMsg>,
+}
+
+/// One step's prompts with their responses and verdicts.
+struct Scored {
+    prompts: Vec<Prompt>,
+    /// `samples_per_prompt` completions per prompt, prompt-major.
+    completions: Vec<Completion>,
+    verdicts: Vec<Verdict>,
+    rollout_s: f64,
+    verify_s: f64,
+}
+
+/// Messages of the controller.
+pub enum ControllerMsg {
+    /// Run the next step.
+    Step,
+}
+
+/// State of the controller.
+pub struct ControllerState {
+    roles: Roles,
+    settings: LoopSettings,
+    eval_prompts: Vec<Prompt>,
+    tokenizer: Arc<Tokenizer>,
+    metrics: MetricsLog,
+    checkpoints: PathBuf,
+    model_out: PathBuf,
+    bar: ProgressBar,
+    done: Option<oneshot::Sender<Result<RunSummary>>>,
+    step: u64,
+    version: u64,
+    prefetched: Option<JoinHandle<Result<Scored>>>,
+    evals: Vec<(u64, f64)>,
+    started: Instant,
+}
+
+/// The controller actor.
+pub struct Controller;
+
+struct RolloutSpawner {
+    model: PathBuf,
+    device: tch::Device,
+    max_batch: usize,
+    broadcaster: ActorRef<BroadcastMsg>,
+}
+
+impl Spawner<RolloutWorker> for RolloutSpawner {
+    fn make(&self, _index: usize, pool: ActorRef<PoolMsg<RolloutWorker>>) -> (RolloutWorker, RolloutArgs) {
+        let args = RolloutArgs {
+            model: self.model.clone(),
+            device: self.device,
+            max_batch: self.max_batch,
+            pool,
+            broadcaster: self.broadcaster.clone(),
+        };
+        (RolloutWorker, args)
+    }
+}
+
+struct VerifierSpawner(Duration);
+
+impl Spawner<VerifierWorker> for VerifierSpawner {
+    fn make(&self, _index: usize, pool: ActorRef<PoolMsg<VerifierWorker>>) -> (VerifierWorker, VerifyArgs) {
+        (VerifierWorker { timeout: self.0 }, VerifyArgs { pool })
+    }
+}
+
+/// Restarts a pool allows before the run fails.
+const MAX_RESTARTS: u64 = 20;
+
+/// Complete `prompts` `n` times each with the rollout pool; completions come back prompt-major.
+async fn rollout(
+    roles: &Roles,
+    prompts: &[Prompt],
+    n: usize,
+    params: &SamplingParams,
+    seed: u64,
+) -> Result<Vec<Completion>> {
+    let params = Arc::new(params.clone());
+    let jobs: Vec<RolloutJob> = prompts
+        .chunks(PROMPTS_PER_JOB)
+        .map(|chunk| RolloutJob {
+            requests: chunk
+                .iter()
+                .map(|p| GenerationRequest {
+                    id: p.row,
+                    prompt_ids: p.prompt_ids.clone(),
+                    n,
+                    seed: seed ^ p.row.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                })
+                .collect(),
+            params: params.clone(),
+        })
+        .collect();
+    let out = ractor::call!(roles.rollout, PoolMsg::Run, jobs).map_err(|e| anyhow!("rollout pool: {e}"))?;
+    Ok(out.into_iter().flatten().collect())
+}
+
+/// Score every completion with its prompt's verifier (one job per prompt).
+async fn verify(
+    roles: &Roles,
+    tok: &Tokenizer,
+    prompts: &[Prompt],
+    completions: &[Completion],
+) -> Result<Vec<Verdict>> {
+    let n = completions.len() / prompts.len().max(1);
+    let jobs: Vec<VerifyJob> = prompts
+        .iter()
+        .zip(completions.chunks(n.max(1)))
+        .map(|(p, group)| VerifyJob {
+            verifier: p.verifier.clone(),
+            truth: p.truth.clone(),
+            responses: group.iter().map(|c| response_text(tok, c)).collect(),
+        })
+        .collect();
+    let out =
+        ractor::call!(roles.verifiers, PoolMsg::Run, jobs).map_err(|e| anyhow!("verifier pool: {e}"))?;
+    Ok(out.into_iter().flatten().collect())
+}
+
+/// The response's text without its stop token.
+fn response_text(tok: &Tokenizer, c: &Completion) -> String {
+    let ids = match c.finish_reason {
+        FinishReason::Stop => &c.token_ids[..c.token_ids.len().saturating_sub(1)],
+        FinishReason::Length => &c.token_ids[..],
+    };
+    tok.decode(ids)
+}
+
+/// Take the next prompts, roll them out and verify them.
+async fn rollout_and_verify(
+    roles: Roles,
+    settings: LoopSettings,
+    tok: Arc<Tokenizer>,
+    step: u64,
+) -> Result<Scored> {
+    let prompts = ractor::call!(roles.data, DataMsg::Next, settings.prompts_per_step)
+        .map_err(|e| anyhow!("data actor: {e}"))?;
+    let t = Instant::now();
+    let seed = settings.seed ^ step.wrapping_mul(0x2545_f491_4f6c_dd1d);
+    let completions = rollout(
+        &roles,
+        &prompts,
+        settings.samples_per_prompt,
+        &settings.sampling,
+        seed,
+    )
+    .await?;
+    let rollout_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let verdicts = verify(&roles, &tok, &prompts, &completions).await?;
+    Ok(Scored {
+        prompts,
+        completions,
+        verdicts,
+        rollout_s,
+        verify_s: t.elapsed().as_secs_f64(),
+    })
+}
+
+/// GRPO samples: each response's shaped reward, normalised within its prompt's group.
+fn grpo_samples(scored: &Scored, settings: &LoopSettings) -> (Vec<PolicySample>, Vec<f64>) {
+    let rewards: Vec<f64> = scored
+        .completions
+        .iter()
+        .zip(&scored.verdicts)
+        .map(|(c, v)| reward(v, c.finish_reason == FinishReason::Stop, &settings.shaping))
+        .collect();
+    let advantages = group_normalized(&rewards, settings.samples_per_prompt);
+    let samples = scored
+        .completions
+        .iter()
+        .zip(&advantages)
+        .enumerate()
+        .map(|(i, (c, &a))| PolicySample {
+            prompt_ids: scored.prompts[i / settings.samples_per_prompt].prompt_ids.clone(),
+            response_ids: c.token_ids.clone(),
+            logprobs: c.logprobs.clone(),
+            advantages: vec![a as f32; c.token_ids.len()],
+        })
+        .collect();
+    (samples, rewards)
+}
+
+/// Accuracy per verifier name, and overall.
+fn accuracy(prompts: &[Prompt], verdicts: &[Verdict]) -> (f64, BTreeMap<String, f64>) {
+    let n = verdicts.len() / prompts.len().max(1);
+    let mut per: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for (p, group) in prompts.iter().zip(verdicts.chunks(n.max(1))) {
+        let e = per.entry(p.verifier.name().to_string()).or_default();
+        e.0 += group.iter().filter(|v| v.verified).count() as f64;
+        e.1 += group.len() as f64;
+    }
+    let (hit, all) = per.values().fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let per = per.into_iter().map(|(k, (h, a))| (k, h / a.max(1.0))).collect();
+    (hit / all.max(1.0), per)
+}
+
+impl ControllerState {
+    /// Greedy accuracy on the held-out prompts, logged as an `eval_accuracy` record.
+    async fn evaluate(&mut self) -> Result<f64> {
+        let params = SamplingParams {
+            temperature: 0.0,
+            ..self.settings.sampling.clone()
+        };
+        let completions = rollout(&self.roles, &self.eval_prompts, 1, &params, 0).await?;
+        let verdicts = verify(&self.roles, &self.tokenizer, &self.eval_prompts, &completions).await?;
+        let (acc, per) = accuracy(&self.eval_prompts, &verdicts);
+        self.metrics.write(&json!({
+            "stage": "rlvr", "step": self.step, "eval_accuracy": acc, "eval_accuracy_per_verifier": per,
+            "eval_prompts": self.eval_prompts.len(), "policy_version": self.version,
+            "elapsed_s": self.started.elapsed().as_secs_f64(),
+        }))?;
+        self.say(format!(
+            "rlvr step {:>4}  held-out accuracy {:.3} ({} prompts, greedy)",
+            self.step,
+            acc,
+            self.eval_prompts.len()
+        ));
+        self.evals.push((self.step, acc));
+        Ok(acc)
+    }
+
+    fn say(&self, line: String) {
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+
+    /// One RL step: rollout → verify → advantages → learn → broadcast.
+    async fn step(&mut self) -> Result<()> {
+        let started = Instant::now();
+        let scored = match self.prefetched.take() {
+            Some(task) => task.await??,
+            None => {
+                rollout_and_verify(
+                    self.roles.clone(),
+                    self.settings.clone(),
+                    self.tokenizer.clone(),
+                    self.step,
+                )
+                .await?
+            }
+        };
+        if self.settings.async_mode && self.step + 1 < self.settings.steps {
+            let next = rollout_and_verify(
+                self.roles.clone(),
+                self.settings.clone(),
+                self.tokenizer.clone(),
+                self.step + 1,
+            );
+            self.prefetched = Some(tokio::spawn(next));
+        }
+        let (samples, rewards) = grpo_samples(&scored, &self.settings);
+        let learned = ractor::call!(self.roles.learner, LearnerMsg::Learn, samples)
+            .map_err(|e| anyhow!("learner: {e}"))??;
+        let broadcast = ractor::call!(
+            self.roles.broadcaster,
+            BroadcastMsg::Publish,
+            learned.weights.clone()
+        )
+        .map_err(|e| anyhow!("broadcaster: {e}"))?;
+
+        let gap = scored
+            .completions
+            .iter()
+            .map(|c| self.version.saturating_sub(c.policy_version))
+            .max()
+            .unwrap_or(0);
+        self.version = learned.weights.version;
+        self.step += 1;
+        self.log_step(
+            &scored,
+            &rewards,
+            &learned.steps,
+            gap,
+            broadcast.seconds,
+            started.elapsed().as_secs_f64(),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn log_step(
+        &mut self,
+        scored: &Scored,
+        rewards: &[f64],
+        steps: &[rlvr_learner::policy::PolicyMetrics],
+        gap: u64,
+        broadcast_s: f64,
+        step_s: f64,
+    ) -> Result<()> {
+        let n = rewards.len().max(1) as f64;
+        let reward_mean = rewards.iter().sum::<f64>() / n;
+        let (acc, per) = accuracy(&scored.prompts, &scored.verdicts);
+        let tokens: usize = scored.completions.iter().map(|c| c.token_ids.len()).sum();
+        let stopped = scored
+            .completions
+            .iter()
+            .filter(|c| c.finish_reason == FinishReason::Stop)
+            .count();
+        let last = steps.last().copied().unwrap_or_default();
+        let mean = |f: fn(&rlvr_learner::policy::PolicyMetrics) -> f64| {
+            steps.iter().map(f).sum::<f64>() / steps.len().max(1) as f64
+        };
+        let record = json!({
+            "stage": "rlvr", "step": self.step, "reward_mean": reward_mean, "accuracy": acc,
+            "accuracy_per_verifier": per, "kl": mean(|m| m.kl), "loss": mean(|m| m.loss),
+            "pg_loss": mean(|m| m.pg_loss), "entropy": mean(|m| m.entropy), "clipfrac": mean(|m| m.clipfrac), "ratio": mean(|m| m.ratio),
+            "grad_norm": mean(|m| m.grad_norm), "lr": last.lr,
+            "response_length": tokens as f64 / n, "stop_rate": stopped as f64 / n,
+            "rollout_tokens_per_s": tokens as f64 / scored.rollout_s.max(1e-9),
+            "rollout_s": scored.rollout_s, "verify_s": scored.verify_s, "broadcast_s": broadcast_s,
+            "step_s": step_s, "policy_version": self.version, "policy_version_gap": gap,
+            "elapsed_s": self.started.elapsed().as_secs_f64(),
+        });
+        self.metrics.write(&record)?;
+        self.bar.set_position(self.step);
+        self.bar.set_message(format!("reward {reward_mean:.3}"));
+        self.say(format!(
+            "rlvr step {:>4}/{}  reward {reward_mean:.3}  acc {acc:.3}  kl {:.4}  len {:.1}  {:.0} tok/s  v{}  gap {gap}  {step_s:.2}s",
+            self.step,
+            self.settings.steps,
+            mean(|m| m.kl),
+            tokens as f64 / n,
+            tokens as f64 / scored.rollout_s.max(1e-9),
+            self.version,
+        ));
+        Ok(())
+    }
+
+    /// Save a checkpoint with the data position, for `--resume`.
+    async fn checkpoint(&mut self) -> Result<()> {
+        let dir = self.checkpoints.join(format!("step-{}", self.step));
+        ractor::call!(self.roles.learner, LearnerMsg::Save, dir.clone())
+            .map_err(|e| anyhow!("learner: {e}"))??;
+        let position =
+            ractor::call!(self.roles.data, DataMsg::Position).map_err(|e| anyhow!("data actor: {e}"))?;
+        let state = json!({"step": self.step, "data_position": position, "policy_version": self.version});
+        std::fs::write(
+            dir.join("trainer_state.json"),
+            serde_json::to_string_pretty(&state)?,
+        )
+        .with_context(|| format!("writing {}", dir.display()))?;
+        Ok(())
+    }
+
+    /// Run the next step (with its evaluation and checkpoint); true when the loop is over.
+    async fn advance(&mut self) -> Result<bool> {
+        if self.step == 0 {
+            self.evaluate().await?;
+        }
+        self.step().await?;
+        let (eval_every, save_every, steps) = (
+            self.settings.eval_every,
+            self.settings.save_every,
+            self.settings.steps,
+        );
+        if self.step.is_multiple_of(eval_every.max(1)) || self.step == steps {
+            self.evaluate().await?;
+        }
+        if save_every > 0 && self.step.is_multiple_of(save_every) && self.step < steps {
+            self.checkpoint().await?;
+        }
+        if self.step < self.settings.steps {
+            return Ok(false);
+        }
+        ractor::call!(self.roles.learner, LearnerMsg::SaveModel, self.model_out.clone())
+            .map_err(|e| anyhow!("learner: {e}"))??;
+        Ok(true)
+    }
+
+    fn finish(&mut self, outcome: Result<RunSummary>) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(outcome);
+        }
+    }
+}
+
+impl Actor for Controller {
+    type Msg = ControllerMsg;
+    type State = ControllerState;
+    type Arguments = ControllerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ControllerMsg>,
+        args: ControllerArgs,
+    ) -> Result<ControllerState, ActorProcessingErr> {
+        let cell = myself.get_cell();
+        let timeout = Duration::from_secs(600);
+        let (broadcaster, _) = Actor::spawn_linked(None, Broadcaster { timeout }, (), cell.clone()).await?;
+        let rollout_spawner = RolloutSpawner {
+            model: args.model_dir,
+            device: args.device,
+            max_batch: args.engine_batch,
+            broadcaster: broadcaster.clone(),
+        };
+        let pool_args = |name: &str, workers: usize| (name.to_string(), workers);
+        let (name, workers) = pool_args("rollout", args.rollout_workers);
+        let (rollout, _) = Actor::spawn_linked(
+            None,
+            Pool::<RolloutWorker>::default(),
+            PoolArgs {
+                name,
+                workers,
+                spawner: Arc::new(rollout_spawner),
+                max_restarts: MAX_RESTARTS,
+            },
+            cell.clone(),
+        )
+        .await?;
+        let (name, workers) = pool_args("verifier", args.verifier_workers);
+        let (verifiers, _) = Actor::spawn_linked(
+            None,
+            Pool::<VerifierWorker>::default(),
+            PoolArgs {
+                name,
+                workers,
+                spawner: Arc::new(VerifierSpawner(args.verifier_timeout)),
+                max_restarts: MAX_RESTARTS,
+            },
+            cell.clone(),
+        )
+        .await?;
+        let data_args = DataArgs {
+            prompts: args.prompts,
+            seed: args.settings.seed,
+            position: 0,
+        };
+        let (data, _) = Actor::spawn_linked(None, DataActor, data_args, cell.clone()).await?;
+        let (learner, _) = Actor::spawn_linked(None, LearnerActor, (args.learner, args.learn), cell).await?;
+        myself.send_message(ControllerMsg::Step)?;
+        Ok(ControllerState {
+            roles: Roles {
+                data,
+                rollout,
+                verifiers,
+                learner,
+                broadcaster,
+            },
+            settings: args.settings,
+            eval_prompts: args.eval_prompts,
+            tokenizer: Arc::new(args.tokenizer),
+            metrics: args.metrics,
+            checkpoints: args.checkpoints,
+            model_out: args.model_out,
+            bar: args.bar,
+            done: Some(args.done),
+            step: 0,
+            version: 0,
+            prefetched: None,
+            evals: Vec::new(),
+            started: Instant::now(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ControllerMsg>,
+        message: ControllerMsg,
+        state: &mut ControllerState,
+    ) -> Result<(), ActorProcessingErr> {
+        let ControllerMsg::Step = message;
+        match state.advance().await {
+            Ok(false) => myself.send_message(ControllerMsg::Step)?,
+            Ok(true) => {
+                let summary = RunSummary {
+                    steps: state.step,
+                    evals: state.evals.clone(),
+                };
+                state.finish(Ok(summary));
+                myself.stop(None);
+            }
+            Err(e) => {
+                state.finish(Err(e));
+                myself.stop(None);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<ControllerMsg>,
+        event: SupervisionEvent,
+        state: &mut ControllerState,
+    ) -> Result<(), ActorProcessingErr> {
+        let failure = match event {
+            SupervisionEvent::ActorFailed(cell, err) => Some(format!("{} failed: {err}", cell.get_id())),
+            SupervisionEvent::ActorTerminated(cell, _, reason) if state.done.is_some() => Some(format!(
+                "{} stopped: {}",
+                cell.get_id(),
+                reason.unwrap_or_default()
+            )),
+            _ => None,
+        };
+        if let Some(why) = failure {
+            state.finish(Err(anyhow!("actor {why}")));
+            myself.stop(None);
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<ControllerMsg>,
+        _state: &mut ControllerState,
+    ) -> Result<(), ActorProcessingErr> {
+        myself.stop_children(None);
+        Ok(())
+    }
+}

@@ -1,0 +1,136 @@
+//! Learner actor: owns the policy being trained (one rank until ZeRO-3 shards it) and its frozen
+//! reference. One message per RL step: the scored samples in, optimiser steps over
+//! mini-batches and epochs, the new weights out for the broadcaster.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rlvr_core::{PolicyBatch, PolicySample};
+use rlvr_learner::policy::{PolicyLoss, PolicyMetrics};
+use rlvr_learner::Learner;
+
+use super::broadcast::Weights;
+
+/// How the learner turns one RL step's samples into optimiser steps.
+#[derive(Debug, Clone, Copy)]
+pub struct LearnSettings {
+    /// The loss.
+    pub loss: PolicyLoss,
+    /// Passes over each step's samples.
+    pub epochs: usize,
+    /// Samples per optimiser step.
+    pub mini_batch: usize,
+    /// Samples per forward pass (gradient accumulation inside a mini-batch).
+    pub micro_batch: usize,
+    /// Padding token id.
+    pub pad_id: i64,
+}
+
+/// What one RL step's learning produced.
+pub struct LearnReport {
+    /// One entry per optimiser step.
+    pub steps: Vec<PolicyMetrics>,
+    /// The new weights, tagged with the new policy version.
+    pub weights: Arc<Weights>,
+}
+
+/// Messages of the learner actor.
+pub enum LearnerMsg {
+    /// Train on one RL step's samples.
+    Learn(Vec<PolicySample>, RpcReplyPort<anyhow::Result<LearnReport>>),
+    /// Save a checkpoint (model, optimiser state) into a directory.
+    Save(PathBuf, RpcReplyPort<anyhow::Result<()>>),
+    /// Save the model alone, in Hugging Face format.
+    SaveModel(PathBuf, RpcReplyPort<anyhow::Result<()>>),
+}
+
+/// State of the learner actor.
+pub struct LearnerState {
+    learner: Option<Learner>,
+    settings: LearnSettings,
+}
+
+/// The learner actor.
+pub struct LearnerActor;
+
+fn learn(learner: &mut Learner, samples: &[PolicySample], s: &LearnSettings) -> anyhow::Result<LearnReport> {
+    let mut steps = Vec::new();
+    for _ in 0..s.epochs.max(1) {
+        for mini in samples.chunks(s.mini_batch.max(1)) {
+            let micro: Vec<PolicyBatch> = mini
+                .chunks(s.micro_batch.max(1))
+                .map(|m| PolicyBatch::from_samples(m, s.pad_id))
+                .collect();
+            steps.push(learner.policy_step(&micro, &s.loss)?);
+        }
+    }
+    let version = learner.steps_taken();
+    let weights = Arc::new(Weights {
+        version,
+        chunks: learner.export_weights(version)?,
+    });
+    Ok(LearnReport { steps, weights })
+}
+
+impl LearnerState {
+    /// Run `f` on the learner on a blocking thread.
+    async fn run<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut Learner, &LearnSettings) -> T + Send + 'static,
+    ) -> Result<T, ActorProcessingErr> {
+        let mut learner = self.learner.take().ok_or("learner lost by an earlier failure")?;
+        let settings = self.settings;
+        let (learner, out) = tokio::task::spawn_blocking(move || {
+            let out = f(&mut learner, &settings);
+            (learner, out)
+        })
+        .await?;
+        self.learner = Some(learner);
+        Ok(out)
+    }
+}
+
+impl Actor for LearnerActor {
+    type Msg = LearnerMsg;
+    type State = LearnerState;
+    type Arguments = (Learner, LearnSettings);
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<LearnerMsg>,
+        (learner, settings): (Learner, LearnSettings),
+    ) -> Result<LearnerState, ActorProcessingErr> {
+        Ok(LearnerState {
+            learner: Some(learner),
+            settings,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<LearnerMsg>,
+        message: LearnerMsg,
+        state: &mut LearnerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            LearnerMsg::Learn(samples, reply) => {
+                let out = state.run(move |l, s| learn(l, &samples, s)).await?;
+                let _ = reply.send(out);
+            }
+            LearnerMsg::Save(dir, reply) => {
+                let out = state
+                    .run(move |l, _| l.save_checkpoint(&dir).map_err(anyhow::Error::from))
+                    .await?;
+                let _ = reply.send(out);
+            }
+            LearnerMsg::SaveModel(dir, reply) => {
+                let out = state
+                    .run(move |l, _| l.save_model(&dir).map_err(anyhow::Error::from))
+                    .await?;
+                let _ = reply.send(out);
+            }
+        }
+        Ok(())
+    }
+}

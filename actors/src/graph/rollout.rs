@@ -1,0 +1,126 @@
+//! Rollout worker: owns one inference engine, completes the prompt groups the rollout pool deals
+//! it, and swaps in new weights from the broadcaster between jobs — so every completion comes
+//! from exactly one policy version.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rlvr_core::{Completion, GenerationRequest, SamplingParams};
+use rlvr_rollout::{Engine, NativeEngine};
+use tch::{Device, Kind};
+
+use super::broadcast::{BroadcastMsg, Weights};
+use super::pool::{JobId, PoolMsg, PoolWorker};
+
+/// Prompts to complete with one set of sampling settings.
+#[derive(Debug, Clone)]
+pub struct RolloutJob {
+    /// The prompts, each completed `n` times.
+    pub requests: Vec<GenerationRequest>,
+    /// Sampling settings.
+    pub params: Arc<SamplingParams>,
+}
+
+/// Messages of a rollout worker.
+pub enum RolloutMsg {
+    /// Generate a job for the pool.
+    Run(JobId, RolloutJob),
+    /// Load new weights; replies with the version now in use.
+    LoadWeights(Arc<Weights>, RpcReplyPort<u64>),
+}
+
+/// Start-up arguments of a rollout worker.
+pub struct RolloutArgs {
+    /// Model directory the engine starts from (version 0).
+    pub model: PathBuf,
+    /// Where the engine runs.
+    pub device: Device,
+    /// Sequences in flight at once.
+    pub max_batch: usize,
+    /// The pool that deals jobs.
+    pub pool: ActorRef<PoolMsg<RolloutWorker>>,
+    /// Where newer weights come from.
+    pub broadcaster: ActorRef<BroadcastMsg>,
+}
+
+/// State of a rollout worker.
+pub struct RolloutState {
+    engine: Option<NativeEngine>,
+    pool: ActorRef<PoolMsg<RolloutWorker>>,
+}
+
+/// The rollout worker actor.
+pub struct RolloutWorker;
+
+impl PoolWorker for RolloutWorker {
+    type Job = RolloutJob;
+    type Output = Vec<Completion>;
+
+    fn assign(id: JobId, job: RolloutJob) -> RolloutMsg {
+        RolloutMsg::Run(id, job)
+    }
+}
+
+/// Run `f` on the engine on a blocking thread (an await point, so a kill interrupts the wait).
+async fn with_engine<T: Send + 'static>(
+    state: &mut RolloutState,
+    f: impl FnOnce(&mut NativeEngine) -> T + Send + 'static,
+) -> Result<T, ActorProcessingErr> {
+    let mut engine = state.engine.take().ok_or("engine lost by an earlier failure")?;
+    let (engine, out) = tokio::task::spawn_blocking(move || {
+        let out = f(&mut engine);
+        (engine, out)
+    })
+    .await?;
+    state.engine = Some(engine);
+    Ok(out)
+}
+
+impl Actor for RolloutWorker {
+    type Msg = RolloutMsg;
+    type State = RolloutState;
+    type Arguments = RolloutArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RolloutMsg>,
+        args: RolloutArgs,
+    ) -> Result<RolloutState, ActorProcessingErr> {
+        let (model, device, max_batch) = (args.model, args.device, args.max_batch);
+        let engine = tokio::task::spawn_blocking(move || {
+            NativeEngine::from_pretrained(&model, device, Kind::Float, max_batch)
+        })
+        .await??;
+        let mut state = RolloutState {
+            engine: Some(engine),
+            pool: args.pool,
+        };
+        // Subscribe before taking jobs, and start from the newest weights.
+        let latest = ractor::call!(args.broadcaster, BroadcastMsg::Subscribe, myself)?;
+        if let Some(w) = latest {
+            with_engine(&mut state, move |e| e.load_weights(&w.chunks, w.version)).await??;
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<RolloutMsg>,
+        message: RolloutMsg,
+        state: &mut RolloutState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            RolloutMsg::Run(job, work) => {
+                let output = with_engine(state, move |e| e.generate(&work.requests, &work.params)).await??;
+                state.pool.send_message(PoolMsg::Done { job, output })?;
+            }
+            RolloutMsg::LoadWeights(w, reply) => {
+                let version = w.version;
+                with_engine(state, move |e| e.load_weights(&w.chunks, w.version)).await??;
+                let _ = reply.send(version);
+            }
+        }
+        Ok(())
+    }
+}

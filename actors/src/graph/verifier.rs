@@ -1,0 +1,92 @@
+//! Verifier worker: scores responses with the verifiers crate, each call under a timeout. A
+//! verifier that hangs is abandoned on its thread and the response scored as failed with the
+//! reason, so one bad response cannot stall a step.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use rlvr_core::Verdict;
+use rlvr_verifiers::{Truth, Verifier};
+
+use super::pool::{JobId, PoolMsg, PoolWorker};
+
+/// Responses to one prompt, to score against its ground truth.
+#[derive(Clone)]
+pub struct VerifyJob {
+    /// The verifier the prompt's data set routes to.
+    pub verifier: Arc<dyn Verifier>,
+    /// The prompt's parsed ground truth.
+    pub truth: Arc<Truth>,
+    /// Decoded responses.
+    pub responses: Vec<String>,
+}
+
+/// Messages of a verifier worker.
+pub enum VerifyMsg {
+    /// Score a job for the pool.
+    Run(JobId, VerifyJob),
+}
+
+/// Start-up arguments of a verifier worker.
+pub struct VerifyArgs {
+    /// The pool that deals jobs.
+    pub pool: ActorRef<PoolMsg<VerifierWorker>>,
+}
+
+/// The verifier worker actor.
+pub struct VerifierWorker {
+    /// Longest one verify call may take.
+    pub timeout: Duration,
+}
+
+impl PoolWorker for VerifierWorker {
+    type Job = VerifyJob;
+    type Output = Vec<Verdict>;
+
+    fn assign(id: JobId, job: VerifyJob) -> VerifyMsg {
+        VerifyMsg::Run(id, job)
+    }
+}
+
+impl Actor for VerifierWorker {
+    type Msg = VerifyMsg;
+    type State = ActorRef<PoolMsg<VerifierWorker>>;
+    type Arguments = VerifyArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<VerifyMsg>,
+        args: VerifyArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(args.pool)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<VerifyMsg>,
+        message: VerifyMsg,
+        pool: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let VerifyMsg::Run(job, work) = message;
+        let mut output = Vec::with_capacity(work.responses.len());
+        for response in work.responses {
+            let (verifier, truth) = (work.verifier.clone(), work.truth.clone());
+            let call = tokio::task::spawn_blocking(move || verifier.verify(&response, &truth));
+            output.push(match tokio::time::timeout(self.timeout, call).await {
+                Ok(verdict) => verdict?,
+                Err(_) => Verdict {
+                    score: 0.0,
+                    verified: false,
+                    reason: format!(
+                        "verifier `{}` timed out after {:.1}s",
+                        work.verifier.name(),
+                        self.timeout.as_secs_f64()
+                    ),
+                },
+            });
+        }
+        pool.send_message(PoolMsg::Done { job, output })?;
+        Ok(())
+    }
+}

@@ -1,0 +1,37 @@
+//! # rlvr-actors
+//!
+//! The `rlvr` command and the actor graphs that wire the role crates (data, verifiers, learner,
+//! rollout) together. Only this crate knows of actors:
+//!
+//! - [`graph`]: the RLVR actor graph on `ractor` — a controller at the root of the supervision
+//!   tree, a data actor, supervised rollout and verifier pools fed from queues, the learner and
+//!   the weight broadcaster.
+//! - [`plot`]: `reward.png` from `metrics.jsonl`.
+//! - [`stages`]: what `rlvr run` executes per stage kind.
+//! - [`commands`]: one module per subcommand.
+//!
+//! Exit codes: 0 success, 2 usage or bad input (unknown recipe, key or value; the message lists
+//! the valid choices), 1 a failure while running (including a plan that does not fit).
+
+pub mod commands;
+pub mod graph;
+pub mod metrics;
+pub mod plot;
+pub mod stages;
+
+/// An error caused by what the user typed or supplied (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The process exit code for an error: 2 for usage and bad input, 1 otherwise.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    let usage = err.chain().any(|e| {
+        e.is::<UsageError>() || e.is::<rlvr_recipes::RecipeError>() || e.is::<rlvr_data::DataError>()
+    });
+    if usage {
+        2
+    } else {
+        1
+    }
+}

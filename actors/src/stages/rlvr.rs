@@ -1,0 +1,292 @@
+//! RLVR stages: build the actor graph from the recipe (data actor, rollout and verifier pools,
+//! learner, broadcaster under one controller), run it on a tokio runtime, and write the final
+//! model and the held-out accuracy curve.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use ractor::Actor;
+use rlvr_core::SamplingParams;
+use rlvr_data::arith::Split;
+use rlvr_data::Tokenizer;
+use rlvr_learner::optim::AdamWConfig;
+use rlvr_learner::policy::{KlEstimator, PolicyLoss};
+use rlvr_learner::{Learner, LearnerConfig};
+use rlvr_recipes::spec::{MixEntry, RlAlgorithm, RlvrSpec};
+use rlvr_recipes::Recipe;
+use rlvr_verifiers::reward::Shaping;
+use rlvr_verifiers::{Mode, Registry};
+use serde_json::json;
+
+use crate::graph::controller::{Controller, ControllerArgs, LoopSettings};
+use crate::graph::data::{load_prompts, Prompt};
+use crate::graph::learner::LearnSettings;
+use crate::metrics::MetricsLog;
+use crate::UsageError;
+
+fn spec(stage: &Recipe) -> Result<&RlvrSpec> {
+    stage
+        .rlvr
+        .as_ref()
+        .with_context(|| format!("stage `{}` has no [rlvr] table", stage.name))
+}
+
+/// The single data set of a stage's mix, checked to be built in or a local JSON-lines file.
+fn single(stage: &Recipe, mix: &[MixEntry], key: &str) -> Result<MixEntry> {
+    match mix {
+        [entry] if entry.dataset.starts_with("builtin:") || entry.dataset.ends_with(".jsonl") => Ok(entry.clone()),
+        [entry] => bail!(
+            "stage `{}` is not available yet: {key} data set `{}`: this build loads the built-in data sets and local `.jsonl` files in the Tülu 3 RLVR format (hub data sets arrive with the data work)",
+            stage.name,
+            entry.dataset
+        ),
+        _ => bail!(UsageError(format!(
+            "stage `{}`: {key} must name exactly one data set in this build",
+            stage.name
+        ))),
+    }
+}
+
+/// Check the stage can run here.
+pub fn check(stage: &Recipe) -> Result<()> {
+    let rl = spec(stage)?;
+    if rl.algorithm != RlAlgorithm::Grpo {
+        bail!(
+            "stage `{}` is not available yet: algorithm = {:?}: this build trains with GRPO (PPO needs the value model of the learner work)",
+            stage.name,
+            rl.algorithm
+        );
+    }
+    if KlEstimator::parse(&rl.kl_estimator).is_none() {
+        bail!(UsageError(format!(
+            "stage `{}`: rlvr.kl_estimator = {:?}: expected kl1 or kl3",
+            stage.name, rl.kl_estimator
+        )));
+    }
+    single(stage, &stage.data.mix, "data.mix")?;
+    single(stage, &stage.data.eval_mix, "data.eval_mix")?;
+    Ok(())
+}
+
+/// The verifiers of the stage, with its data sets routed to them.
+fn registry(rl: &RlvrSpec) -> Registry {
+    let mut r = Registry::new(match rl.verifier_mode {
+        rlvr_recipes::spec::VerifierMode::Default => Mode::Default,
+        rlvr_recipes::spec::VerifierMode::Tulu3 => Mode::Tulu3,
+    });
+    for (dataset, verifier) in &rl.dataset_verifiers {
+        r.alias(dataset, verifier);
+    }
+    r
+}
+
+fn split(entry: &MixEntry) -> Split {
+    if entry.split == "test" {
+        Split::Test
+    } else {
+        Split::Train
+    }
+}
+
+/// Run the stage; returns the directory of the final model.
+pub fn run(
+    stage: &Recipe,
+    out: &Path,
+    init: Option<&Path>,
+    resume: bool,
+    metrics: &MetricsLog,
+) -> Result<PathBuf> {
+    let model_dir = out.join(&stage.name);
+    let done_marker = model_dir.join("trainer_state.json");
+    if resume && done_marker.is_file() {
+        eprintln!(
+            "stage {}: already complete in {}",
+            stage.name,
+            model_dir.display()
+        );
+        return Ok(model_dir);
+    }
+    check(stage)?;
+    let rl = spec(stage)?;
+    let t = &stage.train;
+    let device = rlvr_learner::runtime::default_device();
+
+    // The policy starts from the previous stage's model (or the recipe's, or from scratch).
+    let init_dir = init
+        .map(Path::to_path_buf)
+        .or_else(|| (!stage.model.name_or_path.is_empty()).then(|| PathBuf::from(&stage.model.name_or_path)));
+    let tok = match &init_dir {
+        Some(dir) if dir.join("tokenizer.json").is_file() => Tokenizer::from_file(dir)?,
+        _ => Tokenizer::builtin_chars(),
+    };
+    let verifiers = registry(rl);
+    let train_entry = single(stage, &stage.data.mix, "data.mix")?;
+    let eval_entry = single(stage, &stage.data.eval_mix, "data.eval_mix")?;
+    let limit = rl.max_prompt_token_length as usize;
+    let load = |entry: &MixEntry, key: &str| -> Result<Vec<Prompt>> {
+        let all = load_prompts(entry, split(entry), stage.seed, &tok, &verifiers)?;
+        let total = all.len();
+        let kept: Vec<Prompt> = all.into_iter().filter(|p| p.prompt_ids.len() <= limit).collect();
+        if kept.is_empty() {
+            bail!(UsageError(format!(
+                "stage `{}`: all {total} prompts of {key} `{}` are longer than rlvr.max_prompt_token_length = {limit} tokens",
+                stage.name, entry.dataset
+            )));
+        }
+        Ok(kept)
+    };
+    let prompts = load(&train_entry, "data.mix")?;
+    let eval_prompts = load(&eval_entry, "data.eval_mix")?;
+
+    let n = rl.num_samples_per_prompt.max(1) as usize;
+    let learners: u64 = rl.actor_num_gpus_per_node.iter().sum::<u64>().max(1);
+    let prompts_per_step = (rl.local_rollout_batch_size * learners) as usize;
+    let steps = t
+        .max_steps
+        .unwrap_or(rl.total_episodes / (prompts_per_step * n) as u64)
+        .max(1);
+    let mini_batch = rl.local_mini_batch_size.max(1) as usize;
+    let optimizer_steps = steps * rl.num_epochs.max(1) * (prompts_per_step * n).div_ceil(mini_batch) as u64;
+    let config = LearnerConfig {
+        adamw: AdamWConfig {
+            beta1: t.adam_beta1,
+            beta2: t.adam_beta2,
+            eps: t.adam_eps,
+            weight_decay: t.weight_decay,
+        },
+        schedule: super::lm::schedule(stage, optimizer_steps),
+        max_grad_norm: t.max_grad_norm,
+        device,
+    };
+    let mut learner = match &init_dir {
+        Some(dir) => Learner::from_pretrained(dir, config)?,
+        None => Learner::new(&super::lm::model_config(stage, &tok), config, stage.seed as i64),
+    };
+    // Rollout engines load the starting weights from a directory.
+    let engine_dir = match &init_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            let dir = out.join("checkpoints").join(&stage.name).join("init");
+            learner.save_model(&dir)?;
+            tok.save(&dir)?;
+            dir
+        }
+    };
+    if rl.beta > 0.0 {
+        learner.freeze_reference()?;
+    }
+    let kl = KlEstimator::parse(&rl.kl_estimator).context("kl_estimator checked above")?;
+    let learn = LearnSettings {
+        loss: PolicyLoss {
+            clip: rl.cliprange,
+            beta: rl.beta,
+            kl,
+            temperature: rl.temperature,
+        },
+        epochs: rl.num_epochs.max(1) as usize,
+        mini_batch,
+        micro_batch: rl.local_rollout_forward_batch_size.max(1) as usize,
+        pad_id: i64::from(tok.pad_id),
+    };
+    let mut stop_token_ids = vec![tok.eos_id];
+    if let [end_of_turn] = tok.encode("<|im_end|>")[..] {
+        stop_token_ids.push(end_of_turn);
+    }
+    let settings = LoopSettings {
+        steps,
+        prompts_per_step,
+        samples_per_prompt: n,
+        sampling: SamplingParams {
+            temperature: rl.temperature,
+            max_new_tokens: rl.response_length as usize,
+            stop_token_ids,
+            ..SamplingParams::default()
+        },
+        eval_every: (steps / rl.num_evals.max(1)).max(1),
+        shaping: Shaping {
+            verified_reward: rl.verified_reward,
+            non_stop_penalty: rl.non_stop_penalty,
+            penalty_reward_value: rl.penalty_reward_value,
+        },
+        async_mode: rl.async_mode,
+        seed: stage.seed,
+        save_every: rl.save_freq,
+    };
+    eprintln!(
+        "stage {}: GRPO, {} parameters on {:?}, {steps} steps of {prompts_per_step} prompts x {n} samples; {} rollout and {} verifier workers; {} train / {} held-out prompts",
+        stage.name,
+        learner.num_params(),
+        device,
+        stage.rollout.workers,
+        stage.rollout.verifier_workers,
+        prompts.len(),
+        eval_prompts.len()
+    );
+
+    let bar = ProgressBar::new(steps);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps  {msg}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(stage.name.clone());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the actor runtime")?;
+    let (done, outcome) = tokio::sync::oneshot::channel();
+    let args = ControllerArgs {
+        settings,
+        learner,
+        learn,
+        model_dir: engine_dir,
+        prompts,
+        eval_prompts,
+        tokenizer: tok.clone(),
+        rollout_workers: stage.rollout.workers.max(1) as usize,
+        verifier_workers: stage.rollout.verifier_workers.max(1) as usize,
+        verifier_timeout: Duration::from_secs_f64(stage.rollout.verifier_timeout_s.max(0.001)),
+        device,
+        engine_batch: stage.rollout.engine_batch.max(1) as usize,
+        metrics: metrics.reopen()?,
+        checkpoints: out.join("checkpoints").join(&stage.name),
+        bar: bar.clone(),
+        done,
+        model_out: model_dir.clone(),
+    };
+    let summary = runtime.block_on(async move {
+        let (_controller, handle) = Actor::spawn(None, Controller, args)
+            .await
+            .map_err(|e| anyhow::anyhow!("starting the RLVR actor graph: {e}"))?;
+        let summary = outcome
+            .await
+            .map_err(|_| anyhow::anyhow!("the controller stopped without a result"))?;
+        let _ = handle.await;
+        summary
+    });
+    // A verifier call abandoned after its timeout may still hold a thread: do not wait for it.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    bar.finish_and_clear();
+    let summary = summary?;
+
+    tok.save(&model_dir)?;
+    let png = out.join("reward.png");
+    if crate::plot::reward_curve(metrics.path(), &png)? {
+        eprintln!("stage {}: reward curve in {}", stage.name, png.display());
+    }
+    let state = json!({"step": summary.steps, "evals": summary.evals});
+    // Written last: its presence marks the stage complete for `--resume`.
+    std::fs::write(&done_marker, serde_json::to_string_pretty(&state)?)?;
+    let (first, last) = (summary.evals.first(), summary.evals.last());
+    if let (Some((_, a)), Some((_, b))) = (first, last) {
+        eprintln!(
+            "stage {}: held-out accuracy {a:.3} -> {b:.3} over {} steps; model in {}",
+            stage.name,
+            summary.steps,
+            model_dir.display()
+        );
+    }
+    Ok(model_dir)
+}

@@ -1,0 +1,267 @@
+//! The actor graph's pools under faults: a rollout worker killed mid-step is restarted and its
+//! prompts re-queued (none lost, none done twice), workers join while a step runs, a hanging
+//! verifier is timed out, and a broadcast reaches every worker before its next job.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+use rlvr_actors::graph::broadcast::{BroadcastMsg, Broadcaster, Weights};
+use rlvr_actors::graph::pool::{Pool, PoolArgs, PoolMsg, PoolStats, Spawner};
+use rlvr_actors::graph::rollout::{RolloutArgs, RolloutJob, RolloutWorker};
+use rlvr_actors::graph::verifier::{VerifierWorker, VerifyArgs, VerifyJob};
+use rlvr_core::{GenerationRequest, SamplingParams, Verdict};
+use rlvr_learner::llama::Config;
+use rlvr_learner::optim::AdamWConfig;
+use rlvr_learner::schedule::{Schedule, Shape};
+use rlvr_learner::{Learner, LearnerConfig};
+use rlvr_verifiers::{Registry, Truth, TruthError, Verifier};
+use tch::Device;
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("rlvr-graph-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn learner(seed: i64) -> Learner {
+    let config: Config = serde_json::from_value(serde_json::json!({
+        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 60,
+        "max_position_embeddings": 128, "tie_word_embeddings": true
+    }))
+    .unwrap();
+    let cfg = LearnerConfig {
+        adamw: AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        },
+        schedule: Schedule {
+            peak: 1e-3,
+            warmup_steps: 0,
+            total_steps: 1,
+            shape: Shape::Constant,
+        },
+        max_grad_norm: None,
+        device: Device::Cpu,
+    };
+    Learner::new(&config, cfg, seed)
+}
+
+struct Rollouts {
+    model: std::path::PathBuf,
+    broadcaster: ActorRef<BroadcastMsg>,
+}
+
+impl Spawner<RolloutWorker> for Rollouts {
+    fn make(&self, _index: usize, pool: ActorRef<PoolMsg<RolloutWorker>>) -> (RolloutWorker, RolloutArgs) {
+        let args = RolloutArgs {
+            model: self.model.clone(),
+            device: Device::Cpu,
+            max_batch: 8,
+            pool,
+            broadcaster: self.broadcaster.clone(),
+        };
+        (RolloutWorker, args)
+    }
+}
+
+async fn rollout_pool(
+    dir: &Path,
+    workers: usize,
+) -> (ActorRef<PoolMsg<RolloutWorker>>, ActorRef<BroadcastMsg>) {
+    learner(3).save_model(dir).unwrap();
+    let (broadcaster, _) = Actor::spawn(
+        None,
+        Broadcaster {
+            timeout: Duration::from_secs(60),
+        },
+        (),
+    )
+    .await
+    .unwrap();
+    let spawner = Rollouts {
+        model: dir.to_path_buf(),
+        broadcaster: broadcaster.clone(),
+    };
+    let args = PoolArgs {
+        name: "rollout".into(),
+        workers,
+        spawner: Arc::new(spawner),
+        max_restarts: 5,
+    };
+    let (pool, _) = Actor::spawn(None, Pool::<RolloutWorker>::default(), args)
+        .await
+        .unwrap();
+    (pool, broadcaster)
+}
+
+/// `prompts` prompts, `n` samples each, one job per prompt.
+fn jobs(prompts: u64, n: usize, tokens: usize) -> Vec<RolloutJob> {
+    let params = Arc::new(SamplingParams {
+        max_new_tokens: tokens,
+        ..SamplingParams::default()
+    });
+    (0..prompts)
+        .map(|id| RolloutJob {
+            requests: vec![GenerationRequest {
+                id,
+                prompt_ids: vec![1, 5 + id as u32 % 40, 7],
+                n,
+                seed: id,
+            }],
+            params: params.clone(),
+        })
+        .collect()
+}
+
+async fn stats<W: rlvr_actors::graph::pool::PoolWorker>(pool: &ActorRef<PoolMsg<W>>) -> PoolStats<W> {
+    ractor::call!(pool, PoolMsg::Stats).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_worker_killed_mid_step_is_restarted_and_no_prompt_is_lost_or_doubled() {
+    tch::set_num_threads(1);
+    let dir = tmp("kill");
+    let (pool, _b) = rollout_pool(&dir, 2).await;
+    let (prompts, n) = (24u64, 4usize);
+    let pending = {
+        let pool = pool.clone();
+        tokio::spawn(async move { ractor::call!(pool, PoolMsg::Run, jobs(prompts, n, 64)).unwrap() })
+    };
+    // Kill a worker while it is generating.
+    let victim = loop {
+        let s = stats(&pool).await;
+        if let Some((w, Some(_))) = s.workers.into_iter().find(|(_, job)| job.is_some()) {
+            break w;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    victim.kill();
+    let out = pending.await.unwrap();
+
+    assert_eq!(out.len(), prompts as usize, "one output per job");
+    for (id, completions) in out.iter().enumerate() {
+        assert_eq!(completions.len(), n, "prompt {id}: {n} completions");
+        assert!(completions.iter().all(|c| c.request_id == id as u64));
+    }
+    let s = stats(&pool).await;
+    assert_eq!(s.restarts, 1, "the killed worker was restarted");
+    assert_eq!(s.requeued, 1, "its job went back to the queue");
+    assert_eq!(s.done, prompts, "every job finished exactly once");
+    assert_eq!(s.workers.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_join_and_leave_while_a_step_runs() {
+    tch::set_num_threads(1);
+    let dir = tmp("resize");
+    let (pool, _b) = rollout_pool(&dir, 1).await;
+    let pending = {
+        let pool = pool.clone();
+        tokio::spawn(async move { ractor::call!(pool, PoolMsg::Run, jobs(16, 2, 32)).unwrap() })
+    };
+    pool.send_message(PoolMsg::Resize(3)).unwrap();
+    let out = pending.await.unwrap();
+    assert_eq!(out.len(), 16);
+    assert_eq!(stats(&pool).await.workers.len(), 3);
+    pool.send_message(PoolMsg::Resize(1)).unwrap();
+    let out = ractor::call!(pool, PoolMsg::Run, jobs(4, 1, 8)).unwrap();
+    assert_eq!(out.len(), 4);
+    let s = stats(&pool).await;
+    assert_eq!(s.workers.len(), 1);
+    assert_eq!(s.restarts, 0, "retired workers are not restarted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_reaches_every_worker_and_later_completions_carry_its_version() {
+    tch::set_num_threads(1);
+    let dir = tmp("broadcast");
+    let (pool, broadcaster) = rollout_pool(&dir, 2).await;
+    let before = ractor::call!(pool, PoolMsg::Run, jobs(4, 1, 8)).unwrap();
+    assert!(before.iter().flatten().all(|c| c.policy_version == 0));
+    let new = learner(4);
+    let weights = Arc::new(Weights {
+        version: 5,
+        chunks: new.export_weights(5).unwrap(),
+    });
+    let report = ractor::call!(broadcaster, BroadcastMsg::Publish, weights).unwrap();
+    assert_eq!(report.workers, 2);
+    // A worker started after the broadcast subscribes and gets version 5 before any job.
+    pool.send_message(PoolMsg::Resize(3)).unwrap();
+    let after = ractor::call!(pool, PoolMsg::Run, jobs(12, 1, 8)).unwrap();
+    assert!(after.iter().flatten().all(|c| c.policy_version == 5));
+    assert_eq!(stats(&pool).await.workers.len(), 3);
+}
+
+/// A verifier that never answers for responses containing "hang".
+struct Hangs;
+
+impl Verifier for Hangs {
+    fn name(&self) -> &str {
+        "hangs"
+    }
+    fn parse_truth(&self, raw: &str) -> Result<Truth, TruthError> {
+        Ok(Truth::Text(raw.to_string()))
+    }
+    fn verify(&self, response: &str, _truth: &Truth) -> Verdict {
+        if response.contains("hang") {
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        Verdict {
+            score: 1.0,
+            verified: true,
+            reason: "ok".into(),
+        }
+    }
+}
+
+struct Verifiers;
+
+impl Spawner<VerifierWorker> for Verifiers {
+    fn make(&self, _index: usize, pool: ActorRef<PoolMsg<VerifierWorker>>) -> (VerifierWorker, VerifyArgs) {
+        let worker = VerifierWorker {
+            timeout: Duration::from_millis(200),
+        };
+        (worker, VerifyArgs { pool })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_verifier_is_timed_out_and_scored_failed_with_a_reason() {
+    let args = PoolArgs {
+        name: "verifier".into(),
+        workers: 2,
+        spawner: Arc::new(Verifiers),
+        max_restarts: 5,
+    };
+    let (pool, _) = Actor::spawn(None, Pool::<VerifierWorker>::default(), args)
+        .await
+        .unwrap();
+    let gsm8k = Registry::new(Default::default()).get("gsm8k").unwrap().clone();
+    let jobs = vec![
+        VerifyJob {
+            verifier: Arc::new(Hangs),
+            truth: Arc::new(Truth::Text(String::new())),
+            responses: vec!["fine".into(), "hang here".into()],
+        },
+        VerifyJob {
+            truth: Arc::new(gsm8k.parse_truth("12").unwrap()),
+            verifier: gsm8k,
+            responses: vec!["so #### 12".into(), "#### 13".into()],
+        },
+    ];
+    let started = std::time::Instant::now();
+    let out = ractor::call!(pool, PoolMsg::Run, jobs).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the hang did not stall the step"
+    );
+    assert!(out[0][0].verified);
+    assert!(!out[0][1].verified);
+    assert!(out[0][1].reason.contains("timed out"), "{}", out[0][1].reason);
+    assert!(out[1][0].verified && !out[1][1].verified);
+}
