@@ -490,3 +490,38 @@ fn tiny_rlvr_sample_routes_real_rows_to_three_verifiers_and_bad_rows_name_file_a
     assert!(text(&out.stderr).contains("bad.jsonl:2"), "{}", text(&out.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn async_rlvr_overlaps_the_next_rollout_within_a_one_version_staleness_bound() {
+    let dir = tmp("async");
+    let d = dir.to_str().unwrap();
+    let out = rlvr(&[
+        "run",
+        "tiny-arith-rlvr",
+        "--out",
+        d,
+        "--set",
+        "train.max_steps=3",
+        "--set",
+        "rlvr.async_mode=true",
+        "--set",
+        "rlvr.local_rollout_batch_size=4",
+        "--set",
+        "rlvr.local_mini_batch_size=32",
+        "--set",
+        "rlvr.num_evals=1",
+        "--set",
+        "data.eval_mix=[{dataset = \"builtin:arith-rlvr\", amount = 8, split = \"test\"}]",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let gaps: Vec<u64> = metrics(&dir)
+        .iter()
+        .filter_map(|r| r.get("policy_version_gap")?.as_u64())
+        .collect();
+    // Step 1 samples with the starting weights; each later step is generated while the
+    // previous one learns, so it is at most one version behind (in practice exactly one).
+    assert_eq!(gaps.len(), 3);
+    assert_eq!(gaps[0], 0);
+    assert!(gaps.iter().all(|&g| g <= 1), "{gaps:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
