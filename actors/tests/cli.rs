@@ -525,3 +525,78 @@ fn async_rlvr_overlaps_the_next_rollout_within_a_one_version_staleness_bound() {
     assert!(gaps.iter().all(|&g| g <= 1), "{gaps:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A short RLVR run from a fresh tiny model, checkpointing every 2 steps.
+const RL_SMALL: [&str; 10] = [
+    "--set",
+    "train.max_steps=8",
+    "--set",
+    "rlvr.save_freq=2",
+    "--set",
+    "rlvr.local_rollout_batch_size=4",
+    "--set",
+    "rlvr.local_mini_batch_size=32",
+    "--set",
+    "data.eval_mix=[{dataset = \"builtin:arith-rlvr\", amount = 8, split = \"test\"}]",
+];
+
+fn rl_rewards(dir: &Path) -> Vec<(u64, f64)> {
+    metrics(dir)
+        .iter()
+        .filter(|r| r["stage"] == "rlvr")
+        .filter_map(|r| Some((r["step"].as_u64()?, r.get("reward_mean")?.as_f64()?)))
+        .collect()
+}
+
+#[test]
+fn a_killed_rlvr_run_resumes_from_its_checkpoint_to_the_same_rewards() {
+    let full = tmp("rl-full");
+    let mut args = vec!["run", "tiny-arith-rlvr", "--out", full.to_str().unwrap()];
+    args.extend(RL_SMALL);
+    let out = rlvr(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let cut = tmp("rl-cut");
+    let mut args = vec!["run", "tiny-arith-rlvr", "--out", cut.to_str().unwrap()];
+    args.extend(RL_SMALL);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rlvr"))
+        .args(&args)
+        .env("OMP_NUM_THREADS", "1")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = cut.join("checkpoints/tiny-arith-rlvr/step-4/trainer_state.json");
+    let start = Instant::now();
+    while !ckpt.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = rlvr(&[
+        "run",
+        "tiny-arith-rlvr",
+        "--out",
+        cut.to_str().unwrap(),
+        "--resume",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("resuming tiny-arith-rlvr"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let (a, b) = (rl_rewards(&full), rl_rewards(&cut));
+    assert_eq!(
+        a.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (1..=8).collect::<Vec<_>>()
+    );
+    assert_eq!(a, b, "same prompts, seeds and weights after the resume");
+    assert!(cut.join("tiny-arith-rlvr/model.safetensors").is_file());
+    std::fs::remove_dir_all(&full).unwrap();
+    std::fs::remove_dir_all(&cut).unwrap();
+}

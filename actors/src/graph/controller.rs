@@ -54,6 +54,17 @@ pub struct LoopSettings {
     pub save_every: u64,
 }
 
+/// Where a run starts: at zero, or where a checkpoint left off.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+pub struct Progress {
+    /// RL steps taken.
+    pub step: u64,
+    /// Policy version (learner optimiser steps).
+    pub policy_version: u64,
+    /// Prompts the data actor has served.
+    pub data_position: u64,
+}
+
 /// Everything the controller needs to start the graph.
 pub struct ControllerArgs {
     /// The loop's settings.
@@ -90,6 +101,8 @@ pub struct ControllerArgs {
     pub done: oneshot::Sender<Result<RunSummary>>,
     /// Where the final model is saved.
     pub model_out: PathBuf,
+    /// Where the loop starts.
+    pub start: Progress,
 }
 
 /// How a run ended.
@@ -543,7 +556,7 @@ impl Actor for Controller {
         let data_args = DataArgs {
             prompts: args.prompts,
             seed: args.settings.seed,
-            position: 0,
+            position: args.start.data_position,
         };
         let (data, _) = Actor::spawn_linked(None, DataActor, data_args, cell.clone()).await?;
         let (learner, _) = Actor::spawn_linked(None, LearnerActor, (args.learner, args.learn), cell).await?;
@@ -564,8 +577,8 @@ impl Actor for Controller {
             model_out: args.model_out,
             bar: args.bar,
             done: Some(args.done),
-            step: 0,
-            version: 0,
+            step: args.start.step,
+            version: args.start.policy_version,
             prefetched: None,
             evals: Vec::new(),
             started: Instant::now(),

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rlvr_core::TrainBatch;
 use rlvr_data::arith::Split;
@@ -127,27 +127,6 @@ fn checkpoint_dir(out: &Path, stage: &Recipe) -> PathBuf {
     out.join("checkpoints").join(&stage.name)
 }
 
-/// The newest complete checkpoint of a stage: its directory and state.
-fn latest_checkpoint(dir: &Path) -> Result<Option<(PathBuf, TrainerState)>> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(None);
-    };
-    let mut best: Option<(PathBuf, TrainerState)> = None;
-    for entry in entries {
-        let path = entry?.path();
-        let state_path = path.join("trainer_state.json");
-        let Ok(text) = std::fs::read_to_string(&state_path) else {
-            continue;
-        };
-        let state: TrainerState =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", state_path.display()))?;
-        if best.as_ref().is_none_or(|(_, b)| state.step > b.step) {
-            best = Some((path, state));
-        }
-    }
-    Ok(best)
-}
-
 fn save_checkpoint(learner: &Learner, dir: &Path, state: &TrainerState, keep: Option<u64>) -> Result<()> {
     let path = dir.join(format!("step-{}", state.step));
     learner.save_checkpoint(&path)?;
@@ -234,7 +213,7 @@ pub fn run(
         elapsed_s: 0.0,
     };
     if resume {
-        if let Some((dir, saved)) = latest_checkpoint(&ckpt_dir)? {
+        if let Some((dir, saved)) = super::latest_checkpoint::<TrainerState>(&ckpt_dir, |s| s.step)? {
             learner.load_checkpoint(&dir, saved.step)?;
             sampler.set_position(saved.data_position);
             metrics.truncate_after(kind, saved.step)?;

@@ -6,7 +6,7 @@ pub mod rlvr;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use rlvr_learner::llama::Config;
 use rlvr_recipes::spec::{ModelConfig, StageKind};
 use rlvr_recipes::Recipe;
@@ -66,4 +66,29 @@ pub fn llama_config(c: &ModelConfig) -> Config {
         bos_token_id: None,
         eos_token_id: None,
     }
+}
+
+/// The newest complete checkpoint under `dir` (`step-N/` holding a `trainer_state.json` of type
+/// `T`, written last): its directory and state.
+pub(crate) fn latest_checkpoint<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    step: impl Fn(&T) -> u64,
+) -> Result<Option<(PathBuf, T)>> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(None);
+    };
+    let mut best: Option<(PathBuf, T)> = None;
+    for entry in entries {
+        let path = entry?.path();
+        let state_path = path.join("trainer_state.json");
+        let Ok(text) = std::fs::read_to_string(&state_path) else {
+            continue;
+        };
+        let state: T =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", state_path.display()))?;
+        if best.as_ref().is_none_or(|(_, b)| step(&state) > step(b)) {
+            best = Some((path, state));
+        }
+    }
+    Ok(best)
 }

@@ -20,7 +20,7 @@ use rlvr_verifiers::reward::Shaping;
 use rlvr_verifiers::{Mode, Registry};
 use serde_json::json;
 
-use crate::graph::controller::{Controller, ControllerArgs, LoopSettings};
+use crate::graph::controller::{Controller, ControllerArgs, LoopSettings, Progress};
 use crate::graph::data::{load_prompts, Prompt};
 use crate::graph::learner::LearnSettings;
 use crate::metrics::MetricsLog;
@@ -165,7 +165,7 @@ pub fn run(
         None => Learner::new(&super::lm::model_config(stage, &tok), config, stage.seed as i64),
     };
     // Rollout engines load the starting weights from a directory.
-    let engine_dir = match &init_dir {
+    let engine_dir: PathBuf = match &init_dir {
         Some(dir) => dir.clone(),
         None => {
             let dir = out.join("checkpoints").join(&stage.name).join("init");
@@ -176,6 +176,25 @@ pub fn run(
     };
     if rl.beta > 0.0 {
         learner.freeze_reference()?;
+    }
+    // Resume: the policy, its optimiser state and the loop's position from the newest
+    // checkpoint; the engines start from its weights; the reference stays the stage's start.
+    let ckpt_dir = out.join("checkpoints").join(&stage.name);
+    let mut start = Progress::default();
+    let mut engine_dir = engine_dir;
+    if resume {
+        if let Some((dir, saved)) = super::latest_checkpoint::<Progress>(&ckpt_dir, |p| p.step)? {
+            learner.load_checkpoint(&dir, saved.policy_version)?;
+            metrics.reopen()?.truncate_after("rlvr", saved.step)?;
+            eprintln!(
+                "resuming {} from {} (step {})",
+                stage.name,
+                dir.display(),
+                saved.step
+            );
+            engine_dir = dir;
+            start = saved;
+        }
     }
     let kl = KlEstimator::parse(&rl.kl_estimator).context("kl_estimator checked above")?;
     let learn = LearnSettings {
@@ -251,10 +270,11 @@ pub fn run(
         device,
         engine_batch: stage.rollout.engine_batch.max(1) as usize,
         metrics: metrics.reopen()?,
-        checkpoints: out.join("checkpoints").join(&stage.name),
+        checkpoints: ckpt_dir,
         bar: bar.clone(),
         done,
         model_out: model_dir.clone(),
+        start,
     };
     let summary = runtime.block_on(async move {
         let (_controller, handle) = Actor::spawn(None, Controller, args)
