@@ -17,4 +17,5 @@ pub mod data;
 pub mod learner;
 pub mod pool;
 pub mod rollout;
+pub mod step;
 pub mod verifier;
