@@ -548,17 +548,20 @@ fn rl_rewards(dir: &Path) -> Vec<(u64, f64)> {
         .collect()
 }
 
-#[test]
-fn a_killed_rlvr_run_resumes_from_its_checkpoint_to_the_same_rewards() {
-    let full = tmp("rl-full");
+/// Run `tiny-arith-rlvr` with `extra` overrides into `dir`, once through and once killed after
+/// its step-4 checkpoint and resumed; both must log the same rewards.
+fn kill_and_resume(name: &str, extra: &[&str]) -> PathBuf {
+    let full = tmp(&format!("{name}-full"));
     let mut args = vec!["run", "tiny-arith-rlvr", "--out", full.to_str().unwrap()];
     args.extend(RL_SMALL);
+    args.extend(extra);
     let out = rlvr(&args);
     assert!(out.status.success(), "{}", text(&out.stderr));
 
-    let cut = tmp("rl-cut");
+    let cut = tmp(&format!("{name}-cut"));
     let mut args = vec!["run", "tiny-arith-rlvr", "--out", cut.to_str().unwrap()];
     args.extend(RL_SMALL);
+    args.extend(extra);
     let mut child = Command::new(env!("CARGO_BIN_EXE_rlvr"))
         .args(&args)
         .env("OMP_NUM_THREADS", "1")
@@ -597,6 +600,48 @@ fn a_killed_rlvr_run_resumes_from_its_checkpoint_to_the_same_rewards() {
     );
     assert_eq!(a, b, "same prompts, seeds and weights after the resume");
     assert!(cut.join("tiny-arith-rlvr/model.safetensors").is_file());
-    std::fs::remove_dir_all(&full).unwrap();
     std::fs::remove_dir_all(&cut).unwrap();
+    full
+}
+
+#[test]
+fn a_killed_grpo_run_resumes_from_its_checkpoint_to_the_same_rewards() {
+    let full = kill_and_resume("grpo", &[]);
+    std::fs::remove_dir_all(&full).unwrap();
+}
+
+#[test]
+fn ppo_trains_a_value_model_takes_an_optimiser_step_per_epoch_and_resumes_exactly() {
+    let ppo = [
+        "--set",
+        "rlvr.algorithm=ppo",
+        "--set",
+        "rlvr.num_samples_per_prompt=1",
+        "--set",
+        "rlvr.num_epochs=2",
+        "--set",
+        "rlvr.kl_estimator=kl1",
+    ];
+    let full = kill_and_resume("ppo", &ppo);
+    assert!(full
+        .join("checkpoints/tiny-arith-rlvr/step-2/value.safetensors")
+        .is_file());
+    let steps: Vec<Value> = metrics(&full)
+        .into_iter()
+        .filter(|r| r["stage"] == "rlvr" && r.get("reward_mean").is_some())
+        .collect();
+    for (i, r) in steps.iter().enumerate() {
+        assert_eq!(
+            r["policy_version"],
+            2 * (i as u64 + 1),
+            "one optimiser step per epoch"
+        );
+        assert!(r["vf_loss"].as_f64().unwrap() >= 0.0);
+        assert!(r["kl"].is_number());
+    }
+    assert!(
+        steps.iter().any(|r| r["vf_loss"].as_f64().unwrap() > 0.0),
+        "the value model trains"
+    );
+    std::fs::remove_dir_all(&full).unwrap();
 }

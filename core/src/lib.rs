@@ -67,6 +67,10 @@ pub struct PolicySample {
     pub logprobs: Vec<f32>,
     /// Advantage of each response token (GRPO repeats the sequence's advantage).
     pub advantages: Vec<f32>,
+    /// PPO: the value target (return) of each response token; empty without a value model.
+    pub returns: Vec<f32>,
+    /// PPO: the value model's estimate when the sample was scored; empty without one.
+    pub values: Vec<f32>,
 }
 
 /// Sampled sequences for one policy-gradient micro-batch, row-major `[rows, cols]`,
@@ -82,6 +86,10 @@ pub struct PolicyBatch {
     pub old_logprobs: Vec<f32>,
     /// Advantages.
     pub advantages: Vec<f32>,
+    /// Value targets (PPO; zero without a value model).
+    pub returns: Vec<f32>,
+    /// Value estimates at scoring time (PPO; zero without a value model).
+    pub old_values: Vec<f32>,
     /// Sequences.
     pub rows: usize,
     /// Positions per sequence.
@@ -102,6 +110,8 @@ impl PolicyBatch {
             mask: vec![0.0; rows * cols],
             old_logprobs: vec![0.0; rows * cols],
             advantages: vec![0.0; rows * cols],
+            returns: vec![0.0; rows * cols],
+            old_values: vec![0.0; rows * cols],
             rows,
             cols,
         };
@@ -116,6 +126,8 @@ impl PolicyBatch {
                 b.mask[start + k] = 1.0;
                 b.old_logprobs[start + k] = s.logprobs.get(k).copied().unwrap_or(0.0);
                 b.advantages[start + k] = s.advantages.get(k).copied().unwrap_or(0.0);
+                b.returns[start + k] = s.returns.get(k).copied().unwrap_or(0.0);
+                b.old_values[start + k] = s.values.get(k).copied().unwrap_or(0.0);
             }
         }
         b

@@ -1,5 +1,6 @@
 //! Advantages from rewards, on plain numbers: GRPO's group normalisation (each response against
-//! the other responses to the same prompt).
+//! the other responses to the same prompt), and PPO's generalised advantage estimation with
+//! batch whitening.
 
 /// GRPO advantages: `(r − mean) / (std + 1e-8)` within consecutive groups of `group` rewards
 /// (the responses to one prompt), with the sample standard deviation as `torch.std`. A group
@@ -22,6 +23,39 @@ pub fn group_normalized(rewards: &[f64], group: usize) -> Vec<f64> {
         .collect()
 }
 
+/// Generalised advantage estimation over one response: per-token `rewards` and value
+/// estimates `values` (the value after the last token is 0). Returns the advantages and the
+/// value targets (advantage + value).
+pub fn gae(rewards: &[f32], values: &[f32], gamma: f64, lam: f64) -> (Vec<f32>, Vec<f32>) {
+    let n = rewards.len();
+    let mut adv = vec![0.0f32; n];
+    let mut running = 0.0f64;
+    for t in (0..n).rev() {
+        let next = if t + 1 < n { f64::from(values[t + 1]) } else { 0.0 };
+        let delta = f64::from(rewards[t]) + gamma * next - f64::from(values[t]);
+        running = delta + gamma * lam * running;
+        adv[t] = running as f32;
+    }
+    let returns = adv.iter().zip(values).map(|(a, v)| a + v).collect();
+    (adv, returns)
+}
+
+/// Whiten every token's advantage over the whole batch: `(a − mean) / sqrt(var + 1e-8)`, with
+/// the sample variance (open-instruct's `masked_whiten`).
+pub fn whiten(advantages: &mut [Vec<f32>]) {
+    let all: Vec<f64> = advantages.iter().flatten().map(|&a| f64::from(a)).collect();
+    if all.len() < 2 {
+        return;
+    }
+    let n = all.len() as f64;
+    let mean = all.iter().sum::<f64>() / n;
+    let var = all.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let scale = 1.0 / (var + 1e-8).sqrt();
+    for a in advantages.iter_mut().flatten() {
+        *a = ((f64::from(*a) - mean) * scale) as f32;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,5 +70,32 @@ mod tests {
         assert_eq!(&a[3..], &[0.0, 0.0, 0.0][..]);
         let sum: f64 = a[..3].iter().sum();
         assert!(sum.abs() < 1e-9);
+    }
+
+    #[test]
+    fn gae_matches_a_hand_computation() {
+        // γ = 1, λ = 0.5; rewards [0, 0, 1], values [0.2, 0.4, 0.6], terminal value 0.
+        let (adv, ret) = gae(&[0.0, 0.0, 1.0], &[0.2, 0.4, 0.6], 1.0, 0.5);
+        let d = [0.0 + 0.4 - 0.2, 0.0 + 0.6 - 0.4, 1.0 - 0.6];
+        let a2 = d[2];
+        let a1 = d[1] + 0.5 * a2;
+        let a0 = d[0] + 0.5 * a1;
+        for (got, want) in adv.iter().zip([a0, a1, a2]) {
+            assert!((f64::from(*got) - want).abs() < 1e-6, "{adv:?}");
+        }
+        assert!((ret[0] - (adv[0] + 0.2)).abs() < 1e-6);
+        // λ = 1 and zero values: every advantage is the sum of the rewards still to come.
+        let (adv, _) = gae(&[1.0, 2.0, 3.0], &[0.0; 3], 1.0, 1.0);
+        assert_eq!(adv, [6.0, 5.0, 3.0]);
+    }
+
+    #[test]
+    fn whitening_gives_zero_mean_unit_variance_over_all_tokens() {
+        let mut a = vec![vec![1.0, 2.0], vec![3.0, 4.0, 10.0]];
+        whiten(&mut a);
+        let all: Vec<f32> = a.iter().flatten().copied().collect();
+        let mean: f32 = all.iter().sum::<f32>() / 5.0;
+        let var: f32 = all.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / 4.0;
+        assert!(mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-4, "{all:?}");
     }
 }

@@ -13,6 +13,7 @@ use crate::llama::{Config, Llama};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::policy::{self, PolicyLoss, PolicyMetrics, Sums};
 use crate::schedule::Schedule;
+use crate::value::Critic;
 
 /// How a sequence loss is reduced over its tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +53,8 @@ pub struct Learner {
     config: LearnerConfig,
     /// Frozen copy of the policy that RL's KL penalty is measured against.
     reference: Option<(VarStore, Llama)>,
+    /// PPO's value model.
+    critic: Option<Critic>,
 }
 
 impl Learner {
@@ -74,6 +77,7 @@ impl Learner {
             opt,
             config,
             reference: None,
+            critic: None,
         }
     }
 
@@ -171,6 +175,48 @@ impl Learner {
         Ok(())
     }
 
+    /// Attach a PPO value model: a copy of the policy's trunk with a zero-initialised scalar
+    /// head and its own AdamW (same settings and schedule as the policy's).
+    pub fn attach_critic(&mut self) -> Result<()> {
+        self.critic = Some(Critic::from_policy(
+            &self.vs,
+            self.model.config(),
+            self.config.adamw,
+        )?);
+        Ok(())
+    }
+
+    /// For each row of `batch`, aligned with its tokens: the frozen reference's log-probs at
+    /// `temperature` (zeros without a reference) and the value model's estimates (zeros without
+    /// one). What PPO needs to build per-token rewards and advantages.
+    pub fn score(&self, batch: &PolicyBatch, temperature: f64) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.check_tokens(&batch.input_ids, batch.rows, batch.cols)?;
+        let shape = [batch.rows as i64, batch.cols as i64];
+        let input = Tensor::from_slice(&batch.input_ids)
+            .view(shape)
+            .to_device(self.config.device);
+        let to_vec = |t: Tensor| -> Result<Vec<f32>> {
+            Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).reshape([-1])).map_err(
+                |source| LearnerError::Torch {
+                    context: "reading scores".into(),
+                    source,
+                },
+            )
+        };
+        let zeros = || vec![0.0; batch.rows * batch.cols];
+        tch::no_grad(|| {
+            let reference = match &self.reference {
+                Some((_, r)) => to_vec(policy::token_logprobs(r, &input, temperature).0)?,
+                None => zeros(),
+            };
+            let values = match &self.critic {
+                Some(c) => to_vec(c.values(&input))?,
+                None => zeros(),
+            };
+            Ok((reference, values))
+        })
+    }
+
     fn check_tokens(&self, ids: &[i64], rows: usize, cols: usize) -> Result<()> {
         let vocab = self.model.config().vocab_size;
         if rows == 0 || cols < 2 || ids.len() != rows * cols {
@@ -196,8 +242,12 @@ impl Learner {
             return Err(LearnerError::Batch("a policy step needs response tokens".into()));
         }
         self.opt.zero_grad();
+        if let Some(c) = &mut self.critic {
+            c.opt.zero_grad();
+        }
         let mut sums = Sums::default();
         let mut loss_sum = 0.0;
+        let (mut vf_sum, mut vf_clipped) = (0.0, 0.0);
         for b in micro_batches {
             self.check_tokens(&b.input_ids, b.rows, b.cols)?;
             let shape = [b.rows as i64, b.cols as i64];
@@ -220,6 +270,20 @@ impl Learner {
                 reference.as_ref(),
                 loss,
             );
+            let mut l = l;
+            if let Some(c) = &self.critic {
+                let mask = f32s(&b.mask);
+                let (vf, took) = policy::value_loss(
+                    &c.values(&input),
+                    &f32s(&b.old_values),
+                    &f32s(&b.returns),
+                    &mask,
+                    loss.value_clip,
+                );
+                vf_sum += vf.double_value(&[]);
+                vf_clipped += took;
+                l += vf * loss.vf_coef;
+            }
             (&l / tokens as f64).backward();
             loss_sum += l.double_value(&[]);
             sums.pg_loss += s.pg_loss;
@@ -231,6 +295,10 @@ impl Learner {
         let grad_norm = self.opt.clip_grad_norm(self.config.max_grad_norm);
         let lr = self.config.schedule.lr(self.opt.steps_taken());
         self.opt.step(lr);
+        if let Some(c) = &mut self.critic {
+            c.opt.clip_grad_norm(self.config.max_grad_norm);
+            c.opt.step(lr);
+        }
         let n = tokens as f64;
         Ok(PolicyMetrics {
             step: self.opt.steps_taken(),
@@ -240,6 +308,8 @@ impl Learner {
             clipfrac: sums.clipped / n,
             ratio: sums.ratio / n,
             entropy: sums.entropy / n,
+            vf_loss: vf_sum / n,
+            vf_clipfrac: vf_clipped / n,
             grad_norm,
             lr,
             tokens: tokens as u64,
@@ -265,7 +335,13 @@ impl Learner {
     /// Save model and optimiser state (`optimizer.safetensors`) for exact resume.
     pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
         self.save_model(dir)?;
-        checkpoint::write_tensors(&self.opt.state(), &dir.join("optimizer.safetensors"))
+        checkpoint::write_tensors(&self.opt.state(), &dir.join("optimizer.safetensors"))?;
+        if let Some(c) = &self.critic {
+            let weights: Vec<(String, Tensor)> = c.vs.variables().into_iter().collect();
+            checkpoint::write_tensors(&weights, &dir.join("value.safetensors"))?;
+            checkpoint::write_tensors(&c.opt.state(), &dir.join("value_optimizer.safetensors"))?;
+        }
+        Ok(())
     }
 
     /// Restore model and optimiser state written by [`Learner::save_checkpoint`] after `steps`
@@ -274,7 +350,13 @@ impl Learner {
         checkpoint::load_into(&self.vs, &checkpoint::read_weights(dir)?, dir)?;
         let path = dir.join("optimizer.safetensors");
         let state = checkpoint::read_tensors(&path)?;
-        let missing = self.opt.load_state(&state, steps);
+        let mut missing = self.opt.load_state(&state, steps);
+        if let Some(c) = &mut self.critic {
+            let weights = dir.join("value.safetensors");
+            checkpoint::load_into(&c.vs, &checkpoint::read_tensors(&weights)?, &weights)?;
+            let state = checkpoint::read_tensors(&dir.join("value_optimizer.safetensors"))?;
+            missing.extend(c.opt.load_state(&state, steps));
+        }
         if let Some(name) = missing.first() {
             return Err(LearnerError::Checkpoint {
                 path: path.display().to_string(),

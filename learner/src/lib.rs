@@ -5,8 +5,9 @@
 //!
 //! - [`llama`]: the Llama architecture (Llama 3.x, SmolLM2) with Hugging Face tensor names.
 //! - [`Learner`]: model + AdamW ([`optim`]) + learning-rate [`schedule`], one call per step.
-//! - [`advantage`]: advantages from rewards (GRPO groups).
-//! - [`policy`]: the RL policy-gradient loss (clipped surrogate, KL to a frozen reference).
+//! - [`advantage`]: advantages from rewards (GRPO groups, PPO's GAE and whitening).
+//! - [`policy`]: the RL policy-gradient loss (clipped surrogate, KL to a frozen reference) and
+//!   PPO's clipped value loss for the value model ([`Learner::attach_critic`]).
 //! - [`checkpoint`]: Hugging Face safetensors in and out, plus optimiser state for resume.
 //! - [`runtime`]: libtorch start-up (CUDA registration, threads).
 
@@ -19,6 +20,7 @@ pub mod optim;
 pub mod policy;
 pub mod runtime;
 pub mod schedule;
+mod value;
 
 pub use error::{LearnerError, Result};
 pub use learner::{Learner, LearnerConfig, Objective, Reduction};

@@ -1,6 +1,6 @@
 //! The policy-gradient objective of RLVR: PPO's clipped surrogate on per-token advantages, with
 //! an optional KL penalty to a frozen reference policy inside the loss (GRPO, as DeepSeekMath
-//! and open-instruct's `grpo_fast`). Log-probabilities are recomputed from
+//! and open-instruct's `grpo_fast`), and PPO's clipped value loss for the value model. Log-probabilities are recomputed from
 //! `logits / (temperature + 1e-7)`, as Tülu 3 did, so they match what the sampler used.
 
 use tch::{Kind, Tensor};
@@ -27,6 +27,15 @@ impl KlEstimator {
         }
     }
 
+    /// The estimate for one token, from its policy and reference log-probabilities.
+    pub fn per_token(self, logprob: f64, ref_logprob: f64) -> f64 {
+        let log_ratio = logprob - ref_logprob;
+        match self {
+            Self::K1 => log_ratio,
+            Self::K3 => (-log_ratio).exp() - 1.0 + log_ratio,
+        }
+    }
+
     /// Per-token estimate from policy and reference log-probabilities.
     pub fn estimate(self, logprobs: &Tensor, ref_logprobs: &Tensor) -> Tensor {
         let log_ratio = logprobs - ref_logprobs;
@@ -48,6 +57,10 @@ pub struct PolicyLoss {
     pub kl: KlEstimator,
     /// Sampling temperature the log-probabilities are taken at.
     pub temperature: f64,
+    /// Value-loss coefficient (PPO; used when a value model is attached).
+    pub vf_coef: f64,
+    /// Value clip: new estimates stay within this of the old ones in the clipped term.
+    pub value_clip: f64,
 }
 
 /// What one policy-gradient step reports; token means over the step's response tokens.
@@ -67,6 +80,10 @@ pub struct PolicyMetrics {
     pub ratio: f64,
     /// Mean entropy of the policy's next-token distribution.
     pub entropy: f64,
+    /// Clipped value loss (0 without a value model).
+    pub vf_loss: f64,
+    /// Share of tokens whose clipped value term was the larger.
+    pub vf_clipfrac: f64,
     /// Gradient norm before clipping.
     pub grad_norm: f64,
     /// Learning rate used.
@@ -131,4 +148,25 @@ pub(crate) fn surrogate(
         entropy: sum(entropy).double_value(&[]),
     });
     (loss, stats)
+}
+
+/// PPO's clipped value loss `½·max((V − R)², (clip(V, V_old ± ε) − R)²)` summed over response
+/// tokens, and how many tokens took the clipped term.
+pub(crate) fn value_loss(
+    values: &Tensor,
+    old: &Tensor,
+    returns: &Tensor,
+    mask: &Tensor,
+    clip: f64,
+) -> (Tensor, f64) {
+    let clipped = old + (values - old).clamp(-clip, clip);
+    let a = (values - returns).square();
+    let b = (&clipped - returns).square();
+    let loss = (a.maximum(&b) * mask).sum(Kind::Float) * 0.5;
+    let took = tch::no_grad(|| {
+        (b.gt_tensor(&a).to_kind(Kind::Float) * mask)
+            .sum(Kind::Float)
+            .double_value(&[])
+    });
+    (loss, took)
 }

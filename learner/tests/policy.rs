@@ -59,6 +59,8 @@ fn sample(l: &Learner, response: &[u32], advantage: f32) -> PolicySample {
         advantages: vec![advantage; response.len()],
         prompt_ids: prompt,
         response_ids: response.to_vec(),
+        returns: vec![],
+        values: vec![],
     }
 }
 
@@ -68,6 +70,8 @@ fn loss(beta: f64) -> PolicyLoss {
         beta,
         kl: KlEstimator::K3,
         temperature: TEMPERATURE,
+        vf_coef: 0.1,
+        value_clip: 0.2,
     }
 }
 
@@ -132,6 +136,8 @@ fn a_batch_without_response_tokens_or_with_bad_ids_is_an_error() {
             response_ids: vec![],
             logprobs: vec![],
             advantages: vec![],
+            returns: vec![],
+            values: vec![],
         }],
         0,
     );
@@ -142,4 +148,34 @@ fn a_batch_without_response_tokens_or_with_bad_ids_is_an_error() {
         .policy_step(&[PolicyBatch::from_samples(&[s], 0)], &loss(0.0))
         .unwrap_err();
     assert!(err.to_string().contains("400"), "{err}");
+}
+
+#[test]
+fn the_value_model_starts_at_zero_and_learns_the_returns() {
+    tch::set_num_threads(1);
+    let mut l = learner(1e-2);
+    l.attach_critic().unwrap();
+    let response = [7u32, 8, 2];
+    let mut s = sample(&l, &response, 0.0);
+    let batch = PolicyBatch::from_samples(std::slice::from_ref(&s), 0);
+    let (reference, values) = l.score(&batch, TEMPERATURE).unwrap();
+    assert!(values.iter().all(|&v| v == 0.0), "zero head: {values:?}");
+    assert!(reference.iter().all(|&r| r == 0.0), "no reference frozen");
+    s.returns = vec![1.0, 1.0, 1.0];
+    s.values = vec![0.0; 3];
+    let mut first = None;
+    let mut last = 0.0;
+    for _ in 0..30 {
+        let batch = PolicyBatch::from_samples(std::slice::from_ref(&s), 0);
+        let m = l.policy_step(&[batch], &loss(0.0)).unwrap();
+        first.get_or_insert(m.vf_loss);
+        last = m.vf_loss;
+        // Keep the clip window moving with the estimates, as PPO's next rollout would.
+        let scored = PolicyBatch::from_samples(std::slice::from_ref(&s), 0);
+        let (_, v) = l.score(&scored, TEMPERATURE).unwrap();
+        s.values = v[3..6].to_vec();
+    }
+    let first = first.unwrap();
+    assert!((first - 0.5).abs() < 1e-6, "½·(0 − 1)² = {first}");
+    assert!(last < 0.1 * first, "value loss {first} -> {last}");
 }

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use indicatif::ProgressBar;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
-use rlvr_core::{FinishReason, SamplingParams};
+use rlvr_core::{FinishReason, PolicySample, SamplingParams};
 use rlvr_data::Tokenizer;
+use rlvr_learner::policy::{KlEstimator, PolicyMetrics};
 use rlvr_learner::Learner;
 use rlvr_verifiers::reward::Shaping;
 use serde_json::json;
@@ -23,7 +24,9 @@ use super::data::{DataActor, DataArgs, DataMsg, Prompt};
 use super::learner::{LearnSettings, LearnerActor, LearnerMsg};
 use super::pool::{Pool, PoolArgs, PoolMsg, Spawner};
 use super::rollout::{RolloutArgs, RolloutWorker};
-use super::step::{accuracy, grpo_samples, rollout, rollout_and_verify, verify, Roles, Scored};
+use super::step::{
+    accuracy, grpo_samples, ppo_samples, rollout, rollout_and_verify, samples, verify, Roles, Scored,
+};
 use super::verifier::{VerifierWorker, VerifyArgs};
 use crate::metrics::MetricsLog;
 
@@ -48,6 +51,23 @@ pub struct LoopSettings {
     pub seed: u64,
     /// Save a checkpoint every this many steps (0: never).
     pub save_every: u64,
+    /// How advantages are made: GRPO, or PPO with these settings.
+    pub ppo: Option<Ppo>,
+}
+
+/// PPO's advantage settings (Tülu 3: KL in the reward, GAE, whitening).
+#[derive(Debug, Clone, Copy)]
+pub struct Ppo {
+    /// KL coefficient β of the per-token reward penalty.
+    pub beta: f64,
+    /// KL estimator of the penalty.
+    pub kl: KlEstimator,
+    /// Discount γ.
+    pub gamma: f64,
+    /// GAE λ.
+    pub lam: f64,
+    /// Whiten advantages over the batch.
+    pub whiten: bool,
 }
 
 /// Where a run starts: at zero, or where a checkpoint left off.
@@ -225,7 +245,7 @@ impl ControllerState {
             );
             self.prefetched = Some(tokio::spawn(next));
         }
-        let (samples, rewards) = grpo_samples(&scored, &self.settings);
+        let (samples, rewards, reward_kl) = self.advantages(&scored).await?;
         let learned = ractor::call!(self.roles.learner, LearnerMsg::Learn, samples)
             .map_err(|e| anyhow!("learner: {e}"))??;
         let broadcast = ractor::call!(
@@ -247,10 +267,29 @@ impl ControllerState {
             &scored,
             &rewards,
             &learned.steps,
+            reward_kl,
             gap,
             broadcast.seconds,
             started.elapsed().as_secs_f64(),
         )
+    }
+
+    /// GRPO's group-normalised advantages, or PPO's GAE over the value model's estimates with
+    /// the KL to the reference in the reward (the learner scores the samples first; the mean
+    /// KL of that reward comes back too).
+    async fn advantages(&self, scored: &Scored) -> Result<(Vec<PolicySample>, Vec<f64>, Option<f64>)> {
+        let Some(ppo) = self.settings.ppo else {
+            let (samples, rewards) = grpo_samples(scored, &self.settings);
+            return Ok((samples, rewards, None));
+        };
+        let scores = ractor::call!(
+            self.roles.learner,
+            LearnerMsg::Score,
+            samples(scored, &self.settings)
+        )
+        .map_err(|e| anyhow!("learner: {e}"))??;
+        let (samples, rewards, kl) = ppo_samples(scored, &scores, &self.settings, &ppo);
+        Ok((samples, rewards, Some(kl)))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -258,7 +297,8 @@ impl ControllerState {
         &mut self,
         scored: &Scored,
         rewards: &[f64],
-        steps: &[rlvr_learner::policy::PolicyMetrics],
+        steps: &[PolicyMetrics],
+        reward_kl: Option<f64>,
         gap: u64,
         broadcast_s: f64,
         step_s: f64,
@@ -273,13 +313,15 @@ impl ControllerState {
             .filter(|c| c.finish_reason == FinishReason::Stop)
             .count();
         let last = steps.last().copied().unwrap_or_default();
-        let mean = |f: fn(&rlvr_learner::policy::PolicyMetrics) -> f64| {
-            steps.iter().map(f).sum::<f64>() / steps.len().max(1) as f64
-        };
+        let mean =
+            |f: fn(&PolicyMetrics) -> f64| steps.iter().map(f).sum::<f64>() / steps.len().max(1) as f64;
+        // GRPO's KL is a loss term the learner measures; PPO's is in the reward.
+        let kl = reward_kl.unwrap_or_else(|| mean(|m| m.kl));
         let record = json!({
             "stage": "rlvr", "step": self.step, "reward_mean": reward_mean, "accuracy": acc,
-            "accuracy_per_verifier": per, "kl": mean(|m| m.kl), "loss": mean(|m| m.loss),
+            "accuracy_per_verifier": per, "kl": kl, "loss": mean(|m| m.loss),
             "pg_loss": mean(|m| m.pg_loss), "entropy": mean(|m| m.entropy), "clipfrac": mean(|m| m.clipfrac), "ratio": mean(|m| m.ratio),
+            "vf_loss": mean(|m| m.vf_loss), "vf_clipfrac": mean(|m| m.vf_clipfrac),
             "grad_norm": mean(|m| m.grad_norm), "lr": last.lr,
             "response_length": tokens as f64 / n, "stop_rate": stopped as f64 / n,
             "rollout_tokens_per_s": tokens as f64 / scored.rollout_s.max(1e-9),
@@ -294,7 +336,7 @@ impl ControllerState {
             "rlvr step {:>4}/{}  reward {reward_mean:.3}  acc {acc:.3}  kl {:.4}  len {:.1}  {:.0} tok/s  v{}  gap {gap}  {step_s:.2}s",
             self.step,
             self.settings.steps,
-            mean(|m| m.kl),
+            kl,
             tokens as f64 / n,
             tokens as f64 / scored.rollout_s.max(1e-9),
             self.version,

@@ -1,5 +1,5 @@
-//! Learner actor: owns the policy being trained (one rank until ZeRO-3 shards it) and its frozen
-//! reference. One message per RL step: the scored samples in, optimiser steps over
+//! Learner actor: owns the policy being trained (one rank until ZeRO-3 shards it), its frozen
+//! reference and, for PPO, the value model. One message per RL step: the scored samples in, optimiser steps over
 //! mini-batches and epochs, the new weights out for the broadcaster.
 
 use std::path::PathBuf;
@@ -35,10 +35,21 @@ pub struct LearnReport {
     pub weights: Arc<Weights>,
 }
 
+/// What the learner says of one sample's response tokens before PPO's advantages are made.
+#[derive(Debug, Clone)]
+pub struct Scores {
+    /// Log-probs under the frozen reference policy.
+    pub reference: Vec<f32>,
+    /// The value model's estimates.
+    pub values: Vec<f32>,
+}
+
 /// Messages of the learner actor.
 pub enum LearnerMsg {
     /// Train on one RL step's samples.
     Learn(Vec<PolicySample>, RpcReplyPort<anyhow::Result<LearnReport>>),
+    /// PPO: each sample's reference log-probs and value estimates, per response token.
+    Score(Vec<PolicySample>, RpcReplyPort<anyhow::Result<Vec<Scores>>>),
     /// Save a checkpoint (model, optimiser state) into a directory.
     Save(PathBuf, RpcReplyPort<anyhow::Result<()>>),
     /// Save the model alone, in Hugging Face format.
@@ -71,6 +82,24 @@ fn learn(learner: &mut Learner, samples: &[PolicySample], s: &LearnSettings) -> 
         chunks: learner.export_weights(version)?,
     });
     Ok(LearnReport { steps, weights })
+}
+
+/// Reference log-probs and values of each sample's response tokens.
+fn score(learner: &Learner, samples: &[PolicySample], s: &LearnSettings) -> anyhow::Result<Vec<Scores>> {
+    let mut out = Vec::with_capacity(samples.len());
+    for micro in samples.chunks(s.micro_batch.max(1)) {
+        let batch = PolicyBatch::from_samples(micro, s.pad_id);
+        let (reference, values) = learner.score(&batch, s.loss.temperature)?;
+        for (row, sample) in micro.iter().enumerate() {
+            let start = row * batch.cols + sample.prompt_ids.len();
+            let span = start..start + sample.response_ids.len();
+            out.push(Scores {
+                reference: reference[span.clone()].to_vec(),
+                values: values[span].to_vec(),
+            });
+        }
+    }
+    Ok(out)
 }
 
 impl LearnerState {
@@ -116,6 +145,10 @@ impl Actor for LearnerActor {
         match message {
             LearnerMsg::Learn(samples, reply) => {
                 let out = state.run(move |l, s| learn(l, &samples, s)).await?;
+                let _ = reply.send(out);
+            }
+            LearnerMsg::Score(samples, reply) => {
+                let out = state.run(move |l, s| score(l, &samples, s)).await?;
                 let _ = reply.send(out);
             }
             LearnerMsg::Save(dir, reply) => {

@@ -10,13 +10,13 @@ use anyhow::{anyhow, Result};
 use ractor::ActorRef;
 use rlvr_core::{Completion, FinishReason, GenerationRequest, PolicySample, SamplingParams, Verdict};
 use rlvr_data::Tokenizer;
-use rlvr_learner::advantage::group_normalized;
+use rlvr_learner::advantage::{gae, group_normalized, whiten};
 use rlvr_verifiers::reward::reward;
 
 use super::broadcast::BroadcastMsg;
-use super::controller::LoopSettings;
+use super::controller::{LoopSettings, Ppo};
 use super::data::{DataMsg, Prompt};
-use super::learner::LearnerMsg;
+use super::learner::{LearnerMsg, Scores};
 use super::pool::PoolMsg;
 use super::rollout::{RolloutJob, RolloutWorker};
 use super::verifier::{VerifierWorker, VerifyJob};
@@ -143,28 +143,86 @@ pub async fn rollout_and_verify(
     })
 }
 
-/// GRPO samples: each response's shaped reward, normalised within its prompt's group.
-pub fn grpo_samples(scored: &Scored, settings: &LoopSettings) -> (Vec<PolicySample>, Vec<f64>) {
-    let rewards: Vec<f64> = scored
+/// Each response's shaped reward (verified reward, non-stop penalty).
+fn rewards(scored: &Scored, settings: &LoopSettings) -> Vec<f64> {
+    scored
         .completions
         .iter()
         .zip(&scored.verdicts)
         .map(|(c, v)| reward(v, c.finish_reason == FinishReason::Stop, &settings.shaping))
-        .collect();
-    let advantages = group_normalized(&rewards, settings.samples_per_prompt);
-    let samples = scored
+        .collect()
+}
+
+/// The step's responses as samples for the learner, advantages not yet filled in.
+pub fn samples(scored: &Scored, settings: &LoopSettings) -> Vec<PolicySample> {
+    scored
         .completions
         .iter()
-        .zip(&advantages)
         .enumerate()
-        .map(|(i, (c, &a))| PolicySample {
+        .map(|(i, c)| PolicySample {
             prompt_ids: scored.prompts[i / settings.samples_per_prompt].prompt_ids.clone(),
             response_ids: c.token_ids.clone(),
             logprobs: c.logprobs.clone(),
-            advantages: vec![a as f32; c.token_ids.len()],
+            advantages: Vec::new(),
+            returns: Vec::new(),
+            values: Vec::new(),
         })
-        .collect();
+        .collect()
+}
+
+/// GRPO: each response's shaped reward, normalised within its prompt's group, on every token.
+pub fn grpo_samples(scored: &Scored, settings: &LoopSettings) -> (Vec<PolicySample>, Vec<f64>) {
+    let rewards = rewards(scored, settings);
+    let advantages = group_normalized(&rewards, settings.samples_per_prompt);
+    let mut samples = samples(scored, settings);
+    for (s, a) in samples.iter_mut().zip(&advantages) {
+        s.advantages = vec![*a as f32; s.response_ids.len()];
+    }
     (samples, rewards)
+}
+
+/// PPO as Tülu 3: per-token reward −β·KL(old ‖ reference), the shaped score added at the last
+/// token; GAE over the value model's estimates; advantages whitened over the batch. `scores`
+/// holds each response's reference log-probs and value estimates, token by token. Also returns
+/// the mean per-token KL of the batch.
+pub fn ppo_samples(
+    scored: &Scored,
+    scores: &[Scores],
+    settings: &LoopSettings,
+    ppo: &Ppo,
+) -> (Vec<PolicySample>, Vec<f64>, f64) {
+    let rewards = rewards(scored, settings);
+    let mut samples = samples(scored, settings);
+    let (mut kl_sum, mut tokens) = (0.0, 0usize);
+    for ((s, scores), score) in samples.iter_mut().zip(scores).zip(&rewards) {
+        let kl: Vec<f64> = s
+            .logprobs
+            .iter()
+            .zip(&scores.reference)
+            .map(|(&lp, &r)| ppo.kl.per_token(f64::from(lp), f64::from(r)))
+            .collect();
+        kl_sum += kl.iter().sum::<f64>();
+        tokens += kl.len();
+        let mut per_token: Vec<f32> = kl.iter().map(|k| (-ppo.beta * k) as f32).collect();
+        if let Some(last) = per_token.last_mut() {
+            *last += *score as f32;
+        }
+        let (advantages, returns) = gae(&per_token, &scores.values, ppo.gamma, ppo.lam);
+        s.advantages = advantages;
+        s.returns = returns;
+        s.values = scores.values.clone();
+    }
+    if ppo.whiten {
+        let mut all: Vec<Vec<f32>> = samples
+            .iter_mut()
+            .map(|s| std::mem::take(&mut s.advantages))
+            .collect();
+        whiten(&mut all);
+        for (s, a) in samples.iter_mut().zip(all) {
+            s.advantages = a;
+        }
+    }
+    (samples, rewards, kl_sum / tokens.max(1) as f64)
 }
 
 /// Accuracy per verifier name, and overall.

@@ -1,6 +1,7 @@
 //! RLVR stages: build the actor graph from the recipe (data actor, rollout and verifier pools,
 //! learner, broadcaster under one controller), run it on a tokio runtime, and write the final
-//! model and the held-out accuracy curve.
+//! model and the held-out accuracy curve. GRPO or PPO (`rlvr.algorithm`); resumes from the
+//! newest checkpoint.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,7 +21,7 @@ use rlvr_verifiers::reward::Shaping;
 use rlvr_verifiers::{Mode, Registry};
 use serde_json::json;
 
-use crate::graph::controller::{Controller, ControllerArgs, LoopSettings, Progress};
+use crate::graph::controller::{Controller, ControllerArgs, LoopSettings, Ppo, Progress};
 use crate::graph::data::{load_prompts, Prompt};
 use crate::graph::learner::LearnSettings;
 use crate::metrics::MetricsLog;
@@ -52,13 +53,6 @@ fn single(stage: &Recipe, mix: &[MixEntry], key: &str) -> Result<MixEntry> {
 /// Check the stage can run here.
 pub fn check(stage: &Recipe) -> Result<()> {
     let rl = spec(stage)?;
-    if rl.algorithm != RlAlgorithm::Grpo {
-        bail!(
-            "stage `{}` is not available yet: algorithm = {:?}: this build trains with GRPO (PPO needs the value model of the learner work)",
-            stage.name,
-            rl.algorithm
-        );
-    }
     if KlEstimator::parse(&rl.kl_estimator).is_none() {
         bail!(UsageError(format!(
             "stage `{}`: rlvr.kl_estimator = {:?}: expected kl1 or kl3",
@@ -177,6 +171,10 @@ pub fn run(
     if rl.beta > 0.0 {
         learner.freeze_reference()?;
     }
+    let is_ppo = rl.algorithm == RlAlgorithm::Ppo;
+    if is_ppo {
+        learner.attach_critic()?;
+    }
     // Resume: the policy, its optimiser state and the loop's position from the newest
     // checkpoint; the engines start from its weights; the reference stays the stage's start.
     let ckpt_dir = out.join("checkpoints").join(&stage.name);
@@ -200,9 +198,12 @@ pub fn run(
     let learn = LearnSettings {
         loss: PolicyLoss {
             clip: rl.cliprange,
-            beta: rl.beta,
+            // PPO puts the KL in the reward; GRPO in the loss.
+            beta: if is_ppo { 0.0 } else { rl.beta },
             kl,
             temperature: rl.temperature,
+            vf_coef: rl.vf_coef,
+            value_clip: rl.cliprange_value,
         },
         epochs: rl.num_epochs.max(1) as usize,
         mini_batch,
@@ -232,10 +233,18 @@ pub fn run(
         async_mode: rl.async_mode,
         seed: stage.seed,
         save_every: rl.save_freq,
+        ppo: is_ppo.then_some(Ppo {
+            beta: rl.beta,
+            kl,
+            gamma: rl.gamma,
+            lam: rl.lam,
+            whiten: rl.whiten_advantages,
+        }),
     };
     eprintln!(
-        "stage {}: GRPO, {} parameters on {:?}, {steps} steps of {prompts_per_step} prompts x {n} samples; {} rollout and {} verifier workers; {} train / {} held-out prompts",
+        "stage {}: {}, {} parameters on {:?}, {steps} steps of {prompts_per_step} prompts x {n} samples; {} rollout and {} verifier workers; {} train / {} held-out prompts",
         stage.name,
+        if is_ppo { "PPO" } else { "GRPO" },
         learner.num_params(),
         device,
         stage.rollout.workers,

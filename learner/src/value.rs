@@ -1,0 +1,53 @@
+//! The PPO value model (critic): a Llama trunk with a scalar head (`score.weight`, as Hugging
+//! Face's `LlamaForSequenceClassification`), its own AdamW, trained on PPO's clipped value loss.
+//! Without a reward model to start from it copies the policy's trunk and starts its head at
+//! zero, so its first estimates are 0.
+
+use tch::nn::{Init, VarStore};
+use tch::{Kind, Tensor};
+
+use crate::error::{LearnerError, Result};
+use crate::llama::{Config, Llama};
+use crate::optim::{AdamW, AdamWConfig};
+
+/// A value model and its optimiser.
+pub(crate) struct Critic {
+    pub(crate) vs: VarStore,
+    trunk: Llama,
+    head: Tensor,
+    pub(crate) opt: AdamW,
+}
+
+impl Critic {
+    /// A critic whose trunk is a copy of `policy`'s weights.
+    pub(crate) fn from_policy(policy: &VarStore, config: &Config, adamw: AdamWConfig) -> Result<Self> {
+        let vs = VarStore::new(policy.device());
+        let trunk = Llama::new(&vs.root(), config);
+        let head = (vs.root() / "score").var("weight", &[1, config.hidden_size], Init::Const(0.0));
+        let mine = vs.variables();
+        tch::no_grad(|| {
+            for (name, t) in policy.variables() {
+                let Some(dst) = mine.get(&name) else {
+                    return Err(LearnerError::Checkpoint {
+                        path: "value model".into(),
+                        message: format!("policy tensor `{name}` has no place in the value model"),
+                    });
+                };
+                dst.shallow_clone().copy_(&t);
+            }
+            Ok(())
+        })?;
+        let params: std::collections::BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+        let opt = AdamW::new(params.into_iter().collect(), adamw);
+        Ok(Self { vs, trunk, head, opt })
+    }
+
+    /// Value `[B, T]` of the state each token of `input_ids` `[B, T]` is generated from (the
+    /// estimate at position `j - 1` for token `j`; 0 for position 0).
+    pub(crate) fn values(&self, input_ids: &Tensor) -> Tensor {
+        let t = input_ids.size()[1];
+        let h = self.trunk.hidden_states(input_ids).to_kind(Kind::Float);
+        let v = h.matmul(&self.head.transpose(0, 1)).squeeze_dim(-1);
+        Tensor::cat(&[v.zeros_like().narrow(1, 0, 1), v.narrow(1, 0, t - 1)], 1)
+    }
+}
