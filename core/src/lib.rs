@@ -73,14 +73,26 @@ pub struct PolicySample {
     pub values: Vec<f32>,
 }
 
-/// Sampled sequences for one policy-gradient micro-batch, row-major `[rows, cols]`,
-/// right-padded. The per-token arrays are aligned with `input_ids`: entry `j` concerns token
-/// `j` (predicted from position `j - 1`), and is zero outside responses.
+/// Sampled responses for one policy-gradient micro-batch, laid out so that a prompt shared by
+/// several responses (a GRPO group) is stored, and run, once. Prompts are `[groups,
+/// prompt_cols]`, left-padded; responses `[rows, cols]`, right-padded; the per-token arrays are
+/// aligned with the responses (entry `k` of a row concerns its response token `k`) and zero on
+/// padding.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PolicyBatch {
-    /// Prompt and response token ids, `rows * cols`.
-    pub input_ids: Vec<i64>,
-    /// 1 on response tokens, 0 on prompts and padding.
+    /// Distinct prompts, left-padded with the pad id.
+    pub prompt_ids: Vec<i64>,
+    /// True on real prompt tokens, false on padding.
+    pub prompt_real: Vec<bool>,
+    /// Distinct prompts.
+    pub groups: usize,
+    /// Positions per prompt row.
+    pub prompt_cols: usize,
+    /// The prompt row of each response.
+    pub group_of: Vec<i64>,
+    /// Response token ids, right-padded with the pad id.
+    pub response_ids: Vec<i64>,
+    /// 1 on response tokens, 0 on padding.
     pub mask: Vec<f32>,
     /// Log-probabilities of the sampling policy.
     pub old_logprobs: Vec<f32>,
@@ -90,44 +102,61 @@ pub struct PolicyBatch {
     pub returns: Vec<f32>,
     /// Value estimates at scoring time (PPO; zero without a value model).
     pub old_values: Vec<f32>,
-    /// Sequences.
+    /// Responses.
     pub rows: usize,
-    /// Positions per sequence.
+    /// Positions per response row.
     pub cols: usize,
 }
 
 impl PolicyBatch {
-    /// Lay `samples` out as rows, right-padded with `pad_id`.
+    /// Lay `samples` out with `pad_id`; consecutive samples with the same prompt share it.
     pub fn from_samples(samples: &[PolicySample], pad_id: i64) -> Self {
-        let cols = samples
-            .iter()
-            .map(|s| s.prompt_ids.len() + s.response_ids.len())
-            .max()
-            .unwrap_or(0);
+        let mut prompts: Vec<&[u32]> = Vec::new();
+        let mut group_of = Vec::with_capacity(samples.len());
+        for s in samples {
+            if prompts.last() != Some(&s.prompt_ids.as_slice()) {
+                prompts.push(&s.prompt_ids);
+            }
+            group_of.push(prompts.len() as i64 - 1);
+        }
+        let prompt_cols = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+        let mut prompt_ids = vec![pad_id; prompts.len() * prompt_cols];
+        let mut prompt_real = vec![false; prompts.len() * prompt_cols];
+        for (g, p) in prompts.iter().enumerate() {
+            let start = g * prompt_cols + prompt_cols - p.len();
+            for (j, &t) in p.iter().enumerate() {
+                prompt_ids[start + j] = i64::from(t);
+                prompt_real[start + j] = true;
+            }
+        }
+        let cols = samples.iter().map(|s| s.response_ids.len()).max().unwrap_or(0);
         let rows = samples.len();
+        let zeros = vec![0.0f32; rows * cols];
         let mut b = Self {
-            input_ids: vec![pad_id; rows * cols],
-            mask: vec![0.0; rows * cols],
-            old_logprobs: vec![0.0; rows * cols],
-            advantages: vec![0.0; rows * cols],
-            returns: vec![0.0; rows * cols],
-            old_values: vec![0.0; rows * cols],
+            prompt_ids,
+            prompt_real,
+            groups: prompts.len(),
+            prompt_cols,
+            group_of,
+            response_ids: vec![pad_id; rows * cols],
+            mask: zeros.clone(),
+            old_logprobs: zeros.clone(),
+            advantages: zeros.clone(),
+            returns: zeros.clone(),
+            old_values: zeros,
             rows,
             cols,
         };
         for (r, s) in samples.iter().enumerate() {
-            let row = r * cols;
-            let ids = s.prompt_ids.iter().chain(&s.response_ids);
-            for (j, &t) in ids.enumerate() {
-                b.input_ids[row + j] = i64::from(t);
-            }
-            let start = row + s.prompt_ids.len();
-            for k in 0..s.response_ids.len() {
-                b.mask[start + k] = 1.0;
-                b.old_logprobs[start + k] = s.logprobs.get(k).copied().unwrap_or(0.0);
-                b.advantages[start + k] = s.advantages.get(k).copied().unwrap_or(0.0);
-                b.returns[start + k] = s.returns.get(k).copied().unwrap_or(0.0);
-                b.old_values[start + k] = s.values.get(k).copied().unwrap_or(0.0);
+            let at = |v: &[f32], k: usize| v.get(k).copied().unwrap_or(0.0);
+            for (k, &t) in s.response_ids.iter().enumerate() {
+                let i = r * cols + k;
+                b.response_ids[i] = i64::from(t);
+                b.mask[i] = 1.0;
+                b.old_logprobs[i] = at(&s.logprobs, k);
+                b.advantages[i] = at(&s.advantages, k);
+                b.returns[i] = at(&s.returns, k);
+                b.old_values[i] = at(&s.values, k);
             }
         }
         b

@@ -11,7 +11,7 @@ use crate::checkpoint;
 use crate::error::{LearnerError, Result};
 use crate::llama::{Config, Llama};
 use crate::optim::{AdamW, AdamWConfig};
-use crate::policy::{self, PolicyLoss, PolicyMetrics, Sums};
+use crate::policy::{self, PolicyLoss, PolicyMetrics, Sums, Tokens};
 use crate::schedule::Schedule;
 use crate::value::Critic;
 
@@ -190,11 +190,8 @@ impl Learner {
     /// `temperature` (zeros without a reference) and the value model's estimates (zeros without
     /// one). What PPO needs to build per-token rewards and advantages.
     pub fn score(&self, batch: &PolicyBatch, temperature: f64) -> Result<(Vec<f32>, Vec<f32>)> {
-        self.check_tokens(&batch.input_ids, batch.rows, batch.cols)?;
-        let shape = [batch.rows as i64, batch.cols as i64];
-        let input = Tensor::from_slice(&batch.input_ids)
-            .view(shape)
-            .to_device(self.config.device);
+        self.check_policy_batch(batch)?;
+        let tokens = Tokens::new(batch, self.config.device);
         let to_vec = |t: Tensor| -> Result<Vec<f32>> {
             Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).reshape([-1])).map_err(
                 |source| LearnerError::Torch {
@@ -206,25 +203,49 @@ impl Learner {
         let zeros = || vec![0.0; batch.rows * batch.cols];
         tch::no_grad(|| {
             let reference = match &self.reference {
-                Some((_, r)) => to_vec(policy::token_logprobs(r, &input, temperature).0)?,
+                Some((_, r)) => to_vec(policy::token_logprobs(r, &tokens, temperature).0)?,
                 None => zeros(),
             };
             let values = match &self.critic {
-                Some(c) => to_vec(c.values(&input))?,
+                Some(c) => to_vec(c.values(&tokens))?,
                 None => zeros(),
             };
             Ok((reference, values))
         })
     }
 
+    fn check_policy_batch(&self, b: &PolicyBatch) -> Result<()> {
+        if b.groups == 0 || b.prompt_cols == 0 || b.cols == 0 {
+            return Err(LearnerError::Batch(format!(
+                "{} prompts of {} positions, {} responses of {}: need prompts and response tokens",
+                b.groups, b.prompt_cols, b.rows, b.cols
+            )));
+        }
+        let sizes_match = b.prompt_ids.len() == b.groups * b.prompt_cols
+            && b.response_ids.len() == b.rows * b.cols
+            && b.group_of.len() == b.rows
+            && b.group_of.iter().all(|&g| g >= 0 && (g as usize) < b.groups);
+        if !sizes_match {
+            return Err(LearnerError::Batch(
+                "policy batch arrays do not match its shape".into(),
+            ));
+        }
+        self.check_vocab(&b.prompt_ids)?;
+        self.check_vocab(&b.response_ids)
+    }
+
     fn check_tokens(&self, ids: &[i64], rows: usize, cols: usize) -> Result<()> {
-        let vocab = self.model.config().vocab_size;
         if rows == 0 || cols < 2 || ids.len() != rows * cols {
             return Err(LearnerError::Batch(format!(
                 "{rows}x{cols} batch of {} ids: need rows and at least 2 positions",
                 ids.len()
             )));
         }
+        self.check_vocab(ids)
+    }
+
+    fn check_vocab(&self, ids: &[i64]) -> Result<()> {
+        let vocab = self.model.config().vocab_size;
         match ids.iter().find(|&&t| t < 0 || t >= vocab) {
             Some(bad) => Err(LearnerError::Batch(format!(
                 "token id {bad} outside the vocabulary (0..{vocab})"
@@ -249,11 +270,11 @@ impl Learner {
         let mut loss_sum = 0.0;
         let (mut vf_sum, mut vf_clipped) = (0.0, 0.0);
         for b in micro_batches {
-            self.check_tokens(&b.input_ids, b.rows, b.cols)?;
+            self.check_policy_batch(b)?;
             let shape = [b.rows as i64, b.cols as i64];
             let dev = self.config.device;
             let f32s = |v: &[f32]| Tensor::from_slice(v).view(shape).to_device(dev);
-            let input = Tensor::from_slice(&b.input_ids).view(shape).to_device(dev);
+            let input = Tokens::new(b, dev);
             let (logprobs, entropy) = policy::token_logprobs(&self.model, &input, loss.temperature);
             let reference = match &self.reference {
                 Some((_, r)) if loss.beta > 0.0 => Some(tch::no_grad(|| {

@@ -3,7 +3,10 @@
 //!
 //! Shape follows candle's `models/llama.rs`: a [`Config`] read from `config.json`, RMSNorm,
 //! rotary embeddings (with Llama 3.1's `llama3` frequency scaling), grouped-query attention
-//! through `scaled_dot_product_attention`, and a SwiGLU MLP.
+//! through `scaled_dot_product_attention`, and a SwiGLU MLP. [`Llama::hidden_shared`] (in
+//! `prefix.rs`) runs RL batches whose responses share prompts.
+
+mod prefix;
 
 use std::f64::consts::PI;
 

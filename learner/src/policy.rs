@@ -3,7 +3,8 @@
 //! and open-instruct's `grpo_fast`), and PPO's clipped value loss for the value model. Log-probabilities are recomputed from
 //! `logits / (temperature + 1e-7)`, as Tülu 3 did, so they match what the sampler used.
 
-use tch::{Kind, Tensor};
+use rlvr_core::PolicyBatch;
+use tch::{Device, Kind, Tensor};
 
 use crate::llama::Llama;
 
@@ -92,18 +93,49 @@ pub struct PolicyMetrics {
     pub tokens: u64,
 }
 
-/// Log-probabilities `[B, T]` of each token of `input_ids` `[B, T]` under `model` at
-/// `temperature` (position 0, which nothing predicts, gets 0), and the entropy `[B, T]` of the
-/// distribution each was drawn from.
-pub(crate) fn token_logprobs(model: &Llama, input_ids: &Tensor, temperature: f64) -> (Tensor, Tensor) {
-    let t = input_ids.size()[1];
-    let logits = model.forward(input_ids).narrow(1, 0, t - 1).to_kind(Kind::Float) / (temperature + 1e-7);
+/// A [`PolicyBatch`]'s token tensors on a device.
+pub(crate) struct Tokens {
+    prompts: Tensor,
+    prompt_real: Tensor,
+    responses: Tensor,
+    group_of: Tensor,
+}
+
+impl Tokens {
+    pub(crate) fn new(b: &PolicyBatch, device: Device) -> Self {
+        let on = |t: Tensor| t.to_device(device);
+        let prompt_shape = [b.groups as i64, b.prompt_cols as i64];
+        Self {
+            prompts: on(Tensor::from_slice(&b.prompt_ids).view(prompt_shape)),
+            prompt_real: on(Tensor::from_slice(&b.prompt_real).view(prompt_shape)),
+            responses: on(Tensor::from_slice(&b.response_ids).view([b.rows as i64, b.cols as i64])),
+            group_of: on(Tensor::from_slice(&b.group_of)),
+        }
+    }
+}
+
+/// The hidden state each response token is generated from, `[rows, cols, hidden]`: the
+/// prompt's last for the first token, the previous response token's for the others.
+pub(crate) fn response_states(model: &Llama, t: &Tokens) -> Tensor {
+    let (hp, hr) = model.hidden_shared(&t.prompts, &t.prompt_real, &t.responses, &t.group_of);
+    let last = hp
+        .select(1, hp.size()[1] - 1)
+        .index_select(0, &t.group_of)
+        .unsqueeze(1);
+    let r = hr.size()[1];
+    Tensor::cat(&[last, hr.narrow(1, 0, r - 1)], 1)
+}
+
+/// Log-probabilities `[rows, cols]` of each response token under `model` at `temperature`, and
+/// the entropy of the distribution each was drawn from.
+pub(crate) fn token_logprobs(model: &Llama, t: &Tokens, temperature: f64) -> (Tensor, Tensor) {
+    let logits = model.logits(&response_states(model, t)).to_kind(Kind::Float) / (temperature + 1e-7);
     let log_probs = logits.log_softmax(-1, Kind::Float);
-    let targets = input_ids.narrow(1, 1, t - 1).unsqueeze(-1);
-    let picked = log_probs.gather(-1, &targets, false).squeeze_dim(-1);
+    let picked = log_probs
+        .gather(-1, &t.responses.unsqueeze(-1), false)
+        .squeeze_dim(-1);
     let entropy = -(log_probs.exp() * &log_probs).sum_dim_intlist(-1, false, Kind::Float);
-    let pad = |x: Tensor| Tensor::cat(&[x.zeros_like().narrow(1, 0, 1), x], 1);
-    (pad(picked), pad(entropy.detach()))
+    (picked, entropy.detach())
 }
 
 /// Per-token statistics of one micro-batch, summed over response tokens.

@@ -9,6 +9,7 @@ use tch::{Kind, Tensor};
 use crate::error::{LearnerError, Result};
 use crate::llama::{Config, Llama};
 use crate::optim::{AdamW, AdamWConfig};
+use crate::policy::{response_states, Tokens};
 
 /// A value model and its optimiser.
 pub(crate) struct Critic {
@@ -42,12 +43,9 @@ impl Critic {
         Ok(Self { vs, trunk, head, opt })
     }
 
-    /// Value `[B, T]` of the state each token of `input_ids` `[B, T]` is generated from (the
-    /// estimate at position `j - 1` for token `j`; 0 for position 0).
-    pub(crate) fn values(&self, input_ids: &Tensor) -> Tensor {
-        let t = input_ids.size()[1];
-        let h = self.trunk.hidden_states(input_ids).to_kind(Kind::Float);
-        let v = h.matmul(&self.head.transpose(0, 1)).squeeze_dim(-1);
-        Tensor::cat(&[v.zeros_like().narrow(1, 0, 1), v.narrow(1, 0, t - 1)], 1)
+    /// Value `[rows, cols]` of the state each response token is generated from.
+    pub(crate) fn values(&self, tokens: &Tokens) -> Tensor {
+        let h = response_states(&self.trunk, tokens).to_kind(Kind::Float);
+        h.matmul(&self.head.transpose(0, 1)).squeeze_dim(-1)
     }
 }

@@ -173,9 +173,44 @@ fn the_value_model_starts_at_zero_and_learns_the_returns() {
         // Keep the clip window moving with the estimates, as PPO's next rollout would.
         let scored = PolicyBatch::from_samples(std::slice::from_ref(&s), 0);
         let (_, v) = l.score(&scored, TEMPERATURE).unwrap();
-        s.values = v[3..6].to_vec();
+        s.values = v[..3].to_vec();
     }
     let first = first.unwrap();
     assert!((first - 0.5).abs() < 1e-6, "½·(0 − 1)² = {first}");
     assert!(last < 0.1 * first, "value loss {first} -> {last}");
+}
+
+#[test]
+fn shared_prompts_give_the_log_probs_of_a_full_forward_pass() {
+    tch::set_num_threads(1);
+    let mut l = learner(1e-3);
+    l.freeze_reference().unwrap();
+    // Two groups with prompts of different lengths, responses of different lengths.
+    let groups: [(&[u32], &[&[u32]]); 2] = [
+        (&[1, 4, 9], &[&[7, 8, 2], &[11, 2], &[7, 30, 31, 32, 2]]),
+        (&[1, 5, 6, 7, 8, 9, 10], &[&[3], &[12, 13]]),
+    ];
+    let mut samples = Vec::new();
+    for (prompt, responses) in groups {
+        for r in responses {
+            samples.push(PolicySample {
+                prompt_ids: prompt.to_vec(),
+                response_ids: r.to_vec(),
+                logprobs: vec![],
+                advantages: vec![],
+                returns: vec![],
+                values: vec![],
+            });
+        }
+    }
+    let batch = PolicyBatch::from_samples(&samples, 0);
+    assert_eq!(batch.groups, 2, "each prompt is stored once");
+    let (reference, _) = l.score(&batch, TEMPERATURE).unwrap();
+    for (row, s) in samples.iter().enumerate() {
+        let want = logprobs(&l, &s.prompt_ids, &s.response_ids);
+        let got = &reference[row * batch.cols..row * batch.cols + s.response_ids.len()];
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-5, "row {row}: {got:?} vs {want:?}");
+        }
+    }
 }

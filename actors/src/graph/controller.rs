@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use super::broadcast::{BroadcastMsg, Broadcaster};
 use super::data::{DataActor, DataArgs, DataMsg, Prompt};
-use super::learner::{LearnSettings, LearnerActor, LearnerMsg};
+use super::learner::{LearnReport, LearnSettings, LearnerActor, LearnerMsg};
 use super::pool::{Pool, PoolArgs, PoolMsg, Spawner};
 use super::rollout::{RolloutArgs, RolloutWorker};
 use super::step::{
@@ -266,7 +266,7 @@ impl ControllerState {
         self.log_step(
             &scored,
             &rewards,
-            &learned.steps,
+            &learned,
             reward_kl,
             gap,
             broadcast.seconds,
@@ -297,12 +297,13 @@ impl ControllerState {
         &mut self,
         scored: &Scored,
         rewards: &[f64],
-        steps: &[PolicyMetrics],
+        learned: &LearnReport,
         reward_kl: Option<f64>,
         gap: u64,
         broadcast_s: f64,
         step_s: f64,
     ) -> Result<()> {
+        let steps = &learned.steps;
         let n = rewards.len().max(1) as f64;
         let reward_mean = rewards.iter().sum::<f64>() / n;
         let (acc, per) = accuracy(&scored.prompts, &scored.verdicts);
@@ -325,7 +326,7 @@ impl ControllerState {
             "grad_norm": mean(|m| m.grad_norm), "lr": last.lr,
             "response_length": tokens as f64 / n, "stop_rate": stopped as f64 / n,
             "rollout_tokens_per_s": tokens as f64 / scored.rollout_s.max(1e-9),
-            "rollout_s": scored.rollout_s, "verify_s": scored.verify_s, "broadcast_s": broadcast_s,
+            "rollout_s": scored.rollout_s, "verify_s": scored.verify_s, "train_s": learned.train_s, "export_s": learned.export_s, "broadcast_s": broadcast_s,
             "step_s": step_s, "policy_version": self.version, "policy_version_gap": gap,
             "elapsed_s": self.started.elapsed().as_secs_f64(),
         });

@@ -33,6 +33,10 @@ pub struct LearnReport {
     pub steps: Vec<PolicyMetrics>,
     /// The new weights, tagged with the new policy version.
     pub weights: Arc<Weights>,
+    /// Seconds spent in the optimiser steps.
+    pub train_s: f64,
+    /// Seconds spent exporting the new weights.
+    pub export_s: f64,
 }
 
 /// What the learner says of one sample's response tokens before PPO's advantages are made.
@@ -66,6 +70,7 @@ pub struct LearnerState {
 pub struct LearnerActor;
 
 fn learn(learner: &mut Learner, samples: &[PolicySample], s: &LearnSettings) -> anyhow::Result<LearnReport> {
+    let started = std::time::Instant::now();
     let mut steps = Vec::new();
     for _ in 0..s.epochs.max(1) {
         for mini in samples.chunks(s.mini_batch.max(1)) {
@@ -76,12 +81,18 @@ fn learn(learner: &mut Learner, samples: &[PolicySample], s: &LearnSettings) -> 
             steps.push(learner.policy_step(&micro, &s.loss)?);
         }
     }
+    let train_s = started.elapsed().as_secs_f64();
     let version = learner.steps_taken();
     let weights = Arc::new(Weights {
         version,
         chunks: learner.export_weights(version)?,
     });
-    Ok(LearnReport { steps, weights })
+    Ok(LearnReport {
+        steps,
+        weights,
+        train_s,
+        export_s: started.elapsed().as_secs_f64() - train_s,
+    })
 }
 
 /// Reference log-probs and values of each sample's response tokens.
@@ -91,7 +102,7 @@ fn score(learner: &Learner, samples: &[PolicySample], s: &LearnSettings) -> anyh
         let batch = PolicyBatch::from_samples(micro, s.pad_id);
         let (reference, values) = learner.score(&batch, s.loss.temperature)?;
         for (row, sample) in micro.iter().enumerate() {
-            let start = row * batch.cols + sample.prompt_ids.len();
+            let start = row * batch.cols;
             let span = start..start + sample.response_ids.len();
             out.push(Scores {
                 reference: reference[span.clone()].to_vec(),

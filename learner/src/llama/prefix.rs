@@ -1,0 +1,155 @@
+//! The forward pass of RL batches, where several responses continue one prompt (GRPO's groups):
+//! each prompt runs once and its responses attend to its keys and values, instead of every
+//! response re-running its prompt. Gradients from all of a group's responses flow back into the
+//! one prompt pass. Positions are absolute per row, so the result is the plain causal forward
+//! of `prompt + response` for every row (up to float rounding).
+
+use tch::{Kind, Tensor};
+
+use super::{apply_rope, Attention, Block, Llama};
+
+/// Rotary tables for per-row positions `[B, T]`: `(cos, sin)`, each `[B, 1, T, head_dim]`.
+fn rope_at(inv_freq: &Tensor, positions: &Tensor) -> (Tensor, Tensor) {
+    let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv_freq.view([1, 1, -1]);
+    let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
+    (emb.cos(), emb.sin())
+}
+
+/// What every layer needs: rotary tables, masks and the group of each response row.
+struct Layout {
+    prompt_rope: (Tensor, Tensor),
+    response_rope: (Tensor, Tensor),
+    /// `[G, 1, P, P]`: causal over real prompt tokens (a padding query sees itself only).
+    prompt_mask: Tensor,
+    /// `[N, 1, R, P + R]`: the group's real prompt tokens, then causal over the response.
+    response_mask: Tensor,
+    group_of: Tensor,
+}
+
+impl Attention {
+    fn split_heads(&self, y: Tensor, heads: i64) -> Tensor {
+        let (b, t) = (y.size()[0], y.size()[1]);
+        y.view([b, t, heads, self.head_dim]).transpose(1, 2)
+    }
+
+    fn repeat_kv(&self, x: Tensor) -> Tensor {
+        let rep = self.n_head / self.n_kv;
+        if rep > 1 {
+            x.repeat_interleave_self_int(rep, 1, None)
+        } else {
+            x
+        }
+    }
+
+    fn merge_heads(&self, y: Tensor) -> Tensor {
+        let (b, t) = (y.size()[0], y.size()[2]);
+        self.o_proj.forward(
+            &y.transpose(1, 2)
+                .contiguous()
+                .view([b, t, self.n_head * self.head_dim]),
+        )
+    }
+
+    fn forward_shared(&self, xp: &Tensor, xr: &Tensor, l: &Layout) -> (Tensor, Tensor) {
+        let (pc, ps) = &l.prompt_rope;
+        let (rc, rs) = &l.response_rope;
+        let qp = apply_rope(&self.split_heads(self.q_proj.forward(xp), self.n_head), pc, ps);
+        let kp = self.repeat_kv(apply_rope(
+            &self.split_heads(self.k_proj.forward(xp), self.n_kv),
+            pc,
+            ps,
+        ));
+        let vp = self.repeat_kv(self.split_heads(self.v_proj.forward(xp), self.n_kv));
+        let qr = apply_rope(&self.split_heads(self.q_proj.forward(xr), self.n_head), rc, rs);
+        let kr = self.repeat_kv(apply_rope(
+            &self.split_heads(self.k_proj.forward(xr), self.n_kv),
+            rc,
+            rs,
+        ));
+        let vr = self.repeat_kv(self.split_heads(self.v_proj.forward(xr), self.n_kv));
+        let yp = Tensor::scaled_dot_product_attention(
+            &qp,
+            &kp,
+            &vp,
+            Some(&l.prompt_mask),
+            0.0,
+            false,
+            None,
+            false,
+        );
+        let keys = Tensor::cat(&[kp.index_select(0, &l.group_of), kr], 2);
+        let values = Tensor::cat(&[vp.index_select(0, &l.group_of), vr], 2);
+        let yr = Tensor::scaled_dot_product_attention(
+            &qr,
+            &keys,
+            &values,
+            Some(&l.response_mask),
+            0.0,
+            false,
+            None,
+            false,
+        );
+        (self.merge_heads(yp), self.merge_heads(yr))
+    }
+}
+
+impl Block {
+    fn forward_shared(&self, xp: &Tensor, xr: &Tensor, l: &Layout) -> (Tensor, Tensor) {
+        let (ap, ar) = self.self_attn.forward_shared(
+            &self.input_layernorm.forward(xp),
+            &self.input_layernorm.forward(xr),
+            l,
+        );
+        let (xp, xr) = (xp + ap, xr + ar);
+        let mp = self.mlp.forward(&self.post_attention_layernorm.forward(&xp));
+        let mr = self.mlp.forward(&self.post_attention_layernorm.forward(&xr));
+        (xp + mp, xr + mr)
+    }
+}
+
+impl Llama {
+    /// Final hidden states of prompts shared by groups of responses: `prompts` `[G, P]`
+    /// left-padded, `prompt_real` `[G, P]` (bool, false on padding), `responses` `[N, R]`
+    /// right-padded, `group_of` `[N]` (int64, each response's prompt row). Returns the prompts'
+    /// states `[G, P, hidden]` and the responses' `[N, R, hidden]`; the last prompt position
+    /// predicts each response's first token.
+    pub fn hidden_shared(
+        &self,
+        prompts: &Tensor,
+        prompt_real: &Tensor,
+        responses: &Tensor,
+        group_of: &Tensor,
+    ) -> (Tensor, Tensor) {
+        let dev = prompts.device();
+        let (p, r) = (prompts.size()[1], responses.size()[1]);
+        let lens = prompt_real.sum_dim_intlist(1, false, Kind::Int64);
+        let pads = -&lens + p;
+        let prompt_pos =
+            (Tensor::arange(p, (Kind::Int64, dev)).unsqueeze(0) - pads.unsqueeze(1)).clamp_min(0);
+        let response_pos =
+            lens.index_select(0, group_of).unsqueeze(1) + Tensor::arange(r, (Kind::Int64, dev)).unsqueeze(0);
+        let causal = |n: i64| Tensor::ones([n, n], (Kind::Bool, dev)).tril(0);
+        let eye = Tensor::eye(p, (Kind::Bool, dev));
+        let prompt_mask =
+            (causal(p).unsqueeze(0).logical_and(&prompt_real.unsqueeze(1))).logical_or(&eye.unsqueeze(0));
+        let n = responses.size()[0];
+        let seen = prompt_real
+            .index_select(0, group_of)
+            .unsqueeze(1)
+            .expand([n, r, p], false);
+        let response_mask = Tensor::cat(&[seen, causal(r).unsqueeze(0).expand([n, r, r], false)], 2);
+        let layout = Layout {
+            prompt_rope: rope_at(&self.inv_freq, &prompt_pos),
+            response_rope: rope_at(&self.inv_freq, &response_pos),
+            prompt_mask: prompt_mask.unsqueeze(1),
+            response_mask: response_mask.unsqueeze(1),
+            group_of: group_of.shallow_clone(),
+        };
+        let embed = |ids: &Tensor| Tensor::embedding(&self.embed_tokens, ids, -1, false, false);
+        let (mut xp, mut xr) = (embed(prompts), embed(responses));
+        for layer in &self.layers {
+            (xp, xr) = layer.forward_shared(&xp, &xr, &layout);
+        }
+        (self.norm.forward(&xp), self.norm.forward(&xr))
+    }
+}
