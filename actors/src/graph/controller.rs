@@ -221,29 +221,28 @@ impl ControllerState {
         }
     }
 
+    /// Roll out and verify the prompts of `step` (a task of its own, so it can run ahead).
+    fn rollout_and_verify(
+        &self,
+        step: u64,
+    ) -> impl std::future::Future<Output = Result<Scored>> + Send + 'static {
+        rollout_and_verify(
+            self.roles.clone(),
+            self.settings.clone(),
+            self.tokenizer.clone(),
+            step,
+        )
+    }
+
     /// One RL step: rollout → verify → advantages → learn → broadcast.
     async fn step(&mut self) -> Result<()> {
         let started = Instant::now();
         let scored = match self.prefetched.take() {
             Some(task) => task.await??,
-            None => {
-                rollout_and_verify(
-                    self.roles.clone(),
-                    self.settings.clone(),
-                    self.tokenizer.clone(),
-                    self.step,
-                )
-                .await?
-            }
+            None => self.rollout_and_verify(self.step).await?,
         };
         if self.settings.async_mode && self.step + 1 < self.settings.steps {
-            let next = rollout_and_verify(
-                self.roles.clone(),
-                self.settings.clone(),
-                self.tokenizer.clone(),
-                self.step + 1,
-            );
-            self.prefetched = Some(tokio::spawn(next));
+            self.prefetched = Some(tokio::spawn(self.rollout_and_verify(self.step + 1)));
         }
         let (samples, rewards, reward_kl) = self.advantages(&scored).await?;
         let learned = ractor::call!(self.roles.learner, LearnerMsg::Learn, samples)
@@ -404,6 +403,7 @@ impl Actor for Controller {
         args: ControllerArgs,
     ) -> Result<ControllerState, ActorProcessingErr> {
         let cell = myself.get_cell();
+        // A worker finishes its current job before it loads new weights: allow a long one.
         let timeout = Duration::from_secs(600);
         let (broadcaster, _) = Actor::spawn_linked(None, Broadcaster { timeout }, (), cell.clone()).await?;
         let rollout_spawner = RolloutSpawner {
@@ -412,27 +412,24 @@ impl Actor for Controller {
             max_batch: args.engine_batch,
             broadcaster: broadcaster.clone(),
         };
-        let pool_args = |name: &str, workers: usize| (name.to_string(), workers);
-        let (name, workers) = pool_args("rollout", args.rollout_workers);
         let (rollout, _) = Actor::spawn_linked(
             None,
             Pool::<RolloutWorker>::default(),
             PoolArgs {
-                name,
-                workers,
+                name: "rollout".into(),
+                workers: args.rollout_workers,
                 spawner: Arc::new(rollout_spawner),
                 max_restarts: MAX_RESTARTS,
             },
             cell.clone(),
         )
         .await?;
-        let (name, workers) = pool_args("verifier", args.verifier_workers);
         let (verifiers, _) = Actor::spawn_linked(
             None,
             Pool::<VerifierWorker>::default(),
             PoolArgs {
-                name,
-                workers,
+                name: "verifier".into(),
+                workers: args.verifier_workers,
                 spawner: Arc::new(VerifierSpawner(args.verifier_timeout)),
                 max_restarts: MAX_RESTARTS,
             },
