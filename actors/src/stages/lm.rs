@@ -107,6 +107,22 @@ pub(super) fn schedule(stage: &Recipe, total: u64) -> Schedule {
     }
 }
 
+/// The optimiser, schedule (over `total` optimiser steps) and clip of a stage.
+pub(super) fn learner_config(stage: &Recipe, total: u64, device: tch::Device) -> LearnerConfig {
+    let t = &stage.train;
+    LearnerConfig {
+        adamw: AdamWConfig {
+            beta1: t.adam_beta1,
+            beta2: t.adam_beta2,
+            eps: t.adam_eps,
+            weight_decay: t.weight_decay,
+        },
+        schedule: schedule(stage, total),
+        max_grad_norm: t.max_grad_norm,
+        device,
+    }
+}
+
 /// A batch of examples `rows` of `source`.
 fn batch(
     source: Builtin,
@@ -168,14 +184,6 @@ pub fn run(
 ) -> Result<PathBuf> {
     let model_dir = out.join(&stage.name);
     let done_marker = model_dir.join("trainer_state.json");
-    if resume && done_marker.is_file() {
-        eprintln!(
-            "stage {}: already complete in {}",
-            stage.name,
-            model_dir.display()
-        );
-        return Ok(model_dir);
-    }
     let (source, rows) = text_source(stage)?;
     let kind = stage.kind.map_or("lm", |k| k.as_str());
     let tok = Tokenizer::builtin_chars();
@@ -185,17 +193,7 @@ pub fn run(
         .max_steps
         .unwrap_or_else(|| (rows * t.num_train_epochs).div_ceil(per_step));
     let device = rlvr_learner::runtime::default_device();
-    let config = LearnerConfig {
-        adamw: AdamWConfig {
-            beta1: t.adam_beta1,
-            beta2: t.adam_beta2,
-            eps: t.adam_eps,
-            weight_decay: t.weight_decay,
-        },
-        schedule: schedule(stage, total),
-        max_grad_norm: t.max_grad_norm,
-        device,
-    };
+    let config = learner_config(stage, total, device);
     let mut learner = match init.filter(|p| !p.as_os_str().is_empty()) {
         Some(dir) => Learner::from_pretrained(dir, config)?,
         None => Learner::new(&model_config(stage, &tok), config, stage.seed as i64),

@@ -22,6 +22,16 @@ pub fn run(
     resume: bool,
     metrics: &mut MetricsLog,
 ) -> Result<PathBuf> {
+    // A stage's model directory gets `trainer_state.json` last: with it, the stage is done.
+    let model_dir = out.join(&stage.name);
+    if resume && model_dir.join("trainer_state.json").is_file() {
+        eprintln!(
+            "stage {}: already complete in {}",
+            stage.name,
+            model_dir.display()
+        );
+        return Ok(model_dir);
+    }
     match stage.kind {
         Some(StageKind::Pretrain | StageKind::Sft) => lm::run(stage, out, init, resume, metrics),
         Some(StageKind::Rlvr) => rlvr::run(stage, out, init, resume, metrics),

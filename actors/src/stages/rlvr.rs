@@ -12,9 +12,8 @@ use ractor::Actor;
 use rlvr_core::SamplingParams;
 use rlvr_data::arith::Split;
 use rlvr_data::Tokenizer;
-use rlvr_learner::optim::AdamWConfig;
 use rlvr_learner::policy::{KlEstimator, PolicyLoss};
-use rlvr_learner::{Learner, LearnerConfig};
+use rlvr_learner::Learner;
 use rlvr_recipes::spec::{MixEntry, RlAlgorithm, RlvrSpec};
 use rlvr_recipes::Recipe;
 use rlvr_verifiers::reward::Shaping;
@@ -94,14 +93,6 @@ pub fn run(
 ) -> Result<PathBuf> {
     let model_dir = out.join(&stage.name);
     let done_marker = model_dir.join("trainer_state.json");
-    if resume && done_marker.is_file() {
-        eprintln!(
-            "stage {}: already complete in {}",
-            stage.name,
-            model_dir.display()
-        );
-        return Ok(model_dir);
-    }
     check(stage)?;
     let rl = spec(stage)?;
     let t = &stage.train;
@@ -143,17 +134,7 @@ pub fn run(
         .max(1);
     let mini_batch = rl.local_mini_batch_size.max(1) as usize;
     let optimizer_steps = steps * rl.num_epochs.max(1) * (prompts_per_step * n).div_ceil(mini_batch) as u64;
-    let config = LearnerConfig {
-        adamw: AdamWConfig {
-            beta1: t.adam_beta1,
-            beta2: t.adam_beta2,
-            eps: t.adam_eps,
-            weight_decay: t.weight_decay,
-        },
-        schedule: super::lm::schedule(stage, optimizer_steps),
-        max_grad_norm: t.max_grad_norm,
-        device,
-    };
+    let config = super::lm::learner_config(stage, optimizer_steps, device);
     let mut learner = match &init_dir {
         Some(dir) => Learner::from_pretrained(dir, config)?,
         None => Learner::new(&super::lm::model_config(stage, &tok), config, stage.seed as i64),
