@@ -27,7 +27,7 @@ fn torch(context: String) -> impl FnOnce(tch::TchError) -> LearnerError {
 pub fn read_config(dir: &Path) -> Result<Config> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-    serde_json::from_str(&text).map_err(|e| LearnerError::Checkpoint {
+    Config::from_hf_json(&text).map_err(|e| LearnerError::Checkpoint {
         path: path.display().to_string(),
         message: format!("line {}: {e}", e.line()),
     })

@@ -95,6 +95,25 @@ pub struct RopeScaling {
 }
 
 impl Config {
+    /// Read a Hugging Face `config.json`. Files written by transformers 5 keep RoPE's base and
+    /// scaling in a `rope_parameters` table (`rope_theta`, `rope_type`, and the `llama3`
+    /// factors) instead of top-level `rope_theta` / `rope_scaling`; both forms are read.
+    pub fn from_hf_json(text: &str) -> serde_json::Result<Self> {
+        let mut config: Config = serde_json::from_str(text)?;
+        let raw: serde_json::Value = serde_json::from_str(text)?;
+        if let Some(rope) = raw.get("rope_parameters").filter(|r| r.is_object()) {
+            if let Some(theta) = rope.get("rope_theta").and_then(serde_json::Value::as_f64) {
+                config.rope_theta = theta;
+            }
+            let kind = rope.get("rope_type").and_then(serde_json::Value::as_str);
+            config.rope_scaling = match kind {
+                None | Some("default") => None,
+                Some(_) => Some(serde_json::from_value(rope.clone())?),
+            };
+        }
+        Ok(config)
+    }
+
     /// Key/value heads.
     pub fn kv_heads(&self) -> i64 {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
