@@ -6,14 +6,15 @@ our model against the reference without Python. Run with the bench venv:
     "$BENCH_PYTHON" scripts/parity-fixtures.py
 
 Two shapes: Llama 3.1 (untied head, grouped-query attention, `llama3` RoPE scaling, theta 500000)
-and SmolLM2 (tied embeddings, theta 100000).
+and SmolLM2 (tied embeddings, theta 100000); and a reward model (`LlamaForSequenceClassification`
+with one label, Llama 3.1's shape) with its score at every position, for the PPO value model.
 """
 
 import pathlib
 
 import torch
 from safetensors.torch import save_file
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
 OUT = pathlib.Path(__file__).resolve().parent.parent / "learner" / "tests" / "fixtures" / "parity"
 
@@ -48,6 +49,19 @@ def main():
             logits = model(input_ids=ids).logits.float()
         save_file({"input_ids": ids, "logits": logits.contiguous()}, str(out / "expected.safetensors"))
         print(name, tuple(logits.shape), "->", out)
+
+    torch.manual_seed(1)
+    rm = LlamaForSequenceClassification(LlamaConfig(num_labels=1, pad_token_id=0, **SHAPES["llama31"])).eval()
+    with torch.no_grad():
+        for p in rm.parameters():
+            p.normal_(0.0, 0.2)
+    out = OUT / "rm"
+    rm.save_pretrained(out, safe_serialization=True)
+    ids = torch.tensor([[1, 5, 9, 2, 33, 7, 60, 12, 12, 40, 3, 4, 17, 25, 48, 63]])
+    with torch.no_grad():
+        scores = rm.score(rm.model(input_ids=ids).last_hidden_state).squeeze(-1).float()
+    save_file({"input_ids": ids, "scores": scores.contiguous()}, str(out / "expected.safetensors"))
+    print("rm", tuple(scores.shape), "->", out)
 
 
 if __name__ == "__main__":

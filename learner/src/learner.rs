@@ -186,6 +186,17 @@ impl Learner {
         Ok(())
     }
 
+    /// Attach a PPO value model loaded from a reward model's directory
+    /// (`LlamaForSequenceClassification` with one label: `model.*` and `score.weight`).
+    pub fn attach_critic_from(&mut self, reward_model: &Path) -> Result<()> {
+        self.critic = Some(Critic::from_reward_model(
+            reward_model,
+            self.config.device,
+            self.config.adamw,
+        )?);
+        Ok(())
+    }
+
     /// For each row of `batch`, aligned with its tokens: the frozen reference's log-probs at
     /// `temperature` (zeros without a reference) and the value model's estimates (zeros without
     /// one). What PPO needs to build per-token rewards and advantages.

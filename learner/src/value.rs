@@ -1,10 +1,15 @@
 //! The PPO value model (critic): a Llama trunk with a scalar head (`score.weight`, as Hugging
 //! Face's `LlamaForSequenceClassification`), its own AdamW, trained on PPO's clipped value loss.
-//! Without a reward model to start from it copies the policy's trunk and starts its head at
-//! zero, so its first estimates are 0.
+//! Tülu 3 starts it from the reward model's checkpoint ([`Critic::from_reward_model`], which may
+//! have another shape than the policy, as the 70B runs' 8B reward model); without one it copies
+//! the policy's trunk and starts its head at zero, so its first estimates are 0.
+
+use std::path::Path;
 
 use tch::nn::{Init, VarStore};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
+
+use crate::checkpoint;
 
 use crate::error::{LearnerError, Result};
 use crate::llama::{Config, Llama};
@@ -38,6 +43,21 @@ impl Critic {
             }
             Ok(())
         })?;
+        let params: std::collections::BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+        let opt = AdamW::new(params.into_iter().collect(), adamw);
+        Ok(Self { vs, trunk, head, opt })
+    }
+
+    /// A critic loaded from a reward model's Hugging Face directory (`config.json` and a
+    /// `model.safetensors` holding `model.*` and `score.weight`).
+    pub(crate) fn from_reward_model(dir: &Path, device: Device, adamw: AdamWConfig) -> Result<Self> {
+        let mut config = checkpoint::read_config(dir)?;
+        // The value model reads hidden states only: no LM head to allocate.
+        config.tie_word_embeddings = true;
+        let vs = VarStore::new(device);
+        let trunk = Llama::new(&vs.root(), &config);
+        let head = (vs.root() / "score").var("weight", &[1, config.hidden_size], Init::Const(0.0));
+        checkpoint::load_into(&vs, &checkpoint::read_weights(dir)?, dir)?;
         let params: std::collections::BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
         let opt = AdamW::new(params.into_iter().collect(), adamw);
         Ok(Self { vs, trunk, head, opt })

@@ -56,3 +56,53 @@ fn the_fixtures_are_not_trivial() {
     let spread: f64 = logits.std(true).double_value(&[]);
     assert!(spread > 0.1, "logits vary: std {spread}");
 }
+
+#[test]
+fn a_value_model_loaded_from_a_reward_model_scores_every_position_as_transformers() {
+    use rlvr_core::{PolicyBatch, PolicySample};
+    use rlvr_learner::optim::AdamWConfig;
+    use rlvr_learner::schedule::{Schedule, Shape};
+    use rlvr_learner::{Learner, LearnerConfig};
+
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity");
+    let cfg = LearnerConfig {
+        adamw: AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        },
+        schedule: Schedule {
+            peak: 1e-3,
+            warmup_steps: 0,
+            total_steps: 1,
+            shape: Shape::Constant,
+        },
+        max_grad_norm: None,
+        device: Device::Cpu,
+    };
+    // The policy (SmolLM2-shaped) and the reward model (Llama-3.1-shaped) differ, as 70B and 8B.
+    let mut learner = Learner::from_pretrained(&fixtures.join("smollm2"), cfg).unwrap();
+    learner.attach_critic_from(&fixtures.join("rm")).unwrap();
+    let expected = checkpoint::read_tensors(&fixtures.join("rm/expected.safetensors")).unwrap();
+    let get = |k: &str| expected.iter().find(|(n, _)| n == k).unwrap().1.shallow_clone();
+    let ids: Vec<i64> = Vec::try_from(get("input_ids").reshape([-1])).unwrap();
+    let scores: Vec<f32> = Vec::try_from(get("scores").reshape([-1])).unwrap();
+    // Prompt = the first 6 tokens, response = the other 10: the value of response token k is
+    // the score at position 5 + k.
+    let tokens: Vec<u32> = ids.iter().map(|&t| t as u32).collect();
+    let sample = PolicySample {
+        prompt_ids: tokens[..6].to_vec(),
+        response_ids: tokens[6..].to_vec(),
+        logprobs: vec![],
+        advantages: vec![],
+        returns: vec![],
+        values: vec![],
+    };
+    let batch = PolicyBatch::from_samples(&[sample], 0);
+    let (_, values) = learner.score(&batch, 1.0).unwrap();
+    for k in 0..10 {
+        let (got, want) = (values[k], scores[5 + k]);
+        assert!((got - want).abs() < 1e-4, "token {k}: {got} vs {want}");
+    }
+}

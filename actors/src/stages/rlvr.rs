@@ -60,6 +60,13 @@ pub fn check(stage: &Recipe) -> Result<()> {
     }
     single(stage, &stage.data.mix, "data.mix")?;
     single(stage, &stage.data.eval_mix, "data.eval_mix")?;
+    let rm = &rl.reward_model_path;
+    if rl.algorithm == RlAlgorithm::Ppo && !rm.is_empty() && !Path::new(rm).is_dir() {
+        bail!(
+            "stage `{}` is not available yet: rlvr.reward_model_path = {rm:?} is not a local directory (hub downloads arrive with the data work)",
+            stage.name
+        );
+    }
     Ok(())
 }
 
@@ -153,8 +160,11 @@ pub fn run(
         learner.freeze_reference()?;
     }
     let is_ppo = rl.algorithm == RlAlgorithm::Ppo;
-    if is_ppo {
+    if is_ppo && rl.reward_model_path.is_empty() {
         learner.attach_critic()?;
+    } else if is_ppo {
+        // Tülu 3: the value model starts as the reward model.
+        learner.attach_critic_from(Path::new(&rl.reward_model_path))?;
     }
     // Resume: the policy, its optimiser state and the loop's position from the newest
     // checkpoint; the engines start from its weights; the reference stays the stage's start.
