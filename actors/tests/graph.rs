@@ -197,7 +197,7 @@ async fn a_broadcast_reaches_every_worker_and_later_completions_carry_its_versio
     assert_eq!(stats(&pool).await.workers.len(), 3);
 }
 
-/// A verifier that never answers for responses containing "hang".
+/// A verifier that never answers for responses containing "hang" and panics on "boom".
 struct Hangs;
 
 impl Verifier for Hangs {
@@ -209,8 +209,9 @@ impl Verifier for Hangs {
     }
     fn verify(&self, response: &str, _truth: &Truth) -> Verdict {
         if response.contains("hang") {
-            std::thread::sleep(Duration::from_secs(3));
+            std::thread::sleep(Duration::from_secs(6));
         }
+        assert!(!response.contains("boom"), "the verifier broke");
         Verdict {
             score: 1.0,
             verified: true,
@@ -224,14 +225,15 @@ struct Verifiers;
 impl Spawner<VerifierWorker> for Verifiers {
     fn make(&self, _index: usize, pool: ActorRef<PoolMsg<VerifierWorker>>) -> (VerifierWorker, VerifyArgs) {
         let worker = VerifierWorker {
-            timeout: Duration::from_millis(200),
+            // Generous beside other tests' load; the hang lasts far longer.
+            timeout: Duration::from_secs(1),
         };
         (worker, VerifyArgs { pool })
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hanging_verifier_is_timed_out_and_scored_failed_with_a_reason() {
+async fn a_hanging_or_panicking_verifier_is_scored_failed_with_a_reason() {
     let args = PoolArgs {
         name: "verifier".into(),
         workers: 2,
@@ -246,7 +248,7 @@ async fn a_hanging_verifier_is_timed_out_and_scored_failed_with_a_reason() {
         VerifyJob {
             verifier: Arc::new(Hangs),
             truth: Arc::new(Truth::Text(String::new())),
-            responses: vec!["fine".into(), "hang here".into()],
+            responses: vec!["fine".into(), "boom".into(), "hang here".into()],
         },
         VerifyJob {
             truth: Arc::new(gsm8k.parse_truth("12").unwrap()),
@@ -257,11 +259,18 @@ async fn a_hanging_verifier_is_timed_out_and_scored_failed_with_a_reason() {
     let started = std::time::Instant::now();
     let out = ractor::call!(pool, PoolMsg::Run, jobs).unwrap();
     assert!(
-        started.elapsed() < Duration::from_secs(10),
+        started.elapsed() < Duration::from_secs(5),
         "the hang did not stall the step"
     );
     assert!(out[0][0].verified);
     assert!(!out[0][1].verified);
-    assert!(out[0][1].reason.contains("timed out"), "{}", out[0][1].reason);
+    assert!(out[0][1].reason.contains("panicked"), "{}", out[0][1].reason);
+    assert!(!out[0][2].verified);
+    assert!(out[0][2].reason.contains("timed out"), "{}", out[0][2].reason);
+    let s = stats(&pool).await;
+    assert_eq!(
+        s.restarts, 0,
+        "a panicking verifier call does not take its worker down"
+    );
     assert!(out[1][0].verified && !out[1][1].verified);
 }

@@ -1,6 +1,6 @@
 //! Verifier worker: scores responses with the verifiers crate, each call under a timeout. A
-//! verifier that hangs is abandoned on its thread and the response scored as failed with the
-//! reason, so one bad response cannot stall a step.
+//! verifier that hangs is abandoned on its thread, and one that panics is caught; either way the
+//! response is scored as failed with the reason, so one bad response cannot stall a step.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,17 +73,21 @@ impl Actor for VerifierWorker {
         for response in work.responses {
             let (verifier, truth) = (work.verifier.clone(), work.truth.clone());
             let call = tokio::task::spawn_blocking(move || verifier.verify(&response, &truth));
+            let name = work.verifier.name();
+            let failed = |reason: String| Verdict {
+                score: 0.0,
+                verified: false,
+                reason,
+            };
             output.push(match tokio::time::timeout(self.timeout, call).await {
-                Ok(verdict) => verdict?,
-                Err(_) => Verdict {
-                    score: 0.0,
-                    verified: false,
-                    reason: format!(
-                        "verifier `{}` timed out after {:.1}s",
-                        work.verifier.name(),
-                        self.timeout.as_secs_f64()
-                    ),
-                },
+                Ok(Ok(verdict)) => verdict,
+                // A verifier that panics on one response would panic again on a retry: score
+                // it failed, with the reason, instead of restarting the worker over it.
+                Ok(Err(panic)) => failed(format!("verifier `{name}` panicked: {panic}")),
+                Err(_) => failed(format!(
+                    "verifier `{name}` timed out after {:.1}s",
+                    self.timeout.as_secs_f64()
+                )),
             });
         }
         pool.send_message(PoolMsg::Done { job, output })?;
