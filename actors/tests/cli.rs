@@ -243,6 +243,28 @@ fn tiny_pretraining_runs_logs_and_learns() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Start `rlvr ARGS` and kill it as soon as `checkpoint` is complete (its trainer_state.json,
+/// written last, exists).
+fn kill_after(args: &[&str], checkpoint: &Path) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rlvr"))
+        .args(args)
+        .env("OMP_NUM_THREADS", "1")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let done = checkpoint.join("trainer_state.json");
+    let start = Instant::now();
+    while !done.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[test]
 fn a_killed_run_resumes_to_the_same_metrics() {
     let steps = "train.max_steps=200";
@@ -268,23 +290,7 @@ fn a_killed_run_resumes_to_the_same_metrics() {
         steps,
     ];
     args.extend(SMALL);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rlvr"))
-        .args(&args)
-        .env("OMP_NUM_THREADS", "1")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let ckpt = cut.join("checkpoints/tiny-arith-pretrain/step-10/trainer_state.json");
-    let start = Instant::now();
-    while !ckpt.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no checkpoint appeared"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_after(&args, &cut.join("checkpoints/tiny-arith-pretrain/step-10"));
     assert!(
         !cut.join("tiny-arith-pretrain/model.safetensors").exists(),
         "killed before the end"
@@ -562,23 +568,11 @@ fn kill_and_resume(name: &str, extra: &[&str]) -> PathBuf {
     let mut args = vec!["run", "tiny-arith-rlvr", "--out", cut.to_str().unwrap()];
     args.extend(RL_SMALL);
     args.extend(extra);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rlvr"))
-        .args(&args)
-        .env("OMP_NUM_THREADS", "1")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let ckpt = cut.join("checkpoints/tiny-arith-rlvr/step-4/trainer_state.json");
-    let start = Instant::now();
-    while !ckpt.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no checkpoint appeared"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_after(&args, &cut.join("checkpoints/tiny-arith-rlvr/step-4"));
+    assert!(
+        !cut.join("tiny-arith-rlvr/model.safetensors").exists(),
+        "killed before the end"
+    );
     let out = rlvr(&[
         "run",
         "tiny-arith-rlvr",
