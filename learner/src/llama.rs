@@ -1,9 +1,9 @@
 //! The Llama architecture (Llama 3.x and SmolLM2) on libtorch, with Hugging Face tensor names so
 //! checkpoints load and save as `model.safetensors` that `transformers` reads.
 //!
-//! Shape follows candle's `models/llama.rs`: a [`Config`] (in `config.rs`) read from `config.json`, RMSNorm,
-//! rotary embeddings (with Llama 3.1's `llama3` frequency scaling), grouped-query attention
-//! through `scaled_dot_product_attention`, and a SwiGLU MLP. [`Llama::hidden_shared`] (in
+//! Shape follows candle's `models/llama.rs`: a [`Config`] (in `config.rs`) read from
+//! `config.json`, RMSNorm, rotary embeddings (with Llama 3.1's `llama3` frequency scaling),
+//! grouped-query attention through `scaled_dot_product_attention`, and a SwiGLU MLP. [`Llama::hidden_shared`] (in
 //! `prefix.rs`) runs RL batches whose responses share prompts.
 
 mod config;
