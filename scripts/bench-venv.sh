@@ -11,3 +11,26 @@ bench_venv() {
   fi
   BENCH_PYTHON="$venv/bin/python"
 }
+
+# `ifeval_reference` puts Google's IFEval checks, as vendored in lm-evaluation-harness, into
+# $IFEVAL_REFERENCE (for PYTHONPATH) with their dependencies in the bench venv. The lm_eval
+# package itself imports torch and more; only its `lm_eval/tasks/ifeval` directory is taken out
+# of the wheel.
+ifeval_reference() {
+  bench_venv "langdetect, nltk, immutabledict, packaging" langdetect nltk immutabledict packaging
+  IFEVAL_REFERENCE="${RLVR_CACHE:-$HOME/.cache/rlvr}/ifeval-reference"
+  if [ ! -f "$IFEVAL_REFERENCE/lm_eval/tasks/ifeval/instructions.py" ]; then
+    mkdir -p "$IFEVAL_REFERENCE/wheel"
+    "$BENCH_PYTHON" -m pip download --quiet --no-deps lm_eval==0.4.13 -d "$IFEVAL_REFERENCE/wheel"
+    "$BENCH_PYTHON" - "$IFEVAL_REFERENCE" <<'PY'
+import glob, pathlib, sys, zipfile
+work = pathlib.Path(sys.argv[1])
+wheel = zipfile.ZipFile(glob.glob(str(work / "wheel" / "lm_eval-*.whl"))[0])
+for name in wheel.namelist():
+    if name.startswith("lm_eval/tasks/ifeval/"):
+        wheel.extract(name, work)
+for pkg in ["lm_eval", "lm_eval/tasks"]:
+    (work / pkg / "__init__.py").touch()
+PY
+  fi
+}

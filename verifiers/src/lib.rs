@@ -9,13 +9,16 @@
 //!   Unparseable responses are a [`Verdict`] with a reason, never an error or a panic.
 //! - Two [`Mode`]s: [`Mode::Tulu3`] reproduces the rules Tülu 3 trained with, defects included;
 //!   [`Mode::Default`] is correct.
-//! - [`Registry`]: verifiers by name (`gsm8k`, `math` alias `MATH`, `ifeval`), custom ones registered
+//! - [`Registry`]: verifiers by name (`gsm8k`, `math` alias `MATH`, `ifeval`,
+//!   `google_ifeval`), custom ones registered
 //!   beside them, dataset names remapped to verifiers.
 //! - [`PluginVerifier`]: a verifier in any language, as a process speaking JSON lines.
 //! - [`reward`]: Tülu 3's reward shaping (verified reward, non-stop penalty).
 
+mod google_ifeval;
 mod gsm8k;
 mod ifeval;
+mod language;
 mod math;
 mod math_eval;
 mod math_normalize;
@@ -25,6 +28,7 @@ mod registry;
 pub mod reward;
 mod text;
 
+pub use google_ifeval::{Following, GoogleIfEval, IfEvalPrompt, INSTRUCTION_IDS};
 pub use gsm8k::Gsm8k;
 pub use ifeval::{Constraint, IfEval};
 pub use math::Math;
@@ -52,6 +56,8 @@ pub enum Truth {
     Number(number::Rational),
     /// An instruction-following constraint.
     Constraint(Box<ifeval::Constraint>),
+    /// An IFEval benchmark prompt's instructions.
+    Instructions(Box<google_ifeval::IfEvalPrompt>),
     /// A MATH answer: the label and its normalised form.
     Math {
         /// The label as given.

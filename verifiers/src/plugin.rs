@@ -157,6 +157,7 @@ impl Verifier for PluginVerifier {
             Truth::Text(t) | Truth::Math { raw: t, .. } => t.clone(),
             Truth::Number(n) => n.to_string(),
             Truth::Constraint(c) => format!("{c:?}"),
+            Truth::Instructions(p) => format!("{p:?}"),
         };
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.1 += 1;

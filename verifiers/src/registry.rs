@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::{Gsm8k, IfEval, Math, Mode, Truth, Verdict, Verifier, VerifierError};
+use crate::{GoogleIfEval, Gsm8k, IfEval, Math, Mode, Truth, Verdict, Verifier, VerifierError};
 
 /// Named verifiers.
 #[derive(Clone)]
@@ -24,7 +24,7 @@ impl std::fmt::Debug for Registry {
 
 impl Registry {
     /// The built-in verifiers in `mode`: `gsm8k`, `math` (alias `MATH`, the dataset's spelling),
-    /// `ifeval` (the RLVR data's IF rows).
+    /// `ifeval` (the RLVR data's IF rows), `google_ifeval` (the IFEval benchmark's rows).
     pub fn new(mode: Mode) -> Self {
         let mut r = Self {
             verifiers: BTreeMap::new(),
@@ -33,6 +33,7 @@ impl Registry {
         r.register(Arc::new(Gsm8k::new(mode)));
         r.register(Arc::new(Math::new(mode)));
         r.register(Arc::new(IfEval::new(mode)));
+        r.register(Arc::new(GoogleIfEval));
         r.alias("MATH", "math");
         r
     }

@@ -19,10 +19,31 @@ const LABELS: [(&str, &str); 6] = [
     ("ifeval", r#"{"func_name": "verify_paragraph_count", "N": 2}"#),
 ];
 
+/// An IFEval benchmark row asking for all 25 instructions at once.
+const GOOGLE_IFEVAL: &str = r#"{"prompt": "p", "instruction_id_list": [
+  "keywords:existence", "keywords:frequency", "keywords:forbidden_words", "keywords:letter_frequency",
+  "language:response_language", "length_constraints:number_sentences",
+  "length_constraints:number_paragraphs", "length_constraints:number_words",
+  "length_constraints:nth_paragraph_first_word", "detectable_content:number_placeholders",
+  "detectable_content:postscript", "detectable_format:number_bullet_lists",
+  "detectable_format:constrained_response", "detectable_format:number_highlighted_sections",
+  "detectable_format:multiple_sections", "detectable_format:json_format", "detectable_format:title",
+  "combination:two_responses", "combination:repeat_prompt", "startend:end_checker",
+  "change_case:capital_word_frequency", "change_case:english_capital",
+  "change_case:english_lowercase", "punctuation:no_comma", "startend:quotation"],
+ "kwargs": [{"keywords": ["a", "(b"]}, {"keyword": "x", "frequency": 2, "relation": "at least"},
+  {"forbidden_words": ["no"]}, {"letter": "e", "let_frequency": 3, "let_relation": "less than"},
+  {"language": "de"}, {"num_sentences": 3, "relation": "at least"}, {"num_paragraphs": 2},
+  {"num_words": 5, "relation": "less than"},
+  {"num_paragraphs": 3, "nth_paragraph": 2, "first_word": "so"}, {"num_placeholders": 1},
+  {"postscript_marker": "P.S."}, {"num_bullets": 2}, {}, {"num_highlights": 2},
+  {"section_spliter": "SECTION", "num_sections": 2}, {}, {}, {}, {"prompt_to_repeat": "p"},
+  {"end_phrase": "bye"}, {"capital_frequency": 2, "capital_relation": "less than"}, {}, {}, {}, {}]}"#;
+
 fn all_verdicts(response: &str) {
     for mode in [Mode::Default, Mode::Tulu3] {
         let reg = Registry::new(mode);
-        for (name, label) in LABELS {
+        for (name, label) in LABELS.into_iter().chain([("google_ifeval", GOOGLE_IFEVAL)]) {
             let v = reg.verify(name, response, label).unwrap();
             assert!(v.score == 0.0 || v.score == 1.0);
         }

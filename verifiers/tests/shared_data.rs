@@ -85,3 +85,24 @@ fn the_rlvr_sample_routes_every_row_and_its_labels_parse() {
         assert_eq!(routed, want);
     }
 }
+
+#[test]
+fn every_ifeval_benchmark_prompt_parses_with_all_25_instruction_ids() {
+    let data = rows("ifeval/input_data.jsonl");
+    assert_eq!(data.len(), 541);
+    let reg = Registry::new(Mode::Default);
+    let mut ids = std::collections::BTreeSet::new();
+    for row in &data {
+        let key = &row["key"];
+        let prompt = rlvr_verifiers::IfEvalPrompt::from_row(row).unwrap_or_else(|e| panic!("key {key}: {e}"));
+        ids.extend(prompt.instruction_ids().iter().cloned());
+        // The row itself is the label of the `google_ifeval` verifier.
+        reg.parse_truth("google_ifeval", &row.to_string())
+            .unwrap_or_else(|e| panic!("key {key}: {e}"));
+    }
+    let all: std::collections::BTreeSet<String> = rlvr_verifiers::INSTRUCTION_IDS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(ids, all);
+}
