@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Verifier throughput of `rlvr verify` against the Python references on the same inputs, side by
 # side in one session: GSM8K test solutions (x10) with Tülu 3's rule, MATH-500 reference
-# solutions with HF math-verify, single-threaded on both sides; rlvr also on 2 threads.
-# Needs ../shared/data.
+# solutions with HF math-verify, and the 1,082 IFEval fixture responses (x5; prompts asking for a
+# sentence count or capital-word count left out: the reference needs NLTK's punkt model, which
+# is downloaded from GitHub) with Google's IFEval checks; single-threaded on both sides, rlvr
+# also on 2 threads. Needs ../shared/data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 source scripts/bench-venv.sh
 bench_venv math_verify math-verify
+ifeval_reference
 make --no-print-directory build >/dev/null
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -25,12 +28,27 @@ with open(f"{work}/math.jsonl", "w") as f:
     for l in open(f"{data}/math/test500.jsonl"):
         r = json.loads(l)
         f.write(json.dumps({"dataset": "MATH", "response": r["solution"], "ground_truth": r["answer"]}) + "\n")
+prompts = {}
+for l in open(f"{data}/ifeval/input_data.jsonl"):
+    r = json.loads(l)
+    if not {"length_constraints:number_sentences", "change_case:capital_word_frequency"} & set(r["instruction_id_list"]):
+        prompts[r["key"]] = {k: r[k] for k in ["prompt", "instruction_id_list", "kwargs"]}
+with open(f"{work}/ifeval.jsonl", "w") as f:
+    for _ in range(5):
+        for l in open("verifiers/tests/fixtures/ifeval/reference.jsonl"):
+            r = json.loads(l)
+            if r["key"] in prompts:
+                f.write(json.dumps({"dataset": "google_ifeval", "response": r["response"],
+                                    "ground_truth": json.dumps(prompts[r["key"]])}) + "\n")
 PY
-cat "$WORK/gsm8k.jsonl" "$WORK/math.jsonl" > "$WORK/all.jsonl"
+cat "$WORK/gsm8k.jsonl" "$WORK/math.jsonl" "$WORK/ifeval.jsonl" > "$WORK/all.jsonl"
 for mode in tulu3 default; do
   for threads in 1 2; do
     echo "rlvr ($mode, $threads thread(s)):"
     "$CARGO_TARGET_DIR/release/rlvr" bench verify --mode $mode --threads $threads --input "$WORK/all.jsonl"
   done
 done
-echo "python: $(OMP_NUM_THREADS=1 "$BENCH_PYTHON" benches/verify_reference.py "$WORK/all.jsonl")"
+# The reference logs every text langdetect cannot place; keep stderr for failures only.
+py=$(OMP_NUM_THREADS=1 PYTHONPATH="$IFEVAL_REFERENCE" "$BENCH_PYTHON" benches/verify_reference.py "$WORK/all.jsonl" 2>"$WORK/py.err") \
+  || { cat "$WORK/py.err"; exit 1; }
+echo "python: $py"

@@ -1,5 +1,7 @@
 //! `rlvr verify`: score a JSONL file of responses with the verifiers, one verdict per line, in
-//! order; a bad line gets an error object and the rest are still scored.
+//! order; a bad line gets an error object and the rest are still scored. IFEval benchmark rows
+//! (`google_ifeval`) also get per-instruction `strict` and `loose` results and, on stderr, the
+//! benchmark's four accuracies.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -7,13 +9,14 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use rlvr_verifiers::{Mode, PluginVerifier, Registry};
+use rlvr_verifiers::{Following, GoogleIfEval, IfEvalPrompt, Mode, PluginVerifier, Registry, Verifier};
 use serde_json::{json, Value};
 
 /// Arguments of `rlvr verify`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// JSONL input: per line `dataset` (the verifier), `response`, `ground_truth`.
+    /// JSONL input: per line `dataset` (the verifier), `response`, `ground_truth`; for
+    /// `google_ifeval`, `instruction_id_list`, `kwargs` and `prompt` instead of `ground_truth`.
     #[arg(long)]
     pub input: PathBuf,
     /// `default` (correct) or `tulu3` (the Tülu 3 release's rules, defects included).
@@ -49,6 +52,41 @@ fn field<'a>(row: &'a Value, name: &str, line: usize) -> Result<&'a str, String>
         )),
         None => Err(format!("line {line}: missing field `{name}`")),
     }
+}
+
+/// IFEval's four accuracies: prompt- and instruction-level, strict and loose.
+#[derive(Default)]
+struct IfEvalTotals {
+    prompts: usize,
+    prompts_strict: usize,
+    prompts_loose: usize,
+    instructions: usize,
+    instructions_strict: usize,
+    instructions_loose: usize,
+}
+
+impl IfEvalTotals {
+    fn add(&mut self, f: &Following) {
+        let count = |v: &[bool]| v.iter().filter(|b| **b).count();
+        self.prompts += 1;
+        self.prompts_strict += usize::from(f.strict.iter().all(|b| *b));
+        self.prompts_loose += usize::from(f.loose.iter().all(|b| *b));
+        self.instructions += f.strict.len();
+        self.instructions_strict += count(&f.strict);
+        self.instructions_loose += count(&f.loose);
+    }
+}
+
+/// The IFEval label of a `google_ifeval` line: its `ground_truth` (the row as JSON text) when
+/// present, else the line's own `instruction_id_list`, `kwargs` and `prompt`.
+fn ifeval_prompt(row: &Value, line: usize) -> Result<IfEvalPrompt, String> {
+    let parsed = match row.get("ground_truth") {
+        Some(Value::String(raw)) => serde_json::from_str(raw)
+            .map_err(|e| format!("field `ground_truth`: not JSON: {e}"))
+            .and_then(|label| IfEvalPrompt::from_row(&label)),
+        _ => IfEvalPrompt::from_row(row),
+    };
+    parsed.map_err(|e| format!("line {line}: {e}"))
 }
 
 impl From<ModeArg> for Mode {
@@ -87,6 +125,7 @@ pub fn run(args: &Args) -> Result<()> {
     let started = Instant::now();
     let mut counts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut errors = 0u64;
+    let mut ifeval = IfEvalTotals::default();
     let mut reader = BufReader::new(file);
     let mut bytes = Vec::new();
     for n in 1.. {
@@ -106,18 +145,29 @@ pub fn run(args: &Args) -> Result<()> {
             .and_then(|row| {
                 let dataset = field(&row, "dataset", n)?;
                 let response = field(&row, "response", n)?;
+                let verifier = registry.get(dataset).map_err(|e| format!("line {n}: {e}"))?;
+                if verifier.name() == GoogleIfEval.name() {
+                    let (verdict, following) = GoogleIfEval.judge(response, &ifeval_prompt(&row, n)?);
+                    return Ok((dataset.to_string(), verdict, Some(following)));
+                }
                 let truth = field(&row, "ground_truth", n)?;
                 let verdict = registry
                     .verify(dataset, response, truth)
                     .map_err(|e| format!("line {n}: {e}"))?;
-                Ok((dataset.to_string(), verdict))
+                Ok((dataset.to_string(), verdict, None))
             });
         let record = match result {
-            Ok((dataset, v)) => {
+            Ok((dataset, v, following)) => {
                 let c = counts.entry(dataset).or_default();
                 c.0 += 1;
                 c.1 += u64::from(v.verified);
-                json!({"verified": v.verified, "score": v.score, "reason": v.reason})
+                let mut record = json!({"verified": v.verified, "score": v.score, "reason": v.reason});
+                if let Some(f) = following {
+                    ifeval.add(&f);
+                    record["strict"] = json!(f.strict);
+                    record["loose"] = json!(f.loose);
+                }
+                record
             }
             Err(message) => {
                 errors += 1;
@@ -131,6 +181,16 @@ pub fn run(args: &Args) -> Result<()> {
     let total: u64 = counts.values().map(|c| c.0).sum();
     for (name, (n, ok)) in &counts {
         eprintln!("{name}: {ok}/{n} verified");
+    }
+    if ifeval.prompts > 0 {
+        let frac = |a: usize, b: usize| a as f64 / b.max(1) as f64;
+        eprintln!(
+            "IFEval: prompt-level strict {:.4} loose {:.4}, instruction-level strict {:.4} loose {:.4}",
+            frac(ifeval.prompts_strict, ifeval.prompts),
+            frac(ifeval.prompts_loose, ifeval.prompts),
+            frac(ifeval.instructions_strict, ifeval.instructions),
+            frac(ifeval.instructions_loose, ifeval.instructions),
+        );
     }
     eprintln!(
         "{total} scored, {errors} bad lines, {:.3} s ({:.0} answers/s)",
