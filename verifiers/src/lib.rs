@@ -26,6 +26,7 @@ mod number;
 mod plugin;
 mod registry;
 pub mod reward;
+mod surd;
 mod text;
 
 pub use google_ifeval::{Following, GoogleIfEval, IfEvalPrompt, INSTRUCTION_IDS};

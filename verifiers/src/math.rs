@@ -11,10 +11,12 @@
 //!
 //! **Default mode** is correct where the string rules are not: after normalising (spacing,
 //! `\left`/`\right`, `\dfrac`, `^\circ`, `\%`, `\text{}` units, `x = ...`), answers are equal
-//! when their strings agree, when both are exact rationals that agree (`0.5`, `\frac{1}{2}`,
-//! `1/2`, `50\%` against `50`, `2\frac{1}{3}`, `1.5\times10^{3}`), or when both evaluate to the
-//! same real number within 1e-9 relative (radicals and `\pi`: `\frac{\sqrt{3}}{2}` equals
-//! `\frac12\sqrt3`). Tuples and intervals compare element by element with their brackets, sets
+//! when their strings agree, when both are exact and agree — rationals (`0.5`, `\frac{1}{2}`,
+//! `1/2`, `50\%` against `50`, `2\frac{1}{3}`, `1.5\times10^{3}`) and sums of square roots in
+//! canonical form (`\frac{\sqrt{3}}{2}` equals `\frac12\sqrt3`, `\frac{1}{1+\sqrt2}` equals
+//! `\sqrt2-1`; see `surd.rs`) — or, when either side is not exact (`\pi`, cube roots, nested
+//! radicals), when both evaluate to the same real number within 1e-9 relative. An exact answer
+//! never equals a decimal approximation of it (`1.4142` is not `\sqrt{2}`). Tuples and intervals compare element by element with their brackets, sets
 //! (`\{...\}` or bare comma lists) as unordered collections, matrices (`pmatrix`, `bmatrix`)
 //! entry by entry, and multiple-choice letters (`(B)`, `\text{B}`) by letter.
 //!
@@ -314,6 +316,13 @@ mod tests {
             ("\\text{(B)}", "B"),
             ("1,000", "1000"),
             ("-\\frac{1}{2}", "-0.5"),
+            ("\\frac{1}{1+\\sqrt{2}}", "\\sqrt{2}-1"),
+            ("\\frac{\\sqrt{6}}{\\sqrt{3}}", "\\sqrt2"),
+            ("2^{1/2}", "\\sqrt{2}"),
+            ("\\sqrt{8}+\\sqrt{18}", "5\\sqrt{2}"),
+            ("(\\sqrt{2}+\\sqrt{3})^2", "5+2\\sqrt{6}"),
+            ("\\sqrt[3]{8}", "2"),
+            ("\\frac{\\pi}{\\sqrt{2}}", "\\frac{\\sqrt{2}\\pi}{2}"),
         ] {
             assert!(equivalent(answer, label), "{answer} vs {label}");
         }
@@ -323,6 +332,9 @@ mod tests {
             ("\\frac{1}{3}", "0.33"),
             ("x+1", "x+2"),
             ("(A)", "B"),
+            // Within 1e-21 of each other: only exact arithmetic tells them apart.
+            ("\\sqrt{10000000001}", "100000+\\frac{1}{200000}"),
+            ("\\sqrt{2}", "1.41421356237309505"),
         ] {
             assert!(!equivalent(answer, label), "{answer} vs {label}");
         }

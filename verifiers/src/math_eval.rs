@@ -1,40 +1,38 @@
 //! Numeric LaTeX for answer comparison: a small evaluator of numbers, `+ - * /`, implicit
 //! products, `^`, `\\frac{}{}`, `\\sqrt{}`, `\\sqrt[n]{}`, `\\pi` and brackets. Values stay exact
-//! rationals while only rational arithmetic is needed, and become reals (f64) otherwise.
+//! ([`Surd`]: rationals and sums of square roots) while only that arithmetic is needed, and
+//! become reals (f64) otherwise (`\\pi`, cube roots, nested radicals, overflow).
 
 use crate::math::MAX_DEPTH;
 use crate::number::Rational;
+use crate::surd::Surd;
 
-/// A number: exact while only rational arithmetic was needed.
-#[derive(Debug, Clone, Copy)]
+/// A number: exact while only rational arithmetic and square roots were needed.
+#[derive(Debug, Clone)]
 pub(crate) enum Value {
-    Exact(Rational),
+    Exact(Surd),
     Real(f64),
 }
 
 impl Value {
-    pub(crate) fn to_f64(self) -> f64 {
+    pub(crate) fn to_f64(&self) -> f64 {
         match self {
-            Value::Real(x) => x,
-            Value::Exact(r) => {
-                let s = r.to_string();
-                match s.split_once('/') {
-                    Some((n, d)) => {
-                        n.parse::<f64>().unwrap_or(f64::NAN) / d.parse::<f64>().unwrap_or(f64::NAN)
-                    }
-                    None => s.parse().unwrap_or(f64::NAN),
-                }
-            }
+            Value::Real(x) => *x,
+            Value::Exact(s) => s.to_f64(),
         }
+    }
+
+    fn rational(q: Rational) -> Self {
+        Value::Exact(Surd::rational(q))
     }
 
     fn combine(
         self,
         other: Value,
-        exact: impl Fn(Rational, Rational) -> Option<Rational>,
+        exact: impl Fn(&Surd, &Surd) -> Option<Surd>,
         real: impl Fn(f64, f64) -> f64,
     ) -> Value {
-        if let (Value::Exact(a), Value::Exact(b)) = (self, other) {
+        if let (Value::Exact(a), Value::Exact(b)) = (&self, &other) {
             if let Some(r) = exact(a, b) {
                 return Value::Exact(r);
             }
@@ -86,9 +84,9 @@ impl<'a> Eval<'a> {
         let mut v = self.term()?;
         loop {
             if self.eat("+") {
-                v = v.combine(self.term()?, Rational::add, |a, b| a + b);
+                v = v.combine(self.term()?, Surd::add, |a, b| a + b);
             } else if self.eat("-") {
-                v = v.combine(self.term()?, |a, b| a.add(b.neg()), |a, b| a - b);
+                v = v.combine(self.term()?, |a, b| a.add(&b.neg()), |a, b| a - b);
             } else {
                 break;
             }
@@ -101,15 +99,15 @@ impl<'a> Eval<'a> {
         let mut v = self.unary()?;
         loop {
             if self.eat("*") {
-                v = v.combine(self.unary()?, mul, |a, b| a * b);
+                v = v.combine(self.unary()?, Surd::mul, |a, b| a * b);
             } else if self.eat("/") {
-                v = v.combine(self.unary()?, Rational::div, |a, b| a / b);
+                v = v.combine(self.unary()?, divide, |a, b| a / b);
             } else if matches!(self.peek(), Some(b'0'..=b'9' | b'(' | b'{' | b'\\'))
                 && !self.s[self.i..].starts_with(b"\\end")
             {
                 // Implicit product: `2\sqrt{3}`, `3\pi`, `2(4)`; a digit after `\frac{..}{..}`
                 // is a mixed number's whole part only before the fraction (handled in `atom`).
-                v = v.combine(self.power()?, mul, |a, b| a * b);
+                v = v.combine(self.power()?, Surd::mul, |a, b| a * b);
             } else {
                 break;
             }
@@ -123,7 +121,7 @@ impl<'a> Eval<'a> {
             let v = self.unary()?;
             self.depth -= 1;
             return Some(match v {
-                Value::Exact(r) => Value::Exact(r.neg()),
+                Value::Exact(s) => Value::Exact(s.neg()),
                 Value::Real(x) => Value::Real(-x),
             });
         }
@@ -164,7 +162,7 @@ impl<'a> Eval<'a> {
             self.i += 1;
         }
         let text = std::str::from_utf8(&self.s[start..self.i]).ok()?;
-        Rational::parse_decimal(text).map(Value::Exact)
+        Rational::parse_decimal(text).map(Value::rational)
     }
 
     fn number(&mut self) -> Option<Value> {
@@ -177,9 +175,9 @@ impl<'a> Eval<'a> {
         // A mixed number: `2\frac{1}{3}` is 2 + 1/3.
         if self.s[self.i..].starts_with(b"\\frac") && !text.contains('.') {
             let frac = self.atom()?;
-            return Some(Value::Exact(n).combine(frac, Rational::add, |a, b| a + b));
+            return Some(Value::rational(n).combine(frac, Surd::add, |a, b| a + b));
         }
-        Some(Value::Exact(n))
+        Some(Value::rational(n))
     }
 
     fn atom(&mut self) -> Option<Value> {
@@ -190,7 +188,7 @@ impl<'a> Eval<'a> {
             _ if self.eat("\\frac") => {
                 let n = self.group()?;
                 let d = self.group()?;
-                Some(n.combine(d, Rational::div, |a, b| a / b))
+                Some(n.combine(d, divide, |a, b| a / b))
             }
             _ if self.eat("\\sqrt") => {
                 let index = if self.peek() == Some(b'[') {
@@ -213,51 +211,46 @@ impl<'a> Eval<'a> {
     }
 }
 
-fn mul(a: Rational, b: Rational) -> Option<Rational> {
-    let (x, y) = (a.to_string(), b.to_string());
-    let parse = |s: &str| -> Option<(i128, i128)> {
-        match s.split_once('/') {
-            Some((n, d)) => Some((n.parse().ok()?, d.parse().ok()?)),
-            None => Some((s.parse().ok()?, 1)),
-        }
-    };
-    let ((an, ad), (bn, bd)) = (parse(&x)?, parse(&y)?);
-    Rational::new(an.checked_mul(bn)?, ad.checked_mul(bd)?)
+fn divide(a: &Surd, b: &Surd) -> Option<Surd> {
+    a.mul(&b.recip()?)
 }
 
+/// `base ^ exp`, exact for an integer exponent, or a half-integer one on a rational base.
 fn pow(base: Value, exp: Value) -> Value {
-    if let (Value::Exact(b), Value::Exact(e)) = (base, exp) {
-        if let Ok(k) = e.to_string().parse::<i32>() {
-            if k.unsigned_abs() <= 64 {
-                let mut acc = Some(Rational::int(1));
-                for _ in 0..k.unsigned_abs() {
-                    acc = acc.and_then(|a| mul(a, b));
-                }
-                let acc = if k < 0 {
-                    acc.and_then(|a| Rational::int(1).div(a))
-                } else {
-                    acc
-                };
-                if let Some(r) = acc {
-                    return Value::Exact(r);
-                }
-            }
+    if let (Value::Exact(b), Value::Exact(e)) = (&base, &exp) {
+        let (num, den) = e.as_rational().map_or((0, 0), Rational::parts);
+        let exact = match (i64::try_from(num), den) {
+            (Ok(k), 1) => b.pow(k),
+            (Ok(k), 2) => b.sqrt().and_then(|r| r.pow(k)),
+            _ => None,
+        };
+        if let Some(v) = exact {
+            return Value::Exact(v);
         }
     }
     Value::Real(base.to_f64().powf(exp.to_f64()))
 }
 
 fn root(x: Value, index: f64) -> Value {
+    if let Value::Exact(s) = &x {
+        if index == 2.0 {
+            if let Some(r) = s.sqrt() {
+                return Value::Exact(r);
+            }
+        }
+    }
     let v = x.to_f64();
     let r = if index == 2.0 {
         v.sqrt()
     } else {
         v.signum() * v.abs().powf(1.0 / index)
     };
-    // Perfect roots stay exact: \sqrt{16} = 4.
+    // Perfect roots of rationals stay exact: \sqrt[3]{8} = 2.
     if r.fract() == 0.0 && r.abs() < 1e15 {
-        if let Value::Exact(_) = x {
-            return Value::Exact(Rational::int(r as i128));
+        if let Value::Exact(s) = &x {
+            if s.as_rational().is_some() {
+                return Value::rational(Rational::int(r as i128));
+            }
         }
     }
     Value::Real(r)

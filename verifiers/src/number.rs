@@ -49,6 +49,21 @@ impl Rational {
         Self::new(num, self.den.checked_mul(other.den)?)
     }
 
+    /// `self * other`.
+    pub fn mul(self, other: Self) -> Option<Self> {
+        Self::new(self.num.checked_mul(other.num)?, self.den.checked_mul(other.den)?)
+    }
+
+    /// The numerator (carrying the sign) and the positive denominator, reduced.
+    pub fn parts(self) -> (i128, i128) {
+        (self.num, self.den)
+    }
+
+    /// The nearest `f64`.
+    pub fn to_f64(self) -> f64 {
+        self.num as f64 / self.den as f64
+    }
+
     /// Negation.
     pub fn neg(self) -> Self {
         Self {
