@@ -388,6 +388,40 @@ fn verify_scores_each_line_in_order_and_reports_bad_ones() {
 }
 
 #[test]
+fn verify_reports_ifeval_strict_and_loose_results_and_accuracies() {
+    let dir = tmp("verify-ifeval");
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("in.jsonl");
+    let lines = [
+        // Followed loosely only: the chatty first line has a comma.
+        r#"{"dataset": "google_ifeval", "prompt": "p", "response": "Sure, here:\nno commas at all", "instruction_id_list": ["punctuation:no_comma", "keywords:existence"], "kwargs": [{}, {"keywords": ["commas"]}]}"#,
+        r#"{"dataset": "google_ifeval", "response": "x", "instruction_id_list": ["keywords:frequency"], "kwargs": [{"keyword": "a", "frequency": 2}]}"#,
+    ];
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let out = rlvr(&["verify", "--input", input.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(v[0]["strict"], serde_json::json!([false, true]));
+    assert_eq!(v[0]["loose"], serde_json::json!([true, true]));
+    assert_eq!(v[0]["verified"], false);
+    assert_eq!(
+        v[1]["error"],
+        "line 2: instruction 0: keywords:frequency needs `relation`"
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "IFEval: prompt-level strict 0.0000 loose 1.0000, instruction-level strict 0.5000 loose 1.0000"
+        ),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn the_tiny_arith_pipeline_hands_the_model_on_and_the_rlvr_stage_runs_its_actor_graph() {
     let dir = tmp("pipeline");
     let out_dir = dir.join("run");
