@@ -10,7 +10,8 @@
 //! sentences are counted with our sentence splitter where the reference used NLTK's trained
 //! `punkt` model; `change_case:capital_word_frequency` tokenises words with a regex that splits
 //! contractions like NLTK's `word_tokenize` but not its other rules; languages are detected with
-//! `whatlang` instead of `langdetect`. `whatlang` has no Swahili profile: text it reliably places
+//! `whatlang` instead of `langdetect`, choosing among the languages IFEval asks for (so Dutch
+//! may pass for German). `whatlang` has no Swahili profile: text it reliably places
 //! in another IFEval language fails a Swahili instruction, anything else counts as followed (the
 //! reference's rule for text `langdetect` cannot place). `langdetect`'s profiles are
 //! case-sensitive, so the reference fails some ALL-CAPS English that we pass. Where the reference

@@ -30,7 +30,10 @@ fn gcd(mut a: u128, mut b: u128) -> u128 {
 }
 
 fn smallest_prime_factor(m: u128) -> u128 {
-    (2..).take_while(|p| p * p <= m).find(|p| m.is_multiple_of(*p)).unwrap_or(m)
+    (2..)
+        .take_while(|p| p * p <= m)
+        .find(|p| m.is_multiple_of(*p))
+        .unwrap_or(m)
 }
 
 /// `x = s²·f` with `f` square-free, for `x ≤ MAX_RADICAND`.
