@@ -124,14 +124,84 @@ fn number_words(text: &str) -> Option<Rational> {
     seen.then(|| Rational::int(total))
 }
 
+/// The release's prediction: the last match of `[-+]?\d*\.\d+|\d+` after
+/// `re.sub(r"(\d),(\d)", r"\1\2", response)`, or the whole (joined) response when there is none.
+/// A byte scanner equal to those two regexes (a property test checks it), which it leaves to the
+/// regexes when the text holds non-ASCII digits (Python's `\d` is any Unicode decimal digit).
+fn tulu3_prediction(response: &str) -> std::borrow::Cow<'_, str> {
+    if response.chars().any(|c| !c.is_ascii() && c.is_numeric()) {
+        return tulu3_prediction_regex(response);
+    }
+    let b = response.as_bytes();
+    let digit = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
+    // Non-overlapping, leftmost `d,d` pairs lose their comma.
+    let joined: std::borrow::Cow<'_, [u8]> = if b.contains(&b',') {
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            if digit(i) && b.get(i + 1) == Some(&b',') && digit(i + 2) {
+                out.extend([b[i], b[i + 2]]);
+                i += 3;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        out.into()
+    } else {
+        b.into()
+    };
+    let j = &joined[..];
+    let digits_from = |mut k: usize| {
+        while j.get(k).is_some_and(u8::is_ascii_digit) {
+            k += 1;
+        }
+        k
+    };
+    let (mut last, mut i) = (None, 0);
+    while i < j.len() {
+        // First alternative: optional sign, digits, a dot, at least one digit.
+        let unsigned = i + usize::from(matches!(j[i], b'-' | b'+'));
+        let dot = digits_from(unsigned);
+        let end = if j.get(dot) == Some(&b'.') && digits_from(dot + 1) > dot + 1 {
+            Some(digits_from(dot + 1))
+        } else if j[i].is_ascii_digit() {
+            Some(digits_from(i))
+        } else {
+            None
+        };
+        match end {
+            Some(end) => {
+                last = Some((i, end));
+                i = end;
+            }
+            None => i += 1,
+        }
+    }
+    // Both cuts fall on ASCII bytes, so they are character boundaries.
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    match last {
+        Some((start, end)) => text(&j[start..end]).into(),
+        None => match joined {
+            std::borrow::Cow::Borrowed(_) => response.into(),
+            std::borrow::Cow::Owned(v) => text(&v).into(),
+        },
+    }
+}
+
+/// [`tulu3_prediction`] with the release's two regexes.
+fn tulu3_prediction_regex(response: &str) -> std::borrow::Cow<'_, str> {
+    let joined = TULU_COMMA.replace_all(response, "$1$2");
+    match TULU_NUMBER.find_iter(&joined).last() {
+        Some(m) => m.as_str().to_string().into(),
+        None => joined,
+    }
+}
+
 impl Gsm8k {
     fn verify_tulu3(response: &str, truth: &str) -> Verdict {
         let response = tulu3_response(response);
-        let joined = TULU_COMMA.replace_all(response, "$1$2");
-        let prediction = TULU_NUMBER
-            .find_iter(&joined)
-            .last()
-            .map_or(joined.as_ref(), |m| m.as_str());
+        let prediction = tulu3_prediction(response);
         let ok = prediction.to_lowercase() == truth.to_lowercase();
         verdict(ok, format!("tulu3: extracted {prediction:?}, label {truth:?}"))
     }
@@ -187,6 +257,14 @@ impl Verifier for Gsm8k {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 4096, ..Default::default() })]
+        #[test]
+        fn tulu3_scanner_equals_the_release_regexes(s in "[0-9,.+ a-z\\-٣]{0,40}") {
+            proptest::prop_assert_eq!(tulu3_prediction(&s), tulu3_prediction_regex(&s));
+        }
+    }
 
     fn check(mode: Mode, response: &str, truth: &str) -> bool {
         let v = Gsm8k::new(mode);
