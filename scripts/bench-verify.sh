@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Verifier throughput of `rlvr verify` against the Python references on the same inputs, side by
 # side in one session: GSM8K test solutions (x10) with Tülu 3's rule, MATH-500 reference
-# solutions with HF math-verify, and the 1,082 IFEval fixture responses (x5; prompts asking for a
+# solutions with HF math-verify, edited GSM8K solutions as responses to the 100 IF rows of the
+# RLVR sample (x10 responses, x5) with the Tülu 3 IF functions, the 1,082 IFEval fixture
+# responses (x5; prompts asking for a
 # sentence count or capital-word count left out: the reference needs NLTK's punkt model, which
 # is downloaded from GitHub) with Google's IFEval checks; single-threaded on both sides, rlvr
 # also on 2 threads. Needs ../shared/data.
@@ -28,6 +30,23 @@ with open(f"{work}/math.jsonl", "w") as f:
     for l in open(f"{data}/math/test500.jsonl"):
         r = json.loads(l)
         f.write(json.dumps({"dataset": "MATH", "response": r["solution"], "ground_truth": r["answer"]}) + "\n")
+import random
+rng = random.Random(0)
+answers = [json.loads(l)["answer"] for l in open(f"{data}/gsm8k/test.jsonl")]
+edits = [str.upper, str.lower, lambda t: t.replace(",", ""), lambda t: '"' + t + '"',
+         lambda t: "<<A title>>\n" + t, lambda t: t + "\nP.S. " + rng.choice(answers),
+         lambda t: t.replace("\n", "\n\n"), lambda t: t.replace("\n", "\n* * *\n"),
+         lambda t: "\n".join("* " + l for l in t.split("\n")), lambda t: t + "\n******\n" + rng.choice(answers),
+         lambda t: "Section 1\n" + t + "\nSection 2\n" + rng.choice(answers), lambda t: t.replace(" ", " *x* ", 2)]
+with open(f"{work}/if.jsonl", "w") as f:
+    rows = [json.loads(l) for l in open(f"{data}/rlvr/sample.jsonl")]
+    for _ in range(5):
+        for r in (r for r in rows if r["dataset"] == "ifeval"):
+            for _ in range(10):
+                text = rng.choice(answers)
+                for edit in rng.sample(edits, rng.randrange(4)):
+                    text = edit(text)
+                f.write(json.dumps({"dataset": "ifeval", "response": text, "ground_truth": r["ground_truth"]}) + "\n")
 prompts = {}
 for l in open(f"{data}/ifeval/input_data.jsonl"):
     r = json.loads(l)
@@ -41,7 +60,7 @@ with open(f"{work}/ifeval.jsonl", "w") as f:
                 f.write(json.dumps({"dataset": "google_ifeval", "response": r["response"],
                                     "ground_truth": json.dumps(prompts[r["key"]])}) + "\n")
 PY
-cat "$WORK/gsm8k.jsonl" "$WORK/math.jsonl" "$WORK/ifeval.jsonl" > "$WORK/all.jsonl"
+cat "$WORK/gsm8k.jsonl" "$WORK/math.jsonl" "$WORK/if.jsonl" "$WORK/ifeval.jsonl" > "$WORK/all.jsonl"
 for mode in tulu3 default; do
   for threads in 1 2; do
     echo "rlvr ($mode, $threads thread(s)):"

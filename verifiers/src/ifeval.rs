@@ -17,7 +17,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::Value;
 
-use crate::text::{python_lines, round_half_even, sentences, tulu3_sentences};
+use crate::text::{python_lines, round_half_even, sentences, tulu3_sentences, words};
 use crate::{tulu3_response, verdict, Mode, Truth, TruthError, Verdict, Verifier};
 
 /// The IF verifier.
@@ -165,8 +165,6 @@ impl Constraint {
     }
 }
 
-static WORD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b\w+\b").expect("valid regex"));
-static CAPITAL_WORD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b[A-Z]+\b").expect("valid regex"));
 static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\[(.*?)\]").expect("valid regex"));
 static TITLE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"<<(.*?)>>").expect("valid regex"));
 static HIGHLIGHT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\*(.*?)\*").expect("valid regex"));
@@ -198,7 +196,7 @@ impl IfEval {
             }
             Func::KeywordFrequency => {
                 let (t, w) = (lower(), s("word").to_lowercase());
-                let count = WORD.find_iter(&t).filter(|m| m.as_str() == w).count() as i64;
+                let count = words(&t).filter(|m| *m == w).count() as i64;
                 (count == n, format!("`{w}` appears {count} times, want {n}"))
             }
             Func::ForbiddenWords => {
@@ -345,7 +343,10 @@ impl IfEval {
             Func::Uppercase => (text == text.to_uppercase(), "all upper case".into()),
             Func::Lowercase => (text == text.to_lowercase(), "all lower case".into()),
             Func::CapitalWords => {
-                let count = CAPITAL_WORD.find_iter(text).count() as i64;
+                // `\b[A-Z]+\b`: words made only of ASCII capitals.
+                let count = words(text)
+                    .filter(|w| w.bytes().all(|b| b.is_ascii_uppercase()))
+                    .count() as i64;
                 (
                     quantified(count, n, s("quantifier"), 0),
                     format!("{count} capital words, want {} {n}", s("quantifier")),

@@ -101,7 +101,18 @@ pub(crate) fn verdict(verified: bool, reason: impl Into<String>) -> Verdict {
 
 /// Tülu 3 scored only the text after the last `<|assistant|>\n`.
 pub(crate) fn tulu3_response(response: &str) -> &str {
-    response.rsplit("<|assistant|>\n").next().unwrap_or(response)
+    const MARKER: &str = "<|assistant|>\n";
+    // Scan back for `<` (vectorised) and test the marker there: most text has few `<`.
+    let bytes = response.as_bytes();
+    let mut end = bytes.len();
+    while let Some(at) = memchr::memrchr(b'<', &bytes[..end]) {
+        if bytes[at..].starts_with(MARKER.as_bytes()) {
+            // The marker is ASCII, so the cut after it is a character boundary.
+            return &response[at + MARKER.len()..];
+        }
+        end = at;
+    }
+    response
 }
 
 /// Errors of the registry.
@@ -118,4 +129,15 @@ pub enum VerifierError {
     /// A label that does not parse.
     #[error(transparent)]
     Truth(#[from] TruthError),
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tulu3_response_is_the_text_after_the_last_marker() {
+        use super::tulu3_response as r;
+        assert_eq!(r("a <b> <|assistant|>\nx <|assistant|>\ny < z"), "y < z");
+        assert_eq!(r("<|assistant|>\n"), "");
+        assert_eq!(r("no marker <|assistant|> here <"), "no marker <|assistant|> here <");
+    }
 }

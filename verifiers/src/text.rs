@@ -5,6 +5,11 @@ fn is_word(c: char) -> bool {
     c.is_alphanumeric() || c == '_'
 }
 
+/// The matches of the regex `\b\w+\b`: maximal runs of word characters.
+pub(crate) fn words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !is_word(c)).filter(|w| !w.is_empty())
+}
+
 /// Sentences as the release counted them: its split regex
 /// `(?<![\w.][\w.])(?<![A-Z][a-z]\.)(?<=\.|\?)\s` breaks at one whitespace character after `.`
 /// or `?` — but not when the two characters before it are word characters or dots, which is
@@ -102,5 +107,9 @@ mod tests {
         assert_eq!(round_half_even(2.5), 2);
         assert_eq!(round_half_even(3.5), 4);
         assert_eq!(python_lines("a\r\nb\rc\u{2028}d"), vec!["a", "b", "c", "d"]);
+        assert_eq!(
+            words("it's a_b, (x)y1 ").collect::<Vec<_>>(),
+            ["it", "s", "a_b", "x", "y1"]
+        );
     }
 }
