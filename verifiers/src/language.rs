@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use whatlang::{Detector, Lang};
+use whatlang::{Detector, Lang, Script};
 
 /// The ISO 639-1 codes IFEval asks for, with the detector's language for each; `None` where the
 /// detector has no profile (Swahili): such a language is judged by what the text is not.
@@ -56,8 +56,8 @@ pub(crate) struct Language {
 pub(crate) enum Detected {
     /// Written in the language asked for.
     Yes,
-    /// Written in another language (named).
-    No(&'static str),
+    /// Written in another language or script (named).
+    No(String),
     /// No answer: nothing to detect from, or no profile for the language asked for. The
     /// reference counts an undetectable text as following the instruction; so do we.
     Unknown,
@@ -93,14 +93,21 @@ impl Language {
             // No profile: text reliably placed in another IFEval language is not this one.
             return match whatlang::detect(text) {
                 Some(info) if info.is_reliable() && CODES.iter().any(|c| c.1 == Some(info.lang())) => {
-                    Detected::No(info.lang().eng_name())
+                    Detected::No(info.lang().eng_name().to_string())
                 }
                 _ => Detected::Unknown,
             };
         };
+        // The detector settles the script first and the language within it, so text in a
+        // script the language is not written in needs no trigram scoring (the costly part).
+        if let Some(script) = whatlang::detect_script(text) {
+            if !(script.langs().contains(&want) || script == Script::Mandarin && want == Lang::Jpn) {
+                return Detected::No(format!("{} script", script.name()));
+            }
+        }
         match DETECTOR.detect_lang(text) {
             Some(got) if got == want => Detected::Yes,
-            Some(got) => Detected::No(got.eng_name()),
+            Some(got) => Detected::No(got.eng_name().to_string()),
             None => Detected::Unknown,
         }
     }
@@ -119,8 +126,14 @@ mod tests {
         ));
         assert!(matches!(
             de.detect("I have no time today because I must work and I am tired."),
-            Detected::No("English")
+            Detected::No(l) if l == "English"
         ));
+        assert!(matches!(
+            Language::from_code("ko").unwrap().detect("I have no time today because I must work."),
+            Detected::No(s) if s == "Latin script"
+        ));
+        let ja = Language::from_code("ja").unwrap();
+        assert!(matches!(ja.detect("私は今日とても忙しいです。"), Detected::Yes));
         let hi = Language::from_code("hi").unwrap();
         assert!(matches!(
             hi.detect("मुझे आज बाजार जाना है और कुछ सब्जियां खरीदनी हैं।"),
@@ -133,7 +146,7 @@ mod tests {
         ));
         assert!(matches!(
             sw.detect("Good morning my friend. I hope that you are doing well today and that the weather where you live is as pleasant as it is here."),
-            Detected::No("English")
+            Detected::No(l) if l == "English"
         ));
         assert!(Language::from_code("xx").unwrap_err().contains("known: en, es"));
     }

@@ -138,6 +138,9 @@ mod tests {
         use super::tulu3_response as r;
         assert_eq!(r("a <b> <|assistant|>\nx <|assistant|>\ny < z"), "y < z");
         assert_eq!(r("<|assistant|>\n"), "");
-        assert_eq!(r("no marker <|assistant|> here <"), "no marker <|assistant|> here <");
+        assert_eq!(
+            r("no marker <|assistant|> here <"),
+            "no marker <|assistant|> here <"
+        );
     }
 }
