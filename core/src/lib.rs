@@ -168,6 +168,45 @@ impl PolicyBatch {
     }
 }
 
+/// A tokenised training sequence: token ids and their labels ([`IGNORE`] where no loss).
+pub type Encoded = (Vec<i64>, Vec<i64>);
+
+/// Preference pairs for DPO-style objectives: `batch` holds the chosen sequences in its first
+/// half of rows and the rejected ones, in the same order, in its second half (prompts labelled
+/// [`IGNORE`]); `reference_chosen` and `reference_rejected` are a frozen reference policy's
+/// summed log-probabilities of each labelled sequence (empty for reference-free losses).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreferenceBatch {
+    /// Chosen rows, then rejected rows.
+    pub batch: TrainBatch,
+    /// Reference log-probability of each chosen sequence.
+    pub reference_chosen: Vec<f64>,
+    /// Reference log-probability of each rejected sequence.
+    pub reference_rejected: Vec<f64>,
+}
+
+impl PreferenceBatch {
+    /// Pairs from `(chosen, rejected)` encodings (`(ids, labels)` each), right-padded with
+    /// `pad_id`, with no reference log-probabilities yet.
+    pub fn from_pairs(pairs: &[(Encoded, Encoded)], pad_id: i64) -> Self {
+        let rows: Vec<Encoded> = pairs
+            .iter()
+            .map(|p| p.0.clone())
+            .chain(pairs.iter().map(|p| p.1.clone()))
+            .collect();
+        Self {
+            batch: TrainBatch::from_examples(&rows, pad_id),
+            reference_chosen: Vec::new(),
+            reference_rejected: Vec::new(),
+        }
+    }
+
+    /// Number of pairs.
+    pub fn pairs(&self) -> usize {
+        self.batch.rows / 2
+    }
+}
+
 /// What one optimiser step reports.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct StepMetrics {

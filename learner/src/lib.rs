@@ -6,6 +6,8 @@
 //! - [`llama`]: the Llama architecture (Llama 3.x, SmolLM2) with Hugging Face tensor names.
 //! - [`Learner`]: model + AdamW ([`optim`]) + learning-rate [`schedule`], one call per step.
 //! - [`advantage`]: advantages from rewards (GRPO groups, PPO's GAE and whitening).
+//! - [`preference`]: preference-pair losses (DPO, Tülu 3's `dpo_norm`, SimPO) with a cached
+//!   reference pass ([`Learner::sequence_logps`], [`Learner::preference_step`]).
 //! - [`policy`]: the RL policy-gradient loss (clipped surrogate, KL to a frozen reference) and
 //!   PPO's clipped value loss for the value model ([`Learner::attach_critic`]).
 //! - [`checkpoint`]: Hugging Face safetensors in and out, plus optimiser state for resume.
@@ -18,6 +20,7 @@ mod learner;
 pub mod llama;
 pub mod optim;
 pub mod policy;
+pub mod preference;
 pub mod runtime;
 pub mod schedule;
 mod value;
