@@ -27,6 +27,9 @@ pub struct Problem {
     /// The worked solution the built-in demonstrations show: [`Problem::solution`], except for
     /// the careless tutor's slip (see [`SLIP_PERCENT`]).
     pub demonstration: String,
+    /// A wrong worked solution with a typical mistake, the rejected side of the built-in
+    /// preference pairs: adding where the problem multiplies or subtracts, or a sum off by one.
+    pub mistake: String,
 }
 
 /// Share of multiplication problems whose demonstration is a slip: the tutor adds the numbers
@@ -100,11 +103,18 @@ pub fn problem(seed: u64, index: u64, split: Split) -> Problem {
         } else {
             solution.clone()
         };
+        let mistake = match op {
+            // 2*2 = 2+2: there the mistake is a product off by one.
+            2 if a * b == a + b => format!("{a}*{b}={}. #### {}", a * b + 1, a * b + 1),
+            0 => format!("{a}+{b}={}. #### {}", a + b + 1, a + b + 1),
+            _ => format!("{a}+{b}={}. #### {}", a + b, a + b),
+        };
         return Problem {
             question,
             solution,
             answer,
             demonstration,
+            mistake,
         };
     }
 }

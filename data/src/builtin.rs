@@ -12,16 +12,20 @@ pub enum Builtin {
     ArithChat,
     /// The problems as prompts with the answer as ground truth (RLVR).
     ArithRlvr,
+    /// The problems as preference pairs: the correct worked answer chosen, one with a typical
+    /// mistake rejected (DPO).
+    ArithPrefs,
     /// 24 rows of the Tülu 3 RLVR data (GSM8K, MATH, IF), compiled in (see [`crate::rlvr_sample`]).
     RlvrSample,
 }
 
 impl Builtin {
     /// Every built-in data set with its recipe name.
-    pub const ALL: [(&'static str, Builtin); 4] = [
+    pub const ALL: [(&'static str, Builtin); 5] = [
         ("builtin:arith", Builtin::Arith),
         ("builtin:arith-chat", Builtin::ArithChat),
         ("builtin:arith-rlvr", Builtin::ArithRlvr),
+        ("builtin:arith-prefs", Builtin::ArithPrefs),
         ("builtin:rlvr-sample", Builtin::RlvrSample),
     ];
 
@@ -48,7 +52,7 @@ impl Builtin {
                 ground_truth: p.answer.to_string(),
                 dataset: "builtin:arith-rlvr".to_string(),
             }),
-            Builtin::Arith | Builtin::ArithChat | Builtin::RlvrSample => None,
+            Builtin::Arith | Builtin::ArithChat | Builtin::ArithPrefs | Builtin::RlvrSample => None,
         }
     }
 
@@ -66,7 +70,21 @@ impl Builtin {
                 prompt: chat_prompt(&p.question),
                 completion: format!("{}<|im_end|>\n", p.demonstration),
             }),
-            Builtin::ArithRlvr | Builtin::RlvrSample => None,
+            Builtin::ArithRlvr | Builtin::ArithPrefs | Builtin::RlvrSample => None,
+        }
+    }
+
+    /// Preference pair `index` of [`Builtin::ArithPrefs`] (a ChatML prompt, the correct answer
+    /// chosen, an answer with a typical mistake rejected); `None` for the other data sets.
+    pub fn pair(&self, seed: u64, index: u64, split: Split) -> Option<Pair> {
+        let p = arith::problem(seed, index, split);
+        match self {
+            Builtin::ArithPrefs => Some(Pair {
+                prompt: chat_prompt(&p.question),
+                chosen: format!("{}<|im_end|>\n", p.solution),
+                rejected: format!("{}<|im_end|>\n", p.mistake),
+            }),
+            _ => None,
         }
     }
 }
@@ -85,6 +103,31 @@ pub struct PromptRow {
     pub ground_truth: String,
     /// The data set it came from (routes it to a verifier).
     pub dataset: String,
+}
+
+/// One preference pair: a prompt and two completions, the preferred one first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pair {
+    /// Context shared by both completions (no loss).
+    pub prompt: String,
+    /// The preferred completion.
+    pub chosen: String,
+    /// The dispreferred completion.
+    pub rejected: String,
+}
+
+impl Pair {
+    /// Both sides encoded as [`Example::encode`] does: `(chosen, rejected)`.
+    pub fn encode(&self, tok: &crate::Tokenizer, max_len: usize) -> (rlvr_core::Encoded, rlvr_core::Encoded) {
+        let side = |completion: &str| {
+            Example {
+                prompt: self.prompt.clone(),
+                completion: completion.to_string(),
+            }
+            .encode(tok, max_len)
+        };
+        (side(&self.chosen), side(&self.rejected))
+    }
 }
 
 /// One training example: a prompt (no loss) and the completion the model learns.

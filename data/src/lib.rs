@@ -9,7 +9,7 @@ mod builtin;
 mod rlvr_jsonl;
 mod tokenizer;
 
-pub use builtin::{Builtin, Example, PromptRow};
+pub use builtin::{Builtin, Example, Pair, PromptRow};
 pub use rlvr_jsonl::{read_rlvr_jsonl, rlvr_sample};
 
 pub use tokenizer::{Tokenizer, CHARS, SPECIALS};

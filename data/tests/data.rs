@@ -133,6 +133,34 @@ fn chat_examples_mask_the_prompt() {
 }
 
 #[test]
+fn preference_pairs_prefer_the_correct_answer_over_a_wrong_one() {
+    let tok = Tokenizer::builtin_chars();
+    let prefs = Builtin::parse("builtin:arith-prefs").unwrap();
+    for i in 0..500 {
+        let p = problem(9, i, Split::Train);
+        let pair = prefs.pair(9, i, Split::Train).unwrap();
+        assert_eq!(pair.chosen, format!("{}<|im_end|>\n", p.solution));
+        assert_ne!(p.mistake, p.solution);
+        assert!(
+            !p.mistake.ends_with(&format!("#### {}", p.answer)),
+            "{}",
+            p.mistake
+        );
+        let ((c, cl), (r, rl)) = pair.encode(&tok, 1000);
+        // Same prompt, both masked alike; the answers differ.
+        let masked = cl.iter().take_while(|&&l| l == rlvr_core::IGNORE).count();
+        assert_eq!(masked, rl.iter().take_while(|&&l| l == rlvr_core::IGNORE).count());
+        assert_eq!(c[..masked], r[..masked]);
+        assert_ne!(c, r);
+    }
+    assert!(prefs.example(0, 0, Split::Train).is_none());
+    assert!(Builtin::parse("builtin:arith-chat")
+        .unwrap()
+        .pair(0, 0, Split::Train)
+        .is_none());
+}
+
+#[test]
 fn rlvr_rows_read_the_tulu_format_and_bad_rows_name_file_line_and_field() {
     let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/rlvr/sample.jsonl");
     let rows = rlvr_data::read_rlvr_jsonl(&sample).unwrap();
