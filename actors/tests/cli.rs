@@ -673,3 +673,121 @@ fn ppo_trains_a_value_model_takes_an_optimiser_step_per_epoch_and_resumes_exactl
     );
     std::fs::remove_dir_all(&full).unwrap();
 }
+
+/// Per-step DPO records of a run: (step, loss, accuracy).
+fn dpo_steps(dir: &Path) -> Vec<(u64, f64, f64)> {
+    metrics(dir)
+        .iter()
+        .filter(|r| r["stage"] == "dpo" && r.get("loss").is_some())
+        .filter_map(|r| Some((r["step"].as_u64()?, r["loss"].as_f64()?, r["accuracy"].as_f64()?)))
+        .collect()
+}
+
+const DPO_SMALL: [&str; 12] = [
+    "--set",
+    "train.max_steps=10",
+    "--set",
+    "train.per_device_train_batch_size=8",
+    "--set",
+    "train.logging_steps=1",
+    "--set",
+    "train.checkpointing_steps=5",
+    "--set",
+    "data.mix=[{dataset = \"builtin:arith-prefs\", amount = 256}]",
+    "--set",
+    "data.eval_mix=[{dataset = \"builtin:arith-rlvr\", amount = 16, split = \"test\"}]",
+];
+
+#[test]
+fn dpo_runs_after_sft_starts_at_ln2_learns_the_preference_and_resumes_exactly() {
+    // Pretrain -> SFT -> DPO, small.
+    let dir = tmp("dpo");
+    let pipeline = dir.join("pipeline");
+    let mut args = vec![
+        "run",
+        "tiny-arith-prefs",
+        "--out",
+        pipeline.to_str().unwrap(),
+        "--set",
+        "train.max_steps=30",
+        "--set",
+        "train.per_device_train_batch_size=8",
+    ];
+    // The same settings scoped to the pipeline's DPO stage.
+    let scoped: Vec<String> = DPO_SMALL.chunks(2).map(|p| format!("dpo.{}", p[1])).collect();
+    for s in &scoped {
+        args.extend(["--set", s.as_str()]);
+    }
+    let out = rlvr(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let m = metrics(&pipeline);
+    let evals: Vec<&Value> = m
+        .iter()
+        .filter(|r| r["stage"] == "dpo" && r.get("eval_loss").is_some())
+        .collect();
+    assert_eq!(evals.len(), 2, "held-out evaluation at the start and the end");
+    // The reference is the starting policy: the loss starts at ln 2 with no reward margin.
+    let start = evals[0]["eval_loss"].as_f64().unwrap();
+    assert!((start - 2f64.ln()).abs() < 1e-4, "{start}");
+    assert!(evals[0]["eval_reward_margin"].as_f64().unwrap().abs() < 1e-4);
+    assert!(evals[1]["eval_loss"].as_f64().unwrap() < start);
+    assert!(evals[1]["eval_reward_margin"].as_f64().unwrap() > 0.0);
+    for e in &evals {
+        assert!((0.0..=1.0).contains(&e["eval_accuracy"].as_f64().unwrap()), "{e}");
+    }
+    let steps = dpo_steps(&pipeline);
+    assert_eq!(
+        steps.iter().map(|s| s.0).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
+    assert!(pipeline.join("tiny-arith-dpo/model.safetensors").is_file());
+
+    // The stage alone from the SFT model (`model.name_or_path`) repeats the pipeline's steps;
+    // killed after its step-5 checkpoint and resumed, it repeats them again.
+    let sft = pipeline.join("tiny-arith-sft");
+    let init = format!("model.name_or_path={}", sft.display());
+    let alone = dir.join("alone");
+    let mut args = vec![
+        "run",
+        "tiny-arith-dpo",
+        "--out",
+        alone.to_str().unwrap(),
+        "--set",
+        &init,
+    ];
+    args.extend(DPO_SMALL);
+    let out = rlvr(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(dpo_steps(&alone), steps);
+
+    let cut = dir.join("cut");
+    let mut args = vec![
+        "run",
+        "tiny-arith-dpo",
+        "--out",
+        cut.to_str().unwrap(),
+        "--set",
+        &init,
+    ];
+    args.extend(DPO_SMALL);
+    kill_after(&args, &cut.join("checkpoints/tiny-arith-dpo/step-5"));
+    assert!(
+        !cut.join("tiny-arith-dpo/trainer_state.json").exists(),
+        "killed before the end"
+    );
+    let out = rlvr(&[
+        "run",
+        "tiny-arith-dpo",
+        "--out",
+        cut.to_str().unwrap(),
+        "--resume",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("resuming tiny-arith-dpo"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(dpo_steps(&cut), steps);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

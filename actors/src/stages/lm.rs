@@ -27,11 +27,11 @@ const EVAL_ROWS: u64 = 256;
 
 /// What a checkpoint needs besides weights and optimiser state to continue exactly.
 #[derive(Debug, Serialize, Deserialize)]
-struct TrainerState {
-    step: u64,
-    data_position: u64,
-    tokens: u64,
-    elapsed_s: f64,
+pub(super) struct TrainerState {
+    pub step: u64,
+    pub data_position: u64,
+    pub tokens: u64,
+    pub elapsed_s: f64,
 }
 
 /// The data set of a stage and its row count.
@@ -139,11 +139,16 @@ fn batch(
     TrainBatch::from_examples(&examples, i64::from(tok.pad_id))
 }
 
-fn checkpoint_dir(out: &Path, stage: &Recipe) -> PathBuf {
+pub(super) fn checkpoint_dir(out: &Path, stage: &Recipe) -> PathBuf {
     out.join("checkpoints").join(&stage.name)
 }
 
-fn save_checkpoint(learner: &Learner, dir: &Path, state: &TrainerState, keep: Option<u64>) -> Result<()> {
+pub(super) fn save_checkpoint(
+    learner: &Learner,
+    dir: &Path,
+    state: &TrainerState,
+    keep: Option<u64>,
+) -> Result<()> {
     let path = dir.join(format!("step-{}", state.step));
     learner.save_checkpoint(&path)?;
     // Written last: a checkpoint without it is incomplete and ignored on resume.
@@ -161,6 +166,40 @@ fn save_checkpoint(learner: &Learner, dir: &Path, state: &TrainerState, keep: Op
         }
     }
     Ok(())
+}
+
+/// A stage's progress bar over `total` steps, at `position`.
+pub(super) fn progress_bar(stage: &Recipe, total: u64, position: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total).with_position(position);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps  {msg}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(stage.name.clone());
+    bar
+}
+
+/// A log line above the progress bar (or on stderr when the bar is hidden).
+pub(super) fn log_line(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
+/// Whether `train.checkpointing_steps` asks for a checkpoint after this step (`epoch`: when
+/// the step crossed into a new pass over the `rows`); never after the last step.
+pub(super) fn save_due(stage: &Recipe, state: &TrainerState, total: u64, rows: u64) -> bool {
+    let t = &stage.train;
+    let per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps;
+    match t.checkpointing_steps {
+        Checkpointing::Steps(n) => n > 0 && state.step.is_multiple_of(n) && state.step < total,
+        Checkpointing::At(_) => {
+            state.step < total && state.data_position / rows > (state.data_position - per_step) / rows
+        }
+    }
 }
 
 /// Mean loss over the first [`EVAL_ROWS`] held-out rows.
@@ -239,13 +278,7 @@ pub fn run(
         )?;
     }
 
-    let bar = ProgressBar::new(total).with_position(state.step);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps  {msg}  eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(stage.name.clone());
+    let bar = progress_bar(stage, total, state.step);
     let started = Instant::now();
     let elapsed_before = state.elapsed_s;
     while state.step < total {
@@ -269,23 +302,15 @@ pub fn run(
                 "tokens_per_s": state.tokens as f64 / state.elapsed_s.max(1e-9),
             });
             metrics.write(&record)?;
-            let line = format!(
-                "{} step {:>5}/{total}  loss {:.4}  lr {:.2e}  grad_norm {:.3}  tokens {}",
-                stage.name, state.step, m.loss, m.lr, m.grad_norm, state.tokens
+            log_line(
+                &bar,
+                format!(
+                    "{} step {:>5}/{total}  loss {:.4}  lr {:.2e}  grad_norm {:.3}  tokens {}",
+                    stage.name, state.step, m.loss, m.lr, m.grad_norm, state.tokens
+                ),
             );
-            if bar.is_hidden() {
-                eprintln!("{line}");
-            } else {
-                bar.println(line);
-            }
         }
-        let save_now = match t.checkpointing_steps {
-            Checkpointing::Steps(n) => n > 0 && state.step.is_multiple_of(n) && state.step < total,
-            Checkpointing::At(_) => {
-                state.step < total && state.data_position / rows > (state.data_position - per_step) / rows
-            }
-        };
-        if save_now {
+        if save_due(stage, &state, total, rows) {
             save_checkpoint(&learner, &ckpt_dir, &state, t.keep_last_n_checkpoints)?;
         }
     }

@@ -1,6 +1,8 @@
-//! The stages `rlvr run` can execute, one module each: language-model stages drive the learner
-//! directly (data → learner); RLVR stages run the actor graph of [`crate::graph`].
+//! The stages `rlvr run` can execute, one module each: language-model and DPO stages drive the
+//! learner directly (data → learner); RLVR stages run the actor graph of [`crate::graph`].
 
+pub mod dpo;
+mod eval;
 pub mod lm;
 pub mod rlvr;
 
@@ -32,8 +34,12 @@ pub fn run(
         );
         return Ok(model_dir);
     }
+    // A stage starts from the previous stage's model, else from the recipe's `model.name_or_path`.
+    let named = PathBuf::from(&stage.model.name_or_path);
+    let init = init.or_else(|| (!stage.model.name_or_path.is_empty()).then_some(named.as_path()));
     match stage.kind {
         Some(StageKind::Pretrain | StageKind::Sft) => lm::run(stage, out, init, resume, metrics),
+        Some(StageKind::Dpo) => dpo::run(stage, out, init, resume, metrics),
         Some(StageKind::Rlvr) => rlvr::run(stage, out, init, resume, metrics),
         _ => Err(unavailable(stage)),
     }
@@ -43,6 +49,7 @@ pub fn run(
 pub fn check_available(stage: &Recipe) -> Result<()> {
     match stage.kind {
         Some(StageKind::Pretrain | StageKind::Sft) => lm::check(stage),
+        Some(StageKind::Dpo) => dpo::check(stage),
         Some(StageKind::Rlvr) => rlvr::check(stage),
         _ => Err(unavailable(stage)),
     }
@@ -51,7 +58,7 @@ pub fn check_available(stage: &Recipe) -> Result<()> {
 fn unavailable(stage: &Recipe) -> anyhow::Error {
     match stage.kind {
         Some(kind) => anyhow::anyhow!(
-            "stage `{}` ({}) is not available yet: this build runs pretraining, SFT and RLVR (GRPO) stages (DPO and RM arrive with the learner work)",
+            "stage `{}` ({}) is not available yet: this build runs pretraining, SFT, DPO and RLVR stages (reward-model training arrives with the learner work)",
             stage.name,
             kind.as_str()
         ),

@@ -1,0 +1,376 @@
+//! DPO stages (`kind = "dpo"`): preference pairs → the learner. The reference policy's
+//! log-probabilities of every training and held-out pair are computed once, from the starting
+//! weights, before the first step (open-instruct caches them the same way), so no second model
+//! is held during training. The `[dpo]` table picks `dpo`, `dpo_norm` or `simpo`. Progress bar,
+//! `metrics.jsonl` records, periodic checkpoints and exact resume as in the LM stages.
+//!
+//! Held-out evaluation at the start and the end: loss and ranking accuracy on test pairs, and —
+//! when `data.eval_mix` names RL prompts — greedy answer accuracy on them (`eval_accuracy`, the
+//! RLVR stage's figure), answers cut at `max_seq_length − max_prompt_length` tokens.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use rlvr_core::PreferenceBatch;
+use rlvr_data::arith::Split;
+use rlvr_data::{Builtin, Sampler, Tokenizer};
+use rlvr_learner::preference::{PreferenceLoss, PreferenceLossType, PreferenceMetrics};
+use rlvr_learner::Learner;
+use rlvr_recipes::spec::{Amount, DpoLoss, MixEntry};
+use rlvr_recipes::Recipe;
+use rlvr_verifiers::{Mode, Registry};
+use serde_json::json;
+
+use super::lm::{self, TrainerState};
+use crate::graph::data::{load_prompts, Prompt};
+use crate::metrics::MetricsLog;
+use crate::UsageError;
+
+/// Held-out pairs scored at the start and the end.
+const EVAL_PAIRS: u64 = 256;
+/// Pairs per forward pass of the reference pass.
+const REFERENCE_BATCH: u64 = 64;
+
+/// The stage's pair data set and its row count.
+fn pair_source(stage: &Recipe) -> Result<(Builtin, u64)> {
+    let [entry] = stage.data.mix.as_slice() else {
+        bail!(UsageError(format!(
+            "stage `{}`: this build reads one data set per stage; mixes arrive with the data work",
+            stage.name
+        )));
+    };
+    if !entry.dataset.starts_with("builtin:") {
+        bail!(
+            "stage `{}` is not available yet: data set `{}`: this build loads only the built-in preference pairs (hub and file data sets arrive with the data work)",
+            stage.name,
+            entry.dataset
+        );
+    }
+    let source = Builtin::parse(&entry.dataset)?;
+    if source.pair(0, 0, Split::Train).is_none() {
+        bail!(UsageError(format!(
+            "stage `{}`: `{}` holds no preference pairs (try builtin:arith-prefs)",
+            stage.name, entry.dataset
+        )));
+    }
+    match entry.amount {
+        Amount::Count(n) if n > 0 => Ok((source, n)),
+        other => bail!(UsageError(format!(
+            "stage `{}`: data.mix[0].amount = {other:?}: a generated data set needs a positive row count",
+            stage.name
+        ))),
+    }
+}
+
+/// The RL prompts of `data.eval_mix` and the new-token budget of their answers, when given.
+fn answer_eval(stage: &Recipe) -> Result<Option<(MixEntry, usize)>> {
+    let entry = match stage.data.eval_mix.as_slice() {
+        [] => return Ok(None),
+        [entry] if entry.dataset.starts_with("builtin:") => entry.clone(),
+        _ => bail!(UsageError(format!(
+            "stage `{}`: data.eval_mix must name one built-in RL prompt set in this build",
+            stage.name
+        ))),
+    };
+    let budget = stage
+        .data
+        .max_prompt_length
+        .and_then(|p| stage.data.max_seq_length.checked_sub(p))
+        .filter(|b| *b > 0);
+    let Some(budget) = budget else {
+        bail!(UsageError(format!(
+            "stage `{}`: data.eval_mix needs data.max_prompt_length below data.max_seq_length (the answers get the difference)",
+            stage.name
+        )));
+    };
+    Ok(Some((entry, budget as usize)))
+}
+
+fn loss_of(stage: &Recipe) -> PreferenceLoss {
+    let spec = stage.dpo.clone().unwrap_or_default();
+    PreferenceLoss {
+        kind: match spec.loss_type {
+            DpoLoss::Dpo => PreferenceLossType::Dpo,
+            DpoLoss::DpoNorm => PreferenceLossType::DpoNorm,
+            DpoLoss::Simpo => PreferenceLossType::Simpo,
+        },
+        beta: spec.beta,
+        gamma_beta_ratio: spec.gamma_beta_ratio,
+    }
+}
+
+/// Check the stage can run here: its data sets and tokenizer.
+pub fn check(stage: &Recipe) -> Result<()> {
+    pair_source(stage)?;
+    answer_eval(stage)?;
+    let beta = loss_of(stage).beta;
+    if !(beta > 0.0 && beta.is_finite()) {
+        bail!(UsageError(format!(
+            "stage `{}`: dpo.beta = {beta}: must be a positive number",
+            stage.name
+        )));
+    }
+    let vocab = Tokenizer::builtin_chars().vocab_size() as u64;
+    if stage.model.config.vocab_size < vocab {
+        bail!(UsageError(format!(
+            "stage `{}`: model.config.vocab_size = {} is smaller than the tokenizer's {vocab}",
+            stage.name, stage.model.config.vocab_size
+        )));
+    }
+    Ok(())
+}
+
+/// Pairs `rows` of `split`, encoded, with no reference log-probabilities.
+fn encode(source: Builtin, stage: &Recipe, rows: &[u64], split: Split, tok: &Tokenizer) -> PreferenceBatch {
+    let max_len = stage.data.max_seq_length as usize;
+    let pairs: Vec<_> = rows
+        .iter()
+        .filter_map(|&i| source.pair(stage.seed, i, split))
+        .map(|p| p.encode(tok, max_len))
+        .collect();
+    PreferenceBatch::from_pairs(&pairs, i64::from(tok.pad_id))
+}
+
+/// The reference log-probabilities of pairs `0..rows` of `split`: `(chosen, rejected)` by row.
+fn reference_pass(
+    learner: &Learner,
+    source: Builtin,
+    stage: &Recipe,
+    rows: u64,
+    split: Split,
+    tok: &Tokenizer,
+) -> Result<Vec<(f64, f64)>> {
+    let mut out = Vec::with_capacity(rows as usize);
+    for start in (0..rows).step_by(REFERENCE_BATCH as usize) {
+        let ids: Vec<u64> = (start..(start + REFERENCE_BATCH).min(rows)).collect();
+        let b = encode(source, stage, &ids, split, tok);
+        let logps = learner.sequence_logps(&b.batch)?;
+        let (chosen, rejected) = logps.split_at(ids.len());
+        out.extend(chosen.iter().copied().zip(rejected.iter().copied()));
+    }
+    Ok(out)
+}
+
+/// Pairs `rows` with their cached reference log-probabilities.
+fn batch(
+    source: Builtin,
+    stage: &Recipe,
+    rows: &[u64],
+    split: Split,
+    tok: &Tokenizer,
+    reference: &[(f64, f64)],
+) -> PreferenceBatch {
+    let mut b = encode(source, stage, rows, split, tok);
+    b.reference_chosen = rows.iter().map(|&r| reference[r as usize].0).collect();
+    b.reference_rejected = rows.iter().map(|&r| reference[r as usize].1).collect();
+    b
+}
+
+/// Held-out pair metrics and, when asked for, greedy answer accuracy (of the weights saved to
+/// `scratch` for the engine).
+struct Evaluation<'a> {
+    pairs: PreferenceBatch,
+    prompts: Option<(Vec<Prompt>, usize)>,
+    stage: &'a Recipe,
+    scratch: PathBuf,
+}
+
+impl Evaluation<'_> {
+    fn record(
+        &self,
+        learner: &Learner,
+        loss: &PreferenceLoss,
+        state: &TrainerState,
+    ) -> Result<serde_json::Value> {
+        let m = learner.preference_eval(&self.pairs, loss)?;
+        let mut record = json!({
+            "stage": "dpo", "step": state.step, "eval_loss": m.loss, "eval_pair_accuracy": m.accuracy,
+            "eval_reward_margin": m.chosen_reward - m.rejected_reward, "tokens": state.tokens,
+            "elapsed_s": state.elapsed_s,
+        });
+        let mut line = format!(
+            "{} step {:>5}  held-out pairs: loss {:.4}, ranked right {:.3}",
+            self.stage.name, state.step, m.loss, m.accuracy
+        );
+        if let Some((prompts, budget)) = &self.prompts {
+            learner.save_model(&self.scratch)?;
+            Tokenizer::builtin_chars().save(&self.scratch)?;
+            let acc = super::eval::greedy_accuracy(&self.scratch, prompts, *budget)?;
+            record["eval_accuracy"] = json!(acc);
+            line.push_str(&format!(
+                "; answers right {acc:.3} ({} prompts, greedy)",
+                prompts.len()
+            ));
+        }
+        eprintln!("{line}");
+        Ok(record)
+    }
+}
+
+/// Run the stage; returns the directory of the final model.
+pub fn run(
+    stage: &Recipe,
+    out: &Path,
+    init: Option<&Path>,
+    resume: bool,
+    metrics: &mut MetricsLog,
+) -> Result<PathBuf> {
+    check(stage)?;
+    let model_dir = out.join(&stage.name);
+    let done_marker = model_dir.join("trainer_state.json");
+    let (source, rows) = pair_source(stage)?;
+    let loss = loss_of(stage);
+    let tok = Tokenizer::builtin_chars();
+    let t = &stage.train;
+    let per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps;
+    let total = t
+        .max_steps
+        .unwrap_or_else(|| (rows * t.num_train_epochs).div_ceil(per_step));
+    let device = rlvr_learner::runtime::default_device();
+    let config = lm::learner_config(stage, total, device);
+    let mut learner = match init.filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => Learner::from_pretrained(dir, config)?,
+        None => Learner::new(&lm::model_config(stage, &tok), config, stage.seed as i64),
+    };
+
+    // The reference pass, from the starting weights (also on resume, before the checkpoint loads).
+    let started = Instant::now();
+    let (train_ref, eval_ref) = if loss.uses_reference() {
+        (
+            reference_pass(&learner, source, stage, rows, Split::Train, &tok)?,
+            reference_pass(&learner, source, stage, EVAL_PAIRS, Split::Test, &tok)?,
+        )
+    } else {
+        (
+            vec![(0.0, 0.0); rows as usize],
+            vec![(0.0, 0.0); EVAL_PAIRS as usize],
+        )
+    };
+    if loss.uses_reference() {
+        eprintln!(
+            "stage {}: reference log-probabilities of {} pairs in {:.1}s",
+            stage.name,
+            rows + EVAL_PAIRS,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let eval_rows: Vec<u64> = (0..EVAL_PAIRS).collect();
+    let prompts = match answer_eval(stage)? {
+        Some((entry, budget)) => {
+            // The built-in RL prompts are GSM8K-style: `#### N` answers.
+            let mut registry = Registry::new(Mode::Default);
+            registry.alias(&entry.dataset, "gsm8k");
+            let split = if entry.split == "test" {
+                Split::Test
+            } else {
+                Split::Train
+            };
+            Some((load_prompts(&entry, split, stage.seed, &tok, &registry)?, budget))
+        }
+        None => None,
+    };
+    let ckpt_dir = lm::checkpoint_dir(out, stage);
+    let evaluation = Evaluation {
+        pairs: batch(source, stage, &eval_rows, Split::Test, &tok, &eval_ref),
+        prompts,
+        stage,
+        scratch: ckpt_dir.join("eval-model"),
+    };
+
+    let mut sampler = Sampler::new(rows, stage.seed);
+    let mut state = TrainerState {
+        step: 0,
+        data_position: 0,
+        tokens: 0,
+        elapsed_s: 0.0,
+    };
+    if resume {
+        if let Some((dir, saved)) = super::latest_checkpoint::<TrainerState>(&ckpt_dir, |s| s.step)? {
+            learner.load_checkpoint(&dir, saved.step)?;
+            sampler.set_position(saved.data_position);
+            metrics.truncate_after("dpo", saved.step)?;
+            eprintln!(
+                "resuming {} from {} (step {})",
+                stage.name,
+                dir.display(),
+                saved.step
+            );
+            state = saved;
+        }
+    }
+    eprintln!(
+        "stage {}: {} parameters on {:?}, {} steps of {} pairs, {:?} loss (beta {})",
+        stage.name,
+        learner.num_params(),
+        device,
+        total,
+        per_step,
+        loss.kind,
+        loss.beta
+    );
+    if state.step == 0 {
+        metrics.write(&evaluation.record(&learner, &loss, &state)?)?;
+    }
+
+    let bar = lm::progress_bar(stage, total, state.step);
+    let started = Instant::now();
+    let elapsed_before = state.elapsed_s;
+    while state.step < total {
+        let micro: Vec<PreferenceBatch> = (0..t.gradient_accumulation_steps)
+            .map(|_| {
+                let rows = sampler.take(t.per_device_train_batch_size as usize);
+                batch(source, stage, &rows, Split::Train, &tok, &train_ref)
+            })
+            .collect();
+        let m: PreferenceMetrics = learner.preference_step(&micro, &loss)?;
+        state.step = m.step;
+        state.tokens += m.tokens;
+        state.data_position = sampler.position();
+        state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+        bar.set_position(state.step);
+        bar.set_message(format!("loss {:.4}  ranked right {:.2}", m.loss, m.accuracy));
+        if state.step.is_multiple_of(t.logging_steps) || state.step == total {
+            metrics.write(&json!({
+                "stage": "dpo", "step": state.step, "loss": m.loss, "accuracy": m.accuracy,
+                "chosen_reward": m.chosen_reward, "rejected_reward": m.rejected_reward,
+                "reward_margin": m.chosen_reward - m.rejected_reward, "chosen_logp": m.chosen_logp,
+                "rejected_logp": m.rejected_logp, "lr": m.lr, "grad_norm": m.grad_norm,
+                "tokens": state.tokens, "elapsed_s": state.elapsed_s,
+            }))?;
+            lm::log_line(
+                &bar,
+                format!(
+                    "{} step {:>5}/{total}  loss {:.4}  ranked right {:.2}  margin {:.3}  lr {:.2e}",
+                    stage.name,
+                    state.step,
+                    m.loss,
+                    m.accuracy,
+                    m.chosen_reward - m.rejected_reward,
+                    m.lr
+                ),
+            );
+        }
+        if lm::save_due(stage, &state, total, rows) {
+            lm::save_checkpoint(&learner, &ckpt_dir, &state, t.keep_last_n_checkpoints)?;
+        }
+    }
+    bar.finish_and_clear();
+
+    metrics.write(&evaluation.record(&learner, &loss, &state)?)?;
+    if evaluation.scratch.exists() {
+        std::fs::remove_dir_all(&evaluation.scratch)?;
+    }
+    learner.save_model(&model_dir)?;
+    tok.save(&model_dir)?;
+    // Written last: its presence marks the stage complete for `--resume`.
+    std::fs::write(&done_marker, serde_json::to_string_pretty(&state)?)?;
+    eprintln!(
+        "stage {}: {} steps, {:.1}s; model in {}",
+        stage.name,
+        state.step,
+        state.elapsed_s,
+        model_dir.display()
+    );
+    Ok(model_dir)
+}
