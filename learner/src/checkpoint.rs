@@ -35,14 +35,19 @@ pub fn read_config(dir: &Path) -> Result<Config> {
 
 /// Write `config.json` and `model.safetensors` (every variable of `vs`, by name) into `dir`.
 pub fn save_model(vs: &VarStore, config: &Config, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let cfg_path = dir.join("config.json");
-    let json = serde_json::to_string_pretty(&config.to_hf_json()).unwrap_or_default();
-    std::fs::write(&cfg_path, json).map_err(io(&cfg_path))?;
     let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     let tensors: Vec<(String, Tensor)> = vars.into_iter().map(|(n, t)| (n, t.contiguous())).collect();
+    write_model(dir, &config.to_hf_json(), &tensors)
+}
+
+/// Write `config.json` (`config`, as given) and `model.safetensors` (`tensors`) into `dir`.
+pub fn write_model(dir: &Path, config: &serde_json::Value, tensors: &[(String, Tensor)]) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let cfg_path = dir.join("config.json");
+    let json = serde_json::to_string_pretty(config).unwrap_or_default();
+    std::fs::write(&cfg_path, json).map_err(io(&cfg_path))?;
     let path = dir.join("model.safetensors");
-    Tensor::write_safetensors(&tensors, &path).map_err(torch(format!("writing {}", path.display())))
+    Tensor::write_safetensors(tensors, &path).map_err(torch(format!("writing {}", path.display())))
 }
 
 /// Every tensor of a model directory: `model.safetensors`, or the shards listed by

@@ -468,6 +468,84 @@ impl Learner {
         tch::no_grad(|| self.preference_loss(batch, loss).map(|(_, m)| m))
     }
 
+    /// The value model's reward for the chosen and the rejected side of each pair, the
+    /// Bradley–Terry loss `−log σ(r_c − r_r)` (mean over pairs) and its statistics.
+    fn reward_loss(&self, pb: &PreferenceBatch) -> Result<(Tensor, PreferenceMetrics)> {
+        let critic = self.critic.as_ref().ok_or(LearnerError::Missing("value model"))?;
+        let b = &pb.batch;
+        self.check_tokens(&b.input_ids, b.rows, b.cols)?;
+        let n = pb.pairs() as i64;
+        if b.rows as i64 != 2 * n || n == 0 {
+            return Err(LearnerError::Batch(format!(
+                "a preference batch needs an even, non-zero number of rows, got {}",
+                b.rows
+            )));
+        }
+        // Each row is scored at its last labelled token (the EOS that ends the answer).
+        let last: Vec<i64> = b
+            .labels
+            .chunks(b.cols)
+            .map(|row| row.iter().rposition(|&l| l != IGNORE).unwrap_or(b.cols - 1) as i64)
+            .collect();
+        let last = Tensor::from_slice(&last).to_device(self.config.device);
+        let scores = critic.sequence_scores(&self.tensor(&b.input_ids, b), &last);
+        let (chosen, rejected) = (scores.narrow(0, 0, n), scores.narrow(0, n, n));
+        let losses = preference::bradley_terry(&chosen, &rejected);
+        let mean = |t: &Tensor| t.mean(Kind::Double).double_value(&[]);
+        let metrics = PreferenceMetrics {
+            loss: mean(&losses),
+            accuracy: mean(&chosen.gt_tensor(&rejected).to_kind(Kind::Double)),
+            chosen_reward: mean(&chosen.detach()),
+            rejected_reward: mean(&rejected.detach()),
+            tokens: b.loss_tokens() as u64,
+            ..PreferenceMetrics::default()
+        };
+        Ok((losses.mean(Kind::Float), metrics))
+    }
+
+    /// One optimiser step of the value model as a reward model on preference pairs
+    /// (Bradley–Terry; gradient accumulation over `micro_batches`), at the policy's schedule.
+    /// Needs [`Learner::attach_critic`] first.
+    pub fn reward_step(&mut self, micro_batches: &[PreferenceBatch]) -> Result<PreferenceMetrics> {
+        let n = micro_batches.len().max(1) as f64;
+        self.critic
+            .as_mut()
+            .ok_or(LearnerError::Missing("value model"))?
+            .opt
+            .zero_grad();
+        let mut sum = PreferenceMetrics::default();
+        for b in micro_batches {
+            let (l, m) = self.reward_loss(b)?;
+            (l / n).backward();
+            sum.loss += m.loss / n;
+            sum.accuracy += m.accuracy / n;
+            sum.chosen_reward += m.chosen_reward / n;
+            sum.rejected_reward += m.rejected_reward / n;
+            sum.tokens += m.tokens;
+        }
+        let (max_norm, schedule) = (self.config.max_grad_norm, self.config.schedule);
+        let critic = self.critic.as_mut().ok_or(LearnerError::Missing("value model"))?;
+        sum.grad_norm = critic.opt.clip_grad_norm(max_norm);
+        sum.lr = schedule.lr(critic.opt.steps_taken());
+        critic.opt.step(sum.lr);
+        sum.step = critic.opt.steps_taken();
+        Ok(sum)
+    }
+
+    /// Reward-model metrics of `batch` without updating anything (held-out pairs).
+    pub fn reward_eval(&self, batch: &PreferenceBatch) -> Result<PreferenceMetrics> {
+        tch::no_grad(|| self.reward_loss(batch).map(|(_, m)| m))
+    }
+
+    /// Save the value model as a Hugging Face reward model (`LlamaForSequenceClassification`,
+    /// one label), loadable as PPO's `rlvr.reward_model_path`.
+    pub fn save_reward_model(&self, dir: &Path) -> Result<()> {
+        self.critic
+            .as_ref()
+            .ok_or(LearnerError::Missing("value model"))?
+            .save(dir)
+    }
+
     /// Mean loss of `batch` without updating anything.
     pub fn eval_loss(&self, batch: &TrainBatch, objective: Objective) -> Result<f64> {
         tch::no_grad(|| self.loss(batch, objective).map(|(l, _)| l.double_value(&[])))

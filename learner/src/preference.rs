@@ -8,7 +8,9 @@
 //!   log-probabilities, with γ/β given as `gamma_beta_ratio`.
 //!
 //! The implicit rewards are `β·(π − ref)` (`β·π̄` for SimPO); a pair counts as ranked right when
-//! the chosen reward exceeds the rejected one. Losses are averaged over pairs.
+//! the chosen reward exceeds the rejected one. Losses are averaged over pairs. A reward model
+//! (Tülu 3's RM stage) trains on the same pairs with the Bradley–Terry loss `−log σ(r_c − r_r)`
+//! on the scalar scores of its value head ([`crate::Learner::reward_step`]).
 
 use tch::{Kind, Tensor};
 
@@ -77,6 +79,11 @@ impl PreferenceLoss {
             }
         }
     }
+}
+
+/// Bradley–Terry losses of a reward model, `−log σ(r_c − r_r)` per pair.
+pub(crate) fn bradley_terry(chosen: &Tensor, rejected: &Tensor) -> Tensor {
+    -(chosen - rejected).log_sigmoid()
 }
 
 /// Each row's summed log-probability of its labelled tokens (labels shifted against the

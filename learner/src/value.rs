@@ -2,7 +2,8 @@
 //! Face's `LlamaForSequenceClassification`), its own AdamW, trained on PPO's clipped value loss.
 //! Tülu 3 starts it from the reward model's checkpoint ([`Critic::from_reward_model`], which may
 //! have another shape than the policy, as the 70B runs' 8B reward model); without one it copies
-//! the policy's trunk and starts its head at zero, so its first estimates are 0.
+//! the policy's trunk and starts its head at zero, so its first estimates are 0. The same model
+//! is what a reward-model stage trains (Bradley–Terry on preference pairs) and saves.
 
 use std::path::Path;
 
@@ -61,6 +62,40 @@ impl Critic {
         let params: std::collections::BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
         let opt = AdamW::new(params.into_iter().collect(), adamw);
         Ok(Self { vs, trunk, head, opt })
+    }
+
+    /// The score of each row of `input_ids` `[rows, cols]` at its position in `last` `[rows]`:
+    /// a reward model's reward for the sequence ending there.
+    pub(crate) fn sequence_scores(&self, input_ids: &Tensor, last: &Tensor) -> Tensor {
+        let h = self.trunk.hidden_states(input_ids).to_kind(Kind::Float);
+        let hidden = h.size()[2];
+        let at = last.view([-1, 1, 1]).expand([-1, 1, hidden], false);
+        let h = h.gather(1, &at, false).squeeze_dim(1);
+        h.matmul(&self.head.transpose(0, 1)).squeeze_dim(-1)
+    }
+
+    /// Save as a Hugging Face `LlamaForSequenceClassification` with one label (`model.*` and
+    /// `score.weight`; no LM head), the form [`Critic::from_reward_model`] and PPO's
+    /// `rlvr.reward_model_path` read.
+    pub(crate) fn save(&self, dir: &Path) -> Result<()> {
+        let mut config = self.trunk.config().to_hf_json();
+        if let Some(m) = config.as_object_mut() {
+            m.insert(
+                "architectures".into(),
+                serde_json::json!(["LlamaForSequenceClassification"]),
+            );
+            m.insert("num_labels".into(), 1.into());
+        }
+        let tensors: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(name, _)| name != "lm_head.weight")
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_iter()
+            .map(|(n, t)| (n, t.contiguous()))
+            .collect();
+        checkpoint::write_model(dir, &config, &tensors)
     }
 
     /// Value `[rows, cols]` of the state each response token is generated from.

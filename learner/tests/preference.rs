@@ -133,3 +133,34 @@ fn malformed_pairs_are_errors() {
     let err = l.preference_step(&[b], &dpo).unwrap_err().to_string();
     assert!(err.contains("4 pairs but 4 and 3 reference"), "{err}");
 }
+
+#[test]
+fn a_reward_model_learns_the_preference_and_saves_as_a_sequence_classifier() {
+    let mut l = learner(3e-3);
+    let b = pairs(&l);
+    let err = l.reward_step(std::slice::from_ref(&b)).unwrap_err().to_string();
+    assert!(err.contains("no value model"), "{err}");
+    l.attach_critic().unwrap();
+    // A zero head scores every sequence 0: loss ln 2.
+    let start = l.reward_eval(&b).unwrap();
+    assert!((start.loss - 2f64.ln()).abs() < 1e-6, "{}", start.loss);
+    for _ in 0..30 {
+        l.reward_step(std::slice::from_ref(&b)).unwrap();
+    }
+    let end = l.reward_eval(&b).unwrap();
+    assert!(end.loss < 0.5 * start.loss, "{} -> {}", start.loss, end.loss);
+    assert_eq!(end.accuracy, 1.0);
+    assert!(end.chosen_reward > end.rejected_reward);
+
+    // Saved as LlamaForSequenceClassification, it loads as a value model with the same scores.
+    let dir = std::env::temp_dir().join(format!("rlvr-rm-{}", std::process::id()));
+    l.save_reward_model(&dir).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "LlamaForSequenceClassification");
+    let mut fresh = learner(3e-3);
+    fresh.attach_critic_from(&dir).unwrap();
+    let again = fresh.reward_eval(&b).unwrap();
+    assert!((again.loss - end.loss).abs() < 1e-6 && again.accuracy == 1.0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
