@@ -699,7 +699,7 @@ const DPO_SMALL: [&str; 12] = [
 ];
 
 #[test]
-fn dpo_runs_after_sft_starts_at_ln2_learns_the_preference_and_resumes_exactly() {
+fn preference_stages_dpo_resumes_exactly_and_a_reward_model_seeds_ppo() {
     // Pretrain -> SFT -> DPO, small.
     let dir = tmp("dpo");
     let pipeline = dir.join("pipeline");
@@ -789,5 +789,59 @@ fn dpo_runs_after_sft_starts_at_ln2_learns_the_preference_and_resumes_exactly() 
         text(&out.stderr)
     );
     assert_eq!(dpo_steps(&cut), steps);
+
+    // A reward model from the same SFT model, then PPO with its value model started from it.
+    let rm = dir.join("rm");
+    let mut args = vec![
+        "run",
+        "tiny-arith-rm",
+        "--out",
+        rm.to_str().unwrap(),
+        "--set",
+        &init,
+    ];
+    args.extend(&DPO_SMALL[..10]); // all but the answer-accuracy prompts
+    let out = rlvr(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let m = metrics(&rm);
+    let evals: Vec<f64> = m
+        .iter()
+        .filter(|r| r["stage"] == "rm")
+        .filter_map(|r| r.get("eval_loss")?.as_f64())
+        .collect();
+    assert_eq!(evals.len(), 2);
+    assert!(
+        (evals[0] - 2f64.ln()).abs() < 1e-6,
+        "a zero head scores every answer 0"
+    );
+    assert!(evals[1] < evals[0], "{evals:?}");
+    let config = std::fs::read_to_string(rm.join("tiny-arith-rm/config.json")).unwrap();
+    assert!(config.contains("LlamaForSequenceClassification"), "{config}");
+    let reward_model = format!("rlvr.reward_model_path={}", rm.join("tiny-arith-rm").display());
+    let ppo = dir.join("ppo");
+    let mut args = vec![
+        "run",
+        "tiny-arith-rlvr",
+        "--out",
+        ppo.to_str().unwrap(),
+        "--set",
+        &init,
+    ];
+    args.extend(&RL_SMALL[2..]);
+    args.extend([
+        "--set",
+        "train.max_steps=2",
+        "--set",
+        "rlvr.algorithm=ppo",
+        "--set",
+        "rlvr.num_samples_per_prompt=1",
+        "--set",
+        "rlvr.kl_estimator=kl1",
+        "--set",
+        &reward_model,
+    ]);
+    let out = rlvr(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(rl_rewards(&ppo).len(), 2);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,9 +1,10 @@
-//! The stages `rlvr run` can execute, one module each: language-model and DPO stages drive the
-//! learner directly (data → learner); RLVR stages run the actor graph of [`crate::graph`].
+//! The stages `rlvr run` can execute, one module each: language-model and preference (DPO, RM)
+//! stages drive the learner directly (data → learner); RLVR stages run the actor graph of
+//! [`crate::graph`].
 
-pub mod dpo;
 mod eval;
 pub mod lm;
+pub mod preference;
 pub mod rlvr;
 
 use std::path::{Path, PathBuf};
@@ -39,9 +40,9 @@ pub fn run(
     let init = init.or_else(|| (!stage.model.name_or_path.is_empty()).then_some(named.as_path()));
     match stage.kind {
         Some(StageKind::Pretrain | StageKind::Sft) => lm::run(stage, out, init, resume, metrics),
-        Some(StageKind::Dpo) => dpo::run(stage, out, init, resume, metrics),
+        Some(StageKind::Dpo | StageKind::Rm) => preference::run(stage, out, init, resume, metrics),
         Some(StageKind::Rlvr) => rlvr::run(stage, out, init, resume, metrics),
-        _ => Err(unavailable(stage)),
+        None => Err(not_a_stage(stage)),
     }
 }
 
@@ -49,21 +50,14 @@ pub fn run(
 pub fn check_available(stage: &Recipe) -> Result<()> {
     match stage.kind {
         Some(StageKind::Pretrain | StageKind::Sft) => lm::check(stage),
-        Some(StageKind::Dpo) => dpo::check(stage),
+        Some(StageKind::Dpo | StageKind::Rm) => preference::check(stage),
         Some(StageKind::Rlvr) => rlvr::check(stage),
-        _ => Err(unavailable(stage)),
+        None => Err(not_a_stage(stage)),
     }
 }
 
-fn unavailable(stage: &Recipe) -> anyhow::Error {
-    match stage.kind {
-        Some(kind) => anyhow::anyhow!(
-            "stage `{}` ({}) is not available yet: this build runs pretraining, SFT, DPO and RLVR stages (reward-model training arrives with the learner work)",
-            stage.name,
-            kind.as_str()
-        ),
-        None => anyhow::anyhow!("`{}` is not a stage", stage.name),
-    }
+fn not_a_stage(stage: &Recipe) -> anyhow::Error {
+    anyhow::anyhow!("`{}` is not a stage", stage.name)
 }
 
 /// The learner's model configuration for a recipe's architecture (no token ids set).

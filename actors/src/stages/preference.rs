@@ -1,12 +1,21 @@
-//! DPO stages (`kind = "dpo"`): preference pairs → the learner. The reference policy's
-//! log-probabilities of every training and held-out pair are computed once, from the starting
-//! weights, before the first step (open-instruct caches them the same way), so no second model
-//! is held during training. The `[dpo]` table picks `dpo`, `dpo_norm` or `simpo`. Progress bar,
-//! `metrics.jsonl` records, periodic checkpoints and exact resume as in the LM stages.
+//! Preference stages: preference pairs → the learner, as DPO (`kind = "dpo"`) or as
+//! reward-model training (`kind = "rm"`). Progress bar, `metrics.jsonl` records, periodic
+//! checkpoints and exact resume as in the LM stages.
 //!
-//! Held-out evaluation at the start and the end: loss and ranking accuracy on test pairs, and —
-//! when `data.eval_mix` names RL prompts — greedy answer accuracy on them (`eval_accuracy`, the
-//! RLVR stage's figure), answers cut at `max_seq_length − max_prompt_length` tokens.
+//! DPO: the reference policy's log-probabilities of every training and held-out pair are
+//! computed once, from the starting weights, before the first step (open-instruct caches them
+//! the same way), so no second model is held during training. The `[dpo]` table picks `dpo`,
+//! `dpo_norm` or `simpo`. The stage saves the policy.
+//!
+//! RM: the starting model's trunk with a zero scalar head (Hugging Face's
+//! `LlamaForSequenceClassification`) trains on the Bradley–Terry loss; the stage saves that
+//! reward model, which a PPO stage's `rlvr.reward_model_path` starts its value model from, as
+//! Tülu 3 does.
+//!
+//! Held-out evaluation at the start and the end: loss and ranking accuracy on test pairs, and,
+//! for DPO when `data.eval_mix` names RL prompts, greedy answer accuracy on them
+//! (`eval_accuracy`, the RLVR stage's figure), answers cut at `max_seq_length −
+//! max_prompt_length` tokens.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -17,7 +26,7 @@ use rlvr_data::arith::Split;
 use rlvr_data::{Builtin, Sampler, Tokenizer};
 use rlvr_learner::preference::{PreferenceLoss, PreferenceLossType, PreferenceMetrics};
 use rlvr_learner::Learner;
-use rlvr_recipes::spec::{Amount, DpoLoss, MixEntry};
+use rlvr_recipes::spec::{Amount, DpoLoss, MixEntry, StageKind};
 use rlvr_recipes::Recipe;
 use rlvr_verifiers::{Mode, Registry};
 use serde_json::json;
@@ -87,6 +96,54 @@ fn answer_eval(stage: &Recipe) -> Result<Option<(MixEntry, usize)>> {
     Ok(Some((entry, budget as usize)))
 }
 
+/// What a preference stage trains.
+#[derive(Debug, Clone, Copy)]
+enum Objective {
+    /// The policy, on a DPO-family loss.
+    Dpo(PreferenceLoss),
+    /// A reward model, on the Bradley–Terry loss.
+    RewardModel,
+}
+
+impl Objective {
+    fn of(stage: &Recipe) -> Self {
+        match stage.kind {
+            Some(StageKind::Rm) => Objective::RewardModel,
+            _ => Objective::Dpo(loss_of(stage)),
+        }
+    }
+
+    /// The `stage` field of its metrics records.
+    fn name(self) -> &'static str {
+        match self {
+            Objective::Dpo(_) => "dpo",
+            Objective::RewardModel => "rm",
+        }
+    }
+
+    /// The reference pass's loss, when the objective has one.
+    fn reference(self) -> Option<PreferenceLoss> {
+        match self {
+            Objective::Dpo(loss) if loss.uses_reference() => Some(loss),
+            _ => None,
+        }
+    }
+
+    fn step(self, learner: &mut Learner, micro: &[PreferenceBatch]) -> Result<PreferenceMetrics> {
+        Ok(match self {
+            Objective::Dpo(loss) => learner.preference_step(micro, &loss)?,
+            Objective::RewardModel => learner.reward_step(micro)?,
+        })
+    }
+
+    fn eval(self, learner: &Learner, batch: &PreferenceBatch) -> Result<PreferenceMetrics> {
+        Ok(match self {
+            Objective::Dpo(loss) => learner.preference_eval(batch, &loss)?,
+            Objective::RewardModel => learner.reward_eval(batch)?,
+        })
+    }
+}
+
 fn loss_of(stage: &Recipe) -> PreferenceLoss {
     let spec = stage.dpo.clone().unwrap_or_default();
     PreferenceLoss {
@@ -103,13 +160,21 @@ fn loss_of(stage: &Recipe) -> PreferenceLoss {
 /// Check the stage can run here: its data sets and tokenizer.
 pub fn check(stage: &Recipe) -> Result<()> {
     pair_source(stage)?;
-    answer_eval(stage)?;
     let beta = loss_of(stage).beta;
-    if !(beta > 0.0 && beta.is_finite()) {
+    if stage.kind == Some(StageKind::Rm) {
+        if stage.dpo.is_some() {
+            bail!(UsageError(format!(
+                "stage `{}`: a reward-model stage has no [dpo] table",
+                stage.name
+            )));
+        }
+    } else if !(beta > 0.0 && beta.is_finite()) {
         bail!(UsageError(format!(
             "stage `{}`: dpo.beta = {beta}: must be a positive number",
             stage.name
         )));
+    } else {
+        answer_eval(stage)?;
     }
     let vocab = Tokenizer::builtin_chars().vocab_size() as u64;
     if stage.model.config.vocab_size < vocab {
@@ -180,12 +245,12 @@ impl Evaluation<'_> {
     fn record(
         &self,
         learner: &Learner,
-        loss: &PreferenceLoss,
+        objective: Objective,
         state: &TrainerState,
     ) -> Result<serde_json::Value> {
-        let m = learner.preference_eval(&self.pairs, loss)?;
+        let m = objective.eval(learner, &self.pairs)?;
         let mut record = json!({
-            "stage": "dpo", "step": state.step, "eval_loss": m.loss, "eval_pair_accuracy": m.accuracy,
+            "stage": objective.name(), "step": state.step, "eval_loss": m.loss, "eval_pair_accuracy": m.accuracy,
             "eval_reward_margin": m.chosen_reward - m.rejected_reward, "tokens": state.tokens,
             "elapsed_s": state.elapsed_s,
         });
@@ -220,7 +285,8 @@ pub fn run(
     let model_dir = out.join(&stage.name);
     let done_marker = model_dir.join("trainer_state.json");
     let (source, rows) = pair_source(stage)?;
-    let loss = loss_of(stage);
+    let objective = Objective::of(stage);
+    let kind = objective.name();
     let tok = Tokenizer::builtin_chars();
     let t = &stage.train;
     let per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps;
@@ -233,10 +299,13 @@ pub fn run(
         Some(dir) => Learner::from_pretrained(dir, config)?,
         None => Learner::new(&lm::model_config(stage, &tok), config, stage.seed as i64),
     };
+    if let Objective::RewardModel = objective {
+        learner.attach_critic()?;
+    }
 
     // The reference pass, from the starting weights (also on resume, before the checkpoint loads).
     let started = Instant::now();
-    let (train_ref, eval_ref) = if loss.uses_reference() {
+    let (train_ref, eval_ref) = if objective.reference().is_some() {
         (
             reference_pass(&learner, source, stage, rows, Split::Train, &tok)?,
             reference_pass(&learner, source, stage, EVAL_PAIRS, Split::Test, &tok)?,
@@ -247,7 +316,7 @@ pub fn run(
             vec![(0.0, 0.0); EVAL_PAIRS as usize],
         )
     };
-    if loss.uses_reference() {
+    if objective.reference().is_some() {
         eprintln!(
             "stage {}: reference log-probabilities of {} pairs in {:.1}s",
             stage.name,
@@ -256,7 +325,11 @@ pub fn run(
         );
     }
     let eval_rows: Vec<u64> = (0..EVAL_PAIRS).collect();
-    let prompts = match answer_eval(stage)? {
+    let answers = match objective {
+        Objective::Dpo(_) => answer_eval(stage)?,
+        Objective::RewardModel => None,
+    };
+    let prompts = match answers {
         Some((entry, budget)) => {
             // The built-in RL prompts are GSM8K-style: `#### N` answers.
             let mut registry = Registry::new(Mode::Default);
@@ -289,7 +362,7 @@ pub fn run(
         if let Some((dir, saved)) = super::latest_checkpoint::<TrainerState>(&ckpt_dir, |s| s.step)? {
             learner.load_checkpoint(&dir, saved.step)?;
             sampler.set_position(saved.data_position);
-            metrics.truncate_after("dpo", saved.step)?;
+            metrics.truncate_after(kind, saved.step)?;
             eprintln!(
                 "resuming {} from {} (step {})",
                 stage.name,
@@ -299,18 +372,20 @@ pub fn run(
             state = saved;
         }
     }
+    let what = match objective {
+        Objective::Dpo(loss) => format!("{:?} loss (beta {})", loss.kind, loss.beta),
+        Objective::RewardModel => "a reward model (Bradley-Terry)".to_string(),
+    };
     eprintln!(
-        "stage {}: {} parameters on {:?}, {} steps of {} pairs, {:?} loss (beta {})",
+        "stage {}: {} parameters on {:?}, {} steps of {} pairs, {what}",
         stage.name,
         learner.num_params(),
         device,
         total,
         per_step,
-        loss.kind,
-        loss.beta
     );
     if state.step == 0 {
-        metrics.write(&evaluation.record(&learner, &loss, &state)?)?;
+        metrics.write(&evaluation.record(&learner, objective, &state)?)?;
     }
 
     let bar = lm::progress_bar(stage, total, state.step);
@@ -323,7 +398,7 @@ pub fn run(
                 batch(source, stage, &rows, Split::Train, &tok, &train_ref)
             })
             .collect();
-        let m: PreferenceMetrics = learner.preference_step(&micro, &loss)?;
+        let m: PreferenceMetrics = objective.step(&mut learner, &micro)?;
         state.step = m.step;
         state.tokens += m.tokens;
         state.data_position = sampler.position();
@@ -332,7 +407,7 @@ pub fn run(
         bar.set_message(format!("loss {:.4}  ranked right {:.2}", m.loss, m.accuracy));
         if state.step.is_multiple_of(t.logging_steps) || state.step == total {
             metrics.write(&json!({
-                "stage": "dpo", "step": state.step, "loss": m.loss, "accuracy": m.accuracy,
+                "stage": kind, "step": state.step, "loss": m.loss, "accuracy": m.accuracy,
                 "chosen_reward": m.chosen_reward, "rejected_reward": m.rejected_reward,
                 "reward_margin": m.chosen_reward - m.rejected_reward, "chosen_logp": m.chosen_logp,
                 "rejected_logp": m.rejected_logp, "lr": m.lr, "grad_norm": m.grad_norm,
@@ -357,11 +432,14 @@ pub fn run(
     }
     bar.finish_and_clear();
 
-    metrics.write(&evaluation.record(&learner, &loss, &state)?)?;
+    metrics.write(&evaluation.record(&learner, objective, &state)?)?;
     if evaluation.scratch.exists() {
         std::fs::remove_dir_all(&evaluation.scratch)?;
     }
-    learner.save_model(&model_dir)?;
+    match objective {
+        Objective::Dpo(_) => learner.save_model(&model_dir)?,
+        Objective::RewardModel => learner.save_reward_model(&model_dir)?,
+    }
     tok.save(&model_dir)?;
     // Written last: its presence marks the stage complete for `--resume`.
     std::fs::write(&done_marker, serde_json::to_string_pretty(&state)?)?;
