@@ -23,6 +23,18 @@ pub fn group_normalized(rewards: &[f64], group: usize) -> Vec<f64> {
         .collect()
 }
 
+/// Dr. GRPO advantages: `r − mean` within consecutive groups of `group` rewards, not divided by
+/// the group's standard deviation (which weights near-unanimous groups up).
+pub fn group_centered(rewards: &[f64], group: usize) -> Vec<f64> {
+    rewards
+        .chunks(group.max(1))
+        .flat_map(|g| {
+            let mean = g.iter().sum::<f64>() / g.len() as f64;
+            g.iter().map(move |r| r - mean)
+        })
+        .collect()
+}
+
 /// Generalised advantage estimation over one response: per-token `rewards` and value
 /// estimates `values` (the value after the last token is 0). Returns the advantages and the
 /// value targets (advantage + value).
@@ -62,6 +74,9 @@ mod tests {
 
     #[test]
     fn groups_are_normalised_separately() {
+        let c = group_centered(&[1.0, 0.0, 0.0, 5.0, 5.0, 5.0], 3);
+        let want = [2.0 / 3.0, -1.0 / 3.0, -1.0 / 3.0, 0.0, 0.0, 0.0];
+        assert!(c.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12), "{c:?}");
         let a = group_normalized(&[1.0, 0.0, 0.0, 5.0, 5.0, 5.0], 3);
         // First group: mean 1/3, sample std sqrt(1/3).
         let std = (1.0f64 / 3.0).sqrt();

@@ -156,7 +156,7 @@ impl Learner {
         self.opt.step(lr);
         Ok(StepMetrics {
             step: self.opt.steps_taken(),
-            loss: loss_sum / n,
+            loss: loss_sum,
             lr,
             grad_norm,
             tokens: tokens as u64,
@@ -278,6 +278,7 @@ impl Learner {
         if let Some(c) = &mut self.critic {
             c.opt.zero_grad();
         }
+        let rows: usize = micro_batches.iter().map(|b| b.rows).sum();
         let mut sums = Sums::default();
         let mut loss_sum = 0.0;
         let (mut vf_sum, mut vf_clipped) = (0.0, 0.0);
@@ -286,6 +287,16 @@ impl Learner {
             let shape = [b.rows as i64, b.cols as i64];
             let dev = self.config.device;
             let f32s = |v: &[f32]| Tensor::from_slice(v).view(shape).to_device(dev);
+            // Each response token's weight in the step's loss.
+            let weights: Vec<f32> = b
+                .mask
+                .chunks(b.cols.max(1))
+                .flat_map(|row| {
+                    let len = row.iter().filter(|&&m| m > 0.0).count();
+                    let w = loss.aggregation.weight(len, rows, tokens) as f32;
+                    row.iter().map(move |&m| m * w)
+                })
+                .collect();
             let input = Tokens::new(b, dev);
             let (logprobs, entropy) = policy::token_logprobs(&self.model, &input, loss.temperature);
             let reference = match &self.reference {
@@ -300,6 +311,7 @@ impl Learner {
                 &f32s(&b.old_logprobs),
                 &f32s(&b.advantages),
                 &f32s(&b.mask),
+                &f32s(&weights),
                 reference.as_ref(),
                 loss,
             );
@@ -315,9 +327,10 @@ impl Learner {
                 );
                 vf_sum += vf.double_value(&[]);
                 vf_clipped += took;
-                l += vf * loss.vf_coef;
+                // The value loss is a mean over the step's response tokens.
+                l += vf * (loss.vf_coef / tokens as f64);
             }
-            (&l / tokens as f64).backward();
+            l.backward();
             loss_sum += l.double_value(&[]);
             sums.pg_loss += s.pg_loss;
             sums.kl += s.kl;

@@ -62,6 +62,36 @@ pub struct PolicyLoss {
     pub vf_coef: f64,
     /// Value clip: new estimates stay within this of the old ones in the clipped term.
     pub value_clip: f64,
+    /// How the per-token loss is averaged over the step.
+    pub aggregation: Aggregation,
+}
+
+/// How the per-token policy loss is averaged over a step's responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregation {
+    /// Every response token of the step weighs the same.
+    Token,
+    /// Each response weighs the same, its tokens sharing its weight (the GRPO paper).
+    Sequence,
+    /// Summed over tokens and divided by responses × `max_tokens`, a constant: Dr. GRPO's
+    /// normaliser, which does not favour short wrong answers or long right ones.
+    DrGrpo {
+        /// The response-length budget.
+        max_tokens: usize,
+    },
+}
+
+impl Aggregation {
+    /// Each token's weight in the step's loss, for a response of `len` tokens among `rows`
+    /// responses with `tokens` response tokens in all.
+    pub fn weight(self, len: usize, rows: usize, tokens: usize) -> f64 {
+        let rows = rows.max(1) as f64;
+        match self {
+            Aggregation::Token => 1.0 / tokens.max(1) as f64,
+            Aggregation::Sequence => 1.0 / (len.max(1) as f64 * rows),
+            Aggregation::DrGrpo { max_tokens } => 1.0 / (max_tokens.max(1) as f64 * rows),
+        }
+    }
 }
 
 /// What one policy-gradient step reports; token means over the step's response tokens.
@@ -148,14 +178,17 @@ pub(crate) struct Sums {
     pub entropy: f64,
 }
 
-/// The loss of one micro-batch summed over its response tokens (the caller divides by the
-/// step's token count), with its statistics.
+/// The loss of one micro-batch: each response token's loss times its `weights` entry (its
+/// [`Aggregation`] weight, 0 off the response), summed; with its statistics summed over the
+/// response tokens (`mask`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn surrogate(
     logprobs: &Tensor,
     entropy: &Tensor,
     old_logprobs: &Tensor,
     advantages: &Tensor,
     mask: &Tensor,
+    weights: &Tensor,
     ref_logprobs: Option<&Tensor>,
     cfg: &PolicyLoss,
 ) -> (Tensor, Sums) {
@@ -164,13 +197,15 @@ pub(crate) fn surrogate(
     let clipped = -advantages * ratio.clamp(1.0 - cfg.clip, 1.0 + cfg.clip);
     let pg = unclipped.maximum(&clipped);
     let sum = |x: &Tensor| (x * mask).sum(Kind::Float);
+    let weighted = |x: &Tensor| (x * weights).sum(Kind::Float);
     let pg_sum = sum(&pg);
     let (loss, kl) = match ref_logprobs {
         Some(r) if cfg.beta > 0.0 => {
-            let kl_sum = sum(&cfg.kl.estimate(logprobs, r));
-            (&pg_sum + &kl_sum * cfg.beta, kl_sum.double_value(&[]))
+            let per_token = cfg.kl.estimate(logprobs, r);
+            let kl_sum = tch::no_grad(|| sum(&per_token)).double_value(&[]);
+            (weighted(&pg) + weighted(&per_token) * cfg.beta, kl_sum)
         }
-        _ => (pg_sum.shallow_clone(), 0.0),
+        _ => (weighted(&pg), 0.0),
     };
     let stats = tch::no_grad(|| Sums {
         pg_loss: pg_sum.double_value(&[]),

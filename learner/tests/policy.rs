@@ -5,7 +5,7 @@
 use rlvr_core::{PolicyBatch, PolicySample};
 use rlvr_learner::llama::Config;
 use rlvr_learner::optim::AdamWConfig;
-use rlvr_learner::policy::{KlEstimator, PolicyLoss};
+use rlvr_learner::policy::{Aggregation, KlEstimator, PolicyLoss};
 use rlvr_learner::schedule::{Schedule, Shape};
 use rlvr_learner::{Learner, LearnerConfig};
 use tch::{Device, Kind, Tensor};
@@ -72,6 +72,7 @@ fn loss(beta: f64) -> PolicyLoss {
         temperature: TEMPERATURE,
         vf_coef: 0.1,
         value_clip: 0.2,
+        aggregation: Aggregation::Token,
     }
 }
 
@@ -213,4 +214,38 @@ fn shared_prompts_give_the_log_probs_of_a_full_forward_pass() {
             assert!((g - w).abs() < 1e-5, "row {row}: {got:?} vs {want:?}");
         }
     }
+}
+
+#[test]
+fn aggregation_sets_how_much_each_response_counts() {
+    // Token weights: every token of the step alike; per response; Dr. GRPO's constant.
+    assert_eq!(Aggregation::Token.weight(1, 2, 5), 0.2);
+    assert_eq!(Aggregation::Sequence.weight(1, 2, 5), 0.5);
+    assert_eq!(Aggregation::Sequence.weight(4, 2, 5), 0.125);
+    assert_eq!(Aggregation::DrGrpo { max_tokens: 8 }.weight(1, 2, 5), 1.0 / 16.0);
+    // A one-token answer beside a four-token one, both rewarded: averaged per response, the
+    // short answer's token moves further than when every token counts alike.
+    tch::set_num_threads(1);
+    let moved = |aggregation: Aggregation| {
+        let mut l = learner(1e-2);
+        let (short, long) = ([7u32], [11u32, 12, 13, 14]);
+        let batch = PolicyBatch::from_samples(&[sample(&l, &short, 1.0), sample(&l, &long, 1.0)], 0);
+        let before = sum(&logprobs(&l, &[1, 4, 9], &short));
+        let m = l
+            .policy_step(
+                &[batch],
+                &PolicyLoss {
+                    aggregation,
+                    ..loss(0.0)
+                },
+            )
+            .unwrap();
+        assert_eq!(m.tokens, 5);
+        sum(&logprobs(&l, &[1, 4, 9], &short)) - before
+    };
+    let (token, sequence) = (moved(Aggregation::Token), moved(Aggregation::Sequence));
+    assert!(
+        token > 0.0 && sequence > token,
+        "token {token}, sequence {sequence}"
+    );
 }

@@ -532,6 +532,12 @@ pub struct RlvrSpec {
     pub save_freq: u64,
     /// Verifier rules.
     pub verifier_mode: VerifierMode,
+    /// How the policy loss is averaged: `token` (over every response token of the step),
+    /// `sequence` (over each response's tokens, then over responses: the GRPO paper) or
+    /// `dr_grpo` (summed, over responses × `response_length`: Dr. GRPO's constant).
+    pub loss_aggregation: LossAggregation,
+    /// GRPO: divide each group's centred rewards by their standard deviation (false: Dr. GRPO).
+    pub scale_rewards: bool,
     /// Verifier for each value of the data's `dataset` column, when it is not the verifier's
     /// own name (e.g. `MATH = "math"`, or a custom data set to a plug-in).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -578,6 +584,8 @@ impl Default for RlvrSpec {
             num_evals: 4,
             save_freq: 100_000,
             verifier_mode: VerifierMode::Default,
+            loss_aggregation: LossAggregation::Token,
+            scale_rewards: true,
             dataset_verifiers: std::collections::BTreeMap::new(),
         }
     }
@@ -591,6 +599,18 @@ pub enum RlAlgorithm {
     Ppo,
     /// Group-relative advantages, no value model.
     Grpo,
+}
+
+/// How the policy-gradient loss is averaged over a step's tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossAggregation {
+    /// Mean over every response token of the step (open-instruct's PPO, DAPO).
+    Token,
+    /// Mean over each response's tokens, then over responses (the GRPO paper).
+    Sequence,
+    /// Sum over tokens divided by responses × the response-length budget (Dr. GRPO).
+    DrGrpo,
 }
 
 /// Which rules the verifiers follow.

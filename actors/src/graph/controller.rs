@@ -51,6 +51,8 @@ pub struct LoopSettings {
     pub seed: u64,
     /// Save a checkpoint every this many steps (0: never).
     pub save_every: u64,
+    /// GRPO: divide centred group rewards by the group's standard deviation (false: Dr. GRPO).
+    pub scale_rewards: bool,
     /// How advantages are made: GRPO, or PPO with these settings.
     pub ppo: Option<Ppo>,
 }

@@ -10,7 +10,7 @@ use anyhow::{anyhow, Result};
 use ractor::ActorRef;
 use rlvr_core::{Completion, FinishReason, GenerationRequest, PolicySample, SamplingParams, Verdict};
 use rlvr_data::Tokenizer;
-use rlvr_learner::advantage::{gae, group_normalized, whiten};
+use rlvr_learner::advantage::{gae, group_centered, group_normalized, whiten};
 use rlvr_verifiers::reward::reward;
 
 use super::broadcast::BroadcastMsg;
@@ -170,10 +170,15 @@ pub fn samples(scored: &Scored, settings: &LoopSettings) -> Vec<PolicySample> {
         .collect()
 }
 
-/// GRPO: each response's shaped reward, normalised within its prompt's group, on every token.
+/// GRPO: each response's shaped reward, centred within its prompt's group (and divided by the
+/// group's standard deviation unless `scale_rewards` is off, as in Dr. GRPO), on every token.
 pub fn grpo_samples(scored: &Scored, settings: &LoopSettings) -> (Vec<PolicySample>, Vec<f64>) {
     let rewards = rewards(scored, settings);
-    let advantages = group_normalized(&rewards, settings.samples_per_prompt);
+    let advantages = if settings.scale_rewards {
+        group_normalized(&rewards, settings.samples_per_prompt)
+    } else {
+        group_centered(&rewards, settings.samples_per_prompt)
+    };
     let mut samples = samples(scored, settings);
     for (s, a) in samples.iter_mut().zip(&advantages) {
         s.advantages = vec![*a as f32; s.response_ids.len()];

@@ -12,9 +12,9 @@ use ractor::Actor;
 use rlvr_core::SamplingParams;
 use rlvr_data::arith::Split;
 use rlvr_data::Tokenizer;
-use rlvr_learner::policy::{KlEstimator, PolicyLoss};
+use rlvr_learner::policy::{Aggregation, KlEstimator, PolicyLoss};
 use rlvr_learner::Learner;
-use rlvr_recipes::spec::{MixEntry, RlAlgorithm, RlvrSpec};
+use rlvr_recipes::spec::{LossAggregation, MixEntry, RlAlgorithm, RlvrSpec};
 use rlvr_recipes::Recipe;
 use rlvr_verifiers::reward::Shaping;
 use rlvr_verifiers::{Mode, Registry};
@@ -195,6 +195,13 @@ pub fn run(
             temperature: rl.temperature,
             vf_coef: rl.vf_coef,
             value_clip: rl.cliprange_value,
+            aggregation: match rl.loss_aggregation {
+                LossAggregation::Token => Aggregation::Token,
+                LossAggregation::Sequence => Aggregation::Sequence,
+                LossAggregation::DrGrpo => Aggregation::DrGrpo {
+                    max_tokens: rl.response_length as usize,
+                },
+            },
         },
         epochs: rl.num_epochs.max(1) as usize,
         mini_batch,
@@ -224,6 +231,7 @@ pub fn run(
         async_mode: rl.async_mode,
         seed: stage.seed,
         save_every: rl.save_freq,
+        scale_rewards: rl.scale_rewards,
         ppo: is_ppo.then_some(Ppo {
             beta: rl.beta,
             kl,
