@@ -122,13 +122,16 @@ impl Learner {
         let Objective::Lm(reduction) = objective;
         let input = self.tensor(&batch.input_ids, batch);
         let labels = self.tensor(&batch.labels, batch);
-        let t = batch.cols as i64;
-        let logits = self
-            .model
-            .forward(&input)
-            .narrow(1, 0, t - 1)
-            .to_kind(Kind::Float);
-        let targets = labels.narrow(1, 1, t - 1);
+        // Position i predicts label i + 1: shift the labels, not the (large) logits, so the
+        // logits need no copy; the last position predicts nothing.
+        let targets = Tensor::cat(
+            &[
+                labels.narrow(1, 1, batch.cols as i64 - 1),
+                Tensor::full([batch.rows as i64, 1], IGNORE, (Kind::Int64, self.config.device)),
+            ],
+            1,
+        );
+        let logits = self.model.forward(&input).to_kind(Kind::Float);
         let flat = logits.reshape([-1, vocab]);
         let red = match reduction {
             Reduction::Mean => tch::Reduction::Mean,

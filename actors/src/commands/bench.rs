@@ -22,6 +22,10 @@ pub enum Bench {
     /// Generation throughput, memory-bandwidth bound and weight-update time of the native
     /// engine on a SmolLM2-135M-shaped model with random weights (f32, CPU).
     Generate(GenerateArgs),
+    /// Training throughput of the learner (forward, backward, clip, AdamW) on a
+    /// SmolLM2-135M-shaped model with random weights and tokens (f32, CPU), and its
+    /// model-FLOPs utilisation against a measured matmul peak.
+    Train(TrainArgs),
     /// Verifier throughput on a JSONL file (`dataset`, `response`, `ground_truth` per line):
     /// labels are parsed first, then only the verify calls are timed (`--threads` to scale).
     Verify(VerifyArgs),
@@ -42,6 +46,32 @@ pub struct VerifyArgs {
     /// Threads sharing the rows.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+}
+
+/// Arguments of `rlvr bench train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// Sequences per step.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 256)]
+    pub seq_len: usize,
+    /// Timed optimiser steps (after one untimed).
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    /// Threads for libtorch (0: its default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Recipe whose model shape to use.
+    #[arg(long, default_value = "smollm2-135m-sft")]
+    pub shape_from: String,
+    /// Also save the initial random model here (Hugging Face format) for the baseline to load.
+    #[arg(long)]
+    pub save_model: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `rlvr bench generate`.
@@ -74,6 +104,7 @@ pub struct GenerateArgs {
 pub fn run(bench: &Bench) -> Result<()> {
     match bench {
         Bench::Generate(args) => generate(args),
+        Bench::Train(args) => train(args),
         Bench::Verify(args) => verify(args),
     }
 }
@@ -211,6 +242,105 @@ fn generate(args: &GenerateArgs) -> Result<()> {
             total as f64 / 1e6,
             memcpy_s * 1e3,
             update_s / memcpy_s
+        );
+    }
+    Ok(())
+}
+
+/// Best-of-5 f32 matmul throughput (FLOP/s) of libtorch on this machine: 2n³ per n×n product.
+fn matmul_peak() -> f64 {
+    let n = 2048;
+    let a = tch::Tensor::randn([n, n], (Kind::Float, Device::Cpu));
+    let b = tch::Tensor::randn([n, n], (Kind::Float, Device::Cpu));
+    let _ = a.matmul(&b);
+    let best = best_of(5, || {
+        let _ = std::hint::black_box(a.matmul(&b));
+    });
+    2.0 * (n as f64).powi(3) / best
+}
+
+fn train(args: &TrainArgs) -> Result<()> {
+    if args.batch == 0 || args.seq_len < 2 || args.steps == 0 {
+        return Err(UsageError("--batch and --steps must be positive, --seq-len at least 2".into()).into());
+    }
+    if args.threads > 0 {
+        tch::set_num_threads(args.threads as i32);
+    }
+    let config = shape(&args.shape_from)?;
+    let learner_config = rlvr_learner::LearnerConfig {
+        adamw: rlvr_learner::optim::AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        },
+        schedule: rlvr_learner::schedule::Schedule {
+            peak: 1e-5,
+            warmup_steps: 0,
+            total_steps: args.steps as u64 + 1,
+            shape: rlvr_learner::schedule::Shape::Constant,
+        },
+        max_grad_norm: Some(1.0),
+        device: Device::Cpu,
+    };
+    let mut learner = rlvr_learner::Learner::new(&config, learner_config, 0);
+    if let Some(dir) = &args.save_model {
+        learner.save_model(dir)?;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let seqs: Vec<Vec<i64>> = (0..args.batch)
+        .map(|_| {
+            (0..args.seq_len)
+                .map(|_| rng.gen_range(0..config.vocab_size))
+                .collect()
+        })
+        .collect();
+    let batch = rlvr_core::TrainBatch::from_sequences(&seqs, 0);
+    let objective = rlvr_learner::Objective::Lm(rlvr_learner::Reduction::Mean);
+    learner.train_step(std::slice::from_ref(&batch), objective)?;
+    let t = Instant::now();
+    for _ in 0..args.steps {
+        learner.train_step(std::slice::from_ref(&batch), objective)?;
+    }
+    let seconds = t.elapsed().as_secs_f64();
+    let tokens = (args.batch * args.seq_len * args.steps) as f64;
+    let tokens_per_s = tokens / seconds;
+
+    // Model FLOPs per trained token (PaLM's count, no causal discount): 6 per weight of the
+    // matmuls (layers and LM head; the embedding lookup is free) + 12·layers·hidden·context.
+    let (d, layers, vocab) = (
+        config.hidden_size as f64,
+        config.num_hidden_layers as f64,
+        config.vocab_size as f64,
+    );
+    let embed = vocab * d;
+    let weights = learner.num_params() as f64 - embed - if config.tie_word_embeddings { 0.0 } else { embed };
+    let flops_per_token = 6.0 * (weights + embed) + 12.0 * layers * d * args.seq_len as f64;
+    let achieved = flops_per_token * tokens_per_s;
+    let peak = matmul_peak();
+    let report = json!({
+        "batch": args.batch, "seq_len": args.seq_len, "steps": args.steps, "seconds": seconds,
+        "tokens_per_s": tokens_per_s, "params": learner.num_params(), "threads": tch::get_num_threads(),
+        "flops_per_token": flops_per_token, "achieved_gflop_s": achieved / 1e9,
+        "matmul_peak_gflop_s": peak / 1e9, "mfu": achieved / peak,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "learner, {}-shaped model, f32 on CPU, {} threads",
+            args.shape_from,
+            tch::get_num_threads()
+        );
+        println!(
+            "  {} steps of {} x {} tokens in {:.2} s: {:.0} tokens/s",
+            args.steps, args.batch, args.seq_len, seconds, tokens_per_s
+        );
+        println!(
+            "  {:.1} GFLOP/s of model FLOPs against a {:.1} GFLOP/s matmul peak: MFU {:.1}%",
+            achieved / 1e9,
+            peak / 1e9,
+            100.0 * achieved / peak
         );
     }
     Ok(())
