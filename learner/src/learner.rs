@@ -56,6 +56,9 @@ pub struct Learner {
     reference: Option<(VarStore, Llama)>,
     /// PPO's value model.
     critic: Option<Critic>,
+    /// Recompute each decoder layer in the backward pass of LM steps instead of keeping its
+    /// activations.
+    gradient_checkpointing: bool,
 }
 
 impl Learner {
@@ -79,7 +82,14 @@ impl Learner {
             config,
             reference: None,
             critic: None,
+            gradient_checkpointing: false,
         }
+    }
+
+    /// Hold one decoder layer's activations at a time in the backward pass of LM steps
+    /// (pretraining, SFT), recomputing each layer's forward: less memory for one more forward.
+    pub fn set_gradient_checkpointing(&mut self, on: bool) {
+        self.gradient_checkpointing = on;
     }
 
     /// A model loaded from a Hugging Face directory (`config.json` + safetensors).
@@ -115,12 +125,17 @@ impl Learner {
             .to_device(self.config.device)
     }
 
-    /// Loss of one micro-batch, and its loss-token count.
-    fn loss(&self, batch: &TrainBatch, objective: Objective) -> Result<(Tensor, i64)> {
+    /// Loss of one micro-batch.
+    fn loss(&self, batch: &TrainBatch, objective: Objective) -> Result<Tensor> {
         self.check_tokens(&batch.input_ids, batch.rows, batch.cols)?;
+        let input = self.tensor(&batch.input_ids, batch);
+        Ok(self.lm_loss(&self.model.hidden_states(&input), batch, objective))
+    }
+
+    /// The LM loss of `batch` from the model's final hidden states.
+    fn lm_loss(&self, hidden: &Tensor, batch: &TrainBatch, objective: Objective) -> Tensor {
         let vocab = self.model.config().vocab_size;
         let Objective::Lm(reduction) = objective;
-        let input = self.tensor(&batch.input_ids, batch);
         let labels = self.tensor(&batch.labels, batch);
         // Position i predicts label i + 1: shift the labels, not the (large) logits, so the
         // logits need no copy; the last position predicts nothing.
@@ -131,14 +146,13 @@ impl Learner {
             ],
             1,
         );
-        let logits = self.model.forward(&input).to_kind(Kind::Float);
+        let logits = self.model.logits(hidden).to_kind(Kind::Float);
         let flat = logits.reshape([-1, vocab]);
         let red = match reduction {
             Reduction::Mean => tch::Reduction::Mean,
             Reduction::Sum => tch::Reduction::Sum,
         };
-        let loss = flat.cross_entropy_loss::<Tensor>(&targets.reshape([-1]), None, red, IGNORE, 0.0);
-        Ok((loss, batch.loss_tokens() as i64))
+        flat.cross_entropy_loss::<Tensor>(&targets.reshape([-1]), None, red, IGNORE, 0.0)
     }
 
     /// One optimiser step over `micro_batches` (gradient accumulation): forward, backward,
@@ -149,10 +163,19 @@ impl Learner {
         let mut loss_sum = 0.0;
         let mut tokens = 0;
         for b in micro_batches {
-            let (loss, toks) = self.loss(b, objective)?;
-            (&loss / n).backward();
+            let loss = if self.gradient_checkpointing {
+                self.check_tokens(&b.input_ids, b.rows, b.cols)?;
+                let input = self.tensor(&b.input_ids, b);
+                self.model
+                    .backward_checkpointed(&input, |h| self.lm_loss(h, b, objective) / n)
+                    * n
+            } else {
+                let loss = self.loss(b, objective)?;
+                (&loss / n).backward();
+                loss
+            };
             loss_sum += loss.double_value(&[]);
-            tokens += toks;
+            tokens += b.loss_tokens() as i64;
         }
         let grad_norm = self.opt.clip_grad_norm(self.config.max_grad_norm);
         let lr = self.config.schedule.lr(self.opt.steps_taken());
@@ -564,7 +587,7 @@ impl Learner {
 
     /// Mean loss of `batch` without updating anything.
     pub fn eval_loss(&self, batch: &TrainBatch, objective: Objective) -> Result<f64> {
-        tch::no_grad(|| self.loss(batch, objective).map(|(l, _)| l.double_value(&[])))
+        tch::no_grad(|| self.loss(batch, objective).map(|l| l.double_value(&[])))
     }
 
     /// Every parameter as a [`WeightChunk`] tagged with `version`, in name order: what the

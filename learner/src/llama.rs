@@ -431,6 +431,39 @@ impl Llama {
         Ok(self.norm.forward(&x))
     }
 
+    /// Back-propagate `loss` (a scalar of the final hidden states) through the model while
+    /// holding one decoder layer's activations at a time — gradient checkpointing per layer. A
+    /// forward pass without autograd keeps each layer's input; the loss is back-propagated to
+    /// the last layer's output; then each layer, last to first, is recomputed from its input
+    /// and back-propagated with its output's gradient `g` (as the gradient of `Σ out ⊙ g`).
+    /// Parameter gradients accumulate as in a plain `backward`, for one more forward pass of
+    /// compute. Returns the loss, detached.
+    pub fn backward_checkpointed(&self, input_ids: &Tensor, loss: impl FnOnce(&Tensor) -> Tensor) -> Tensor {
+        let t = input_ids.size()[1];
+        let (cos, sin) = rope_tables(&self.inv_freq, 0, t);
+        let embed = |ids: &Tensor| Tensor::embedding(&self.embed_tokens, ids, -1, false, false);
+        let mut inputs = Vec::with_capacity(self.layers.len());
+        let mut x = tch::no_grad(|| embed(input_ids));
+        for layer in &self.layers {
+            let next = tch::no_grad(|| layer.forward(&x, &cos, &sin));
+            inputs.push(x);
+            x = next;
+        }
+        let top = x.detach().set_requires_grad(true);
+        let value = loss(&self.norm.forward(&top));
+        value.backward();
+        let mut grad = top.grad();
+        for (layer, input) in self.layers.iter().zip(&inputs).rev() {
+            let xi = input.detach().set_requires_grad(true);
+            (layer.forward(&xi, &cos, &sin) * &grad)
+                .sum(Kind::Float)
+                .backward();
+            grad = xi.grad();
+        }
+        (embed(input_ids) * &grad).sum(Kind::Float).backward();
+        value.detach()
+    }
+
     /// Logits of final hidden states (the LM head, or the tied embedding).
     pub fn logits(&self, h: &Tensor) -> Tensor {
         match &self.lm_head {

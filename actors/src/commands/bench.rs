@@ -63,6 +63,9 @@ pub struct TrainArgs {
     /// Threads for libtorch (0: its default).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Recompute each decoder layer in the backward pass instead of keeping its activations.
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
     /// Recipe whose model shape to use.
     #[arg(long, default_value = "smollm2-135m-sft")]
     pub shape_from: String,
@@ -247,6 +250,17 @@ fn generate(args: &GenerateArgs) -> Result<()> {
     Ok(())
 }
 
+/// The process's peak resident memory (`VmHWM`), in MiB; 0 where /proc is missing.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 /// Best-of-5 f32 matmul throughput (FLOP/s) of libtorch on this machine: 2n³ per n×n product.
 fn matmul_peak() -> f64 {
     let n = 2048;
@@ -284,6 +298,7 @@ fn train(args: &TrainArgs) -> Result<()> {
         device: Device::Cpu,
     };
     let mut learner = rlvr_learner::Learner::new(&config, learner_config, 0);
+    learner.set_gradient_checkpointing(args.gradient_checkpointing);
     if let Some(dir) = &args.save_model {
         learner.save_model(dir)?;
     }
@@ -323,6 +338,7 @@ fn train(args: &TrainArgs) -> Result<()> {
         "tokens_per_s": tokens_per_s, "params": learner.num_params(), "threads": tch::get_num_threads(),
         "flops_per_token": flops_per_token, "achieved_gflop_s": achieved / 1e9,
         "matmul_peak_gflop_s": peak / 1e9, "mfu": achieved / peak,
+        "gradient_checkpointing": args.gradient_checkpointing, "peak_rss_mb": peak_rss_mb(),
     });
     if args.json {
         println!("{report}");

@@ -237,6 +237,7 @@ pub fn run(
         Some(dir) => Learner::from_pretrained(dir, config)?,
         None => Learner::new(&model_config(stage, &tok), config, stage.seed as i64),
     };
+    learner.set_gradient_checkpointing(t.gradient_checkpointing);
     let objective = Objective::Lm(match t.reduce_loss {
         ReduceLoss::Mean => Reduction::Mean,
         ReduceLoss::Sum => Reduction::Sum,
