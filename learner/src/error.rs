@@ -30,6 +30,9 @@ pub enum LearnerError {
     /// A call that needs a part the learner was not given (a value model, a reference).
     #[error("the learner has no {0}: attach it first")]
     Missing(&'static str),
+    /// A call made out of order (bf16 after training started).
+    #[error("{0}")]
+    Order(&'static str),
     /// A batch that does not fit the model (token id past the vocabulary, empty batch).
     #[error("bad batch: {0}")]
     Batch(String),

@@ -86,6 +86,28 @@ impl Learner {
         }
     }
 
+    /// Train in bf16 with f32 master weights: the model's weights (and its gradients and
+    /// activations) become bf16, and the optimiser keeps an f32 copy of each with f32 moments.
+    /// Call before the first step.
+    pub fn set_bf16(&mut self) -> Result<()> {
+        if self.opt.steps_taken() > 0 || self.critic.is_some() || self.reference.is_some() {
+            return Err(LearnerError::Order(
+                "switch to bf16 before the first step and before attaching a reference or value model",
+            ));
+        }
+        self.vs.bfloat16();
+        self.opt = AdamW::new(
+            self.vs
+                .variables()
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>()
+                .into_iter()
+                .collect(),
+            self.config.adamw,
+        );
+        Ok(())
+    }
+
     /// Hold one decoder layer's activations at a time in the backward pass of LM steps
     /// (pretraining, SFT), recomputing each layer's forward: less memory for one more forward.
     pub fn set_gradient_checkpointing(&mut self, on: bool) {

@@ -1,7 +1,10 @@
 //! AdamW with decoupled weight decay (Loshchilov & Hutter), written on tensors so its state can
-//! be checkpointed, resumed and later sharded. Same update as `torch.optim.AdamW`.
+//! be checkpointed, resumed and later sharded. Same update as `torch.optim.AdamW`. Parameters
+//! held in a lower precision (bf16) get an f32 master copy: moments and update happen in f32
+//! and the parameter receives the rounded result, so small updates are not lost to bf16's
+//! 8-bit mantissa.
 
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// AdamW hyperparameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -21,18 +24,26 @@ pub struct AdamWConfig {
 pub struct AdamW {
     config: AdamWConfig,
     params: Vec<(String, Tensor)>,
+    /// f32 copies of the parameters that are not f32.
+    master: Vec<Option<Tensor>>,
     exp_avg: Vec<Tensor>,
     exp_avg_sq: Vec<Tensor>,
     step: u64,
 }
 
 impl AdamW {
-    /// Optimiser for `params` (name, trainable tensor); state starts at zero.
+    /// Optimiser for `params` (name, trainable tensor); state starts at zero, in f32, with an
+    /// f32 master copy of every parameter that is not f32.
     pub fn new(params: Vec<(String, Tensor)>, config: AdamWConfig) -> Self {
-        let zeros = |p: &(String, Tensor)| p.1.zeros_like().detach();
+        let master: Vec<Option<Tensor>> = params
+            .iter()
+            .map(|(_, p)| (p.kind() != Kind::Float).then(|| p.detach().to_kind(Kind::Float)))
+            .collect();
+        let zeros = |p: &(String, Tensor)| p.1.detach().to_kind(Kind::Float).zeros_like();
         Self {
             exp_avg: params.iter().map(zeros).collect(),
             exp_avg_sq: params.iter().map(zeros).collect(),
+            master,
             params,
             config,
             step: 0,
@@ -64,7 +75,7 @@ impl AdamW {
             if grads.is_empty() {
                 return 0.0;
             }
-            let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
+            let norms: Vec<Tensor> = grads.iter().map(|g| g.to_kind(Kind::Float).norm()).collect();
             let total = Tensor::stack(&norms, 0).norm().double_value(&[]);
             if let Some(max) = max_norm {
                 let coef = max / (total + 1e-6);
@@ -90,23 +101,35 @@ impl AdamW {
                 if !g.defined() {
                     continue;
                 }
+                let g = g.to_kind(Kind::Float);
                 let m = &mut self.exp_avg[i];
                 let v = &mut self.exp_avg_sq[i];
                 let _ = m.g_mul_scalar_(c.beta1).g_add_(&(&g * (1.0 - c.beta1)));
                 let _ = v.g_mul_scalar_(c.beta2).g_add_(&(&g * &g * (1.0 - c.beta2)));
-                let _ = p.g_mul_scalar_(1.0 - lr * c.weight_decay);
+                let mut w = match &self.master[i] {
+                    Some(master) => master.shallow_clone(),
+                    None => p.shallow_clone(),
+                };
+                let _ = w.g_mul_scalar_(1.0 - lr * c.weight_decay);
                 let denom = (v.sqrt() / bc2.sqrt()) + c.eps;
-                let _ = p.g_add_(&(m.g_div(&denom) * (-lr / bc1)));
+                let _ = w.g_add_(&(m.g_div(&denom) * (-lr / bc1)));
+                if self.master[i].is_some() {
+                    p.copy_(&w);
+                }
             }
         });
     }
 
-    /// Optimiser state as named tensors (`exp_avg.NAME`, `exp_avg_sq.NAME`).
+    /// Optimiser state as named tensors (`exp_avg.NAME`, `exp_avg_sq.NAME`, and `master.NAME`
+    /// for parameters with an f32 master copy).
     pub fn state(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::with_capacity(2 * self.params.len());
         for (i, (name, _)) in self.params.iter().enumerate() {
             out.push((format!("exp_avg.{name}"), self.exp_avg[i].shallow_clone()));
             out.push((format!("exp_avg_sq.{name}"), self.exp_avg_sq[i].shallow_clone()));
+            if let Some(m) = &self.master[i] {
+                out.push((format!("master.{name}"), m.shallow_clone()));
+            }
         }
         out
     }
@@ -127,6 +150,12 @@ impl AdamW {
                         self.exp_avg_sq[i].copy_(v);
                     }
                     _ => missing.push(name.clone()),
+                }
+                if let Some(master) = &mut self.master[i] {
+                    match find("master") {
+                        Some(saved) => master.copy_(saved),
+                        None => missing.push(name.clone()),
+                    }
                 }
             }
         });

@@ -14,7 +14,7 @@ use rlvr_learner::llama::Config;
 use rlvr_learner::optim::AdamWConfig;
 use rlvr_learner::schedule::{Schedule, Shape};
 use rlvr_learner::{Learner, LearnerConfig, Objective, Reduction};
-use rlvr_recipes::spec::{Amount, Checkpointing, LrScheduler, ReduceLoss};
+use rlvr_recipes::spec::{Amount, Checkpointing, Dtype, LrScheduler, ReduceLoss};
 use rlvr_recipes::Recipe;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -238,6 +238,9 @@ pub fn run(
         None => Learner::new(&model_config(stage, &tok), config, stage.seed as i64),
     };
     learner.set_gradient_checkpointing(t.gradient_checkpointing);
+    if stage.model.dtype == Dtype::Bf16 {
+        learner.set_bf16()?;
+    }
     let objective = Objective::Lm(match t.reduce_loss {
         ReduceLoss::Mean => Reduction::Mean,
         ReduceLoss::Sum => Reduction::Sum,

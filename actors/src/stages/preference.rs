@@ -26,7 +26,7 @@ use rlvr_data::arith::Split;
 use rlvr_data::{Builtin, Sampler, Tokenizer};
 use rlvr_learner::preference::{PreferenceLoss, PreferenceLossType, PreferenceMetrics};
 use rlvr_learner::Learner;
-use rlvr_recipes::spec::{Amount, DpoLoss, MixEntry, StageKind};
+use rlvr_recipes::spec::{Amount, DpoLoss, Dtype, MixEntry, StageKind};
 use rlvr_recipes::Recipe;
 use rlvr_verifiers::{Mode, Registry};
 use serde_json::json;
@@ -299,6 +299,9 @@ pub fn run(
         Some(dir) => Learner::from_pretrained(dir, config)?,
         None => Learner::new(&lm::model_config(stage, &tok), config, stage.seed as i64),
     };
+    if stage.model.dtype == Dtype::Bf16 {
+        learner.set_bf16()?;
+    }
     if let Objective::RewardModel = objective {
         learner.attach_critic()?;
     }
