@@ -19,12 +19,21 @@ pub struct AdamWConfig {
     pub weight_decay: f64,
 }
 
+/// The kind the optimiser works in for a parameter of `kind`: f32 for the 16-bit kinds, the
+/// parameter's own otherwise.
+fn wide(kind: Kind) -> Kind {
+    match kind {
+        Kind::BFloat16 | Kind::Half => Kind::Float,
+        other => other,
+    }
+}
+
 /// AdamW over a list of parameters.
 #[derive(Debug)]
 pub struct AdamW {
     config: AdamWConfig,
     params: Vec<(String, Tensor)>,
-    /// f32 copies of the parameters that are not f32.
+    /// f32 copies of the 16-bit parameters.
     master: Vec<Option<Tensor>>,
     exp_avg: Vec<Tensor>,
     exp_avg_sq: Vec<Tensor>,
@@ -32,14 +41,14 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    /// Optimiser for `params` (name, trainable tensor); state starts at zero, in f32, with an
-    /// f32 master copy of every parameter that is not f32.
+    /// Optimiser for `params` (name, trainable tensor); state starts at zero, in f32 with an
+    /// f32 master copy for 16-bit parameters.
     pub fn new(params: Vec<(String, Tensor)>, config: AdamWConfig) -> Self {
         let master: Vec<Option<Tensor>> = params
             .iter()
-            .map(|(_, p)| (p.kind() != Kind::Float).then(|| p.detach().to_kind(Kind::Float)))
+            .map(|(_, p)| (wide(p.kind()) != p.kind()).then(|| p.detach().to_kind(Kind::Float)))
             .collect();
-        let zeros = |p: &(String, Tensor)| p.1.detach().to_kind(Kind::Float).zeros_like();
+        let zeros = |p: &(String, Tensor)| p.1.detach().to_kind(wide(p.1.kind())).zeros_like();
         Self {
             exp_avg: params.iter().map(zeros).collect(),
             exp_avg_sq: params.iter().map(zeros).collect(),
@@ -75,7 +84,7 @@ impl AdamW {
             if grads.is_empty() {
                 return 0.0;
             }
-            let norms: Vec<Tensor> = grads.iter().map(|g| g.to_kind(Kind::Float).norm()).collect();
+            let norms: Vec<Tensor> = grads.iter().map(|g| g.to_kind(wide(g.kind())).norm()).collect();
             let total = Tensor::stack(&norms, 0).norm().double_value(&[]);
             if let Some(max) = max_norm {
                 let coef = max / (total + 1e-6);
@@ -101,7 +110,7 @@ impl AdamW {
                 if !g.defined() {
                     continue;
                 }
-                let g = g.to_kind(Kind::Float);
+                let g = g.to_kind(wide(g.kind()));
                 let m = &mut self.exp_avg[i];
                 let v = &mut self.exp_avg_sq[i];
                 let _ = m.g_mul_scalar_(c.beta1).g_add_(&(&g * (1.0 - c.beta1)));
