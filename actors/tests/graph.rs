@@ -13,8 +13,6 @@ use rlvr_actors::graph::rollout::{RolloutArgs, RolloutJob, RolloutWorker};
 use rlvr_actors::graph::verifier::{VerifierWorker, VerifyArgs, VerifyJob};
 use rlvr_core::{GenerationRequest, SamplingParams, Verdict};
 use rlvr_learner::llama::Config;
-use rlvr_learner::optim::AdamWConfig;
-use rlvr_learner::schedule::{Schedule, Shape};
 use rlvr_learner::{Learner, LearnerConfig};
 use rlvr_verifiers::{Registry, Truth, TruthError, Verifier};
 use tch::Device;
@@ -33,20 +31,8 @@ fn learner(seed: i64) -> Learner {
     }))
     .unwrap();
     let cfg = LearnerConfig {
-        adamw: AdamWConfig {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        },
-        schedule: Schedule {
-            peak: 1e-3,
-            warmup_steps: 0,
-            total_steps: 1,
-            shape: Shape::Constant,
-        },
         max_grad_norm: None,
-        device: Device::Cpu,
+        ..LearnerConfig::constant(1e-3, Device::Cpu)
     };
     Learner::new(&config, cfg, seed)
 }

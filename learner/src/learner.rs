@@ -46,6 +46,30 @@ pub struct LearnerConfig {
     pub device: Device,
 }
 
+impl LearnerConfig {
+    /// AdamW with β = (0.9, 0.999), ε = 1e-8 and no weight decay at a constant learning rate
+    /// `lr`, gradients clipped to norm 1, on `device`: a plain setting for tests, benchmarks and
+    /// experiments (stages build theirs from the recipe).
+    pub fn constant(lr: f64, device: Device) -> Self {
+        Self {
+            adamw: AdamWConfig {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.0,
+            },
+            schedule: Schedule {
+                peak: lr,
+                warmup_steps: 0,
+                total_steps: 1,
+                shape: crate::schedule::Shape::Constant,
+            },
+            max_grad_norm: Some(1.0),
+            device,
+        }
+    }
+}
+
 /// A model being trained.
 pub struct Learner {
     vs: VarStore,

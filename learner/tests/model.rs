@@ -4,7 +4,6 @@
 use rlvr_core::TrainBatch;
 use rlvr_learner::llama::{Config, Llama};
 use rlvr_learner::optim::{AdamW, AdamWConfig};
-use rlvr_learner::schedule::{Schedule, Shape};
 use rlvr_learner::{Learner, LearnerConfig, Objective, Reduction};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -22,22 +21,7 @@ fn tiny(tied: bool) -> Config {
 }
 
 fn learner_config(lr: f64) -> LearnerConfig {
-    LearnerConfig {
-        adamw: AdamWConfig {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        },
-        schedule: Schedule {
-            peak: lr,
-            warmup_steps: 0,
-            total_steps: 100,
-            shape: Shape::Constant,
-        },
-        max_grad_norm: Some(1.0),
-        device: Device::Cpu,
-    }
+    LearnerConfig::constant(lr, Device::Cpu)
 }
 
 #[test]

@@ -60,26 +60,12 @@ fn the_fixtures_are_not_trivial() {
 #[test]
 fn a_value_model_loaded_from_a_reward_model_scores_every_position_as_transformers() {
     use rlvr_core::{PolicyBatch, PolicySample};
-    use rlvr_learner::optim::AdamWConfig;
-    use rlvr_learner::schedule::{Schedule, Shape};
     use rlvr_learner::{Learner, LearnerConfig};
 
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity");
     let cfg = LearnerConfig {
-        adamw: AdamWConfig {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        },
-        schedule: Schedule {
-            peak: 1e-3,
-            warmup_steps: 0,
-            total_steps: 1,
-            shape: Shape::Constant,
-        },
         max_grad_norm: None,
-        device: Device::Cpu,
+        ..LearnerConfig::constant(1e-3, Device::Cpu)
     };
     // The policy (SmolLM2-shaped) and the reward model (Llama-3.1-shaped) differ, as 70B and 8B.
     let mut learner = Learner::from_pretrained(&fixtures.join("smollm2"), cfg).unwrap();

@@ -4,9 +4,7 @@
 
 use rlvr_core::{PreferenceBatch, IGNORE};
 use rlvr_learner::llama::Config;
-use rlvr_learner::optim::AdamWConfig;
 use rlvr_learner::preference::{PreferenceLoss, PreferenceLossType};
-use rlvr_learner::schedule::{Schedule, Shape};
 use rlvr_learner::{Learner, LearnerConfig};
 use tch::{Device, Kind, Tensor};
 
@@ -17,22 +15,7 @@ fn learner(lr: f64) -> Learner {
         "tie_word_embeddings": true
     }))
     .unwrap();
-    let cfg = LearnerConfig {
-        adamw: AdamWConfig {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        },
-        schedule: Schedule {
-            peak: lr,
-            warmup_steps: 0,
-            total_steps: 100,
-            shape: Shape::Constant,
-        },
-        max_grad_norm: Some(1.0),
-        device: Device::Cpu,
-    };
+    let cfg = LearnerConfig::constant(lr, Device::Cpu);
     Learner::new(&config, cfg, 3)
 }
 

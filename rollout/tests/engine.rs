@@ -4,8 +4,6 @@
 use rlvr_core::{FinishReason, GenerationRequest, SamplingParams};
 use rlvr_data::Tokenizer;
 use rlvr_learner::llama::Config;
-use rlvr_learner::optim::AdamWConfig;
-use rlvr_learner::schedule::{Schedule, Shape};
 use rlvr_learner::{Learner, LearnerConfig};
 use rlvr_rollout::{Engine, NativeEngine};
 use tch::{Device, Kind, Tensor};
@@ -21,20 +19,8 @@ fn config() -> Config {
 
 fn learner() -> Learner {
     let cfg = LearnerConfig {
-        adamw: AdamWConfig {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        },
-        schedule: Schedule {
-            peak: 1e-3,
-            warmup_steps: 0,
-            total_steps: 1,
-            shape: Shape::Constant,
-        },
         max_grad_norm: None,
-        device: Device::Cpu,
+        ..LearnerConfig::constant(1e-3, Device::Cpu)
     };
     Learner::new(&config(), cfg, 11)
 }

@@ -281,22 +281,7 @@ fn train(args: &TrainArgs) -> Result<()> {
         tch::set_num_threads(args.threads as i32);
     }
     let config = shape(&args.shape_from)?;
-    let learner_config = rlvr_learner::LearnerConfig {
-        adamw: rlvr_learner::optim::AdamWConfig {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        },
-        schedule: rlvr_learner::schedule::Schedule {
-            peak: 1e-5,
-            warmup_steps: 0,
-            total_steps: args.steps as u64 + 1,
-            shape: rlvr_learner::schedule::Shape::Constant,
-        },
-        max_grad_norm: Some(1.0),
-        device: Device::Cpu,
-    };
+    let learner_config = rlvr_learner::LearnerConfig::constant(1e-5, Device::Cpu);
     let mut learner = rlvr_learner::Learner::new(&config, learner_config, 0);
     learner.set_gradient_checkpointing(args.gradient_checkpointing);
     if let Some(dir) = &args.save_model {

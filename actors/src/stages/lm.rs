@@ -14,7 +14,7 @@ use rlvr_learner::llama::Config;
 use rlvr_learner::optim::AdamWConfig;
 use rlvr_learner::schedule::{Schedule, Shape};
 use rlvr_learner::{Learner, LearnerConfig, Objective, Reduction};
-use rlvr_recipes::spec::{Amount, Checkpointing, Dtype, LrScheduler, ReduceLoss};
+use rlvr_recipes::spec::{Checkpointing, Dtype, LrScheduler, ReduceLoss};
 use rlvr_recipes::Recipe;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -36,33 +36,12 @@ pub(super) struct TrainerState {
 
 /// The data set of a stage and its row count.
 fn text_source(stage: &Recipe) -> Result<(Builtin, u64)> {
-    let [entry] = stage.data.mix.as_slice() else {
-        bail!(UsageError(format!(
-            "stage `{}`: this build reads one data set per stage; mixes arrive with the data work",
-            stage.name
-        )));
-    };
-    if !entry.dataset.starts_with("builtin:") {
-        bail!(
-            "stage `{}` is not available yet: data set `{}`: this build loads only the built-in data sets (hub and file data sets arrive with the data work)",
-            stage.name,
-            entry.dataset
-        );
-    }
-    let source = Builtin::parse(&entry.dataset)?;
-    if source.example(0, 0, Split::Train).is_none() {
-        bail!(UsageError(format!(
-            "stage `{}`: `{}` has no training text (it holds RL prompts)",
-            stage.name, entry.dataset
-        )));
-    }
-    match entry.amount {
-        Amount::Count(n) if n > 0 => Ok((source, n)),
-        other => bail!(UsageError(format!(
-            "stage `{}`: data.mix[0].amount = {other:?}: a generated data set needs a positive row count",
-            stage.name
-        ))),
-    }
+    super::builtin_source(
+        stage,
+        "training text",
+        "builtin:arith or builtin:arith-chat",
+        |b| b.example(0, 0, Split::Train).is_some(),
+    )
 }
 
 /// Check the stage can run here: its data set and tokenizer.

@@ -9,12 +9,14 @@ pub mod rlvr;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use rlvr_data::Builtin;
 use rlvr_learner::llama::Config;
-use rlvr_recipes::spec::{ModelConfig, StageKind};
+use rlvr_recipes::spec::{Amount, ModelConfig, StageKind};
 use rlvr_recipes::Recipe;
 
 use crate::metrics::MetricsLog;
+use crate::UsageError;
 
 /// Run one stage into `out`, starting from `init` (the previous stage's model) when given.
 /// Returns the directory of the stage's final model.
@@ -58,6 +60,44 @@ pub fn check_available(stage: &Recipe) -> Result<()> {
 
 fn not_a_stage(stage: &Recipe) -> anyhow::Error {
     anyhow::anyhow!("`{}` is not a stage", stage.name)
+}
+
+/// The one built-in data set of a stage's `data.mix` and its row count, checked to hold what
+/// the stage trains on (`what`; `holds` tells whether a data set does, `hint` names one that
+/// does). Hub and file data sets are refused until the data work lands.
+pub(crate) fn builtin_source(
+    stage: &Recipe,
+    what: &str,
+    hint: &str,
+    holds: impl Fn(Builtin) -> bool,
+) -> Result<(Builtin, u64)> {
+    let [entry] = stage.data.mix.as_slice() else {
+        bail!(UsageError(format!(
+            "stage `{}`: this build reads one data set per stage; mixes arrive with the data work",
+            stage.name
+        )));
+    };
+    if !entry.dataset.starts_with("builtin:") {
+        bail!(
+            "stage `{}` is not available yet: data set `{}`: this build loads only built-in {what} (hub and file data sets arrive with the data work)",
+            stage.name,
+            entry.dataset
+        );
+    }
+    let source = Builtin::parse(&entry.dataset)?;
+    if !holds(source) {
+        bail!(UsageError(format!(
+            "stage `{}`: `{}` holds no {what} (try {hint})",
+            stage.name, entry.dataset
+        )));
+    }
+    match entry.amount {
+        Amount::Count(n) if n > 0 => Ok((source, n)),
+        other => bail!(UsageError(format!(
+            "stage `{}`: data.mix[0].amount = {other:?}: a generated data set needs a positive row count",
+            stage.name
+        ))),
+    }
 }
 
 /// The learner's model configuration for a recipe's architecture (no token ids set).

@@ -26,7 +26,7 @@ use rlvr_data::arith::Split;
 use rlvr_data::{Builtin, Sampler, Tokenizer};
 use rlvr_learner::preference::{PreferenceLoss, PreferenceLossType, PreferenceMetrics};
 use rlvr_learner::Learner;
-use rlvr_recipes::spec::{Amount, DpoLoss, Dtype, MixEntry, StageKind};
+use rlvr_recipes::spec::{DpoLoss, Dtype, MixEntry, StageKind};
 use rlvr_recipes::Recipe;
 use rlvr_verifiers::{Mode, Registry};
 use serde_json::json;
@@ -43,33 +43,9 @@ const REFERENCE_BATCH: u64 = 64;
 
 /// The stage's pair data set and its row count.
 fn pair_source(stage: &Recipe) -> Result<(Builtin, u64)> {
-    let [entry] = stage.data.mix.as_slice() else {
-        bail!(UsageError(format!(
-            "stage `{}`: this build reads one data set per stage; mixes arrive with the data work",
-            stage.name
-        )));
-    };
-    if !entry.dataset.starts_with("builtin:") {
-        bail!(
-            "stage `{}` is not available yet: data set `{}`: this build loads only the built-in preference pairs (hub and file data sets arrive with the data work)",
-            stage.name,
-            entry.dataset
-        );
-    }
-    let source = Builtin::parse(&entry.dataset)?;
-    if source.pair(0, 0, Split::Train).is_none() {
-        bail!(UsageError(format!(
-            "stage `{}`: `{}` holds no preference pairs (try builtin:arith-prefs)",
-            stage.name, entry.dataset
-        )));
-    }
-    match entry.amount {
-        Amount::Count(n) if n > 0 => Ok((source, n)),
-        other => bail!(UsageError(format!(
-            "stage `{}`: data.mix[0].amount = {other:?}: a generated data set needs a positive row count",
-            stage.name
-        ))),
-    }
+    super::builtin_source(stage, "preference pairs", "builtin:arith-prefs", |b| {
+        b.pair(0, 0, Split::Train).is_some()
+    })
 }
 
 /// The RL prompts of `data.eval_mix` and the new-token budget of their answers, when given.
