@@ -3,9 +3,10 @@
 //! (`optimizer.safetensors`, `trainer_state.json`).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rlvr_core::{DType, WeightChunk};
+use safetensors::{Dtype, SafeTensors};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
@@ -50,12 +51,12 @@ pub fn write_model(dir: &Path, config: &serde_json::Value, tensors: &[(String, T
     Tensor::write_safetensors(tensors, &path).map_err(torch(format!("writing {}", path.display())))
 }
 
-/// Every tensor of a model directory: `model.safetensors`, or the shards listed by
+/// The safetensors files of a model directory: `model.safetensors`, or the shards listed by
 /// `model.safetensors.index.json`.
-pub fn read_weights(dir: &Path) -> Result<Vec<(String, Tensor)>> {
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let single = dir.join("model.safetensors");
     if single.is_file() {
-        return Tensor::read_safetensors(&single).map_err(torch(format!("reading {}", single.display())));
+        return Ok(vec![single]);
     }
     let index = dir.join("model.safetensors.index.json");
     let text = std::fs::read_to_string(&index).map_err(io(&index))?;
@@ -73,35 +74,73 @@ pub fn read_weights(dir: &Path) -> Result<Vec<(String, Tensor)>> {
     let mut shards: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
     shards.sort_unstable();
     shards.dedup();
-    let mut out = Vec::new();
-    for shard in shards {
-        let path = dir.join(shard);
-        out.extend(Tensor::read_safetensors(&path).map_err(torch(format!("reading {}", path.display())))?);
-    }
-    Ok(out)
+    Ok(shards.into_iter().map(|s| dir.join(s)).collect())
 }
 
-/// Copy `tensors` into the variables of `vs` with the same names. Every variable must be
-/// present with its shape; a checkpoint's extra `lm_head.weight` is accepted for tied models.
-pub fn load_into(vs: &VarStore, tensors: &[(String, Tensor)], source: &Path) -> Result<()> {
-    let by_name: BTreeMap<&str, &Tensor> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let err = |message: String| LearnerError::Checkpoint {
-        path: source.display().to_string(),
+/// Copy the weights of a model directory (one file or shards) into the variables of `vs` with
+/// the same names; see [`load_files`].
+pub fn load_dir(vs: &VarStore, dir: &Path) -> Result<()> {
+    load_files(vs, &weight_files(dir)?, dir)
+}
+
+/// Copy the tensors of safetensors `files` into the variables of `vs` with the same names,
+/// converting the element type (an f32 model loads bf16 weights and the reverse). The files are
+/// memory-mapped and read one tensor at a time, so loading needs the model's memory and one
+/// tensor more, not a second copy of the checkpoint. Every variable must be present with its
+/// shape; a checkpoint's extra tensors (`lm_head.weight` of a tied model) are ignored.
+pub fn load_files(vs: &VarStore, files: &[PathBuf], source: &Path) -> Result<()> {
+    let err = |path: &Path, message: String| LearnerError::Checkpoint {
+        path: path.display().to_string(),
         message,
     };
+    let maps = files
+        .iter()
+        .map(|f| {
+            let file = std::fs::File::open(f).map_err(io(f))?;
+            // SAFETY: the map is read-only and lives only while loading; a checkpoint rewritten
+            // by another process meanwhile would be read torn, as with any reader.
+            unsafe { memmap2::Mmap::map(&file) }.map_err(io(f))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let parsed = files
+        .iter()
+        .zip(&maps)
+        .map(|(f, m)| SafeTensors::deserialize(m).map_err(|e| err(f, format!("not safetensors: {e}"))))
+        .collect::<Result<Vec<_>>>()?;
     tch::no_grad(|| {
         for (name, mut var) in vs.variables() {
-            let t = by_name
-                .get(name.as_str())
-                .ok_or_else(|| err(format!("tensor `{name}` is missing")))?;
-            if t.size() != var.size() {
-                return Err(err(format!(
-                    "tensor `{name}`: shape {:?}, the model expects {:?}",
-                    t.size(),
-                    var.size()
-                )));
+            let found = files
+                .iter()
+                .zip(&parsed)
+                .find_map(|(f, st)| st.tensor(&name).ok().map(|v| (f, v)));
+            let Some((file, view)) = found else {
+                return Err(err(source, format!("tensor `{name}` is missing")));
+            };
+            let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+            if shape != var.size() {
+                return Err(err(
+                    file,
+                    format!(
+                        "tensor `{name}`: shape {shape:?}, the model expects {:?}",
+                        var.size()
+                    ),
+                ));
             }
-            var.f_copy_(t).map_err(torch(format!("copying `{name}`")))?;
+            let kind = match view.dtype() {
+                Dtype::F32 => Kind::Float,
+                Dtype::BF16 => Kind::BFloat16,
+                Dtype::F16 => Kind::Half,
+                Dtype::F64 => Kind::Double,
+                other => {
+                    return Err(err(
+                        file,
+                        format!("tensor `{name}`: unsupported element type {other:?}"),
+                    ))
+                }
+            };
+            let t = Tensor::f_from_data_size(view.data(), &shape, kind)
+                .map_err(torch(format!("reading `{name}`")))?;
+            var.f_copy_(&t).map_err(torch(format!("copying `{name}`")))?;
         }
         Ok(())
     })

@@ -142,7 +142,7 @@ impl Learner {
     pub fn from_pretrained(dir: &Path, config: LearnerConfig) -> Result<Self> {
         let model_config = checkpoint::read_config(dir)?;
         let learner = Self::new(&model_config, config, 0);
-        checkpoint::load_into(&learner.vs, &checkpoint::read_weights(dir)?, dir)?;
+        checkpoint::load_dir(&learner.vs, dir)?;
         Ok(learner)
     }
 
@@ -662,13 +662,13 @@ impl Learner {
     /// Restore model and optimiser state written by [`Learner::save_checkpoint`] after `steps`
     /// optimiser steps.
     pub fn load_checkpoint(&mut self, dir: &Path, steps: u64) -> Result<()> {
-        checkpoint::load_into(&self.vs, &checkpoint::read_weights(dir)?, dir)?;
+        checkpoint::load_dir(&self.vs, dir)?;
         let path = dir.join("optimizer.safetensors");
         let state = checkpoint::read_tensors(&path)?;
         let mut missing = self.opt.load_state(&state, steps);
         if let Some(c) = &mut self.critic {
             let weights = dir.join("value.safetensors");
-            checkpoint::load_into(&c.vs, &checkpoint::read_tensors(&weights)?, &weights)?;
+            checkpoint::load_files(&c.vs, std::slice::from_ref(&weights), &weights)?;
             let state = checkpoint::read_tensors(&dir.join("value_optimizer.safetensors"))?;
             missing.extend(c.opt.load_state(&state, steps));
         }

@@ -58,7 +58,7 @@ impl Critic {
         let vs = VarStore::new(device);
         let trunk = Llama::new(&vs.root(), &config);
         let head = (vs.root() / "score").var("weight", &[1, config.hidden_size], Init::Const(0.0));
-        checkpoint::load_into(&vs, &checkpoint::read_weights(dir)?, dir)?;
+        checkpoint::load_dir(&vs, dir)?;
         let params: std::collections::BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
         let opt = AdamW::new(params.into_iter().collect(), adamw);
         Ok(Self { vs, trunk, head, opt })

@@ -267,3 +267,40 @@ fn bf16_with_f32_master_weights_learns_and_resumes_exactly() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn sharded_bf16_checkpoints_load_into_an_f32_model() {
+    // Two shards and their index, in bf16, as large Hugging Face checkpoints come.
+    let vs = VarStore::new(Device::Cpu);
+    let model = Llama::new(&vs.root(), &tiny(false));
+    let dir = std::env::temp_dir().join(format!("rlvr-shards-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let half = vars.len() / 2;
+    let mut weight_map = serde_json::Map::new();
+    for (i, part) in [&vars[..half], &vars[half..]].into_iter().enumerate() {
+        let file = format!("model-0000{}-of-00002.safetensors", i + 1);
+        let bf16: Vec<(String, Tensor)> = part
+            .iter()
+            .map(|(n, t)| (n.clone(), t.to_kind(Kind::BFloat16)))
+            .collect();
+        Tensor::write_safetensors(&bf16, dir.join(&file)).unwrap();
+        for (n, _) in part {
+            weight_map.insert(n.clone(), file.clone().into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+
+    let loaded_vs = VarStore::new(Device::Cpu);
+    let loaded = Llama::new(&loaded_vs.root(), &tiny(false));
+    rlvr_learner::checkpoint::load_dir(&loaded_vs, &dir).unwrap();
+    let ids = Tensor::from_slice(&[4i64, 9, 13]).view([1, -1]);
+    let (a, b) = tch::no_grad(|| (model.forward(&ids), loaded.forward(&ids)));
+    assert_eq!(b.kind(), Kind::Float);
+    // bf16 rounding of the weights moves the logits a little, not more.
+    let diff = (a - b).abs().max().double_value(&[]);
+    assert!(diff < 0.05, "{diff}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -17,7 +17,7 @@ fn check(name: &str) {
     let config = checkpoint::read_config(&dir).unwrap();
     let vs = VarStore::new(Device::Cpu);
     let model = Llama::new(&vs.root(), &config);
-    checkpoint::load_into(&vs, &checkpoint::read_weights(&dir).unwrap(), &dir).unwrap();
+    checkpoint::load_dir(&vs, &dir).unwrap();
     let expected = checkpoint::read_tensors(&dir.join("expected.safetensors")).unwrap();
     let get = |k: &str| expected.iter().find(|(n, _)| n == k).unwrap().1.shallow_clone();
     let logits = tch::no_grad(|| model.forward(&get("input_ids")));

@@ -86,7 +86,7 @@ impl NativeEngine {
     pub fn from_pretrained(dir: &Path, device: Device, kind: Kind, max_batch: usize) -> Result<Self> {
         let config = checkpoint::read_config(dir)?;
         let mut engine = Self::new(&config, device, Kind::Float, max_batch, 0);
-        checkpoint::load_into(&engine.vs, &checkpoint::read_weights(dir)?, dir)?;
+        checkpoint::load_dir(&engine.vs, dir)?;
         engine.vs.set_kind(kind);
         engine.kind = kind;
         if dir.join("tokenizer.json").is_file() {
