@@ -14,7 +14,7 @@ use rlvr_data::arith::Split;
 use rlvr_data::Tokenizer;
 use rlvr_learner::policy::{Aggregation, KlEstimator, PolicyLoss};
 use rlvr_learner::Learner;
-use rlvr_recipes::spec::{LossAggregation, MixEntry, RlAlgorithm, RlvrSpec};
+use rlvr_recipes::spec::{Dtype, LossAggregation, MixEntry, RlAlgorithm, RlvrSpec};
 use rlvr_recipes::Recipe;
 use rlvr_verifiers::reward::Shaping;
 use rlvr_verifiers::{Mode, Registry};
@@ -146,6 +146,9 @@ pub fn run(
         Some(dir) => Learner::from_pretrained(dir, config)?,
         None => Learner::new(&super::lm::model_config(stage, &tok), config, stage.seed as i64),
     };
+    if stage.model.dtype == Dtype::Bf16 {
+        learner.set_bf16()?;
+    }
     // Rollout engines load the starting weights from a directory.
     let engine_dir: PathBuf = match &init_dir {
         Some(dir) => dir.clone(),
