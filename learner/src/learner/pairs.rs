@@ -1,0 +1,211 @@
+//! The learner's preference-pair steps: DPO-family losses on the policy
+//! ([`Learner::preference_step`], with the reference pass [`Learner::sequence_logps`]) and
+//! Bradley–Terry training of the value model as a reward model ([`Learner::reward_step`]).
+
+use std::path::Path;
+
+use rlvr_core::{PreferenceBatch, TrainBatch, IGNORE};
+use tch::{Kind, Tensor};
+
+use super::Learner;
+use crate::error::{LearnerError, Result};
+use crate::preference::{self, PreferenceLoss, PreferenceMetrics};
+
+impl Learner {
+    /// Each sequence's summed log-probability of its labelled tokens under the current weights,
+    /// without gradients: the reference pass of DPO, run once over the data before training.
+    pub fn sequence_logps(&self, batch: &TrainBatch) -> Result<Vec<f64>> {
+        self.check_tokens(&batch.input_ids, batch.rows, batch.cols)?;
+        tch::no_grad(|| {
+            let (sums, _) = preference::sequence_logps(
+                &self.model,
+                &self.tensor(&batch.input_ids, batch),
+                &self.tensor(&batch.labels, batch),
+            );
+            Vec::<f64>::try_from(sums.to_kind(Kind::Double)).map_err(|source| LearnerError::Torch {
+                context: "reading sequence log-probabilities".into(),
+                source,
+            })
+        })
+    }
+
+    /// Loss of one micro-batch of pairs (mean over pairs) with its statistics.
+    fn preference_loss(
+        &self,
+        pb: &PreferenceBatch,
+        loss: &PreferenceLoss,
+    ) -> Result<(Tensor, PreferenceMetrics)> {
+        let b = &pb.batch;
+        self.check_tokens(&b.input_ids, b.rows, b.cols)?;
+        let n = pb.pairs();
+        if b.rows != 2 * n || n == 0 {
+            return Err(LearnerError::Batch(format!(
+                "a preference batch needs an even, non-zero number of rows, got {}",
+                b.rows
+            )));
+        }
+        if loss.uses_reference() && (pb.reference_chosen.len() != n || pb.reference_rejected.len() != n) {
+            return Err(LearnerError::Batch(format!(
+                "{n} pairs but {} and {} reference log-probabilities",
+                pb.reference_chosen.len(),
+                pb.reference_rejected.len()
+            )));
+        }
+        let (sums, counts) = preference::sequence_logps(
+            &self.model,
+            &self.tensor(&b.input_ids, b),
+            &self.tensor(&b.labels, b),
+        );
+        let device = self.config.device;
+        let reference =
+            Tensor::from_slice(&[pb.reference_chosen.as_slice(), pb.reference_rejected.as_slice()].concat())
+                .to_kind(Kind::Float)
+                .to_device(device);
+        let (policy, reference) = if loss.length_normalised() {
+            let counts = counts.clamp_min(1.0);
+            let reference = if loss.uses_reference() {
+                reference / &counts
+            } else {
+                reference
+            };
+            (&sums / &counts, reference)
+        } else {
+            (sums.shallow_clone(), reference)
+        };
+        let side = |t: &Tensor, i: i64| t.narrow(0, i * n as i64, n as i64);
+        let (rc, rr) = if loss.uses_reference() {
+            (side(&reference, 0), side(&reference, 1))
+        } else {
+            let zeros = Tensor::zeros([n as i64], (Kind::Float, device));
+            (zeros.shallow_clone(), zeros)
+        };
+        let (losses, chosen, rejected) = loss.losses(&side(&policy, 0), &side(&policy, 1), &rc, &rr);
+        let mean = |t: &Tensor| t.mean(Kind::Double).double_value(&[]);
+        let metrics = PreferenceMetrics {
+            loss: mean(&losses),
+            accuracy: mean(&chosen.gt_tensor(&rejected).to_kind(Kind::Double)),
+            chosen_reward: mean(&chosen),
+            rejected_reward: mean(&rejected),
+            chosen_logp: mean(&side(&sums, 0).detach()),
+            rejected_logp: mean(&side(&sums, 1).detach()),
+            tokens: counts.sum(Kind::Double).double_value(&[]) as u64,
+            ..PreferenceMetrics::default()
+        };
+        Ok((losses.mean(Kind::Float), metrics))
+    }
+
+    /// One optimiser step on preference pairs (gradient accumulation over `micro_batches`);
+    /// metrics are averaged over the micro-batches.
+    pub fn preference_step(
+        &mut self,
+        micro_batches: &[PreferenceBatch],
+        loss: &PreferenceLoss,
+    ) -> Result<PreferenceMetrics> {
+        let n = micro_batches.len().max(1) as f64;
+        self.opt.zero_grad();
+        let mut sum = PreferenceMetrics::default();
+        for b in micro_batches {
+            let (l, m) = self.preference_loss(b, loss)?;
+            (l / n).backward();
+            sum.loss += m.loss / n;
+            sum.accuracy += m.accuracy / n;
+            sum.chosen_reward += m.chosen_reward / n;
+            sum.rejected_reward += m.rejected_reward / n;
+            sum.chosen_logp += m.chosen_logp / n;
+            sum.rejected_logp += m.rejected_logp / n;
+            sum.tokens += m.tokens;
+        }
+        sum.grad_norm = self.opt.clip_grad_norm(self.config.max_grad_norm);
+        sum.lr = self.config.schedule.lr(self.opt.steps_taken());
+        self.opt.step(sum.lr);
+        sum.step = self.opt.steps_taken();
+        Ok(sum)
+    }
+
+    /// Preference metrics of `batch` without updating anything (held-out pairs).
+    pub fn preference_eval(
+        &self,
+        batch: &PreferenceBatch,
+        loss: &PreferenceLoss,
+    ) -> Result<PreferenceMetrics> {
+        tch::no_grad(|| self.preference_loss(batch, loss).map(|(_, m)| m))
+    }
+
+    /// The value model's reward for the chosen and the rejected side of each pair, the
+    /// Bradley–Terry loss `−log σ(r_c − r_r)` (mean over pairs) and its statistics.
+    fn reward_loss(&self, pb: &PreferenceBatch) -> Result<(Tensor, PreferenceMetrics)> {
+        let critic = self.critic.as_ref().ok_or(LearnerError::Missing("value model"))?;
+        let b = &pb.batch;
+        self.check_tokens(&b.input_ids, b.rows, b.cols)?;
+        let n = pb.pairs() as i64;
+        if b.rows as i64 != 2 * n || n == 0 {
+            return Err(LearnerError::Batch(format!(
+                "a preference batch needs an even, non-zero number of rows, got {}",
+                b.rows
+            )));
+        }
+        // Each row is scored at its last labelled token (the EOS that ends the answer).
+        let last: Vec<i64> = b
+            .labels
+            .chunks(b.cols)
+            .map(|row| row.iter().rposition(|&l| l != IGNORE).unwrap_or(b.cols - 1) as i64)
+            .collect();
+        let last = Tensor::from_slice(&last).to_device(self.config.device);
+        let scores = critic.sequence_scores(&self.tensor(&b.input_ids, b), &last);
+        let (chosen, rejected) = (scores.narrow(0, 0, n), scores.narrow(0, n, n));
+        let losses = preference::bradley_terry(&chosen, &rejected);
+        let mean = |t: &Tensor| t.mean(Kind::Double).double_value(&[]);
+        let metrics = PreferenceMetrics {
+            loss: mean(&losses),
+            accuracy: mean(&chosen.gt_tensor(&rejected).to_kind(Kind::Double)),
+            chosen_reward: mean(&chosen.detach()),
+            rejected_reward: mean(&rejected.detach()),
+            tokens: b.loss_tokens() as u64,
+            ..PreferenceMetrics::default()
+        };
+        Ok((losses.mean(Kind::Float), metrics))
+    }
+
+    /// One optimiser step of the value model as a reward model on preference pairs
+    /// (Bradley–Terry; gradient accumulation over `micro_batches`), at the policy's schedule.
+    /// Needs [`Learner::attach_critic`] first.
+    pub fn reward_step(&mut self, micro_batches: &[PreferenceBatch]) -> Result<PreferenceMetrics> {
+        let n = micro_batches.len().max(1) as f64;
+        self.critic
+            .as_mut()
+            .ok_or(LearnerError::Missing("value model"))?
+            .opt
+            .zero_grad();
+        let mut sum = PreferenceMetrics::default();
+        for b in micro_batches {
+            let (l, m) = self.reward_loss(b)?;
+            (l / n).backward();
+            sum.loss += m.loss / n;
+            sum.accuracy += m.accuracy / n;
+            sum.chosen_reward += m.chosen_reward / n;
+            sum.rejected_reward += m.rejected_reward / n;
+            sum.tokens += m.tokens;
+        }
+        let (max_norm, schedule) = (self.config.max_grad_norm, self.config.schedule);
+        let critic = self.critic.as_mut().ok_or(LearnerError::Missing("value model"))?;
+        sum.grad_norm = critic.opt.clip_grad_norm(max_norm);
+        sum.lr = schedule.lr(critic.opt.steps_taken());
+        critic.opt.step(sum.lr);
+        sum.step = critic.opt.steps_taken();
+        Ok(sum)
+    }
+
+    /// Reward-model metrics of `batch` without updating anything (held-out pairs).
+    pub fn reward_eval(&self, batch: &PreferenceBatch) -> Result<PreferenceMetrics> {
+        tch::no_grad(|| self.reward_loss(batch).map(|(_, m)| m))
+    }
+
+    /// Save the value model as a Hugging Face reward model (`LlamaForSequenceClassification`,
+    /// one label), loadable as PPO's `rlvr.reward_model_path`.
+    pub fn save_reward_model(&self, dir: &Path) -> Result<()> {
+        self.critic
+            .as_ref()
+            .ok_or(LearnerError::Missing("value model"))?
+            .save(dir)
+    }
+}
