@@ -1,0 +1,173 @@
+//! The `[rlvr]` table: RL settings named after open-instruct's `ppo_vllm_thread_ray_gtrl.py`
+//! flags, with Tülu 3's PPO constants as defaults.
+
+use serde::{Deserialize, Serialize};
+
+use super::ModelConfig;
+
+/// RLVR settings, named after open-instruct's `ppo_vllm_thread_ray_gtrl.py` flags.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RlvrSpec {
+    /// `ppo` (Tülu 3) or `grpo`.
+    pub algorithm: RlAlgorithm,
+    /// KL coefficient β.
+    pub beta: f64,
+    /// KL estimator: `kl1` (log-ratio) or `kl3` (Schulman's unbiased, non-negative form).
+    pub kl_estimator: String,
+    /// New tokens per response.
+    pub response_length: u64,
+    /// Prompt + response limit.
+    pub max_token_length: u64,
+    /// Prompt limit; longer prompts are dropped.
+    pub max_prompt_token_length: u64,
+    /// Sampling temperature.
+    pub temperature: f64,
+    /// Replace the score with `penalty_reward_value` when a response has no EOS.
+    pub non_stop_penalty: bool,
+    /// Score given to responses without EOS.
+    pub penalty_reward_value: f64,
+    /// Score given to a verified response.
+    pub verified_reward: f64,
+    /// Score verifiable answers.
+    pub apply_verifiable_reward: bool,
+    /// Weight of the learned reward model's score (0 = verifiable reward only).
+    pub reward_model_multiplier: f64,
+    /// Reward model (also initialises the PPO value model).
+    pub reward_model_path: String,
+    /// Shape of the value model when it differs from the policy (the 70B and 405B runs use the
+    /// 8B reward model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_model_config: Option<ModelConfig>,
+    /// Responses sampled over the whole run.
+    pub total_episodes: u64,
+    /// Prompts per learner GPU per rollout.
+    pub local_rollout_batch_size: u64,
+    /// Sequences per learner GPU per PPO minibatch.
+    pub local_mini_batch_size: u64,
+    /// Sequences per forward pass when scoring rollouts.
+    pub local_rollout_forward_batch_size: u64,
+    /// Learner GPUs on each node.
+    pub actor_num_gpus_per_node: Vec<u64>,
+    /// Inference engines.
+    pub vllm_num_engines: u64,
+    /// GPUs per inference engine.
+    pub vllm_tensor_parallel_size: u64,
+    /// Samples per prompt (GRPO groups; 1 for Tülu PPO).
+    pub num_samples_per_prompt: u64,
+    /// PPO epochs over each batch.
+    pub num_epochs: u64,
+    /// PPO minibatches per epoch.
+    pub num_mini_batches: u64,
+    /// Discount γ.
+    pub gamma: f64,
+    /// GAE λ.
+    pub lam: f64,
+    /// Policy-ratio clip.
+    pub cliprange: f64,
+    /// Value clip.
+    pub cliprange_value: f64,
+    /// Value-loss coefficient.
+    pub vf_coef: f64,
+    /// Whiten advantages per batch.
+    pub whiten_advantages: bool,
+    /// Stop generation at EOS.
+    pub stop_token: String,
+    /// Overlap generation of step t+1 with learning of step t.
+    pub async_mode: bool,
+    /// Evaluations over the run.
+    pub num_evals: u64,
+    /// Save every N steps.
+    pub save_freq: u64,
+    /// Verifier rules.
+    pub verifier_mode: VerifierMode,
+    /// How the policy loss is averaged: `token` (over every response token of the step),
+    /// `sequence` (over each response's tokens, then over responses: the GRPO paper) or
+    /// `dr_grpo` (summed, over responses × `response_length`: Dr. GRPO's constant).
+    pub loss_aggregation: LossAggregation,
+    /// GRPO: divide each group's centred rewards by their standard deviation (false: Dr. GRPO).
+    pub scale_rewards: bool,
+    /// Verifier for each value of the data's `dataset` column, when it is not the verifier's
+    /// own name (e.g. `MATH = "math"`, or a custom data set to a plug-in).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub dataset_verifiers: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for RlvrSpec {
+    fn default() -> Self {
+        // The PPO constants are Tülu 3's (DESIGN.md); the rest are neutral small values that
+        // every shipped recipe sets explicitly.
+        Self {
+            algorithm: RlAlgorithm::Ppo,
+            beta: 0.05,
+            kl_estimator: "kl1".to_string(),
+            response_length: 53,
+            max_token_length: 512,
+            max_prompt_token_length: 256,
+            temperature: 1.0,
+            non_stop_penalty: false,
+            penalty_reward_value: -1.0,
+            verified_reward: 10.0,
+            apply_verifiable_reward: true,
+            reward_model_multiplier: 1.0,
+            reward_model_path: String::new(),
+            value_model_config: None,
+            total_episodes: 100_000,
+            local_rollout_batch_size: 64,
+            local_mini_batch_size: 64,
+            local_rollout_forward_batch_size: 64,
+            actor_num_gpus_per_node: vec![1],
+            vllm_num_engines: 1,
+            vllm_tensor_parallel_size: 1,
+            num_samples_per_prompt: 1,
+            num_epochs: 4,
+            num_mini_batches: 1,
+            gamma: 1.0,
+            lam: 0.95,
+            cliprange: 0.2,
+            cliprange_value: 0.2,
+            vf_coef: 0.1,
+            whiten_advantages: true,
+            stop_token: "eos".to_string(),
+            async_mode: true,
+            num_evals: 4,
+            save_freq: 100_000,
+            verifier_mode: VerifierMode::Default,
+            loss_aggregation: LossAggregation::Token,
+            scale_rewards: true,
+            dataset_verifiers: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+/// RL algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RlAlgorithm {
+    /// PPO with a value model and GAE (Tülu 3).
+    Ppo,
+    /// Group-relative advantages, no value model.
+    Grpo,
+}
+
+/// How the policy-gradient loss is averaged over a step's tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossAggregation {
+    /// Mean over every response token of the step (open-instruct's PPO, DAPO).
+    Token,
+    /// Mean over each response's tokens, then over responses (the GRPO paper).
+    Sequence,
+    /// Sum over tokens divided by responses × the response-length budget (Dr. GRPO).
+    DrGrpo,
+}
+
+/// Which rules the verifiers follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifierMode {
+    /// Correct checking.
+    Default,
+    /// The Tülu 3 release's rules, defects included.
+    Tulu3,
+}
