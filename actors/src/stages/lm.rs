@@ -147,6 +147,43 @@ pub(super) fn save_checkpoint(
     Ok(())
 }
 
+/// Where a learner stage starts: step 0, or — with `resume` — its newest complete checkpoint
+/// under `ckpt_dir`, loaded into `learner` and `sampler`, with the `kind` records of `metrics`
+/// after that step dropped.
+pub(super) fn start(
+    stage: &Recipe,
+    ckpt_dir: &Path,
+    resume: bool,
+    kind: &str,
+    learner: &mut Learner,
+    sampler: &mut Sampler,
+    metrics: &mut MetricsLog,
+) -> Result<TrainerState> {
+    let saved = if resume {
+        super::latest_checkpoint::<TrainerState>(ckpt_dir, |s| s.step)?
+    } else {
+        None
+    };
+    let Some((dir, saved)) = saved else {
+        return Ok(TrainerState {
+            step: 0,
+            data_position: 0,
+            tokens: 0,
+            elapsed_s: 0.0,
+        });
+    };
+    learner.load_checkpoint(&dir, saved.step)?;
+    sampler.set_position(saved.data_position);
+    metrics.truncate_after(kind, saved.step)?;
+    eprintln!(
+        "resuming {} from {} (step {})",
+        stage.name,
+        dir.display(),
+        saved.step
+    );
+    Ok(saved)
+}
+
 /// A stage's progress bar over `total` steps, at `position`.
 pub(super) fn progress_bar(stage: &Recipe, total: u64, position: u64) -> ProgressBar {
     let bar = ProgressBar::new(total).with_position(position);
@@ -226,26 +263,15 @@ pub fn run(
     });
     let mut sampler = Sampler::new(rows, stage.seed);
     let ckpt_dir = checkpoint_dir(out, stage);
-    let mut state = TrainerState {
-        step: 0,
-        data_position: 0,
-        tokens: 0,
-        elapsed_s: 0.0,
-    };
-    if resume {
-        if let Some((dir, saved)) = super::latest_checkpoint::<TrainerState>(&ckpt_dir, |s| s.step)? {
-            learner.load_checkpoint(&dir, saved.step)?;
-            sampler.set_position(saved.data_position);
-            metrics.truncate_after(kind, saved.step)?;
-            eprintln!(
-                "resuming {} from {} (step {})",
-                stage.name,
-                dir.display(),
-                saved.step
-            );
-            state = saved;
-        }
-    }
+    let mut state = start(
+        stage,
+        &ckpt_dir,
+        resume,
+        kind,
+        &mut learner,
+        &mut sampler,
+        metrics,
+    )?;
     eprintln!(
         "stage {}: {} parameters on {:?}, {} steps of {} sequences",
         stage.name,

@@ -331,26 +331,15 @@ pub fn run(
     };
 
     let mut sampler = Sampler::new(rows, stage.seed);
-    let mut state = TrainerState {
-        step: 0,
-        data_position: 0,
-        tokens: 0,
-        elapsed_s: 0.0,
-    };
-    if resume {
-        if let Some((dir, saved)) = super::latest_checkpoint::<TrainerState>(&ckpt_dir, |s| s.step)? {
-            learner.load_checkpoint(&dir, saved.step)?;
-            sampler.set_position(saved.data_position);
-            metrics.truncate_after(kind, saved.step)?;
-            eprintln!(
-                "resuming {} from {} (step {})",
-                stage.name,
-                dir.display(),
-                saved.step
-            );
-            state = saved;
-        }
-    }
+    let mut state = lm::start(
+        stage,
+        &ckpt_dir,
+        resume,
+        kind,
+        &mut learner,
+        &mut sampler,
+        metrics,
+    )?;
     let what = match objective {
         Objective::Dpo(loss) => format!("{:?} loss (beta {})", loss.kind, loss.beta),
         Objective::RewardModel => "a reward model (Bradley-Terry)".to_string(),
