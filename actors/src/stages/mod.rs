@@ -10,7 +10,7 @@ pub mod rlvr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use rlvr_data::Builtin;
+use rlvr_data::{Builtin, Tokenizer};
 use rlvr_learner::llama::Config;
 use rlvr_recipes::spec::{Amount, ModelConfig, StageKind};
 use rlvr_recipes::Recipe;
@@ -64,7 +64,8 @@ fn not_a_stage(stage: &Recipe) -> anyhow::Error {
 
 /// The one built-in data set of a stage's `data.mix` and its row count, checked to hold what
 /// the stage trains on (`what`; `holds` tells whether a data set does, `hint` names one that
-/// does). Hub and file data sets are refused until the data work lands.
+/// does), and the model's vocabulary to hold the built-in tokenizer's. Hub and file data sets
+/// are refused until the data work lands.
 pub(crate) fn builtin_source(
     stage: &Recipe,
     what: &str,
@@ -89,6 +90,13 @@ pub(crate) fn builtin_source(
         bail!(UsageError(format!(
             "stage `{}`: `{}` holds no {what} (try {hint})",
             stage.name, entry.dataset
+        )));
+    }
+    let vocab = Tokenizer::builtin_chars().vocab_size() as u64;
+    if stage.model.config.vocab_size < vocab {
+        bail!(UsageError(format!(
+            "stage `{}`: model.config.vocab_size = {} is smaller than the tokenizer's {vocab}",
+            stage.name, stage.model.config.vocab_size
         )));
     }
     match entry.amount {

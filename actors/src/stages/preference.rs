@@ -152,13 +152,6 @@ pub fn check(stage: &Recipe) -> Result<()> {
     } else {
         answer_eval(stage)?;
     }
-    let vocab = Tokenizer::builtin_chars().vocab_size() as u64;
-    if stage.model.config.vocab_size < vocab {
-        bail!(UsageError(format!(
-            "stage `{}`: model.config.vocab_size = {} is smaller than the tokenizer's {vocab}",
-            stage.name, stage.model.config.vocab_size
-        )));
-    }
     Ok(())
 }
 
