@@ -93,6 +93,27 @@ pub(super) fn learner_config(stage: &Recipe, total: u64, device: tch::Device) ->
     }
 }
 
+/// The learner of a stage over `total` optimiser steps on `device`: loaded from `init` (the
+/// previous stage's or the recipe's model) or initialised from the stage's seed, in bf16 with
+/// f32 masters when `model.dtype` asks.
+pub(super) fn new_learner(
+    stage: &Recipe,
+    total: u64,
+    device: tch::Device,
+    init: Option<&Path>,
+    tok: &Tokenizer,
+) -> Result<Learner> {
+    let config = learner_config(stage, total, device);
+    let mut learner = match init {
+        Some(dir) => Learner::from_pretrained(dir, config)?,
+        None => Learner::new(&model_config(stage, tok), config, stage.seed as i64),
+    };
+    if stage.model.dtype == Dtype::Bf16 {
+        learner.set_bf16()?;
+    }
+    Ok(learner)
+}
+
 /// A batch of examples `rows` of `source`.
 fn batch(
     source: Builtin,
@@ -239,15 +260,8 @@ pub fn run(
         .max_steps
         .unwrap_or_else(|| (rows * t.num_train_epochs).div_ceil(per_step));
     let device = rlvr_learner::runtime::default_device();
-    let config = learner_config(stage, total, device);
-    let mut learner = match init.filter(|p| !p.as_os_str().is_empty()) {
-        Some(dir) => Learner::from_pretrained(dir, config)?,
-        None => Learner::new(&model_config(stage, &tok), config, stage.seed as i64),
-    };
+    let mut learner = new_learner(stage, total, device, init, &tok)?;
     learner.set_gradient_checkpointing(t.gradient_checkpointing);
-    if stage.model.dtype == Dtype::Bf16 {
-        learner.set_bf16()?;
-    }
     let objective = Objective::Lm(match t.reduce_loss {
         ReduceLoss::Mean => Reduction::Mean,
         ReduceLoss::Sum => Reduction::Sum,

@@ -26,7 +26,7 @@ use rlvr_data::arith::Split;
 use rlvr_data::{Builtin, Sampler, Tokenizer};
 use rlvr_learner::preference::{PreferenceLoss, PreferenceLossType, PreferenceMetrics};
 use rlvr_learner::Learner;
-use rlvr_recipes::spec::{DpoLoss, Dtype, MixEntry, StageKind};
+use rlvr_recipes::spec::{DpoLoss, MixEntry, StageKind};
 use rlvr_recipes::Recipe;
 use rlvr_verifiers::{Mode, Registry};
 use serde_json::json;
@@ -263,14 +263,7 @@ pub fn run(
         .max_steps
         .unwrap_or_else(|| (rows * t.num_train_epochs).div_ceil(per_step));
     let device = rlvr_learner::runtime::default_device();
-    let config = lm::learner_config(stage, total, device);
-    let mut learner = match init.filter(|p| !p.as_os_str().is_empty()) {
-        Some(dir) => Learner::from_pretrained(dir, config)?,
-        None => Learner::new(&lm::model_config(stage, &tok), config, stage.seed as i64),
-    };
-    if stage.model.dtype == Dtype::Bf16 {
-        learner.set_bf16()?;
-    }
+    let mut learner = lm::new_learner(stage, total, device, init, &tok)?;
     if let Objective::RewardModel = objective {
         learner.attach_critic()?;
     }

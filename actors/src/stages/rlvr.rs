@@ -13,8 +13,7 @@ use rlvr_core::SamplingParams;
 use rlvr_data::arith::Split;
 use rlvr_data::Tokenizer;
 use rlvr_learner::policy::{Aggregation, KlEstimator, PolicyLoss};
-use rlvr_learner::Learner;
-use rlvr_recipes::spec::{Dtype, LossAggregation, MixEntry, RlAlgorithm, RlvrSpec};
+use rlvr_recipes::spec::{LossAggregation, MixEntry, RlAlgorithm, RlvrSpec};
 use rlvr_recipes::Recipe;
 use rlvr_verifiers::reward::Shaping;
 use rlvr_verifiers::{Mode, Registry};
@@ -105,10 +104,9 @@ pub fn run(
     let t = &stage.train;
     let device = rlvr_learner::runtime::default_device();
 
-    // The policy starts from the previous stage's model (or the recipe's, or from scratch).
-    let init_dir = init
-        .map(Path::to_path_buf)
-        .or_else(|| (!stage.model.name_or_path.is_empty()).then(|| PathBuf::from(&stage.model.name_or_path)));
+    // The policy starts from `init` (the previous stage's or the recipe's model; see
+    // `stages::run`) or from scratch.
+    let init_dir = init.map(Path::to_path_buf);
     let tok = match &init_dir {
         Some(dir) if dir.join("tokenizer.json").is_file() => Tokenizer::from_file(dir)?,
         _ => Tokenizer::builtin_chars(),
@@ -141,14 +139,7 @@ pub fn run(
         .max(1);
     let mini_batch = rl.local_mini_batch_size.max(1) as usize;
     let optimizer_steps = steps * rl.num_epochs.max(1) * (prompts_per_step * n).div_ceil(mini_batch) as u64;
-    let config = super::lm::learner_config(stage, optimizer_steps, device);
-    let mut learner = match &init_dir {
-        Some(dir) => Learner::from_pretrained(dir, config)?,
-        None => Learner::new(&super::lm::model_config(stage, &tok), config, stage.seed as i64),
-    };
-    if stage.model.dtype == Dtype::Bf16 {
-        learner.set_bf16()?;
-    }
+    let mut learner = super::lm::new_learner(stage, optimizer_steps, device, init_dir.as_deref(), &tok)?;
     // Rollout engines load the starting weights from a directory.
     let engine_dir: PathBuf = match &init_dir {
         Some(dir) => dir.clone(),
