@@ -265,6 +265,22 @@ fn kill_after(args: &[&str], checkpoint: &Path) {
     child.wait().unwrap();
 }
 
+/// Run `args` (a run of `recipe` into `cut`), kill it once its step-`step` checkpoint is
+/// complete and before the stage ends, then `--resume` it to the end.
+fn kill_then_resume(recipe: &str, args: &[&str], cut: &Path, step: u64) {
+    kill_after(args, &cut.join(format!("checkpoints/{recipe}/step-{step}")));
+    for done in ["model.safetensors", "trainer_state.json"] {
+        assert!(!cut.join(recipe).join(done).exists(), "killed before the end");
+    }
+    let out = rlvr(&["run", recipe, "--out", cut.to_str().unwrap(), "--resume"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("resuming {recipe}")),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn a_killed_run_resumes_to_the_same_metrics() {
     let steps = "train.max_steps=200";
@@ -290,20 +306,7 @@ fn a_killed_run_resumes_to_the_same_metrics() {
         steps,
     ];
     args.extend(SMALL);
-    kill_after(&args, &cut.join("checkpoints/tiny-arith-pretrain/step-10"));
-    assert!(
-        !cut.join("tiny-arith-pretrain/model.safetensors").exists(),
-        "killed before the end"
-    );
-
-    let out = rlvr(&[
-        "run",
-        "tiny-arith-pretrain",
-        "--out",
-        cut.to_str().unwrap(),
-        "--resume",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    kill_then_resume("tiny-arith-pretrain", &args, &cut, 10);
     let strip = |v: Vec<Value>| -> Vec<(u64, Option<f64>, Option<f64>)> {
         v.iter()
             .map(|r| {
@@ -602,24 +605,7 @@ fn kill_and_resume(name: &str, extra: &[&str]) -> PathBuf {
     let mut args = vec!["run", "tiny-arith-rlvr", "--out", cut.to_str().unwrap()];
     args.extend(RL_SMALL);
     args.extend(extra);
-    kill_after(&args, &cut.join("checkpoints/tiny-arith-rlvr/step-4"));
-    assert!(
-        !cut.join("tiny-arith-rlvr/model.safetensors").exists(),
-        "killed before the end"
-    );
-    let out = rlvr(&[
-        "run",
-        "tiny-arith-rlvr",
-        "--out",
-        cut.to_str().unwrap(),
-        "--resume",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("resuming tiny-arith-rlvr"),
-        "{}",
-        text(&out.stderr)
-    );
+    kill_then_resume("tiny-arith-rlvr", &args, &cut, 4);
 
     let (a, b) = (rl_rewards(&full), rl_rewards(&cut));
     assert_eq!(
@@ -770,24 +756,7 @@ fn preference_stages_dpo_resumes_exactly_and_a_reward_model_seeds_ppo() {
         &init,
     ];
     args.extend(DPO_SMALL);
-    kill_after(&args, &cut.join("checkpoints/tiny-arith-dpo/step-5"));
-    assert!(
-        !cut.join("tiny-arith-dpo/trainer_state.json").exists(),
-        "killed before the end"
-    );
-    let out = rlvr(&[
-        "run",
-        "tiny-arith-dpo",
-        "--out",
-        cut.to_str().unwrap(),
-        "--resume",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("resuming tiny-arith-dpo"),
-        "{}",
-        text(&out.stderr)
-    );
+    kill_then_resume("tiny-arith-dpo", &args, &cut, 5);
     assert_eq!(dpo_steps(&cut), steps);
 
     // A reward model from the same SFT model, then PPO with its value model started from it.
