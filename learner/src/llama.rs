@@ -359,6 +359,11 @@ impl Llama {
         &self.config
     }
 
+    /// The device the parameters live on.
+    pub fn device(&self) -> tch::Device {
+        self.embed_tokens.device()
+    }
+
     /// Final hidden states `[batch, seq, hidden]` for token ids `[batch, seq]`.
     pub fn hidden_states(&self, input_ids: &Tensor) -> Tensor {
         let t = input_ids.size()[1];

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# GPU checks for a CUDA machine with PyTorch 2.11 installed (libtorch_cuda and NCCL come from
+# it): the rlvr binary built on a CPU host runs against that machine's libtorch. It measures
+# generation and training against transformers / PyTorch eager on the same GPU, side by side,
+# and runs the tiny pipeline end to end on the GPU. BENCHMARKS.md records what it showed.
+#
+#   scripts/device-check.sh BINARY OUTDIR
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BIN=$(realpath "${1:?usage: device-check.sh BINARY OUTDIR}")
+OUT=$(realpath "${2:?usage: device-check.sh BINARY OUTDIR}")
+PY=${PYTHON:-python3}
+TORCH_LIB=$("$PY" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+export LD_LIBRARY_PATH=$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+step() { echo; echo "### $*"; }
+
+step "machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+"$PY" -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "nccl", torch.cuda.nccl.version(), "transformers", transformers.__version__)'
+ls "$TORCH_LIB" | grep -E '^lib(torch_cuda|c10_cuda)\.so$'
+"$PY" -c 'import os, torch, glob; print(*glob.glob(os.path.join(os.path.dirname(torch.__file__), "..", "nvidia", "*", "lib", "libnccl.so*")))'
+
+step "generation: 32 prompts x 128 new tokens, rlvr native engine vs transformers generate"
+for dt in bf16 f32; do
+  timeout 300 "$BIN" bench generate --device cuda --dtype "$dt" --save-model "$WORK/gen-$dt" --json | tee -a "$OUT/results.jsonl"
+  timeout 300 "$PY" benches/generate_transformers.py "$WORK/gen-$dt" --device cuda --dtype "$dt" 2>/dev/null | tee -a "$OUT/results.jsonl"
+done
+
+step "training: 8 x 1024 tokens per step, rlvr learner vs PyTorch eager"
+for dt in bf16 f32; do
+  timeout 300 "$BIN" bench train --device cuda --dtype "$dt" --batch 8 --seq-len 1024 --steps 5 --save-model "$WORK/train-$dt" --json | tee -a "$OUT/results.jsonl"
+  timeout 300 "$PY" benches/train_torch.py "$WORK/train-$dt" --device cuda --dtype "$dt" --batch 8 --seq-len 1024 --steps 5 2>/dev/null | tee -a "$OUT/results.jsonl"
+done
+
+step "tiny-arith pipeline on the GPU (pretrain -> SFT -> RLVR)"
+start=$(date +%s)
+timeout 240 "$BIN" run tiny-arith --out "$WORK/run" --overwrite 2>&1 | grep -vE '^\s*$' | tail -25
+echo "exit $? after $(($(date +%s) - start)) s"
+cp "$WORK/run/metrics.jsonl" "$OUT/tiny-arith-metrics.jsonl" 2>/dev/null || true
