@@ -8,11 +8,12 @@ use tch::{Kind, Tensor};
 
 use super::{apply_rope, Attention, Block, Llama};
 
-/// Rotary tables for per-row positions `[B, T]`: `(cos, sin)`, each `[B, 1, T, head_dim]`.
-fn rope_at(inv_freq: &Tensor, positions: &Tensor) -> (Tensor, Tensor) {
+/// Rotary tables for per-row positions `[B, T]`: `(cos, sin)`, each `[B, 1, T, head_dim]` in
+/// `kind`.
+fn rope_at(inv_freq: &Tensor, positions: &Tensor, kind: Kind) -> (Tensor, Tensor) {
     let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv_freq.view([1, 1, -1]);
     let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
-    (emb.cos(), emb.sin())
+    (emb.cos().to_kind(kind), emb.sin().to_kind(kind))
 }
 
 /// What every layer needs: rotary tables, masks and the group of each response row.
@@ -139,8 +140,8 @@ impl Llama {
             .expand([n, r, p], false);
         let response_mask = Tensor::cat(&[seen, causal(r).unsqueeze(0).expand([n, r, r], false)], 2);
         let layout = Layout {
-            prompt_rope: rope_at(&self.inv_freq, &prompt_pos),
-            response_rope: rope_at(&self.inv_freq, &response_pos),
+            prompt_rope: rope_at(&self.inv_freq, &prompt_pos, self.embed_tokens.kind()),
+            response_rope: rope_at(&self.inv_freq, &response_pos, self.embed_tokens.kind()),
             prompt_mask: prompt_mask.unsqueeze(1),
             response_mask: response_mask.unsqueeze(1),
             group_of: group_of.shallow_clone(),
