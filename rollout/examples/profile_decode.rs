@@ -1,8 +1,10 @@
-//! Where a decode step's time goes on the CPU, for a SmolLM2-135M-shaped model at 32 rows:
-//! the whole cached step, and the projections computed as `x · Wᵀ` (`linear`) against
-//! `(W · xᵀ)ᵀ`, which the model uses for few rows (see `learner/src/llama.rs`, `project`).
+//! Where a decode step's time goes, for a SmolLM2-135M-shaped model at 32 rows: the whole
+//! cached step, single operations of it (a GPU step is bound by how many kernels it launches,
+//! so the cheapest one sets the floor), and the projections computed as `x · Wᵀ` (`linear`)
+//! against `(W · xᵀ)ᵀ`, which the model uses for few rows on the CPU (see
+//! `learner/src/llama.rs`, `project`).
 //!
-//! `cargo run --release -p rlvr-rollout --example profile_decode`
+//! `cargo run --release -p rlvr-rollout --example profile_decode [cpu|cuda] [f32|bf16]`
 
 use std::time::Instant;
 
@@ -10,12 +12,20 @@ use rlvr_learner::llama::{Config, KvCache, Llama};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-fn time(name: &str, reps: u32, f: &dyn Fn()) {
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+fn time(device: Device, name: &str, reps: u32, f: &dyn Fn()) {
     f();
+    sync(device);
     let t = Instant::now();
     for _ in 0..reps {
         f();
     }
+    sync(device);
     println!(
         "{name:<40} {:>8.3} ms",
         t.elapsed().as_secs_f64() * 1e3 / f64::from(reps)
@@ -29,13 +39,28 @@ fn main() {
         "tie_word_embeddings": true, "max_position_embeddings": 8192
     }))
     .expect("config");
-    let vs = VarStore::new(Device::Cpu);
+    let args: Vec<String> = std::env::args().collect();
+    let device = match args.get(1).map(String::as_str) {
+        Some("cuda") => {
+            rlvr_learner::runtime::init();
+            Device::Cuda(0)
+        }
+        _ => Device::Cpu,
+    };
+    let kind = match args.get(2).map(String::as_str) {
+        Some("bf16") => Kind::BFloat16,
+        _ => Kind::Float,
+    };
+    println!("{device:?}, {kind:?}");
+    let mut vs = VarStore::new(device);
     let model = Llama::new(&vs.root(), &config);
+    vs.set_kind(kind);
     let rows = 32;
-    let mut cache = KvCache::new(&config, rows, 144, Kind::Float, Device::Cpu);
+    let mut cache = KvCache::new(&config, rows, 144, kind, device);
+    let time = |name: &str, reps: u32, f: &dyn Fn()| time(device, name, reps, f);
     tch::no_grad(|| {
-        let prompt = Tensor::zeros([rows, 16], (Kind::Int64, Device::Cpu));
-        let one = Tensor::zeros([rows, 1], (Kind::Int64, Device::Cpu));
+        let prompt = Tensor::zeros([rows, 16], (Kind::Int64, device));
+        let one = Tensor::zeros([rows, 1], (Kind::Int64, device));
         let cache = std::cell::RefCell::new(&mut cache);
         time("prefill 32 x 16 tokens, no LM head", 3, &|| {
             drop(
@@ -51,9 +76,34 @@ fn main() {
                     .expect("decode"),
             );
         });
-        let x = Tensor::randn([rows, 576], (Kind::Float, Device::Cpu));
+        let x = Tensor::randn([rows, 576], (kind, device));
+        let w = Tensor::ones([576], (kind, device));
+        time("one elementwise add [32, 576]", 200, &|| drop(&x + 1.0));
+        time("rms_norm [32, 576]", 200, &|| {
+            drop(x.rms_norm([576], Some(&w), 1e-5))
+        });
+        time("rms_norm [32, 576] as 8 single ops", 200, &|| {
+            let xf = x.to_kind(Kind::Float);
+            let var = xf.pow_tensor_scalar(2).mean_dim(&[-1i64][..], true, Kind::Float);
+            drop(&w * (xf * (var + 1e-5).rsqrt()).to_kind(kind))
+        });
+        let q = Tensor::randn([rows, 9, 1, 64], (kind, device));
+        let k = Tensor::randn([rows, 9, 96, 64], (kind, device));
+        let mask = Tensor::ones([rows, 1, 1, 96], (Kind::Bool, device));
+        time("attention, 32 x 9 heads x 96 keys, masked", 200, &|| {
+            drop(Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &k,
+                Some(&mask),
+                0.0,
+                false,
+                None,
+                true,
+            ))
+        });
         for (name, out) in [("MLP gate (1536 x 576)", 1536), ("LM head (49152 x 576)", 49152)] {
-            let w = Tensor::randn([out, 576], (Kind::Float, Device::Cpu));
+            let w = Tensor::randn([out, 576], (kind, device));
             time(&format!("{name}: x . W^T"), 20, &|| {
                 drop(x.linear::<Tensor>(&w, None))
             });

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rlvr_core::{Completion, DType, FinishReason, GenerationRequest, SamplingParams, WeightChunk};
 use rlvr_data::Tokenizer;
@@ -15,7 +15,7 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Result, RolloutError};
-use crate::sampling::{sample, sample_cdf};
+use crate::sampling::{sample, sample_cdf_rows};
 use crate::Engine;
 
 /// One completion being generated in a cache slot.
@@ -140,9 +140,10 @@ impl NativeEngine {
     /// Pick the next token of each sequence from its row of `logits` (`[seqs.len(), vocab]`).
     /// Returns each token with its log-probability under the temperature-scaled distribution.
     ///
-    /// Plain temperature sampling (the RL setting) and greedy decoding stay on the device but
-    /// for one cumulative-probability row per sequence that is searched with the sequence's own
-    /// random draw; top-k/top-p copy the log-probabilities and filter on the CPU.
+    /// Greedy decoding and plain temperature sampling (the RL setting) stay on the device: each
+    /// row of the cumulative distribution is searched there with the sequence's own random
+    /// draw, and only the chosen tokens and their log-probabilities come back to the host.
+    /// Top-k/top-p copy the log-probabilities and filter on the CPU.
     fn choose(&self, logits: &Tensor, params: &SamplingParams, seqs: &mut [&mut Active]) -> Vec<(u32, f32)> {
         let t = if params.temperature > 0.0 {
             params.temperature
@@ -151,41 +152,32 @@ impl NativeEngine {
         };
         let logp = (logits.to_kind(Kind::Float) / t).log_softmax(-1, Kind::Float);
         let (rows, vocab) = (seqs.len(), logp.size()[1] as usize);
-        let plain = params.top_k == 0 && params.top_p >= 1.0;
-        let tokens: Vec<i64> = if params.temperature <= 0.0 {
-            Vec::<i64>::try_from(logp.argmax(-1, false).to_device(Device::Cpu)).unwrap_or_default()
+        let index = if params.temperature <= 0.0 {
+            logp.argmax(-1, true)
+        } else if params.top_k == 0 && params.top_p >= 1.0 {
+            let draws: Vec<f32> = seqs.iter_mut().map(|s| s.rng.gen::<f32>()).collect();
+            sample_cdf_rows(&logp.exp().cumsum(-1, Kind::Float), &draws)
         } else {
-            let table = if plain {
-                logp.exp().cumsum(-1, Kind::Float)
-            } else {
-                logp.shallow_clone()
-            };
             let mut flat = vec![0f32; rows * vocab];
-            table
-                .to_device(Device::Cpu)
+            logp.to_device(Device::Cpu)
                 .contiguous()
                 .copy_data(&mut flat, rows * vocab);
-            flat.chunks(vocab)
+            let tokens: Vec<i64> = flat
+                .chunks(vocab)
                 .zip(seqs.iter_mut())
-                .map(|(row, seq)| {
-                    let token = if plain {
-                        sample_cdf(row, &mut seq.rng)
-                    } else {
-                        sample(row, params, &mut seq.rng).0
-                    };
-                    i64::from(token)
-                })
-                .collect()
+                .map(|(row, seq)| i64::from(sample(row, params, &mut seq.rng).0))
+                .collect();
+            Tensor::from_slice(&tokens)
+                .to_device(logp.device())
+                .view([rows as i64, 1])
         };
-        let index = Tensor::from_slice(&tokens)
-            .to_device(logp.device())
-            .view([rows as i64, 1]);
-        let chosen = Vec::<f32>::try_from(logp.gather(1, &index, false).view([-1]).to_device(Device::Cpu))
-            .unwrap_or_default();
-        tokens
-            .into_iter()
-            .zip(chosen)
-            .map(|(t, lp)| (t as u32, lp))
+        // Tokens and log-probs come back in one copy, as f64 (exact for both).
+        let chosen = logp.gather(1, &index, false);
+        let packed = Tensor::cat(&[index.to_kind(Kind::Double), chosen.to_kind(Kind::Double)], 1);
+        let packed = Vec::<f64>::try_from(packed.to_device(Device::Cpu).view([-1])).unwrap_or_default();
+        packed
+            .chunks(2)
+            .map(|pair| (pair[0] as u32, pair[1] as f32))
             .collect()
     }
 

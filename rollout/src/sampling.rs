@@ -4,6 +4,7 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rlvr_core::SamplingParams;
+use tch::Tensor;
 
 /// Pick a token from `logp` (log-softmax of the temperature-scaled logits). Returns the token
 /// and its log-probability under that full distribution (before top-k/top-p filtering, which is
@@ -65,12 +66,15 @@ pub fn sample(logp: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> (u
     (t, logp[t as usize])
 }
 
-/// Pick a token from a row of cumulative probabilities (the last entry is the total mass, 1
-/// up to rounding) with one uniform draw.
-pub fn sample_cdf(cdf: &[f32], rng: &mut ChaCha8Rng) -> u32 {
-    let total = cdf.last().copied().unwrap_or(0.0);
-    let u = rng.gen::<f32>() * total;
-    cdf.partition_point(|&c| c <= u).min(cdf.len().saturating_sub(1)) as u32
+/// Pick a token from each row of cumulative probabilities `cdf` (`[rows, vocab]`, f32; the last
+/// entry of a row is its total mass, 1 up to rounding) with that row's uniform draw in `[0, 1)`:
+/// the first token whose cumulative probability exceeds `draw × total`. Runs on `cdf`'s device
+/// (one search per row, no copy of the table); returns `[rows, 1]` int64 token ids.
+pub fn sample_cdf_rows(cdf: &Tensor, draws: &[f32]) -> Tensor {
+    let vocab = cdf.size()[1];
+    let u = Tensor::from_slice(draws).to_device(cdf.device()).view([-1, 1]) * cdf.narrow(1, vocab - 1, 1);
+    u.searchsorted(cdf, false, true, "right", None::<Tensor>)
+        .clamp_max(vocab - 1)
 }
 
 #[cfg(test)]
@@ -120,9 +124,12 @@ mod tests {
             })
             .collect();
         let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let draws: Vec<f32> = (0..20000).map(|_| rng.gen()).collect();
+        let table = Tensor::from_slice(&cdf).view([1, 5]).repeat([20000, 1]);
+        let tokens = Vec::<i64>::try_from(sample_cdf_rows(&table, &draws).view([-1])).unwrap();
         let mut seen = [0usize; 5];
-        for _ in 0..20000 {
-            seen[sample_cdf(&cdf, &mut rng) as usize] += 1;
+        for t in tokens {
+            seen[t as usize] += 1;
         }
         assert_eq!(seen[2], 0, "zero-probability tokens are never drawn");
         for (i, want) in p.iter().enumerate() {
