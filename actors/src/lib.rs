@@ -17,6 +17,7 @@ pub mod commands;
 pub mod graph;
 pub mod metrics;
 pub mod plot;
+pub mod ranks;
 pub mod stages;
 
 /// An error caused by what the user typed or supplied (exit code 2).

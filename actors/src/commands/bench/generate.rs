@@ -1,0 +1,214 @@
+//! `rlvr bench generate`: the native engine's throughput, bandwidth bound, weight updates and log-prob agreement with the learner.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rlvr_core::{Completion, GenerationRequest, SamplingParams, WeightChunk};
+use rlvr_learner::{Learner, LearnerConfig};
+use rlvr_rollout::{Engine, NativeEngine};
+use serde_json::json;
+use tch::{Device, Kind, Tensor};
+
+use super::{best_of, copy_bandwidth, shape, sync, DeviceArg, DtypeArg};
+use crate::UsageError;
+
+/// Arguments of `rlvr bench generate`.
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// Prompts in the batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Tokens per prompt.
+    #[arg(long, default_value_t = 16)]
+    pub prompt_len: usize,
+    /// New tokens per prompt (EOS is ignored so every completion has this many).
+    #[arg(long, default_value_t = 128)]
+    pub new_tokens: usize,
+    /// Timed repetitions; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Where to generate.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// Weight and KV-cache type.
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    pub dtype: DtypeArg,
+    /// Recipe whose model shape to use.
+    #[arg(long, default_value = "smollm2-135m-sft")]
+    pub shape_from: String,
+    /// Also save the random model here (Hugging Face format) for the baseline to load.
+    #[arg(long)]
+    pub save_model: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Seconds for the plain copy a weight update is measured against: the same bytes from host
+/// memory into one buffer on `device` (a memcpy on the CPU, one host-to-device copy on a GPU).
+fn weight_copy_seconds(chunks: &[WeightChunk], device: Device) -> f64 {
+    let flat: Vec<u8> = chunks.iter().flat_map(|c| c.data.iter().copied()).collect();
+    if device.is_cuda() {
+        let host = Tensor::from_slice(&flat);
+        let mut dst = host.to_device(device);
+        sync(device);
+        return best_of(3, || {
+            dst.copy_(&host);
+            sync(device);
+        });
+    }
+    let mut copy = vec![1u8; flat.len()];
+    best_of(3, || {
+        copy.copy_from_slice(std::hint::black_box(&flat));
+        std::hint::black_box(&copy);
+    })
+}
+
+/// Largest difference between the engine's sampled-token log-probs and the learner's, recomputed
+/// by one full forward pass over each of the first `k` completions.
+fn logprob_gap(learner: &Learner, requests: &[GenerationRequest], out: &[Completion], k: usize) -> f64 {
+    let device = learner.model().device();
+    out.iter()
+        .take(k)
+        .filter_map(|c| {
+            let prompt = &requests.iter().find(|r| r.id == c.request_id)?.prompt_ids;
+            let ids: Vec<i64> = prompt.iter().chain(&c.token_ids).map(|&t| i64::from(t)).collect();
+            let (p, t) = (prompt.len() as i64, c.token_ids.len() as i64);
+            let input = Tensor::from_slice(&ids[..ids.len() - 1])
+                .view([1, -1])
+                .to_device(device);
+            let logp = tch::no_grad(|| learner.model().forward(&input)).log_softmax(-1, Kind::Float);
+            let sampled = Tensor::from_slice(&ids[p as usize..])
+                .view([t, 1])
+                .to_device(device);
+            let want = logp
+                .squeeze_dim(0)
+                .narrow(0, p - 1, t)
+                .gather(1, &sampled, false)
+                .view([t]);
+            let got = Tensor::from_slice(&c.logprobs).to_device(device);
+            Some((got - want).abs().max().double_value(&[]))
+        })
+        .fold(0.0, f64::max)
+}
+
+pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
+    if args.batch == 0 || args.prompt_len == 0 || args.new_tokens == 0 || args.repeats == 0 {
+        return Err(
+            UsageError("--batch, --prompt-len, --new-tokens and --repeats must be positive".into()).into(),
+        );
+    }
+    let (device, kind) = (args.device.device()?, args.dtype.kind());
+    let config = shape(&args.shape_from)?;
+    // Random weights reach the engine from a learner, as a weight broadcast carries them.
+    let mut learner = Learner::new(&config, LearnerConfig::constant(1e-5, device), 0);
+    if kind == Kind::BFloat16 {
+        learner.set_bf16()?;
+    }
+    let chunks = learner.export_weights(1)?;
+    let mut engine = NativeEngine::new(&config, device, kind, args.batch, 0);
+    engine.load_weights(&chunks, 1)?;
+    if let Some(dir) = &args.save_model {
+        engine.save_model(dir)?;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let requests: Vec<GenerationRequest> = (0..args.batch as u64)
+        .map(|id| GenerationRequest {
+            id,
+            prompt_ids: (0..args.prompt_len)
+                .map(|_| rng.gen_range(0..config.vocab_size as u32))
+                .collect(),
+            n: 1,
+            seed: id,
+        })
+        .collect();
+    let params = SamplingParams {
+        temperature: 1.0,
+        max_new_tokens: args.new_tokens,
+        ..Default::default()
+    };
+    engine.generate(
+        &requests,
+        &SamplingParams {
+            max_new_tokens: 4,
+            ..params.clone()
+        },
+    )?;
+    let (mut best, mut out) = (f64::INFINITY, Vec::new());
+    for _ in 0..args.repeats {
+        sync(device);
+        let t = Instant::now();
+        out = engine.generate(&requests, &params)?;
+        sync(device);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    let tokens = (args.batch * args.new_tokens) as f64;
+    let tokens_per_s = tokens / best;
+    let logprob_gap = logprob_gap(&learner, &requests, &out, 8);
+    drop(learner);
+
+    // The memory-bandwidth bound: every decode step reads all weights and the KV cache.
+    let bandwidth = copy_bandwidth(device);
+    let elt = kind.elt_size_in_bytes();
+    let weight_bytes = engine.weight_bytes() as f64;
+    let kv_per_token =
+        (2 * config.num_hidden_layers * config.kv_heads() * config.head_dim() * elt as i64) as f64;
+    let mean_len = args.prompt_len as f64 + args.new_tokens as f64 / 2.0;
+    let step_bytes = weight_bytes + kv_per_token * mean_len * args.batch as f64;
+    let floor_step_s = step_bytes / bandwidth;
+    let step_s = best / args.new_tokens as f64;
+
+    // Weight update against a plain copy of the same bytes (both best of 3).
+    let mut update_s = f64::INFINITY;
+    for _ in 0..3 {
+        sync(device);
+        let t = Instant::now();
+        engine.load_weights(&chunks, 1)?;
+        sync(device);
+        update_s = update_s.min(t.elapsed().as_secs_f64());
+    }
+    let copy_s = weight_copy_seconds(&chunks, device);
+    let total: usize = chunks.iter().map(|c| c.data.len()).sum();
+
+    let report = json!({
+        "device": format!("{device:?}"), "dtype": format!("{:?}", args.dtype),
+        "batch": args.batch, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
+        "params": weight_bytes / elt as f64, "seconds": best, "tokens_per_s": tokens_per_s,
+        "step_ms": step_s * 1e3, "bandwidth_gb_s": bandwidth / 1e9, "bytes_per_step": step_bytes,
+        "bandwidth_floor_step_ms": floor_step_s * 1e3, "fraction_of_bandwidth_bound": floor_step_s / step_s,
+        "weight_update_ms": update_s * 1e3, "weight_memcpy_ms": copy_s * 1e3,
+        "weight_update_over_memcpy": update_s / copy_s, "weight_bytes": total,
+        "logprob_max_abs_diff": logprob_gap,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "native engine, {}-shaped model, {:?} on {device:?}",
+            args.shape_from, args.dtype
+        );
+        println!(
+            "  {} x {} new tokens in {:.2} s: {:.0} tokens/s ({:.1} ms per decode step)",
+            args.batch,
+            args.new_tokens,
+            best,
+            tokens_per_s,
+            step_s * 1e3
+        );
+        println!("  memory bandwidth (copy) {:.1} GB/s; a step reads {:.0} MB: floor {:.2} ms, we are at {:.0}% of the bound", bandwidth / 1e9, step_bytes / 1e6, floor_step_s * 1e3, 100.0 * floor_step_s / step_s);
+        println!(
+            "  weight update {:.1} ms vs a plain copy of the same {:.0} MB {:.1} ms ({:.2}x)",
+            update_s * 1e3,
+            total as f64 / 1e6,
+            copy_s * 1e3,
+            update_s / copy_s
+        );
+        println!(
+            "  sampled log-probs vs the learner's recomputed ones: largest difference {logprob_gap:.2e}"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! `rlvr bench`: speed measurements. Each prints its own numbers; `scripts/bench-*.sh` run the
+//! baseline beside them in the same session and report the ratio (see BENCHMARKS.md).
+
+use std::time::Instant;
+
+use anyhow::Result;
+use rlvr_learner::llama::Config;
+use rlvr_recipes::{load, Resolved};
+use tch::{Device, Kind, Tensor};
+
+use crate::UsageError;
+
+mod collectives;
+mod generate;
+mod train;
+mod verify;
+
+pub use collectives::CollectivesArgs;
+pub use generate::GenerateArgs;
+pub use train::TrainArgs;
+pub use verify::VerifyArgs;
+
+/// Benchmarks.
+#[derive(Debug, clap::Subcommand)]
+pub enum Bench {
+    /// Generation throughput, memory-bandwidth bound, weight-update time and log-prob agreement
+    /// with the learner of the native engine on a SmolLM2-135M-shaped model with random weights.
+    Generate(GenerateArgs),
+    /// Training throughput of the learner (forward, backward, clip, AdamW) on a
+    /// SmolLM2-135M-shaped model with random weights and tokens, and its model-FLOPs
+    /// utilisation against a measured matmul peak.
+    Train(TrainArgs),
+    /// Verifier throughput on a JSONL file (`dataset`, `response`, `ground_truth` per line):
+    /// labels are parsed first, then only the verify calls are timed (`--threads` to scale).
+    Verify(VerifyArgs),
+    /// c10d collectives (all-reduce, broadcast, all-gather, reduce-scatter) between ranks —
+    /// Gloo on CPU, NCCL on CUDA — on a model-sized buffer, against the device's copy
+    /// bandwidth; spawns `--ranks` local ranks unless a launcher (torchrun) set `RANK`.
+    Collectives(CollectivesArgs),
+}
+
+/// Where a benchmark runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceArg {
+    /// The CPU.
+    Cpu,
+    /// The first CUDA device (an error when none is usable).
+    Cuda,
+}
+
+impl DeviceArg {
+    fn device(self) -> Result<Device> {
+        match self {
+            Self::Cpu => Ok(Device::Cpu),
+            Self::Cuda if rlvr_learner::runtime::default_device().is_cuda() => Ok(Device::Cuda(0)),
+            Self::Cuda => Err(UsageError(
+                "--device cuda: no usable CUDA device (libtorch_cuda.so not found or no GPU)".into(),
+            )
+            .into()),
+        }
+    }
+}
+
+/// Element type of a benchmark's parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DtypeArg {
+    /// 32-bit floats.
+    F32,
+    /// bfloat16.
+    Bf16,
+}
+
+impl DtypeArg {
+    fn kind(self) -> Kind {
+        match self {
+            Self::F32 => Kind::Float,
+            Self::Bf16 => Kind::BFloat16,
+        }
+    }
+}
+
+/// Wait for the device's queued work, so wall-clock times cover it.
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// Run a benchmark.
+pub fn run(bench: &Bench) -> Result<()> {
+    match bench {
+        Bench::Generate(args) => generate::generate(args),
+        Bench::Train(args) => train::train(args),
+        Bench::Verify(args) => verify::verify(args),
+        Bench::Collectives(args) => collectives::collectives(args),
+    }
+}
+
+fn shape(recipe: &str) -> Result<Config> {
+    let Resolved::Stage(r) = load(recipe, &[])? else {
+        return Err(UsageError(format!(
+            "--shape-from {recipe}: name a stage recipe, not a pipeline"
+        ))
+        .into());
+    };
+    Ok(crate::stages::llama_config(&r.model.config))
+}
+
+/// Seconds of the fastest of `n` runs of `f`.
+fn best_of(n: usize, mut f: impl FnMut()) -> f64 {
+    (0..n.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Best-of-3 copy bandwidth of a 512 MiB buffer on `device` (bytes read + written per second).
+fn copy_bandwidth(device: Device) -> f64 {
+    let n = 512 << 20;
+    if device.is_cuda() {
+        let src = Tensor::ones([n as i64], (Kind::Uint8, device));
+        let mut dst = src.zeros_like();
+        dst.copy_(&src);
+        sync(device);
+        let best = best_of(3, || {
+            dst.copy_(&src);
+            sync(device);
+        });
+        return 2.0 * n as f64 / best;
+    }
+    let src = vec![1u8; n];
+    let mut dst = vec![0u8; n];
+    dst.copy_from_slice(&src);
+    let best = best_of(3, || {
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&dst);
+    });
+    2.0 * n as f64 / best
+}

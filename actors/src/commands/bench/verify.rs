@@ -1,0 +1,86 @@
+//! `rlvr bench verify`: verifier throughput on a JSONL file.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::UsageError;
+
+/// Arguments of `rlvr bench verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// JSONL input, as for `rlvr verify`.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Verifier mode.
+    #[arg(long, value_enum, default_value_t = crate::commands::verify::ModeArg::Default)]
+    pub mode: crate::commands::verify::ModeArg,
+    /// Passes over the input; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Threads sharing the rows.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+pub(super) fn verify(args: &VerifyArgs) -> Result<()> {
+    let registry = rlvr_verifiers::Registry::new(args.mode.into());
+    let text = std::fs::read_to_string(&args.input)
+        .map_err(|e| UsageError(format!("--input {}: {e}", args.input.display())))?;
+    let mut rows: std::collections::BTreeMap<String, Vec<(String, rlvr_verifiers::Truth)>> =
+        Default::default();
+    for (i, line) in text.lines().enumerate() {
+        let row: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| UsageError(format!("line {}: {e}", i + 1)))?;
+        let get = |k: &str| {
+            row[k]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| UsageError(format!("line {}: `{k}`", i + 1)))
+        };
+        let (dataset, response, truth) = (get("dataset")?, get("response")?, get("ground_truth")?);
+        let parsed = registry.parse_truth(&dataset, &truth)?;
+        rows.entry(dataset).or_default().push((response, parsed));
+    }
+    for (dataset, items) in &rows {
+        let verifier = registry.get(dataset)?;
+        let threads = args.threads.max(1);
+        let (mut best, mut slowest, mut verified) = (f64::INFINITY, 0f64, 0usize);
+        for _ in 0..args.repeats.max(1) {
+            let t = Instant::now();
+            // Rows dealt to `threads` scoped threads in contiguous chunks; each reports its count
+            // and its slowest single answer.
+            let results: Vec<(usize, f64)> = std::thread::scope(|scope| {
+                let handles: Vec<_> = items
+                    .chunks(items.len().div_ceil(threads).max(1))
+                    .map(|chunk| {
+                        scope.spawn(move || {
+                            chunk
+                                .iter()
+                                .fold((0usize, 0f64), |(n, worst), (response, truth)| {
+                                    let one = Instant::now();
+                                    let ok = verifier.verify(response, truth).verified;
+                                    (n + usize::from(ok), worst.max(one.elapsed().as_secs_f64()))
+                                })
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or((0, f64::NAN)))
+                    .collect()
+            });
+            best = best.min(t.elapsed().as_secs_f64());
+            verified = results.iter().map(|r| r.0).sum();
+            slowest = results.iter().map(|r| r.1).fold(slowest, f64::max);
+        }
+        println!(
+            "{}",
+            json!({"dataset": dataset, "threads": threads, "rows": items.len(), "verified": verified,
+                   "seconds": best, "answers_per_s": items.len() as f64 / best, "slowest_ms": slowest * 1e3})
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! The shim's C interface (`csrc/c10d.cpp`). Tensors are passed as `at::Tensor*`, which is what
+//! a tch `Tensor` holds.
+
+use std::ffi::{c_char, c_int, c_long, c_void};
+
+use torch_sys::C_tensor;
+
+extern "C" {
+    pub fn rlvr_c10d_free_error(err: *mut c_char);
+    pub fn rlvr_c10d_has_nccl() -> c_int;
+    pub fn rlvr_c10d_new(
+        host: *const c_char,
+        port: c_int,
+        rank: c_int,
+        world: c_int,
+        backend: c_int,
+        prefix: *const c_char,
+        timeout_ms: c_long,
+        err: *mut *mut c_char,
+    ) -> *mut c_void;
+    pub fn rlvr_c10d_free(group: *mut c_void);
+    pub fn rlvr_c10d_all_reduce(
+        group: *mut c_void,
+        t: *mut C_tensor,
+        op: c_int,
+        err: *mut *mut c_char,
+    ) -> c_int;
+    pub fn rlvr_c10d_broadcast(
+        group: *mut c_void,
+        t: *mut C_tensor,
+        root: c_int,
+        err: *mut *mut c_char,
+    ) -> c_int;
+    pub fn rlvr_c10d_all_gather(
+        group: *mut c_void,
+        out: *mut C_tensor,
+        input: *mut C_tensor,
+        err: *mut *mut c_char,
+    ) -> c_int;
+    pub fn rlvr_c10d_reduce_scatter(
+        group: *mut c_void,
+        out: *mut C_tensor,
+        input: *mut C_tensor,
+        op: c_int,
+        err: *mut *mut c_char,
+    ) -> c_int;
+    pub fn rlvr_c10d_barrier(group: *mut c_void, err: *mut *mut c_char) -> c_int;
+}

@@ -1,0 +1,17 @@
+//! Collectives across processes and nodes on libtorch's own c10d: a [`ProcessGroup`] joins a
+//! `TCPStore` rendezvous and runs Gloo (CPU tensors) or NCCL (CUDA tensors, feature `nccl`),
+//! with all-reduce, broadcast, all-gather, reduce-scatter and barrier working in place on tch
+//! tensors. Ranks follow torchrun's conventions ([`Rendezvous::from_env`]: `RANK`,
+//! `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`), so torchrun, Slurm or k8s
+//! launchers work unchanged.
+//!
+//! The C++ side is a small shim (`csrc/c10d.cpp`) over `c10d::Backend`; every C++ exception
+//! comes back as a [`DistError::C10d`] with libtorch's message (a rendezvous that times out, a
+//! peer that died), never a crash.
+
+mod error;
+mod ffi;
+mod group;
+
+pub use error::{DistError, Result};
+pub use group::{Backend, ProcessGroup, ReduceOp, Rendezvous};

@@ -1,0 +1,177 @@
+//! Gloo process groups on 127.0.0.1: each rank is a thread with its own group, talking through
+//! a real TCPStore and real gloo TCP pairs.
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use rlvr_dist::{Backend, DistError, ProcessGroup, ReduceOp, Rendezvous};
+use tch::{Device, Kind, Tensor};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Run `f(group)` on `world` ranks at once and return each rank's result, in rank order.
+fn on_ranks<T: Send>(world: usize, f: impl Fn(ProcessGroup) -> T + Sync) -> Vec<T> {
+    let port = free_port();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..world)
+            .map(|rank| {
+                let f = &f;
+                s.spawn(move || {
+                    let rdv = Rendezvous {
+                        host: "127.0.0.1".into(),
+                        port,
+                        rank,
+                        world_size: world,
+                        local_rank: rank,
+                    };
+                    let group = ProcessGroup::new(&rdv, Backend::Gloo, "test", Duration::from_secs(30))
+                        .expect("join the group");
+                    f(group)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("rank thread"))
+            .collect()
+    })
+}
+
+fn values(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t.to_kind(Kind::Float).view([-1])).expect("f32 values")
+}
+
+#[test]
+fn collectives_on_three_ranks() {
+    let results = on_ranks(3, |g| {
+        let r = g.rank() as f32;
+        // all_reduce: sum, max, min of [r, 10r].
+        let mut sum = Tensor::from_slice(&[r, 10.0 * r]);
+        g.all_reduce(&mut sum, ReduceOp::Sum).unwrap();
+        let mut max = Tensor::from_slice(&[r, -r]);
+        g.all_reduce(&mut max, ReduceOp::Max).unwrap();
+        let mut min = Tensor::from_slice(&[r, -r]);
+        g.all_reduce(&mut min, ReduceOp::Min).unwrap();
+        // broadcast from rank 2.
+        let mut b = Tensor::full([4], f64::from(r), (Kind::Float, Device::Cpu));
+        g.broadcast(&mut b, 2).unwrap();
+        // all_gather of two values per rank, as a ZeRO-3 shard gather.
+        let shard = Tensor::from_slice(&[r, r + 0.5]);
+        let mut whole = Tensor::zeros([6], (Kind::Float, Device::Cpu));
+        g.all_gather(&mut whole, &shard).unwrap();
+        // reduce_scatter of 6 values: rank k gets the sum over ranks of slice k.
+        let grads = Tensor::arange(6, (Kind::Float, Device::Cpu)) * f64::from(r + 1.0);
+        let mut mine = Tensor::zeros([2], (Kind::Float, Device::Cpu));
+        g.reduce_scatter(&mut mine, &grads, ReduceOp::Sum).unwrap();
+        // bf16 travels too.
+        let mut half = Tensor::from_slice(&[r + 1.0]).to_kind(Kind::BFloat16);
+        g.all_reduce(&mut half, ReduceOp::Sum).unwrap();
+        g.barrier().unwrap();
+        [
+            values(&sum),
+            values(&max),
+            values(&min),
+            values(&b),
+            values(&whole),
+            values(&mine),
+            values(&half),
+        ]
+    });
+    for (rank, [sum, max, min, b, whole, mine, half]) in results.into_iter().enumerate() {
+        assert_eq!(sum, [3.0, 30.0]);
+        assert_eq!(max, [2.0, 0.0]);
+        assert_eq!(min, [0.0, -2.0]);
+        assert_eq!(b, [2.0; 4]);
+        assert_eq!(whole, [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]);
+        // Σ_r (r+1)·[2k, 2k+1] = 6·[2k, 2k+1].
+        let k = rank as f32;
+        assert_eq!(mine, [12.0 * k, 12.0 * k + 6.0], "rank {rank}");
+        assert_eq!(half, [6.0]);
+    }
+}
+
+#[test]
+fn mismatched_tensors_are_errors_before_any_communication() {
+    let results = on_ranks(2, |g| {
+        let shard = Tensor::zeros([3], (Kind::Float, Device::Cpu));
+        let mut wrong = Tensor::zeros([5], (Kind::Float, Device::Cpu));
+        let gather = g.all_gather(&mut wrong, &shard).unwrap_err().to_string();
+        let mut other_kind = Tensor::zeros([6], (Kind::Double, Device::Cpu));
+        let kind = g.all_gather(&mut other_kind, &shard).unwrap_err().to_string();
+        let mut strided = Tensor::zeros([4, 4], (Kind::Float, Device::Cpu)).tr();
+        let strided = g.all_reduce(&mut strided, ReduceOp::Sum).unwrap_err().to_string();
+        let mut t = Tensor::zeros([1], (Kind::Float, Device::Cpu));
+        let root = g.broadcast(&mut t, 7).unwrap_err().to_string();
+        // The group still works afterwards.
+        g.all_reduce(&mut t, ReduceOp::Sum).unwrap();
+        (gather, kind, strided, root)
+    });
+    let (gather, kind, strided, root) = &results[0];
+    assert!(gather.contains("world size (2) x 3"), "{gather}");
+    assert!(kind.contains("Double"), "{kind}");
+    assert!(strided.contains("not contiguous"), "{strided}");
+    assert!(root.contains("root 7 outside a world of 2"), "{root}");
+}
+
+#[test]
+fn a_missing_peer_is_a_timeout_error_not_a_hang() {
+    // Rank 1 of 2 with nobody serving the store: the rendezvous gives up after its timeout.
+    let rdv = Rendezvous {
+        host: "127.0.0.1".into(),
+        port: free_port(),
+        rank: 1,
+        world_size: 2,
+        local_rank: 1,
+    };
+    let start = Instant::now();
+    let err = ProcessGroup::new(&rdv, Backend::Gloo, "lonely", Duration::from_secs(2)).unwrap_err();
+    assert!(matches!(err, DistError::C10d(_)), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(20), "{:?}", start.elapsed());
+}
+
+#[test]
+fn torchrun_variables_are_read_and_checked() {
+    let vars = |pairs: &'static [(&'static str, &'static str)]| {
+        move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    };
+    let rdv = Rendezvous::from_vars(vars(&[
+        ("RANK", "3"),
+        ("WORLD_SIZE", "4"),
+        ("LOCAL_RANK", "1"),
+        ("MASTER_ADDR", "node0"),
+        ("MASTER_PORT", "29500"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        (rdv.rank, rdv.world_size, rdv.local_rank, rdv.port),
+        (3, 4, 1, 29500)
+    );
+    assert_eq!(rdv.host, "node0");
+    let no_local = Rendezvous::from_vars(vars(&[
+        ("RANK", "2"),
+        ("WORLD_SIZE", "4"),
+        ("MASTER_ADDR", "h"),
+        ("MASTER_PORT", "1"),
+    ]))
+    .unwrap();
+    assert_eq!(no_local.local_rank, 2);
+    let err = Rendezvous::from_vars(vars(&[("RANK", "0"), ("WORLD_SIZE", "two")])).unwrap_err();
+    assert!(err.to_string().contains("WORLD_SIZE: `two`"), "{err}");
+    let err = Rendezvous::from_vars(vars(&[
+        ("RANK", "4"),
+        ("WORLD_SIZE", "4"),
+        ("MASTER_ADDR", "h"),
+        ("MASTER_PORT", "1"),
+    ]))
+    .unwrap_err();
+    assert!(err.to_string().contains("rank 4 outside a world of 4"), "{err}");
+    let err = Rendezvous::from_vars(vars(&[("RANK", "0"), ("WORLD_SIZE", "1")])).unwrap_err();
+    assert!(err.to_string().contains("MASTER_ADDR: not set"), "{err}");
+    assert!(Backend::Gloo.available());
+    assert_eq!(Backend::for_device(Device::Cpu), Backend::Gloo);
+}
