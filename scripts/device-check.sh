@@ -2,9 +2,15 @@
 # GPU checks for a CUDA machine with PyTorch 2.11 installed (libtorch_cuda and NCCL come from
 # it): the rlvr binary built on a CPU host runs against that machine's libtorch. It measures
 # generation and training against transformers / PyTorch eager on the same GPU, side by side,
-# and runs the tiny pipeline end to end on the GPU. BENCHMARKS.md records what it showed.
+# runs the tiny pipeline end to end on the GPU, profiles a decode step's kernels and, in a
+# binary built by scripts/build-nccl.sh, runs NCCL collectives. BENCHMARKS.md records what it
+# showed.
 #
-#   scripts/device-check.sh BINARY OUTDIR
+#   scripts/device-check.sh BINARY OUTDIR [SECTION...]
+#
+# SECTIONs (all by default): generate train pipeline profile collectives. `profile` needs the
+# example binary built beside BINARY's target (cargo build --release --examples -p rlvr-rollout)
+# or PROFILE=path.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=$(realpath "${1:?usage: device-check.sh BINARY OUTDIR}")
@@ -16,6 +22,9 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
 step() { echo; echo "### $*"; }
+SECTIONS=${*:3}
+SECTIONS=${SECTIONS:-generate train pipeline profile collectives}
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
 step "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -23,20 +32,34 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 ls "$TORCH_LIB" | grep -E '^lib(torch_cuda|c10_cuda)\.so$'
 "$PY" -c 'import os, torch, glob; print(*glob.glob(os.path.join(os.path.dirname(torch.__file__), "..", "nvidia", "*", "lib", "libnccl.so*")))'
 
-step "generation: 32 prompts x 128 new tokens, rlvr native engine vs transformers generate"
-for dt in bf16 f32; do
+want generate && step "generation: 32 prompts x 128 new tokens, rlvr native engine vs transformers generate"
+want generate && for dt in bf16 f32; do
   timeout 300 "$BIN" bench generate --device cuda --dtype "$dt" --save-model "$WORK/gen-$dt" --json | tee -a "$OUT/results.jsonl"
   timeout 300 "$PY" benches/generate_transformers.py "$WORK/gen-$dt" --device cuda --dtype "$dt" 2>/dev/null | tee -a "$OUT/results.jsonl"
 done
 
-step "training: 8 x 1024 tokens per step, rlvr learner vs PyTorch eager"
-for dt in bf16 f32; do
+want train && step "training: 8 x 1024 tokens per step, rlvr learner vs PyTorch eager"
+want train && for dt in bf16 f32; do
   timeout 300 "$BIN" bench train --device cuda --dtype "$dt" --batch 8 --seq-len 1024 --steps 5 --save-model "$WORK/train-$dt" --json | tee -a "$OUT/results.jsonl"
   timeout 300 "$PY" benches/train_torch.py "$WORK/train-$dt" --device cuda --dtype "$dt" --batch 8 --seq-len 1024 --steps 5 2>/dev/null | tee -a "$OUT/results.jsonl"
 done
 
-step "tiny-arith pipeline on the GPU (pretrain -> SFT -> RLVR)"
-start=$(date +%s)
-timeout 240 "$BIN" run tiny-arith --out "$WORK/run" --overwrite 2>&1 | grep -vE '^\s*$' | tail -25
-echo "exit $? after $(($(date +%s) - start)) s"
-cp "$WORK/run/metrics.jsonl" "$OUT/tiny-arith-metrics.jsonl" 2>/dev/null || true
+if want pipeline; then
+  step "tiny-arith pipeline on the GPU (pretrain -> SFT -> RLVR)"
+  start=$(date +%s)
+  timeout 240 "$BIN" run tiny-arith --out "$WORK/run" --overwrite 2>&1 | grep -vE '^\s*$' | tail -25
+  echo "exit $? after $(($(date +%s) - start)) s"
+  cp "$WORK/run/metrics.jsonl" "$OUT/tiny-arith-metrics.jsonl" 2>/dev/null || true
+fi
+
+if want profile; then
+  step "a decode step's kernels (rollout/examples/profile_decode.rs)"
+  PROFILE=${PROFILE:-$(dirname "$BIN")/examples/profile_decode}
+  for dt in bf16 f32; do timeout 120 "$PROFILE" cuda "$dt"; done
+fi
+
+if want collectives; then
+  step "c10d collectives: NCCL on the GPU (world size 1), Gloo between 2 local ranks"
+  timeout 120 "$BIN" bench collectives --device cuda --ranks 1 | tee -a "$OUT/results.jsonl"
+  timeout 120 "$BIN" bench collectives --device cpu --ranks 2 | tee -a "$OUT/results.jsonl"
+fi
