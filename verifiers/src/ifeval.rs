@@ -17,7 +17,13 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::Value;
 
-use crate::text::{python_lines, round_half_even, sentences, tulu3_sentences, words};
+use std::fmt::Write;
+
+use crate::text::{
+    ascii_capital_words, ascii_word_count, find_ascii_ignoring_case, is_ascii_word, is_lowercase,
+    is_uppercase, lowercase, paragraph_count, round_half_even, sentences, tulu3_sentences, whitespace_words,
+    words, PARAGRAPH_BREAK,
+};
 use crate::{tulu3_response, verdict, Mode, Truth, TruthError, Verdict, Verifier};
 
 /// The IF verifier.
@@ -33,11 +39,14 @@ impl IfEval {
     }
 }
 
-/// A parsed IF label: the function and its non-null arguments.
+/// A parsed IF label: the function and its non-null arguments, with the keyword lists
+/// lower-cased once at load time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Constraint {
     func: Func,
     args: serde_json::Map<String, Value>,
+    /// `keyword_list`, `forbidden_words` or `[word]`, lower-cased.
+    lowered: Vec<String>,
 }
 
 macro_rules! funcs {
@@ -114,7 +123,11 @@ impl Constraint {
         if let Some(missing) = func.required().iter().find(|a| !map.contains_key(**a)) {
             return Err(err(format!("{name} needs `{missing}`")));
         }
-        let c = Constraint { func, args: map };
+        let mut c = Constraint {
+            func,
+            args: map,
+            lowered: Vec::new(),
+        };
         for key in func.required() {
             let ok = match *key {
                 "N" | "i" => c.int(key).is_some(),
@@ -142,6 +155,15 @@ impl Constraint {
                 "validate_response_language needs a language detector, which rlvr does not ship".into(),
             ));
         }
+        c.lowered = match func {
+            Func::Keywords => c.strings("keyword_list").unwrap_or_default(),
+            Func::ForbiddenWords => c.strings("forbidden_words").unwrap_or_default(),
+            Func::KeywordFrequency => c.str("word").map(str::to_string).into_iter().collect(),
+            _ => Vec::new(),
+        }
+        .iter()
+        .map(|w| w.to_lowercase())
+        .collect();
         Ok(c)
     }
 
@@ -165,6 +187,9 @@ impl Constraint {
     }
 }
 
+/// The separator of `validate_two_responses`.
+static SEPARATOR: LazyLock<memchr::memmem::Finder<'static>> =
+    LazyLock::new(|| memchr::memmem::Finder::new("******"));
 static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\[(.*?)\]").expect("valid regex"));
 static TITLE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"<<(.*?)>>").expect("valid regex"));
 static HIGHLIGHT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\*(.*?)\*").expect("valid regex"));
@@ -177,66 +202,87 @@ fn quantified(count: i64, n: i64, quantifier: &str, around: i64) -> bool {
     }
 }
 
+/// Python's `needle in text.lower()` for a lower-cased `needle`: searched ignoring case
+/// without a copy when both are ASCII.
+fn contains_lowered(text: &str, needle: &str) -> bool {
+    if text.is_ascii() && needle.is_ascii() {
+        needle.is_empty() || find_ascii_ignoring_case(text.as_bytes(), needle.as_bytes(), 0).is_some()
+    } else {
+        lowercase(text).contains(needle)
+    }
+}
+
+/// Append what was counted to the reason and pass the result through.
+fn say(why: &mut String, ok: bool, what: std::fmt::Arguments) -> bool {
+    let _ = why.write_fmt(what);
+    ok
+}
+
 impl IfEval {
-    /// Whether `text` satisfies `c`, with what was counted.
-    fn check(&self, text: &str, c: &Constraint) -> (bool, String) {
+    /// Whether `text` satisfies `c`; what was counted is appended to `why`.
+    fn check(&self, text: &str, c: &Constraint, why: &mut String) -> bool {
         let n = c.int("N").unwrap_or(0);
         let s = |k: &str| c.str(k).unwrap_or_default();
-        let lower = || text.to_lowercase();
         match c.func {
             Func::Keywords => {
-                let t = lower();
-                let missing: Vec<String> = c
-                    .strings("keyword_list")
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|k| !t.contains(&k.to_lowercase()))
-                    .collect();
-                (missing.is_empty(), format!("missing keywords {missing:?}"))
-            }
-            Func::KeywordFrequency => {
-                let (t, w) = (lower(), s("word").to_lowercase());
-                let count = words(&t).filter(|m| *m == w).count() as i64;
-                (count == n, format!("`{w}` appears {count} times, want {n}"))
-            }
-            Func::ForbiddenWords => {
-                let t = lower();
-                let found: Vec<String> = c
-                    .strings("forbidden_words")
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|w| t.contains(&w.to_lowercase()))
-                    .collect();
-                (found.is_empty(), format!("forbidden words present: {found:?}"))
-            }
-            Func::LetterFrequency => {
-                let count = text.matches(s("letter")).count() as i64;
-                (
-                    count == n,
-                    format!("letter {:?} appears {count} times, want {n}", s("letter")),
+                let missing: Vec<&String> = c.lowered.iter().filter(|k| !contains_lowered(text, k)).collect();
+                say(
+                    why,
+                    missing.is_empty(),
+                    format_args!("missing keywords {missing:?}"),
                 )
             }
-            Func::ResponseLanguage => (false, "language detection is not supported".into()),
+            Func::ForbiddenWords => {
+                let found: Vec<&String> = c.lowered.iter().filter(|k| contains_lowered(text, k)).collect();
+                say(
+                    why,
+                    found.is_empty(),
+                    format_args!("forbidden words present: {found:?}"),
+                )
+            }
+            Func::KeywordFrequency => {
+                let w = c.lowered.first().map_or("", String::as_str);
+                // ASCII text and word: a vectorised search for the word, hits checked for word
+                // boundaries.
+                let count = if text.is_ascii() && is_ascii_word(w) {
+                    ascii_word_count(text, w)
+                } else {
+                    words(&lowercase(text)).filter(|m| *m == w).count()
+                } as i64;
+                say(
+                    why,
+                    count == n,
+                    format_args!("`{w}` appears {count} times, want {n}"),
+                )
+            }
+            Func::LetterFrequency => {
+                let letter = s("letter");
+                let count = match letter.as_bytes() {
+                    &[byte] => memchr::memchr_iter(byte, text.as_bytes()).count(),
+                    _ => text.matches(letter).count(),
+                } as i64;
+                say(
+                    why,
+                    count == n,
+                    format_args!("letter {:?} appears {count} times, want {n}", s("letter")),
+                )
+            }
+            Func::ResponseLanguage => say(why, false, format_args!("language detection is not supported")),
             Func::ParagraphCount => {
-                let cleaned = python_lines(text)
-                    .iter()
-                    .map(|l| l.trim())
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                let paragraphs: Vec<&str> = cleaned.trim().split("* * *").collect();
-                let empty = paragraphs.iter().any(|p| p.trim().is_empty());
-                let count = paragraphs.len() as i64;
-                (
+                let (count, empty) = paragraph_count(text);
+                say(
+                    why,
                     !empty && count == n,
-                    format!("{count} paragraphs (empty ones: {empty}), want {n}"),
+                    format_args!("{count} paragraphs (empty ones: {empty}), want {n}"),
                 )
             }
             Func::WordConstraint => {
-                let count = text.split_whitespace().count() as i64;
+                let count = whitespace_words(text);
                 let tolerance = round_half_even(n as f64 * 0.1).max(1);
-                (
+                say(
+                    why,
                     quantified(count, n, s("quantifier"), tolerance),
-                    format!("{count} words, want {} {n}", s("quantifier")),
+                    format_args!("{count} words, want {} {n}", s("quantifier")),
                 )
             }
             Func::SentenceConstraint => {
@@ -244,47 +290,55 @@ impl IfEval {
                     Mode::Tulu3 => tulu3_sentences(text),
                     Mode::Default => sentences(text),
                 };
-                (
+                say(
+                    why,
                     quantified(count, n, s("quantifier"), 1),
-                    format!("{count} sentences, want {} {n}", s("quantifier")),
+                    format_args!("{count} sentences, want {} {n}", s("quantifier")),
                 )
             }
             Func::Paragraphs => {
-                let paragraphs: Vec<&str> = text.split("\n\n").collect();
+                let count = PARAGRAPH_BREAK.find_iter(text.as_bytes()).count() + 1;
                 let i = c.int("i").unwrap_or(0);
                 let idx = if i >= 1 {
                     Some(i as usize - 1)
                 } else {
-                    paragraphs.len().checked_sub((1 - i) as usize)
+                    count.checked_sub((1 - i) as usize)
                 };
                 let first_ok = idx
-                    .and_then(|k| paragraphs.get(k))
+                    .and_then(|k| text.split("\n\n").nth(k))
                     .is_some_and(|p| p.trim().starts_with(s("first_word")));
-                let ok = paragraphs.len() as i64 == n && first_ok;
-                (
-                    ok,
-                    format!(
-                        "{} paragraphs, want {n}; paragraph {i} starts with {:?}: {first_ok}",
-                        paragraphs.len(),
+                say(
+                    why,
+                    count as i64 == n && first_ok,
+                    format_args!(
+                        "{count} paragraphs, want {n}; paragraph {i} starts with {:?}: {first_ok}",
                         s("first_word")
                     ),
                 )
             }
             Func::Postscript => {
                 let marker = s("postscript_marker");
-                let ok = text
-                    .find(marker)
+                let ok = memchr::memmem::find(text.as_bytes(), marker.as_bytes())
                     .is_some_and(|at| text[at..].trim().chars().count() > marker.chars().count());
-                (ok, format!("postscript {marker:?} with text after it: {ok}"))
+                say(
+                    why,
+                    ok,
+                    format_args!("postscript {marker:?} with text after it: {ok}"),
+                )
             }
             Func::Placeholders => {
                 let count = PLACEHOLDER.find_iter(text).count() as i64;
                 match self.mode {
-                    Mode::Tulu3 => (
+                    Mode::Tulu3 => say(
+                        why,
                         true,
-                        format!("tulu3: always passes ({count} placeholders, want {n})"),
+                        format_args!("tulu3: always passes ({count} placeholders, want {n})"),
                     ),
-                    Mode::Default => (count >= n, format!("{count} placeholders, want at least {n}")),
+                    Mode::Default => say(
+                        why,
+                        count >= n,
+                        format_args!("{count} placeholders, want at least {n}"),
+                    ),
                 }
             }
             Func::BulletPoints => {
@@ -292,9 +346,9 @@ impl IfEval {
                     .split('\n')
                     .filter(|l| l.trim().starts_with(['*', '-']))
                     .count() as i64;
-                (count == n, format!("{count} bullet points, want {n}"))
+                say(why, count == n, format_args!("{count} bullet points, want {n}"))
             }
-            Func::Title => (TITLE.is_match(text), "a <<title>>".into()),
+            Func::Title => say(why, TITLE.is_match(text), format_args!("a <<title>>")),
             Func::Choice => {
                 let options: Vec<String> = match &c.args["options"] {
                     Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
@@ -306,61 +360,70 @@ impl IfEval {
                     Mode::Tulu3 => options.iter().any(|o| o.contains(text)),
                     Mode::Default => options.iter().any(|o| !o.is_empty() && text.contains(o.as_str())),
                 };
-                (ok, format!("one of {} options: {ok}", options.len()))
+                say(why, ok, format_args!("one of {} options: {ok}", options.len()))
             }
             Func::HighlightedSections => {
                 let count = HIGHLIGHT.find_iter(text).count() as i64;
-                (
+                say(
+                    why,
                     count >= n,
-                    format!("{count} highlighted sections, want at least {n}"),
+                    format_args!("{count} highlighted sections, want at least {n}"),
                 )
             }
             Func::Sections => {
-                let mut sections: Vec<&str> = text.split(s("section_splitter")).collect();
-                if sections.first() == Some(&"") {
-                    sections.remove(0);
-                }
-                (
-                    sections.len() as i64 == n,
-                    format!("{} sections, want {n}", sections.len()),
-                )
+                let splitter = s("section_splitter");
+                // The pieces of `text.split(splitter)`, less a leading empty one.
+                let leading_empty = text.is_empty() || text.starts_with(splitter);
+                let count = memchr::memmem::find_iter(text.as_bytes(), splitter.as_bytes()).count() as i64
+                    + 1
+                    - i64::from(leading_empty);
+                say(why, count == n, format_args!("{count} sections, want {n}"))
             }
             Func::JsonFormat => {
                 let ok = serde_json::from_str::<Value>(text).is_ok();
-                (ok, format!("valid JSON: {ok}"))
+                say(why, ok, format_args!("valid JSON: {ok}"))
             }
-            Func::RepeatPrompt => (
+            Func::RepeatPrompt => say(
+                why,
                 text.starts_with(s("original_prompt")),
-                "starts with the prompt".into(),
+                format_args!("starts with the prompt"),
             ),
             Func::TwoResponses => {
-                let ok = text.matches("******").count() == 1
-                    && text
-                        .split_once("******")
-                        .is_some_and(|(a, b)| a.trim() != b.trim());
-                (ok, "two different responses split by ******".into())
+                let mut hits = SEPARATOR.find_iter(text.as_bytes());
+                let ok = match (hits.next(), hits.next()) {
+                    (Some(at), None) => text[..at].trim() != text[at + "******".len()..].trim(),
+                    _ => false,
+                };
+                say(why, ok, format_args!("two different responses split by ******"))
             }
-            Func::Uppercase => (text == text.to_uppercase(), "all upper case".into()),
-            Func::Lowercase => (text == text.to_lowercase(), "all lower case".into()),
+            Func::Uppercase => say(why, is_uppercase(text), format_args!("all upper case")),
+            Func::Lowercase => say(why, is_lowercase(text), format_args!("all lower case")),
             Func::CapitalWords => {
                 // `\b[A-Z]+\b`: words made only of ASCII capitals.
-                let count = words(text)
-                    .filter(|w| w.bytes().all(|b| b.is_ascii_uppercase()))
-                    .count() as i64;
-                (
+                let count = if text.is_ascii() {
+                    ascii_capital_words(text.as_bytes())
+                } else {
+                    words(text)
+                        .filter(|w| w.bytes().all(|b| b.is_ascii_uppercase()))
+                        .count()
+                } as i64;
+                say(
+                    why,
                     quantified(count, n, s("quantifier"), 0),
-                    format!("{count} capital words, want {} {n}", s("quantifier")),
+                    format_args!("{count} capital words, want {} {n}", s("quantifier")),
                 )
             }
-            Func::End => (
+            Func::End => say(
+                why,
                 text.ends_with(s("end_phrase")),
-                format!("ends with {:?}", s("end_phrase")),
+                format_args!("ends with {:?}", s("end_phrase")),
             ),
-            Func::Quotation => (
+            Func::Quotation => say(
+                why,
                 text.starts_with('"') && text.ends_with('"'),
-                "wrapped in double quotes".into(),
+                format_args!("wrapped in double quotes"),
             ),
-            Func::NoCommas => (!text.contains(','), "no commas".into()),
+            Func::NoCommas => say(why, !text.contains(','), format_args!("no commas")),
         }
     }
 }
@@ -382,7 +445,10 @@ impl Verifier for IfEval {
             Mode::Tulu3 => tulu3_response(response).trim(),
             Mode::Default => response.trim(),
         };
-        let (ok, why) = self.check(text, c);
-        verdict(ok, format!("{}: {why}", c.func.name()))
+        let mut why = String::with_capacity(64);
+        why.push_str(c.func.name());
+        why.push_str(": ");
+        let ok = self.check(text, c, &mut why);
+        verdict(ok, why)
     }
 }

@@ -102,17 +102,15 @@ pub(crate) fn verdict(verified: bool, reason: impl Into<String>) -> Verdict {
 /// Tülu 3 scored only the text after the last `<|assistant|>\n`.
 pub(crate) fn tulu3_response(response: &str) -> &str {
     const MARKER: &str = "<|assistant|>\n";
-    // Scan back for `<` (vectorised) and test the marker there: most text has few `<`.
-    let bytes = response.as_bytes();
-    let mut end = bytes.len();
-    while let Some(at) = memchr::memrchr(b'<', &bytes[..end]) {
-        if bytes[at..].starts_with(MARKER.as_bytes()) {
-            // The marker is ASCII, so the cut after it is a character boundary.
-            return &response[at + MARKER.len()..];
-        }
-        end = at;
+    // One prepared vectorised search (its prefilter keys on the marker's rare bytes, such as
+    // `|`); the last hit wins.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(MARKER));
+    match FINDER.find_iter(response.as_bytes()).last() {
+        // The marker is ASCII, so the cut after it is a character boundary.
+        Some(at) => &response[at + MARKER.len()..],
+        None => response,
     }
-    response
 }
 
 /// Errors of the registry.
@@ -142,5 +140,14 @@ mod tests {
             r("no marker <|assistant|> here <"),
             "no marker <|assistant|> here <"
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn tulu3_response_is_what_rfind_finds(text in "(<\\|assistant\\|>\n|[<|a>\n x])*") {
+            const MARKER: &str = "<|assistant|>\n";
+            let want = text.rfind(MARKER).map_or(text.as_str(), |i| &text[i + MARKER.len()..]);
+            proptest::prop_assert_eq!(super::tulu3_response(&text), want);
+        }
     }
 }
