@@ -2,14 +2,18 @@
 //!
 //! Data for every stage: tokenizers (HF `tokenizer.json` through the `tokenizers` crate) and
 //! the built-in synthetic arithmetic problems of the tiny recipes ([`arith`]), which need no
-//! download, and RL prompts from JSON lines in the Tülu 3 RLVR format ([`read_rlvr_jsonl`]).
+//! download, RL prompts from JSON lines in the Tülu 3 RLVR format ([`read_rlvr_jsonl`]), and
+//! chat templates ([`ChatTemplate`]: a model's Jinja template or the built-in `tulu` and
+//! `chatml`), with the assistant turns' spans that SFT trains on.
 
 pub mod arith;
 mod builtin;
+mod chat;
 mod rlvr_jsonl;
 mod tokenizer;
 
 pub use builtin::{Builtin, Example, Pair, PromptRow};
+pub use chat::{ChatTemplate, Message, RenderedChat, BUILTIN_TEMPLATES};
 pub use rlvr_jsonl::{read_rlvr_jsonl, rlvr_sample};
 
 pub use tokenizer::{Tokenizer, CHARS, SPECIALS};
@@ -35,6 +39,14 @@ pub enum DataError {
         /// The field at fault (empty when the line is not JSON).
         field: String,
         /// What is wrong.
+        message: String,
+    },
+    /// A chat template that does not compile or render.
+    #[error("chat template {origin}: {message}")]
+    Template {
+        /// Where the template came from (a built-in name or a file).
+        origin: String,
+        /// What went wrong.
         message: String,
     },
     /// A recipe names a data set that does not exist.

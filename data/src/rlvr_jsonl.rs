@@ -6,13 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::{DataError, PromptRow};
-
-#[derive(Deserialize)]
-struct Message {
-    role: String,
-    content: String,
-}
+use crate::{ChatTemplate, DataError, Message, PromptRow};
 
 #[derive(Deserialize)]
 struct Row {
@@ -35,23 +29,24 @@ fn text(v: &serde_json::Value) -> Option<String> {
 /// beside it), compiled in: the `builtin:rlvr-sample` data set.
 pub fn rlvr_sample() -> Vec<PromptRow> {
     const SAMPLE: &str = include_str!("../assets/rlvr-sample.jsonl");
-    parse_rlvr_jsonl(SAMPLE, "builtin:rlvr-sample").expect("the compiled-in sample parses")
+    let chatml = ChatTemplate::builtin("chatml", "<|im_end|>").expect("the built-in template compiles");
+    parse_rlvr_jsonl(SAMPLE, "builtin:rlvr-sample", &chatml).expect("the compiled-in sample parses")
 }
 
-/// Read every row of `path`; the conversation is rendered in ChatML and the assistant's turn
-/// opened. A malformed row is an error naming the file, line and field.
-pub fn read_rlvr_jsonl(path: &Path) -> Result<Vec<PromptRow>, DataError> {
+/// Read every row of `path`; the conversation is rendered with `template` and the assistant's
+/// turn opened. A malformed row is an error naming the file, line and field.
+pub fn read_rlvr_jsonl(path: &Path, template: &ChatTemplate) -> Result<Vec<PromptRow>, DataError> {
     let body = std::fs::read_to_string(path).map_err(|e| DataError::Row {
         path: path.display().to_string(),
         line: 0,
         field: String::new(),
         message: e.to_string(),
     })?;
-    parse_rlvr_jsonl(&body, &path.display().to_string())
+    parse_rlvr_jsonl(&body, &path.display().to_string(), template)
 }
 
 /// Parse JSON lines read from `path` (used in error messages).
-fn parse_rlvr_jsonl(body: &str, path: &str) -> Result<Vec<PromptRow>, DataError> {
+fn parse_rlvr_jsonl(body: &str, path: &str, template: &ChatTemplate) -> Result<Vec<PromptRow>, DataError> {
     let bad = |line: usize, field: &str, message: String| DataError::Row {
         path: path.to_string(),
         line,
@@ -88,12 +83,9 @@ fn parse_rlvr_jsonl(body: &str, path: &str) -> Result<Vec<PromptRow>, DataError>
                 format!("expected a string, found {}", row.dataset),
             )
         })?;
-        let mut prompt: String = row
-            .messages
-            .iter()
-            .map(|m| format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content))
-            .collect();
-        prompt.push_str("<|im_start|>assistant\n");
+        let prompt = template
+            .render(&row.messages, true)
+            .map_err(|e| bad(line, "messages", e.to_string()))?;
         rows.push(PromptRow {
             prompt,
             ground_truth,

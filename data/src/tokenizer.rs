@@ -127,9 +127,28 @@ impl Tokenizer {
             .unwrap_or_default()
     }
 
+    /// Token ids of a rendered conversation and, per token, whether it belongs to an assistant
+    /// turn (its first byte inside one of `chat.assistant`): the tokens SFT takes its loss on.
+    pub fn encode_chat(&self, chat: &crate::RenderedChat) -> (Vec<u32>, Vec<bool>) {
+        let Ok(encoding) = self.inner.encode(chat.text.as_str(), false) else {
+            return (Vec::new(), Vec::new());
+        };
+        let trained = encoding
+            .get_offsets()
+            .iter()
+            .map(|&(start, _)| chat.assistant.iter().any(|span| span.contains(&start)))
+            .collect();
+        (encoding.get_ids().to_vec(), trained)
+    }
+
     /// Text of `ids`, special tokens dropped.
     pub fn decode(&self, ids: &[u32]) -> String {
         self.inner.decode(ids, true).unwrap_or_default()
+    }
+
+    /// The text of token `id` (special tokens included), if it exists.
+    pub fn token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
     }
 
     /// Vocabulary size including added tokens.

@@ -163,7 +163,8 @@ fn preference_pairs_prefer_the_correct_answer_over_a_wrong_one() {
 #[test]
 fn rlvr_rows_read_the_tulu_format_and_bad_rows_name_file_line_and_field() {
     let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/rlvr/sample.jsonl");
-    let rows = rlvr_data::read_rlvr_jsonl(&sample).unwrap();
+    let chatml = rlvr_data::ChatTemplate::builtin("chatml", "<|im_end|>").unwrap();
+    let rows = rlvr_data::read_rlvr_jsonl(&sample, &chatml).unwrap();
     assert_eq!(rows.len(), 300);
     for dataset in ["gsm8k", "MATH", "ifeval"] {
         assert_eq!(
@@ -174,6 +175,12 @@ fn rlvr_rows_read_the_tulu_format_and_bad_rows_name_file_line_and_field() {
     }
     assert!(rows.iter().all(|r| r.prompt.starts_with("<|im_start|>user\n")));
     assert!(rows.iter().all(|r| r.prompt.ends_with("<|im_start|>assistant\n")));
+    // Tülu 3's own format with its template: the answer is what follows `<|assistant|>\n`.
+    let tulu = rlvr_data::ChatTemplate::resolve("tulu", "</s>").unwrap();
+    let rows = rlvr_data::read_rlvr_jsonl(&sample, &tulu).unwrap();
+    assert!(rows
+        .iter()
+        .all(|r| r.prompt.starts_with("<|user|>\n") && r.prompt.ends_with("\n<|assistant|>\n")));
 
     let dir = std::env::temp_dir().join(format!("rlvr-data-rows-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -183,10 +190,18 @@ fn rlvr_rows_read_the_tulu_format_and_bad_rows_name_file_line_and_field() {
     let no_truth =
         r#"{"messages": [{"role": "user", "content": "hi"}], "ground_truth": 7, "dataset": "gsm8k"}"#;
     std::fs::write(&bad, format!("{good}\n\n{no_truth}\n")).unwrap();
-    let err = rlvr_data::read_rlvr_jsonl(&bad).unwrap_err().to_string();
+    let err = rlvr_data::read_rlvr_jsonl(&bad, &chatml).unwrap_err().to_string();
     assert!(err.contains("bad.jsonl:3: field `ground_truth`"), "{err}");
     std::fs::write(&bad, format!("{good}\n{{\"messages\": []}}\n")).unwrap();
-    let err = rlvr_data::read_rlvr_jsonl(&bad).unwrap_err().to_string();
+    let err = rlvr_data::read_rlvr_jsonl(&bad, &chatml).unwrap_err().to_string();
     assert!(err.contains("bad.jsonl:2: field `ground_truth`"), "{err}");
+    // A role the template refuses names the row and field.
+    let tool = r#"{"messages": [{"role": "tool", "content": "x"}], "ground_truth": "1", "dataset": "gsm8k"}"#;
+    std::fs::write(&bad, format!("{tool}\n")).unwrap();
+    let err = rlvr_data::read_rlvr_jsonl(&bad, &tulu).unwrap_err().to_string();
+    assert!(
+        err.contains("bad.jsonl:1: field `messages`") && err.contains("no role tool"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rlvr_data::arith::Split;
-use rlvr_data::{read_rlvr_jsonl, rlvr_sample, Builtin, PromptRow, Sampler, Tokenizer};
+use rlvr_data::{read_rlvr_jsonl, rlvr_sample, Builtin, ChatTemplate, PromptRow, Sampler, Tokenizer};
 use rlvr_recipes::spec::{Amount, MixEntry};
 use rlvr_verifiers::{Registry, Truth, Verifier};
 
@@ -28,13 +28,13 @@ pub struct Prompt {
 
 /// The rows of one mix entry: a generated built-in data set (`split` of it), the compiled-in
 /// `builtin:rlvr-sample`, or a JSON-lines file in the Tülu 3 RLVR format.
-fn rows(entry: &MixEntry, split: Split, seed: u64) -> Result<Vec<PromptRow>> {
+fn rows(entry: &MixEntry, split: Split, seed: u64, template: &ChatTemplate) -> Result<Vec<PromptRow>> {
     let count = |len: u64| match entry.amount {
         Amount::Count(n) => n.min(len),
         Amount::Fraction(f) => ((len as f64 * f).round() as u64).min(len),
     };
     if entry.dataset.ends_with(".jsonl") {
-        let rows = read_rlvr_jsonl(Path::new(&entry.dataset))?;
+        let rows = read_rlvr_jsonl(Path::new(&entry.dataset), template)?;
         let n = count(rows.len() as u64) as usize;
         return Ok(rows.into_iter().take(n).collect());
     }
@@ -59,16 +59,18 @@ fn rows(entry: &MixEntry, split: Split, seed: u64) -> Result<Vec<PromptRow>> {
         .collect()
 }
 
-/// Load the prompts of one mix entry: tokenized, routed to a verifier by their `dataset`
-/// column, ground truth parsed (a malformed one names the data set, row and field).
+/// Load the prompts of one mix entry: conversations of JSON-lines files rendered with
+/// `template`, tokenized, routed to a verifier by their `dataset` column, ground truth parsed
+/// (a malformed one names the data set, row and field).
 pub fn load_prompts(
     entry: &MixEntry,
     split: Split,
     seed: u64,
     tok: &Tokenizer,
+    template: &ChatTemplate,
     verifiers: &Registry,
 ) -> Result<Vec<Prompt>> {
-    rows(entry, split, seed)?
+    rows(entry, split, seed, template)?
         .into_iter()
         .enumerate()
         .map(|(row, p)| {

@@ -10,7 +10,7 @@ pub mod rlvr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use rlvr_data::{Builtin, Tokenizer};
+use rlvr_data::{Builtin, ChatTemplate, Tokenizer};
 use rlvr_learner::llama::Config;
 use rlvr_recipes::spec::{Amount, ModelConfig, StageKind};
 use rlvr_recipes::Recipe;
@@ -109,6 +109,14 @@ pub(crate) fn builtin_source(
 }
 
 /// The learner's model configuration for a recipe's architecture (no token ids set).
+/// The chat template the stage's `data.chat_template` names (ChatML when empty), ending
+/// assistant turns with the tokenizer's EOS token.
+pub(crate) fn chat_template(stage: &Recipe, tok: &Tokenizer) -> Result<ChatTemplate> {
+    let eos = tok.token(tok.eos_id).unwrap_or_default();
+    ChatTemplate::resolve(&stage.data.chat_template, &eos)
+        .with_context(|| format!("recipe {}: data.chat_template", stage.name))
+}
+
 pub fn llama_config(c: &ModelConfig) -> Config {
     Config {
         hidden_size: c.hidden_size as i64,

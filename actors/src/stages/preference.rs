@@ -304,7 +304,11 @@ pub fn run(
             } else {
                 Split::Train
             };
-            Some((load_prompts(&entry, split, stage.seed, &tok, &registry)?, budget))
+            let template = super::chat_template(stage, &tok)?;
+            Some((
+                load_prompts(&entry, split, stage.seed, &tok, &template, &registry)?,
+                budget,
+            ))
         }
         None => None,
     };

@@ -115,8 +115,9 @@ pub fn run(
     let train_entry = single(stage, &stage.data.mix, "data.mix")?;
     let eval_entry = single(stage, &stage.data.eval_mix, "data.eval_mix")?;
     let limit = rl.max_prompt_token_length as usize;
+    let template = super::chat_template(stage, &tok)?;
     let load = |entry: &MixEntry, key: &str| -> Result<Vec<Prompt>> {
-        let all = load_prompts(entry, split(entry), stage.seed, &tok, &verifiers)?;
+        let all = load_prompts(entry, split(entry), stage.seed, &tok, &template, &verifiers)?;
         let total = all.len();
         let kept: Vec<Prompt> = all.into_iter().filter(|p| p.prompt_ids.len() <= limit).collect();
         if kept.is_empty() {
