@@ -39,12 +39,21 @@ impl IfEval {
     }
 }
 
-/// A parsed IF label: the function and its non-null arguments, with the keyword lists
-/// lower-cased once at load time.
+/// A parsed IF label: the function and its non-null arguments, with the arguments a check
+/// reads taken out into typed fields at load time (no lookups when answers are scored).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Constraint {
     func: Func,
     args: serde_json::Map<String, Value>,
+    /// `N` (0 when the function has none).
+    n: i64,
+    /// `i` of `validate_paragraphs` (0 otherwise).
+    i: i64,
+    /// `quantifier` (empty when the function has none).
+    quantifier: String,
+    /// The function's string argument: `letter`, `postscript_marker`, `first_word`,
+    /// `section_splitter`, `original_prompt` or `end_phrase` (empty for the others).
+    text: String,
     /// `keyword_list`, `forbidden_words` or `[word]`, lower-cased.
     lowered: Vec<String>,
 }
@@ -126,6 +135,10 @@ impl Constraint {
         let mut c = Constraint {
             func,
             args: map,
+            n: 0,
+            i: 0,
+            quantifier: String::new(),
+            text: String::new(),
             lowered: Vec::new(),
         };
         for key in func.required() {
@@ -155,6 +168,19 @@ impl Constraint {
                 "validate_response_language needs a language detector, which rlvr does not ship".into(),
             ));
         }
+        c.n = c.int("N").unwrap_or(0);
+        c.i = c.int("i").unwrap_or(0);
+        c.quantifier = c.str("quantifier").unwrap_or_default().to_string();
+        let text_arg = match func {
+            Func::LetterFrequency => "letter",
+            Func::Postscript => "postscript_marker",
+            Func::Paragraphs => "first_word",
+            Func::Sections => "section_splitter",
+            Func::RepeatPrompt => "original_prompt",
+            Func::End => "end_phrase",
+            _ => "",
+        };
+        c.text = c.str(text_arg).unwrap_or_default().to_string();
         c.lowered = match func {
             Func::Keywords => c.strings("keyword_list").unwrap_or_default(),
             Func::ForbiddenWords => c.strings("forbidden_words").unwrap_or_default(),
@@ -221,8 +247,7 @@ fn say(why: &mut String, ok: bool, what: std::fmt::Arguments) -> bool {
 impl IfEval {
     /// Whether `text` satisfies `c`; what was counted is appended to `why`.
     fn check(&self, text: &str, c: &Constraint, why: &mut String) -> bool {
-        let n = c.int("N").unwrap_or(0);
-        let s = |k: &str| c.str(k).unwrap_or_default();
+        let (n, quantifier, arg) = (c.n, c.quantifier.as_str(), c.text.as_str());
         match c.func {
             Func::Keywords => {
                 let missing: Vec<&String> = c.lowered.iter().filter(|k| !contains_lowered(text, k)).collect();
@@ -256,7 +281,7 @@ impl IfEval {
                 )
             }
             Func::LetterFrequency => {
-                let letter = s("letter");
+                let letter = arg;
                 let count = match letter.as_bytes() {
                     &[byte] => memchr::memchr_iter(byte, text.as_bytes()).count(),
                     _ => text.matches(letter).count(),
@@ -264,7 +289,7 @@ impl IfEval {
                 say(
                     why,
                     count == n,
-                    format_args!("letter {:?} appears {count} times, want {n}", s("letter")),
+                    format_args!("letter {:?} appears {count} times, want {n}", arg),
                 )
             }
             Func::ResponseLanguage => say(why, false, format_args!("language detection is not supported")),
@@ -281,8 +306,8 @@ impl IfEval {
                 let tolerance = round_half_even(n as f64 * 0.1).max(1);
                 say(
                     why,
-                    quantified(count, n, s("quantifier"), tolerance),
-                    format_args!("{count} words, want {} {n}", s("quantifier")),
+                    quantified(count, n, quantifier, tolerance),
+                    format_args!("{count} words, want {} {n}", quantifier),
                 )
             }
             Func::SentenceConstraint => {
@@ -292,13 +317,13 @@ impl IfEval {
                 };
                 say(
                     why,
-                    quantified(count, n, s("quantifier"), 1),
-                    format_args!("{count} sentences, want {} {n}", s("quantifier")),
+                    quantified(count, n, quantifier, 1),
+                    format_args!("{count} sentences, want {} {n}", quantifier),
                 )
             }
             Func::Paragraphs => {
                 let count = PARAGRAPH_BREAK.find_iter(text.as_bytes()).count() + 1;
-                let i = c.int("i").unwrap_or(0);
+                let i = c.i;
                 let idx = if i >= 1 {
                     Some(i as usize - 1)
                 } else {
@@ -306,18 +331,18 @@ impl IfEval {
                 };
                 let first_ok = idx
                     .and_then(|k| text.split("\n\n").nth(k))
-                    .is_some_and(|p| p.trim().starts_with(s("first_word")));
+                    .is_some_and(|p| p.trim().starts_with(arg));
                 say(
                     why,
                     count as i64 == n && first_ok,
                     format_args!(
                         "{count} paragraphs, want {n}; paragraph {i} starts with {:?}: {first_ok}",
-                        s("first_word")
+                        arg
                     ),
                 )
             }
             Func::Postscript => {
-                let marker = s("postscript_marker");
+                let marker = arg;
                 let ok = memchr::memmem::find(text.as_bytes(), marker.as_bytes())
                     .is_some_and(|at| text[at..].trim().chars().count() > marker.chars().count());
                 say(
@@ -371,7 +396,7 @@ impl IfEval {
                 )
             }
             Func::Sections => {
-                let splitter = s("section_splitter");
+                let splitter = arg;
                 // The pieces of `text.split(splitter)`, less a leading empty one.
                 let leading_empty = text.is_empty() || text.starts_with(splitter);
                 let count = memchr::memmem::find_iter(text.as_bytes(), splitter.as_bytes()).count() as i64
@@ -383,11 +408,7 @@ impl IfEval {
                 let ok = serde_json::from_str::<Value>(text).is_ok();
                 say(why, ok, format_args!("valid JSON: {ok}"))
             }
-            Func::RepeatPrompt => say(
-                why,
-                text.starts_with(s("original_prompt")),
-                format_args!("starts with the prompt"),
-            ),
+            Func::RepeatPrompt => say(why, text.starts_with(arg), format_args!("starts with the prompt")),
             Func::TwoResponses => {
                 let mut hits = SEPARATOR.find_iter(text.as_bytes());
                 let ok = match (hits.next(), hits.next()) {
@@ -409,15 +430,11 @@ impl IfEval {
                 } as i64;
                 say(
                     why,
-                    quantified(count, n, s("quantifier"), 0),
-                    format_args!("{count} capital words, want {} {n}", s("quantifier")),
+                    quantified(count, n, quantifier, 0),
+                    format_args!("{count} capital words, want {} {n}", quantifier),
                 )
             }
-            Func::End => say(
-                why,
-                text.ends_with(s("end_phrase")),
-                format_args!("ends with {:?}", s("end_phrase")),
-            ),
+            Func::End => say(why, text.ends_with(arg), format_args!("ends with {:?}", arg)),
             Func::Quotation => say(
                 why,
                 text.starts_with('"') && text.ends_with('"'),
