@@ -33,6 +33,9 @@ pub enum LearnerError {
     /// A call made out of order (bf16 after training started).
     #[error("{0}")]
     Order(&'static str),
+    /// A collective between data-parallel ranks failed.
+    #[error("data parallelism: {0}")]
+    Dist(#[from] rlvr_dist::DistError),
     /// A batch that does not fit the model (token id past the vocabulary, empty batch).
     #[error("bad batch: {0}")]
     Batch(String),

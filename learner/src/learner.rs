@@ -7,6 +7,8 @@ use rlvr_core::{PolicyBatch, StepMetrics, TrainBatch, WeightChunk, IGNORE};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
+use rlvr_dist::{ProcessGroup, ReduceOp};
+
 use crate::checkpoint;
 use crate::error::{LearnerError, Result};
 use crate::llama::{Config, Llama};
@@ -84,6 +86,8 @@ pub struct Learner {
     /// Recompute each decoder layer in the backward pass of LM steps instead of keeping its
     /// activations.
     gradient_checkpointing: bool,
+    /// Data parallelism: gradients are averaged over this group's ranks before each update.
+    group: Option<ProcessGroup>,
 }
 
 impl Learner {
@@ -108,6 +112,7 @@ impl Learner {
             reference: None,
             critic: None,
             gradient_checkpointing: false,
+            group: None,
         }
     }
 
@@ -224,16 +229,51 @@ impl Learner {
             loss_sum += loss.double_value(&[]);
             tokens += b.loss_tokens() as i64;
         }
+        self.average_grads()?;
+        // The mean over micro-batches (as the gradient is), then over ranks.
+        let (loss, tokens) = self.across_ranks(loss_sum / n, tokens as f64)?;
         let grad_norm = self.opt.clip_grad_norm(self.config.max_grad_norm);
         let lr = self.config.schedule.lr(self.opt.steps_taken());
         self.opt.step(lr);
         Ok(StepMetrics {
             step: self.opt.steps_taken(),
-            loss: loss_sum,
+            loss,
             lr,
             grad_norm,
             tokens: tokens as u64,
         })
+    }
+
+    /// Train data-parallel over `group`: every rank holds the whole model, steps on its own
+    /// share of the batch, and the gradients (of the policy and, in PPO, the value model) are
+    /// averaged over the ranks before each update, so all ranks stay equal. LM steps also
+    /// report the mean loss and the total tokens of all ranks; other steps report their own.
+    /// Ranks must start from the same weights.
+    pub fn set_data_parallel(&mut self, group: ProcessGroup) {
+        self.group = Some(group);
+    }
+
+    /// Average gradients over the data-parallel ranks, when there are any.
+    fn average_grads(&self) -> Result<()> {
+        if let Some(group) = &self.group {
+            self.opt.average_grads(group)?;
+            if let Some(c) = &self.critic {
+                c.opt.average_grads(group)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The mean of `loss` and the sum of `tokens` over the data-parallel ranks (the values
+    /// themselves without them).
+    fn across_ranks(&self, loss: f64, tokens: f64) -> Result<(f64, f64)> {
+        let Some(group) = &self.group else {
+            return Ok((loss, tokens));
+        };
+        let mut both = Tensor::from_slice(&[loss, tokens]).to_device(self.config.device);
+        group.all_reduce(&mut both, ReduceOp::Sum)?;
+        let both = Vec::<f64>::try_from(both.to_device(Device::Cpu)).unwrap_or_default();
+        Ok((both[0] / group.world_size() as f64, both[1]))
     }
 
     /// Freeze a copy of the current weights as the reference policy of RL's KL penalty.
@@ -411,6 +451,7 @@ impl Learner {
             sums.ratio += s.ratio;
             sums.entropy += s.entropy;
         }
+        self.average_grads()?;
         let grad_norm = self.opt.clip_grad_norm(self.config.max_grad_norm);
         let lr = self.config.schedule.lr(self.opt.steps_taken());
         self.opt.step(lr);

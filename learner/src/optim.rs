@@ -4,6 +4,7 @@
 //! and the parameter receives the rounded result, so small updates are not lost to bf16's
 //! 8-bit mantissa.
 
+use rlvr_dist::{ProcessGroup, ReduceOp};
 use tch::{Kind, Tensor};
 
 /// AdamW hyperparameters.
@@ -95,6 +96,40 @@ impl AdamW {
                 }
             }
             total
+        })
+    }
+
+    /// Average the gradients over the ranks of `group` (data parallelism): the gradients of
+    /// each element type packed into one flat buffer, one all-reduce per buffer — not one call
+    /// per tensor — then divided by the world size and copied back.
+    pub fn average_grads(&self, group: &ProcessGroup) -> rlvr_dist::Result<()> {
+        tch::no_grad(|| {
+            let grads: Vec<Tensor> = self
+                .params
+                .iter()
+                .map(|(_, p)| p.grad())
+                .filter(|g| g.defined())
+                .collect();
+            let mut kinds: Vec<Kind> = Vec::new();
+            for g in &grads {
+                if !kinds.contains(&g.kind()) {
+                    kinds.push(g.kind());
+                }
+            }
+            for kind in kinds {
+                let same: Vec<&Tensor> = grads.iter().filter(|g| g.kind() == kind).collect();
+                let flat: Vec<Tensor> = same.iter().map(|g| g.reshape([-1])).collect();
+                let mut flat = Tensor::cat(&flat, 0);
+                group.all_reduce(&mut flat, ReduceOp::Sum)?;
+                let _ = flat.g_div_scalar_(group.world_size() as f64);
+                let mut offset = 0;
+                for g in same {
+                    let n = g.numel() as i64;
+                    g.shallow_clone().copy_(&flat.narrow(0, offset, n).view_as(g));
+                    offset += n;
+                }
+            }
+            Ok(())
         })
     }
 

@@ -115,6 +115,7 @@ impl Learner {
             sum.rejected_logp += m.rejected_logp / n;
             sum.tokens += m.tokens;
         }
+        self.average_grads()?;
         sum.grad_norm = self.opt.clip_grad_norm(self.config.max_grad_norm);
         sum.lr = self.config.schedule.lr(self.opt.steps_taken());
         self.opt.step(sum.lr);
@@ -186,6 +187,7 @@ impl Learner {
             sum.rejected_reward += m.rejected_reward / n;
             sum.tokens += m.tokens;
         }
+        self.average_grads()?;
         let (max_norm, schedule) = (self.config.max_grad_norm, self.config.schedule);
         let critic = self.critic.as_mut().ok_or(LearnerError::Missing("value model"))?;
         sum.grad_norm = critic.opt.clip_grad_norm(max_norm);
