@@ -72,16 +72,20 @@ impl AdamW {
         }
     }
 
+    /// The gradients the last backward pass left (parameters without one skipped).
+    fn grads(&self) -> Vec<Tensor> {
+        self.params
+            .iter()
+            .map(|(_, p)| p.grad())
+            .filter(|g| g.defined())
+            .collect()
+    }
+
     /// Scale gradients so their global L2 norm is at most `max_norm`; returns the norm before
     /// clipping (as `torch.nn.utils.clip_grad_norm_`).
     pub fn clip_grad_norm(&mut self, max_norm: Option<f64>) -> f64 {
         tch::no_grad(|| {
-            let grads: Vec<Tensor> = self
-                .params
-                .iter()
-                .map(|(_, p)| p.grad())
-                .filter(|g| g.defined())
-                .collect();
+            let grads = self.grads();
             if grads.is_empty() {
                 return 0.0;
             }
@@ -104,12 +108,7 @@ impl AdamW {
     /// per tensor — then divided by the world size and copied back.
     pub fn average_grads(&self, group: &ProcessGroup) -> rlvr_dist::Result<()> {
         tch::no_grad(|| {
-            let grads: Vec<Tensor> = self
-                .params
-                .iter()
-                .map(|(_, p)| p.grad())
-                .filter(|g| g.defined())
-                .collect();
+            let grads = self.grads();
             let mut kinds: Vec<Kind> = Vec::new();
             for g in &grads {
                 if !kinds.contains(&g.kind()) {
