@@ -108,7 +108,6 @@ pub(crate) fn builtin_source(
     }
 }
 
-/// The learner's model configuration for a recipe's architecture (no token ids set).
 /// The chat template the stage's `data.chat_template` names (ChatML when empty), ending
 /// assistant turns with the tokenizer's EOS token.
 pub(crate) fn chat_template(stage: &Recipe, tok: &Tokenizer) -> Result<ChatTemplate> {
@@ -117,6 +116,7 @@ pub(crate) fn chat_template(stage: &Recipe, tok: &Tokenizer) -> Result<ChatTempl
         .with_context(|| format!("recipe {}: data.chat_template", stage.name))
 }
 
+/// The learner's model configuration for a recipe's architecture (no token ids set).
 pub fn llama_config(c: &ModelConfig) -> Config {
     Config {
         hidden_size: c.hidden_size as i64,
