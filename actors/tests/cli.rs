@@ -151,6 +151,82 @@ const SMALL: [&str; 6] = [
     "train.checkpointing_steps=5",
 ];
 
+/// `n` SFT conversations in open-instruct's `messages` form: sums of two numbers.
+fn sft_rows(n: u64, offset: u64) -> String {
+    (0..n)
+        .map(|i| {
+            let (a, b) = ((i * 7 + offset) % 50, (i * 13 + offset) % 40);
+            serde_json::json!({"messages": [
+                {"role": "user", "content": format!("what is {a}+{b}?")},
+                {"role": "assistant", "content": format!("{a}+{b}={}. #### {}", a + b, a + b)},
+            ]})
+            .to_string()
+                + "\n"
+        })
+        .collect()
+}
+
+#[test]
+fn sft_learns_from_a_jsonl_file_of_conversations_and_bad_rows_name_file_line_and_field() {
+    let dir = tmp("sft-jsonl");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (train, eval) = (dir.join("train.jsonl"), dir.join("eval.jsonl"));
+    std::fs::write(&train, sft_rows(400, 0)).unwrap();
+    std::fs::write(&eval, sft_rows(32, 1000)).unwrap();
+    let out_dir = dir.join("run");
+    let mix = format!("data.mix=[{{dataset = \"{}\", amount = 400}}]", train.display());
+    let eval_mix = format!(
+        "data.eval_mix=[{{dataset = \"{}\", amount = 32}}]",
+        eval.display()
+    );
+    let mut args = vec![
+        "run",
+        "tiny-arith-sft",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--set",
+        &mix,
+        "--set",
+        &eval_mix,
+        "--set",
+        "train.max_steps=60",
+    ];
+    args.extend(SMALL);
+    let out = rlvr(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let m = metrics(&out_dir);
+    let evals: Vec<f64> = m.iter().filter_map(|r| r.get("eval_loss")?.as_f64()).collect();
+    assert_eq!(evals.len(), 2, "{m:?}");
+    assert!(evals[1] < 0.6 * evals[0], "held-out loss must fall: {evals:?}");
+    assert!(out_dir.join("tiny-arith-sft").join("model.safetensors").is_file());
+
+    // A row without an assistant turn, and one that is not JSON, name the file, line and field.
+    args.push("--overwrite");
+    std::fs::write(
+        &train,
+        format!(
+            "{}{{\"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}\n",
+            sft_rows(2, 0)
+        ),
+    )
+    .unwrap();
+    let out = rlvr(&args);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("train.jsonl:3: field `messages`: no assistant turn"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::write(&train, "{\"messages\": [\n").unwrap();
+    let out = rlvr(&args);
+    assert!(
+        text(&out.stderr).contains("train.jsonl:1"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn tiny_pretraining_runs_logs_and_learns() {
     let dir = tmp("pretrain");

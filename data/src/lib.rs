@@ -9,11 +9,13 @@
 pub mod arith;
 mod builtin;
 mod chat;
+mod lm_jsonl;
 mod rlvr_jsonl;
 mod tokenizer;
 
 pub use builtin::{Builtin, Example, Pair, PromptRow};
 pub use chat::{ChatTemplate, Message, RenderedChat, BUILTIN_TEMPLATES};
+pub use lm_jsonl::read_lm_jsonl;
 pub use rlvr_jsonl::{read_rlvr_jsonl, rlvr_sample};
 
 pub use tokenizer::{Tokenizer, CHARS, SPECIALS};

@@ -147,3 +147,44 @@ fn assistant_turns_are_the_trained_spans_and_tokens() {
     assert_eq!(tok.decode(&kept), "answer: 4\n");
     assert_eq!(kept.len(), "answer: 4".len() + 2);
 }
+
+#[test]
+fn jsonl_rows_encode_with_loss_on_assistant_turns_or_on_all_text() {
+    let dir = std::env::temp_dir().join(format!("rlvr-lm-jsonl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("rows.jsonl");
+    let chat =
+        r#"{"messages": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}]}"#;
+    let text = r#"{"text": "abc"}"#;
+    std::fs::write(&path, format!("{chat}\n\n{text}\n")).unwrap();
+    let tok = Tokenizer::builtin_chars();
+    let chatml = ChatTemplate::builtin("chatml", "<|im_end|>").unwrap();
+    let rows = rlvr_data::read_lm_jsonl(&path, &chatml, &tok, 128).unwrap();
+    assert_eq!(rows.len(), 2);
+    let learned = |(ids, labels): &(Vec<i64>, Vec<i64>)| {
+        let kept: Vec<u32> = ids
+            .iter()
+            .zip(labels)
+            .filter(|(_, l)| **l != rlvr_core::IGNORE)
+            .map(|(i, _)| *i as u32)
+            .collect();
+        tok.decode(&kept)
+    };
+    assert_eq!(learned(&rows[0]), "2\n", "the assistant turn and its end only");
+    assert_eq!(
+        learned(&rows[1]),
+        "abc",
+        "all of plain text, EOS included (decoded away)"
+    );
+    assert_eq!(*rows[1].0.last().unwrap(), i64::from(tok.eos_id));
+    // Truncation to the maximum length keeps ids and labels aligned.
+    let short = rlvr_data::read_lm_jsonl(&path, &chatml, &tok, 5).unwrap();
+    assert!(short.iter().all(|(i, l)| i.len() == 5 && l.len() == 5));
+    // A bad row names file, line and field.
+    std::fs::write(&path, format!("{chat}\n{{\"text\": 3}}\n")).unwrap();
+    let err = rlvr_data::read_lm_jsonl(&path, &chatml, &tok, 128)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rows.jsonl:2: field `text`"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

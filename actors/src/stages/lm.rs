@@ -1,20 +1,21 @@
 //! Language-model stages — pretraining (loss on every token of plain text) and SFT (loss on the
 //! assistant turn only) — the learner driven step by step with a progress bar, `metrics.jsonl`
-//! records, periodic checkpoints and exact resume.
+//! records, periodic checkpoints and exact resume. Examples come from a built-in data set or a
+//! JSON-lines file (`messages` rendered with `data.chat_template`, or `text`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
-use rlvr_core::TrainBatch;
+use rlvr_core::{Encoded, TrainBatch};
 use rlvr_data::arith::Split;
-use rlvr_data::{Builtin, Sampler, Tokenizer};
+use rlvr_data::{read_lm_jsonl, Builtin, Sampler, Tokenizer};
 use rlvr_learner::llama::Config;
 use rlvr_learner::optim::AdamWConfig;
 use rlvr_learner::schedule::{Schedule, Shape};
 use rlvr_learner::{Learner, LearnerConfig, Objective, Reduction};
-use rlvr_recipes::spec::{Checkpointing, Dtype, LrScheduler, ReduceLoss};
+use rlvr_recipes::spec::{Amount, Checkpointing, Dtype, LrScheduler, MixEntry, ReduceLoss};
 use rlvr_recipes::Recipe;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -33,19 +34,66 @@ pub(super) struct TrainerState {
     pub elapsed_s: f64,
 }
 
-/// The data set of a stage and its row count.
-fn text_source(stage: &Recipe) -> Result<(Builtin, u64)> {
+/// Where a stage's examples come from.
+enum Texts {
+    /// A generated built-in data set: rows drawn by index, its held-out split generated.
+    Builtin(Builtin),
+    /// The rows of JSON-lines files, encoded once: training rows and held-out rows (those of
+    /// `data.eval_mix`, none without it).
+    Files { train: Vec<Encoded>, eval: Vec<Encoded> },
+}
+
+/// The `.jsonl` file a stage's single mix entry names, if it names one.
+fn jsonl(mix: &[MixEntry]) -> Option<&MixEntry> {
+    match mix {
+        [entry] if entry.dataset.ends_with(".jsonl") => Some(entry),
+        _ => None,
+    }
+}
+
+/// The built-in data set of a stage and its row count.
+fn builtin_texts(stage: &Recipe) -> Result<(Builtin, u64)> {
     super::builtin_source(
         stage,
         "training text",
-        "builtin:arith or builtin:arith-chat",
+        "builtin:arith or builtin:arith-chat, or a .jsonl file",
         |b| b.example(0, 0, Split::Train).is_some(),
     )
 }
 
+/// The examples of a stage and the training row count, encoded with `tok`.
+fn texts(stage: &Recipe, tok: &Tokenizer) -> Result<(Texts, u64)> {
+    let Some(entry) = jsonl(&stage.data.mix) else {
+        let (source, rows) = builtin_texts(stage)?;
+        return Ok((Texts::Builtin(source), rows));
+    };
+    let template = super::chat_template(stage, tok)?;
+    let max_len = stage.data.max_seq_length as usize;
+    let mut train = read_lm_jsonl(Path::new(&entry.dataset), &template, tok, max_len)?;
+    let keep = match entry.amount {
+        Amount::Count(n) => n as usize,
+        Amount::Fraction(f) => (train.len() as f64 * f).round() as usize,
+    };
+    train.truncate(keep.max(1));
+    let eval = match jsonl(&stage.data.eval_mix) {
+        Some(e) => read_lm_jsonl(Path::new(&e.dataset), &template, tok, max_len)?,
+        None => Vec::new(),
+    };
+    let rows = train.len() as u64;
+    Ok((Texts::Files { train, eval }, rows))
+}
+
 /// Check the stage can run here: its data set and tokenizer.
 pub fn check(stage: &Recipe) -> Result<()> {
-    text_source(stage).map(drop)
+    match jsonl(&stage.data.mix) {
+        Some(entry) if Path::new(&entry.dataset).is_file() => Ok(()),
+        Some(entry) => Err(crate::UsageError(format!(
+            "stage `{}`: data.mix: no file {}",
+            stage.name, entry.dataset
+        ))
+        .into()),
+        None => builtin_texts(stage).map(drop),
+    }
 }
 
 pub(super) fn model_config(stage: &Recipe, tok: &Tokenizer) -> Config {
@@ -114,19 +162,25 @@ pub(super) fn new_learner(
     Ok(learner)
 }
 
-/// A batch of examples `rows` of `source`.
+/// A batch of examples `rows` of `texts`.
 fn batch(
-    source: Builtin,
+    texts: &Texts,
     stage: &Recipe,
     rows: impl Iterator<Item = u64>,
     split: Split,
     tok: &Tokenizer,
 ) -> TrainBatch {
     let max_len = stage.data.max_seq_length as usize;
-    let examples: Vec<(Vec<i64>, Vec<i64>)> = rows
-        .filter_map(|i| source.example(stage.seed, i, split))
-        .map(|e| e.encode(tok, max_len))
-        .collect();
+    let examples: Vec<Encoded> = match texts {
+        Texts::Builtin(source) => rows
+            .filter_map(|i| source.example(stage.seed, i, split))
+            .map(|e| e.encode(tok, max_len))
+            .collect(),
+        Texts::Files { train, eval } => {
+            let pool = if split == Split::Train { train } else { eval };
+            rows.filter_map(|i| pool.get(i as usize).cloned()).collect()
+        }
+    };
     TrainBatch::from_examples(&examples, i64::from(tok.pad_id))
 }
 
@@ -230,15 +284,20 @@ pub(super) fn save_due(stage: &Recipe, state: &TrainerState, total: u64, rows: u
     }
 }
 
-/// Mean loss over the first [`EVAL_ROWS`] held-out rows.
+/// Mean loss over the first [`EVAL_ROWS`] held-out rows; `None` for files without
+/// `data.eval_mix`.
 fn eval_loss(
     learner: &Learner,
     tok: &Tokenizer,
-    source: Builtin,
+    texts: &Texts,
     stage: &Recipe,
     objective: Objective,
-) -> Result<f64> {
-    Ok(learner.eval_loss(&batch(source, stage, 0..EVAL_ROWS, Split::Test, tok), objective)?)
+) -> Result<Option<f64>> {
+    if matches!(texts, Texts::Files { eval, .. } if eval.is_empty()) {
+        return Ok(None);
+    }
+    let held_out = batch(texts, stage, 0..EVAL_ROWS, Split::Test, tok);
+    Ok(Some(learner.eval_loss(&held_out, objective)?))
 }
 
 /// Run the stage; returns the directory of the final model.
@@ -251,9 +310,16 @@ pub fn run(
 ) -> Result<PathBuf> {
     let model_dir = out.join(&stage.name);
     let done_marker = model_dir.join("trainer_state.json");
-    let (source, rows) = text_source(stage)?;
     let kind = stage.kind.map_or("lm", |k| k.as_str());
-    let tok = Tokenizer::builtin_chars();
+    // Files are read with the starting model's tokenizer when it has one; the built-in data
+    // sets are character-level.
+    let tok = match init {
+        Some(dir) if jsonl(&stage.data.mix).is_some() && dir.join("tokenizer.json").is_file() => {
+            Tokenizer::from_file(dir)?
+        }
+        _ => Tokenizer::builtin_chars(),
+    };
+    let (texts, rows) = texts(stage, &tok)?;
     let t = &stage.train;
     let per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps;
     let total = t
@@ -286,10 +352,11 @@ pub fn run(
         per_step
     );
     if state.step == 0 {
-        let loss = eval_loss(&learner, &tok, source, stage, objective)?;
-        metrics.write(
-            &json!({"stage": kind, "step": 0, "eval_loss": loss, "lr": 0.0, "tokens": 0, "elapsed_s": 0.0}),
-        )?;
+        if let Some(loss) = eval_loss(&learner, &tok, &texts, stage, objective)? {
+            metrics.write(
+                &json!({"stage": kind, "step": 0, "eval_loss": loss, "lr": 0.0, "tokens": 0, "elapsed_s": 0.0}),
+            )?;
+        }
     }
 
     let bar = progress_bar(stage, total, state.step);
@@ -299,7 +366,7 @@ pub fn run(
         let micro: Vec<TrainBatch> = (0..t.gradient_accumulation_steps)
             .map(|_| {
                 let rows = sampler.take(t.per_device_train_batch_size as usize);
-                batch(source, stage, rows.into_iter(), Split::Train, &tok)
+                batch(&texts, stage, rows.into_iter(), Split::Train, &tok)
             })
             .collect();
         let m = learner.train_step(&micro, objective)?;
@@ -330,16 +397,18 @@ pub fn run(
     }
     bar.finish_and_clear();
 
-    let loss = eval_loss(&learner, &tok, source, stage, objective)?;
-    metrics.write(&json!({"stage": kind, "step": state.step, "eval_loss": loss, "lr": 0.0, "tokens": state.tokens, "elapsed_s": state.elapsed_s}))?;
+    let loss = eval_loss(&learner, &tok, &texts, stage, objective)?;
+    if let Some(loss) = loss {
+        metrics.write(&json!({"stage": kind, "step": state.step, "eval_loss": loss, "lr": 0.0, "tokens": state.tokens, "elapsed_s": state.elapsed_s}))?;
+    }
     learner.save_model(&model_dir)?;
     tok.save(&model_dir)?;
     // Written last: its presence marks the stage complete for `--resume`.
     std::fs::write(&done_marker, serde_json::to_string_pretty(&state)?)?;
+    let held_out = loss.map_or("no held-out rows".into(), |l| format!("held-out loss {l:.4}"));
     eprintln!(
-        "stage {}: held-out loss {:.4} after {} steps, {:.1}s; model in {}",
+        "stage {}: {held_out} after {} steps, {:.1}s; model in {}",
         stage.name,
-        loss,
         state.step,
         state.elapsed_s,
         model_dir.display()
