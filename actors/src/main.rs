@@ -33,6 +33,9 @@ enum Command {
     /// Measure speed against a baseline, side by side.
     #[command(subcommand)]
     Bench(commands::bench::Bench),
+    /// Look at a recipe's data before training: rows, token lengths, rendered examples.
+    #[command(subcommand)]
+    Data(commands::data::Data),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => commands::generate::run(&args),
         Command::Verify(args) => commands::verify::run(&args),
         Command::Bench(bench) => commands::bench::run(&bench),
+        Command::Data(data) => commands::data::run(&data),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -122,7 +122,9 @@ fn plan_fits_on_64_gpus_and_refuses_one_with_advice() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["recipes", "show", "plan", "run", "generate", "verify", "bench"] {
+    for sub in [
+        "recipes", "show", "plan", "run", "generate", "verify", "bench", "data",
+    ] {
         let out = rlvr(&[sub, "--help"]);
         assert!(out.status.success(), "{sub}");
         assert!(text(&out.stdout).contains("Usage"), "{sub}");
@@ -225,6 +227,41 @@ fn sft_learns_from_a_jsonl_file_of_conversations_and_bad_rows_name_file_line_and
         text(&out.stderr)
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn data_inspect_shows_each_stage_rows_lengths_and_rendered_examples() {
+    let out = rlvr(&["data", "inspect", "tiny-arith", "--examples", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let o = text(&out.stdout);
+    for want in [
+        "stage tiny-arith-pretrain (pretrain)",
+        "stage tiny-arith-sft (sft)",
+        "stage tiny-arith-rlvr (rlvr)",
+        "tokens per row (first",
+        "tokens per prompt: p50",
+        "example 1 (",
+        "prompt 1 (",
+        "<|im_start|>user\n    | ",
+    ] {
+        assert!(o.contains(want), "{want:?} missing in:\n{o}");
+    }
+    // SFT rows learn only the assistant turn: fewer learned tokens than tokens.
+    let sft = &o[o.find("stage tiny-arith-sft").unwrap()..];
+    let line = sft.lines().find(|l| l.contains("example 1 (")).unwrap();
+    let nums: Vec<usize> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert!(nums[2] < nums[1], "{line}");
+    // Hub data sets are reported, not fatal.
+    let out = rlvr(&["data", "inspect", "tulu3-8b-sft"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("not available here"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]

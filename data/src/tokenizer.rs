@@ -146,6 +146,11 @@ impl Tokenizer {
         self.inner.decode(ids, true).unwrap_or_default()
     }
 
+    /// Text of `ids` with special tokens written out, as a model sees it.
+    pub fn decode_with_specials(&self, ids: &[u32]) -> String {
+        self.inner.decode(ids, false).unwrap_or_default()
+    }
+
     /// The text of token `id` (special tokens included), if it exists.
     pub fn token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod data;
 pub mod generate;
 pub mod plan;
 pub mod recipes;

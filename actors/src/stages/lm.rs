@@ -83,6 +83,30 @@ fn texts(stage: &Recipe, tok: &Tokenizer) -> Result<(Texts, u64)> {
     Ok((Texts::Files { train, eval }, rows))
 }
 
+/// The stage's tokenizer: files are read with the starting model's (`init`) when it has one;
+/// the built-in data sets are character-level.
+fn tokenizer(stage: &Recipe, init: Option<&Path>) -> Result<Tokenizer> {
+    Ok(match init {
+        Some(dir) if jsonl(&stage.data.mix).is_some() && dir.join("tokenizer.json").is_file() => {
+            Tokenizer::from_file(dir)?
+        }
+        _ => Tokenizer::builtin_chars(),
+    })
+}
+
+/// For `rlvr data inspect`: the stage's tokenizer, its first `limit` encoded training rows and
+/// its training row count.
+pub(crate) fn inspect(
+    stage: &Recipe,
+    init: Option<&Path>,
+    limit: u64,
+) -> Result<(Tokenizer, Vec<Encoded>, u64)> {
+    let tok = tokenizer(stage, init)?;
+    let (texts, rows) = texts(stage, &tok)?;
+    let first = batch_rows(&texts, stage, 0..rows.min(limit), Split::Train, &tok);
+    Ok((tok, first, rows))
+}
+
 /// Check the stage can run here: its data set and tokenizer.
 pub fn check(stage: &Recipe) -> Result<()> {
     match jsonl(&stage.data.mix) {
@@ -170,8 +194,20 @@ fn batch(
     split: Split,
     tok: &Tokenizer,
 ) -> TrainBatch {
+    let examples = batch_rows(texts, stage, rows, split, tok);
+    TrainBatch::from_examples(&examples, i64::from(tok.pad_id))
+}
+
+/// Examples `rows` of `texts`, encoded.
+fn batch_rows(
+    texts: &Texts,
+    stage: &Recipe,
+    rows: impl Iterator<Item = u64>,
+    split: Split,
+    tok: &Tokenizer,
+) -> Vec<Encoded> {
     let max_len = stage.data.max_seq_length as usize;
-    let examples: Vec<Encoded> = match texts {
+    match texts {
         Texts::Builtin(source) => rows
             .filter_map(|i| source.example(stage.seed, i, split))
             .map(|e| e.encode(tok, max_len))
@@ -180,8 +216,7 @@ fn batch(
             let pool = if split == Split::Train { train } else { eval };
             rows.filter_map(|i| pool.get(i as usize).cloned()).collect()
         }
-    };
-    TrainBatch::from_examples(&examples, i64::from(tok.pad_id))
+    }
 }
 
 pub(super) fn checkpoint_dir(out: &Path, stage: &Recipe) -> PathBuf {
@@ -311,14 +346,7 @@ pub fn run(
     let model_dir = out.join(&stage.name);
     let done_marker = model_dir.join("trainer_state.json");
     let kind = stage.kind.map_or("lm", |k| k.as_str());
-    // Files are read with the starting model's tokenizer when it has one; the built-in data
-    // sets are character-level.
-    let tok = match init {
-        Some(dir) if jsonl(&stage.data.mix).is_some() && dir.join("tokenizer.json").is_file() => {
-            Tokenizer::from_file(dir)?
-        }
-        _ => Tokenizer::builtin_chars(),
-    };
+    let tok = tokenizer(stage, init)?;
     let (texts, rows) = texts(stage, &tok)?;
     let t = &stage.train;
     let per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps;

@@ -80,7 +80,7 @@ pub(crate) fn builtin_source(
     };
     if !entry.dataset.starts_with("builtin:") {
         bail!(
-            "stage `{}` is not available yet: data set `{}`: this build loads only built-in {what} (hub and file data sets arrive with the data work)",
+            "stage `{}` is not available yet: data set `{}`: this build loads built-in {what} and, for pretraining and SFT, local .jsonl files (hub data sets arrive with the data work)",
             stage.name,
             entry.dataset
         );

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use rlvr_core::PreferenceBatch;
+use rlvr_core::{Encoded, PreferenceBatch};
 use rlvr_data::arith::Split;
 use rlvr_data::{Builtin, Sampler, Tokenizer};
 use rlvr_learner::preference::{PreferenceLoss, PreferenceLossType, PreferenceMetrics};
@@ -46,6 +46,22 @@ fn pair_source(stage: &Recipe) -> Result<(Builtin, u64)> {
     super::builtin_source(stage, "preference pairs", "builtin:arith-prefs", |b| {
         b.pair(0, 0, Split::Train).is_some()
     })
+}
+
+/// A pair encoded as (chosen, rejected).
+pub(crate) type EncodedPair = (Encoded, Encoded);
+
+/// For `rlvr data inspect`: the tokenizer, the first `limit` pairs encoded as (chosen,
+/// rejected), and the pair count.
+pub(crate) fn inspect(stage: &Recipe, limit: u64) -> Result<(Tokenizer, Vec<EncodedPair>, u64)> {
+    let (source, rows) = pair_source(stage)?;
+    let tok = Tokenizer::builtin_chars();
+    let max_len = stage.data.max_seq_length as usize;
+    let pairs = (0..rows.min(limit))
+        .filter_map(|i| source.pair(stage.seed, i, Split::Train))
+        .map(|p| p.encode(&tok, max_len))
+        .collect();
+    Ok((tok, pairs, rows))
 }
 
 /// The RL prompts of `data.eval_mix` and the new-token budget of their answers, when given.

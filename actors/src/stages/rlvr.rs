@@ -90,6 +90,22 @@ fn split(entry: &MixEntry) -> Split {
 }
 
 /// Run the stage; returns the directory of the final model.
+/// For `rlvr data inspect`: the stage's tokenizer, its training prompts' token ids and
+/// `rlvr.max_prompt_token_length`.
+pub(crate) fn inspect(stage: &Recipe, init: Option<&Path>) -> Result<(Tokenizer, Vec<Vec<u32>>, usize)> {
+    check(stage)?;
+    let rl = spec(stage)?;
+    let tok = match init {
+        Some(dir) if dir.join("tokenizer.json").is_file() => Tokenizer::from_file(dir)?,
+        _ => Tokenizer::builtin_chars(),
+    };
+    let entry = single(stage, &stage.data.mix, "data.mix")?;
+    let template = super::chat_template(stage, &tok)?;
+    let prompts = load_prompts(&entry, split(&entry), stage.seed, &tok, &template, &registry(rl))?;
+    let ids = prompts.into_iter().map(|p| p.prompt_ids).collect();
+    Ok((tok, ids, rl.max_prompt_token_length as usize))
+}
+
 pub fn run(
     stage: &Recipe,
     out: &Path,

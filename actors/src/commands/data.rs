@@ -1,0 +1,162 @@
+//! `rlvr data inspect`: what a recipe's stages will train on, before any compute is spent —
+//! each stage's data set and row count, token lengths (percentiles, rows cut at the maximum
+//! length), and examples as the model sees them, chat template applied.
+
+use std::path::Path;
+
+use anyhow::Result;
+use rlvr_core::{Encoded, IGNORE};
+use rlvr_data::Tokenizer;
+use rlvr_recipes::spec::{Amount, StageKind};
+use rlvr_recipes::{Recipe, Resolved};
+
+use crate::stages;
+
+/// Rows whose lengths are measured per stage.
+const MEASURED: u64 = 10_000;
+
+/// Data commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Data {
+    /// Per stage of a recipe: the data set, rows, token-length percentiles, rows cut at the
+    /// maximum length, and examples rendered as the model sees them.
+    Inspect(InspectArgs),
+}
+
+/// Arguments of `rlvr data inspect`.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// Recipe name (see `rlvr recipes`) or path to a recipe .toml file.
+    pub recipe: String,
+    /// Override a value, as in `rlvr show` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Examples to print per stage.
+    #[arg(long, default_value_t = 3)]
+    pub examples: usize,
+}
+
+/// Run a data command.
+pub fn run(data: &Data) -> Result<()> {
+    let Data::Inspect(args) = data;
+    let stages: Vec<Recipe> = match rlvr_recipes::load(&args.recipe, &args.overrides)? {
+        Resolved::Stage(r) => vec![*r],
+        Resolved::Pipeline(p) => p.stages,
+    };
+    for stage in &stages {
+        inspect(stage, args.examples);
+        println!();
+    }
+    Ok(())
+}
+
+/// Lengths at the 50th, 90th and 99th percentiles and the longest.
+fn percentiles(mut lengths: Vec<usize>) -> String {
+    if lengths.is_empty() {
+        return "no rows".into();
+    }
+    lengths.sort_unstable();
+    let at = |q: f64| lengths[((lengths.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "p50 {}  p90 {}  p99 {}  max {}",
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        lengths[lengths.len() - 1]
+    )
+}
+
+/// An example as the model sees it, indented.
+fn show(tok: &Tokenizer, ids: &[u32]) {
+    for line in tok.decode_with_specials(ids).lines() {
+        println!("    | {line}");
+    }
+}
+
+fn ids(e: &Encoded) -> Vec<u32> {
+    e.0.iter().map(|&t| t as u32).collect()
+}
+
+fn learned(e: &Encoded) -> usize {
+    e.1.iter().skip(1).filter(|&&l| l != IGNORE).count()
+}
+
+fn inspect(stage: &Recipe, examples: usize) {
+    let kind = stage.kind.map_or("stage", |k| k.as_str());
+    println!("stage {} ({kind})", stage.name);
+    let template = if stage.data.chat_template.is_empty() {
+        "chatml (default)"
+    } else {
+        &stage.data.chat_template
+    };
+    println!(
+        "  chat template: {template}; max_seq_length {}",
+        stage.data.max_seq_length
+    );
+    for entry in &stage.data.mix {
+        let amount = match entry.amount {
+            Amount::Count(n) => format!("{n} rows"),
+            Amount::Fraction(f) => format!("fraction {f}"),
+        };
+        println!("  data.mix: {} ({amount})", entry.dataset);
+    }
+    let init = Some(Path::new(&stage.model.name_or_path)).filter(|p| p.is_dir());
+    let max_len = stage.data.max_seq_length as usize;
+    let shown = match stage.kind {
+        Some(StageKind::Pretrain | StageKind::Sft) => {
+            stages::lm::inspect(stage, init, MEASURED).map(|(tok, rows, total)| {
+                println!("  rows: {total}");
+                let lengths: Vec<usize> = rows.iter().map(|e| e.0.len()).collect();
+                let cut = lengths.iter().filter(|&&l| l >= max_len).count();
+                println!(
+                    "  tokens per row (first {}): {}; {cut} at the maximum length (cut)",
+                    rows.len(),
+                    percentiles(lengths)
+                );
+                for (i, e) in rows.iter().take(examples).enumerate() {
+                    println!(
+                        "  example {} ({} tokens, {} learned):",
+                        i + 1,
+                        e.0.len(),
+                        learned(e)
+                    );
+                    show(&tok, &ids(e));
+                }
+            })
+        }
+        Some(StageKind::Dpo | StageKind::Rm) => {
+            stages::preference::inspect(stage, MEASURED).map(|(tok, pairs, total)| {
+                println!("  pairs: {total}");
+                let lengths: Vec<usize> = pairs.iter().flat_map(|(c, r)| [c.0.len(), r.0.len()]).collect();
+                println!(
+                    "  tokens per side (first {} pairs): {}",
+                    pairs.len(),
+                    percentiles(lengths)
+                );
+                for (i, (chosen, rejected)) in pairs.iter().take(examples).enumerate() {
+                    println!("  pair {} chosen:", i + 1);
+                    show(&tok, &ids(chosen));
+                    println!("  pair {} rejected:", i + 1);
+                    show(&tok, &ids(rejected));
+                }
+            })
+        }
+        Some(StageKind::Rlvr) => stages::rlvr::inspect(stage, init).map(|(tok, prompts, limit)| {
+            println!("  prompts: {}", prompts.len());
+            let lengths: Vec<usize> = prompts.iter().map(Vec::len).collect();
+            let over = lengths.iter().filter(|&&l| l > limit).count();
+            println!(
+                "  tokens per prompt: {}; {over} over rlvr.max_prompt_token_length = {limit} (dropped)",
+                percentiles(lengths)
+            );
+            for (i, p) in prompts.iter().take(examples).enumerate() {
+                println!("  prompt {} ({} tokens):", i + 1, p.len());
+                show(&tok, p);
+            }
+        }),
+        None => Ok(()),
+    };
+    if let Err(e) = shown {
+        println!("  not available here: {e:#}");
+    }
+}
