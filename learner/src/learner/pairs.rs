@@ -187,9 +187,12 @@ impl Learner {
             sum.rejected_reward += m.rejected_reward / n;
             sum.tokens += m.tokens;
         }
-        self.average_grads()?;
         let (max_norm, schedule) = (self.config.max_grad_norm, self.config.schedule);
         let critic = self.critic.as_mut().ok_or(LearnerError::Missing("value model"))?;
+        // Only the value model trains here: its gradients alone are averaged over the ranks.
+        if let Some(group) = &self.group {
+            critic.opt.average_grads(group)?;
+        }
         sum.grad_norm = critic.opt.clip_grad_norm(max_norm);
         sum.lr = schedule.lr(critic.opt.steps_taken());
         critic.opt.step(sum.lr);

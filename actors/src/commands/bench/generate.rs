@@ -1,6 +1,5 @@
 //! `rlvr bench generate`: the native engine's throughput, bandwidth bound, weight updates and log-prob agreement with the learner.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -12,7 +11,7 @@ use rlvr_rollout::{Engine, NativeEngine};
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
-use super::{best_of, copy_bandwidth, shape, sync, DeviceArg, DtypeArg};
+use super::{best_of, copy_bandwidth, shape, sync, ModelArgs};
 use crate::UsageError;
 
 /// Arguments of `rlvr bench generate`.
@@ -30,21 +29,9 @@ pub struct GenerateArgs {
     /// Timed repetitions; the best is reported.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
-    /// Where to generate.
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    pub device: DeviceArg,
-    /// Weight and KV-cache type.
-    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
-    pub dtype: DtypeArg,
-    /// Recipe whose model shape to use.
-    #[arg(long, default_value = "smollm2-135m-sft")]
-    pub shape_from: String,
-    /// Also save the random model here (Hugging Face format) for the baseline to load.
-    #[arg(long)]
-    pub save_model: Option<PathBuf>,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    pub json: bool,
+    /// Model, device and output.
+    #[command(flatten)]
+    pub model: ModelArgs,
 }
 
 /// Seconds for the plain copy a weight update is measured against: the same bytes from host
@@ -101,8 +88,8 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
             UsageError("--batch, --prompt-len, --new-tokens and --repeats must be positive".into()).into(),
         );
     }
-    let (device, kind) = (args.device.device()?, args.dtype.kind());
-    let config = shape(&args.shape_from)?;
+    let (device, kind) = (args.model.device.device()?, args.model.dtype.kind());
+    let config = shape(&args.model.shape_from)?;
     // Random weights reach the engine from a learner, as a weight broadcast carries them.
     let mut learner = Learner::new(&config, LearnerConfig::constant(1e-5, device), 0);
     if kind == Kind::BFloat16 {
@@ -111,7 +98,7 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
     let chunks = learner.export_weights(1)?;
     let mut engine = NativeEngine::new(&config, device, kind, args.batch, 0);
     engine.load_weights(&chunks, 1)?;
-    if let Some(dir) = &args.save_model {
+    if let Some(dir) = &args.model.save_model {
         engine.save_model(dir)?;
     }
     let mut rng = ChaCha8Rng::seed_from_u64(0);
@@ -174,7 +161,7 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
     let total: usize = chunks.iter().map(|c| c.data.len()).sum();
 
     let report = json!({
-        "device": format!("{device:?}"), "dtype": format!("{:?}", args.dtype),
+        "device": format!("{device:?}"), "dtype": format!("{:?}", args.model.dtype),
         "batch": args.batch, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
         "params": weight_bytes / elt as f64, "seconds": best, "tokens_per_s": tokens_per_s,
         "step_ms": step_s * 1e3, "bandwidth_gb_s": bandwidth / 1e9, "bytes_per_step": step_bytes,
@@ -183,12 +170,12 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
         "weight_update_over_memcpy": update_s / copy_s, "weight_bytes": total,
         "logprob_max_abs_diff": logprob_gap,
     });
-    if args.json {
+    if args.model.json {
         println!("{report}");
     } else {
         println!(
             "native engine, {}-shaped model, {:?} on {device:?}",
-            args.shape_from, args.dtype
+            args.model.shape_from, args.model.dtype
         );
         println!(
             "  {} x {} new tokens in {:.2} s: {:.0} tokens/s ({:.1} ms per decode step)",

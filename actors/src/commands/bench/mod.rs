@@ -1,6 +1,7 @@
 //! `rlvr bench`: speed measurements. Each prints its own numbers; `scripts/bench-*.sh` run the
 //! baseline beside them in the same session and report the ratio (see BENCHMARKS.md).
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -37,6 +38,28 @@ pub enum Bench {
     /// Gloo on CPU, NCCL on CUDA — on a model-sized buffer, against the device's copy
     /// bandwidth; spawns `--ranks` local ranks unless a launcher (torchrun) set `RANK`.
     Collectives(CollectivesArgs),
+}
+
+/// The model, device and output options `bench generate` and `bench train` share.
+#[derive(Debug, clap::Args)]
+pub struct ModelArgs {
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// Parameter type (and, for generation, KV-cache type); a bf16 learner keeps f32 master
+    /// weights and moments in the optimiser.
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    pub dtype: DtypeArg,
+    /// Recipe whose model shape to use.
+    #[arg(long, default_value = "smollm2-135m-sft")]
+    pub shape_from: String,
+    /// Also save the random (initial) model here, in Hugging Face format, for the baseline to
+    /// load.
+    #[arg(long)]
+    pub save_model: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Where a benchmark runs.

@@ -1,6 +1,5 @@
 //! `rlvr bench train`: the learner's training throughput and model-FLOPs utilisation.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -10,7 +9,7 @@ use rlvr_learner::{Learner, LearnerConfig};
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
-use super::{best_of, shape, sync, DeviceArg, DtypeArg};
+use super::{best_of, shape, sync, ModelArgs};
 use crate::UsageError;
 
 /// Arguments of `rlvr bench train`.
@@ -28,24 +27,12 @@ pub struct TrainArgs {
     /// Threads for libtorch (0: its default).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Where to train.
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    pub device: DeviceArg,
-    /// Parameter type: bf16 keeps f32 master weights and moments in the optimiser.
-    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
-    pub dtype: DtypeArg,
     /// Recompute each decoder layer in the backward pass instead of keeping its activations.
     #[arg(long)]
     pub gradient_checkpointing: bool,
-    /// Recipe whose model shape to use.
-    #[arg(long, default_value = "smollm2-135m-sft")]
-    pub shape_from: String,
-    /// Also save the initial random model here (Hugging Face format) for the baseline to load.
-    #[arg(long)]
-    pub save_model: Option<PathBuf>,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    pub json: bool,
+    /// Model, device and output.
+    #[command(flatten)]
+    pub model: ModelArgs,
 }
 
 /// The process's peak resident memory (`VmHWM`), in MiB; 0 where /proc is missing.
@@ -81,14 +68,14 @@ pub(super) fn train(args: &TrainArgs) -> Result<()> {
     if args.threads > 0 {
         tch::set_num_threads(args.threads as i32);
     }
-    let (device, kind) = (args.device.device()?, args.dtype.kind());
-    let config = shape(&args.shape_from)?;
+    let (device, kind) = (args.model.device.device()?, args.model.dtype.kind());
+    let config = shape(&args.model.shape_from)?;
     let mut learner = Learner::new(&config, LearnerConfig::constant(1e-5, device), 0);
     if kind == Kind::BFloat16 {
         learner.set_bf16()?;
     }
     learner.set_gradient_checkpointing(args.gradient_checkpointing);
-    if let Some(dir) = &args.save_model {
+    if let Some(dir) = &args.model.save_model {
         learner.save_model(dir)?;
     }
     let mut rng = ChaCha8Rng::seed_from_u64(0);
@@ -125,20 +112,20 @@ pub(super) fn train(args: &TrainArgs) -> Result<()> {
     let achieved = flops_per_token * tokens_per_s;
     let peak = matmul_peak(device, kind);
     let report = json!({
-        "device": format!("{device:?}"), "dtype": format!("{:?}", args.dtype),
+        "device": format!("{device:?}"), "dtype": format!("{:?}", args.model.dtype),
         "batch": args.batch, "seq_len": args.seq_len, "steps": args.steps, "seconds": seconds,
         "tokens_per_s": tokens_per_s, "params": learner.num_params(), "threads": tch::get_num_threads(),
         "flops_per_token": flops_per_token, "achieved_gflop_s": achieved / 1e9,
         "matmul_peak_gflop_s": peak / 1e9, "mfu": achieved / peak,
         "gradient_checkpointing": args.gradient_checkpointing, "peak_rss_mb": peak_rss_mb(),
     });
-    if args.json {
+    if args.model.json {
         println!("{report}");
     } else {
         println!(
             "learner, {}-shaped model, {:?} on {device:?}, {} CPU threads",
-            args.shape_from,
-            args.dtype,
+            args.model.shape_from,
+            args.model.dtype,
             tch::get_num_threads()
         );
         println!(
