@@ -238,7 +238,8 @@ fn data_inspect_shows_each_stage_rows_lengths_and_rendered_examples() {
         "stage tiny-arith-pretrain (pretrain)",
         "stage tiny-arith-sft (sft)",
         "stage tiny-arith-rlvr (rlvr)",
-        "tokens per row (first",
+        "tokens per row: p50",
+        "padding: ",
         "tokens per prompt: p50",
         "example 1 (",
         "prompt 1 (",
@@ -794,7 +795,7 @@ const DPO_SMALL: [&str; 12] = [
     "--set",
     "data.mix=[{dataset = \"builtin:arith-prefs\", amount = 256}]",
     "--set",
-    "data.eval_mix=[{dataset = \"builtin:arith-rlvr\", amount = 16, split = \"test\"}]",
+    "data.eval_mix=[{dataset = \"builtin:arith-prefs\", amount = 256, split = \"test\"}, {dataset = \"builtin:arith-rlvr\", amount = 16, split = \"test\"}]",
 ];
 
 #[test]
@@ -925,5 +926,144 @@ fn preference_stages_dpo_resumes_exactly_and_a_reward_model_seeds_ppo() {
     let out = rlvr(&args);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(rl_rewards(&ppo).len(), 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Preference rows in open-instruct's format: `chosen` and `rejected` conversations that share
+/// the user turn; the chosen answer adds right, the rejected one multiplies.
+fn preference_rows(n: u64, offset: u64) -> String {
+    (0..n)
+        .map(|i| {
+            let (a, b) = ((i * 7 + offset) % 50, (i * 13 + offset) % 40);
+            let conv = |answer: String| {
+                serde_json::json!([
+                    {"role": "user", "content": format!("what is {a}+{b}?")},
+                    {"role": "assistant", "content": answer},
+                ])
+            };
+            serde_json::json!({
+                "prompt": format!("what is {a}+{b}?"),
+                "chosen": conv(format!("{a}+{b}={}. #### {}", a + b, a + b)),
+                "rejected": conv(format!("{a}*{b}={}. #### {}", a * b, a * b)),
+            })
+            .to_string()
+                + "\n"
+        })
+        .collect()
+}
+
+#[test]
+fn mixes_of_files_and_built_in_sets_drive_packed_sft_dpo_from_pairs_and_gsm8k_prompts() {
+    let dir = tmp("mixes");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (train, prefs, held_out) = (
+        dir.join("train.jsonl"),
+        dir.join("prefs.jsonl"),
+        dir.join("held-out.jsonl"),
+    );
+    std::fs::write(&train, sft_rows(120, 0)).unwrap();
+    std::fs::write(&prefs, preference_rows(64, 0)).unwrap();
+    std::fs::write(&held_out, preference_rows(16, 500)).unwrap();
+
+    // SFT on a file and a built-in set together, packed into rows of 256 (examples are ~60
+    // and ~100 tokens).
+    let sft = dir.join("sft");
+    let mix = format!(
+        "data.mix=[{{dataset = \"{}\", amount = 0.5}}, {{dataset = \"builtin:arith-chat\", amount = 100}}]",
+        train.display()
+    );
+    let mut args = vec![
+        "run",
+        "tiny-arith-sft",
+        "--out",
+        sft.to_str().unwrap(),
+        "--set",
+        &mix,
+        "--set",
+        "data.packing=true",
+        "--set",
+        "data.max_seq_length=256",
+        "--set",
+        "train.max_steps=4",
+    ];
+    args.extend(SMALL);
+    let out = rlvr(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("(local, 120 rows): 60 rows") && err.contains("(packing on)"),
+        "{err}"
+    );
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(sft.join("data/tiny-arith-sft.json")).unwrap())
+            .unwrap();
+    let taken: Vec<u64> = record["data.mix"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["taken"].as_u64().unwrap())
+        .collect();
+    assert_eq!(taken, [60, 100]);
+    assert_eq!(record["packing"], true);
+    let padding = &record["padding"];
+    assert!(
+        padding["packed"].as_f64().unwrap() < padding["unpacked"].as_f64().unwrap(),
+        "{padding}"
+    );
+
+    // DPO from the SFT model on preference rows, held-out pairs from another file.
+    let dpo = dir.join("dpo");
+    let init = format!("model.name_or_path={}", sft.join("tiny-arith-sft").display());
+    let mix = format!("data.mix=[{{dataset = \"{}\", amount = 1.0}}]", prefs.display());
+    let eval_mix = format!(
+        "data.eval_mix=[{{dataset = \"{}\", amount = 16}}]",
+        held_out.display()
+    );
+    let args = [
+        "run",
+        "tiny-arith-dpo",
+        "--out",
+        dpo.to_str().unwrap(),
+        "--set",
+        &init,
+        "--set",
+        &mix,
+        "--set",
+        &eval_mix,
+        "--set",
+        "train.max_steps=4",
+        "--set",
+        "train.per_device_train_batch_size=8",
+    ];
+    let out = rlvr(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let evals: Vec<f64> = metrics(&dpo)
+        .iter()
+        .filter(|r| r["stage"] == "dpo")
+        .filter_map(|r| r.get("eval_loss")?.as_f64())
+        .collect();
+    assert_eq!(evals.len(), 2, "held-out pairs scored at the start and the end");
+    assert!((evals[0] - 2f64.ln()).abs() < 1e-4, "{evals:?}");
+    assert!(dpo.join("data/tiny-arith-dpo.json").is_file());
+
+    // GSM8K rows as they were released become eight-shot RL prompts.
+    let gsm8k = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/gsm8k/test.jsonl");
+    let mix = format!("data.mix=[{{dataset = \"{}\", amount = 16}}]", gsm8k.display());
+    let out = rlvr(&[
+        "data",
+        "inspect",
+        "tiny-rlvr-sample",
+        "--set",
+        &mix,
+        "--examples",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let o = text(&out.stdout);
+    // (The tiny recipe's character tokenizer has no capitals: `<unk>`.)
+    assert!(
+        o.contains("prompts: 16") && o.contains("uestion: <unk>here are 15 trees in the grove."),
+        "{o}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

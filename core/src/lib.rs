@@ -16,6 +16,18 @@ pub struct TrainBatch {
     pub rows: usize,
     /// Positions per sequence.
     pub cols: usize,
+    /// Set when rows hold several documents each ([`TrainBatch::from_packed`]).
+    pub packing: Option<Packing>,
+}
+
+/// Where each token of a packed batch sits: attention stays inside a document, and positions
+/// restart at 0 with each document, so a packed row computes what its documents would alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Packing {
+    /// Position of each token within its document, `rows * cols` of them.
+    pub position_ids: Vec<i64>,
+    /// Document of each token within its row (0, 1, …; padding gets one past the last).
+    pub document_ids: Vec<i64>,
 }
 
 /// Label of positions that carry no loss (padding, prompts), as in PyTorch's `ignore_index`.
@@ -44,6 +56,48 @@ impl TrainBatch {
             labels,
             rows: examples.len(),
             cols,
+            packing: None,
+        }
+    }
+
+    /// Rows of `cols` positions, row `r` holding the examples of `rows[r]` one after another
+    /// and padding with `pad_id`. Each document's first label is [`IGNORE`]: no document is
+    /// predicted from the one before it. Rows longer than `cols` are cut.
+    pub fn from_packed(rows: &[Vec<&(Vec<i64>, Vec<i64>)>], cols: usize, pad_id: i64) -> Self {
+        let mut input_ids = Vec::with_capacity(rows.len() * cols);
+        let mut labels = Vec::with_capacity(rows.len() * cols);
+        let mut position_ids = Vec::with_capacity(rows.len() * cols);
+        let mut document_ids = Vec::with_capacity(rows.len() * cols);
+        for docs in rows {
+            let start = input_ids.len();
+            for (d, (ids, labs)) in docs.iter().enumerate() {
+                let first = input_ids.len();
+                input_ids.extend_from_slice(ids);
+                labels.extend_from_slice(labs);
+                if first < labels.len() {
+                    labels[first] = IGNORE;
+                }
+                position_ids.extend(0..ids.len() as i64);
+                document_ids.extend(std::iter::repeat_n(d as i64, ids.len()));
+            }
+            for v in [&mut input_ids, &mut labels, &mut position_ids, &mut document_ids] {
+                v.truncate(start + cols);
+            }
+            let pad = start + cols - input_ids.len();
+            input_ids.extend(std::iter::repeat_n(pad_id, pad));
+            labels.extend(std::iter::repeat_n(IGNORE, pad));
+            position_ids.extend(0..pad as i64);
+            document_ids.extend(std::iter::repeat_n(docs.len() as i64, pad));
+        }
+        Self {
+            input_ids,
+            labels,
+            rows: rows.len(),
+            cols,
+            packing: Some(Packing {
+                position_ids,
+                document_ids,
+            }),
         }
     }
 

@@ -15,7 +15,7 @@ pub enum Builtin {
     /// The problems as preference pairs: the correct worked answer chosen, one with a typical
     /// mistake rejected (DPO).
     ArithPrefs,
-    /// 24 rows of the Tülu 3 RLVR data (GSM8K, MATH, IF), compiled in (see [`crate::rlvr_sample`]).
+    /// 24 rows of the Tülu 3 RLVR data (GSM8K, MATH, IF), compiled in (see [`Builtin::fixed_rows`]).
     RlvrSample,
 }
 
@@ -29,6 +29,14 @@ impl Builtin {
         ("builtin:rlvr-sample", Builtin::RlvrSample),
     ];
 
+    /// The data set's recipe name (`builtin:…`).
+    pub fn name(&self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, b)| b == self)
+            .map_or("builtin", |(n, _)| n)
+    }
+
     /// Look a data set up by its recipe name.
     pub fn parse(name: &str) -> Result<Self, DataError> {
         Self::ALL
@@ -41,9 +49,18 @@ impl Builtin {
             })
     }
 
+    /// The rows of a compiled-in data set ([`Builtin::RlvrSample`]: Tülu 3 RLVR rows), as the
+    /// file rows they are; `None` for the generated data sets.
+    pub fn fixed_rows(&self) -> Option<Vec<serde_json::Value>> {
+        match self {
+            Builtin::RlvrSample => Some(crate::rlvr_rows::rlvr_sample()),
+            _ => None,
+        }
+    }
+
     /// RL prompt `index` of a generated data set ([`Builtin::ArithRlvr`]: the question as a ChatML user turn, with
     /// its answer as the ground truth); `None` for the data sets that are trained on directly and for
-    /// [`Builtin::RlvrSample`], whose rows are fixed ([`crate::rlvr_sample`]).
+    /// [`Builtin::RlvrSample`], whose rows are fixed ([`Builtin::fixed_rows`]).
     pub fn prompt(&self, seed: u64, index: u64, split: Split) -> Option<PromptRow> {
         let p = arith::problem(seed, index, split);
         match self {

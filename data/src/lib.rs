@@ -1,23 +1,40 @@
 //! # rlvr-data
 //!
-//! Data for every stage: tokenizers (HF `tokenizer.json` through the `tokenizers` crate) and
-//! the built-in synthetic arithmetic problems of the tiny recipes ([`arith`]), which need no
-//! download, RL prompts from JSON lines in the Tülu 3 RLVR format ([`read_rlvr_jsonl`]), and
-//! chat templates ([`ChatTemplate`]: a model's Jinja template or the built-in `tulu` and
-//! `chatml`), with the assistant turns' spans that SFT trains on.
+//! Data for every stage, in the formats users already have:
+//!
+//! - tokenizers (HF `tokenizer.json` through the `tokenizers` crate) and chat templates
+//!   ([`ChatTemplate`]: a model's Jinja template, or the built-in `tulu` and `chatml`);
+//! - data files — JSON lines, JSON, Parquet ([`RowFile`]) — from a local path or the Hugging
+//!   Face hub ([`Hub`]), mixed with open-instruct's semantics ([`mix`]);
+//! - the rows each stage reads, with open-instruct's columns: SFT `messages` and pretraining
+//!   `text` ([`lm_row`]), preference `chosen`/`rejected` ([`preference_row`]), RL prompts in the
+//!   Tülu 3 RLVR format or straight from GSM8K and MATH ([`rlvr_row`]);
+//! - sequence packing for SFT and pretraining ([`pack`]);
+//! - the built-in synthetic arithmetic problems of the tiny recipes ([`arith`], [`Builtin`]),
+//!   which need no download.
 
 pub mod arith;
 mod builtin;
 mod chat;
-mod lm_jsonl;
-mod rlvr_jsonl;
+mod files;
+mod hub;
+mod lm_rows;
+pub mod mix;
+pub mod pack;
+mod parquet;
+mod preference_rows;
+mod rlvr_rows;
+mod sampler;
 mod tokenizer;
 
 pub use builtin::{Builtin, Example, Pair, PromptRow};
 pub use chat::{ChatTemplate, Message, RenderedChat, BUILTIN_TEMPLATES};
-pub use lm_jsonl::read_lm_jsonl;
-pub use rlvr_jsonl::{read_rlvr_jsonl, rlvr_sample};
-
+pub use files::{At, RowFile, RowRead, DATA_EXTENSIONS};
+pub use hub::{split_files, Hub};
+pub use lm_rows::lm_row;
+pub use preference_rows::preference_row;
+pub use rlvr_rows::{rlvr_row, GSM8K_FEW_SHOT, MATH_FEW_SHOT};
+pub use sampler::Sampler;
 pub use tokenizer::{Tokenizer, CHARS, SPECIALS};
 
 /// Errors of this crate; each names the file at fault.
@@ -51,6 +68,22 @@ pub enum DataError {
         /// What went wrong.
         message: String,
     },
+    /// The hub could not provide a data set or model.
+    #[error("hub repository {id}: {message}")]
+    Hub {
+        /// The repository id.
+        id: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A mix entry that cannot be resolved.
+    #[error("mix entry {entry}: {message}")]
+    Mix {
+        /// 0-based position in the mix.
+        entry: usize,
+        /// What is wrong.
+        message: String,
+    },
     /// A recipe names a data set that does not exist.
     #[error("unknown data set `{name}`; built-in data sets: {}", known.join(", "))]
     UnknownDataset {
@@ -60,6 +93,3 @@ pub enum DataError {
         known: Vec<String>,
     },
 }
-
-mod sampler;
-pub use sampler::Sampler;

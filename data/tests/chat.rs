@@ -2,6 +2,8 @@
 //! own Jinja template from `tokenizer_config.json` under transformers' semantics, and the
 //! assistant spans and token mask SFT trains on.
 
+mod common;
+
 use rlvr_data::{ChatTemplate, DataError, Message, Tokenizer};
 
 fn conversation() -> Vec<Message> {
@@ -159,7 +161,7 @@ fn jsonl_rows_encode_with_loss_on_assistant_turns_or_on_all_text() {
     std::fs::write(&path, format!("{chat}\n\n{text}\n")).unwrap();
     let tok = Tokenizer::builtin_chars();
     let chatml = ChatTemplate::builtin("chatml", "<|im_end|>").unwrap();
-    let rows = rlvr_data::read_lm_jsonl(&path, &chatml, &tok, 128).unwrap();
+    let rows = common::read_all(&path, |v, at| rlvr_data::lm_row(v, at, &chatml, &tok, 128)).unwrap();
     assert_eq!(rows.len(), 2);
     let learned = |(ids, labels): &(Vec<i64>, Vec<i64>)| {
         let kept: Vec<u32> = ids
@@ -178,11 +180,11 @@ fn jsonl_rows_encode_with_loss_on_assistant_turns_or_on_all_text() {
     );
     assert_eq!(*rows[1].0.last().unwrap(), i64::from(tok.eos_id));
     // Truncation to the maximum length keeps ids and labels aligned.
-    let short = rlvr_data::read_lm_jsonl(&path, &chatml, &tok, 5).unwrap();
+    let short = common::read_all(&path, |v, at| rlvr_data::lm_row(v, at, &chatml, &tok, 5)).unwrap();
     assert!(short.iter().all(|(i, l)| i.len() == 5 && l.len() == 5));
     // A bad row names file, line and field.
     std::fs::write(&path, format!("{chat}\n{{\"text\": 3}}\n")).unwrap();
-    let err = rlvr_data::read_lm_jsonl(&path, &chatml, &tok, 128)
+    let err = common::read_all(&path, |v, at| rlvr_data::lm_row(v, at, &chatml, &tok, 128))
         .unwrap_err()
         .to_string();
     assert!(err.contains("rows.jsonl:2: field `text`"), "{err}");

@@ -1,5 +1,7 @@
 //! Built-in data, the tokenizer and the sampler.
 
+mod common;
+
 use std::collections::HashSet;
 
 use rlvr_data::arith::{problem, Split};
@@ -164,7 +166,7 @@ fn preference_pairs_prefer_the_correct_answer_over_a_wrong_one() {
 fn rlvr_rows_read_the_tulu_format_and_bad_rows_name_file_line_and_field() {
     let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/rlvr/sample.jsonl");
     let chatml = rlvr_data::ChatTemplate::builtin("chatml", "<|im_end|>").unwrap();
-    let rows = rlvr_data::read_rlvr_jsonl(&sample, &chatml).unwrap();
+    let rows = common::read_all(&sample, |v, at| rlvr_data::rlvr_row(v, at, &chatml)).unwrap();
     assert_eq!(rows.len(), 300);
     for dataset in ["gsm8k", "MATH", "ifeval"] {
         assert_eq!(
@@ -177,7 +179,7 @@ fn rlvr_rows_read_the_tulu_format_and_bad_rows_name_file_line_and_field() {
     assert!(rows.iter().all(|r| r.prompt.ends_with("<|im_start|>assistant\n")));
     // Tülu 3's own format with its template: the answer is what follows `<|assistant|>\n`.
     let tulu = rlvr_data::ChatTemplate::resolve("tulu", "</s>").unwrap();
-    let rows = rlvr_data::read_rlvr_jsonl(&sample, &tulu).unwrap();
+    let rows = common::read_all(&sample, |v, at| rlvr_data::rlvr_row(v, at, &tulu)).unwrap();
     assert!(rows
         .iter()
         .all(|r| r.prompt.starts_with("<|user|>\n") && r.prompt.ends_with("\n<|assistant|>\n")));
@@ -190,15 +192,36 @@ fn rlvr_rows_read_the_tulu_format_and_bad_rows_name_file_line_and_field() {
     let no_truth =
         r#"{"messages": [{"role": "user", "content": "hi"}], "ground_truth": 7, "dataset": "gsm8k"}"#;
     std::fs::write(&bad, format!("{good}\n\n{no_truth}\n")).unwrap();
-    let err = rlvr_data::read_rlvr_jsonl(&bad, &chatml).unwrap_err().to_string();
+    let err = common::read_all(&bad, |v, at| rlvr_data::rlvr_row(v, at, &chatml))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("bad.jsonl:3: field `ground_truth`"), "{err}");
     std::fs::write(&bad, format!("{good}\n{{\"messages\": []}}\n")).unwrap();
-    let err = rlvr_data::read_rlvr_jsonl(&bad, &chatml).unwrap_err().to_string();
-    assert!(err.contains("bad.jsonl:2: field `ground_truth`"), "{err}");
+    let err = common::read_all(&bad, |v, at| rlvr_data::rlvr_row(v, at, &chatml))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bad.jsonl:2: field `messages`: no messages"),
+        "{err}"
+    );
+    std::fs::write(
+        &bad,
+        format!("{good}\n{{\"messages\": [{{\"role\": \"user\", \"content\": \"x\"}}]}}\n"),
+    )
+    .unwrap();
+    let err = common::read_all(&bad, |v, at| rlvr_data::rlvr_row(v, at, &chatml))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bad.jsonl:2: field `ground_truth`: missing"),
+        "{err}"
+    );
     // A role the template refuses names the row and field.
     let tool = r#"{"messages": [{"role": "tool", "content": "x"}], "ground_truth": "1", "dataset": "gsm8k"}"#;
     std::fs::write(&bad, format!("{tool}\n")).unwrap();
-    let err = rlvr_data::read_rlvr_jsonl(&bad, &tulu).unwrap_err().to_string();
+    let err = common::read_all(&bad, |v, at| rlvr_data::rlvr_row(v, at, &tulu))
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("bad.jsonl:1: field `messages`") && err.contains("no role tool"),
         "{err}"

@@ -11,7 +11,7 @@ use rlvr_dist::{ProcessGroup, ReduceOp};
 
 use crate::checkpoint;
 use crate::error::{LearnerError, Result};
-use crate::llama::{Config, Llama};
+use crate::llama::{Config, Documents, Llama};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::policy::{self, PolicyLoss, PolicyMetrics, Sums, Tokens};
 use crate::schedule::Schedule;
@@ -177,11 +177,22 @@ impl Learner {
             .to_device(self.config.device)
     }
 
+    /// The packed layout of a batch, on the device.
+    fn documents(&self, b: &TrainBatch) -> Option<Documents> {
+        b.packing.as_ref().map(|p| Documents {
+            position_ids: self.tensor(&p.position_ids, b),
+            document_ids: self.tensor(&p.document_ids, b),
+        })
+    }
+
     /// Loss of one micro-batch.
     fn loss(&self, batch: &TrainBatch, objective: Objective) -> Result<Tensor> {
         self.check_tokens(&batch.input_ids, batch.rows, batch.cols)?;
         let input = self.tensor(&batch.input_ids, batch);
-        Ok(self.lm_loss(&self.model.hidden_states(&input), batch, objective))
+        let hidden = self
+            .model
+            .hidden_states_of(&input, self.documents(batch).as_ref());
+        Ok(self.lm_loss(&hidden, batch, objective))
     }
 
     /// The LM loss of `batch` from the model's final hidden states.
@@ -219,7 +230,9 @@ impl Learner {
                 self.check_tokens(&b.input_ids, b.rows, b.cols)?;
                 let input = self.tensor(&b.input_ids, b);
                 self.model
-                    .backward_checkpointed(&input, |h| self.lm_loss(h, b, objective) / n)
+                    .backward_checkpointed(&input, self.documents(b).as_ref(), |h| {
+                        self.lm_loss(h, b, objective) / n
+                    })
                     * n
             } else {
                 let loss = self.loss(b, objective)?;

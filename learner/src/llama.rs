@@ -89,6 +89,33 @@ fn rope_tables(inv_freq: &Tensor, start: i64, len: i64, kind: Kind) -> (Tensor, 
     (emb.cos().to_kind(kind), emb.sin().to_kind(kind))
 }
 
+/// Rotary tables for per-row positions `[B, T]`: `(cos, sin)`, each `[B, 1, T, head_dim]` in
+/// `kind`.
+fn rope_at(inv_freq: &Tensor, positions: &Tensor, kind: Kind) -> (Tensor, Tensor) {
+    let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv_freq.view([1, 1, -1]);
+    let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
+    (emb.cos().to_kind(kind), emb.sin().to_kind(kind))
+}
+
+/// Packed rows (several documents per row): each token's position within its document and
+/// its document, both `[batch, seq]` int64 on the model's device. Attention stays inside a
+/// document and positions restart with each, so each document computes what it would alone.
+#[derive(Debug)]
+pub struct Documents {
+    /// Position of each token within its document.
+    pub position_ids: Tensor,
+    /// Document of each token within its row.
+    pub document_ids: Tensor,
+}
+
+/// What every layer of a full-sequence pass needs: rotary tables and, for packed rows, the
+/// `[B, 1, T, T]` mask (causal within a document); without one, attention is plainly causal.
+struct Context {
+    cos: Tensor,
+    sin: Tensor,
+    mask: Option<Tensor>,
+}
+
 fn rotate_half(x: &Tensor) -> Tensor {
     let half = x.size()[3] / 2;
     let x1 = x.narrow(3, 0, half);
@@ -126,11 +153,11 @@ impl Attention {
         }
     }
 
-    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+    fn forward(&self, x: &Tensor, ctx: &Context) -> Tensor {
         let (b, t) = (x.size()[0], x.size()[1]);
         let shape = |y: Tensor, heads: i64| y.view([b, t, heads, self.head_dim]).transpose(1, 2);
-        let q = apply_rope(&shape(self.q_proj.forward(x), self.n_head), cos, sin);
-        let k = apply_rope(&shape(self.k_proj.forward(x), self.n_kv), cos, sin);
+        let q = apply_rope(&shape(self.q_proj.forward(x), self.n_head), &ctx.cos, &ctx.sin);
+        let k = apply_rope(&shape(self.k_proj.forward(x), self.n_kv), &ctx.cos, &ctx.sin);
         let v = shape(self.v_proj.forward(x), self.n_kv);
         let rep = self.n_head / self.n_kv;
         let (k, v) = if rep > 1 {
@@ -141,7 +168,12 @@ impl Attention {
         } else {
             (k, v)
         };
-        let y = Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, true, None, false);
+        let y = match &ctx.mask {
+            Some(mask) => {
+                Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, false)
+            }
+            None => Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, true, None, false),
+        };
         let y = y
             .transpose(1, 2)
             .contiguous()
@@ -245,8 +277,8 @@ impl Block {
         }
     }
 
-    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
-        let x = x + self.self_attn.forward(&self.input_layernorm.forward(x), cos, sin);
+    fn forward(&self, x: &Tensor, ctx: &Context) -> Tensor {
+        let x = x + self.self_attn.forward(&self.input_layernorm.forward(x), ctx);
         &x + self.mlp.forward(&self.post_attention_layernorm.forward(&x))
     }
 }
@@ -364,13 +396,40 @@ impl Llama {
 
     /// Final hidden states `[batch, seq, hidden]` for token ids `[batch, seq]`.
     pub fn hidden_states(&self, input_ids: &Tensor) -> Tensor {
-        let t = input_ids.size()[1];
-        let (cos, sin) = rope_tables(&self.inv_freq, 0, t, self.embed_tokens.kind());
+        self.hidden_states_of(input_ids, None)
+    }
+
+    /// [`Llama::hidden_states`] of rows that hold one sequence each (`None`) or several
+    /// packed documents.
+    pub fn hidden_states_of(&self, input_ids: &Tensor, documents: Option<&Documents>) -> Tensor {
+        let ctx = self.context(input_ids.size()[1], documents);
         let mut x = Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false);
         for layer in &self.layers {
-            x = layer.forward(&x, &cos, &sin);
+            x = layer.forward(&x, &ctx);
         }
         self.norm.forward(&x)
+    }
+
+    /// Rotary tables and mask for `t` positions per row.
+    fn context(&self, t: i64, documents: Option<&Documents>) -> Context {
+        let kind = self.embed_tokens.kind();
+        match documents {
+            None => {
+                let (cos, sin) = rope_tables(&self.inv_freq, 0, t, kind);
+                Context { cos, sin, mask: None }
+            }
+            Some(d) => {
+                let (cos, sin) = rope_at(&self.inv_freq, &d.position_ids, kind);
+                let ids = &d.document_ids;
+                let causal = Tensor::ones([t, t], (Kind::Bool, ids.device())).tril(0);
+                let same = ids.unsqueeze(2).eq_tensor(&ids.unsqueeze(1));
+                Context {
+                    cos,
+                    sin,
+                    mask: Some(same.logical_and(&causal).unsqueeze(1)),
+                }
+            }
+        }
     }
 
     /// Final hidden states `[B, T, hidden]` (feed [`Llama::logits`] the positions you need) of
@@ -442,14 +501,18 @@ impl Llama {
     /// and back-propagated with its output's gradient `g` (as the gradient of `Σ out ⊙ g`).
     /// Parameter gradients accumulate as in a plain `backward`, for one more forward pass of
     /// compute. Returns the loss, detached.
-    pub fn backward_checkpointed(&self, input_ids: &Tensor, loss: impl FnOnce(&Tensor) -> Tensor) -> Tensor {
-        let t = input_ids.size()[1];
-        let (cos, sin) = rope_tables(&self.inv_freq, 0, t, self.embed_tokens.kind());
+    pub fn backward_checkpointed(
+        &self,
+        input_ids: &Tensor,
+        documents: Option<&Documents>,
+        loss: impl FnOnce(&Tensor) -> Tensor,
+    ) -> Tensor {
+        let ctx = self.context(input_ids.size()[1], documents);
         let embed = |ids: &Tensor| Tensor::embedding(&self.embed_tokens, ids, -1, false, false);
         let mut inputs = Vec::with_capacity(self.layers.len());
         let mut x = tch::no_grad(|| embed(input_ids));
         for layer in &self.layers {
-            let next = tch::no_grad(|| layer.forward(&x, &cos, &sin));
+            let next = tch::no_grad(|| layer.forward(&x, &ctx));
             inputs.push(x);
             x = next;
         }
@@ -459,9 +522,7 @@ impl Llama {
         let mut grad = top.grad();
         for (layer, input) in self.layers.iter().zip(&inputs).rev() {
             let xi = input.detach().set_requires_grad(true);
-            (layer.forward(&xi, &cos, &sin) * &grad)
-                .sum(Kind::Float)
-                .backward();
+            (layer.forward(&xi, &ctx) * &grad).sum(Kind::Float).backward();
             grad = xi.grad();
         }
         (embed(input_ids) * &grad).sum(Kind::Float).backward();

@@ -361,10 +361,10 @@ pub fn validate(r: &Recipe) -> Result<()> {
     }
     for (i, m) in r.data.mix.iter().chain(&r.data.eval_mix).enumerate() {
         if let Amount::Fraction(f) = m.amount {
-            if !(f > 0.0 && f <= 1.0) {
+            if !(f > 0.0 && f.is_finite()) {
                 return bad(
                     &format!("data.mix[{i}].amount"),
-                    format!("a fraction must be within (0, 1], got {f}; use an integer for a row count"),
+                    format!("a fraction must be positive, got {f}; use an integer for a row count"),
                 );
             }
         }

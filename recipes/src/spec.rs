@@ -237,6 +237,13 @@ pub struct DataSpec {
     pub max_prompt_length: Option<u64>,
     /// Chat template name (`tulu`, `chatml`) or empty for the tokenizer's own.
     pub chat_template: String,
+    /// SFT and pretraining: pack several examples into each `max_seq_length` row (attention
+    /// stays inside each example) instead of padding each batch to its longest.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub packing: bool,
+    /// Leave out (and count) rows that cannot be used instead of stopping at the first.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skip_bad_rows: bool,
     /// Rows in the training mix, when known before download (used by `rlvr plan`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
@@ -246,13 +253,16 @@ pub struct DataSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MixEntry {
-    /// Hub id, local path, or `builtin:NAME` for data the project generates.
+    /// Hub id, local file or directory, or `builtin:NAME` for data the project generates.
     pub dataset: String,
     /// A float is a fraction of the dataset, an integer an exact row count (open-instruct).
     pub amount: Amount,
     /// Split to read.
     #[serde(default = "default_split")]
     pub split: String,
+    /// Hub revision (branch, tag or commit); `main` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
 }
 
 fn default_split() -> String {
@@ -265,7 +275,7 @@ fn default_split() -> String {
 pub enum Amount {
     /// Exactly this many rows.
     Count(u64),
-    /// This fraction of the rows (0 < f <= 1, sampled).
+    /// This fraction of the rows (f > 0; above 1 repeats rows, as open-instruct upsamples).
     Fraction(f64),
 }
 

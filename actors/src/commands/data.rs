@@ -12,9 +12,6 @@ use rlvr_recipes::{Recipe, Resolved};
 
 use crate::stages;
 
-/// Rows whose lengths are measured per stage.
-const MEASURED: u64 = 10_000;
-
 /// Data commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum Data {
@@ -104,15 +101,24 @@ fn inspect(stage: &Recipe, examples: usize) {
     let max_len = stage.data.max_seq_length as usize;
     let shown = match stage.kind {
         Some(StageKind::Pretrain | StageKind::Sft) => {
-            stages::lm::inspect(stage, init, MEASURED).map(|(tok, rows, total)| {
-                println!("  rows: {total}");
+            stages::lm::inspect(stage, init).map(|(tok, texts)| {
+                let rows = texts.train();
+                println!("  rows: {}", rows.len());
                 let lengths: Vec<usize> = rows.iter().map(|e| e.0.len()).collect();
                 let cut = lengths.iter().filter(|&&l| l >= max_len).count();
                 println!(
-                    "  tokens per row (first {}): {}; {cut} at the maximum length (cut)",
-                    rows.len(),
+                    "  tokens per row: {}; {cut} at the maximum length (cut)",
                     percentiles(lengths)
                 );
+                let w = texts.waste;
+                println!(
+                "  padding: {:.1}% of positions in batches of {}; {:.1}% packed into {} rows of {max_len}{}",
+                100.0 * w.unpacked,
+                stage.train.per_device_train_batch_size,
+                100.0 * w.packed,
+                w.packed_rows,
+                if stage.data.packing { " (data.packing = true)" } else { "" }
+            );
                 for (i, e) in rows.iter().take(examples).enumerate() {
                     println!(
                         "  example {} ({} tokens, {} learned):",
@@ -125,18 +131,18 @@ fn inspect(stage: &Recipe, examples: usize) {
             })
         }
         Some(StageKind::Dpo | StageKind::Rm) => {
-            stages::preference::inspect(stage, MEASURED).map(|(tok, pairs, total)| {
-                println!("  pairs: {total}");
-                let lengths: Vec<usize> = pairs.iter().flat_map(|(c, r)| [c.0.len(), r.0.len()]).collect();
-                println!(
-                    "  tokens per side (first {} pairs): {}",
-                    pairs.len(),
-                    percentiles(lengths)
-                );
-                for (i, (chosen, rejected)) in pairs.iter().take(examples).enumerate() {
-                    println!("  pair {} chosen:", i + 1);
+            stages::preference::inspect(stage, init).map(|(tok, pairs)| {
+                println!("  pairs: {}", pairs.train.len());
+                let lengths: Vec<usize> = pairs
+                    .train
+                    .iter()
+                    .flat_map(|(c, r)| [c.0.len(), r.0.len()])
+                    .collect();
+                println!("  tokens per side: {}", percentiles(lengths));
+                for (i, (chosen, rejected)) in pairs.train.iter().take(examples).enumerate() {
+                    println!("  pair {} chosen ({} answer tokens):", i + 1, learned(chosen));
                     show(&tok, &ids(chosen));
-                    println!("  pair {} rejected:", i + 1);
+                    println!("  pair {} rejected ({} answer tokens):", i + 1, learned(rejected));
                     show(&tok, &ids(rejected));
                 }
             })

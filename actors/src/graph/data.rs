@@ -3,20 +3,16 @@
 //! Prompts are tokenized and their ground truths parsed when the data loads, so a malformed
 //! label fails the run at start, naming the row.
 
-use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use rlvr_data::arith::Split;
-use rlvr_data::{read_rlvr_jsonl, rlvr_sample, Builtin, ChatTemplate, PromptRow, Sampler, Tokenizer};
-use rlvr_recipes::spec::{Amount, MixEntry};
+use rlvr_data::{At, DataError, PromptRow, Sampler, Tokenizer};
 use rlvr_verifiers::{Registry, Truth, Verifier};
 
 /// One prompt ready to roll out and verify.
 #[derive(Clone)]
 pub struct Prompt {
-    /// Row of its data set.
+    /// Its index in the stage's mix.
     pub row: u64,
     /// Token ids (BOS included when the tokenizer has one).
     pub prompt_ids: Vec<u32>,
@@ -26,72 +22,26 @@ pub struct Prompt {
     pub truth: Arc<Truth>,
 }
 
-/// The rows of one mix entry: a generated built-in data set (`split` of it), the compiled-in
-/// `builtin:rlvr-sample`, or a JSON-lines file in the Tülu 3 RLVR format.
-fn rows(entry: &MixEntry, split: Split, seed: u64, template: &ChatTemplate) -> Result<Vec<PromptRow>> {
-    let count = |len: u64| match entry.amount {
-        Amount::Count(n) => n.min(len),
-        Amount::Fraction(f) => ((len as f64 * f).round() as u64).min(len),
-    };
-    if entry.dataset.ends_with(".jsonl") {
-        let rows = read_rlvr_jsonl(Path::new(&entry.dataset), template)?;
-        let n = count(rows.len() as u64) as usize;
-        return Ok(rows.into_iter().take(n).collect());
-    }
-    let source = Builtin::parse(&entry.dataset)?;
-    if source == Builtin::RlvrSample {
-        let rows = rlvr_sample();
-        let n = count(rows.len() as u64) as usize;
-        return Ok(rows.into_iter().take(n).collect());
-    }
-    let Amount::Count(n) = entry.amount else {
-        bail!(
-            "data set `{}`: a generated data set needs a row count",
-            entry.dataset
-        );
-    };
-    (0..n)
-        .map(|row| {
-            source
-                .prompt(seed, row, split)
-                .with_context(|| format!("data set `{}` holds no RL prompts", entry.dataset))
+impl Prompt {
+    /// Tokenize `p`, route it to its verifier by its `dataset` and parse its ground truth; a
+    /// failure is an error about the row at `at`.
+    pub fn new(p: &PromptRow, at: At, tok: &Tokenizer, verifiers: &Registry) -> Result<Self, DataError> {
+        let verifier = verifiers
+            .get(&p.dataset)
+            .map_err(|e| at.bad("dataset", e.to_string()))?
+            .clone();
+        let truth = verifier
+            .parse_truth(&p.ground_truth)
+            .map_err(|e| at.bad("ground_truth", e.to_string()))?;
+        let mut prompt_ids: Vec<u32> = tok.bos_id.into_iter().collect();
+        prompt_ids.extend(tok.encode(&p.prompt));
+        Ok(Self {
+            row: 0,
+            prompt_ids,
+            verifier,
+            truth: Arc::new(truth),
         })
-        .collect()
-}
-
-/// Load the prompts of one mix entry: conversations of JSON-lines files rendered with
-/// `template`, tokenized, routed to a verifier by their `dataset` column, ground truth parsed
-/// (a malformed one names the data set, row and field).
-pub fn load_prompts(
-    entry: &MixEntry,
-    split: Split,
-    seed: u64,
-    tok: &Tokenizer,
-    template: &ChatTemplate,
-    verifiers: &Registry,
-) -> Result<Vec<Prompt>> {
-    rows(entry, split, seed, template)?
-        .into_iter()
-        .enumerate()
-        .map(|(row, p)| {
-            let at = || format!("data set `{}`, row {}", entry.dataset, row + 1);
-            let verifier = verifiers
-                .get(&p.dataset)
-                .with_context(|| format!("{}, field dataset", at()))?
-                .clone();
-            let truth = verifier
-                .parse_truth(&p.ground_truth)
-                .with_context(|| format!("{}, field ground_truth", at()))?;
-            let mut prompt_ids: Vec<u32> = tok.bos_id.into_iter().collect();
-            prompt_ids.extend(tok.encode(&p.prompt));
-            Ok(Prompt {
-                row: row as u64,
-                prompt_ids,
-                verifier,
-                truth: Arc::new(truth),
-            })
-        })
-        .collect()
+    }
 }
 
 /// Messages of the data actor.

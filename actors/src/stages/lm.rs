@@ -1,7 +1,8 @@
 //! Language-model stages — pretraining (loss on every token of plain text) and SFT (loss on the
 //! assistant turn only) — the learner driven step by step with a progress bar, `metrics.jsonl`
-//! records, periodic checkpoints and exact resume. Examples come from a built-in data set or a
-//! JSON-lines file (`messages` rendered with `data.chat_template`, or `text`).
+//! records, periodic checkpoints and exact resume. Examples come from the stage's mix (built-in
+//! data sets, data files, hub data sets: `messages` rendered with `data.chat_template`, or
+//! `text`), padded per batch or packed (`data.packing`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -10,12 +11,13 @@ use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use rlvr_core::{Encoded, TrainBatch};
 use rlvr_data::arith::Split;
-use rlvr_data::{read_lm_jsonl, Builtin, Sampler, Tokenizer};
+use rlvr_data::pack::{pack, Waste};
+use rlvr_data::{lm_row, Builtin, Sampler, Tokenizer};
 use rlvr_learner::llama::Config;
 use rlvr_learner::optim::AdamWConfig;
 use rlvr_learner::schedule::{Schedule, Shape};
 use rlvr_learner::{Learner, LearnerConfig, Objective, Reduction};
-use rlvr_recipes::spec::{Amount, Checkpointing, Dtype, LrScheduler, MixEntry, ReduceLoss};
+use rlvr_recipes::spec::{Checkpointing, Dtype, LrScheduler, ReduceLoss};
 use rlvr_recipes::Recipe;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -23,7 +25,7 @@ use serde_json::json;
 use crate::metrics::MetricsLog;
 
 /// Held-out rows scored for `eval_loss`.
-const EVAL_ROWS: u64 = 256;
+const EVAL_ROWS: usize = 256;
 
 /// What a checkpoint needs besides weights and optimiser state to continue exactly.
 #[derive(Debug, Serialize, Deserialize)]
@@ -34,90 +36,86 @@ pub(super) struct TrainerState {
     pub elapsed_s: f64,
 }
 
-/// Where a stage's examples come from.
-enum Texts {
-    /// A generated built-in data set: rows drawn by index, its held-out split generated.
-    Builtin(Builtin),
-    /// The rows of JSON-lines files, encoded once: training rows and held-out rows (those of
-    /// `data.eval_mix`, none without it).
-    Files { train: Vec<Encoded>, eval: Vec<Encoded> },
+/// A stage's examples, encoded: training rows (grouped into packed rows when
+/// `data.packing` is set) and held-out rows (those of `data.eval_mix`).
+pub(crate) struct Texts {
+    train: Vec<Encoded>,
+    eval: Vec<Encoded>,
+    /// With packing: the training examples of each packed row.
+    packed: Option<Vec<Vec<usize>>>,
+    /// Padding without and with packing.
+    pub waste: Waste,
+    /// What was read, for the run's record.
+    pub record: serde_json::Value,
 }
 
-/// The `.jsonl` file a stage's single mix entry names, if it names one.
-fn jsonl(mix: &[MixEntry]) -> Option<&MixEntry> {
-    match mix {
-        [entry] if entry.dataset.ends_with(".jsonl") => Some(entry),
-        _ => None,
+impl Texts {
+    /// Rows the sampler draws from: examples, or packed rows.
+    fn rows(&self) -> u64 {
+        self.packed.as_ref().map_or(self.train.len(), Vec::len) as u64
+    }
+
+    /// The training examples.
+    pub(crate) fn train(&self) -> &[Encoded] {
+        &self.train
     }
 }
 
-/// The built-in data set of a stage and its row count.
-fn builtin_texts(stage: &Recipe) -> Result<(Builtin, u64)> {
-    super::builtin_source(
-        stage,
-        "training text",
-        "builtin:arith or builtin:arith-chat, or a .jsonl file",
-        |b| b.example(0, 0, Split::Train).is_some(),
-    )
-}
-
-/// The examples of a stage and the training row count, encoded with `tok`.
-fn texts(stage: &Recipe, tok: &Tokenizer) -> Result<(Texts, u64)> {
-    let Some(entry) = jsonl(&stage.data.mix) else {
-        let (source, rows) = builtin_texts(stage)?;
-        return Ok((Texts::Builtin(source), rows));
-    };
+/// Load the stage's examples (`data.mix` and `data.eval_mix`), encoded with `tok`.
+fn texts(stage: &Recipe, tok: &Tokenizer) -> Result<Texts> {
     let template = super::chat_template(stage, tok)?;
     let max_len = stage.data.max_seq_length as usize;
-    let mut train = read_lm_jsonl(Path::new(&entry.dataset), &template, tok, max_len)?;
-    let keep = match entry.amount {
-        Amount::Count(n) => n as usize,
-        Amount::Fraction(f) => (train.len() as f64 * f).round() as usize,
-    };
-    train.truncate(keep.max(1));
-    let eval = match jsonl(&stage.data.eval_mix) {
-        Some(e) => read_lm_jsonl(Path::new(&e.dataset), &template, tok, max_len)?,
-        None => Vec::new(),
-    };
-    let rows = train.len() as u64;
-    Ok((Texts::Files { train, eval }, rows))
-}
-
-/// The stage's tokenizer: files are read with the starting model's (`init`) when it has one;
-/// the built-in data sets are character-level.
-fn tokenizer(stage: &Recipe, init: Option<&Path>) -> Result<Tokenizer> {
-    Ok(match init {
-        Some(dir) if jsonl(&stage.data.mix).is_some() && dir.join("tokenizer.json").is_file() => {
-            Tokenizer::from_file(dir)?
-        }
-        _ => Tokenizer::builtin_chars(),
+    let generated =
+        |b: Builtin, i, split| Ok(b.example(stage.seed, i, split).map(|e| e.encode(tok, max_len)));
+    let read =
+        |row: &serde_json::Value, at: rlvr_data::At<'_>| lm_row(row, at, &template, tok, max_len).map(Some);
+    let train = super::load_mix(stage, "data.mix", &stage.data.mix, generated, read)?;
+    let eval = super::load_mix(stage, "data.eval_mix", &stage.data.eval_mix, generated, read)?;
+    let lengths: Vec<usize> = train.rows.iter().map(|e| e.0.len()).collect();
+    let groups = pack(&lengths, max_len);
+    let waste = Waste::measure(
+        &lengths,
+        stage.train.per_device_train_batch_size as usize,
+        max_len,
+        &groups,
+    );
+    eprintln!(
+        "stage {}: {} tokens in {} examples; padding {:.1}% of positions in batches of {}, {:.1}% packed into {} rows of {max_len}{}",
+        stage.name,
+        waste.tokens,
+        lengths.len(),
+        100.0 * waste.unpacked,
+        stage.train.per_device_train_batch_size,
+        100.0 * waste.packed,
+        waste.packed_rows,
+        if stage.data.packing { " (packing on)" } else { "" }
+    );
+    let record = json!({
+        "data.mix": train.report, "data.eval_mix": eval.report,
+        "packing": stage.data.packing, "padding": waste,
+    });
+    Ok(Texts {
+        train: train.rows,
+        eval: eval.rows,
+        packed: stage.data.packing.then_some(groups),
+        waste,
+        record,
     })
 }
 
-/// For `rlvr data inspect`: the stage's tokenizer, its first `limit` encoded training rows and
-/// its training row count.
-pub(crate) fn inspect(
-    stage: &Recipe,
-    init: Option<&Path>,
-    limit: u64,
-) -> Result<(Tokenizer, Vec<Encoded>, u64)> {
-    let tok = tokenizer(stage, init)?;
-    let (texts, rows) = texts(stage, &tok)?;
-    let first = batch_rows(&texts, stage, 0..rows.min(limit), Split::Train, &tok);
-    Ok((tok, first, rows))
+/// For `rlvr data inspect`: the stage's tokenizer and examples.
+pub(crate) fn inspect(stage: &Recipe, init: Option<&Path>) -> Result<(Tokenizer, Texts)> {
+    let tok = super::tokenizer(init)?;
+    let texts = texts(stage, &tok)?;
+    Ok((tok, texts))
 }
 
-/// Check the stage can run here: its data set and tokenizer.
+/// Check the stage can run here: its data sets.
 pub fn check(stage: &Recipe) -> Result<()> {
-    match jsonl(&stage.data.mix) {
-        Some(entry) if Path::new(&entry.dataset).is_file() => Ok(()),
-        Some(entry) => Err(crate::UsageError(format!(
-            "stage `{}`: data.mix: no file {}",
-            stage.name, entry.dataset
-        ))
-        .into()),
-        None => builtin_texts(stage).map(drop),
-    }
+    let hint = "builtin:arith or builtin:arith-chat, or a data file";
+    let holds = |b: Builtin| b.example(0, 0, Split::Train).is_some();
+    super::check_mix(stage, "data.mix", &stage.data.mix, hint, holds)?;
+    super::check_mix(stage, "data.eval_mix", &stage.data.eval_mix, hint, holds)
 }
 
 pub(super) fn model_config(stage: &Recipe, tok: &Tokenizer) -> Config {
@@ -186,35 +184,21 @@ pub(super) fn new_learner(
     Ok(learner)
 }
 
-/// A batch of examples `rows` of `texts`.
-fn batch(
-    texts: &Texts,
-    stage: &Recipe,
-    rows: impl Iterator<Item = u64>,
-    split: Split,
-    tok: &Tokenizer,
-) -> TrainBatch {
-    let examples = batch_rows(texts, stage, rows, split, tok);
-    TrainBatch::from_examples(&examples, i64::from(tok.pad_id))
-}
-
-/// Examples `rows` of `texts`, encoded.
-fn batch_rows(
-    texts: &Texts,
-    stage: &Recipe,
-    rows: impl Iterator<Item = u64>,
-    split: Split,
-    tok: &Tokenizer,
-) -> Vec<Encoded> {
-    let max_len = stage.data.max_seq_length as usize;
-    match texts {
-        Texts::Builtin(source) => rows
-            .filter_map(|i| source.example(stage.seed, i, split))
-            .map(|e| e.encode(tok, max_len))
-            .collect(),
-        Texts::Files { train, eval } => {
-            let pool = if split == Split::Train { train } else { eval };
-            rows.filter_map(|i| pool.get(i as usize).cloned()).collect()
+/// The training batch of sampler rows `rows`: examples padded to the longest, or packed rows
+/// of `max_seq_length` positions.
+fn batch(texts: &Texts, stage: &Recipe, rows: &[u64], tok: &Tokenizer) -> TrainBatch {
+    let pad = i64::from(tok.pad_id);
+    match &texts.packed {
+        Some(groups) => {
+            let packed: Vec<Vec<&Encoded>> = rows
+                .iter()
+                .map(|&r| groups[r as usize].iter().map(|&i| &texts.train[i]).collect())
+                .collect();
+            TrainBatch::from_packed(&packed, stage.data.max_seq_length as usize, pad)
+        }
+        None => {
+            let examples: Vec<Encoded> = rows.iter().map(|&r| texts.train[r as usize].clone()).collect();
+            TrainBatch::from_examples(&examples, pad)
         }
     }
 }
@@ -319,20 +303,14 @@ pub(super) fn save_due(stage: &Recipe, state: &TrainerState, total: u64, rows: u
     }
 }
 
-/// Mean loss over the first [`EVAL_ROWS`] held-out rows; `None` for files without
-/// `data.eval_mix`.
-fn eval_loss(
-    learner: &Learner,
-    tok: &Tokenizer,
-    texts: &Texts,
-    stage: &Recipe,
-    objective: Objective,
-) -> Result<Option<f64>> {
-    if matches!(texts, Texts::Files { eval, .. } if eval.is_empty()) {
+/// Mean loss over the first [`EVAL_ROWS`] held-out rows; `None` without `data.eval_mix`.
+fn eval_loss(learner: &Learner, tok: &Tokenizer, texts: &Texts, objective: Objective) -> Result<Option<f64>> {
+    if texts.eval.is_empty() {
         return Ok(None);
     }
-    let held_out = batch(texts, stage, 0..EVAL_ROWS, Split::Test, tok);
-    Ok(Some(learner.eval_loss(&held_out, objective)?))
+    let held_out = &texts.eval[..texts.eval.len().min(EVAL_ROWS)];
+    let batch = TrainBatch::from_examples(held_out, i64::from(tok.pad_id));
+    Ok(Some(learner.eval_loss(&batch, objective)?))
 }
 
 /// Run the stage; returns the directory of the final model.
@@ -346,8 +324,10 @@ pub fn run(
     let model_dir = out.join(&stage.name);
     let done_marker = model_dir.join("trainer_state.json");
     let kind = stage.kind.map_or("lm", |k| k.as_str());
-    let tok = tokenizer(stage, init)?;
-    let (texts, rows) = texts(stage, &tok)?;
+    let tok = super::tokenizer(init)?;
+    let texts = texts(stage, &tok)?;
+    super::save_data_record(out, stage, &texts.record)?;
+    let rows = texts.rows();
     let t = &stage.train;
     let per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps;
     let total = t
@@ -380,7 +360,7 @@ pub fn run(
         per_step
     );
     if state.step == 0 {
-        if let Some(loss) = eval_loss(&learner, &tok, &texts, stage, objective)? {
+        if let Some(loss) = eval_loss(&learner, &tok, &texts, objective)? {
             metrics.write(
                 &json!({"stage": kind, "step": 0, "eval_loss": loss, "lr": 0.0, "tokens": 0, "elapsed_s": 0.0}),
             )?;
@@ -394,7 +374,7 @@ pub fn run(
         let micro: Vec<TrainBatch> = (0..t.gradient_accumulation_steps)
             .map(|_| {
                 let rows = sampler.take(t.per_device_train_batch_size as usize);
-                batch(&texts, stage, rows.into_iter(), Split::Train, &tok)
+                batch(&texts, stage, &rows, &tok)
             })
             .collect();
         let m = learner.train_step(&micro, objective)?;
@@ -425,7 +405,7 @@ pub fn run(
     }
     bar.finish_and_clear();
 
-    let loss = eval_loss(&learner, &tok, &texts, stage, objective)?;
+    let loss = eval_loss(&learner, &tok, &texts, objective)?;
     if let Some(loss) = loss {
         metrics.write(&json!({"stage": kind, "step": state.step, "eval_loss": loss, "lr": 0.0, "tokens": state.tokens, "elapsed_s": state.elapsed_s}))?;
     }

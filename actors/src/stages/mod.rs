@@ -10,9 +10,10 @@ pub mod rlvr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use rlvr_data::{Builtin, ChatTemplate, Tokenizer};
+use rlvr_data::arith::Split;
+use rlvr_data::{mix, Builtin, ChatTemplate, Hub, Tokenizer};
 use rlvr_learner::llama::Config;
-use rlvr_recipes::spec::{Amount, ModelConfig, StageKind};
+use rlvr_recipes::spec::{Amount, MixEntry, ModelConfig, StageKind};
 use rlvr_recipes::Recipe;
 
 use crate::metrics::MetricsLog;
@@ -37,9 +38,13 @@ pub fn run(
         );
         return Ok(model_dir);
     }
-    // A stage starts from the previous stage's model, else from the recipe's `model.name_or_path`.
-    let named = PathBuf::from(&stage.model.name_or_path);
-    let init = init.or_else(|| (!stage.model.name_or_path.is_empty()).then_some(named.as_path()));
+    // A stage starts from the previous stage's model, else from the recipe's `model.name_or_path`
+    // (a directory or a hub id).
+    let named = match init {
+        None if !stage.model.name_or_path.is_empty() => Some(resolve_model(&stage.model.name_or_path)?),
+        _ => None,
+    };
+    let init = init.or(named.as_deref());
     match stage.kind {
         Some(StageKind::Pretrain | StageKind::Sft) => lm::run(stage, out, init, resume, metrics),
         Some(StageKind::Dpo | StageKind::Rm) => preference::run(stage, out, init, resume, metrics),
@@ -50,6 +55,18 @@ pub fn run(
 
 /// Check that a stage can run in this build, before anything starts.
 pub fn check_available(stage: &Recipe) -> Result<()> {
+    let l = &stage.launch;
+    if l.gpus > 1 {
+        bail!(
+            "stage `{}` is not available yet: it asks for {} GPUs on {} node(s) (launch.gpus, \
+             launch.nodes); this build trains in one process on one device, and ZeRO-3 over \
+             several ranks arrives with the distributed work. Set launch.gpus = 1 to run it on \
+             one device.",
+            stage.name,
+            l.gpus,
+            l.nodes
+        );
+    }
     match stage.kind {
         Some(StageKind::Pretrain | StageKind::Sft) => lm::check(stage),
         Some(StageKind::Dpo | StageKind::Rm) => preference::check(stage),
@@ -62,50 +79,132 @@ fn not_a_stage(stage: &Recipe) -> anyhow::Error {
     anyhow::anyhow!("`{}` is not a stage", stage.name)
 }
 
-/// The one built-in data set of a stage's `data.mix` and its row count, checked to hold what
-/// the stage trains on (`what`; `holds` tells whether a data set does, `hint` names one that
-/// does), and the model's vocabulary to hold the built-in tokenizer's. Hub and file data sets
-/// are refused until the data work lands.
-pub(crate) fn builtin_source(
+/// The data crate's form of a recipe's mix entries.
+fn entries(mix: &[MixEntry]) -> Vec<mix::Entry> {
+    mix.iter()
+        .map(|e| mix::Entry {
+            dataset: e.dataset.clone(),
+            take: match e.amount {
+                Amount::Count(n) => mix::Take::Count(n),
+                Amount::Fraction(f) => mix::Take::Fraction(f),
+            },
+            split: e.split.clone(),
+            revision: e.revision.clone(),
+        })
+        .collect()
+}
+
+/// Check, before anything runs, that every entry of `mix` (the stage's `key`) can be found: a
+/// built-in data set holding what the stage reads (`holds`; `hint` names one that does) with
+/// a row count, a local file or directory, or a hub id. With a built-in data set, the model's
+/// vocabulary must hold the built-in tokenizer's.
+pub(crate) fn check_mix(
     stage: &Recipe,
-    what: &str,
+    key: &str,
+    mix: &[MixEntry],
     hint: &str,
     holds: impl Fn(Builtin) -> bool,
-) -> Result<(Builtin, u64)> {
-    let [entry] = stage.data.mix.as_slice() else {
-        bail!(UsageError(format!(
-            "stage `{}`: this build reads one data set per stage; mixes arrive with the data work",
-            stage.name
-        )));
+) -> Result<()> {
+    for (i, entry) in mix.iter().enumerate() {
+        let at = format!("stage `{}`: {key}[{i}] `{}`", stage.name, entry.dataset);
+        if entry.dataset.starts_with("builtin:") {
+            let source = Builtin::parse(&entry.dataset).with_context(|| at.clone())?;
+            if !holds(source) {
+                bail!(UsageError(format!(
+                    "{at} holds nothing this stage reads (try {hint})"
+                )));
+            }
+            if source.fixed_rows().is_none() && !matches!(entry.amount, Amount::Count(n) if n > 0) {
+                bail!(UsageError(format!(
+                    "{at}: a generated data set needs a positive row count"
+                )));
+            }
+            let vocab = Tokenizer::builtin_chars().vocab_size() as u64;
+            if stage.model.config.vocab_size < vocab {
+                bail!(UsageError(format!(
+                    "stage `{}`: model.config.vocab_size = {} is smaller than the built-in tokenizer's {vocab}",
+                    stage.name, stage.model.config.vocab_size
+                )));
+            }
+        } else if !Path::new(&entry.dataset).exists() && !mix::is_hub_id(&entry.dataset) {
+            bail!(UsageError(format!(
+                "{at}: no such file or directory, and not a hub data set id"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Read `mix` (the stage's `key`, `data.mix` or `data.eval_mix`): generated built-in rows
+/// through `generated`, file rows through `read` (see [`mix::load`]). The resolved mix is
+/// printed; bad rows stop the load unless `data.skip_bad_rows` is set.
+pub(crate) fn load_mix<T>(
+    stage: &Recipe,
+    key: &str,
+    mix: &[MixEntry],
+    generated: impl Fn(Builtin, u64, Split) -> std::result::Result<Option<T>, rlvr_data::DataError>,
+    read: impl Fn(&serde_json::Value, rlvr_data::At) -> std::result::Result<Option<T>, rlvr_data::DataError>,
+) -> Result<mix::Mixed<T>> {
+    let options = mix::MixOptions {
+        seed: stage.seed,
+        bad_rows: if stage.data.skip_bad_rows {
+            mix::BadRows::Skip
+        } else {
+            mix::BadRows::Fail
+        },
+        hub: Hub::from_env(),
     };
-    if !entry.dataset.starts_with("builtin:") {
-        bail!(
-            "stage `{}` is not available yet: data set `{}`: this build loads built-in {what} and, for pretraining and SFT, local .jsonl files (hub data sets arrive with the data work)",
-            stage.name,
-            entry.dataset
-        );
+    let mixed = mix::load(&entries(mix), &options, generated, read)
+        .with_context(|| format!("stage `{}`: {key}", stage.name))?;
+    for line in mixed.report.lines() {
+        eprintln!("stage {}: {key}: {line}", stage.name);
     }
-    let source = Builtin::parse(&entry.dataset)?;
-    if !holds(source) {
+    if !mix.is_empty() && mixed.rows.is_empty() {
+        let filtered: u64 = mixed.report.entries.iter().map(|e| e.filtered).sum();
         bail!(UsageError(format!(
-            "stage `{}`: `{}` holds no {what} (try {hint})",
-            stage.name, entry.dataset
-        )));
-    }
-    let vocab = Tokenizer::builtin_chars().vocab_size() as u64;
-    if stage.model.config.vocab_size < vocab {
-        bail!(UsageError(format!(
-            "stage `{}`: model.config.vocab_size = {} is smaller than the tokenizer's {vocab}",
-            stage.name, stage.model.config.vocab_size
-        )));
-    }
-    match entry.amount {
-        Amount::Count(n) if n > 0 => Ok((source, n)),
-        other => bail!(UsageError(format!(
-            "stage `{}`: data.mix[0].amount = {other:?}: a generated data set needs a positive row count",
+            "stage `{}`: {key} gives no rows ({filtered} filtered out as too long for the stage)",
             stage.name
-        ))),
+        )));
     }
+    Ok(mixed)
+}
+
+/// Record what a stage read (its resolved mixes, and what else `record` holds) beside the
+/// run's outputs: `OUT/data/STAGE.json`.
+pub(crate) fn save_data_record(out: &Path, stage: &Recipe, record: &serde_json::Value) -> Result<()> {
+    let dir = out.join("data");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{}.json", stage.name));
+    std::fs::write(&path, serde_json::to_string_pretty(record)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The tokenizer of a stage: the starting model's (`init`) when it has one, else the built-in
+/// character tokenizer of the tiny recipes.
+pub(crate) fn tokenizer(init: Option<&Path>) -> Result<Tokenizer> {
+    Ok(match init {
+        Some(dir) if dir.join("tokenizer.json").is_file() => Tokenizer::from_file(dir)?,
+        _ => Tokenizer::builtin_chars(),
+    })
+}
+
+/// A model directory from a recipe's model reference: a local directory, or a hub model id
+/// (downloaded into the hub cache, or found there).
+pub fn resolve_model(name: &str) -> Result<PathBuf> {
+    let path = Path::new(name);
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    if !mix::is_hub_id(name) {
+        bail!(UsageError(format!(
+            "model `{name}`: no such directory, and not a hub model id"
+        )));
+    }
+    let (id, revision) = match name.split_once('@') {
+        Some((id, rev)) => (id, Some(rev)),
+        None => (name, None),
+    };
+    Ok(Hub::from_env().model_dir(id, revision)?)
 }
 
 /// The chat template the stage's `data.chat_template` names (ChatML when empty), ending

@@ -23,57 +23,104 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use rlvr_core::{Encoded, PreferenceBatch};
 use rlvr_data::arith::Split;
-use rlvr_data::{Builtin, Sampler, Tokenizer};
+use rlvr_data::{preference_row, rlvr_row, At, Builtin, Sampler, Tokenizer};
 use rlvr_learner::preference::{PreferenceLoss, PreferenceLossType, PreferenceMetrics};
 use rlvr_learner::Learner;
-use rlvr_recipes::spec::{DpoLoss, MixEntry, StageKind};
+use rlvr_recipes::spec::{DpoLoss, StageKind};
 use rlvr_recipes::Recipe;
 use rlvr_verifiers::{Mode, Registry};
 use serde_json::json;
 
 use super::lm::{self, TrainerState};
-use crate::graph::data::{load_prompts, Prompt};
+use crate::graph::data::Prompt;
 use crate::metrics::MetricsLog;
 use crate::UsageError;
 
 /// Held-out pairs scored at the start and the end.
-const EVAL_PAIRS: u64 = 256;
+const EVAL_PAIRS: usize = 256;
 /// Pairs per forward pass of the reference pass.
-const REFERENCE_BATCH: u64 = 64;
-
-/// The stage's pair data set and its row count.
-fn pair_source(stage: &Recipe) -> Result<(Builtin, u64)> {
-    super::builtin_source(stage, "preference pairs", "builtin:arith-prefs", |b| {
-        b.pair(0, 0, Split::Train).is_some()
-    })
-}
+const REFERENCE_BATCH: usize = 64;
 
 /// A pair encoded as (chosen, rejected).
 pub(crate) type EncodedPair = (Encoded, Encoded);
 
-/// For `rlvr data inspect`: the tokenizer, the first `limit` pairs encoded as (chosen,
-/// rejected), and the pair count.
-pub(crate) fn inspect(stage: &Recipe, limit: u64) -> Result<(Tokenizer, Vec<EncodedPair>, u64)> {
-    let (source, rows) = pair_source(stage)?;
-    let tok = Tokenizer::builtin_chars();
-    let max_len = stage.data.max_seq_length as usize;
-    let pairs = (0..rows.min(limit))
-        .filter_map(|i| source.pair(stage.seed, i, Split::Train))
-        .map(|p| p.encode(&tok, max_len))
-        .collect();
-    Ok((tok, pairs, rows))
+/// A held-out row: a pair, or (DPO) an RL prompt whose greedy answer is checked.
+enum HeldOut {
+    Pair(EncodedPair),
+    Prompt(Prompt),
 }
 
-/// The RL prompts of `data.eval_mix` and the new-token budget of their answers, when given.
-fn answer_eval(stage: &Recipe) -> Result<Option<(MixEntry, usize)>> {
-    let entry = match stage.data.eval_mix.as_slice() {
-        [] => return Ok(None),
-        [entry] if entry.dataset.starts_with("builtin:") => entry.clone(),
-        _ => bail!(UsageError(format!(
-            "stage `{}`: data.eval_mix must name one built-in RL prompt set in this build",
-            stage.name
-        ))),
+/// A stage's data: training pairs, held-out pairs and answer prompts (from `data.eval_mix`,
+/// each entry holding either), and what was read.
+pub(crate) struct Pairs {
+    pub train: Vec<EncodedPair>,
+    eval: Vec<EncodedPair>,
+    prompts: Vec<Prompt>,
+    record: serde_json::Value,
+}
+
+/// Load the stage's pairs and held-out rows, encoded with `tok`. Pairs whose prompt leaves an
+/// answer no token within `data.max_seq_length` are filtered out.
+fn pairs(stage: &Recipe, tok: &Tokenizer) -> Result<Pairs> {
+    let template = super::chat_template(stage, tok)?;
+    let max_len = stage.data.max_seq_length as usize;
+    let pair = |b: Builtin, i, split| Ok(b.pair(stage.seed, i, split).map(|p| p.encode(tok, max_len)));
+    let read = |row: &serde_json::Value, at: At<'_>| preference_row(row, at, &template, tok, max_len);
+    let train = super::load_mix(stage, "data.mix", &stage.data.mix, pair, read)?;
+    // The built-in RL prompts are GSM8K-style: `#### N` answers.
+    let mut verifiers = Registry::new(Mode::Default);
+    verifiers.alias(Builtin::ArithRlvr.name(), "gsm8k");
+    let held_out = |b: Builtin, i, split| match (b.pair(stage.seed, i, split), b.prompt(stage.seed, i, split))
+    {
+        (Some(p), _) => Ok(Some(HeldOut::Pair(p.encode(tok, max_len)))),
+        (None, Some(row)) => {
+            let at = At {
+                path: b.name(),
+                row: i as usize + 1,
+            };
+            Prompt::new(&row, at, tok, &verifiers).map(|p| Some(HeldOut::Prompt(p)))
+        }
+        (None, None) => Ok(None),
     };
+    let read_held_out = |row: &serde_json::Value, at: At<'_>| {
+        if row.get("chosen").is_some() {
+            return Ok(preference_row(row, at, &template, tok, max_len)?.map(HeldOut::Pair));
+        }
+        let p = rlvr_row(row, at, &template)?;
+        Prompt::new(&p, at, tok, &verifiers).map(|p| Some(HeldOut::Prompt(p)))
+    };
+    let eval = super::load_mix(
+        stage,
+        "data.eval_mix",
+        &stage.data.eval_mix,
+        held_out,
+        read_held_out,
+    )?;
+    let (mut eval_pairs, mut prompts) = (Vec::new(), Vec::new());
+    for row in eval.rows {
+        match row {
+            HeldOut::Pair(p) if eval_pairs.len() < EVAL_PAIRS => eval_pairs.push(p),
+            HeldOut::Pair(_) => {}
+            HeldOut::Prompt(p) => prompts.push(p),
+        }
+    }
+    Ok(Pairs {
+        train: train.rows,
+        eval: eval_pairs,
+        prompts,
+        record: json!({"data.mix": train.report, "data.eval_mix": eval.report}),
+    })
+}
+
+/// For `rlvr data inspect`: the stage's tokenizer and pairs.
+pub(crate) fn inspect(stage: &Recipe, init: Option<&Path>) -> Result<(Tokenizer, Pairs)> {
+    let tok = super::tokenizer(init)?;
+    let pairs = pairs(stage, &tok)?;
+    Ok((tok, pairs))
+}
+
+/// The new-token budget of held-out answers: `max_seq_length − max_prompt_length`.
+fn answer_budget(stage: &Recipe) -> Result<usize> {
     let budget = stage
         .data
         .max_prompt_length
@@ -81,11 +128,11 @@ fn answer_eval(stage: &Recipe) -> Result<Option<(MixEntry, usize)>> {
         .filter(|b| *b > 0);
     let Some(budget) = budget else {
         bail!(UsageError(format!(
-            "stage `{}`: data.eval_mix needs data.max_prompt_length below data.max_seq_length (the answers get the difference)",
+            "stage `{}`: RL prompts in data.eval_mix need data.max_prompt_length below data.max_seq_length (the answers get the difference)",
             stage.name
         )));
     };
-    Ok(Some((entry, budget as usize)))
+    Ok(budget as usize)
 }
 
 /// What a preference stage trains.
@@ -151,7 +198,12 @@ fn loss_of(stage: &Recipe) -> PreferenceLoss {
 
 /// Check the stage can run here: its data sets and tokenizer.
 pub fn check(stage: &Recipe) -> Result<()> {
-    pair_source(stage)?;
+    let hint = "builtin:arith-prefs, or a data file of `chosen`/`rejected` conversations";
+    super::check_mix(stage, "data.mix", &stage.data.mix, hint, |b| {
+        b.pair(0, 0, Split::Train).is_some()
+    })?;
+    let holds = |b: Builtin| b.pair(0, 0, Split::Train).is_some() || super::rlvr::holds_prompts(b);
+    super::check_mix(stage, "data.eval_mix", &stage.data.eval_mix, hint, holds)?;
     let beta = loss_of(stage).beta;
     if stage.kind == Some(StageKind::Rm) {
         if stage.dpo.is_some() {
@@ -165,53 +217,33 @@ pub fn check(stage: &Recipe) -> Result<()> {
             "stage `{}`: dpo.beta = {beta}: must be a positive number",
             stage.name
         )));
-    } else {
-        answer_eval(stage)?;
+    } else if stage
+        .data
+        .eval_mix
+        .iter()
+        .any(|e| Builtin::parse(&e.dataset).is_ok_and(super::rlvr::holds_prompts))
+    {
+        answer_budget(stage)?;
     }
     Ok(())
 }
 
-/// Pairs `rows` of `split`, encoded, with no reference log-probabilities.
-fn encode(source: Builtin, stage: &Recipe, rows: &[u64], split: Split, tok: &Tokenizer) -> PreferenceBatch {
-    let max_len = stage.data.max_seq_length as usize;
-    let pairs: Vec<_> = rows
-        .iter()
-        .filter_map(|&i| source.pair(stage.seed, i, split))
-        .map(|p| p.encode(tok, max_len))
-        .collect();
-    PreferenceBatch::from_pairs(&pairs, i64::from(tok.pad_id))
-}
-
-/// The reference log-probabilities of pairs `0..rows` of `split`: `(chosen, rejected)` by row.
-fn reference_pass(
-    learner: &Learner,
-    source: Builtin,
-    stage: &Recipe,
-    rows: u64,
-    split: Split,
-    tok: &Tokenizer,
-) -> Result<Vec<(f64, f64)>> {
-    let mut out = Vec::with_capacity(rows as usize);
-    for start in (0..rows).step_by(REFERENCE_BATCH as usize) {
-        let ids: Vec<u64> = (start..(start + REFERENCE_BATCH).min(rows)).collect();
-        let b = encode(source, stage, &ids, split, tok);
+/// The reference log-probabilities of `pairs`: `(chosen, rejected)` by pair.
+fn reference_pass(learner: &Learner, pairs: &[EncodedPair], tok: &Tokenizer) -> Result<Vec<(f64, f64)>> {
+    let mut out = Vec::with_capacity(pairs.len());
+    for chunk in pairs.chunks(REFERENCE_BATCH) {
+        let b = PreferenceBatch::from_pairs(chunk, i64::from(tok.pad_id));
         let logps = learner.sequence_logps(&b.batch)?;
-        let (chosen, rejected) = logps.split_at(ids.len());
+        let (chosen, rejected) = logps.split_at(chunk.len());
         out.extend(chosen.iter().copied().zip(rejected.iter().copied()));
     }
     Ok(out)
 }
 
-/// Pairs `rows` with their cached reference log-probabilities.
-fn batch(
-    source: Builtin,
-    stage: &Recipe,
-    rows: &[u64],
-    split: Split,
-    tok: &Tokenizer,
-    reference: &[(f64, f64)],
-) -> PreferenceBatch {
-    let mut b = encode(source, stage, rows, split, tok);
+/// Pairs `rows` of `pairs` with their cached reference log-probabilities.
+fn batch(pairs: &[EncodedPair], rows: &[u64], tok: &Tokenizer, reference: &[(f64, f64)]) -> PreferenceBatch {
+    let picked: Vec<EncodedPair> = rows.iter().map(|&r| pairs[r as usize].clone()).collect();
+    let mut b = PreferenceBatch::from_pairs(&picked, i64::from(tok.pad_id));
     b.reference_chosen = rows.iter().map(|&r| reference[r as usize].0).collect();
     b.reference_rejected = rows.iter().map(|&r| reference[r as usize].1).collect();
     b
@@ -220,9 +252,10 @@ fn batch(
 /// Held-out pair metrics and, when asked for, greedy answer accuracy (of the weights saved to
 /// `scratch` for the engine).
 struct Evaluation<'a> {
-    pairs: PreferenceBatch,
+    pairs: Option<PreferenceBatch>,
     prompts: Option<(Vec<Prompt>, usize)>,
     stage: &'a Recipe,
+    tok: &'a Tokenizer,
     scratch: PathBuf,
 }
 
@@ -233,19 +266,23 @@ impl Evaluation<'_> {
         objective: Objective,
         state: &TrainerState,
     ) -> Result<serde_json::Value> {
-        let m = objective.eval(learner, &self.pairs)?;
         let mut record = json!({
-            "stage": objective.name(), "step": state.step, "eval_loss": m.loss, "eval_pair_accuracy": m.accuracy,
-            "eval_reward_margin": m.chosen_reward - m.rejected_reward, "tokens": state.tokens,
-            "elapsed_s": state.elapsed_s,
+            "stage": objective.name(), "step": state.step, "tokens": state.tokens, "elapsed_s": state.elapsed_s,
         });
-        let mut line = format!(
-            "{} step {:>5}  held-out pairs: loss {:.4}, ranked right {:.3}",
-            self.stage.name, state.step, m.loss, m.accuracy
-        );
+        let mut line = format!("{} step {:>5}  held out:", self.stage.name, state.step);
+        if let Some(pairs) = &self.pairs {
+            let m = objective.eval(learner, pairs)?;
+            record["eval_loss"] = json!(m.loss);
+            record["eval_pair_accuracy"] = json!(m.accuracy);
+            record["eval_reward_margin"] = json!(m.chosen_reward - m.rejected_reward);
+            line.push_str(&format!(
+                " pairs: loss {:.4}, ranked right {:.3}",
+                m.loss, m.accuracy
+            ));
+        }
         if let Some((prompts, budget)) = &self.prompts {
             learner.save_model(&self.scratch)?;
-            Tokenizer::builtin_chars().save(&self.scratch)?;
+            self.tok.save(&self.scratch)?;
             let acc = super::eval::greedy_accuracy(&self.scratch, prompts, *budget)?;
             record["eval_accuracy"] = json!(acc);
             line.push_str(&format!(
@@ -269,10 +306,12 @@ pub fn run(
     check(stage)?;
     let model_dir = out.join(&stage.name);
     let done_marker = model_dir.join("trainer_state.json");
-    let (source, rows) = pair_source(stage)?;
     let objective = Objective::of(stage);
     let kind = objective.name();
-    let tok = Tokenizer::builtin_chars();
+    let tok = super::tokenizer(init)?;
+    let data = pairs(stage, &tok)?;
+    super::save_data_record(out, stage, &data.record)?;
+    let rows = data.train.len() as u64;
     let t = &stage.train;
     let per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps;
     let total = t
@@ -287,52 +326,34 @@ pub fn run(
     // The reference pass, from the starting weights (also on resume, before the checkpoint loads).
     let started = Instant::now();
     let (train_ref, eval_ref) = if objective.reference().is_some() {
-        (
-            reference_pass(&learner, source, stage, rows, Split::Train, &tok)?,
-            reference_pass(&learner, source, stage, EVAL_PAIRS, Split::Test, &tok)?,
-        )
-    } else {
-        (
-            vec![(0.0, 0.0); rows as usize],
-            vec![(0.0, 0.0); EVAL_PAIRS as usize],
-        )
-    };
-    if objective.reference().is_some() {
+        let refs = (
+            reference_pass(&learner, &data.train, &tok)?,
+            reference_pass(&learner, &data.eval, &tok)?,
+        );
         eprintln!(
             "stage {}: reference log-probabilities of {} pairs in {:.1}s",
             stage.name,
-            rows + EVAL_PAIRS,
+            data.train.len() + data.eval.len(),
             started.elapsed().as_secs_f64()
         );
-    }
-    let eval_rows: Vec<u64> = (0..EVAL_PAIRS).collect();
-    let answers = match objective {
-        Objective::Dpo(_) => answer_eval(stage)?,
-        Objective::RewardModel => None,
+        refs
+    } else {
+        (
+            vec![(0.0, 0.0); data.train.len()],
+            vec![(0.0, 0.0); data.eval.len()],
+        )
     };
-    let prompts = match answers {
-        Some((entry, budget)) => {
-            // The built-in RL prompts are GSM8K-style: `#### N` answers.
-            let mut registry = Registry::new(Mode::Default);
-            registry.alias(&entry.dataset, "gsm8k");
-            let split = if entry.split == "test" {
-                Split::Test
-            } else {
-                Split::Train
-            };
-            let template = super::chat_template(stage, &tok)?;
-            Some((
-                load_prompts(&entry, split, stage.seed, &tok, &template, &registry)?,
-                budget,
-            ))
-        }
-        None => None,
+    let eval_rows: Vec<u64> = (0..data.eval.len() as u64).collect();
+    let prompts = match objective {
+        Objective::Dpo(_) if !data.prompts.is_empty() => Some((data.prompts.clone(), answer_budget(stage)?)),
+        _ => None,
     };
     let ckpt_dir = lm::checkpoint_dir(out, stage);
     let evaluation = Evaluation {
-        pairs: batch(source, stage, &eval_rows, Split::Test, &tok, &eval_ref),
+        pairs: (!eval_rows.is_empty()).then(|| batch(&data.eval, &eval_rows, &tok, &eval_ref)),
         prompts,
         stage,
+        tok: &tok,
         scratch: ckpt_dir.join("eval-model"),
     };
 
@@ -369,7 +390,7 @@ pub fn run(
         let micro: Vec<PreferenceBatch> = (0..t.gradient_accumulation_steps)
             .map(|_| {
                 let rows = sampler.take(t.per_device_train_batch_size as usize);
-                batch(source, stage, &rows, Split::Train, &tok, &train_ref)
+                batch(&data.train, &rows, &tok, &train_ref)
             })
             .collect();
         let m: PreferenceMetrics = objective.step(&mut learner, &micro)?;

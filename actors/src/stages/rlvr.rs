@@ -11,7 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ractor::Actor;
 use rlvr_core::SamplingParams;
 use rlvr_data::arith::Split;
-use rlvr_data::Tokenizer;
+use rlvr_data::mix::MixReport;
+use rlvr_data::{rlvr_row, At, Builtin, Tokenizer};
 use rlvr_learner::policy::{Aggregation, KlEstimator, PolicyLoss};
 use rlvr_recipes::spec::{LossAggregation, MixEntry, RlAlgorithm, RlvrSpec};
 use rlvr_recipes::Recipe;
@@ -20,7 +21,7 @@ use rlvr_verifiers::{Mode, Registry};
 use serde_json::json;
 
 use crate::graph::controller::{Controller, ControllerArgs, LoopSettings, Ppo, Progress};
-use crate::graph::data::{load_prompts, Prompt};
+use crate::graph::data::Prompt;
 use crate::graph::learner::LearnSettings;
 use crate::metrics::MetricsLog;
 use crate::UsageError;
@@ -32,20 +33,47 @@ fn spec(stage: &Recipe) -> Result<&RlvrSpec> {
         .with_context(|| format!("stage `{}` has no [rlvr] table", stage.name))
 }
 
-/// The single data set of a stage's mix, checked to be built in or a local JSON-lines file.
-fn single(stage: &Recipe, mix: &[MixEntry], key: &str) -> Result<MixEntry> {
-    match mix {
-        [entry] if entry.dataset.starts_with("builtin:") || entry.dataset.ends_with(".jsonl") => Ok(entry.clone()),
-        [entry] => bail!(
-            "stage `{}` is not available yet: {key} data set `{}`: this build loads the built-in data sets and local `.jsonl` files in the Tülu 3 RLVR format (hub data sets arrive with the data work)",
-            stage.name,
-            entry.dataset
-        ),
-        _ => bail!(UsageError(format!(
-            "stage `{}`: {key} must name exactly one data set in this build",
-            stage.name
-        ))),
+/// The RL prompts of `mix` (the stage's `key`): rendered with the stage's chat template,
+/// routed to `verifiers`, their labels parsed; prompts longer than `limit` tokens are filtered
+/// out (and counted). Returns them, numbered in mix order, and the resolved mix.
+pub(crate) fn load_prompts(
+    stage: &Recipe,
+    key: &str,
+    mix: &[MixEntry],
+    tok: &Tokenizer,
+    verifiers: &Registry,
+    limit: Option<usize>,
+) -> Result<(Vec<Prompt>, MixReport)> {
+    let template = super::chat_template(stage, tok)?;
+    let fits = |p: Prompt| limit.is_none_or(|l| p.prompt_ids.len() <= l).then_some(p);
+    let generated = |b: Builtin, i: u64, split| match b.prompt(stage.seed, i, split) {
+        Some(row) => Prompt::new(
+            &row,
+            At {
+                path: b.name(),
+                row: i as usize + 1,
+            },
+            tok,
+            verifiers,
+        )
+        .map(fits),
+        None => Ok(None),
+    };
+    let read = |row: &serde_json::Value, at: At<'_>| {
+        let p = rlvr_row(row, at, &template)?;
+        Prompt::new(&p, at, tok, verifiers).map(fits)
+    };
+    let mixed = super::load_mix(stage, key, mix, generated, read)?;
+    let mut prompts = mixed.rows;
+    for (i, p) in prompts.iter_mut().enumerate() {
+        p.row = i as u64;
     }
+    Ok((prompts, mixed.report))
+}
+
+/// Whether a built-in data set holds RL prompts.
+pub(crate) fn holds_prompts(b: Builtin) -> bool {
+    b.prompt(0, 0, Split::Train).is_some() || b.fixed_rows().is_some()
 }
 
 /// Check the stage can run here.
@@ -57,14 +85,14 @@ pub fn check(stage: &Recipe) -> Result<()> {
             stage.name, rl.kl_estimator
         )));
     }
-    single(stage, &stage.data.mix, "data.mix")?;
-    single(stage, &stage.data.eval_mix, "data.eval_mix")?;
-    let rm = &rl.reward_model_path;
-    if rl.algorithm == RlAlgorithm::Ppo && !rm.is_empty() && !Path::new(rm).is_dir() {
-        bail!(
-            "stage `{}` is not available yet: rlvr.reward_model_path = {rm:?} is not a local directory (hub downloads arrive with the data work)",
+    let hint = "builtin:arith-rlvr, or a data file of RL prompts";
+    super::check_mix(stage, "data.mix", &stage.data.mix, hint, holds_prompts)?;
+    super::check_mix(stage, "data.eval_mix", &stage.data.eval_mix, hint, holds_prompts)?;
+    if stage.data.eval_mix.is_empty() {
+        bail!(UsageError(format!(
+            "stage `{}`: data.eval_mix must name the held-out prompts",
             stage.name
-        );
+        )));
     }
     Ok(())
 }
@@ -81,27 +109,14 @@ fn registry(rl: &RlvrSpec) -> Registry {
     r
 }
 
-fn split(entry: &MixEntry) -> Split {
-    if entry.split == "test" {
-        Split::Test
-    } else {
-        Split::Train
-    }
-}
-
 /// Run the stage; returns the directory of the final model.
 /// For `rlvr data inspect`: the stage's tokenizer, its training prompts' token ids and
 /// `rlvr.max_prompt_token_length`.
 pub(crate) fn inspect(stage: &Recipe, init: Option<&Path>) -> Result<(Tokenizer, Vec<Vec<u32>>, usize)> {
     check(stage)?;
     let rl = spec(stage)?;
-    let tok = match init {
-        Some(dir) if dir.join("tokenizer.json").is_file() => Tokenizer::from_file(dir)?,
-        _ => Tokenizer::builtin_chars(),
-    };
-    let entry = single(stage, &stage.data.mix, "data.mix")?;
-    let template = super::chat_template(stage, &tok)?;
-    let prompts = load_prompts(&entry, split(&entry), stage.seed, &tok, &template, &registry(rl))?;
+    let tok = super::tokenizer(init)?;
+    let (prompts, _) = load_prompts(stage, "data.mix", &stage.data.mix, &tok, &registry(rl), None)?;
     let ids = prompts.into_iter().map(|p| p.prompt_ids).collect();
     Ok((tok, ids, rl.max_prompt_token_length as usize))
 }
@@ -123,29 +138,23 @@ pub fn run(
     // The policy starts from `init` (the previous stage's or the recipe's model; see
     // `stages::run`) or from scratch.
     let init_dir = init.map(Path::to_path_buf);
-    let tok = match &init_dir {
-        Some(dir) if dir.join("tokenizer.json").is_file() => Tokenizer::from_file(dir)?,
-        _ => Tokenizer::builtin_chars(),
-    };
+    let tok = super::tokenizer(init)?;
     let verifiers = registry(rl);
-    let train_entry = single(stage, &stage.data.mix, "data.mix")?;
-    let eval_entry = single(stage, &stage.data.eval_mix, "data.eval_mix")?;
-    let limit = rl.max_prompt_token_length as usize;
-    let template = super::chat_template(stage, &tok)?;
-    let load = |entry: &MixEntry, key: &str| -> Result<Vec<Prompt>> {
-        let all = load_prompts(entry, split(entry), stage.seed, &tok, &template, &verifiers)?;
-        let total = all.len();
-        let kept: Vec<Prompt> = all.into_iter().filter(|p| p.prompt_ids.len() <= limit).collect();
-        if kept.is_empty() {
-            bail!(UsageError(format!(
-                "stage `{}`: all {total} prompts of {key} `{}` are longer than rlvr.max_prompt_token_length = {limit} tokens",
-                stage.name, entry.dataset
-            )));
-        }
-        Ok(kept)
-    };
-    let prompts = load(&train_entry, "data.mix")?;
-    let eval_prompts = load(&eval_entry, "data.eval_mix")?;
+    let limit = Some(rl.max_prompt_token_length as usize);
+    let (prompts, train_mix) = load_prompts(stage, "data.mix", &stage.data.mix, &tok, &verifiers, limit)?;
+    let (eval_prompts, eval_mix) = load_prompts(
+        stage,
+        "data.eval_mix",
+        &stage.data.eval_mix,
+        &tok,
+        &verifiers,
+        limit,
+    )?;
+    super::save_data_record(
+        out,
+        stage,
+        &json!({"data.mix": train_mix, "data.eval_mix": eval_mix}),
+    )?;
 
     let n = rl.num_samples_per_prompt.max(1) as usize;
     let learners: u64 = rl.actor_num_gpus_per_node.iter().sum::<u64>().max(1);
@@ -175,7 +184,7 @@ pub fn run(
         learner.attach_critic()?;
     } else if is_ppo {
         // Tülu 3: the value model starts as the reward model.
-        learner.attach_critic_from(Path::new(&rl.reward_model_path))?;
+        learner.attach_critic_from(&super::resolve_model(&rl.reward_model_path)?)?;
     }
     // Resume: the policy, its optimiser state and the loop's position from the newest
     // checkpoint; the engines start from its weights; the reference stays the stage's start.

@@ -6,15 +6,7 @@
 
 use tch::{Kind, Tensor};
 
-use super::{apply_rope, Attention, Block, Llama};
-
-/// Rotary tables for per-row positions `[B, T]`: `(cos, sin)`, each `[B, 1, T, head_dim]` in
-/// `kind`.
-fn rope_at(inv_freq: &Tensor, positions: &Tensor, kind: Kind) -> (Tensor, Tensor) {
-    let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv_freq.view([1, 1, -1]);
-    let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
-    (emb.cos().to_kind(kind), emb.sin().to_kind(kind))
-}
+use super::{apply_rope, rope_at, Attention, Block, Llama};
 
 /// What every layer needs: rotary tables, masks and the group of each response row.
 struct Layout {
