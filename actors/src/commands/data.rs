@@ -133,12 +133,13 @@ fn inspect(stage: &Recipe, examples: usize) {
         Some(StageKind::Dpo | StageKind::Rm) => {
             stages::preference::inspect(stage, init).map(|(tok, pairs)| {
                 println!("  pairs: {}", pairs.train.len());
-                let lengths: Vec<usize> = pairs
-                    .train
-                    .iter()
-                    .flat_map(|(c, r)| [c.0.len(), r.0.len()])
-                    .collect();
-                println!("  tokens per side: {}", percentiles(lengths));
+                let prompt = |e: &Encoded| e.1.iter().take_while(|&&l| l == IGNORE).count();
+                let prompts: Vec<usize> = pairs.train.iter().map(|(c, _)| prompt(c)).collect();
+                let chosen: Vec<usize> = pairs.train.iter().map(|(c, _)| learned(c)).collect();
+                let rejected: Vec<usize> = pairs.train.iter().map(|(_, r)| learned(r)).collect();
+                println!("  prompt tokens: {}", percentiles(prompts));
+                println!("  chosen answer tokens: {}", percentiles(chosen));
+                println!("  rejected answer tokens: {}", percentiles(rejected));
                 for (i, (chosen, rejected)) in pairs.train.iter().take(examples).enumerate() {
                     println!("  pair {} chosen ({} answer tokens):", i + 1, learned(chosen));
                     show(&tok, &ids(chosen));
