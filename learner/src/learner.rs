@@ -16,8 +16,10 @@ use crate::optim::{AdamW, AdamWConfig};
 use crate::policy::{self, PolicyLoss, PolicyMetrics, Sums, Tokens};
 use crate::schedule::Schedule;
 use crate::value::Critic;
+use crate::zero::Zero3;
 
 mod pairs;
+mod sharded;
 
 /// How a sequence loss is reduced over its tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +75,18 @@ impl LearnerConfig {
     }
 }
 
+/// The mean of `loss` and the sum of `tokens` over `group`'s ranks (the values themselves
+/// without one).
+fn mean_over(group: Option<&ProcessGroup>, device: Device, loss: f64, tokens: f64) -> Result<(f64, f64)> {
+    let Some(group) = group else {
+        return Ok((loss, tokens));
+    };
+    let mut both = Tensor::from_slice(&[loss, tokens]).to_device(device);
+    group.all_reduce(&mut both, ReduceOp::Sum)?;
+    let both = Vec::<f64>::try_from(both.to_device(Device::Cpu)).unwrap_or_default();
+    Ok((both[0] / group.world_size() as f64, both[1]))
+}
+
 /// A model being trained.
 pub struct Learner {
     vs: VarStore,
@@ -88,6 +102,8 @@ pub struct Learner {
     gradient_checkpointing: bool,
     /// Data parallelism: gradients are averaged over this group's ranks before each update.
     group: Option<ProcessGroup>,
+    /// ZeRO-3: parameters, gradients and optimiser state sharded over a group's ranks.
+    zero: Option<std::cell::RefCell<Zero3>>,
 }
 
 impl Learner {
@@ -113,6 +129,7 @@ impl Learner {
             critic: None,
             gradient_checkpointing: false,
             group: None,
+            zero: None,
         }
     }
 
@@ -120,9 +137,13 @@ impl Learner {
     /// activations) become bf16, and the optimiser keeps an f32 copy of each with f32 moments.
     /// Call before the first step.
     pub fn set_bf16(&mut self) -> Result<()> {
-        if self.opt.steps_taken() > 0 || self.critic.is_some() || self.reference.is_some() {
+        if self.opt.steps_taken() > 0
+            || self.critic.is_some()
+            || self.reference.is_some()
+            || self.zero.is_some()
+        {
             return Err(LearnerError::Order(
-                "switch to bf16 before the first step and before attaching a reference or value model",
+                "switch to bf16 before the first step, before ZeRO-3, and before attaching a reference or value model",
             ));
         }
         self.vs.bfloat16();
@@ -159,11 +180,17 @@ impl Learner {
 
     /// Optimiser steps taken.
     pub fn steps_taken(&self) -> u64 {
-        self.opt.steps_taken()
+        match &self.zero {
+            Some(z) => z.borrow().steps_taken(),
+            None => self.opt.steps_taken(),
+        }
     }
 
     /// Parameters of the model.
     pub fn num_params(&self) -> i64 {
+        if let Some(z) = &self.zero {
+            return z.borrow().num_params();
+        }
         self.vs
             .trainable_variables()
             .iter()
@@ -221,6 +248,9 @@ impl Learner {
     /// One optimiser step over `micro_batches` (gradient accumulation): forward, backward,
     /// clip, AdamW update at the scheduled rate.
     pub fn train_step(&mut self, micro_batches: &[TrainBatch], objective: Objective) -> Result<StepMetrics> {
+        if self.zero.is_some() {
+            return self.sharded_train_step(micro_batches, objective);
+        }
         let n = micro_batches.len().max(1) as f64;
         self.opt.zero_grad();
         let mut loss_sum = 0.0;
@@ -262,8 +292,10 @@ impl Learner {
     /// averaged over the ranks before each update, so all ranks stay equal. LM steps also
     /// report the mean loss and the total tokens of all ranks; other steps report their own.
     /// Ranks must start from the same weights.
-    pub fn set_data_parallel(&mut self, group: ProcessGroup) {
+    pub fn set_data_parallel(&mut self, group: ProcessGroup) -> Result<()> {
+        self.unsharded("data parallelism and ZeRO-3 do not combine: ZeRO-3 already averages over its ranks")?;
         self.group = Some(group);
+        Ok(())
     }
 
     /// Average gradients over the data-parallel ranks, when there are any.
@@ -280,17 +312,12 @@ impl Learner {
     /// The mean of `loss` and the sum of `tokens` over the data-parallel ranks (the values
     /// themselves without them).
     fn across_ranks(&self, loss: f64, tokens: f64) -> Result<(f64, f64)> {
-        let Some(group) = &self.group else {
-            return Ok((loss, tokens));
-        };
-        let mut both = Tensor::from_slice(&[loss, tokens]).to_device(self.config.device);
-        group.all_reduce(&mut both, ReduceOp::Sum)?;
-        let both = Vec::<f64>::try_from(both.to_device(Device::Cpu)).unwrap_or_default();
-        Ok((both[0] / group.world_size() as f64, both[1]))
+        mean_over(self.group.as_ref(), self.config.device, loss, tokens)
     }
 
     /// Freeze a copy of the current weights as the reference policy of RL's KL penalty.
     pub fn freeze_reference(&mut self) -> Result<()> {
+        self.unsharded("a reference policy is not kept under ZeRO-3 yet")?;
         let mut vs = VarStore::new(self.config.device);
         let model = Llama::new(&vs.root(), self.model.config());
         vs.copy(&self.vs).map_err(|source| LearnerError::Torch {
@@ -305,6 +332,7 @@ impl Learner {
     /// Attach a PPO value model: a copy of the policy's trunk with a zero-initialised scalar
     /// head and its own AdamW (same settings and schedule as the policy's).
     pub fn attach_critic(&mut self) -> Result<()> {
+        self.unsharded("a value model is not kept under ZeRO-3 yet")?;
         self.critic = Some(Critic::from_policy(
             &self.vs,
             self.model.config(),
@@ -316,6 +344,7 @@ impl Learner {
     /// Attach a PPO value model loaded from a reward model's directory
     /// (`LlamaForSequenceClassification` with one label: `model.*` and `score.weight`).
     pub fn attach_critic_from(&mut self, reward_model: &Path) -> Result<()> {
+        self.unsharded("a value model is not kept under ZeRO-3 yet")?;
         self.critic = Some(Critic::from_reward_model(
             reward_model,
             self.config.device,
@@ -328,6 +357,7 @@ impl Learner {
     /// `temperature` (zeros without a reference) and the value model's estimates (zeros without
     /// one). What PPO needs to build per-token rewards and advantages.
     pub fn score(&self, batch: &PolicyBatch, temperature: f64) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.unsharded("scoring does not run under ZeRO-3 yet")?;
         self.check_policy_batch(batch)?;
         let tokens = Tokens::new(batch, self.config.device);
         let to_vec = |t: Tensor| -> Result<Vec<f32>> {
@@ -396,6 +426,7 @@ impl Learner {
     /// β·KL to the reference, when one is frozen and β > 0) averaged over every response token
     /// of the step, then clip and AdamW as in [`Learner::train_step`].
     pub fn policy_step(&mut self, micro_batches: &[PolicyBatch], loss: &PolicyLoss) -> Result<PolicyMetrics> {
+        self.unsharded("policy steps do not run under ZeRO-3 yet")?;
         let tokens: usize = micro_batches.iter().map(PolicyBatch::response_tokens).sum();
         if tokens == 0 {
             return Err(LearnerError::Batch("a policy step needs response tokens".into()));
@@ -491,22 +522,36 @@ impl Learner {
 
     /// Mean loss of `batch` without updating anything.
     pub fn eval_loss(&self, batch: &TrainBatch, objective: Objective) -> Result<f64> {
+        if self.zero.is_some() {
+            return self.sharded_eval_loss(batch, objective);
+        }
         tch::no_grad(|| self.loss(batch, objective).map(|l| l.double_value(&[])))
     }
 
     /// Every parameter as a [`WeightChunk`] tagged with `version`, in name order: what the
     /// rollout engines load after a step.
     pub fn export_weights(&self, version: u64) -> Result<Vec<WeightChunk>> {
+        if self.zero.is_some() {
+            return self.sharded_export(version);
+        }
         checkpoint::export_chunks(&self.vs, version)
     }
 
-    /// Save the model in Hugging Face format.
+    /// Save the model in Hugging Face format. Under ZeRO-3 a collective (every rank calls it)
+    /// and rank 0 writes.
     pub fn save_model(&self, dir: &Path) -> Result<()> {
-        checkpoint::save_model(&self.vs, self.model.config(), dir)
+        let writer = self.zero.as_ref().is_none_or(|z| z.borrow().group().rank() == 0);
+        self.with_whole_model(|l| match writer {
+            true => checkpoint::save_model(&l.vs, l.model.config(), dir),
+            false => Ok(()),
+        })
     }
 
     /// Save model and optimiser state (`optimizer.safetensors`) for exact resume.
     pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
+        if self.zero.is_some() {
+            return self.sharded_save_checkpoint(dir);
+        }
         self.save_model(dir)?;
         checkpoint::write_tensors(&self.opt.state(), &dir.join("optimizer.safetensors"))?;
         if let Some(c) = &self.critic {
@@ -520,6 +565,9 @@ impl Learner {
     /// Restore model and optimiser state written by [`Learner::save_checkpoint`] after `steps`
     /// optimiser steps.
     pub fn load_checkpoint(&mut self, dir: &Path, steps: u64) -> Result<()> {
+        if self.zero.is_some() {
+            return self.sharded_load_checkpoint(dir, steps);
+        }
         checkpoint::load_dir(&self.vs, dir)?;
         let path = dir.join("optimizer.safetensors");
         let state = checkpoint::read_tensors(&path)?;

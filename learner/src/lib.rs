@@ -24,6 +24,7 @@ pub mod preference;
 pub mod runtime;
 pub mod schedule;
 mod value;
+mod zero;
 
 pub use error::{LearnerError, Result};
 pub use learner::{Learner, LearnerConfig, Objective, Reduction};

@@ -4,14 +4,17 @@
 //! Shape follows candle's `models/llama.rs`: a [`Config`] (in `config.rs`) read from
 //! `config.json`, RMSNorm, rotary embeddings (with Llama 3.1's `llama3` frequency scaling),
 //! grouped-query attention through `scaled_dot_product_attention`, and a SwiGLU MLP. [`Llama::hidden_shared`] (in
-//! `prefix.rs`) runs RL batches whose responses share prompts.
+//! `prefix.rs`) runs RL batches whose responses share prompts; [`Llama::backward_by_unit`] (in
+//! `units.rs`) runs one parameter unit at a time for ZeRO-3.
 
 mod config;
 mod prefix;
+mod units;
 
 pub use config::{Config, RopeScaling};
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
+pub use units::Units;
 
 /// A linear map without bias, weight `[out, in]` as in HF.
 #[derive(Debug)]

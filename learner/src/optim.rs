@@ -22,11 +22,31 @@ pub struct AdamWConfig {
 
 /// The kind the optimiser works in for a parameter of `kind`: f32 for the 16-bit kinds, the
 /// parameter's own otherwise.
-fn wide(kind: Kind) -> Kind {
+pub(crate) fn wide(kind: Kind) -> Kind {
     match kind {
         Kind::BFloat16 | Kind::Half => Kind::Float,
         other => other,
     }
+}
+
+/// The AdamW update of weights `w` (in the optimiser's kind) with gradient `g` and moments `m`,
+/// `v`, in place, at step `step` (1-based) and rate `lr`: `torch.optim.AdamW`'s arithmetic.
+pub(crate) fn update(
+    c: &AdamWConfig,
+    step: u64,
+    lr: f64,
+    w: &mut Tensor,
+    g: &Tensor,
+    m: &mut Tensor,
+    v: &mut Tensor,
+) {
+    let bc1 = 1.0 - c.beta1.powi(step as i32);
+    let bc2 = 1.0 - c.beta2.powi(step as i32);
+    let _ = m.g_mul_scalar_(c.beta1).g_add_(&(g * (1.0 - c.beta1)));
+    let _ = v.g_mul_scalar_(c.beta2).g_add_(&(g * g * (1.0 - c.beta2)));
+    let _ = w.g_mul_scalar_(1.0 - lr * c.weight_decay);
+    let denom = (v.sqrt() / bc2.sqrt()) + c.eps;
+    let _ = w.g_add_(&(m.g_div(&denom) * (-lr / bc1)));
 }
 
 /// AdamW over a list of parameters.
@@ -135,9 +155,6 @@ impl AdamW {
     /// One AdamW update at learning rate `lr`.
     pub fn step(&mut self, lr: f64) {
         self.step += 1;
-        let c = self.config;
-        let bc1 = 1.0 - c.beta1.powi(self.step as i32);
-        let bc2 = 1.0 - c.beta2.powi(self.step as i32);
         tch::no_grad(|| {
             for (i, (_, p)) in self.params.iter_mut().enumerate() {
                 let g = p.grad();
@@ -145,17 +162,19 @@ impl AdamW {
                     continue;
                 }
                 let g = g.to_kind(wide(g.kind()));
-                let m = &mut self.exp_avg[i];
-                let v = &mut self.exp_avg_sq[i];
-                let _ = m.g_mul_scalar_(c.beta1).g_add_(&(&g * (1.0 - c.beta1)));
-                let _ = v.g_mul_scalar_(c.beta2).g_add_(&(&g * &g * (1.0 - c.beta2)));
                 let mut w = match &self.master[i] {
                     Some(master) => master.shallow_clone(),
                     None => p.shallow_clone(),
                 };
-                let _ = w.g_mul_scalar_(1.0 - lr * c.weight_decay);
-                let denom = (v.sqrt() / bc2.sqrt()) + c.eps;
-                let _ = w.g_add_(&(m.g_div(&denom) * (-lr / bc1)));
+                update(
+                    &self.config,
+                    self.step,
+                    lr,
+                    &mut w,
+                    &g,
+                    &mut self.exp_avg[i],
+                    &mut self.exp_avg_sq[i],
+                );
                 if self.master[i].is_some() {
                     p.copy_(&w);
                 }

@@ -83,7 +83,7 @@ fn two_ranks_take_the_steps_of_one_learner_on_the_whole_batch() {
                     };
                     let group =
                         ProcessGroup::new(&rdv, Backend::Gloo, "dp", Duration::from_secs(30)).unwrap();
-                    l.set_data_parallel(group);
+                    l.set_data_parallel(group).unwrap();
                     train(&mut l, std::slice::from_ref(&half))
                 })
             })

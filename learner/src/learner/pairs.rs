@@ -15,6 +15,7 @@ impl Learner {
     /// Each sequence's summed log-probability of its labelled tokens under the current weights,
     /// without gradients: the reference pass of DPO, run once over the data before training.
     pub fn sequence_logps(&self, batch: &TrainBatch) -> Result<Vec<f64>> {
+        self.unsharded("preference passes do not run under ZeRO-3 yet")?;
         self.check_tokens(&batch.input_ids, batch.rows, batch.cols)?;
         tch::no_grad(|| {
             let (sums, _) = preference::sequence_logps(
@@ -101,6 +102,7 @@ impl Learner {
         micro_batches: &[PreferenceBatch],
         loss: &PreferenceLoss,
     ) -> Result<PreferenceMetrics> {
+        self.unsharded("preference steps do not run under ZeRO-3 yet")?;
         let n = micro_batches.len().max(1) as f64;
         self.opt.zero_grad();
         let mut sum = PreferenceMetrics::default();
@@ -171,6 +173,7 @@ impl Learner {
     /// (Bradley–Terry; gradient accumulation over `micro_batches`), at the policy's schedule.
     /// Needs [`Learner::attach_critic`] first.
     pub fn reward_step(&mut self, micro_batches: &[PreferenceBatch]) -> Result<PreferenceMetrics> {
+        self.unsharded("reward-model steps do not run under ZeRO-3 yet")?;
         let n = micro_batches.len().max(1) as f64;
         self.critic
             .as_mut()

@@ -1,0 +1,183 @@
+//! The learner under ZeRO-3 ([`crate::zero`]): language-model steps and evaluation run the
+//! model one parameter unit at a time, gathering each unit from its shards; saving and
+//! exporting gather the whole model for the moment they need it. Checkpoints hold the whole
+//! model (written by rank 0) and one optimiser-state file per rank,
+//! `optimizer-rank{R}-of-{N}.safetensors`, so a run resumes on the same world size.
+
+use std::path::{Path, PathBuf};
+
+use rlvr_core::{StepMetrics, TrainBatch, WeightChunk};
+use rlvr_dist::ProcessGroup;
+use tch::Tensor;
+
+use super::{Learner, Objective};
+use crate::checkpoint;
+use crate::error::{LearnerError, Result};
+use crate::optim::AdamW;
+use crate::zero::Zero3;
+
+impl Learner {
+    /// Train with ZeRO-3 over `group`: from here on this rank holds only its shard of the
+    /// parameters, gradients and AdamW state (every rank must start from the same weights, and
+    /// steps on its own share of the batch, as with [`Learner::set_data_parallel`]). Language
+    /// model steps only, for now; call before the first step, in f32 or after
+    /// [`Learner::set_bf16`], with no reference or value model attached.
+    pub fn set_zero3(&mut self, group: ProcessGroup) -> Result<()> {
+        if self.opt.steps_taken() > 0
+            || self.critic.is_some()
+            || self.reference.is_some()
+            || self.group.is_some()
+        {
+            return Err(LearnerError::Order(
+                "ZeRO-3 is set before the first step, without data parallelism, a reference or a value model",
+            ));
+        }
+        let vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        let zero = Zero3::new(&self.model, &vars, group, self.config.adamw)?;
+        // The whole-model optimiser state goes: the shards hold it now.
+        self.opt = AdamW::new(Vec::new(), self.config.adamw);
+        self.zero = Some(std::cell::RefCell::new(zero));
+        Ok(())
+    }
+
+    /// Refuse what ZeRO-3 does not run yet.
+    pub(super) fn unsharded(&self, what: &'static str) -> Result<()> {
+        match self.zero {
+            Some(_) => Err(LearnerError::Order(what)),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Learner::train_step`] under ZeRO-3.
+    pub(super) fn sharded_train_step(
+        &mut self,
+        micro_batches: &[TrainBatch],
+        objective: Objective,
+    ) -> Result<StepMetrics> {
+        let cell = self
+            .zero
+            .as_ref()
+            .ok_or(LearnerError::Order("no ZeRO-3 shards"))?;
+        let mut z = cell.borrow_mut();
+        let n = micro_batches.len().max(1) as f64;
+        z.zero_grad();
+        let (mut loss_sum, mut tokens) = (0.0, 0);
+        for b in micro_batches {
+            self.check_tokens(&b.input_ids, b.rows, b.cols)?;
+            let input = self.tensor(&b.input_ids, b);
+            let docs = self.documents(b);
+            let loss = self.model.backward_by_unit(
+                &input,
+                docs.as_ref(),
+                |h| self.lm_loss(h, b, objective) / n,
+                &mut *z,
+            )?;
+            loss_sum += loss.double_value(&[]) * n;
+            tokens += b.loss_tokens() as i64;
+        }
+        let (loss, tokens) =
+            super::mean_over(Some(z.group()), self.config.device, loss_sum / n, tokens as f64)?;
+        let grad_norm = z.clip_grad_norm(self.config.max_grad_norm)?;
+        let lr = self.config.schedule.lr(z.steps_taken());
+        z.step(lr);
+        Ok(StepMetrics {
+            step: z.steps_taken(),
+            loss,
+            lr,
+            grad_norm,
+            tokens: tokens as u64,
+        })
+    }
+
+    /// [`Learner::eval_loss`] under ZeRO-3 (a collective: every rank calls it).
+    pub(super) fn sharded_eval_loss(&self, batch: &TrainBatch, objective: Objective) -> Result<f64> {
+        let cell = self
+            .zero
+            .as_ref()
+            .ok_or(LearnerError::Order("no ZeRO-3 shards"))?;
+        self.check_tokens(&batch.input_ids, batch.rows, batch.cols)?;
+        let input = self.tensor(&batch.input_ids, batch);
+        let docs = self.documents(batch);
+        let loss = self.model.forward_by_unit(
+            &input,
+            docs.as_ref(),
+            |h| self.lm_loss(h, batch, objective),
+            &mut *cell.borrow_mut(),
+        )?;
+        Ok(loss.double_value(&[]))
+    }
+
+    /// Run `f` with the whole model gathered (a collective), released after.
+    pub(super) fn with_whole_model<T>(&self, f: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
+        let Some(cell) = &self.zero else {
+            return f(self);
+        };
+        cell.borrow_mut().gather_all()?;
+        let out = f(self);
+        cell.borrow_mut().release_all();
+        out
+    }
+
+    /// This rank's optimiser-state file in a checkpoint directory.
+    fn shard_file(&self, dir: &Path) -> Option<PathBuf> {
+        let z = self.zero.as_ref()?.borrow();
+        let g = z.group();
+        Some(dir.join(format!(
+            "optimizer-rank{}-of-{}.safetensors",
+            g.rank(),
+            g.world_size()
+        )))
+    }
+
+    /// [`Learner::save_checkpoint`] under ZeRO-3: the whole model from rank 0, each rank's
+    /// optimiser shard from that rank.
+    pub(super) fn sharded_save_checkpoint(&self, dir: &Path) -> Result<()> {
+        self.save_model(dir)?;
+        let (Some(path), Some(cell)) = (self.shard_file(dir), &self.zero) else {
+            return Err(LearnerError::Order("no ZeRO-3 shards"));
+        };
+        std::fs::create_dir_all(dir).map_err(|source| LearnerError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        checkpoint::write_tensors(&cell.borrow().state(), &path)
+    }
+
+    /// [`Learner::load_checkpoint`] under ZeRO-3: every rank reads the whole model and keeps its
+    /// slices, then its own optimiser shard.
+    pub(super) fn sharded_load_checkpoint(&mut self, dir: &Path, steps: u64) -> Result<()> {
+        let (Some(path), Some(cell)) = (self.shard_file(dir), &self.zero) else {
+            return Err(LearnerError::Order("no ZeRO-3 shards"));
+        };
+        if !path.is_file() {
+            return Err(LearnerError::Checkpoint {
+                path: path.display().to_string(),
+                message: "no optimiser shard for this rank: the checkpoint was saved with another world size, or without ZeRO-3".into(),
+            });
+        }
+        let mut z = cell.borrow_mut();
+        z.gather_all()?;
+        let loaded = checkpoint::load_dir(&self.vs, dir);
+        z.reshard();
+        loaded?;
+        let state = checkpoint::read_tensors(&path)?;
+        if let Some(name) = z.load_state(&state, steps).first() {
+            return Err(LearnerError::Checkpoint {
+                path: path.display().to_string(),
+                message: format!("no optimiser state `{name}` of this rank's shard"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Bytes this rank holds for parameters, gradients and optimiser state between steps, and
+    /// what one learner without sharding holds for the same; `None` without ZeRO-3.
+    pub fn resident_bytes(&self) -> Option<(u64, u64)> {
+        Some(self.zero.as_ref()?.borrow().resident_bytes())
+    }
+
+    /// [`Learner::export_weights`] under ZeRO-3 (a collective).
+    pub(super) fn sharded_export(&self, version: u64) -> Result<Vec<WeightChunk>> {
+        self.with_whole_model(|l| checkpoint::export_chunks(&l.vs, version))
+    }
+}

@@ -1,0 +1,355 @@
+//! ZeRO stage 3 (Rajbhandari et al., 2020): parameters, gradients and AdamW state partitioned
+//! over the ranks of a process group.
+//!
+//! Each parameter unit of the model ([`Llama::unit`]: the embedding, a decoder layer, the
+//! head) is one flat buffer, padded to a multiple of the world size; rank `r` keeps slice `r`
+//! of it, with that slice's gradient and optimiser state. A unit is all-gathered just before it
+//! runs and released after ([`Units`]); its gradients are reduce-scattered into the slices as
+//! they are made and averaged over the ranks; each rank steps AdamW on its own slices. Between
+//! passes a rank holds 1/N of the parameters, gradients and moments, plus the padding.
+
+use rlvr_dist::{ProcessGroup, ReduceOp};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{LearnerError, Result};
+use crate::llama::{Llama, Units};
+use crate::optim::{self, wide, AdamWConfig};
+
+/// One unit's partition on this rank.
+struct Unit {
+    /// The model's tensors (empty while the unit is released).
+    params: Vec<Tensor>,
+    /// Their checkpoint names.
+    names: Vec<String>,
+    /// Their shapes.
+    shapes: Vec<Vec<i64>>,
+    /// Whether the parameters are whole now.
+    whole: bool,
+    /// Elements of the unit, padding excluded.
+    numel: i64,
+    /// Elements of each rank's slice.
+    shard_len: i64,
+    /// This rank's slice of the flat parameters, in the model's kind.
+    shard: Tensor,
+    /// The accumulated, rank-averaged gradient of the slice (f32 for 16-bit parameters).
+    grad: Tensor,
+    /// An f32 copy of a 16-bit slice.
+    master: Option<Tensor>,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+}
+
+/// A model's parameters, gradients and AdamW state sharded over `group`.
+pub(crate) struct Zero3 {
+    group: ProcessGroup,
+    units: Vec<Unit>,
+    config: AdamWConfig,
+    step: u64,
+}
+
+impl Zero3 {
+    /// Shard `model`, whose parameters are `vars` (checkpoint name, tensor) and equal on every
+    /// rank, over `group`; afterwards the model's parameters are released until gathered.
+    pub fn new(
+        model: &Llama,
+        vars: &[(String, Tensor)],
+        group: ProcessGroup,
+        config: AdamWConfig,
+    ) -> Result<Self> {
+        let (world, rank) = (group.world_size() as i64, group.rank() as i64);
+        let mut units = Vec::with_capacity(model.unit_count());
+        tch::no_grad(|| -> Result<()> {
+            for u in 0..model.unit_count() {
+                let params = model.unit(u);
+                let names = params
+                    .iter()
+                    .map(|p| {
+                        vars.iter()
+                            .find(|(_, v)| v.data_ptr() == p.data_ptr())
+                            .map(|(n, _)| n.clone())
+                            .ok_or(LearnerError::Order(
+                                "ZeRO-3: a model parameter is not in the variable store",
+                            ))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let kind = params[0].kind();
+                if params.iter().any(|p| p.kind() != kind) {
+                    return Err(LearnerError::Order("ZeRO-3: a unit mixes element types"));
+                }
+                let numel: i64 = params.iter().map(|p| p.numel() as i64).sum();
+                let shard_len = (numel + world - 1) / world;
+                let mut flat: Vec<Tensor> = params.iter().map(|p| p.detach().reshape([-1])).collect();
+                flat.push(Tensor::zeros(
+                    [shard_len * world - numel],
+                    (kind, p_device(&params)),
+                ));
+                let shard = Tensor::cat(&flat, 0)
+                    .narrow(0, rank * shard_len, shard_len)
+                    .copy();
+                let w = wide(kind);
+                units.push(Unit {
+                    names,
+                    shapes: params.iter().map(Tensor::size).collect(),
+                    whole: true,
+                    numel,
+                    shard_len,
+                    grad: Tensor::zeros([shard_len], (w, shard.device())),
+                    master: (w != kind).then(|| shard.to_kind(Kind::Float)),
+                    exp_avg: Tensor::zeros([shard_len], (w, shard.device())),
+                    exp_avg_sq: Tensor::zeros([shard_len], (w, shard.device())),
+                    shard,
+                    params,
+                });
+            }
+            Ok(())
+        })?;
+        let mut z = Self {
+            group,
+            units,
+            config,
+            step: 0,
+        };
+        for u in 0..z.units.len() {
+            z.release(u);
+        }
+        Ok(z)
+    }
+
+    /// The group the shards live on.
+    pub fn group(&self) -> &ProcessGroup {
+        &self.group
+    }
+
+    /// Optimiser steps taken.
+    pub fn steps_taken(&self) -> u64 {
+        self.step
+    }
+
+    /// Parameters of the model, all shards together.
+    pub fn num_params(&self) -> i64 {
+        self.units.iter().map(|u| u.numel).sum()
+    }
+
+    /// Forget the accumulated gradients.
+    pub fn zero_grad(&mut self) {
+        for u in &mut self.units {
+            let _ = u.grad.zero_();
+        }
+    }
+
+    /// Scale the gradient slices so the global L2 norm (over all ranks) is at most `max_norm`;
+    /// returns the norm before clipping.
+    pub fn clip_grad_norm(&mut self, max_norm: Option<f64>) -> Result<f64> {
+        let mut sq = tch::no_grad(|| {
+            let parts: Vec<Tensor> = self
+                .units
+                .iter()
+                .map(|u| u.grad.square().sum(Kind::Double))
+                .collect();
+            Tensor::stack(&parts, 0).sum(Kind::Double).reshape([1])
+        });
+        self.group.all_reduce(&mut sq, ReduceOp::Sum)?;
+        let total = sq.double_value(&[0]).sqrt();
+        if let Some(max) = max_norm {
+            let coef = max / (total + 1e-6);
+            if coef < 1.0 {
+                for u in &mut self.units {
+                    let _ = u.grad.g_mul_scalar_(coef);
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// One AdamW update of this rank's slices at rate `lr`.
+    pub fn step(&mut self, lr: f64) {
+        self.step += 1;
+        tch::no_grad(|| {
+            for u in &mut self.units {
+                let mut w = match &u.master {
+                    Some(m) => m.shallow_clone(),
+                    None => u.shard.shallow_clone(),
+                };
+                optim::update(
+                    &self.config,
+                    self.step,
+                    lr,
+                    &mut w,
+                    &u.grad,
+                    &mut u.exp_avg,
+                    &mut u.exp_avg_sq,
+                );
+                if u.master.is_some() {
+                    u.shard.copy_(&w);
+                }
+            }
+        });
+    }
+
+    /// Gather every unit (a collective: every rank calls it), for saving or exporting whole
+    /// weights; [`Zero3::release_all`] lets them go.
+    pub fn gather_all(&mut self) -> Result<()> {
+        (0..self.units.len()).try_for_each(|u| self.gather(u))
+    }
+
+    /// Release every unit.
+    pub fn release_all(&mut self) {
+        (0..self.units.len()).for_each(|u| self.release(u));
+    }
+
+    /// Take this rank's slices from the model's whole parameters (gathered, then loaded from a
+    /// checkpoint), then release them.
+    pub fn reshard(&mut self) {
+        tch::no_grad(|| {
+            let rank = self.group.rank() as i64;
+            for u in &mut self.units {
+                let flat: Vec<Tensor> = u.params.iter().map(|p| p.detach().reshape([-1])).collect();
+                let flat = Tensor::cat(&flat, 0);
+                let start = rank * u.shard_len;
+                let len = (u.numel - start).clamp(0, u.shard_len);
+                let _ = u.shard.zero_();
+                if len > 0 {
+                    u.shard.narrow(0, 0, len).copy_(&flat.narrow(0, start, len));
+                }
+                if let Some(m) = &mut u.master {
+                    m.copy_(&u.shard);
+                }
+            }
+        });
+        self.release_all();
+    }
+
+    /// This rank's optimiser state as named tensors: per unit, its slices (`shard`, `master`,
+    /// `exp_avg`, `exp_avg_sq`) under the unit's first parameter's name.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for u in &self.units {
+            let key = &u.names[0];
+            out.push((format!("shard.{key}"), u.shard.shallow_clone()));
+            out.push((format!("exp_avg.{key}"), u.exp_avg.shallow_clone()));
+            out.push((format!("exp_avg_sq.{key}"), u.exp_avg_sq.shallow_clone()));
+            if let Some(m) = &u.master {
+                out.push((format!("master.{key}"), m.shallow_clone()));
+            }
+        }
+        out
+    }
+
+    /// Restore state written by [`Zero3::state`] on this rank after `steps` optimiser steps.
+    /// Returns the names of units with no (or misshapen) saved state.
+    pub fn load_state(&mut self, state: &[(String, Tensor)], steps: u64) -> Vec<String> {
+        let mut missing = Vec::new();
+        tch::no_grad(|| {
+            for u in &mut self.units {
+                let key = u.names[0].clone();
+                let find = |prefix: &str| {
+                    let name = format!("{prefix}.{key}");
+                    state
+                        .iter()
+                        .find(|(n, t)| *n == name && t.size() == [u.shard_len])
+                        .map(|(_, t)| t)
+                };
+                let mut targets: Vec<(&str, &mut Tensor)> = vec![
+                    ("shard", &mut u.shard),
+                    ("exp_avg", &mut u.exp_avg),
+                    ("exp_avg_sq", &mut u.exp_avg_sq),
+                ];
+                if let Some(m) = &mut u.master {
+                    targets.push(("master", m));
+                }
+                for (prefix, t) in targets {
+                    match find(prefix) {
+                        Some(saved) => t.copy_(saved),
+                        None => missing.push(format!("{prefix}.{key}")),
+                    }
+                }
+            }
+        });
+        self.step = steps;
+        missing
+    }
+
+    /// Bytes this rank holds between passes (parameter, gradient and optimiser slices), and
+    /// what one unsharded copy of the same would hold.
+    pub fn resident_bytes(&self) -> (u64, u64) {
+        let bytes = |t: &Tensor| (t.numel() * t.kind().elt_size_in_bytes()) as u64;
+        let mut held = 0;
+        let mut whole = 0;
+        for u in &self.units {
+            let slices = [
+                Some(&u.shard),
+                Some(&u.grad),
+                u.master.as_ref(),
+                Some(&u.exp_avg),
+                Some(&u.exp_avg_sq),
+            ];
+            let per_shard: u64 = slices.into_iter().flatten().map(bytes).sum();
+            held += per_shard;
+            whole += per_shard * u.numel as u64 / u.shard_len.max(1) as u64;
+        }
+        (held, whole)
+    }
+}
+
+fn p_device(params: &[Tensor]) -> Device {
+    params.first().map_or(Device::Cpu, Tensor::device)
+}
+
+impl Units for Zero3 {
+    type Error = LearnerError;
+
+    fn gather(&mut self, unit: usize) -> Result<()> {
+        let u = &mut self.units[unit];
+        if u.whole {
+            return Ok(());
+        }
+        let world = self.group.world_size() as i64;
+        let mut full = Tensor::empty([u.shard_len * world], (u.shard.kind(), u.shard.device()));
+        self.group.all_gather(&mut full, &u.shard)?;
+        let mut offset = 0;
+        for (p, shape) in u.params.iter_mut().zip(&u.shapes) {
+            let n: i64 = shape.iter().product();
+            let view = full.narrow(0, offset, n).view(shape.as_slice());
+            tch::no_grad(|| p.set_data(&view));
+            offset += n;
+        }
+        u.whole = true;
+        Ok(())
+    }
+
+    fn release(&mut self, unit: usize) {
+        let u = &mut self.units[unit];
+        for p in &mut u.params {
+            let empty = Tensor::empty([0], (p.kind(), p.device()));
+            tch::no_grad(|| p.set_data(&empty));
+        }
+        u.whole = false;
+    }
+
+    fn gradients(&mut self, unit: usize, grads: Vec<Tensor>) -> Result<()> {
+        let world = self.group.world_size() as i64;
+        let u = &mut self.units[unit];
+        let kind = u.grad.kind();
+        let device = u.grad.device();
+        let flat: Vec<Tensor> = grads
+            .iter()
+            .zip(&u.shapes)
+            .map(|(g, shape)| {
+                if g.defined() {
+                    g.to_kind(kind).reshape([-1])
+                } else {
+                    Tensor::zeros([shape.iter().product::<i64>()], (kind, device))
+                }
+            })
+            .collect();
+        let mut flat = Tensor::cat(&flat, 0);
+        let pad = u.shard_len * world - flat.numel() as i64;
+        if pad > 0 {
+            flat = Tensor::cat(&[flat, Tensor::zeros([pad], (kind, device))], 0);
+        }
+        let mut mine = Tensor::empty([u.shard_len], (kind, device));
+        self.group.reduce_scatter(&mut mine, &flat, ReduceOp::Sum)?;
+        let _ = u.grad.g_add_(&(mine / world as f64));
+        Ok(())
+    }
+}

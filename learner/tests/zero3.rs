@@ -1,0 +1,208 @@
+//! ZeRO-3 over a real Gloo group on 127.0.0.1: two ranks, each holding half of the parameters,
+//! gradients and AdamW state and stepping on half of the batch, take the steps one unsharded
+//! learner takes on the whole batch; a sharded checkpoint resumes exactly; each rank holds
+//! half the bytes.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rlvr_core::{TrainBatch, WeightChunk};
+use rlvr_dist::{Backend, ProcessGroup, Rendezvous};
+use rlvr_learner::llama::Config;
+use rlvr_learner::{Learner, LearnerConfig, Objective, Reduction};
+use tch::Device;
+
+fn tiny(tied: bool) -> Config {
+    serde_json::from_value(serde_json::json!({
+        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 41,
+        "tie_word_embeddings": tied, "max_position_embeddings": 64
+    }))
+    .unwrap()
+}
+
+/// A learner from seed 5. Initialisation draws from libtorch's one global generator: tests
+/// running side by side take turns.
+fn learner(tied: bool) -> Learner {
+    static INIT: Mutex<()> = Mutex::new(());
+    let _turn = INIT.lock().unwrap_or_else(|e| e.into_inner());
+    Learner::new(&tiny(tied), LearnerConfig::constant(3e-3, Device::Cpu), 5)
+}
+
+/// Two halves of a batch: different sequences, lengths and label masks.
+fn halves() -> [TrainBatch; 2] {
+    let a: Vec<Vec<i64>> = (0..3)
+        .map(|r| (0..12).map(|i| (r * 7 + i * 3) % 41).collect())
+        .collect();
+    let b: Vec<Vec<i64>> = (0..3)
+        .map(|r| (0..9).map(|i| (r * 5 + i * 11 + 1) % 41).collect())
+        .collect();
+    [
+        TrainBatch::from_sequences(&a, 0),
+        TrainBatch::from_sequences(&b, 0),
+    ]
+}
+
+const OBJECTIVE: Objective = Objective::Lm(Reduction::Mean);
+
+fn floats(chunk: &WeightChunk) -> Vec<f32> {
+    chunk
+        .data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn assert_same(got: &[WeightChunk], want: &[WeightChunk], what: &str) {
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!((&g.name, &g.shape), (&w.name, &w.shape));
+        let worst = floats(g)
+            .iter()
+            .zip(floats(w))
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "{what} {}: differs by {worst}", g.name);
+    }
+}
+
+/// Run `f(rank, learner, group)` on `world` threads joined in one Gloo group, each with a
+/// fresh learner.
+fn ranks<T: Send>(world: usize, tied: bool, f: impl Fn(usize, Learner, ProcessGroup) -> T + Sync) -> Vec<T> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let learners: Vec<Learner> = (0..world).map(|_| learner(tied)).collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = learners
+            .into_iter()
+            .enumerate()
+            .map(|(rank, l)| {
+                let f = &f;
+                s.spawn(move || {
+                    let rdv = Rendezvous {
+                        host: "127.0.0.1".into(),
+                        port,
+                        rank,
+                        world_size: world,
+                        local_rank: rank,
+                    };
+                    let group =
+                        ProcessGroup::new(&rdv, Backend::Gloo, "zero3", Duration::from_secs(30)).unwrap();
+                    f(rank, l, group)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn two_sharded_ranks_take_the_steps_of_one_learner_and_hold_half_the_bytes() {
+    for tied in [false, true] {
+        let [a, b] = halves();
+        let mut one = learner(tied);
+        let want: Vec<f64> = (0..5)
+            .map(|_| one.train_step(&[a.clone(), b.clone()], OBJECTIVE).unwrap().loss)
+            .collect();
+        let want_eval = one.eval_loss(&a, OBJECTIVE).unwrap();
+        let want_weights = one.export_weights(0).unwrap();
+
+        let results = ranks(2, tied, |rank, mut l, group| {
+            let total = l.num_params();
+            l.set_zero3(group).unwrap();
+            assert_eq!(l.num_params(), total);
+            let half = if rank == 0 { &a } else { &b };
+            let losses: Vec<f64> = (0..5)
+                .map(|_| l.train_step(std::slice::from_ref(half), OBJECTIVE).unwrap().loss)
+                .collect();
+            let eval = l.eval_loss(&a, OBJECTIVE).unwrap();
+            (
+                losses,
+                eval,
+                l.export_weights(0).unwrap(),
+                l.resident_bytes().unwrap(),
+            )
+        });
+        for (rank, (losses, eval, weights, (held, whole))) in results.iter().enumerate() {
+            for (step, (got, want)) in losses.iter().zip(&want).enumerate() {
+                assert!(
+                    (got - want).abs() < 1e-5,
+                    "tied {tied} rank {rank} step {step}: {got} vs {want}"
+                );
+            }
+            assert!((eval - want_eval).abs() < 1e-5, "{eval} vs {want_eval}");
+            assert_same(weights, &want_weights, &format!("tied {tied} rank {rank}"));
+            // Parameters, gradients and two moments (f32): 16 bytes per parameter unsharded.
+            assert_eq!(*whole, 16 * one.num_params() as u64, "{whole}");
+            let share = *held as f64 / *whole as f64;
+            eprintln!("tied {tied} rank {rank}: {held} of {whole} bytes ({share:.4})");
+            assert!((0.5..0.51).contains(&share), "{share}");
+        }
+    }
+}
+
+#[test]
+fn a_sharded_checkpoint_resumes_exactly_on_the_same_world_size() {
+    let [a, b] = halves();
+    let dir = std::env::temp_dir().join(format!("rlvr-zero3-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let step = |l: &mut Learner, rank: usize| {
+        let half = if rank == 0 { &a } else { &b };
+        l.train_step(std::slice::from_ref(half), OBJECTIVE).unwrap().loss
+    };
+    // Five steps straight; and three, a checkpoint, and two more from it in fresh learners.
+    let straight = ranks(2, false, |rank, mut l, group| {
+        l.set_zero3(group).unwrap();
+        let losses: Vec<f64> = (0..5).map(|_| step(&mut l, rank)).collect();
+        (losses, l.export_weights(0).unwrap())
+    });
+    ranks(2, false, |rank, mut l, group| {
+        l.set_zero3(group).unwrap();
+        for _ in 0..3 {
+            step(&mut l, rank);
+        }
+        l.save_checkpoint(&dir).unwrap();
+    });
+    let files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for f in [
+        "model.safetensors",
+        "optimizer-rank0-of-2.safetensors",
+        "optimizer-rank1-of-2.safetensors",
+    ] {
+        assert!(files.iter().any(|n| n == f), "{f} in {files:?}");
+    }
+    let resumed = ranks(2, false, |rank, mut l, group| {
+        l.set_zero3(group).unwrap();
+        l.load_checkpoint(&dir, 3).unwrap();
+        assert_eq!(l.steps_taken(), 3);
+        let losses: Vec<f64> = (0..2).map(|_| step(&mut l, rank)).collect();
+        (losses, l.export_weights(0).unwrap())
+    });
+    for ((want, want_w), (got, got_w)) in straight.iter().zip(&resumed) {
+        for (g, w) in got.iter().zip(&want[3..]) {
+            assert!((g - w).abs() < 1e-6, "{g} vs {w}");
+        }
+        assert_same(got_w, want_w, "resumed");
+    }
+    // The saved model is whole: an ordinary learner loads it.
+    assert!(Learner::from_pretrained(Path::new(&dir), LearnerConfig::constant(1e-3, Device::Cpu)).is_ok());
+    // Another world size is refused, naming the missing shard.
+    let err = ranks(1, false, |_, mut l, group| {
+        l.set_zero3(group).unwrap();
+        l.load_checkpoint(&dir, 3).unwrap_err().to_string()
+    });
+    assert!(
+        err[0].contains("optimizer-rank0-of-1") && err[0].contains("another world size"),
+        "{}",
+        err[0]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
