@@ -1067,3 +1067,36 @@ fn mixes_of_files_and_built_in_sets_drive_packed_sft_dpo_from_pairs_and_gsm8k_pr
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn bench_zero3_spawns_ranks_that_hold_half_and_match_the_unsharded_loss() {
+    let common = [
+        "--ranks",
+        "2",
+        "--batch",
+        "2",
+        "--seq-len",
+        "16",
+        "--steps",
+        "1",
+        "--shape-from",
+        "tiny-arith-sft",
+    ];
+    let run = |extra: &[&str]| -> Value {
+        let mut args = vec!["bench", "zero3"];
+        args.extend(common);
+        args.extend(extra);
+        let out = rlvr(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_str(text(&out.stdout).trim()).unwrap()
+    };
+    let base = run(&["--unsharded"]);
+    let sharded = run(&[]);
+    assert_eq!(sharded["world_size"], 2);
+    let (a, b) = (base["loss"].as_f64().unwrap(), sharded["loss"].as_f64().unwrap());
+    assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    let share = sharded["held_share"].as_f64().unwrap();
+    assert!((0.5..0.51).contains(&share), "{share}");
+    assert_eq!(sharded["ranks"].as_array().unwrap().len(), 2);
+    assert_eq!(sharded["unsharded_bytes"], base["held_bytes"]);
+}

@@ -298,6 +298,15 @@ impl Learner {
         Ok(())
     }
 
+    /// Run `f` with the process group the learner trains over (data-parallel or ZeRO-3), if
+    /// it has one.
+    pub fn with_group<T>(&self, f: impl FnOnce(&ProcessGroup) -> T) -> Option<T> {
+        if let Some(g) = &self.group {
+            return Some(f(g));
+        }
+        self.zero.as_ref().map(|z| f(z.borrow().group()))
+    }
+
     /// Average gradients over the data-parallel ranks, when there are any.
     fn average_grads(&self) -> Result<()> {
         if let Some(group) = &self.group {

@@ -28,3 +28,4 @@ mod zero;
 
 pub use error::{LearnerError, Result};
 pub use learner::{Learner, LearnerConfig, Objective, Reduction};
+pub use zero::ShardMemory;

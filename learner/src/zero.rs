@@ -45,6 +45,26 @@ pub(crate) struct Zero3 {
     units: Vec<Unit>,
     config: AdamWConfig,
     step: u64,
+    /// Bytes of whole units gathered now, and the most there have been at once.
+    gathered: u64,
+    peak_gathered: u64,
+}
+
+/// What one rank of a ZeRO-3 learner holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardMemory {
+    /// Bytes held between steps: this rank's slices of the parameters, gradients and AdamW
+    /// state (f32 masters of 16-bit parameters included).
+    pub held: u64,
+    /// What an unsharded learner holds for the same.
+    pub unsharded: u64,
+    /// The most bytes of whole, gathered parameters alive at once during a pass.
+    pub peak_gathered: u64,
+}
+
+/// Bytes of `t`'s elements.
+fn bytes(t: &Tensor) -> u64 {
+    (t.numel() * t.kind().elt_size_in_bytes()) as u64
 }
 
 impl Zero3 {
@@ -108,10 +128,13 @@ impl Zero3 {
             units,
             config,
             step: 0,
+            gathered: 0,
+            peak_gathered: 0,
         };
         for u in 0..z.units.len() {
             z.release(u);
         }
+        (z.gathered, z.peak_gathered) = (0, 0);
         Ok(z)
     }
 
@@ -269,12 +292,10 @@ impl Zero3 {
         missing
     }
 
-    /// Bytes this rank holds between passes (parameter, gradient and optimiser slices), and
-    /// what one unsharded copy of the same would hold.
-    pub fn resident_bytes(&self) -> (u64, u64) {
-        let bytes = |t: &Tensor| (t.numel() * t.kind().elt_size_in_bytes()) as u64;
+    /// What this rank holds, and what it gathers at most.
+    pub fn memory(&self) -> ShardMemory {
         let mut held = 0;
-        let mut whole = 0;
+        let mut unsharded = 0;
         for u in &self.units {
             let slices = [
                 Some(&u.shard),
@@ -283,11 +304,15 @@ impl Zero3 {
                 Some(&u.exp_avg),
                 Some(&u.exp_avg_sq),
             ];
-            let per_shard: u64 = slices.into_iter().flatten().map(bytes).sum();
-            held += per_shard;
-            whole += per_shard * u.numel as u64 / u.shard_len.max(1) as u64;
+            let per_slice: u64 = slices.into_iter().flatten().map(bytes).sum();
+            held += per_slice;
+            unsharded += per_slice * u.numel as u64 / u.shard_len.max(1) as u64;
         }
-        (held, whole)
+        ShardMemory {
+            held,
+            unsharded,
+            peak_gathered: self.peak_gathered,
+        }
     }
 }
 
@@ -314,11 +339,18 @@ impl Units for Zero3 {
             offset += n;
         }
         u.whole = true;
+        self.gathered += bytes(&full);
+        self.peak_gathered = self.peak_gathered.max(self.gathered);
         Ok(())
     }
 
     fn release(&mut self, unit: usize) {
         let u = &mut self.units[unit];
+        if u.whole {
+            let world = self.group.world_size() as u64;
+            let whole = u.shard_len as u64 * world * u.shard.kind().elt_size_in_bytes() as u64;
+            self.gathered = self.gathered.saturating_sub(whole);
+        }
         for p in &mut u.params {
             let empty = Tensor::empty([0], (p.kind(), p.device()));
             tch::no_grad(|| p.set_data(&empty));

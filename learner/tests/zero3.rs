@@ -121,14 +121,14 @@ fn two_sharded_ranks_take_the_steps_of_one_learner_and_hold_half_the_bytes() {
                 .map(|_| l.train_step(std::slice::from_ref(half), OBJECTIVE).unwrap().loss)
                 .collect();
             let eval = l.eval_loss(&a, OBJECTIVE).unwrap();
-            (
-                losses,
-                eval,
-                l.export_weights(0).unwrap(),
-                l.resident_bytes().unwrap(),
-            )
+            // Measured before exporting, which gathers the whole model.
+            let memory = l.shard_memory().unwrap();
+            (losses, eval, l.export_weights(0).unwrap(), memory)
         });
-        for (rank, (losses, eval, weights, (held, whole))) in results.iter().enumerate() {
+        // The largest unit after the embedding: a layer (two norms, attention, MLP).
+        let layer = 4 * (2 * 32 + 32 * 32 * 2 + 2 * 32 * 16 + 3 * 32 * 64) as u64;
+        for (rank, (losses, eval, weights, memory)) in results.iter().enumerate() {
+            let (held, whole) = (&memory.held, &memory.unsharded);
             for (step, (got, want)) in losses.iter().zip(&want).enumerate() {
                 assert!(
                     (got - want).abs() < 1e-5,
@@ -142,6 +142,12 @@ fn two_sharded_ranks_take_the_steps_of_one_learner_and_hold_half_the_bytes() {
             let share = *held as f64 / *whole as f64;
             eprintln!("tied {tied} rank {rank}: {held} of {whole} bytes ({share:.4})");
             assert!((0.5..0.51).contains(&share), "{share}");
+            // During a pass: the embedding and one more unit at most.
+            let embedding = 4 * 41 * 32;
+            assert!(
+                (embedding..=embedding + layer + 64).contains(&memory.peak_gathered),
+                "{memory:?}"
+            );
         }
     }
 }

@@ -14,7 +14,7 @@ use super::{Learner, Objective};
 use crate::checkpoint;
 use crate::error::{LearnerError, Result};
 use crate::optim::AdamW;
-use crate::zero::Zero3;
+use crate::zero::{ShardMemory, Zero3};
 
 impl Learner {
     /// Train with ZeRO-3 over `group`: from here on this rank holds only its shard of the
@@ -170,10 +170,10 @@ impl Learner {
         Ok(())
     }
 
-    /// Bytes this rank holds for parameters, gradients and optimiser state between steps, and
-    /// what one learner without sharding holds for the same; `None` without ZeRO-3.
-    pub fn resident_bytes(&self) -> Option<(u64, u64)> {
-        Some(self.zero.as_ref()?.borrow().resident_bytes())
+    /// What this rank holds for parameters, gradients and optimiser state, and gathers at
+    /// most during a pass; `None` without ZeRO-3.
+    pub fn shard_memory(&self) -> Option<ShardMemory> {
+        Some(self.zero.as_ref()?.borrow().memory())
     }
 
     /// [`Learner::export_weights`] under ZeRO-3 (a collective).

@@ -15,11 +15,13 @@ mod collectives;
 mod generate;
 mod train;
 mod verify;
+mod zero3;
 
 pub use collectives::CollectivesArgs;
 pub use generate::GenerateArgs;
 pub use train::TrainArgs;
 pub use verify::VerifyArgs;
+pub use zero3::Zero3Args;
 
 /// Benchmarks.
 #[derive(Debug, clap::Subcommand)]
@@ -38,6 +40,10 @@ pub enum Bench {
     /// Gloo on CPU, NCCL on CUDA — on a model-sized buffer, against the device's copy
     /// bandwidth; spawns `--ranks` local ranks unless a launcher (torchrun) set `RANK`.
     Collectives(CollectivesArgs),
+    /// ZeRO-3 per rank: parameter, gradient and optimiser bytes held against one unsharded
+    /// learner, the most parameters gathered at once, peak resident memory and step time, for
+    /// `--ranks` local ranks (or `--unsharded`, the baseline).
+    Zero3(Zero3Args),
 }
 
 /// The model, device and output options `bench generate` and `bench train` share.
@@ -116,6 +122,7 @@ pub fn run(bench: &Bench) -> Result<()> {
         Bench::Train(args) => train::train(args),
         Bench::Verify(args) => verify::verify(args),
         Bench::Collectives(args) => collectives::collectives(args),
+        Bench::Zero3(args) => zero3::zero3(args),
     }
 }
 
