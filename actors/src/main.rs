@@ -36,6 +36,9 @@ enum Command {
     /// Look at a recipe's data before training: rows, token lengths, rendered examples.
     #[command(subcommand)]
     Data(commands::data::Data),
+    /// One learner rank of a stage that `rlvr run` spread over `learner.world_size` ranks.
+    #[command(hide = true)]
+    StageRank(commands::run::RankArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => commands::verify::run(&args),
         Command::Bench(bench) => commands::bench::run(&bench),
         Command::Data(data) => commands::data::run(&data),
+        Command::StageRank(args) => commands::run::rank(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

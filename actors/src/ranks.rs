@@ -2,6 +2,7 @@
 //! `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR=127.0.0.1`, `MASTER_PORT`), as torchrun would, so
 //! a command can be launched by torchrun, Slurm or k8s, or spread over local ranks by itself.
 
+use std::ffi::OsString;
 use std::io::Read;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -14,10 +15,21 @@ pub fn is_rank() -> bool {
     std::env::var_os("RANK").is_some()
 }
 
+/// Whether this process speaks for its group: not a rank, or rank 0.
+pub fn is_lead() -> bool {
+    std::env::var("RANK").map_or(true, |r| r.trim() == "0")
+}
+
 /// Run this binary with its own arguments as `world` local ranks and wait for all of them.
 /// Returns rank 0's standard output; the ranks' standard error passes through. When one rank
 /// fails, the others are killed and the error names the rank.
 pub fn spawn_local(world: usize) -> Result<String> {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    spawn_local_with(world, &args)
+}
+
+/// [`spawn_local`] with other arguments.
+pub fn spawn_local_with(world: usize, args: &[OsString]) -> Result<String> {
     let exe = std::env::current_exe().context("finding this executable")?;
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -26,7 +38,7 @@ pub fn spawn_local(world: usize) -> Result<String> {
     let mut children: Vec<Child> = Vec::with_capacity(world);
     for rank in 0..world {
         let child = Command::new(&exe)
-            .args(std::env::args_os().skip(1))
+            .args(args)
             .env("RANK", rank.to_string())
             .env("LOCAL_RANK", rank.to_string())
             .env("WORLD_SIZE", world.to_string())

@@ -1100,3 +1100,97 @@ fn bench_zero3_spawns_ranks_that_hold_half_and_match_the_unsharded_loss() {
     assert_eq!(sharded["ranks"].as_array().unwrap().len(), 2);
     assert_eq!(sharded["unsharded_bytes"], base["held_bytes"]);
 }
+
+/// `(step, loss)` of an LM stage's logged steps, and its held-out losses.
+fn lm_curve(dir: &Path) -> (Vec<(u64, f64)>, Vec<f64>) {
+    let m = metrics(dir);
+    let steps = m
+        .iter()
+        .filter_map(|r| Some((r["step"].as_u64()?, r.get("loss")?.as_f64()?)))
+        .collect();
+    let evals = m.iter().filter_map(|r| r.get("eval_loss")?.as_f64()).collect();
+    (steps, evals)
+}
+
+#[test]
+fn sft_over_two_zero3_ranks_takes_the_steps_of_one_process_accumulating_two_micro_batches() {
+    let dir = tmp("ranks");
+    let (two, one) = (dir.join("two"), dir.join("one"));
+    let common = [
+        "--set",
+        "train.max_steps=4",
+        "--set",
+        "train.per_device_train_batch_size=8",
+        "--set",
+        "train.logging_steps=1",
+        "--set",
+        "train.checkpointing_steps=2",
+    ];
+    let mut args = vec![
+        "run",
+        "tiny-arith-sft",
+        "--out",
+        two.to_str().unwrap(),
+        "--set",
+        "learner.world_size=2",
+        "--set",
+        "launch.zero_stage=3",
+    ];
+    args.extend(common);
+    let out = rlvr(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("ZeRO-3 over 2 ranks"),
+        "{}",
+        text(&out.stderr)
+    );
+    let mut args = vec![
+        "run",
+        "tiny-arith-sft",
+        "--out",
+        one.to_str().unwrap(),
+        "--set",
+        "train.gradient_accumulation_steps=2",
+    ];
+    args.extend(common);
+    let out = rlvr(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ((a, ea), (b, eb)) = (lm_curve(&two), lm_curve(&one));
+    assert_eq!(a.len(), 4, "{a:?}");
+    assert_eq!(ea.len(), 2, "{ea:?}");
+    assert_eq!(
+        a.iter().map(|s| s.0).collect::<Vec<_>>(),
+        b.iter().map(|s| s.0).collect::<Vec<_>>()
+    );
+    for ((step, la), (_, lb)) in a.iter().zip(&b) {
+        assert!((la - lb).abs() < 1e-4, "step {step}: {la} vs {lb}");
+    }
+    for (x, y) in ea.iter().zip(&eb) {
+        assert!((x - y).abs() < 1e-4, "held-out loss {x} vs {y}");
+    }
+    assert!(two.join("tiny-arith-sft/model.safetensors").is_file());
+    let step2 = two.join("checkpoints/tiny-arith-sft/step-2");
+    for f in [
+        "optimizer-rank0-of-2.safetensors",
+        "optimizer-rank1-of-2.safetensors",
+    ] {
+        assert!(step2.join(f).is_file(), "{f}");
+    }
+    // Without its final model the stage resumes from step 2 on both ranks and ends the same.
+    std::fs::remove_dir_all(two.join("tiny-arith-sft")).unwrap();
+    let out = rlvr(&[
+        "run",
+        "tiny-arith-sft",
+        "--out",
+        two.to_str().unwrap(),
+        "--resume",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("resuming tiny-arith-sft"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(lm_curve(&two), (a, ea));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

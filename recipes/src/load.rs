@@ -351,6 +351,7 @@ pub fn validate(r: &Recipe) -> Result<()> {
         ("data.max_seq_length", r.data.max_seq_length),
         ("launch.gpus", r.launch.gpus),
         ("launch.nodes", r.launch.nodes),
+        ("learner.world_size", r.learner.world_size),
     ] {
         if v == 0 {
             return bad(key, "must be >= 1".into());

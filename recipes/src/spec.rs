@@ -45,6 +45,31 @@ pub struct Recipe {
     /// How an RLVR stage's actor graph is staffed on this machine.
     #[serde(skip_serializing_if = "RolloutSpec::is_default")]
     pub rollout: RolloutSpec,
+    /// How `rlvr run` lays the learner out on this machine.
+    #[serde(skip_serializing_if = "LearnerSpec::is_default")]
+    pub learner: LearnerSpec,
+}
+
+/// The learner's processes on this machine: `world_size` local ranks (Gloo on CPU, NCCL on
+/// GPUs), each stepping on its share of every batch, sharded with ZeRO-3 when
+/// `launch.zero_stage = 3` and data-parallel otherwise. Pretraining and SFT stages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LearnerSpec {
+    /// Local learner ranks.
+    pub world_size: u64,
+}
+
+impl Default for LearnerSpec {
+    fn default() -> Self {
+        Self { world_size: 1 }
+    }
+}
+
+impl LearnerSpec {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Workers of an RLVR stage's actor graph: `rollout.workers` engines generate, verifier workers

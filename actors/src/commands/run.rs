@@ -91,3 +91,31 @@ fn prepare_out(out: &Path, args: &Args) -> Result<()> {
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))
 }
+
+/// Arguments of the hidden `rlvr stage-rank`, which `rlvr run` starts once per learner rank.
+#[derive(Debug, clap::Args)]
+pub struct RankArgs {
+    /// The run's output directory (it holds `recipe.resolved.toml`).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The stage to run.
+    #[arg(long)]
+    pub stage: String,
+    /// The model the stage starts from.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Continue from the stage's newest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+/// Run one learner rank of a stage of the run in `args.out`.
+pub fn rank(args: &RankArgs) -> Result<()> {
+    let resolved = rlvr_recipes::load_resolved(&args.out.join("recipe.resolved.toml"))?;
+    let stage = resolved
+        .stages()
+        .into_iter()
+        .find(|s| s.name == args.stage)
+        .with_context(|| format!("{} has no stage `{}`", args.out.display(), args.stage))?;
+    stages::lm::run_rank(stage, &args.out, args.init.as_deref(), args.resume)
+}

@@ -4,8 +4,9 @@
 //! data sets, data files, hub data sets: `messages` rendered with `data.chat_template`, or
 //! `text`), padded per batch or packed (`data.packing`).
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -13,8 +14,10 @@ use rlvr_core::{Encoded, TrainBatch};
 use rlvr_data::arith::Split;
 use rlvr_data::pack::{pack, Waste};
 use rlvr_data::{lm_row, Builtin, Sampler, Tokenizer};
+use rlvr_dist::{Backend, ProcessGroup, Rendezvous};
 use rlvr_learner::llama::Config;
 use rlvr_learner::optim::AdamWConfig;
+use rlvr_learner::runtime::default_device;
 use rlvr_learner::schedule::{Schedule, Shape};
 use rlvr_learner::{Learner, LearnerConfig, Objective, Reduction};
 use rlvr_recipes::spec::{Checkpointing, Dtype, LrScheduler, ReduceLoss};
@@ -79,7 +82,8 @@ fn texts(stage: &Recipe, tok: &Tokenizer) -> Result<Texts> {
         max_len,
         &groups,
     );
-    eprintln!(
+    if crate::ranks::is_lead() {
+        eprintln!(
         "stage {}: {} tokens in {} examples; padding {:.1}% of positions in batches of {}, {:.1}% packed into {} rows of {max_len}{}",
         stage.name,
         waste.tokens,
@@ -90,6 +94,7 @@ fn texts(stage: &Recipe, tok: &Tokenizer) -> Result<Texts> {
         waste.packed_rows,
         if stage.data.packing { " (packing on)" } else { "" }
     );
+    }
     let record = json!({
         "data.mix": train.report, "data.eval_mix": eval.report,
         "packing": stage.data.packing, "padding": waste,
@@ -214,7 +219,16 @@ pub(super) fn save_checkpoint(
     keep: Option<u64>,
 ) -> Result<()> {
     let path = dir.join(format!("step-{}", state.step));
-    learner.save_checkpoint(&path)?;
+    // Under ZeRO-3 every rank saves its optimiser shard (and rank 0 the model); otherwise
+    // rank 0 saves everything. Then rank 0 marks the checkpoint complete.
+    let rank = learner.with_group(|g| g.rank()).unwrap_or(0);
+    if rank == 0 || learner.shard_memory().is_some() {
+        learner.save_checkpoint(&path)?;
+    }
+    learner.with_group(|g| g.barrier()).transpose()?;
+    if rank != 0 {
+        return Ok(());
+    }
     // Written last: a checkpoint without it is incomplete and ignored on resume.
     std::fs::write(
         path.join("trainer_state.json"),
@@ -242,7 +256,7 @@ pub(super) fn start(
     kind: &str,
     learner: &mut Learner,
     sampler: &mut Sampler,
-    metrics: &mut MetricsLog,
+    metrics: Option<&mut MetricsLog>,
 ) -> Result<TrainerState> {
     let saved = if resume {
         super::latest_checkpoint::<TrainerState>(ckpt_dir, |s| s.step)?
@@ -259,6 +273,9 @@ pub(super) fn start(
     };
     learner.load_checkpoint(&dir, saved.step)?;
     sampler.set_position(saved.data_position);
+    let Some(metrics) = metrics else {
+        return Ok(saved); // another rank keeps the log
+    };
     metrics.truncate_after(kind, saved.step)?;
     eprintln!(
         "resuming {} from {} (step {})",
@@ -294,7 +311,7 @@ pub(super) fn log_line(bar: &ProgressBar, line: String) {
 /// the step crossed into a new pass over the `rows`); never after the last step.
 pub(super) fn save_due(stage: &Recipe, state: &TrainerState, total: u64, rows: u64) -> bool {
     let t = &stage.train;
-    let per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps;
+    let per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps * stage.learner.world_size;
     match t.checkpointing_steps {
         Checkpointing::Steps(n) => n > 0 && state.step.is_multiple_of(n) && state.step < total,
         Checkpointing::At(_) => {
@@ -313,7 +330,8 @@ fn eval_loss(learner: &Learner, tok: &Tokenizer, texts: &Texts, objective: Objec
     Ok(Some(learner.eval_loss(&batch, objective)?))
 }
 
-/// Run the stage; returns the directory of the final model.
+/// Run the stage; returns the directory of the final model. With `learner.world_size` > 1,
+/// the stage runs as that many local ranks of `rlvr stage-rank` (rank 0 keeps the log).
 pub fn run(
     stage: &Recipe,
     out: &Path,
@@ -321,21 +339,85 @@ pub fn run(
     resume: bool,
     metrics: &mut MetricsLog,
 ) -> Result<PathBuf> {
+    let world = stage.learner.world_size as usize;
+    if world <= 1 {
+        return train(stage, out, init, resume, Some(metrics), None, default_device());
+    }
+    let mut args: Vec<OsString> = ["stage-rank", "--out"].map(OsString::from).to_vec();
+    args.extend([out.as_os_str().into(), "--stage".into(), (&stage.name).into()]);
+    if let Some(init) = init {
+        args.extend(["--init".into(), init.as_os_str().into()]);
+    }
+    if resume {
+        args.push("--resume".into());
+    }
+    crate::ranks::spawn_local_with(world, &args)?;
+    Ok(out.join(&stage.name))
+}
+
+/// One rank of a stage spread over local ranks: joins the group torchrun's variables describe
+/// (Gloo on CPU, NCCL on each rank's GPU) and trains with ZeRO-3 (`launch.zero_stage = 3`) or
+/// data-parallel over it.
+pub fn run_rank(stage: &Recipe, out: &Path, init: Option<&Path>, resume: bool) -> Result<()> {
+    let rdv = Rendezvous::from_env()?;
+    let device = match default_device() {
+        tch::Device::Cuda(_) => tch::Device::Cuda(rdv.local_rank),
+        d => d,
+    };
+    let group = ProcessGroup::new(
+        &rdv,
+        Backend::for_device(device),
+        "learner",
+        Duration::from_secs(1800),
+    )?;
+    let mut metrics = match group.rank() {
+        0 => Some(MetricsLog::open(&out.join("metrics.jsonl"))?),
+        _ => None,
+    };
+    train(stage, out, init, resume, metrics.as_mut(), Some(group), device).map(drop)
+}
+
+/// Train the stage on `device`, alone or as one rank of `group` (rank 0 logs to `metrics`,
+/// writes the records and the model); returns the directory of the final model.
+fn train(
+    stage: &Recipe,
+    out: &Path,
+    init: Option<&Path>,
+    resume: bool,
+    mut metrics: Option<&mut MetricsLog>,
+    group: Option<ProcessGroup>,
+    device: tch::Device,
+) -> Result<PathBuf> {
     let model_dir = out.join(&stage.name);
     let done_marker = model_dir.join("trainer_state.json");
     let kind = stage.kind.map_or("lm", |k| k.as_str());
+    let (rank, world) = group.as_ref().map_or((0, 1), |g| (g.rank(), g.world_size()));
+    let lead = rank == 0;
     let tok = super::tokenizer(init)?;
     let texts = texts(stage, &tok)?;
-    super::save_data_record(out, stage, &texts.record)?;
+    if lead {
+        super::save_data_record(out, stage, &texts.record)?;
+    }
     let rows = texts.rows();
     let t = &stage.train;
-    let per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps;
+    let per_rank = t.per_device_train_batch_size as usize;
+    let per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps * world as u64;
     let total = t
         .max_steps
         .unwrap_or_else(|| (rows * t.num_train_epochs).div_ceil(per_step));
-    let device = rlvr_learner::runtime::default_device();
     let mut learner = new_learner(stage, total, device, init, &tok)?;
     learner.set_gradient_checkpointing(t.gradient_checkpointing);
+    let layout = match group {
+        Some(g) if stage.launch.zero_stage >= 3 => {
+            learner.set_zero3(g)?;
+            format!(", ZeRO-3 over {world} ranks")
+        }
+        Some(g) => {
+            learner.set_data_parallel(g)?;
+            format!(", data-parallel over {world} ranks")
+        }
+        None => String::new(),
+    };
     let objective = Objective::Lm(match t.reduce_loss {
         ReduceLoss::Mean => Reduction::Mean,
         ReduceLoss::Sum => Reduction::Sum,
@@ -349,32 +431,42 @@ pub fn run(
         kind,
         &mut learner,
         &mut sampler,
-        metrics,
+        metrics.as_deref_mut(),
     )?;
-    eprintln!(
-        "stage {}: {} parameters on {:?}, {} steps of {} sequences",
-        stage.name,
-        learner.num_params(),
-        device,
-        total,
-        per_step
-    );
+    if lead {
+        eprintln!(
+            "stage {}: {} parameters on {:?}{layout}, {} steps of {} sequences",
+            stage.name,
+            learner.num_params(),
+            device,
+            total,
+            per_step
+        );
+    }
+    let mut log = |record: serde_json::Value| match metrics.as_deref_mut() {
+        Some(m) => m.write(&record),
+        None => Ok(()),
+    };
     if state.step == 0 {
         if let Some(loss) = eval_loss(&learner, &tok, &texts, objective)? {
-            metrics.write(
-                &json!({"stage": kind, "step": 0, "eval_loss": loss, "lr": 0.0, "tokens": 0, "elapsed_s": 0.0}),
+            log(
+                json!({"stage": kind, "step": 0, "eval_loss": loss, "lr": 0.0, "tokens": 0, "elapsed_s": 0.0}),
             )?;
         }
     }
 
-    let bar = progress_bar(stage, total, state.step);
+    let bar = match lead {
+        true => progress_bar(stage, total, state.step),
+        false => ProgressBar::hidden(),
+    };
     let started = Instant::now();
     let elapsed_before = state.elapsed_s;
     while state.step < total {
         let micro: Vec<TrainBatch> = (0..t.gradient_accumulation_steps)
             .map(|_| {
-                let rows = sampler.take(t.per_device_train_batch_size as usize);
-                batch(&texts, stage, &rows, &tok)
+                // Every rank draws the whole micro-batch and keeps its share.
+                let rows = sampler.take(per_rank * world);
+                batch(&texts, stage, &rows[rank * per_rank..(rank + 1) * per_rank], &tok)
             })
             .collect();
         let m = learner.train_step(&micro, objective)?;
@@ -384,13 +476,12 @@ pub fn run(
         state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
         bar.set_position(state.step);
         bar.set_message(format!("loss {:.4}", m.loss));
-        if state.step.is_multiple_of(t.logging_steps) || state.step == total {
-            let record = json!({
+        if lead && (state.step.is_multiple_of(t.logging_steps) || state.step == total) {
+            log(json!({
                 "stage": kind, "step": state.step, "loss": m.loss, "lr": m.lr,
                 "grad_norm": m.grad_norm, "tokens": state.tokens, "elapsed_s": state.elapsed_s,
                 "tokens_per_s": state.tokens as f64 / state.elapsed_s.max(1e-9),
-            });
-            metrics.write(&record)?;
+            }))?;
             log_line(
                 &bar,
                 format!(
@@ -407,9 +498,18 @@ pub fn run(
 
     let loss = eval_loss(&learner, &tok, &texts, objective)?;
     if let Some(loss) = loss {
-        metrics.write(&json!({"stage": kind, "step": state.step, "eval_loss": loss, "lr": 0.0, "tokens": state.tokens, "elapsed_s": state.elapsed_s}))?;
+        log(
+            json!({"stage": kind, "step": state.step, "eval_loss": loss, "lr": 0.0, "tokens": state.tokens, "elapsed_s": state.elapsed_s}),
+        )?;
     }
-    learner.save_model(&model_dir)?;
+    // Under ZeRO-3 saving is collective (rank 0 writes); otherwise rank 0 saves.
+    if lead || learner.shard_memory().is_some() {
+        learner.save_model(&model_dir)?;
+    }
+    learner.with_group(|g| g.barrier()).transpose()?;
+    if !lead {
+        return Ok(model_dir);
+    }
     tok.save(&model_dir)?;
     // Written last: its presence marks the stage complete for `--resume`.
     std::fs::write(&done_marker, serde_json::to_string_pretty(&state)?)?;

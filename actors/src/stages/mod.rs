@@ -55,6 +55,15 @@ pub fn run(
 
 /// Check that a stage can run in this build, before anything starts.
 pub fn check_available(stage: &Recipe) -> Result<()> {
+    let lm = matches!(stage.kind, Some(StageKind::Pretrain | StageKind::Sft));
+    if stage.learner.world_size > 1 && !lm {
+        bail!(
+            "stage `{}` is not available yet: learner.world_size = {} — only pretraining and SFT \
+             stages run over several learner ranks so far",
+            stage.name,
+            stage.learner.world_size
+        );
+    }
     let l = &stage.launch;
     if l.gpus > 1 {
         bail!(
@@ -156,8 +165,10 @@ pub(crate) fn load_mix<T>(
     };
     let mixed = mix::load(&entries(mix), &options, generated, read)
         .with_context(|| format!("stage `{}`: {key}", stage.name))?;
-    for line in mixed.report.lines() {
-        eprintln!("stage {}: {key}: {line}", stage.name);
+    if crate::ranks::is_lead() {
+        for line in mixed.report.lines() {
+            eprintln!("stage {}: {key}: {line}", stage.name);
+        }
     }
     if !mix.is_empty() && mixed.rows.is_empty() {
         let filtered: u64 = mixed.report.entries.iter().map(|e| e.filtered).sum();

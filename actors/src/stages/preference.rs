@@ -365,7 +365,7 @@ pub fn run(
         kind,
         &mut learner,
         &mut sampler,
-        metrics,
+        Some(metrics),
     )?;
     let what = match objective {
         Objective::Dpo(loss) => format!("{:?} loss (beta {})", loss.kind, loss.beta),
