@@ -1194,3 +1194,26 @@ fn sft_over_two_zero3_ranks_takes_the_steps_of_one_process_accumulating_two_micr
     assert_eq!(lm_curve(&two), (a, ea));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn bench_weight_sync_reaches_a_rollout_engine_in_another_process() {
+    let out = rlvr(&[
+        "bench",
+        "weight-sync",
+        "--ranks",
+        "3",
+        "--repeats",
+        "1",
+        "--bucket-mib",
+        "1",
+        "--shape-from",
+        "tiny-arith-sft",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(report["checksums_equal"], true);
+    assert_eq!(report["world_size"], 3);
+    // 96,576 f32 parameters: 386,304 bytes in one 1 MiB bucket.
+    assert_eq!(report["bytes"], 386_304);
+    assert_eq!(report["buckets"], 1);
+}

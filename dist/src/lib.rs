@@ -5,6 +5,9 @@
 //! `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`), so torchrun, Slurm or k8s
 //! launchers work unchanged.
 //!
+//! [`WeightSync`] broadcasts a model's weights from one rank to the others in buckets (a
+//! learner to rollout workers in other processes).
+//!
 //! The C++ side is a small shim (`csrc/c10d.cpp`) over `c10d::Backend`; every C++ exception
 //! comes back as a [`DistError::C10d`] with libtorch's message (a rendezvous that times out, a
 //! peer that died), never a crash.
@@ -12,6 +15,8 @@
 mod error;
 mod ffi;
 mod group;
+mod weights;
 
 pub use error::{DistError, Result};
 pub use group::{Backend, ProcessGroup, ReduceOp, Rendezvous};
+pub use weights::{SyncStats, WeightSync};

@@ -175,3 +175,48 @@ fn torchrun_variables_are_read_and_checked() {
     assert!(Backend::Gloo.available());
     assert_eq!(Backend::for_device(Device::Cpu), Backend::Gloo);
 }
+
+#[test]
+fn weights_reach_every_rank_in_buckets_whole_and_in_order() {
+    use rlvr_core::{DType, WeightChunk};
+    use rlvr_dist::WeightSync;
+    // Mixed element types and shapes, odd sizes, so chunks straddle bucket boundaries.
+    let chunks: Vec<WeightChunk> = [
+        ("model.embed_tokens.weight", DType::F32, vec![37, 5]),
+        ("model.layers.0.self_attn.q_proj.weight", DType::Bf16, vec![9, 11]),
+        ("model.norm.weight", DType::F16, vec![13]),
+        ("lm_head.weight", DType::F32, vec![3, 7, 2]),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (name, dtype, shape))| {
+        let bytes = shape.iter().product::<i64>() as usize * dtype.size();
+        WeightChunk {
+            name: name.to_string(),
+            dtype,
+            shape,
+            data: (0..bytes).map(|b| (b * 31 + i * 7) as u8).collect(),
+            version: 42,
+        }
+    })
+    .collect();
+    let total: usize = chunks.iter().map(|c| c.data.len()).sum();
+    let results = on_ranks(3, |group| {
+        let sync = WeightSync::new(&group, 0, 100, Device::Cpu);
+        if group.rank() == 0 {
+            let stats = sync.send(&chunks).unwrap();
+            (chunks.clone(), stats)
+        } else {
+            sync.receive().unwrap()
+        }
+    });
+    for (rank, (got, stats)) in results.iter().enumerate() {
+        assert_eq!(got, &chunks, "rank {rank}");
+        assert_eq!(stats.bytes as usize, total);
+        assert_eq!(
+            stats.buckets as usize,
+            total.div_ceil(100),
+            "one broadcast per bucket"
+        );
+    }
+}

@@ -15,12 +15,14 @@ mod collectives;
 mod generate;
 mod train;
 mod verify;
+mod weights;
 mod zero3;
 
 pub use collectives::CollectivesArgs;
 pub use generate::GenerateArgs;
 pub use train::TrainArgs;
 pub use verify::VerifyArgs;
+pub use weights::WeightSyncArgs;
 pub use zero3::Zero3Args;
 
 /// Benchmarks.
@@ -44,6 +46,9 @@ pub enum Bench {
     /// learner, the most parameters gathered at once, peak resident memory and step time, for
     /// `--ranks` local ranks (or `--unsharded`, the baseline).
     Zero3(Zero3Args),
+    /// A learner's weights to rollout engines in other processes: exported, broadcast in
+    /// buckets, loaded in place and checked, against a memory copy of the same bytes.
+    WeightSync(WeightSyncArgs),
 }
 
 /// The model, device and output options `bench generate` and `bench train` share.
@@ -123,6 +128,7 @@ pub fn run(bench: &Bench) -> Result<()> {
         Bench::Verify(args) => verify::verify(args),
         Bench::Collectives(args) => collectives::collectives(args),
         Bench::Zero3(args) => zero3::zero3(args),
+        Bench::WeightSync(args) => weights::weight_sync(args),
     }
 }
 
