@@ -188,8 +188,8 @@ fn hub_error(id: &str, message: String) -> DataError {
     }
 }
 
-/// Relative paths of the files under `dir`, hidden entries skipped.
-fn list_files(dir: &Path, prefix: &str, out: &mut Vec<String>) -> std::io::Result<()> {
+/// Relative paths of the files under `dir`, hidden entries skipped, sorted.
+pub(crate) fn list_files(dir: &Path, prefix: &str, out: &mut Vec<String>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::arith::Split;
 use crate::files::{At, RowFile};
-use crate::hub::{split_files, Hub};
+use crate::hub::{list_files, split_files, Hub};
 use crate::{Builtin, DataError};
 
 /// How much of a data set an entry takes.
@@ -161,7 +161,7 @@ fn local_files(path: &Path, split: &str) -> Result<Vec<PathBuf>, DataError> {
         return Ok(vec![path.to_path_buf()]);
     }
     let mut names = Vec::new();
-    collect(path, "", &mut names).map_err(|e| DataError::Row {
+    list_files(path, "", &mut names).map_err(|e| DataError::Row {
         path: path.display().to_string(),
         line: 0,
         field: String::new(),
@@ -174,25 +174,6 @@ fn local_files(path: &Path, split: &str) -> Result<Vec<PathBuf>, DataError> {
         message,
     })?;
     Ok(picked.iter().map(|n| path.join(n)).collect())
-}
-
-fn collect(dir: &Path, prefix: &str, out: &mut Vec<String>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        if entry.path().is_dir() {
-            collect(&entry.path(), &rel, out)?;
-        } else {
-            out.push(rel);
-        }
-    }
-    out.sort();
-    Ok(())
 }
 
 /// Whether a name can be a hub repository id (`name` or `org/name`, optionally `@revision`)

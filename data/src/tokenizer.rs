@@ -14,6 +14,19 @@ pub const SPECIALS: [&str; 6] = ["<pad>", "<s>", "</s>", "<unk>", "<|im_start|>"
 /// Characters of the built-in tokenizer, after the specials.
 pub const CHARS: &str = "abcdefghijklmnopqrstuvwxyz0123456789 \n.?:+-*=#,";
 
+/// A JSON file's contents, `None` when there is no such file.
+fn read_json(path: &Path) -> Result<Option<serde_json::Value>, DataError> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(None);
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| DataError::Tokenizer {
+            path: path.display().to_string(),
+            message: format!("not JSON: {e}"),
+        })
+}
+
 /// A tokenizer with the ids rlvr needs to know.
 #[derive(Clone)]
 pub struct Tokenizer {
@@ -81,8 +94,11 @@ impl Tokenizer {
         }
     }
 
-    /// Load `tokenizer.json` from a file or model directory; EOS is `</s>`, `<|im_end|>` or
-    /// `<|end_of_text|>`, whichever the vocabulary has.
+    /// Load `tokenizer.json` from a file or model directory. EOS is the `eos_token` of the
+    /// `tokenizer_config.json` beside it, else the (first) `eos_token_id` of its
+    /// `generation_config.json`, else `</s>`, `<|im_end|>`, `<|end_of_text|>` or
+    /// `<|endoftext|>`, whichever the vocabulary has; padding is the config's `pad_token`, else
+    /// `<pad>`, else EOS.
     pub fn from_file(path: &Path) -> Result<Self, DataError> {
         let file = if path.is_dir() {
             path.join("tokenizer.json")
@@ -94,13 +110,30 @@ impl Tokenizer {
             message: e.to_string(),
         })?;
         let find = |names: &[&str]| names.iter().find_map(|n| inner.token_to_id(n));
-        let eos_id = find(&["</s>", "<|im_end|>", "<|end_of_text|>", "<|endoftext|>"]).ok_or_else(|| {
-            DataError::Tokenizer {
+        let dir = file.parent().unwrap_or(Path::new("."));
+        let config = read_json(&dir.join("tokenizer_config.json"))?;
+        let generation = read_json(&dir.join("generation_config.json"))?;
+        // A special token is a string or an AddedToken object with `content`.
+        let special = |key: &str| {
+            let v = config.as_ref()?.get(key)?;
+            let text = v.as_str().or_else(|| v.get("content")?.as_str())?;
+            inner.token_to_id(text)
+        };
+        let generation_eos = || {
+            let v = generation.as_ref()?.get("eos_token_id")?;
+            let id = v.as_u64().or_else(|| v.as_array()?.first()?.as_u64())?;
+            u32::try_from(id).ok()
+        };
+        let eos_id = special("eos_token")
+            .or_else(generation_eos)
+            .or_else(|| find(&["</s>", "<|im_end|>", "<|end_of_text|>", "<|endoftext|>"]))
+            .ok_or_else(|| DataError::Tokenizer {
                 path: file.display().to_string(),
                 message: "no end-of-sequence token found".into(),
-            }
-        })?;
-        let pad_id = find(&["<pad>", "<|finetune_right_pad_id|>"]).unwrap_or(eos_id);
+            })?;
+        let pad_id = special("pad_token")
+            .or_else(|| find(&["<pad>", "<|finetune_right_pad_id|>"]))
+            .unwrap_or(eos_id);
         let bos_id = find(&["<s>", "<|begin_of_text|>"]);
         Ok(Self {
             inner,

@@ -228,3 +228,31 @@ fn rlvr_rows_read_the_tulu_format_and_bad_rows_name_file_line_and_field() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn special_tokens_come_from_the_tokenizer_and_generation_configs() {
+    let dir = std::env::temp_dir().join(format!("rlvr-tok-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    Tokenizer::builtin_chars().save(&dir).unwrap();
+    // By name alone: `</s>` (2), `<pad>` (0).
+    let plain = Tokenizer::from_file(&dir).unwrap();
+    assert_eq!((plain.eos_id, plain.pad_id), (2, 0));
+    // generation_config.json's first eos_token_id (a list, as Llama 3.1 Instruct has).
+    std::fs::write(dir.join("generation_config.json"), r#"{"eos_token_id": [5, 2]}"#).unwrap();
+    assert_eq!(Tokenizer::from_file(&dir).unwrap().eos_id, 5);
+    // tokenizer_config.json wins, its tokens as strings or AddedToken objects.
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        r#"{"eos_token": {"content": "<|im_start|>", "special": true}, "pad_token": "<|im_end|>"}"#,
+    )
+    .unwrap();
+    let tok = Tokenizer::from_file(&dir).unwrap();
+    assert_eq!((tok.eos_id, tok.pad_id), (4, 5));
+    std::fs::write(dir.join("tokenizer_config.json"), "{not json").unwrap();
+    let err = Tokenizer::from_file(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("tokenizer_config.json") && err.contains("not JSON"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

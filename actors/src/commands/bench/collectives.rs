@@ -2,12 +2,12 @@
 //! buffer the size of a model's weights, with every result checked, against the device's copy
 //! bandwidth. Started without torchrun's variables it spawns `--ranks` local ranks of itself.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Result;
-use rlvr_dist::{Backend, ProcessGroup, ReduceOp, Rendezvous};
+use rlvr_dist::ReduceOp;
 use serde_json::json;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use super::{copy_bandwidth, sync, DeviceArg};
 use crate::UsageError;
@@ -35,23 +35,10 @@ pub fn collectives(args: &CollectivesArgs) -> Result<()> {
         return Err(UsageError("--ranks, --mib and --repeats must be positive".into()).into());
     }
     let device = args.device.device()?;
-    let backend = Backend::for_device(device);
-    if !backend.available() {
-        return Err(UsageError(
-            "--device cuda: this rlvr was built without NCCL (cargo feature `nccl`)".into(),
-        )
-        .into());
-    }
-    if !crate::ranks::is_rank() {
-        print!("{}", crate::ranks::spawn_local(args.ranks)?);
+    let Some((group, device)) = super::join_ranks(device, args.ranks, "bench")? else {
         return Ok(());
-    }
-    let rdv = Rendezvous::from_env()?;
-    let device = match device {
-        Device::Cuda(_) => Device::Cuda(rdv.local_rank),
-        d => d,
     };
-    let group = ProcessGroup::new(&rdv, backend, "bench", Duration::from_secs(300))?;
+    let backend = group.backend();
     let world = group.world_size();
     let n = (args.mib << 20) / 4 / world * world;
     let bytes = (n * 4) as f64;

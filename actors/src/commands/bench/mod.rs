@@ -2,9 +2,10 @@
 //! baseline beside them in the same session and report the ratio (see BENCHMARKS.md).
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use rlvr_dist::{Backend, ProcessGroup, Rendezvous};
 use rlvr_learner::llama::Config;
 use rlvr_recipes::{load, Resolved};
 use tch::{Device, Kind, Tensor};
@@ -111,6 +112,30 @@ impl DtypeArg {
             Self::Bf16 => Kind::BFloat16,
         }
     }
+}
+
+/// For benchmarks between ranks: started without a launcher's `RANK`, spawn `ranks` local
+/// ranks of this command, print rank 0's output and return `None`; as a rank, join the group
+/// (Gloo on the CPU, NCCL on this rank's GPU) and return it with this rank's device.
+fn join_ranks(device: Device, ranks: usize, prefix: &str) -> Result<Option<(ProcessGroup, Device)>> {
+    let backend = Backend::for_device(device);
+    if !backend.available() {
+        return Err(UsageError(
+            "--device cuda: this rlvr was built without NCCL (cargo feature `nccl`)".into(),
+        )
+        .into());
+    }
+    if !crate::ranks::is_rank() {
+        print!("{}", crate::ranks::spawn_local(ranks)?);
+        return Ok(None);
+    }
+    let rdv = Rendezvous::from_env()?;
+    let device = match device {
+        Device::Cuda(_) => Device::Cuda(rdv.local_rank),
+        d => d,
+    };
+    let group = ProcessGroup::new(&rdv, backend, prefix, Duration::from_secs(600))?;
+    Ok(Some((group, device)))
 }
 
 /// Wait for the device's queued work, so wall-clock times cover it.

@@ -3,14 +3,14 @@
 //! them and loads them into its engine in place — against a memory copy of the same bytes.
 //! Every receiver checks what it loaded against rank 0's checksum.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Result};
-use rlvr_dist::{Backend, ProcessGroup, ReduceOp, Rendezvous, WeightSync};
+use rlvr_dist::{ReduceOp, WeightSync};
 use rlvr_learner::{Learner, LearnerConfig};
 use rlvr_rollout::{Engine, NativeEngine};
 use serde_json::json;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use super::{copy_bandwidth, shape, sync, ModelArgs};
 use crate::UsageError;
@@ -49,23 +49,10 @@ pub fn weight_sync(args: &WeightSyncArgs) -> Result<()> {
         );
     }
     let (device, kind) = (args.model.device.device()?, args.model.dtype.kind());
-    let backend = Backend::for_device(device);
-    if !backend.available() {
-        return Err(UsageError(
-            "--device cuda: this rlvr was built without NCCL (cargo feature `nccl`)".into(),
-        )
-        .into());
-    }
-    if !crate::ranks::is_rank() {
-        print!("{}", crate::ranks::spawn_local(args.ranks)?);
+    let Some((group, device)) = super::join_ranks(device, args.ranks, "weights")? else {
         return Ok(());
-    }
-    let rdv = Rendezvous::from_env()?;
-    let device = match device {
-        Device::Cuda(_) => Device::Cuda(rdv.local_rank),
-        d => d,
     };
-    let group = ProcessGroup::new(&rdv, backend, "weights", Duration::from_secs(600))?;
+    let backend = group.backend();
     let config = shape(&args.model.shape_from)?;
     let sync_on = WeightSync::new(&group, 0, args.bucket_mib << 20, device);
     let mut best = (f64::INFINITY, 0.0, 0u64, 0u64);

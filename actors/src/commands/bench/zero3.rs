@@ -4,13 +4,12 @@
 //! ranks (spawned unless a launcher set `RANK`), or with `--unsharded` for one plain learner,
 //! the baseline to run beside it.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rlvr_core::TrainBatch;
-use rlvr_dist::{Backend, ProcessGroup, Rendezvous};
 use rlvr_learner::{Learner, LearnerConfig, Objective, Reduction};
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
@@ -96,23 +95,10 @@ pub fn zero3(args: &Zero3Args) -> Result<()> {
         println!("{report}");
         return Ok(());
     }
-    let backend = Backend::for_device(device);
-    if !backend.available() {
-        return Err(UsageError(
-            "--device cuda: this rlvr was built without NCCL (cargo feature `nccl`)".into(),
-        )
-        .into());
-    }
-    if !crate::ranks::is_rank() {
-        print!("{}", crate::ranks::spawn_local(args.ranks)?);
+    let Some((group, device)) = super::join_ranks(device, args.ranks, "zero3")? else {
         return Ok(());
-    }
-    let rdv = Rendezvous::from_env()?;
-    let device = match device {
-        Device::Cuda(_) => Device::Cuda(rdv.local_rank),
-        d => d,
     };
-    let group = ProcessGroup::new(&rdv, backend, "zero3", Duration::from_secs(600))?;
+    let backend = group.backend();
     let (rank, world) = (group.rank(), group.world_size());
     let mut learner = new_learner()?;
     // Rank r's rows are rows r·batch.. of the baseline's batch.
