@@ -241,7 +241,12 @@ fn resolve(i: usize, entry: &Entry, hub: &Hub) -> Result<Origin, DataError> {
             ),
         });
     }
-    let (commit, paths) = hub.dataset_files(&entry.dataset, entry.revision.as_deref(), &entry.split)?;
+    // `org/name@revision` names a revision too; the entry's own `revision` wins.
+    let (id, at) = match entry.dataset.split_once('@') {
+        Some((id, rev)) => (id, Some(rev)),
+        None => (entry.dataset.as_str(), None),
+    };
+    let (commit, paths) = hub.dataset_files(id, entry.revision.as_deref().or(at), &entry.split)?;
     Ok(Origin::Files {
         source: "hub",
         commit: Some(commit),

@@ -408,10 +408,19 @@ fn hub_ids_resolve_from_the_standard_cache_when_offline() {
     let (commit, files) = hub.dataset_files("someorg/tiny-sft", None, "train").unwrap();
     assert_eq!(commit, "0123abcd");
     assert_eq!(files, [snapshot.join("data/train-00000-of-00001.parquet")]);
-    // A revision that is the commit itself works too; an unknown one names the cache.
+    // A revision that is the commit itself works too (also as `id@revision` in a mix); an
+    // unknown one names the cache.
     assert!(hub
         .dataset_files("someorg/tiny-sft", Some("0123abcd"), "train")
         .is_ok());
+    let pinned = [Entry {
+        dataset: "someorg/tiny-sft@0123abcd".into(),
+        take: Take::Count(2),
+        split: "train".into(),
+        revision: None,
+    }];
+    let two = mix::load(&pinned, &options(hub.clone()), no_generated, identity).unwrap();
+    assert_eq!(two.rows.len(), 2);
     let err = hub
         .dataset_files("someorg/tiny-sft", Some("v2"), "train")
         .unwrap_err()
