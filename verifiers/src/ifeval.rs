@@ -21,8 +21,8 @@ use std::fmt::Write;
 
 use crate::text::{
     ascii_capital_words, ascii_word_count, find_ascii_ignoring_case, is_ascii_word, is_lowercase,
-    is_uppercase, lowercase, paragraph_count, round_half_even, sentences, tulu3_sentences, whitespace_words,
-    words, PARAGRAPH_BREAK,
+    is_uppercase, lowercase, paragraph_count, paragraphs, round_half_even, sentences, tulu3_sentences,
+    whitespace_words, words,
 };
 use crate::{tulu3_response, verdict, Mode, Truth, TruthError, Verdict, Verifier};
 
@@ -322,7 +322,8 @@ impl IfEval {
                 )
             }
             Func::Paragraphs => {
-                let count = PARAGRAPH_BREAK.find_iter(text.as_bytes()).count() + 1;
+                let pieces = paragraphs(text);
+                let count = pieces.len();
                 let i = c.i;
                 let idx = if i >= 1 {
                     Some(i as usize - 1)
@@ -330,7 +331,7 @@ impl IfEval {
                     count.checked_sub((1 - i) as usize)
                 };
                 let first_ok = idx
-                    .and_then(|k| text.split("\n\n").nth(k))
+                    .and_then(|k| pieces.get(k))
                     .is_some_and(|p| p.trim().starts_with(arg));
                 say(
                     why,

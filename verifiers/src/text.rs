@@ -285,16 +285,30 @@ pub(crate) fn is_lowercase(text: &str) -> bool {
 static RULE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("* * *"));
 
 /// The paragraph break of `validate_paragraphs`.
-pub(crate) static PARAGRAPH_BREAK: LazyLock<memmem::Finder<'static>> =
-    LazyLock::new(|| memmem::Finder::new("\n\n"));
+static PARAGRAPH_BREAK: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("\n\n"));
+
+/// The pieces of `text.split("\n\n")`, found with one prepared finder.
+pub(crate) fn paragraphs(text: &str) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    for at in PARAGRAPH_BREAK.find_iter(text.as_bytes()) {
+        pieces.push(&text[start..at]);
+        start = at + 2;
+    }
+    pieces.push(&text[start..]);
+    pieces
+}
 
 /// The release's paragraph count: lines stripped and re-joined, the whole stripped, split at
 /// `* * *`; returns the pieces and whether any is blank. Counted line by line without building
 /// the joined text (the separator cannot span lines).
 pub(crate) fn paragraph_count(text: &str) -> (i64, bool) {
     if RULE.find(text.as_bytes()).is_none() {
-        // One piece: blank unless a character is neither whitespace nor a line boundary.
-        let blank = python_lines(text).iter().all(|l| l.trim().is_empty());
+        // One piece: blank unless a character is neither whitespace nor a line boundary (the
+        // boundaries other than U+001C..U+001E are whitespace).
+        let blank = text
+            .chars()
+            .all(|c| c.is_whitespace() || matches!(c, '\x1c'..='\x1e'));
         return (1, blank);
     }
     let (mut count, mut blank, mut has_text) = (1, false, false);
@@ -368,8 +382,13 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn paragraph_count_equals_the_joined_split(text in "[* a\n\t]{0,40}") {
+        fn paragraph_count_equals_the_joined_split(text in "[* a\n\t\x1c\x1f\u{85}\u{a0}]{0,40}") {
             proptest::prop_assert_eq!(paragraph_count(&text), joined_paragraph_count(&text));
+        }
+
+        #[test]
+        fn paragraphs_are_the_split_at_blank_lines(text in "[a\n ]{0,40}") {
+            proptest::prop_assert_eq!(paragraphs(&text), text.split("\n\n").collect::<Vec<_>>());
         }
 
         #[test]
