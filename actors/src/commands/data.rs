@@ -63,6 +63,24 @@ fn percentiles(mut lengths: Vec<usize>) -> String {
     )
 }
 
+/// The resolved mix of a stage's record (`data.mix` as [`rlvr_data::mix::MixReport`] writes it).
+fn show_mix(mix: &serde_json::Value) {
+    for e in mix["entries"].as_array().into_iter().flatten() {
+        let available = e["available"]
+            .as_u64()
+            .map_or("generated".into(), |n| format!("of {n}"));
+        println!(
+            "  resolved: {} [{}] ({}): {} rows {available}; {} filtered, {} bad skipped",
+            e["dataset"].as_str().unwrap_or(""),
+            e["split"].as_str().unwrap_or(""),
+            e["source"].as_str().unwrap_or(""),
+            e["taken"],
+            e["filtered"],
+            e["skipped"],
+        );
+    }
+}
+
 /// An example as the model sees it, indented.
 fn show(tok: &Tokenizer, ids: &[u32]) {
     for line in tok.decode_with_specials(ids).lines() {
@@ -102,6 +120,7 @@ fn inspect(stage: &Recipe, examples: usize) {
     let shown = match stage.kind {
         Some(StageKind::Pretrain | StageKind::Sft) => {
             stages::lm::inspect(stage, init).map(|(tok, texts)| {
+                show_mix(&texts.record["data.mix"]);
                 let rows = texts.train();
                 println!("  rows: {}", rows.len());
                 let lengths: Vec<usize> = rows.iter().map(|e| e.0.len()).collect();
@@ -132,6 +151,7 @@ fn inspect(stage: &Recipe, examples: usize) {
         }
         Some(StageKind::Dpo | StageKind::Rm) => {
             stages::preference::inspect(stage, init).map(|(tok, pairs)| {
+                show_mix(&pairs.record["data.mix"]);
                 println!("  pairs: {}", pairs.train.len());
                 let prompt = |e: &Encoded| e.1.iter().take_while(|&&l| l == IGNORE).count();
                 let prompts: Vec<usize> = pairs.train.iter().map(|(c, _)| prompt(c)).collect();
@@ -148,7 +168,8 @@ fn inspect(stage: &Recipe, examples: usize) {
                 }
             })
         }
-        Some(StageKind::Rlvr) => stages::rlvr::inspect(stage, init).map(|(tok, prompts, limit)| {
+        Some(StageKind::Rlvr) => stages::rlvr::inspect(stage, init).map(|(tok, prompts, limit, mix)| {
+            show_mix(&serde_json::to_value(&mix).unwrap_or_default());
             println!("  prompts: {}", prompts.len());
             let lengths: Vec<usize> = prompts.iter().map(Vec::len).collect();
             let over = lengths.iter().filter(|&&l| l > limit).count();

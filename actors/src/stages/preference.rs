@@ -56,7 +56,7 @@ pub(crate) struct Pairs {
     pub train: Vec<EncodedPair>,
     eval: Vec<EncodedPair>,
     prompts: Vec<Prompt>,
-    record: serde_json::Value,
+    pub record: serde_json::Value,
 }
 
 /// Load the stage's pairs and held-out rows, encoded with `tok`. Pairs whose prompt leaves an

@@ -110,15 +110,18 @@ fn registry(rl: &RlvrSpec) -> Registry {
 }
 
 /// Run the stage; returns the directory of the final model.
-/// For `rlvr data inspect`: the stage's tokenizer, its training prompts' token ids and
-/// `rlvr.max_prompt_token_length`.
-pub(crate) fn inspect(stage: &Recipe, init: Option<&Path>) -> Result<(Tokenizer, Vec<Vec<u32>>, usize)> {
+/// For `rlvr data inspect`: the stage's tokenizer, its training prompts' token ids,
+/// `rlvr.max_prompt_token_length` and the resolved mix.
+pub(crate) fn inspect(
+    stage: &Recipe,
+    init: Option<&Path>,
+) -> Result<(Tokenizer, Vec<Vec<u32>>, usize, MixReport)> {
     check(stage)?;
     let rl = spec(stage)?;
     let tok = super::tokenizer(init)?;
-    let (prompts, _) = load_prompts(stage, "data.mix", &stage.data.mix, &tok, &registry(rl), None)?;
+    let (prompts, report) = load_prompts(stage, "data.mix", &stage.data.mix, &tok, &registry(rl), None)?;
     let ids = prompts.into_iter().map(|p| p.prompt_ids).collect();
-    Ok((tok, ids, rl.max_prompt_token_length as usize))
+    Ok((tok, ids, rl.max_prompt_token_length as usize, report))
 }
 
 pub fn run(
