@@ -240,6 +240,7 @@ fn data_inspect_shows_each_stage_rows_lengths_and_rendered_examples() {
         "stage tiny-arith-rlvr (rlvr)",
         "tokens per row: p50",
         "padding: ",
+        "resolved: builtin:arith [train] (builtin): 20000 rows generated",
         "tokens per prompt: p50",
         "example 1 (",
         "prompt 1 (",
