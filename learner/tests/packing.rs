@@ -1,22 +1,13 @@
 //! Packed rows (several documents per row, attention kept inside each) train exactly as the
 //! same documents padded one per row: same loss, same gradients, same weights.
 
-use rlvr_core::{TrainBatch, WeightChunk, IGNORE};
-use rlvr_learner::llama::Config;
-use rlvr_learner::{Learner, LearnerConfig, Objective, Reduction};
-use tch::Device;
+mod common;
 
-fn tiny() -> Config {
-    serde_json::from_value(serde_json::json!({
-        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 40,
-        "tie_word_embeddings": false, "max_position_embeddings": 64
-    }))
-    .unwrap()
-}
+use rlvr_core::{TrainBatch, IGNORE};
+use rlvr_learner::{Learner, Objective, Reduction};
 
 fn learner() -> Learner {
-    Learner::new(&tiny(), LearnerConfig::constant(3e-3, Device::Cpu), 11)
+    common::learner_of(&common::tiny(2, 40, false), 3e-3, 11)
 }
 
 /// Documents of different lengths; some with a masked prompt (SFT-like), some learned whole.
@@ -33,14 +24,6 @@ fn documents() -> Vec<(Vec<i64>, Vec<i64>)> {
                 .collect();
             (ids, labels)
         })
-        .collect()
-}
-
-fn floats(chunk: &WeightChunk) -> Vec<f32> {
-    chunk
-        .data
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect()
 }
 
@@ -93,14 +76,7 @@ fn packed_rows_compute_what_padded_rows_compute() {
     }
     let want = a.export_weights(0).unwrap();
     for l in [&b, &c] {
-        for (x, y) in want.iter().zip(&l.export_weights(0).unwrap()) {
-            let worst = floats(x)
-                .iter()
-                .zip(floats(y))
-                .map(|(u, v)| (u - v).abs())
-                .fold(0f32, f32::max);
-            assert!(worst < 1e-5, "{}: differs by {worst}", x.name);
-        }
+        common::assert_same_weights(&l.export_weights(0).unwrap(), &want, 1e-5, "packed");
     }
     // Without the document mask, the same packed tokens give another loss: the test can fail.
     let mut leaky = packed.clone();

@@ -3,32 +3,17 @@
 //! learner takes on the whole batch; a sharded checkpoint resumes exactly; each rank holds
 //! half the bytes.
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::Path;
-use std::sync::Mutex;
-use std::time::Duration;
 
 use rlvr_core::{TrainBatch, WeightChunk};
-use rlvr_dist::{Backend, ProcessGroup, Rendezvous};
-use rlvr_learner::llama::Config;
+use rlvr_dist::ProcessGroup;
 use rlvr_learner::{Learner, LearnerConfig, Objective, Reduction};
 use tch::Device;
 
-fn tiny(tied: bool) -> Config {
-    serde_json::from_value(serde_json::json!({
-        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 41,
-        "tie_word_embeddings": tied, "max_position_embeddings": 64
-    }))
-    .unwrap()
-}
-
-/// A learner from seed 5. Initialisation draws from libtorch's one global generator: tests
-/// running side by side take turns.
 fn learner(tied: bool) -> Learner {
-    static INIT: Mutex<()> = Mutex::new(());
-    let _turn = INIT.lock().unwrap_or_else(|e| e.into_inner());
-    Learner::new(&tiny(tied), LearnerConfig::constant(3e-3, Device::Cpu), 5)
+    common::learner_of(&common::tiny(3, 41, tied), 3e-3, 5)
 }
 
 /// Two halves of a batch: different sequences, lengths and label masks.
@@ -47,58 +32,14 @@ fn halves() -> [TrainBatch; 2] {
 
 const OBJECTIVE: Objective = Objective::Lm(Reduction::Mean);
 
-fn floats(chunk: &WeightChunk) -> Vec<f32> {
-    chunk
-        .data
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
-}
-
 fn assert_same(got: &[WeightChunk], want: &[WeightChunk], what: &str) {
-    assert_eq!(got.len(), want.len());
-    for (g, w) in got.iter().zip(want) {
-        assert_eq!((&g.name, &g.shape), (&w.name, &w.shape));
-        let worst = floats(g)
-            .iter()
-            .zip(floats(w))
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
-        assert!(worst < 1e-5, "{what} {}: differs by {worst}", g.name);
-    }
+    common::assert_same_weights(got, want, 1e-5, what);
 }
 
 /// Run `f(rank, learner, group)` on `world` threads joined in one Gloo group, each with a
 /// fresh learner.
 fn ranks<T: Send>(world: usize, tied: bool, f: impl Fn(usize, Learner, ProcessGroup) -> T + Sync) -> Vec<T> {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let learners: Vec<Learner> = (0..world).map(|_| learner(tied)).collect();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = learners
-            .into_iter()
-            .enumerate()
-            .map(|(rank, l)| {
-                let f = &f;
-                s.spawn(move || {
-                    let rdv = Rendezvous {
-                        host: "127.0.0.1".into(),
-                        port,
-                        rank,
-                        world_size: world,
-                        local_rank: rank,
-                    };
-                    let group =
-                        ProcessGroup::new(&rdv, Backend::Gloo, "zero3", Duration::from_secs(30)).unwrap();
-                    f(rank, l, group)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    })
+    common::on_ranks((0..world).map(|_| learner(tied)).collect(), f)
 }
 
 #[test]

@@ -76,7 +76,7 @@ impl Learner {
             tokens += b.loss_tokens() as i64;
         }
         let (loss, tokens) =
-            super::mean_over(Some(z.group()), self.config.device, loss_sum / n, tokens as f64)?;
+            super::parallel::mean_over(Some(z.group()), self.config.device, loss_sum / n, tokens as f64)?;
         let grad_norm = z.clip_grad_norm(self.config.max_grad_norm)?;
         let lr = self.config.schedule.lr(z.steps_taken());
         z.step(lr);

@@ -8,7 +8,7 @@
 
 use tch::{Kind, Tensor};
 
-use super::{Documents, Llama};
+use super::{Context, Documents, Llama};
 
 /// Where a unit-by-unit pass gets its parameters and sends their gradients.
 pub trait Units {
@@ -57,6 +57,27 @@ impl Llama {
         head
     }
 
+    /// The decoder layers on `x` without autograd, each gathered only while it runs; each
+    /// layer's input is kept in `inputs` when given.
+    fn layers_by_unit<U: Units>(
+        &self,
+        mut x: Tensor,
+        ctx: &Context,
+        units: &mut U,
+        mut inputs: Option<&mut Vec<Tensor>>,
+    ) -> Result<Tensor, U::Error> {
+        for (i, layer) in self.layers.iter().enumerate() {
+            units.gather(i + 1)?;
+            let next = tch::no_grad(|| layer.forward(&x, ctx));
+            units.release(i + 1);
+            if let Some(kept) = inputs.as_deref_mut() {
+                kept.push(x);
+            }
+            x = next;
+        }
+        Ok(x)
+    }
+
     /// `loss` of the final hidden states, with no gradient, each unit gathered only while it
     /// runs (the head unit for the loss).
     pub fn forward_by_unit<U: Units>(
@@ -70,12 +91,8 @@ impl Llama {
             let ctx = self.context(input_ids.size()[1], documents);
             let head = self.layers.len() + 1;
             units.gather(0)?;
-            let mut x = Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false);
-            for (i, layer) in self.layers.iter().enumerate() {
-                units.gather(i + 1)?;
-                x = layer.forward(&x, &ctx);
-                units.release(i + 1);
-            }
+            let x = Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false);
+            let x = self.layers_by_unit(x, &ctx, units, None)?;
             units.gather(head)?;
             let value = loss(&self.norm.forward(&x));
             units.release(head);
@@ -99,14 +116,8 @@ impl Llama {
         units.gather(0)?;
         // Forward without autograd, keeping each layer's input.
         let mut inputs = Vec::with_capacity(self.layers.len());
-        let mut x = tch::no_grad(|| embed(input_ids));
-        for (i, layer) in self.layers.iter().enumerate() {
-            units.gather(i + 1)?;
-            let next = tch::no_grad(|| layer.forward(&x, &ctx));
-            units.release(i + 1);
-            inputs.push(x);
-            x = next;
-        }
+        let x = tch::no_grad(|| embed(input_ids));
+        let x = self.layers_by_unit(x, &ctx, units, Some(&mut inputs))?;
         // The loss, and the gradients of the head and of the last layer's output.
         units.gather(head)?;
         let top = x.detach().set_requires_grad(true);

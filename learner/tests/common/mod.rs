@@ -1,0 +1,96 @@
+//! Helpers the learner tests share: a tiny model shape, weight comparisons, and ranks on
+//! threads joined in one Gloo group on 127.0.0.1. (Each test binary uses some of them.)
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use rlvr_core::WeightChunk;
+use rlvr_dist::{Backend, ProcessGroup, Rendezvous};
+use rlvr_learner::llama::Config;
+use rlvr_learner::Learner;
+
+/// A tiny Llama: hidden 32, 4 heads over 2 key-value heads, SwiGLU 64.
+pub fn tiny(layers: i64, vocab: i64, tied: bool) -> Config {
+    serde_json::from_value(serde_json::json!({
+        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": layers,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": vocab,
+        "tie_word_embeddings": tied, "max_position_embeddings": 64
+    }))
+    .unwrap()
+}
+
+/// The f32 values of a chunk.
+pub fn floats(chunk: &WeightChunk) -> Vec<f32> {
+    chunk
+        .data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// Assert two exports hold the same tensors within `tol`.
+pub fn assert_same_weights(got: &[WeightChunk], want: &[WeightChunk], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!((&g.name, &g.shape), (&w.name, &w.shape));
+        let worst = floats(g)
+            .iter()
+            .zip(floats(w))
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < tol, "{what} {}: differs by {worst}", g.name);
+    }
+}
+
+/// Run `f(rank, input, group)` for each of `inputs` on its own thread, the threads joined in one
+/// Gloo group; the results in rank order.
+pub fn on_ranks<I: Send, T: Send>(inputs: Vec<I>, f: impl Fn(usize, I, ProcessGroup) -> T + Sync) -> Vec<T> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let world = inputs.len();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = inputs
+            .into_iter()
+            .enumerate()
+            .map(|(rank, input)| {
+                let f = &f;
+                s.spawn(move || {
+                    let rdv = Rendezvous {
+                        host: "127.0.0.1".into(),
+                        port,
+                        rank,
+                        world_size: world,
+                        local_rank: rank,
+                    };
+                    let group =
+                        ProcessGroup::new(&rdv, Backend::Gloo, "test", Duration::from_secs(30)).unwrap();
+                    f(rank, input, group)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// Learners are made one at a time: initialisation draws from libtorch's one global generator,
+/// and tests run side by side.
+pub fn serially<T>(make: impl FnOnce() -> T) -> T {
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = INIT.lock().unwrap_or_else(|e| e.into_inner());
+    make()
+}
+
+/// A learner of `config` from `seed` (see [`serially`]).
+pub fn learner_of(config: &Config, lr: f64, seed: i64) -> Learner {
+    serially(|| {
+        Learner::new(
+            config,
+            rlvr_learner::LearnerConfig::constant(lr, tch::Device::Cpu),
+            seed,
+        )
+    })
+}
