@@ -1218,3 +1218,71 @@ fn bench_weight_sync_reaches_a_rollout_engine_in_another_process() {
     assert_eq!(report["bytes"], 386_304);
     assert_eq!(report["buckets"], 1);
 }
+
+#[test]
+fn hub_data_sets_and_tokenizers_come_from_the_standard_cache_offline() {
+    let dir = tmp("hub");
+    let cache = dir.join("hub");
+    // A data set and a model as huggingface_hub caches them: refs/main names the snapshot.
+    let place = |repo: &str, commit: &str| {
+        let root = cache.join(repo);
+        std::fs::create_dir_all(root.join("refs")).unwrap();
+        std::fs::write(root.join("refs/main"), commit).unwrap();
+        let snapshot = root.join("snapshots").join(commit);
+        std::fs::create_dir_all(&snapshot).unwrap();
+        snapshot
+    };
+    let data = place("datasets--someorg--sums", "c0ffee");
+    std::fs::create_dir_all(data.join("data")).unwrap();
+    std::fs::write(data.join("data/train-00000-of-00001.jsonl"), sft_rows(40, 0)).unwrap();
+    let model = place("models--someorg--tiny", "beef");
+    rlvr_data::Tokenizer::builtin_chars().save(&model).unwrap();
+    let offline = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_rlvr"))
+            .args(args)
+            .env("OMP_NUM_THREADS", "1")
+            .env("HF_HUB_CACHE", &cache)
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap()
+    };
+    let mix = "data.mix=[{dataset = \"someorg/sums\", amount = 0.5}]";
+    let out = offline(&[
+        "data",
+        "inspect",
+        "tiny-arith-sft",
+        "--set",
+        mix,
+        "--set",
+        "model.name_or_path=someorg/tiny",
+        "--examples",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let o = text(&out.stdout);
+    assert!(
+        o.contains("resolved: someorg/sums [train] (hub): 20 rows of 40"),
+        "{o}"
+    );
+    assert!(!o.contains("tokenizer: the built-in one"), "{o}");
+    // And a run trains on it, recording the commit it read.
+    let run = dir.join("run");
+    let out = offline(&[
+        "run",
+        "tiny-arith-sft",
+        "--out",
+        run.to_str().unwrap(),
+        "--set",
+        mix,
+        "--set",
+        "train.max_steps=2",
+        "--set",
+        "train.per_device_train_batch_size=4",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("data/tiny-arith-sft.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["data.mix"]["entries"][0]["commit"], "c0ffee");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -105,6 +105,19 @@ impl Hub {
             .ok_or_else(|| hub_error(id, "the model has no config.json".into()))
     }
 
+    /// A local directory holding the tokenizer files of model `id` at `revision`
+    /// (`tokenizer.json` with the configs beside it), without its weights: what a look at the
+    /// data needs.
+    pub fn tokenizer_dir(&self, id: &str, revision: Option<&str>) -> Result<PathBuf, DataError> {
+        let repo = self.repo(id, RepoType::Model, revision);
+        let (_, files) = self.fetch(id, &repo, tokenizer_files)?;
+        files
+            .first()
+            .and_then(|p| p.parent())
+            .map(Path::to_path_buf)
+            .ok_or_else(|| hub_error(id, "the model has no tokenizer.json".into()))
+    }
+
     fn repo(&self, id: &str, kind: RepoType, revision: Option<&str>) -> Repo {
         Repo::with_revision(id.to_string(), kind, revision.unwrap_or("main").to_string())
     }
@@ -210,6 +223,23 @@ pub(crate) fn list_files(dir: &Path, prefix: &str, out: &mut Vec<String>) -> std
     }
     out.sort();
     Ok(())
+}
+
+/// A model repository's tokenizer and the configs that name its special tokens.
+fn tokenizer_files(names: &[String]) -> Result<Vec<String>, String> {
+    if !names.iter().any(|n| n == "tokenizer.json") {
+        return Err("the repository has no tokenizer.json".into());
+    }
+    let wanted = [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ];
+    Ok(wanted
+        .iter()
+        .filter(|w| names.iter().any(|n| n == *w))
+        .map(|w| w.to_string())
+        .collect())
 }
 
 /// The files of a model repository rlvr loads: configuration, tokenizer and safetensors

@@ -450,6 +450,14 @@ fn hub_ids_resolve_from_the_standard_cache_when_offline() {
     assert!(err.contains("no .safetensors weights"), "{err}");
     std::fs::write(model.join("model.safetensors"), "").unwrap();
     assert_eq!(hub.model_dir("someorg/tiny-model", None).unwrap(), model);
+    // Its tokenizer alone, for a look at the data.
+    let err = hub
+        .tokenizer_dir("someorg/tiny-model", None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no tokenizer.json"), "{err}");
+    rlvr_data::Tokenizer::builtin_chars().save(&model).unwrap();
+    assert_eq!(hub.tokenizer_dir("someorg/tiny-model", None).unwrap(), model);
     // HF_HOME and HF_TOKEN are honoured.
     let home = dir.display().to_string();
     let from_home = Hub::from_vars(|k| (k == "HF_HOME").then(|| home.clone()));

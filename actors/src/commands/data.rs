@@ -115,7 +115,27 @@ fn inspect(stage: &Recipe, examples: usize) {
         };
         println!("  data.mix: {} ({amount})", entry.dataset);
     }
-    let init = Some(Path::new(&stage.model.name_or_path)).filter(|p| p.is_dir());
+    // The starting model's tokenizer: a local directory, or a hub model's tokenizer files
+    // (not its weights); without either, the built-in one.
+    let name = &stage.model.name_or_path;
+    let fetched = match Path::new(name) {
+        p if p.is_dir() || name.is_empty() || !rlvr_data::mix::is_hub_id(name) => None,
+        _ => {
+            let (id, revision) = name
+                .split_once('@')
+                .map_or((name.as_str(), None), |(i, r)| (i, Some(r)));
+            match rlvr_data::Hub::from_env().tokenizer_dir(id, revision) {
+                Ok(dir) => Some(dir),
+                Err(e) => {
+                    println!("  tokenizer: the built-in one ({e})");
+                    None
+                }
+            }
+        }
+    };
+    let init = fetched
+        .as_deref()
+        .or_else(|| Some(Path::new(name)).filter(|p| p.is_dir()));
     let max_len = stage.data.max_seq_length as usize;
     let shown = match stage.kind {
         Some(StageKind::Pretrain | StageKind::Sft) => {
