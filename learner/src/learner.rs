@@ -98,9 +98,11 @@ pub struct Learner {
 impl Learner {
     /// A model initialised from `seed`.
     pub fn new(model: &Config, config: LearnerConfig, seed: i64) -> Self {
-        tch::manual_seed(seed);
-        let vs = VarStore::new(config.device);
-        let llama = Llama::new(&vs.root(), model);
+        let (vs, llama) = crate::runtime::seeded(seed, || {
+            let vs = VarStore::new(config.device);
+            let llama = Llama::new(&vs.root(), model);
+            (vs, llama)
+        });
         let opt = AdamW::new(
             vs.variables()
                 .into_iter()

@@ -1,6 +1,6 @@
 //! libtorch start-up shared by every binary that links the learner.
 
-use std::sync::Once;
+use std::sync::{Mutex, Once};
 
 /// Open `libtorch_cuda.so` once, so its CUDA kernels register with the dispatcher; and keep
 /// large CPU tensor buffers in the heap.
@@ -30,4 +30,14 @@ pub fn init() {
 pub fn default_device() -> tch::Device {
     init();
     tch::Device::cuda_if_available()
+}
+
+/// Run `f` — an initialisation that draws from libtorch's one global generator — with the
+/// generator seeded with `seed` and held by this call alone, so that threads building models at
+/// once each get the weights their seed gives.
+pub fn seeded<T>(seed: i64, f: impl FnOnce() -> T) -> T {
+    static GENERATOR: Mutex<()> = Mutex::new(());
+    let _held = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(seed);
+    f()
 }

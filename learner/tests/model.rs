@@ -34,9 +34,11 @@ fn config_reads_hf_fields() {
 
 #[test]
 fn attention_is_causal() {
-    tch::manual_seed(0);
-    let vs = VarStore::new(Device::Cpu);
-    let m = Llama::new(&vs.root(), &tiny(false));
+    let (_vs, m) = rlvr_learner::runtime::seeded(0, || {
+        let vs = VarStore::new(Device::Cpu);
+        let m = Llama::new(&vs.root(), &tiny(false));
+        (vs, m)
+    });
     let a = Tensor::from_slice(&[1i64, 5, 7, 9, 11, 13]).view([1, 6]);
     let b = Tensor::from_slice(&[1i64, 5, 7, 9, 30, 31]).view([1, 6]);
     let (la, lb) = tch::no_grad(|| (m.forward(&a), m.forward(&b)));

@@ -65,9 +65,11 @@ impl NativeEngine {
     /// An engine with freshly initialised weights (seeded), holding up to `max_batch`
     /// sequences at once, with parameters and cache in `kind` on `device`.
     pub fn new(config: &Config, device: Device, kind: Kind, max_batch: usize, seed: i64) -> Self {
-        tch::manual_seed(seed);
-        let mut vs = VarStore::new(device);
-        let model = Llama::new(&vs.root(), config);
+        let (mut vs, model) = rlvr_learner::runtime::seeded(seed, || {
+            let vs = VarStore::new(device);
+            let model = Llama::new(&vs.root(), config);
+            (vs, model)
+        });
         vs.set_kind(kind);
         vs.freeze();
         Self {

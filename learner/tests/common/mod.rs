@@ -76,21 +76,11 @@ pub fn on_ranks<I: Send, T: Send>(inputs: Vec<I>, f: impl Fn(usize, I, ProcessGr
     })
 }
 
-/// Learners are made one at a time: initialisation draws from libtorch's one global generator,
-/// and tests run side by side.
-pub fn serially<T>(make: impl FnOnce() -> T) -> T {
-    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = INIT.lock().unwrap_or_else(|e| e.into_inner());
-    make()
-}
-
-/// A learner of `config` from `seed` (see [`serially`]).
+/// A learner of `config` from `seed`, learning at a constant `lr` on the CPU.
 pub fn learner_of(config: &Config, lr: f64, seed: i64) -> Learner {
-    serially(|| {
-        Learner::new(
-            config,
-            rlvr_learner::LearnerConfig::constant(lr, tch::Device::Cpu),
-            seed,
-        )
-    })
+    Learner::new(
+        config,
+        rlvr_learner::LearnerConfig::constant(lr, tch::Device::Cpu),
+        seed,
+    )
 }
