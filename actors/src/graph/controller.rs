@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use indicatif::ProgressBar;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use rlvr_core::{FinishReason, PolicySample, SamplingParams};
@@ -354,11 +354,7 @@ impl ControllerState {
         let position =
             ractor::call!(self.roles.data, DataMsg::Position).map_err(|e| anyhow!("data actor: {e}"))?;
         let state = json!({"step": self.step, "data_position": position, "policy_version": self.version});
-        std::fs::write(
-            dir.join("trainer_state.json"),
-            serde_json::to_string_pretty(&state)?,
-        )
-        .with_context(|| format!("writing {}", dir.display()))?;
+        crate::stages::write_state(&dir.join("trainer_state.json"), &state)?;
         Ok(())
     }
 

@@ -230,10 +230,7 @@ pub(super) fn save_checkpoint(
         return Ok(());
     }
     // Written last: a checkpoint without it is incomplete and ignored on resume.
-    std::fs::write(
-        path.join("trainer_state.json"),
-        serde_json::to_string_pretty(state)?,
-    )?;
+    super::write_state(&path.join("trainer_state.json"), state)?;
     if let Some(keep) = keep {
         let mut steps: Vec<u64> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("step-")?.parse().ok())
@@ -512,7 +509,7 @@ fn train(
     }
     tok.save(&model_dir)?;
     // Written last: its presence marks the stage complete for `--resume`.
-    std::fs::write(&done_marker, serde_json::to_string_pretty(&state)?)?;
+    super::write_state(&done_marker, &state)?;
     let held_out = loss.map_or("no held-out rows".into(), |l| format!("held-out loss {l:.4}"));
     eprintln!(
         "stage {}: {held_out} after {} steps, {:.1}s; model in {}",

@@ -185,9 +185,7 @@ pub(crate) fn load_mix<T>(
 pub(crate) fn save_data_record(out: &Path, stage: &Recipe, record: &serde_json::Value) -> Result<()> {
     let dir = out.join("data");
     std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("{}.json", stage.name));
-    std::fs::write(&path, serde_json::to_string_pretty(record)?)
-        .with_context(|| format!("writing {}", path.display()))
+    write_state(&dir.join(format!("{}.json", stage.name)), record)
 }
 
 /// The tokenizer of a stage: the starting model's (`init`) when it has one, else the built-in
@@ -245,6 +243,16 @@ pub fn llama_config(c: &ModelConfig) -> Config {
     }
 }
 
+/// Write `state` as pretty JSON to `path` all at once: into a temporary file beside it, then
+/// renamed over it, so a process killed meanwhile leaves the old file or the new one, never a
+/// torn one. `trainer_state.json` marks checkpoints and finished stages complete this way.
+pub(crate) fn write_state(path: &Path, state: &impl serde::Serialize) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(state)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
 /// The newest complete checkpoint under `dir` (`step-N/` holding a `trainer_state.json` of type
 /// `T`, written last): its directory and state.
 pub(crate) fn latest_checkpoint<T: serde::de::DeserializeOwned>(
@@ -261,8 +269,13 @@ pub(crate) fn latest_checkpoint<T: serde::de::DeserializeOwned>(
         let Ok(text) = std::fs::read_to_string(&state_path) else {
             continue;
         };
-        let state: T =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", state_path.display()))?;
+        let state: T = match serde_json::from_str(&text) {
+            Ok(state) => state,
+            Err(e) => {
+                eprintln!("ignoring the checkpoint {}: {e}", state_path.display());
+                continue;
+            }
+        };
         if best.as_ref().is_none_or(|(_, b)| step(&state) > step(b)) {
             best = Some((path, state));
         }

@@ -437,7 +437,7 @@ pub fn run(
     }
     tok.save(&model_dir)?;
     // Written last: its presence marks the stage complete for `--resume`.
-    std::fs::write(&done_marker, serde_json::to_string_pretty(&state)?)?;
+    super::write_state(&done_marker, &state)?;
     eprintln!(
         "stage {}: {} steps, {:.1}s; model in {}",
         stage.name,

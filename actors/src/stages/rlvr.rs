@@ -329,7 +329,7 @@ pub fn run(
     }
     let state = json!({"step": summary.steps, "evals": summary.evals});
     // Written last: its presence marks the stage complete for `--resume`.
-    std::fs::write(&done_marker, serde_json::to_string_pretty(&state)?)?;
+    super::write_state(&done_marker, &state)?;
     let (first, last) = (summary.evals.first(), summary.evals.last());
     if let (Some((_, a)), Some((_, b))) = (first, last) {
         eprintln!(
