@@ -8,7 +8,7 @@
 #
 #   scripts/device-check.sh BINARY OUTDIR [SECTION...]
 #
-# SECTIONs (all by default): generate train pipeline profile collectives. `profile` needs the
+# SECTIONs (all by default): generate train pipeline profile collectives zero3. `profile` needs the
 # example binary built beside BINARY's target (cargo build --release --examples -p rlvr-rollout)
 # or PROFILE=path.
 set -uo pipefail
@@ -23,7 +23,7 @@ trap 'rm -rf "$WORK"' EXIT
 
 step() { echo; echo "### $*"; }
 SECTIONS=${*:3}
-SECTIONS=${SECTIONS:-generate train pipeline profile collectives}
+SECTIONS=${SECTIONS:-generate train pipeline profile collectives zero3}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
 step "machine"
@@ -62,4 +62,14 @@ if want collectives; then
   step "c10d collectives: NCCL on the GPU (world size 1), Gloo between 2 local ranks"
   timeout 120 "$BIN" bench collectives --device cuda --ranks 1 | tee -a "$OUT/results.jsonl"
   timeout 120 "$BIN" bench collectives --device cpu --ranks 2 | tee -a "$OUT/results.jsonl"
+fi
+
+if want zero3; then
+  step "ZeRO-3 over NCCL (one rank on the GPU) against one unsharded learner, same rows"
+  for dt in f32 bf16; do
+    for mode in --unsharded ""; do
+      timeout 240 "$BIN" bench zero3 --device cuda --dtype "$dt" --ranks 1 --batch 8 --seq-len 512 --steps 5 $mode \
+        | tee -a "$OUT/results.jsonl"
+    done
+  done
 fi

@@ -126,11 +126,13 @@ pub fn zero3(args: &Zero3Args) -> Result<()> {
         peak_rss_mb(),
         step_s,
     ];
-    let mut all_figures = Tensor::zeros([(world * figures.len()) as i64], (Kind::Double, Device::Cpu));
+    // On the rank's device: NCCL gathers CUDA tensors only.
+    let mut all_figures = Tensor::zeros([(world * figures.len()) as i64], (Kind::Double, device));
+    let mine = Tensor::from_slice(&figures).to_device(device);
     learner
-        .with_group(|g| g.all_gather(&mut all_figures, &Tensor::from_slice(&figures)))
+        .with_group(|g| g.all_gather(&mut all_figures, &mine))
         .unwrap_or(Ok(()))?;
-    let all_figures = Vec::<f64>::try_from(all_figures)?;
+    let all_figures = Vec::<f64>::try_from(all_figures.to_device(Device::Cpu))?;
     if rank == 0 {
         let ranks: Vec<_> = all_figures
             .chunks(figures.len())
