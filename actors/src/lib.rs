@@ -6,6 +6,8 @@
 //! - [`graph`]: the RLVR actor graph on `ractor` — a controller at the root of the supervision
 //!   tree, a data actor, supervised rollout and verifier pools fed from queues, the learner and
 //!   the weight broadcaster.
+//! - [`cluster`]: nodes across processes and machines (`rlvr run --listen`, `rlvr worker`) on
+//!   `ractor_cluster`, authenticated by a shared secret.
 //! - [`plot`]: `reward.png` from `metrics.jsonl`.
 //! - [`stages`]: what `rlvr run` executes per stage kind.
 //! - [`commands`]: one module per subcommand.
@@ -13,6 +15,7 @@
 //! Exit codes: 0 success, 2 usage or bad input (unknown recipe, key or value; the message lists
 //! the valid choices), 1 a failure while running (including a plan that does not fit).
 
+pub mod cluster;
 pub mod commands;
 pub mod graph;
 pub mod metrics;

@@ -33,6 +33,8 @@ enum Command {
     /// Measure speed against a baseline, side by side.
     #[command(subcommand)]
     Bench(commands::bench::Bench),
+    /// Join a run started with `run --listen` as a node of rollout or verifier workers.
+    Worker(commands::worker::Args),
     /// Look at a recipe's data before training: rows, token lengths, rendered examples.
     #[command(subcommand)]
     Data(commands::data::Data),
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => commands::verify::run(&args),
         Command::Bench(bench) => commands::bench::run(&bench),
         Command::Data(data) => commands::data::run(&data),
+        Command::Worker(args) => commands::worker::run(&args),
         Command::StageRank(args) => commands::run::rank(&args),
     };
     match result {

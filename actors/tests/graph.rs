@@ -65,7 +65,7 @@ async fn rollout_pool(
         Broadcaster {
             timeout: Duration::from_secs(60),
         },
-        (),
+        None,
     )
     .await
     .unwrap();
@@ -234,11 +234,13 @@ async fn a_hanging_or_panicking_verifier_is_scored_failed_with_a_reason() {
         VerifyJob {
             verifier: Arc::new(Hangs),
             truth: Arc::new(Truth::Text(String::new())),
+            label: "".into(),
             responses: vec!["fine".into(), "boom".into(), "hang here".into()],
         },
         VerifyJob {
             truth: Arc::new(gsm8k.parse_truth("12").unwrap()),
             verifier: gsm8k,
+            label: "12".into(),
             responses: vec!["so #### 12".into(), "#### 13".into()],
         },
     ];

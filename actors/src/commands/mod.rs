@@ -8,3 +8,4 @@ pub mod recipes;
 pub mod run;
 pub mod show;
 pub mod verify;
+pub mod worker;

@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use rlvr_recipes::spec::StageKind;
+
+use crate::cluster::{self, Listen};
 use crate::metrics::MetricsLog;
 use crate::stages;
 use crate::UsageError;
@@ -26,6 +29,13 @@ pub struct Args {
     /// Delete what --out holds and start over.
     #[arg(long)]
     pub overwrite: bool,
+    /// Let worker nodes (`rlvr worker --join`) add rollout and verifier workers to the RLVR
+    /// stages, listening on this address.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// File holding the secret worker nodes must share [default: $RLVR_COOKIE_FILE].
+    #[arg(long, requires = "listen")]
+    pub cookie_file: Option<PathBuf>,
 }
 
 /// Run every stage; each starts from the model the one before it wrote.
@@ -59,6 +69,22 @@ pub fn run(args: &Args) -> Result<()> {
     for stage in &stages {
         stages::check_available(stage)?;
     }
+    let listen = match &args.listen {
+        Some(addr) => {
+            if !stages.iter().any(|s| s.kind == Some(StageKind::Rlvr)) {
+                let msg = format!(
+                    "--listen: `{}` has no RLVR stage for worker nodes to join",
+                    resolved.name()
+                );
+                return Err(UsageError(msg).into());
+            }
+            Some(Listen::new(
+                addr,
+                &cluster::cookie_file(args.cookie_file.as_ref())?,
+            )?)
+        }
+        None => None,
+    };
     prepare_out(&out, args)?;
     if !args.resume {
         std::fs::write(&resolved_path, resolved.to_toml())
@@ -69,7 +95,14 @@ pub fn run(args: &Args) -> Result<()> {
 
     let mut previous: Option<PathBuf> = None;
     for stage in stages {
-        let model = stages::run(stage, &out, previous.as_deref(), args.resume, &mut metrics)?;
+        let model = stages::run(
+            stage,
+            &out,
+            previous.as_deref(),
+            args.resume,
+            &mut metrics,
+            listen.as_ref(),
+        )?;
         previous = Some(model);
     }
     if let Some(model) = previous {

@@ -29,6 +29,7 @@ pub struct BroadcastReport {
 }
 
 /// Messages of the broadcaster.
+#[derive(ractor_cluster::RactorMessage)]
 pub enum BroadcastMsg {
     /// A worker joins; the reply is the newest weights, if any were published.
     Subscribe(ActorRef<RolloutMsg>, RpcReplyPort<Option<Arc<Weights>>>),
@@ -37,7 +38,6 @@ pub enum BroadcastMsg {
 }
 
 /// State of the broadcaster.
-#[derive(Default)]
 pub struct BroadcastState {
     latest: Option<Arc<Weights>>,
     subscribers: Vec<ActorRef<RolloutMsg>>,
@@ -52,14 +52,19 @@ pub struct Broadcaster {
 impl Actor for Broadcaster {
     type Msg = BroadcastMsg;
     type State = BroadcastState;
-    type Arguments = ();
+    /// The weights a worker that subscribes before the first publication gets (the run's
+    /// starting weights, for workers on other nodes, which cannot read its model directory).
+    type Arguments = Option<Arc<Weights>>;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<BroadcastMsg>,
-        _: (),
+        latest: Option<Arc<Weights>>,
     ) -> Result<BroadcastState, ActorProcessingErr> {
-        Ok(BroadcastState::default())
+        Ok(BroadcastState {
+            latest,
+            subscribers: Vec::new(),
+        })
     }
 
     async fn handle(

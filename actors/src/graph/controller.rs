@@ -15,19 +15,23 @@ use rlvr_data::Tokenizer;
 use rlvr_learner::policy::{KlEstimator, PolicyMetrics};
 use rlvr_learner::Learner;
 use rlvr_verifiers::reward::Shaping;
+use rlvr_verifiers::Mode;
 use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::broadcast::{BroadcastMsg, Broadcaster};
+use super::broadcast::{BroadcastMsg, Broadcaster, Weights};
 use super::data::{DataActor, DataArgs, DataMsg, Prompt};
 use super::learner::{LearnReport, LearnSettings, LearnerActor, LearnerMsg};
 use super::pool::{Pool, PoolArgs, PoolMsg, Spawner};
+use super::recruiter::{Recruiter, RecruiterArgs};
 use super::rollout::{RolloutArgs, RolloutWorker};
 use super::step::{
     accuracy, grpo_samples, ppo_samples, rollout, rollout_and_verify, samples, verify, Roles, Scored,
 };
 use super::verifier::{VerifierWorker, VerifyArgs};
+use super::wire::{encode, RolloutSetup, VerifierSetup};
+use crate::cluster::Listen;
 use crate::metrics::MetricsLog;
 
 /// The loop's settings, from the recipe.
@@ -121,6 +125,10 @@ pub struct ControllerArgs {
     pub model_out: PathBuf,
     /// Where the loop starts.
     pub start: Progress,
+    /// Where worker nodes join (`rlvr run --listen`), if they may.
+    pub listen: Option<Listen>,
+    /// The rules the verifiers follow (for verifier workers on other nodes).
+    pub verifier_mode: Mode,
 }
 
 /// How a run ended.
@@ -133,6 +141,7 @@ pub struct RunSummary {
 }
 
 /// Messages of the controller.
+#[derive(ractor_cluster::RactorMessage)]
 pub enum ControllerMsg {
     /// Run the next step.
     Step,
@@ -264,6 +273,7 @@ impl ControllerState {
             .unwrap_or(0);
         self.version = learned.weights.version;
         self.step += 1;
+        let workers = self.workers().await?;
         self.log_step(
             &scored,
             &rewards,
@@ -272,7 +282,21 @@ impl ControllerState {
             gap,
             broadcast.seconds,
             started.elapsed().as_secs_f64(),
+            workers,
         )
+    }
+
+    /// Each pool's live workers (how many on other nodes) and its job counters so far.
+    async fn workers(&self) -> Result<serde_json::Value> {
+        let rollout =
+            ractor::call!(self.roles.rollout, PoolMsg::Stats).map_err(|e| anyhow!("rollout pool: {e}"))?;
+        let verify =
+            ractor::call!(self.roles.verifiers, PoolMsg::Stats).map_err(|e| anyhow!("verifier pool: {e}"))?;
+        let counts = |live: usize, remote: usize, done: u64, requeued: u64, restarts: u64| json!({"live": live, "remote": remote, "jobs_done": done, "jobs_requeued": requeued, "restarts": restarts});
+        Ok(json!({
+            "rollout": counts(rollout.workers.len(), rollout.adopted, rollout.done, rollout.requeued, rollout.restarts),
+            "verifier": counts(verify.workers.len(), verify.adopted, verify.done, verify.requeued, verify.restarts),
+        }))
     }
 
     /// GRPO's group-normalised advantages, or PPO's GAE over the value model's estimates with
@@ -303,6 +327,7 @@ impl ControllerState {
         gap: u64,
         broadcast_s: f64,
         step_s: f64,
+        workers: serde_json::Value,
     ) -> Result<()> {
         let steps = &learned.steps;
         let n = rewards.len().max(1) as f64;
@@ -319,8 +344,10 @@ impl ControllerState {
             |f: fn(&PolicyMetrics) -> f64| steps.iter().map(f).sum::<f64>() / steps.len().max(1) as f64;
         // GRPO's KL is a loss term the learner measures; PPO's is in the reward.
         let kl = reward_kl.unwrap_or_else(|| mean(|m| m.kl));
+        let rows: Vec<u64> = scored.prompts.iter().map(|p| p.row).collect();
         let record = json!({
             "stage": "rlvr", "step": self.step, "reward_mean": reward_mean, "accuracy": acc,
+            "prompt_rows": rows, "verdicts": scored.verdicts.len(), "workers": workers,
             "accuracy_per_verifier": per, "kl": kl, "loss": mean(|m| m.loss),
             "pg_loss": mean(|m| m.pg_loss), "entropy": mean(|m| m.entropy), "clipfrac": mean(|m| m.clipfrac), "ratio": mean(|m| m.ratio),
             "vf_loss": mean(|m| m.vf_loss), "vf_clipfrac": mean(|m| m.vf_clipfrac),
@@ -403,7 +430,19 @@ impl Actor for Controller {
         let cell = myself.get_cell();
         // A worker finishes its current job before it loads new weights: allow a long one.
         let timeout = Duration::from_secs(600);
-        let (broadcaster, _) = Actor::spawn_linked(None, Broadcaster { timeout }, (), cell.clone()).await?;
+        // Workers on other nodes cannot read the model directory: they start from these.
+        let seed = match &args.listen {
+            Some(_) => Some(Arc::new(Weights {
+                version: args.start.policy_version,
+                chunks: args.learner.export_weights(args.start.policy_version)?,
+            })),
+            None => None,
+        };
+        let (broadcaster, _) = Actor::spawn_linked(None, Broadcaster { timeout }, seed, cell.clone()).await?;
+        let rollout_setup = encode(&RolloutSetup {
+            config: args.learner.model().config().clone(),
+            max_batch: args.engine_batch,
+        });
         let rollout_spawner = RolloutSpawner {
             model: args.model_dir,
             device: args.device,
@@ -440,6 +479,20 @@ impl Actor for Controller {
             position: args.start.data_position,
         };
         let (data, _) = Actor::spawn_linked(None, DataActor, data_args, cell.clone()).await?;
+        if let Some(listen) = args.listen {
+            let recruiter = RecruiterArgs {
+                listen,
+                rollout: rollout.clone(),
+                verifiers: verifiers.clone(),
+                broadcaster: broadcaster.clone(),
+                rollout_setup,
+                verifier_setup: encode(&VerifierSetup {
+                    mode: args.verifier_mode,
+                    timeout_s: args.verifier_timeout.as_secs_f64(),
+                }),
+            };
+            Actor::spawn_linked(None, Recruiter, recruiter, cell.clone()).await?;
+        }
         let (learner, _) = Actor::spawn_linked(None, LearnerActor, (args.learner, args.learn), cell).await?;
         myself.send_message(ControllerMsg::Step)?;
         Ok(ControllerState {

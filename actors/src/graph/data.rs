@@ -20,6 +20,8 @@ pub struct Prompt {
     pub verifier: Arc<dyn Verifier>,
     /// Its parsed ground truth.
     pub truth: Arc<Truth>,
+    /// The ground truth as the data set wrote it (what a verifier on another node parses).
+    pub label: Arc<str>,
 }
 
 impl Prompt {
@@ -40,11 +42,13 @@ impl Prompt {
             prompt_ids,
             verifier,
             truth: Arc::new(truth),
+            label: p.ground_truth.as_str().into(),
         })
     }
 }
 
 /// Messages of the data actor.
+#[derive(ractor_cluster::RactorMessage)]
 pub enum DataMsg {
     /// The next `n` prompts.
     Next(usize, RpcReplyPort<Vec<Prompt>>),

@@ -49,6 +49,7 @@ pub struct Scores {
 }
 
 /// Messages of the learner actor.
+#[derive(ractor_cluster::RactorMessage)]
 pub enum LearnerMsg {
     /// Train on one RL step's samples.
     Learn(Vec<PolicySample>, RpcReplyPort<anyhow::Result<LearnReport>>),

@@ -2,20 +2,28 @@
 //!
 //! ```text
 //! controller ─┬─ data actor          prompts in seeded epoch order
-//!             ├─ rollout pool ── rollout workers (one engine each)
-//!             ├─ verifier pool ── verifier workers (per-call timeout)
+//!             ├─ rollout pool ─┬─ rollout workers (one engine each)
+//!             │                └─ rollout proxies ── remote workers on worker nodes
+//!             ├─ verifier pool ─┬─ verifier workers (per-call timeout)
+//!             │                 └─ verifier proxies ── remote workers on worker nodes
 //!             ├─ learner         policy + frozen reference
-//!             └─ broadcaster     new weights to every rollout worker
+//!             ├─ broadcaster     new weights to every rollout worker and proxy
+//!             └─ recruiter       (with --listen) the cluster node; adopts remote workers
 //! ```
 //!
-//! The pools ([`pool`]) restart a worker that dies and re-queue its job, so no prompt is lost
-//! or scored twice.
+//! The pools ([`pool`]) restart a local worker that dies and re-queue its job, and re-queue the
+//! job of a remote one whose node dies, so no prompt is lost or scored twice. Worker nodes
+//! (`rlvr worker`) run [`remote`] workers and talk to their proxies in [`wire`] messages.
 
 pub mod broadcast;
 pub mod controller;
 pub mod data;
 pub mod learner;
 pub mod pool;
+pub mod proxy;
+pub mod recruiter;
+pub mod remote;
 pub mod rollout;
 pub mod step;
 pub mod verifier;
+pub mod wire;

@@ -2,7 +2,9 @@
 //! faster worker takes more of them. A worker that panics, fails or is killed mid-job is
 //! restarted, and its job goes back to the front of the queue: no job is lost, and since a job
 //! is finished by the first result that comes back for it, none is counted twice. Workers can
-//! be added or retired while jobs are running.
+//! be added or retired while jobs are running, and workers started elsewhere — proxies of
+//! workers on other nodes — can be adopted: their jobs are re-queued when they die, but they
+//! are not restarted (their node is gone).
 //!
 //! (ractor's factory routes jobs to workers too, but drops a dead worker's in-flight job; RL
 //! cannot lose prompts, so the pool keeps every job until its result is in.)
@@ -10,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort, SupervisionEvent};
 
 /// A job's id within its pool.
 pub type JobId = u64;
@@ -34,6 +36,7 @@ pub trait Spawner<W: PoolWorker>: Send + Sync + 'static {
 }
 
 /// Messages of a pool.
+#[derive(ractor_cluster::RactorMessage)]
 pub enum PoolMsg<W: PoolWorker> {
     /// Run `jobs`; the reply carries their outputs in the same order.
     Run(Vec<W::Job>, RpcReplyPort<Vec<W::Output>>),
@@ -44,8 +47,12 @@ pub enum PoolMsg<W: PoolWorker> {
         /// Its output.
         output: W::Output,
     },
-    /// Grow or shrink to this many workers (retired workers finish their current job first).
+    /// Grow or shrink to this many local workers (retired workers finish their current job
+    /// first; adopted ones are not counted).
     Resize(usize),
+    /// Take jobs on a worker spawned elsewhere, linked to this pool (so the pool hears when it
+    /// dies); it is never restarted.
+    Adopt(ActorRef<W::Msg>),
     /// Counters and the live workers.
     Stats(RpcReplyPort<PoolStats<W>>),
 }
@@ -54,6 +61,8 @@ pub enum PoolMsg<W: PoolWorker> {
 pub struct PoolStats<W: PoolWorker> {
     /// Live workers, and the job each is running.
     pub workers: Vec<(ActorRef<W::Msg>, Option<JobId>)>,
+    /// Adopted workers among `workers`.
+    pub adopted: usize,
     /// Workers restarted after a failure.
     pub restarts: u64,
     /// Jobs put back in the queue because their worker died.
@@ -67,6 +76,7 @@ struct Slot<W: PoolWorker> {
     index: usize,
     job: Option<JobId>,
     retiring: bool,
+    adopted: bool,
 }
 
 struct Pending {
@@ -132,6 +142,7 @@ impl<W: PoolWorker> PoolState<W> {
                 index,
                 job: None,
                 retiring: false,
+                adopted: false,
             },
         );
         Ok(())
@@ -186,7 +197,18 @@ impl<W: PoolWorker> PoolState<W> {
             self.queue.push_front(job);
             self.requeued += 1;
         }
-        if !slot.retiring {
+        if slot.adopted {
+            eprintln!(
+                "{} worker {} (remote) {why}{}",
+                self.name,
+                slot.index,
+                if slot.job.is_some() {
+                    "; its job re-queued"
+                } else {
+                    ""
+                }
+            );
+        } else if !slot.retiring {
             self.restarts += 1;
             if self.restarts > self.max_restarts {
                 return Err(format!(
@@ -219,7 +241,7 @@ impl<W: PoolWorker> PoolState<W> {
         let live: Vec<ActorId> = self
             .workers
             .iter()
-            .filter(|(_, s)| !s.retiring)
+            .filter(|(_, s)| !s.retiring && !s.adopted)
             .map(|(id, _)| *id)
             .collect();
         for _ in live.len()..target {
@@ -227,9 +249,14 @@ impl<W: PoolWorker> PoolState<W> {
             self.spawn(myself, self.next_index - 1).await?;
         }
         // Retire idle workers first, then busy ones (which stop once their job is done).
+        let local = self
+            .workers
+            .values()
+            .filter(|s| !s.retiring && !s.adopted)
+            .count();
         let mut order = live;
         order.sort_by_key(|id| self.workers[id].job.is_some());
-        for id in order.into_iter().take(self.workers.len().saturating_sub(target)) {
+        for id in order.into_iter().take(local.saturating_sub(target)) {
             let slot = self.workers.get_mut(&id).expect("live worker");
             slot.retiring = true;
             if slot.job.is_none() {
@@ -312,9 +339,27 @@ impl<W: PoolWorker> Actor for Pool<W> {
                 state.dispatch();
             }
             PoolMsg::Resize(n) => state.resize(&myself, n).await?,
+            PoolMsg::Adopt(actor) => {
+                if matches!(actor.get_status(), ActorStatus::Stopping | ActorStatus::Stopped) {
+                    return Ok(()); // died before it was adopted
+                }
+                state.next_index += 1;
+                state.workers.insert(
+                    actor.get_id(),
+                    Slot {
+                        actor,
+                        index: state.next_index - 1,
+                        job: None,
+                        retiring: false,
+                        adopted: true,
+                    },
+                );
+                state.dispatch();
+            }
             PoolMsg::Stats(reply) => {
                 let _ = reply.send(PoolStats {
                     workers: state.workers.values().map(|s| (s.actor.clone(), s.job)).collect(),
+                    adopted: state.workers.values().filter(|s| s.adopted).count(),
                     restarts: state.restarts,
                     requeued: state.requeued,
                     done: state.done,

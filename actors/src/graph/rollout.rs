@@ -23,6 +23,7 @@ pub struct RolloutJob {
 }
 
 /// Messages of a rollout worker.
+#[derive(ractor_cluster::RactorMessage)]
 pub enum RolloutMsg {
     /// Generate a job for the pool.
     Run(JobId, RolloutJob),
@@ -63,17 +64,17 @@ impl PoolWorker for RolloutWorker {
 }
 
 /// Run `f` on the engine on a blocking thread (an await point, so a kill interrupts the wait).
-async fn with_engine<T: Send + 'static>(
-    state: &mut RolloutState,
+pub(crate) async fn with_engine<T: Send + 'static>(
+    slot: &mut Option<NativeEngine>,
     f: impl FnOnce(&mut NativeEngine) -> T + Send + 'static,
 ) -> Result<T, ActorProcessingErr> {
-    let mut engine = state.engine.take().ok_or("engine lost by an earlier failure")?;
+    let mut engine = slot.take().ok_or("engine lost by an earlier failure")?;
     let (engine, out) = tokio::task::spawn_blocking(move || {
         let out = f(&mut engine);
         (engine, out)
     })
     .await?;
-    state.engine = Some(engine);
+    *slot = Some(engine);
     Ok(out)
 }
 
@@ -99,7 +100,7 @@ impl Actor for RolloutWorker {
         // Subscribe before taking jobs, and start from the newest weights.
         let latest = ractor::call!(args.broadcaster, BroadcastMsg::Subscribe, myself)?;
         if let Some(w) = latest {
-            with_engine(&mut state, move |e| e.load_weights(&w.chunks, w.version)).await??;
+            with_engine(&mut state.engine, move |e| e.load_weights(&w.chunks, w.version)).await??;
         }
         Ok(state)
     }
@@ -112,12 +113,15 @@ impl Actor for RolloutWorker {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             RolloutMsg::Run(job, work) => {
-                let output = with_engine(state, move |e| e.generate(&work.requests, &work.params)).await??;
+                let output = with_engine(&mut state.engine, move |e| {
+                    e.generate(&work.requests, &work.params)
+                })
+                .await??;
                 state.pool.send_message(PoolMsg::Done { job, output })?;
             }
             RolloutMsg::LoadWeights(w, reply) => {
                 let version = w.version;
-                with_engine(state, move |e| e.load_weights(&w.chunks, w.version)).await??;
+                with_engine(&mut state.engine, move |e| e.load_weights(&w.chunks, w.version)).await??;
                 let _ = reply.send(version);
             }
         }

@@ -95,6 +95,7 @@ pub async fn verify(
         .map(|(p, group)| VerifyJob {
             verifier: p.verifier.clone(),
             truth: p.truth.clone(),
+            label: p.label.clone(),
             responses: group.iter().map(|c| response_text(tok, c)).collect(),
         })
         .collect();

@@ -18,11 +18,14 @@ pub struct VerifyJob {
     pub verifier: Arc<dyn Verifier>,
     /// The prompt's parsed ground truth.
     pub truth: Arc<Truth>,
+    /// The ground truth unparsed, for a verifier on another node.
+    pub label: Arc<str>,
     /// Decoded responses.
     pub responses: Vec<String>,
 }
 
 /// Messages of a verifier worker.
+#[derive(ractor_cluster::RactorMessage)]
 pub enum VerifyMsg {
     /// Score a job for the pool.
     Run(JobId, VerifyJob),
@@ -69,28 +72,40 @@ impl Actor for VerifierWorker {
         pool: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let VerifyMsg::Run(job, work) = message;
-        let mut output = Vec::with_capacity(work.responses.len());
-        for response in work.responses {
-            let (verifier, truth) = (work.verifier.clone(), work.truth.clone());
-            let call = tokio::task::spawn_blocking(move || verifier.verify(&response, &truth));
-            let name = work.verifier.name();
-            let failed = |reason: String| Verdict {
-                score: 0.0,
-                verified: false,
-                reason,
-            };
-            output.push(match tokio::time::timeout(self.timeout, call).await {
-                Ok(Ok(verdict)) => verdict,
-                // A verifier that panics on one response would panic again on a retry: score
-                // it failed, with the reason, instead of restarting the worker over it.
-                Ok(Err(panic)) => failed(format!("verifier `{name}` panicked: {panic}")),
-                Err(_) => failed(format!(
-                    "verifier `{name}` timed out after {:.1}s",
-                    self.timeout.as_secs_f64()
-                )),
-            });
-        }
+        let output = score(&work.verifier, &work.truth, work.responses, self.timeout).await;
         pool.send_message(PoolMsg::Done { job, output })?;
         Ok(())
     }
+}
+
+/// Score `responses` one by one, each call on a blocking thread under `timeout`: a call that
+/// panics or hangs is scored failed with the reason.
+pub async fn score(
+    verifier: &Arc<dyn Verifier>,
+    truth: &Arc<Truth>,
+    responses: Vec<String>,
+    timeout: Duration,
+) -> Vec<Verdict> {
+    let mut output = Vec::with_capacity(responses.len());
+    for response in responses {
+        let (v, t) = (verifier.clone(), truth.clone());
+        let call = tokio::task::spawn_blocking(move || v.verify(&response, &t));
+        let name = verifier.name();
+        let failed = |reason: String| Verdict {
+            score: 0.0,
+            verified: false,
+            reason,
+        };
+        output.push(match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(verdict)) => verdict,
+            // A verifier that panics on one response would panic again on a retry: score it
+            // failed, with the reason, instead of restarting the worker over it.
+            Ok(Err(panic)) => failed(format!("verifier `{name}` panicked: {panic}")),
+            Err(_) => failed(format!(
+                "verifier `{name}` timed out after {:.1}s",
+                timeout.as_secs_f64()
+            )),
+        });
+    }
+    output
 }

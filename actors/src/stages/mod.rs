@@ -16,6 +16,7 @@ use rlvr_learner::llama::Config;
 use rlvr_recipes::spec::{Amount, MixEntry, ModelConfig, StageKind};
 use rlvr_recipes::Recipe;
 
+use crate::cluster::Listen;
 use crate::metrics::MetricsLog;
 use crate::UsageError;
 
@@ -27,6 +28,7 @@ pub fn run(
     init: Option<&Path>,
     resume: bool,
     metrics: &mut MetricsLog,
+    listen: Option<&Listen>,
 ) -> Result<PathBuf> {
     // A stage's model directory gets `trainer_state.json` last: with it, the stage is done.
     let model_dir = out.join(&stage.name);
@@ -48,7 +50,7 @@ pub fn run(
     match stage.kind {
         Some(StageKind::Pretrain | StageKind::Sft) => lm::run(stage, out, init, resume, metrics),
         Some(StageKind::Dpo | StageKind::Rm) => preference::run(stage, out, init, resume, metrics),
-        Some(StageKind::Rlvr) => rlvr::run(stage, out, init, resume, metrics),
+        Some(StageKind::Rlvr) => rlvr::run(stage, out, init, resume, metrics, listen),
         None => Err(not_a_stage(stage)),
     }
 }

@@ -20,6 +20,7 @@ use rlvr_verifiers::reward::Shaping;
 use rlvr_verifiers::{Mode, Registry};
 use serde_json::json;
 
+use crate::cluster::Listen;
 use crate::graph::controller::{Controller, ControllerArgs, LoopSettings, Ppo, Progress};
 use crate::graph::data::Prompt;
 use crate::graph::learner::LearnSettings;
@@ -98,11 +99,15 @@ pub fn check(stage: &Recipe) -> Result<()> {
 }
 
 /// The verifiers of the stage, with its data sets routed to them.
-fn registry(rl: &RlvrSpec) -> Registry {
-    let mut r = Registry::new(match rl.verifier_mode {
+fn verifier_mode(rl: &RlvrSpec) -> Mode {
+    match rl.verifier_mode {
         rlvr_recipes::spec::VerifierMode::Default => Mode::Default,
         rlvr_recipes::spec::VerifierMode::Tulu3 => Mode::Tulu3,
-    });
+    }
+}
+
+fn registry(rl: &RlvrSpec) -> Registry {
+    let mut r = Registry::new(verifier_mode(rl));
     for (dataset, verifier) in &rl.dataset_verifiers {
         r.alias(dataset, verifier);
     }
@@ -130,6 +135,7 @@ pub fn run(
     init: Option<&Path>,
     resume: bool,
     metrics: &MetricsLog,
+    listen: Option<&Listen>,
 ) -> Result<PathBuf> {
     let model_dir = out.join(&stage.name);
     let done_marker = model_dir.join("trainer_state.json");
@@ -295,8 +301,9 @@ pub fn run(
         prompts,
         eval_prompts,
         tokenizer: tok.clone(),
-        rollout_workers: stage.rollout.workers.max(1) as usize,
-        verifier_workers: stage.rollout.verifier_workers.max(1) as usize,
+        // With worker nodes, the run itself may hold no workers of a role.
+        rollout_workers: stage.rollout.workers.max(u64::from(listen.is_none())) as usize,
+        verifier_workers: stage.rollout.verifier_workers.max(u64::from(listen.is_none())) as usize,
         verifier_timeout: Duration::from_secs_f64(stage.rollout.verifier_timeout_s.max(0.001)),
         device,
         engine_batch: stage.rollout.engine_batch.max(1) as usize,
@@ -306,6 +313,8 @@ pub fn run(
         done,
         model_out: model_dir.clone(),
         start,
+        listen: listen.cloned(),
+        verifier_mode: verifier_mode(rl),
     };
     let summary = runtime.block_on(async move {
         let (_controller, handle) = Actor::spawn(None, Controller, args)

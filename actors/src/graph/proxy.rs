@@ -1,0 +1,163 @@
+//! The run's stand-ins for workers on worker nodes. A proxy is a pool worker like a local one —
+//! the rollout pool deals it jobs, the broadcaster sends it weights — and passes each on to its
+//! remote worker as a [`RemoteMsg`], weights in buckets. When the remote call fails (its node
+//! died, the connection dropped, it timed out) the proxy fails, and the pool re-queues its job.
+
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef, BytesConvertable, RpcReplyPort};
+
+use super::broadcast::{BroadcastMsg, Weights};
+use super::pool::{PoolMsg, PoolWorker};
+use super::rollout::{RolloutMsg, RolloutWorker};
+use super::verifier::{VerifierWorker, VerifyMsg};
+use super::wire::{
+    decode, encode, encode_buckets, Completions, RemoteMsg, RolloutRequest, Verdicts, VerifyRequest,
+};
+
+/// Longest a remote rollout or verify job may take before its worker is given up on.
+const JOB_TIMEOUT: Duration = Duration::from_secs(1800);
+/// Longest a remote worker may take to set up or to load weights.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
+/// Bytes of weights per message.
+const BUCKET_BYTES: usize = 64 << 20;
+
+/// Call `remote` and wait for its reply.
+async fn call<T: BytesConvertable + Send + 'static>(
+    remote: &ActorRef<RemoteMsg>,
+    msg: impl FnOnce(RpcReplyPort<T>) -> RemoteMsg,
+    timeout: Duration,
+) -> Result<T, ActorProcessingErr> {
+    match remote.call(msg, Some(timeout)).await? {
+        CallResult::Success(reply) => Ok(reply),
+        CallResult::Timeout => Err(format!("no reply within {}s", timeout.as_secs()).into()),
+        CallResult::SenderError => Err("its node went away".into()),
+    }
+}
+
+/// A call whose reply is `""` on success and the error otherwise.
+async fn call_status(
+    remote: &ActorRef<RemoteMsg>,
+    msg: impl FnOnce(RpcReplyPort<String>) -> RemoteMsg,
+) -> Result<(), ActorProcessingErr> {
+    match call(remote, msg, SETUP_TIMEOUT).await? {
+        ok if ok.is_empty() => Ok(()),
+        why => Err(why.into()),
+    }
+}
+
+/// Start-up arguments of either proxy.
+pub struct ProxyArgs<P: PoolWorker> {
+    /// The worker on the other node.
+    pub remote: ActorRef<RemoteMsg>,
+    /// Its set-up message (JSON).
+    pub setup: Vec<u8>,
+    /// The pool that deals jobs.
+    pub pool: ActorRef<PoolMsg<P>>,
+}
+
+/// State of a proxy.
+pub struct ProxyState<P: PoolWorker> {
+    remote: ActorRef<RemoteMsg>,
+    pool: ActorRef<PoolMsg<P>>,
+}
+
+/// Stand-in for a rollout worker on a worker node.
+pub struct RolloutProxy {
+    /// Where weights come from.
+    pub broadcaster: ActorRef<BroadcastMsg>,
+}
+
+async fn send_weights(remote: &ActorRef<RemoteMsg>, w: &Weights) -> Result<(), ActorProcessingErr> {
+    for bucket in encode_buckets(&w.chunks, BUCKET_BYTES) {
+        remote.send_message(RemoteMsg::Bucket(bucket))?;
+    }
+    call_status(remote, |r| RemoteMsg::Load(w.version, r)).await
+}
+
+impl Actor for RolloutProxy {
+    type Msg = RolloutMsg;
+    type State = ProxyState<RolloutWorker>;
+    type Arguments = ProxyArgs<RolloutWorker>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RolloutMsg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let remote = args.remote;
+        call_status(&remote, |r| RemoteMsg::Setup(args.setup, r)).await?;
+        // The run seeds the broadcaster with its starting weights, so there are always some.
+        let latest = ractor::call!(self.broadcaster, BroadcastMsg::Subscribe, myself)?
+            .ok_or("the broadcaster holds no weights for a remote worker")?;
+        send_weights(&remote, &latest).await?;
+        Ok(ProxyState {
+            remote,
+            pool: args.pool,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<RolloutMsg>,
+        message: RolloutMsg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            RolloutMsg::Run(job, work) => {
+                let request = encode(&RolloutRequest {
+                    requests: work.requests,
+                    params: (*work.params).clone(),
+                });
+                let reply = call(&state.remote, |r| RemoteMsg::Generate(request, r), JOB_TIMEOUT).await?;
+                let output = decode::<Completions>(&reply, "completions")??;
+                state.pool.send_message(PoolMsg::Done { job, output })?;
+            }
+            RolloutMsg::LoadWeights(w, reply) => {
+                send_weights(&state.remote, &w).await?;
+                let _ = reply.send(w.version);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Stand-in for a verifier worker on a worker node.
+pub struct VerifierProxy;
+
+impl Actor for VerifierProxy {
+    type Msg = VerifyMsg;
+    type State = ProxyState<VerifierWorker>;
+    type Arguments = ProxyArgs<VerifierWorker>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<VerifyMsg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        call_status(&args.remote, |r| RemoteMsg::Setup(args.setup, r)).await?;
+        Ok(ProxyState {
+            remote: args.remote,
+            pool: args.pool,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<VerifyMsg>,
+        message: VerifyMsg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let VerifyMsg::Run(job, work) = message;
+        let request = encode(&VerifyRequest {
+            verifier: work.verifier.name().to_string(),
+            label: work.label.to_string(),
+            responses: work.responses,
+        });
+        let reply = call(&state.remote, |r| RemoteMsg::Verify(request, r), JOB_TIMEOUT).await?;
+        let output = decode::<Verdicts>(&reply, "verdicts")??;
+        state.pool.send_message(PoolMsg::Done { job, output })?;
+        Ok(())
+    }
+}
