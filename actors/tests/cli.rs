@@ -1220,6 +1220,42 @@ fn bench_weight_sync_reaches_a_rollout_engine_in_another_process() {
 }
 
 #[test]
+fn bench_weight_sync_over_the_cluster_reaches_a_worker_node_that_then_generates_as_a_local_engine() {
+    let out = rlvr(&[
+        "bench",
+        "weight-sync",
+        "--over",
+        "cluster",
+        "--repeats",
+        "2",
+        "--bucket-mib",
+        "0",
+        "--shape-from",
+        "tiny-arith-sft",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = rlvr(&[
+        "bench",
+        "weight-sync",
+        "--over",
+        "cluster",
+        "--repeats",
+        "2",
+        "--bucket-mib",
+        "1",
+        "--shape-from",
+        "tiny-arith-sft",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(report["completions_equal"], true);
+    assert_eq!(report["transport"], "ractor_cluster");
+    assert_eq!(report["version"], 2);
+    assert_eq!(report["bytes"], 386_304);
+    assert_eq!(report["buckets"], 1);
+}
+
+#[test]
 fn hub_data_sets_and_tokenizers_come_from_the_standard_cache_offline() {
     let dir = tmp("hub");
     let cache = dir.join("hub");

@@ -19,12 +19,12 @@ use super::wire::{
 /// Longest a remote rollout or verify job may take before its worker is given up on.
 const JOB_TIMEOUT: Duration = Duration::from_secs(1800);
 /// Longest a remote worker may take to set up or to load weights.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
 /// Bytes of weights per message.
 const BUCKET_BYTES: usize = 64 << 20;
 
 /// Call `remote` and wait for its reply.
-async fn call<T: BytesConvertable + Send + 'static>(
+pub(crate) async fn call<T: BytesConvertable + Send + 'static>(
     remote: &ActorRef<RemoteMsg>,
     msg: impl FnOnce(RpcReplyPort<T>) -> RemoteMsg,
     timeout: Duration,
@@ -37,7 +37,7 @@ async fn call<T: BytesConvertable + Send + 'static>(
 }
 
 /// A call whose reply is `""` on success and the error otherwise.
-async fn call_status(
+pub(crate) async fn call_status(
     remote: &ActorRef<RemoteMsg>,
     msg: impl FnOnce(RpcReplyPort<String>) -> RemoteMsg,
 ) -> Result<(), ActorProcessingErr> {
@@ -69,11 +69,20 @@ pub struct RolloutProxy {
     pub broadcaster: ActorRef<BroadcastMsg>,
 }
 
-async fn send_weights(remote: &ActorRef<RemoteMsg>, w: &Weights) -> Result<(), ActorProcessingErr> {
-    for bucket in encode_buckets(&w.chunks, BUCKET_BYTES) {
+/// Send `w` to `remote` in buckets of about `bucket_bytes`, then have it load them; returns
+/// the number of buckets.
+pub(crate) async fn send_weights(
+    remote: &ActorRef<RemoteMsg>,
+    w: &Weights,
+    bucket_bytes: usize,
+) -> Result<usize, ActorProcessingErr> {
+    let buckets = encode_buckets(&w.chunks, bucket_bytes);
+    let n = buckets.len();
+    for bucket in buckets {
         remote.send_message(RemoteMsg::Bucket(bucket))?;
     }
-    call_status(remote, |r| RemoteMsg::Load(w.version, r)).await
+    call_status(remote, |r| RemoteMsg::Load(w.version, r)).await?;
+    Ok(n)
 }
 
 impl Actor for RolloutProxy {
@@ -91,7 +100,7 @@ impl Actor for RolloutProxy {
         // The run seeds the broadcaster with its starting weights, so there are always some.
         let latest = ractor::call!(self.broadcaster, BroadcastMsg::Subscribe, myself)?
             .ok_or("the broadcaster holds no weights for a remote worker")?;
-        send_weights(&remote, &latest).await?;
+        send_weights(&remote, &latest, BUCKET_BYTES).await?;
         Ok(ProxyState {
             remote,
             pool: args.pool,
@@ -115,7 +124,7 @@ impl Actor for RolloutProxy {
                 state.pool.send_message(PoolMsg::Done { job, output })?;
             }
             RolloutMsg::LoadWeights(w, reply) => {
-                send_weights(&state.remote, &w).await?;
+                send_weights(&state.remote, &w, BUCKET_BYTES).await?;
                 let _ = reply.send(w.version);
             }
         }

@@ -17,6 +17,7 @@ mod generate;
 mod train;
 mod verify;
 mod weights;
+mod worker_sync;
 mod zero3;
 
 pub use collectives::CollectivesArgs;
@@ -47,8 +48,9 @@ pub enum Bench {
     /// learner, the most parameters gathered at once, peak resident memory and step time, for
     /// `--ranks` local ranks (or `--unsharded`, the baseline).
     Zero3(Zero3Args),
-    /// A learner's weights to rollout engines in other processes: exported, broadcast in
-    /// buckets, loaded in place and checked, against a memory copy of the same bytes.
+    /// A learner's weights to rollout engines in other processes — over c10d between ranks,
+    /// or over `ractor_cluster` to a worker node — exported, sent in buckets, loaded in place
+    /// and checked, against a memory copy of the same bytes.
     WeightSync(WeightSyncArgs),
 }
 

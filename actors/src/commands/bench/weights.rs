@@ -1,7 +1,8 @@
 //! `rlvr bench weight-sync`: a learner's weights to a rollout engine in another process — rank
 //! 0 exports them and broadcasts them in buckets ([`WeightSync`]), every other rank receives
 //! them and loads them into its engine in place — against a memory copy of the same bytes.
-//! Every receiver checks what it loaded against rank 0's checksum.
+//! Every receiver checks what it loaded against rank 0's checksum. `--over cluster` measures the
+//! other path, to a worker node ([`super::worker_sync`]).
 
 use std::time::Instant;
 
@@ -15,9 +16,22 @@ use tch::{Kind, Tensor};
 use super::{copy_bandwidth, shape, sync, ModelArgs};
 use crate::UsageError;
 
+/// How weights travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// c10d broadcasts between ranks (Gloo on CPU, NCCL on CUDA).
+    C10d,
+    /// Messages to a `rlvr worker` node over `ractor_cluster`, as `rlvr run --listen` sends
+    /// them (CPU).
+    Cluster,
+}
+
 /// Arguments of `rlvr bench weight-sync`.
 #[derive(Debug, clap::Args)]
 pub struct WeightSyncArgs {
+    /// How the weights travel.
+    #[arg(long, value_enum, default_value_t = Transport::C10d)]
+    pub over: Transport,
     /// Local ranks: rank 0 trains, the others roll out (ignored under a launcher's `RANK`).
     #[arg(long, default_value_t = 2)]
     pub ranks: usize,
@@ -43,6 +57,15 @@ fn checksum(chunks: &[rlvr_core::WeightChunk]) -> f64 {
 
 /// Run as one rank, or spawn the local ranks and print rank 0's report.
 pub fn weight_sync(args: &WeightSyncArgs) -> Result<()> {
+    if args.over == Transport::Cluster {
+        if args.bucket_mib == 0 || args.repeats == 0 || args.model.device != super::DeviceArg::Cpu {
+            return Err(UsageError(
+                "--over cluster: --bucket-mib and --repeats must be positive, --device cpu".into(),
+            )
+            .into());
+        }
+        return super::worker_sync::worker_sync(args);
+    }
     if args.ranks < 2 || args.bucket_mib == 0 || args.repeats == 0 {
         return Err(
             UsageError("--ranks must be at least 2, --bucket-mib and --repeats positive".into()).into(),
