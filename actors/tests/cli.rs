@@ -1217,6 +1217,23 @@ fn bench_weight_sync_reaches_a_rollout_engine_in_another_process() {
     // 96,576 f32 parameters: 386,304 bytes in one 1 MiB bucket.
     assert_eq!(report["bytes"], 386_304);
     assert_eq!(report["buckets"], 1);
+    // Alone, rank 0 broadcasts to itself and loads its own engine (NCCL on a one-GPU machine).
+    let out = rlvr(&[
+        "bench",
+        "weight-sync",
+        "--ranks",
+        "1",
+        "--repeats",
+        "1",
+        "--shape-from",
+        "tiny-arith-sft",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(
+        (report["world_size"].as_u64(), report["checksums_equal"].as_bool()),
+        (Some(1), Some(true))
+    );
 }
 
 #[test]

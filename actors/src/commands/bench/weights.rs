@@ -32,7 +32,8 @@ pub struct WeightSyncArgs {
     /// How the weights travel.
     #[arg(long, value_enum, default_value_t = Transport::C10d)]
     pub over: Transport,
-    /// Local ranks: rank 0 trains, the others roll out (ignored under a launcher's `RANK`).
+    /// Local ranks: rank 0 trains, the others roll out (ignored under a launcher's `RANK`); with
+    /// one rank, rank 0 broadcasts to itself and loads the weights into its own engine.
     #[arg(long, default_value_t = 2)]
     pub ranks: usize,
     /// Bytes per broadcast, in MiB.
@@ -66,10 +67,8 @@ pub fn weight_sync(args: &WeightSyncArgs) -> Result<()> {
         }
         return super::worker_sync::worker_sync(args);
     }
-    if args.ranks < 2 || args.bucket_mib == 0 || args.repeats == 0 {
-        return Err(
-            UsageError("--ranks must be at least 2, --bucket-mib and --repeats positive".into()).into(),
-        );
+    if args.ranks == 0 || args.bucket_mib == 0 || args.repeats == 0 {
+        return Err(UsageError("--ranks, --bucket-mib and --repeats must be positive".into()).into());
     }
     let (device, kind) = (args.model.device.device()?, args.model.dtype.kind());
     let Some((group, device)) = super::join_ranks(device, args.ranks, "weights")? else {
@@ -85,11 +84,24 @@ pub fn weight_sync(args: &WeightSyncArgs) -> Result<()> {
         if kind == Kind::BFloat16 {
             learner.set_bf16()?;
         }
+        // Alone (one GPU: NCCL takes one rank per device), rank 0 is its own rollout engine.
+        let mut own_engine =
+            (group.world_size() == 1).then(|| NativeEngine::new(&config, device, kind, 1, 0));
         for version in 1..=args.repeats as u64 {
             group.barrier()?;
             let t = Instant::now();
             let chunks = learner.export_weights(version)?;
             let stats = sync_on.send(&chunks)?;
+            if let Some(engine) = &mut own_engine {
+                engine.load_weights(&chunks, version)?;
+                sync(device);
+                if engine.policy_version() != version {
+                    bail!(
+                        "the engine holds version {} after loading {version}",
+                        engine.policy_version()
+                    );
+                }
+            }
             let seconds = t.elapsed().as_secs_f64();
             if seconds < best.0 {
                 best = (seconds, stats.seconds, stats.bytes, stats.buckets);
