@@ -8,7 +8,7 @@
 #
 #   scripts/device-check.sh BINARY OUTDIR [SECTION...]
 #
-# SECTIONs (all by default): generate train pipeline profile collectives zero3. `profile` needs the
+# SECTIONs (all by default): generate train pipeline profile collectives zero3 weights workers. `profile` needs the
 # example binary built beside BINARY's target (cargo build --release --examples -p rlvr-rollout)
 # or PROFILE=path.
 set -uo pipefail
@@ -23,7 +23,7 @@ trap 'rm -rf "$WORK"' EXIT
 
 step() { echo; echo "### $*"; }
 SECTIONS=${*:3}
-SECTIONS=${SECTIONS:-generate train pipeline profile collectives zero3}
+SECTIONS=${SECTIONS:-generate train pipeline profile collectives zero3 weights workers}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
 step "machine"
@@ -72,4 +72,26 @@ if want zero3; then
         | tee -a "$OUT/results.jsonl"
     done
   done
+fi
+
+if want weights; then
+  step "weight sync over NCCL: export, bucketed broadcast, load into an engine (one rank: NCCL takes one per GPU)"
+  for dt in f32 bf16; do
+    timeout 120 "$BIN" bench weight-sync --device cuda --dtype "$dt" --ranks 1 --repeats 3 | tee -a "$OUT/results.jsonl"
+  done
+fi
+
+if want workers; then
+  step "tiny-arith-rlvr with its rollout and verifier workers on worker nodes (the rollout node's engine on the GPU)"
+  umask 077; head -c 24 /dev/urandom | base64 > "$WORK/cookie"
+  common=(--set train.max_steps=20 --set rlvr.local_rollout_batch_size=4 --set rlvr.local_mini_batch_size=32)
+  start=$(date +%s)
+  timeout 180 "$BIN" run tiny-arith-rlvr --out "$WORK/nodes" --listen 127.0.0.1:29650 --cookie-file "$WORK/cookie" \
+    --set rollout.workers=0 --set rollout.verifier_workers=0 "${common[@]}" > "$WORK/nodes.log" 2>&1 &
+  run=$!
+  timeout 180 "$BIN" worker --join 127.0.0.1:29650 --role rollout --cookie-file "$WORK/cookie" 2> "$WORK/rollout.log" &
+  timeout 180 "$BIN" worker --join 127.0.0.1:29650 --role verifier --workers 2 --cookie-file "$WORK/cookie" 2> "$WORK/verifier.log" &
+  wait $run; echo "run exit $? after $(($(date +%s) - start)) s"; wait
+  grep -v "rlvr step" "$WORK/nodes.log" | tail -12; tail -3 "$WORK/rollout.log"
+  cp "$WORK/nodes/metrics.jsonl" "$OUT/workers-metrics.jsonl" 2>/dev/null || true
 fi

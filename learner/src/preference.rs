@@ -90,8 +90,14 @@ pub(crate) fn bradley_terry(chosen: &Tensor, rejected: &Tensor) -> Tensor {
 /// logits as in language modelling; [`rlvr_core::IGNORE`] positions excluded) and how many
 /// labelled tokens it has: `[rows]` and `[rows]`.
 pub(crate) fn sequence_logps(model: &Llama, input_ids: &Tensor, labels: &Tensor) -> (Tensor, Tensor) {
-    let t = input_ids.size()[1];
-    let logits = model.forward(input_ids).narrow(1, 0, t - 1).to_kind(Kind::Float);
+    sequence_logps_of(model, &model.hidden_states(input_ids), labels)
+}
+
+/// [`sequence_logps`] from the model's final hidden states (under ZeRO-3 they come from the
+/// unit-by-unit pass, with the head gathered).
+pub(crate) fn sequence_logps_of(model: &Llama, hidden: &Tensor, labels: &Tensor) -> (Tensor, Tensor) {
+    let t = hidden.size()[1];
+    let logits = model.logits(hidden).narrow(1, 0, t - 1).to_kind(Kind::Float);
     let targets = labels.narrow(1, 1, t - 1);
     let mask = targets.ne(rlvr_core::IGNORE);
     let safe = targets.where_scalarother(&mask, 0);
@@ -129,6 +135,19 @@ pub struct PreferenceMetrics {
     pub grad_norm: f64,
     /// Tokens in the step's sequences (both sides, padding excluded).
     pub tokens: u64,
+}
+
+impl PreferenceMetrics {
+    /// Add one of `n` micro-batches' metrics: its share of each mean, all of its tokens.
+    pub(crate) fn add_share(&mut self, m: &Self, n: f64) {
+        self.loss += m.loss / n;
+        self.accuracy += m.accuracy / n;
+        self.chosen_reward += m.chosen_reward / n;
+        self.rejected_reward += m.rejected_reward / n;
+        self.chosen_logp += m.chosen_logp / n;
+        self.rejected_logp += m.rejected_logp / n;
+        self.tokens += m.tokens;
+    }
 }
 
 #[cfg(test)]

@@ -1,14 +1,15 @@
 //! ZeRO-3 over a real Gloo group on 127.0.0.1: two ranks, each holding half of the parameters,
 //! gradients and AdamW state and stepping on half of the batch, take the steps one unsharded
-//! learner takes on the whole batch; a sharded checkpoint resumes exactly; each rank holds
-//! half the bytes.
+//! learner takes on the whole batch — language-model and DPO steps; a sharded checkpoint
+//! resumes exactly; each rank holds half the bytes.
 
 mod common;
 
 use std::path::Path;
 
-use rlvr_core::{TrainBatch, WeightChunk};
+use rlvr_core::{PreferenceBatch, TrainBatch, WeightChunk, IGNORE};
 use rlvr_dist::ProcessGroup;
+use rlvr_learner::preference::{PreferenceLoss, PreferenceLossType};
 use rlvr_learner::{Learner, LearnerConfig, Objective, Reduction};
 use tch::Device;
 
@@ -152,4 +153,90 @@ fn a_sharded_checkpoint_resumes_exactly_on_the_same_world_size() {
         err[0]
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Two micro-batches of two preference pairs each: a 3-token prompt (no loss), then answers of
+/// different lengths.
+fn pair_halves() -> [PreferenceBatch; 2] {
+    let encode = |prompt: &[i64], answer: &[i64]| {
+        let ids: Vec<i64> = prompt.iter().chain(answer).copied().collect();
+        let labels = (0..ids.len())
+            .map(|i| if i < prompt.len() { IGNORE } else { ids[i] })
+            .collect();
+        (ids, labels)
+    };
+    let half = |k0: i64| {
+        let pairs: Vec<_> = (k0..k0 + 2)
+            .map(|k| {
+                let prompt = [1, 5 + k, 10 + k];
+                (
+                    encode(&prompt, &[10 + k, 10 + k, 2]),
+                    encode(&prompt, &[30 - k, 7 + k, 9, 2]),
+                )
+            })
+            .collect();
+        PreferenceBatch::from_pairs(&pairs, 0)
+    };
+    [half(0), half(2)]
+}
+
+/// The reference pass, from the starting weights, into the batch.
+fn with_reference(l: &Learner, mut b: PreferenceBatch) -> PreferenceBatch {
+    let logps = l.sequence_logps(&b.batch).unwrap();
+    let n = b.pairs();
+    b.reference_chosen = logps[..n].to_vec();
+    b.reference_rejected = logps[n..].to_vec();
+    b
+}
+
+#[test]
+fn two_sharded_ranks_take_the_dpo_steps_of_one_learner() {
+    let dpo = PreferenceLoss {
+        kind: PreferenceLossType::Dpo,
+        beta: 0.5,
+        gamma_beta_ratio: 0.0,
+    };
+    let [a, b] = pair_halves();
+    let mut one = learner(false);
+    let (a1, b1) = (with_reference(&one, a.clone()), with_reference(&one, b.clone()));
+    let want: Vec<f64> = (0..5)
+        .map(|_| one.preference_step(&[a1.clone(), b1.clone()], &dpo).unwrap().loss)
+        .collect();
+    let want_eval = one.preference_eval(&a1, &dpo).unwrap();
+    let want_weights = one.export_weights(0).unwrap();
+
+    let results = ranks(2, false, |rank, mut l, group| {
+        l.set_zero3(group).unwrap();
+        let mine = with_reference(&l, if rank == 0 { a.clone() } else { b.clone() });
+        let reference = (mine.reference_chosen.clone(), mine.reference_rejected.clone());
+        let losses: Vec<f64> = (0..5)
+            .map(|_| l.preference_step(std::slice::from_ref(&mine), &dpo).unwrap().loss)
+            .collect();
+        // Every rank evaluates the same pairs (a collective), with the starting reference.
+        let eval = l.preference_eval(&a1, &dpo).unwrap();
+        (reference, losses, eval, l.export_weights(0).unwrap())
+    });
+    for (rank, (reference, _, _, weights)) in results.iter().enumerate() {
+        let want = if rank == 0 { &a1 } else { &b1 };
+        for (got, want) in reference
+            .0
+            .iter()
+            .chain(&reference.1)
+            .zip(want.reference_chosen.iter().chain(&want.reference_rejected))
+        {
+            assert!((got - want).abs() < 1e-5, "rank {rank} reference {got} vs {want}");
+        }
+        assert_same(weights, &want_weights, &format!("DPO rank {rank}"));
+    }
+    // Each rank reports the loss of its own pairs; one learner, the mean of both micro-batches.
+    for step in 0..5 {
+        let mean = (results[0].1[step] + results[1].1[step]) / 2.0;
+        assert!(
+            (mean - want[step]).abs() < 1e-5,
+            "step {step}: {mean} vs {}",
+            want[step]
+        );
+    }
+    assert!((results[0].2.loss - want_eval.loss).abs() < 1e-5);
+    assert!((results[0].2.accuracy - want_eval.accuracy).abs() < 1e-12);
 }

@@ -13,29 +13,29 @@ use crate::preference::{self, PreferenceLoss, PreferenceMetrics};
 
 impl Learner {
     /// Each sequence's summed log-probability of its labelled tokens under the current weights,
-    /// without gradients: the reference pass of DPO, run once over the data before training.
+    /// without gradients: the reference pass of DPO, run once over the data before training
+    /// (under ZeRO-3 a collective: every rank calls it, on its own rows).
     pub fn sequence_logps(&self, batch: &TrainBatch) -> Result<Vec<f64>> {
-        self.unsharded("preference passes do not run under ZeRO-3 yet")?;
         self.check_tokens(&batch.input_ids, batch.rows, batch.cols)?;
-        tch::no_grad(|| {
-            let (sums, _) = preference::sequence_logps(
-                &self.model,
-                &self.tensor(&batch.input_ids, batch),
-                &self.tensor(&batch.labels, batch),
-            );
-            Vec::<f64>::try_from(sums.to_kind(Kind::Double)).map_err(|source| LearnerError::Torch {
-                context: "reading sequence log-probabilities".into(),
-                source,
-            })
+        let input = self.tensor(&batch.input_ids, batch);
+        let labels = self.tensor(&batch.labels, batch);
+        let sums = match &self.zero {
+            Some(cell) => self.model.forward_by_unit(
+                &input,
+                None,
+                |h| preference::sequence_logps_of(&self.model, h, &labels).0,
+                &mut *cell.borrow_mut(),
+            )?,
+            None => tch::no_grad(|| preference::sequence_logps(&self.model, &input, &labels).0),
+        };
+        Vec::<f64>::try_from(sums.to_kind(Kind::Double)).map_err(|source| LearnerError::Torch {
+            context: "reading sequence log-probabilities".into(),
+            source,
         })
     }
 
-    /// Loss of one micro-batch of pairs (mean over pairs) with its statistics.
-    fn preference_loss(
-        &self,
-        pb: &PreferenceBatch,
-        loss: &PreferenceLoss,
-    ) -> Result<(Tensor, PreferenceMetrics)> {
+    /// Check a micro-batch of pairs for `loss`; returns its number of pairs.
+    pub(super) fn check_pairs(&self, pb: &PreferenceBatch, loss: &PreferenceLoss) -> Result<usize> {
         let b = &pb.batch;
         self.check_tokens(&b.input_ids, b.rows, b.cols)?;
         let n = pb.pairs();
@@ -52,11 +52,19 @@ impl Learner {
                 pb.reference_rejected.len()
             )));
         }
-        let (sums, counts) = preference::sequence_logps(
-            &self.model,
-            &self.tensor(&b.input_ids, b),
-            &self.tensor(&b.labels, b),
-        );
+        Ok(n)
+    }
+
+    /// Loss (mean over pairs) and statistics of a checked micro-batch of pairs, from the
+    /// policy's summed log-probabilities and labelled-token counts of its rows.
+    pub(super) fn preference_from(
+        &self,
+        sums: &Tensor,
+        counts: &Tensor,
+        pb: &PreferenceBatch,
+        loss: &PreferenceLoss,
+    ) -> (Tensor, PreferenceMetrics) {
+        let n = pb.pairs();
         let device = self.config.device;
         let reference =
             Tensor::from_slice(&[pb.reference_chosen.as_slice(), pb.reference_rejected.as_slice()].concat())
@@ -69,7 +77,7 @@ impl Learner {
             } else {
                 reference
             };
-            (&sums / &counts, reference)
+            (sums / &counts, reference)
         } else {
             (sums.shallow_clone(), reference)
         };
@@ -87,35 +95,48 @@ impl Learner {
             accuracy: mean(&chosen.gt_tensor(&rejected).to_kind(Kind::Double)),
             chosen_reward: mean(&chosen),
             rejected_reward: mean(&rejected),
-            chosen_logp: mean(&side(&sums, 0).detach()),
-            rejected_logp: mean(&side(&sums, 1).detach()),
+            chosen_logp: mean(&side(sums, 0).detach()),
+            rejected_logp: mean(&side(sums, 1).detach()),
             tokens: counts.sum(Kind::Double).double_value(&[]) as u64,
             ..PreferenceMetrics::default()
         };
-        Ok((losses.mean(Kind::Float), metrics))
+        (losses.mean(Kind::Float), metrics)
+    }
+
+    /// Loss of one micro-batch of pairs (mean over pairs) with its statistics.
+    fn preference_loss(
+        &self,
+        pb: &PreferenceBatch,
+        loss: &PreferenceLoss,
+    ) -> Result<(Tensor, PreferenceMetrics)> {
+        self.check_pairs(pb, loss)?;
+        let b = &pb.batch;
+        let (sums, counts) = preference::sequence_logps(
+            &self.model,
+            &self.tensor(&b.input_ids, b),
+            &self.tensor(&b.labels, b),
+        );
+        Ok(self.preference_from(&sums, &counts, pb, loss))
     }
 
     /// One optimiser step on preference pairs (gradient accumulation over `micro_batches`);
-    /// metrics are averaged over the micro-batches.
+    /// metrics are averaged over the micro-batches. Under ZeRO-3 each rank steps on its own
+    /// pairs and reports its own metrics.
     pub fn preference_step(
         &mut self,
         micro_batches: &[PreferenceBatch],
         loss: &PreferenceLoss,
     ) -> Result<PreferenceMetrics> {
-        self.unsharded("preference steps do not run under ZeRO-3 yet")?;
+        if self.zero.is_some() {
+            return self.sharded_preference_step(micro_batches, loss);
+        }
         let n = micro_batches.len().max(1) as f64;
         self.opt.zero_grad();
         let mut sum = PreferenceMetrics::default();
         for b in micro_batches {
             let (l, m) = self.preference_loss(b, loss)?;
             (l / n).backward();
-            sum.loss += m.loss / n;
-            sum.accuracy += m.accuracy / n;
-            sum.chosen_reward += m.chosen_reward / n;
-            sum.rejected_reward += m.rejected_reward / n;
-            sum.chosen_logp += m.chosen_logp / n;
-            sum.rejected_logp += m.rejected_logp / n;
-            sum.tokens += m.tokens;
+            sum.add_share(&m, n);
         }
         self.average_grads()?;
         sum.grad_norm = self.opt.clip_grad_norm(self.config.max_grad_norm);
@@ -131,6 +152,9 @@ impl Learner {
         batch: &PreferenceBatch,
         loss: &PreferenceLoss,
     ) -> Result<PreferenceMetrics> {
+        if self.zero.is_some() {
+            return self.sharded_preference_eval(batch, loss);
+        }
         tch::no_grad(|| self.preference_loss(batch, loss).map(|(_, m)| m))
     }
 

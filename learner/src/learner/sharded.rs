@@ -1,12 +1,12 @@
-//! The learner under ZeRO-3 ([`crate::zero`]): language-model steps and evaluation run the
-//! model one parameter unit at a time, gathering each unit from its shards; saving and
+//! The learner under ZeRO-3 ([`crate::zero`]): language-model and preference-pair (DPO-family)
+//! steps and evaluation run the model one parameter unit at a time, gathering each unit from its shards; saving and
 //! exporting gather the whole model for the moment they need it. Checkpoints hold the whole
 //! model (written by rank 0) and one optimiser-state file per rank,
 //! `optimizer-rank{R}-of-{N}.safetensors`, so a run resumes on the same world size.
 
 use std::path::{Path, PathBuf};
 
-use rlvr_core::{StepMetrics, TrainBatch, WeightChunk};
+use rlvr_core::{PreferenceBatch, StepMetrics, TrainBatch, WeightChunk};
 use rlvr_dist::ProcessGroup;
 use tch::Tensor;
 
@@ -14,13 +14,14 @@ use super::{Learner, Objective};
 use crate::checkpoint;
 use crate::error::{LearnerError, Result};
 use crate::optim::AdamW;
+use crate::preference::{self, PreferenceLoss, PreferenceMetrics};
 use crate::zero::{ShardMemory, Zero3};
 
 impl Learner {
     /// Train with ZeRO-3 over `group`: from here on this rank holds only its shard of the
     /// parameters, gradients and AdamW state (every rank must start from the same weights, and
     /// steps on its own share of the batch, as with [`Learner::set_data_parallel`]). Language
-    /// model steps only, for now; call before the first step, in f32 or after
+    /// model and preference-pair steps; call before the first step, in f32 or after
     /// [`Learner::set_bf16`], with no reference or value model attached.
     pub fn set_zero3(&mut self, group: ProcessGroup) -> Result<()> {
         if self.opt.steps_taken() > 0
@@ -105,6 +106,76 @@ impl Learner {
             &mut *cell.borrow_mut(),
         )?;
         Ok(loss.double_value(&[]))
+    }
+
+    /// [`Learner::preference_step`] under ZeRO-3: the policy's log-probabilities of each
+    /// micro-batch come from the unit-by-unit pass, the loss from them and the cached
+    /// reference log-probabilities.
+    pub(super) fn sharded_preference_step(
+        &mut self,
+        micro_batches: &[PreferenceBatch],
+        loss: &PreferenceLoss,
+    ) -> Result<PreferenceMetrics> {
+        let cell = self
+            .zero
+            .as_ref()
+            .ok_or(LearnerError::Order("no ZeRO-3 shards"))?;
+        let mut z = cell.borrow_mut();
+        let n = micro_batches.len().max(1) as f64;
+        z.zero_grad();
+        let mut sum = PreferenceMetrics::default();
+        for pb in micro_batches {
+            self.check_pairs(pb, loss)?;
+            let b = &pb.batch;
+            let labels = self.tensor(&b.labels, b);
+            let mut metrics = PreferenceMetrics::default();
+            // The loss comes back too; the metrics already hold it.
+            let _loss = self.model.backward_by_unit(
+                &self.tensor(&b.input_ids, b),
+                None,
+                |h| {
+                    let (sums, counts) = preference::sequence_logps_of(&self.model, h, &labels);
+                    let (l, m) = self.preference_from(&sums, &counts, pb, loss);
+                    metrics = m;
+                    l / n
+                },
+                &mut *z,
+            )?;
+            sum.add_share(&metrics, n);
+        }
+        sum.grad_norm = z.clip_grad_norm(self.config.max_grad_norm)?;
+        sum.lr = self.config.schedule.lr(z.steps_taken());
+        z.step(sum.lr);
+        sum.step = z.steps_taken();
+        Ok(sum)
+    }
+
+    /// [`Learner::preference_eval`] under ZeRO-3 (a collective).
+    pub(super) fn sharded_preference_eval(
+        &self,
+        pb: &PreferenceBatch,
+        loss: &PreferenceLoss,
+    ) -> Result<PreferenceMetrics> {
+        let cell = self
+            .zero
+            .as_ref()
+            .ok_or(LearnerError::Order("no ZeRO-3 shards"))?;
+        self.check_pairs(pb, loss)?;
+        let b = &pb.batch;
+        let labels = self.tensor(&b.labels, b);
+        let mut metrics = PreferenceMetrics::default();
+        let _loss = self.model.forward_by_unit(
+            &self.tensor(&b.input_ids, b),
+            None,
+            |h| {
+                let (sums, counts) = preference::sequence_logps_of(&self.model, h, &labels);
+                let (l, m) = self.preference_from(&sums, &counts, pb, loss);
+                metrics = m;
+                l
+            },
+            &mut *cell.borrow_mut(),
+        )?;
+        Ok(metrics)
     }
 
     /// Run `f` with the whole model gathered (a collective), released after.
