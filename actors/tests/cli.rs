@@ -1197,6 +1197,94 @@ fn sft_over_two_zero3_ranks_takes_the_steps_of_one_process_accumulating_two_micr
 }
 
 #[test]
+fn dpo_over_two_zero3_ranks_takes_the_steps_of_one_process_accumulating_two_micro_batches() {
+    let dir = tmp("dpo-ranks");
+    let (two, one) = (dir.join("two"), dir.join("one"));
+    let common = [
+        "--set",
+        "train.max_steps=4",
+        "--set",
+        "train.per_device_train_batch_size=4",
+        "--set",
+        "train.logging_steps=1",
+        "--set",
+        "data.mix=[{dataset = \"builtin:arith-prefs\", amount = 64}]",
+        "--set",
+        "data.eval_mix=[{dataset = \"builtin:arith-prefs\", amount = 32, split = \"test\"}, {dataset = \"builtin:arith-rlvr\", amount = 8, split = \"test\"}]",
+    ];
+    let mut args = vec![
+        "run",
+        "tiny-arith-dpo",
+        "--out",
+        two.to_str().unwrap(),
+        "--set",
+        "learner.world_size=2",
+        "--set",
+        "launch.zero_stage=3",
+    ];
+    args.extend(common);
+    let out = rlvr(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("ZeRO-3 over 2 ranks"),
+        "{}",
+        text(&out.stderr)
+    );
+    let mut args = vec![
+        "run",
+        "tiny-arith-dpo",
+        "--out",
+        one.to_str().unwrap(),
+        "--set",
+        "train.gradient_accumulation_steps=2",
+    ];
+    args.extend(common);
+    let out = rlvr(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (a, b) = (dpo_steps(&two), dpo_steps(&one));
+    assert_eq!(a.iter().map(|s| s.0).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    for ((step, la, aa), (_, lb, ab)) in a.iter().zip(&b) {
+        assert!(
+            (la - lb).abs() < 1e-4 && (aa - ab).abs() < 1e-9,
+            "step {step}: {la} vs {lb}"
+        );
+    }
+    let evals = |dir: &Path| -> Vec<(f64, f64)> {
+        metrics(dir)
+            .iter()
+            .filter_map(|r| Some((r.get("eval_loss")?.as_f64()?, r.get("eval_accuracy")?.as_f64()?)))
+            .collect()
+    };
+    let (ea, eb) = (evals(&two), evals(&one));
+    assert_eq!(ea.len(), 2, "{ea:?}");
+    for ((la, acc_a), (lb, acc_b)) in ea.iter().zip(&eb) {
+        assert!(
+            (la - lb).abs() < 1e-4 && acc_a == acc_b,
+            "held out {la} {acc_a} vs {lb} {acc_b}"
+        );
+    }
+    assert!(two.join("tiny-arith-dpo/model.safetensors").is_file());
+    // A reward model's value head is not sharded: refused before anything runs.
+    let out = rlvr(&[
+        "run",
+        "tiny-arith-rm",
+        "--out",
+        dir.join("rm").to_str().unwrap(),
+        "--set",
+        "learner.world_size=2",
+        "--set",
+        "launch.zero_stage=3",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("reward models data-parallel only"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn bench_weight_sync_reaches_a_rollout_engine_in_another_process() {
     let out = rlvr(&[
         "bench",

@@ -150,5 +150,5 @@ pub fn rank(args: &RankArgs) -> Result<()> {
         .into_iter()
         .find(|s| s.name == args.stage)
         .with_context(|| format!("{} has no stage `{}`", args.out.display(), args.stage))?;
-    stages::lm::run_rank(stage, &args.out, args.init.as_deref(), args.resume)
+    stages::ranked::run_rank(stage, &args.out, args.init.as_deref(), args.resume)
 }

@@ -4,9 +4,8 @@
 //! data sets, data files, hub data sets: `messages` rendered with `data.chat_template`, or
 //! `text`), padded per batch or packed (`data.packing`).
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -14,7 +13,7 @@ use rlvr_core::{Encoded, TrainBatch};
 use rlvr_data::arith::Split;
 use rlvr_data::pack::{pack, Waste};
 use rlvr_data::{lm_row, Builtin, Sampler, Tokenizer};
-use rlvr_dist::{Backend, ProcessGroup, Rendezvous};
+use rlvr_dist::ProcessGroup;
 use rlvr_learner::llama::Config;
 use rlvr_learner::optim::AdamWConfig;
 use rlvr_learner::runtime::default_device;
@@ -222,7 +221,7 @@ pub(super) fn save_checkpoint(
     // Under ZeRO-3 every rank saves its optimiser shard (and rank 0 the model); otherwise
     // rank 0 saves everything. Then rank 0 marks the checkpoint complete.
     let rank = learner.with_group(|g| g.rank()).unwrap_or(0);
-    if rank == 0 || learner.shard_memory().is_some() {
+    if rank == 0 || learner.is_sharded() {
         learner.save_checkpoint(&path)?;
     }
     learner.with_group(|g| g.barrier()).transpose()?;
@@ -328,7 +327,7 @@ fn eval_loss(learner: &Learner, tok: &Tokenizer, texts: &Texts, objective: Objec
 }
 
 /// Run the stage; returns the directory of the final model. With `learner.world_size` > 1,
-/// the stage runs as that many local ranks of `rlvr stage-rank` (rank 0 keeps the log).
+/// the stage runs as that many local ranks ([`super::ranked`]).
 pub fn run(
     stage: &Recipe,
     out: &Path,
@@ -336,47 +335,15 @@ pub fn run(
     resume: bool,
     metrics: &mut MetricsLog,
 ) -> Result<PathBuf> {
-    let world = stage.learner.world_size as usize;
-    if world <= 1 {
-        return train(stage, out, init, resume, Some(metrics), None, default_device());
+    match stage.learner.world_size {
+        0 | 1 => train(stage, out, init, resume, Some(metrics), None, default_device()),
+        _ => super::ranked::spawn(stage, out, init, resume),
     }
-    let mut args: Vec<OsString> = ["stage-rank", "--out"].map(OsString::from).to_vec();
-    args.extend([out.as_os_str().into(), "--stage".into(), (&stage.name).into()]);
-    if let Some(init) = init {
-        args.extend(["--init".into(), init.as_os_str().into()]);
-    }
-    if resume {
-        args.push("--resume".into());
-    }
-    crate::ranks::spawn_local_with(world, &args)?;
-    Ok(out.join(&stage.name))
-}
-
-/// One rank of a stage spread over local ranks: joins the group torchrun's variables describe
-/// (Gloo on CPU, NCCL on each rank's GPU) and trains with ZeRO-3 (`launch.zero_stage = 3`) or
-/// data-parallel over it.
-pub fn run_rank(stage: &Recipe, out: &Path, init: Option<&Path>, resume: bool) -> Result<()> {
-    let rdv = Rendezvous::from_env()?;
-    let device = match default_device() {
-        tch::Device::Cuda(_) => tch::Device::Cuda(rdv.local_rank),
-        d => d,
-    };
-    let group = ProcessGroup::new(
-        &rdv,
-        Backend::for_device(device),
-        "learner",
-        Duration::from_secs(1800),
-    )?;
-    let mut metrics = match group.rank() {
-        0 => Some(MetricsLog::open(&out.join("metrics.jsonl"))?),
-        _ => None,
-    };
-    train(stage, out, init, resume, metrics.as_mut(), Some(group), device).map(drop)
 }
 
 /// Train the stage on `device`, alone or as one rank of `group` (rank 0 logs to `metrics`,
 /// writes the records and the model); returns the directory of the final model.
-fn train(
+pub(super) fn train(
     stage: &Recipe,
     out: &Path,
     init: Option<&Path>,
@@ -404,17 +371,7 @@ fn train(
         .unwrap_or_else(|| (rows * t.num_train_epochs).div_ceil(per_step));
     let mut learner = new_learner(stage, total, device, init, &tok)?;
     learner.set_gradient_checkpointing(t.gradient_checkpointing);
-    let layout = match group {
-        Some(g) if stage.launch.zero_stage >= 3 => {
-            learner.set_zero3(g)?;
-            format!(", ZeRO-3 over {world} ranks")
-        }
-        Some(g) => {
-            learner.set_data_parallel(g)?;
-            format!(", data-parallel over {world} ranks")
-        }
-        None => String::new(),
-    };
+    let layout = super::ranked::distribute(&mut learner, stage, group)?;
     let objective = Objective::Lm(match t.reduce_loss {
         ReduceLoss::Mean => Reduction::Mean,
         ReduceLoss::Sum => Reduction::Sum,
@@ -500,7 +457,7 @@ fn train(
         )?;
     }
     // Under ZeRO-3 saving is collective (rank 0 writes); otherwise rank 0 saves.
-    if lead || learner.shard_memory().is_some() {
+    if lead || learner.is_sharded() {
         learner.save_model(&model_dir)?;
     }
     learner.with_group(|g| g.barrier()).transpose()?;

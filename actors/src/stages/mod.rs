@@ -5,6 +5,7 @@
 mod eval;
 pub mod lm;
 pub mod preference;
+pub mod ranked;
 pub mod rlvr;
 
 use std::path::{Path, PathBuf};
@@ -57,11 +58,17 @@ pub fn run(
 
 /// Check that a stage can run in this build, before anything starts.
 pub fn check_available(stage: &Recipe) -> Result<()> {
-    let lm = matches!(stage.kind, Some(StageKind::Pretrain | StageKind::Sft));
-    if stage.learner.world_size > 1 && !lm {
+    let ranked = match stage.kind {
+        Some(StageKind::Pretrain | StageKind::Sft | StageKind::Dpo) => true,
+        // The value head of a reward model is not sharded: data-parallel only.
+        Some(StageKind::Rm) => stage.launch.zero_stage < 3,
+        _ => false,
+    };
+    if stage.learner.world_size > 1 && !ranked {
         bail!(
-            "stage `{}` is not available yet: learner.world_size = {} — only pretraining and SFT \
-             stages run over several learner ranks so far",
+            "stage `{}` is not available yet: learner.world_size = {} — pretraining, SFT and DPO \
+             stages run over several learner ranks (reward models data-parallel only, not with \
+             launch.zero_stage = 3); RLVR stages run on one",
             stage.name,
             stage.learner.world_size
         );

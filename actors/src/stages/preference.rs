@@ -24,7 +24,9 @@ use anyhow::{bail, Result};
 use rlvr_core::{Encoded, PreferenceBatch};
 use rlvr_data::arith::Split;
 use rlvr_data::{preference_row, rlvr_row, At, Builtin, Sampler, Tokenizer};
+use rlvr_dist::ProcessGroup;
 use rlvr_learner::preference::{PreferenceLoss, PreferenceLossType, PreferenceMetrics};
+use rlvr_learner::runtime::default_device;
 use rlvr_learner::Learner;
 use rlvr_recipes::spec::{DpoLoss, StageKind};
 use rlvr_recipes::Recipe;
@@ -257,6 +259,9 @@ struct Evaluation<'a> {
     stage: &'a Recipe,
     tok: &'a Tokenizer,
     scratch: PathBuf,
+    /// Rank 0 (or the only rank): it generates and prints; other ranks take part in the
+    /// collectives only.
+    lead: bool,
 }
 
 impl Evaluation<'_> {
@@ -281,7 +286,12 @@ impl Evaluation<'_> {
             ));
         }
         if let Some((prompts, budget)) = &self.prompts {
-            learner.save_model(&self.scratch)?;
+            if self.lead || learner.is_sharded() {
+                learner.save_model(&self.scratch)?;
+            }
+            if !self.lead {
+                return Ok(record);
+            }
             self.tok.save(&self.scratch)?;
             let acc = super::eval::greedy_accuracy(&self.scratch, prompts, *budget)?;
             record["eval_accuracy"] = json!(acc);
@@ -290,12 +300,15 @@ impl Evaluation<'_> {
                 prompts.len()
             ));
         }
-        eprintln!("{line}");
+        if self.lead {
+            eprintln!("{line}");
+        }
         Ok(record)
     }
 }
 
-/// Run the stage; returns the directory of the final model.
+/// Run the stage; returns the directory of the final model. With `learner.world_size` > 1,
+/// the stage runs as that many local ranks ([`super::ranked`]).
 pub fn run(
     stage: &Recipe,
     out: &Path,
@@ -304,38 +317,64 @@ pub fn run(
     metrics: &mut MetricsLog,
 ) -> Result<PathBuf> {
     check(stage)?;
+    match stage.learner.world_size {
+        0 | 1 => train(stage, out, init, resume, Some(metrics), None, default_device()),
+        _ => super::ranked::spawn(stage, out, init, resume),
+    }
+}
+
+/// Train the stage on `device`, alone or as one rank of `group` (each rank steps on its share
+/// of every batch; rank 0 logs to `metrics` and writes the model); returns the directory of
+/// the final model.
+pub(super) fn train(
+    stage: &Recipe,
+    out: &Path,
+    init: Option<&Path>,
+    resume: bool,
+    mut metrics: Option<&mut MetricsLog>,
+    group: Option<ProcessGroup>,
+    device: tch::Device,
+) -> Result<PathBuf> {
     let model_dir = out.join(&stage.name);
     let done_marker = model_dir.join("trainer_state.json");
     let objective = Objective::of(stage);
     let kind = objective.name();
+    let (rank, world) = group.as_ref().map_or((0, 1), |g| (g.rank(), g.world_size()));
+    let lead = rank == 0;
     let tok = super::tokenizer(init)?;
     let data = pairs(stage, &tok)?;
-    super::save_data_record(out, stage, &data.record)?;
+    if lead {
+        super::save_data_record(out, stage, &data.record)?;
+    }
     let rows = data.train.len() as u64;
     let t = &stage.train;
-    let per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps;
+    let per_rank = t.per_device_train_batch_size as usize;
+    let per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps * world as u64;
     let total = t
         .max_steps
         .unwrap_or_else(|| (rows * t.num_train_epochs).div_ceil(per_step));
-    let device = rlvr_learner::runtime::default_device();
     let mut learner = lm::new_learner(stage, total, device, init, &tok)?;
     if let Objective::RewardModel = objective {
         learner.attach_critic()?;
     }
+    let layout = super::ranked::distribute(&mut learner, stage, group)?;
 
-    // The reference pass, from the starting weights (also on resume, before the checkpoint loads).
+    // The reference pass, from the starting weights (also on resume, before the checkpoint
+    // loads); every rank makes it over all pairs (under ZeRO-3 it is a collective).
     let started = Instant::now();
     let (train_ref, eval_ref) = if objective.reference().is_some() {
         let refs = (
             reference_pass(&learner, &data.train, &tok)?,
             reference_pass(&learner, &data.eval, &tok)?,
         );
-        eprintln!(
-            "stage {}: reference log-probabilities of {} pairs in {:.1}s",
-            stage.name,
-            data.train.len() + data.eval.len(),
-            started.elapsed().as_secs_f64()
-        );
+        if lead {
+            eprintln!(
+                "stage {}: reference log-probabilities of {} pairs in {:.1}s",
+                stage.name,
+                data.train.len() + data.eval.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
         refs
     } else {
         (
@@ -355,6 +394,7 @@ pub fn run(
         stage,
         tok: &tok,
         scratch: ckpt_dir.join("eval-model"),
+        lead,
     };
 
     let mut sampler = Sampler::new(rows, stage.seed);
@@ -365,32 +405,47 @@ pub fn run(
         kind,
         &mut learner,
         &mut sampler,
-        Some(metrics),
+        metrics.as_deref_mut(),
     )?;
+    let mut log = |record: &serde_json::Value| match metrics.as_deref_mut() {
+        Some(m) => m.write(record),
+        None => Ok(()),
+    };
     let what = match objective {
         Objective::Dpo(loss) => format!("{:?} loss (beta {})", loss.kind, loss.beta),
         Objective::RewardModel => "a reward model (Bradley-Terry)".to_string(),
     };
-    eprintln!(
-        "stage {}: {} parameters on {:?}, {} steps of {} pairs, {what}",
-        stage.name,
-        learner.num_params(),
-        device,
-        total,
-        per_step,
-    );
+    if lead {
+        eprintln!(
+            "stage {}: {} parameters on {:?}{layout}, {} steps of {} pairs, {what}",
+            stage.name,
+            learner.num_params(),
+            device,
+            total,
+            per_step,
+        );
+    }
     if state.step == 0 {
-        metrics.write(&evaluation.record(&learner, objective, &state)?)?;
+        log(&evaluation.record(&learner, objective, &state)?)?;
     }
 
-    let bar = lm::progress_bar(stage, total, state.step);
+    let bar = match lead {
+        true => lm::progress_bar(stage, total, state.step),
+        false => indicatif::ProgressBar::hidden(),
+    };
     let started = Instant::now();
     let elapsed_before = state.elapsed_s;
     while state.step < total {
         let micro: Vec<PreferenceBatch> = (0..t.gradient_accumulation_steps)
             .map(|_| {
-                let rows = sampler.take(t.per_device_train_batch_size as usize);
-                batch(&data.train, &rows, &tok, &train_ref)
+                // Every rank draws the whole micro-batch and keeps its share.
+                let rows = sampler.take(per_rank * world);
+                batch(
+                    &data.train,
+                    &rows[rank * per_rank..(rank + 1) * per_rank],
+                    &tok,
+                    &train_ref,
+                )
             })
             .collect();
         let m: PreferenceMetrics = objective.step(&mut learner, &micro)?;
@@ -400,8 +455,8 @@ pub fn run(
         state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
         bar.set_position(state.step);
         bar.set_message(format!("loss {:.4}  ranked right {:.2}", m.loss, m.accuracy));
-        if state.step.is_multiple_of(t.logging_steps) || state.step == total {
-            metrics.write(&json!({
+        if lead && (state.step.is_multiple_of(t.logging_steps) || state.step == total) {
+            log(&json!({
                 "stage": kind, "step": state.step, "loss": m.loss, "accuracy": m.accuracy,
                 "chosen_reward": m.chosen_reward, "rejected_reward": m.rejected_reward,
                 "reward_margin": m.chosen_reward - m.rejected_reward, "chosen_logp": m.chosen_logp,
@@ -427,13 +482,20 @@ pub fn run(
     }
     bar.finish_and_clear();
 
-    metrics.write(&evaluation.record(&learner, objective, &state)?)?;
-    if evaluation.scratch.exists() {
+    log(&evaluation.record(&learner, objective, &state)?)?;
+    if lead && evaluation.scratch.exists() {
         std::fs::remove_dir_all(&evaluation.scratch)?;
     }
-    match objective {
-        Objective::Dpo(_) => learner.save_model(&model_dir)?,
-        Objective::RewardModel => learner.save_reward_model(&model_dir)?,
+    // Under ZeRO-3 saving is collective (rank 0 writes); otherwise rank 0 saves.
+    if lead || learner.is_sharded() {
+        match objective {
+            Objective::Dpo(_) => learner.save_model(&model_dir)?,
+            Objective::RewardModel => learner.save_reward_model(&model_dir)?,
+        }
+    }
+    learner.with_group(|g| g.barrier()).transpose()?;
+    if !lead {
+        return Ok(model_dir);
     }
     tok.save(&model_dir)?;
     // Written last: its presence marks the stage complete for `--resume`.

@@ -120,8 +120,8 @@ impl Learner {
     }
 
     /// One optimiser step on preference pairs (gradient accumulation over `micro_batches`);
-    /// metrics are averaged over the micro-batches. Under ZeRO-3 each rank steps on its own
-    /// pairs and reports its own metrics.
+    /// metrics are averaged over the micro-batches and, over several ranks (data-parallel or
+    /// ZeRO-3, each stepping on its own pairs), over the ranks.
     pub fn preference_step(
         &mut self,
         micro_batches: &[PreferenceBatch],
@@ -139,6 +139,7 @@ impl Learner {
             sum.add_share(&m, n);
         }
         self.average_grads()?;
+        let mut sum = super::parallel::preference_over(self.group.as_ref(), self.config.device, sum)?;
         sum.grad_norm = self.opt.clip_grad_norm(self.config.max_grad_norm);
         sum.lr = self.config.schedule.lr(self.opt.steps_taken());
         self.opt.step(sum.lr);

@@ -1,12 +1,23 @@
 //! The learner over several ranks of a process group: data parallelism (every rank the whole
 //! model, gradients averaged) and what both it and ZeRO-3 ([`super::sharded`]) share — the
-//! group, and losses and token counts reduced over it.
+//! group, and losses, token counts and preference metrics reduced over it.
 
 use rlvr_dist::{ProcessGroup, ReduceOp};
 use tch::{Device, Tensor};
 
 use super::Learner;
 use crate::error::Result;
+use crate::preference::PreferenceMetrics;
+
+/// The sums of `values` over `group`'s ranks (the values themselves without one).
+fn sums_over(group: Option<&ProcessGroup>, device: Device, values: &[f64]) -> Result<Vec<f64>> {
+    let Some(group) = group else {
+        return Ok(values.to_vec());
+    };
+    let mut t = Tensor::from_slice(values).to_device(device);
+    group.all_reduce(&mut t, ReduceOp::Sum)?;
+    Ok(Vec::<f64>::try_from(t.to_device(Device::Cpu)).unwrap_or_else(|_| values.to_vec()))
+}
 
 /// The mean of `loss` and the sum of `tokens` over `group`'s ranks (the values themselves
 /// without one).
@@ -16,13 +27,38 @@ pub(super) fn mean_over(
     loss: f64,
     tokens: f64,
 ) -> Result<(f64, f64)> {
-    let Some(group) = group else {
-        return Ok((loss, tokens));
-    };
-    let mut both = Tensor::from_slice(&[loss, tokens]).to_device(device);
-    group.all_reduce(&mut both, ReduceOp::Sum)?;
-    let both = Vec::<f64>::try_from(both.to_device(Device::Cpu)).unwrap_or_default();
-    Ok((both[0] / group.world_size() as f64, both[1]))
+    let world = group.map_or(1, ProcessGroup::world_size) as f64;
+    let sums = sums_over(group, device, &[loss, tokens])?;
+    Ok((sums[0] / world, sums[1]))
+}
+
+/// A preference step's metrics over `group`'s ranks: each mean averaged, tokens summed.
+pub(super) fn preference_over(
+    group: Option<&ProcessGroup>,
+    device: Device,
+    m: PreferenceMetrics,
+) -> Result<PreferenceMetrics> {
+    let world = group.map_or(1, ProcessGroup::world_size) as f64;
+    let values = [
+        m.loss,
+        m.accuracy,
+        m.chosen_reward,
+        m.rejected_reward,
+        m.chosen_logp,
+        m.rejected_logp,
+        m.tokens as f64,
+    ];
+    let s = sums_over(group, device, &values)?;
+    Ok(PreferenceMetrics {
+        loss: s[0] / world,
+        accuracy: s[1] / world,
+        chosen_reward: s[2] / world,
+        rejected_reward: s[3] / world,
+        chosen_logp: s[4] / world,
+        rejected_logp: s[5] / world,
+        tokens: s[6] as u64,
+        ..m
+    })
 }
 
 impl Learner {

@@ -41,6 +41,11 @@ impl Learner {
         Ok(())
     }
 
+    /// Whether this learner holds ZeRO-3 shards (saving and evaluating are then collectives).
+    pub fn is_sharded(&self) -> bool {
+        self.zero.is_some()
+    }
+
     /// Refuse what ZeRO-3 does not run yet.
     pub(super) fn unsharded(&self, what: &'static str) -> Result<()> {
         match self.zero {
@@ -143,6 +148,7 @@ impl Learner {
             )?;
             sum.add_share(&metrics, n);
         }
+        let mut sum = super::parallel::preference_over(Some(z.group()), self.config.device, sum)?;
         sum.grad_norm = z.clip_grad_norm(self.config.max_grad_norm)?;
         sum.lr = self.config.schedule.lr(z.steps_taken());
         z.step(sum.lr);

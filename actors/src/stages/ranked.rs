@@ -1,0 +1,84 @@
+//! A stage spread over `learner.world_size` local ranks: `rlvr run` starts that many processes
+//! of the hidden `rlvr stage-rank`, each of which joins the group torchrun's variables describe
+//! (Gloo on CPU, NCCL on each rank's GPU) and trains its share of every batch, with ZeRO-3
+//! (`launch.zero_stage = 3`) or data-parallel; rank 0 keeps the log and writes the records.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use rlvr_dist::{Backend, ProcessGroup, Rendezvous};
+use rlvr_learner::runtime::default_device;
+use rlvr_learner::Learner;
+use rlvr_recipes::spec::StageKind;
+use rlvr_recipes::Recipe;
+
+use super::{lm, preference};
+use crate::metrics::MetricsLog;
+
+/// Run `stage` as `stage.learner.world_size` local ranks; returns the final model's directory.
+pub(super) fn spawn(stage: &Recipe, out: &Path, init: Option<&Path>, resume: bool) -> Result<PathBuf> {
+    let mut args: Vec<OsString> = ["stage-rank", "--out"].map(OsString::from).to_vec();
+    args.extend([out.as_os_str().into(), "--stage".into(), (&stage.name).into()]);
+    if let Some(init) = init {
+        args.extend(["--init".into(), init.as_os_str().into()]);
+    }
+    if resume {
+        args.push("--resume".into());
+    }
+    crate::ranks::spawn_local_with(stage.learner.world_size as usize, &args)?;
+    Ok(out.join(&stage.name))
+}
+
+/// One rank of a stage: join the group and train.
+pub fn run_rank(stage: &Recipe, out: &Path, init: Option<&Path>, resume: bool) -> Result<()> {
+    let rdv = Rendezvous::from_env()?;
+    let device = match default_device() {
+        tch::Device::Cuda(_) => tch::Device::Cuda(rdv.local_rank),
+        d => d,
+    };
+    let group = ProcessGroup::new(
+        &rdv,
+        Backend::for_device(device),
+        "learner",
+        Duration::from_secs(1800),
+    )?;
+    let mut metrics = match group.rank() {
+        0 => Some(MetricsLog::open(&out.join("metrics.jsonl"))?),
+        _ => None,
+    };
+    let metrics = metrics.as_mut();
+    match stage.kind {
+        Some(StageKind::Pretrain | StageKind::Sft) => {
+            lm::train(stage, out, init, resume, metrics, Some(group), device)
+        }
+        Some(StageKind::Dpo | StageKind::Rm) => {
+            preference::train(stage, out, init, resume, metrics, Some(group), device)
+        }
+        _ => bail!("stage `{}` does not run over several learner ranks", stage.name),
+    }
+    .map(drop)
+}
+
+/// Put `learner` on `group`: ZeRO-3 when the stage asks for it, data-parallel otherwise; returns
+/// how, for the stage's opening line.
+pub(super) fn distribute(
+    learner: &mut Learner,
+    stage: &Recipe,
+    group: Option<ProcessGroup>,
+) -> Result<String> {
+    Ok(match group {
+        Some(g) if stage.launch.zero_stage >= 3 => {
+            let world = g.world_size();
+            learner.set_zero3(g)?;
+            format!(", ZeRO-3 over {world} ranks")
+        }
+        Some(g) => {
+            let world = g.world_size();
+            learner.set_data_parallel(g)?;
+            format!(", data-parallel over {world} ranks")
+        }
+        None => String::new(),
+    })
+}
