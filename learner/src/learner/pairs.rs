@@ -216,6 +216,7 @@ impl Learner {
             sum.tokens += m.tokens;
         }
         let (max_norm, schedule) = (self.config.max_grad_norm, self.config.schedule);
+        let mut sum = super::parallel::preference_over(self.group.as_ref(), self.config.device, sum)?;
         let critic = self.critic.as_mut().ok_or(LearnerError::Missing("value model"))?;
         // Only the value model trains here: its gradients alone are averaged over the ranks.
         if let Some(group) = &self.group {
