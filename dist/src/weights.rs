@@ -107,7 +107,10 @@ impl<'a> WeightSync<'a> {
             table.extend(c.name.bytes().map(i64::from));
         }
         self.table(Some(table))?;
-        let mut data: Vec<u8> = chunks.iter().flat_map(|c| c.data.iter().copied()).collect();
+        let mut data = Vec::with_capacity(chunks.iter().map(|c| c.data.len()).sum());
+        for c in chunks {
+            data.extend_from_slice(&c.data);
+        }
         let buckets = self.buckets(&mut data)?;
         Ok(SyncStats {
             bytes: data.len() as u64,
