@@ -131,19 +131,12 @@ impl Learner {
         let mut sum = PreferenceMetrics::default();
         for pb in micro_batches {
             self.check_pairs(pb, loss)?;
-            let b = &pb.batch;
-            let labels = self.tensor(&b.labels, b);
             let mut metrics = PreferenceMetrics::default();
             // The loss comes back too; the metrics already hold it.
             let _loss = self.model.backward_by_unit(
-                &self.tensor(&b.input_ids, b),
+                &self.tensor(&pb.batch.input_ids, &pb.batch),
                 None,
-                |h| {
-                    let (sums, counts) = preference::sequence_logps_of(&self.model, h, &labels);
-                    let (l, m) = self.preference_from(&sums, &counts, pb, loss);
-                    metrics = m;
-                    l / n
-                },
+                self.pair_loss(pb, loss, n, &mut metrics),
                 &mut *z,
             )?;
             sum.add_share(&metrics, n);
@@ -167,21 +160,32 @@ impl Learner {
             .as_ref()
             .ok_or(LearnerError::Order("no ZeRO-3 shards"))?;
         self.check_pairs(pb, loss)?;
-        let b = &pb.batch;
-        let labels = self.tensor(&b.labels, b);
         let mut metrics = PreferenceMetrics::default();
         let _loss = self.model.forward_by_unit(
-            &self.tensor(&b.input_ids, b),
+            &self.tensor(&pb.batch.input_ids, &pb.batch),
             None,
-            |h| {
-                let (sums, counts) = preference::sequence_logps_of(&self.model, h, &labels);
-                let (l, m) = self.preference_from(&sums, &counts, pb, loss);
-                metrics = m;
-                l
-            },
+            self.pair_loss(pb, loss, 1.0, &mut metrics),
             &mut *cell.borrow_mut(),
         )?;
         Ok(metrics)
+    }
+
+    /// The loss of a checked micro-batch of pairs from the final hidden states, divided by
+    /// `n`; its statistics go to `metrics`.
+    fn pair_loss<'a>(
+        &'a self,
+        pb: &'a PreferenceBatch,
+        loss: &'a PreferenceLoss,
+        n: f64,
+        metrics: &'a mut PreferenceMetrics,
+    ) -> impl FnOnce(&Tensor) -> Tensor + 'a {
+        let labels = self.tensor(&pb.batch.labels, &pb.batch);
+        move |h| {
+            let (sums, counts) = preference::sequence_logps_of(&self.model, h, &labels);
+            let (l, m) = self.preference_from(&sums, &counts, pb, loss);
+            *metrics = m;
+            l / n
+        }
     }
 
     /// Run `f` with the whole model gathered (a collective), released after.
