@@ -123,7 +123,7 @@ fn plan_fits_on_64_gpus_and_refuses_one_with_advice() {
 #[test]
 fn every_subcommand_has_help() {
     for sub in [
-        "recipes", "show", "plan", "run", "generate", "verify", "bench", "data",
+        "recipes", "show", "plan", "run", "generate", "verify", "bench", "data", "worker",
     ] {
         let out = rlvr(&[sub, "--help"]);
         assert!(out.status.success(), "{sub}");

@@ -30,9 +30,6 @@ pub struct Args {
     /// File holding the run's shared secret [default: $RLVR_COOKIE_FILE].
     #[arg(long)]
     pub cookie_file: Option<PathBuf>,
-    /// Address this node listens on for the run (port 0: any free port).
-    #[arg(long, default_value = "127.0.0.1:0")]
-    pub listen: String,
     /// Seconds to keep trying to reach the run (it may still be in an earlier stage).
     #[arg(long, default_value_t = 600)]
     pub wait_s: u64,
@@ -45,7 +42,8 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let cookie = read_cookie(&cookie_file(args.cookie_file.as_ref())?)?;
     let run_addr = resolve(&args.join, "--join")?;
-    let listen = resolve(&args.listen, "--listen")?;
+    // The run never connects back (its node is not transitive), so any local port will do.
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let device = rlvr_learner::runtime::default_device();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
