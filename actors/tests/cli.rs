@@ -1511,10 +1511,19 @@ fn worker_nodes_join_a_run_a_wrong_secret_is_refused_and_a_killed_node_loses_no_
             n,
             "--cookie-file",
             secret.to_str().unwrap(),
+            "--device",
+            "cpu",
         ];
         spawn_logged(&args, &dir.join(log))
     };
 
+    let bad = rlvr(&["worker", "--join", &addr, "--role", "rollout", "--device", "tpu"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+    assert!(
+        text(&bad.stderr).contains("expected cpu, cuda or cuda:N"),
+        "{}",
+        text(&bad.stderr)
+    );
     // A node with another secret is refused, and both sides say so.
     let refused = worker("rollout", "1", &wrong, "wrong.log").wait().unwrap();
     assert!(!refused.success());

@@ -30,6 +30,10 @@ pub struct Args {
     /// File holding the run's shared secret [default: $RLVR_COOKIE_FILE].
     #[arg(long)]
     pub cookie_file: Option<PathBuf>,
+    /// Where a rollout node's engines run: `cpu`, `cuda` or `cuda:N` [default: the first GPU
+    /// when there is one, else the CPU].
+    #[arg(long, value_parser = parse_device)]
+    pub device: Option<Device>,
     /// Seconds to keep trying to reach the run (it may still be in an earlier stage).
     #[arg(long, default_value_t = 600)]
     pub wait_s: u64,
@@ -44,7 +48,13 @@ pub fn run(args: &Args) -> Result<()> {
     let run_addr = resolve(&args.join, "--join")?;
     // The run never connects back (its node is not transitive), so any local port will do.
     let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let device = rlvr_learner::runtime::default_device();
+    let device = match args.device {
+        Some(Device::Cuda(_)) if !rlvr_learner::runtime::default_device().is_cuda() => {
+            return Err(UsageError("--device cuda: no usable CUDA device here".into()).into())
+        }
+        Some(d) => d,
+        None => rlvr_learner::runtime::default_device(),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -101,4 +111,17 @@ pub fn run(args: &Args) -> Result<()> {
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
     outcome
+}
+
+/// `cpu`, `cuda` or `cuda:N`.
+fn parse_device(s: &str) -> Result<Device, String> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda(0)),
+        _ => s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(Device::Cuda)
+            .ok_or_else(|| format!("`{s}`: expected cpu, cuda or cuda:N")),
+    }
 }
