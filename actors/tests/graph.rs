@@ -1,6 +1,7 @@
 //! The actor graph's pools under faults: a rollout worker killed mid-step is restarted and its
 //! prompts re-queued (none lost, none done twice), workers join while a step runs, a hanging
-//! verifier is timed out, and a broadcast reaches every worker before its next job.
+//! verifier is timed out, a broadcast reaches every worker before its next job, and a verifier
+//! proxy scores on the run's node what its worker node cannot.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,8 +10,11 @@ use std::time::Duration;
 use ractor::{Actor, ActorRef};
 use rlvr_actors::graph::broadcast::{BroadcastMsg, Broadcaster, Weights};
 use rlvr_actors::graph::pool::{Pool, PoolArgs, PoolMsg, PoolStats, Spawner};
+use rlvr_actors::graph::proxy::{ProxyArgs, VerifierProxy};
+use rlvr_actors::graph::remote::{RemoteWorker, Role};
 use rlvr_actors::graph::rollout::{RolloutArgs, RolloutJob, RolloutWorker};
 use rlvr_actors::graph::verifier::{VerifierWorker, VerifyArgs, VerifyJob};
+use rlvr_actors::graph::wire::{encode, VerifierSetup};
 use rlvr_core::{GenerationRequest, SamplingParams, Verdict};
 use rlvr_learner::llama::Config;
 use rlvr_learner::{Learner, LearnerConfig};
@@ -261,4 +265,68 @@ async fn a_hanging_or_panicking_verifier_is_scored_failed_with_a_reason() {
         "a panicking verifier call does not take its worker down"
     );
     assert!(out[1][0].verified && !out[1][1].verified);
+}
+
+/// A verifier proxy in front of a worker-node verifier (here in this process: the proxy talks
+/// to it in the same messages as over the network): the node scores what its built-in
+/// verifiers know, and a job it cannot score comes back to the run's node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_a_worker_node_cannot_score_is_scored_by_its_proxy() {
+    let (remote, _) = Actor::spawn(
+        None,
+        RemoteWorker {
+            role: Role::Verifier,
+            device: Device::Cpu,
+        },
+        (),
+    )
+    .await
+    .unwrap();
+    let args = PoolArgs {
+        name: "verifier".into(),
+        workers: 0,
+        spawner: Arc::new(Verifiers),
+        max_restarts: 5,
+    };
+    let (pool, _) = Actor::spawn(None, Pool::<VerifierWorker>::default(), args)
+        .await
+        .unwrap();
+    let setup = encode(&VerifierSetup {
+        mode: Default::default(),
+        timeout_s: 5.0,
+    });
+    let proxy = VerifierProxy {
+        timeout: Duration::from_secs(5),
+    };
+    let args = ProxyArgs {
+        remote,
+        setup,
+        pool: pool.clone(),
+    };
+    let (proxy, _) = Actor::spawn_linked(None, proxy, args, pool.get_cell())
+        .await
+        .unwrap();
+    pool.send_message(PoolMsg::Adopt(proxy)).unwrap();
+    let gsm8k = Registry::new(Default::default()).get("gsm8k").unwrap().clone();
+    let jobs = vec![
+        // `hangs` is no built-in: the node cannot score it.
+        VerifyJob {
+            verifier: Arc::new(Hangs),
+            truth: Arc::new(Truth::Text(String::new())),
+            label: "".into(),
+            responses: vec!["fine".into()],
+        },
+        VerifyJob {
+            truth: Arc::new(gsm8k.parse_truth("12").unwrap()),
+            verifier: gsm8k,
+            label: "12".into(),
+            responses: vec!["so #### 12".into(), "#### 13".into()],
+        },
+    ];
+    // Without the fallback the job would be re-queued with no worker left to take it.
+    let out = ractor::call_t!(pool, PoolMsg::Run, 30_000, jobs).expect("every job scored");
+    assert_eq!((out[0][0].verified, out[0][0].reason.as_str()), (true, "ok"));
+    assert!(out[1][0].verified && !out[1][1].verified);
+    let s = stats(&pool).await;
+    assert_eq!((s.adopted, s.done, s.requeued, s.restarts), (1, 2, 0, 0));
 }

@@ -490,6 +490,7 @@ impl Actor for Controller {
                     mode: args.verifier_mode,
                     timeout_s: args.verifier_timeout.as_secs_f64(),
                 }),
+                verifier_timeout: args.verifier_timeout,
             };
             Actor::spawn_linked(None, Recruiter, recruiter, cell.clone()).await?;
         }

@@ -11,7 +11,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, BytesConvertable, RpcReplyPort
 use super::broadcast::{BroadcastMsg, Weights};
 use super::pool::{PoolMsg, PoolWorker};
 use super::rollout::{RolloutMsg, RolloutWorker};
-use super::verifier::{VerifierWorker, VerifyMsg};
+use super::verifier::{score, VerifierWorker, VerifyMsg};
 use super::wire::{
     decode, encode, encode_buckets, Completions, RemoteMsg, RolloutRequest, Verdicts, VerifyRequest,
 };
@@ -132,8 +132,12 @@ impl Actor for RolloutProxy {
     }
 }
 
-/// Stand-in for a verifier worker on a worker node.
-pub struct VerifierProxy;
+/// Stand-in for a verifier worker on a worker node. A job the node cannot score (its `rlvr`
+/// lacks the verifier, or the job did not parse there) is scored here, on the run's node.
+pub struct VerifierProxy {
+    /// Longest one verify call may take, for jobs scored here.
+    pub timeout: Duration,
+}
 
 impl Actor for VerifierProxy {
     type Msg = VerifyMsg;
@@ -162,10 +166,19 @@ impl Actor for VerifierProxy {
         let request = encode(&VerifyRequest {
             verifier: work.verifier.name().to_string(),
             label: work.label.to_string(),
-            responses: work.responses,
+            responses: work.responses.clone(),
         });
         let reply = call(&state.remote, |r| RemoteMsg::Verify(request, r), JOB_TIMEOUT).await?;
-        let output = decode::<Verdicts>(&reply, "verdicts")??;
+        let output = match decode::<Verdicts>(&reply, "verdicts")? {
+            Ok(verdicts) => verdicts,
+            Err(why) => {
+                eprintln!(
+                    "verifier `{}`: a worker node could not score a job ({why}); scored on the run's node",
+                    work.verifier.name()
+                );
+                score(&work.verifier, &work.truth, work.responses, self.timeout).await
+            }
+        };
         state.pool.send_message(PoolMsg::Done { job, output })?;
         Ok(())
     }

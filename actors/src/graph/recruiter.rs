@@ -5,6 +5,7 @@
 //! groups; their proxies are stopped and the pool re-queues whatever they held.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use ractor::pg::GroupChangeMessage;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -31,6 +32,8 @@ pub struct RecruiterArgs {
     pub rollout_setup: Vec<u8>,
     /// A remote verifier worker's set-up message.
     pub verifier_setup: Vec<u8>,
+    /// Longest one verify call may take, for jobs a verifier proxy scores itself.
+    pub verifier_timeout: Duration,
 }
 
 /// State of the recruiter.
@@ -79,7 +82,10 @@ impl RecruiterState {
                 setup: a.verifier_setup.clone(),
                 pool: a.verifiers.clone(),
             };
-            Actor::spawn_linked(None, VerifierProxy, args, a.verifiers.get_cell())
+            let proxy = VerifierProxy {
+                timeout: a.verifier_timeout,
+            };
+            Actor::spawn_linked(None, proxy, args, a.verifiers.get_cell())
                 .await
                 .map(|(p, _)| {
                     let cell = p.get_cell();
