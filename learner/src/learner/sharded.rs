@@ -46,6 +46,11 @@ impl Learner {
         self.zero.is_some()
     }
 
+    /// The shards, for the ZeRO-3 paths.
+    fn shards(&self) -> Result<&std::cell::RefCell<Zero3>> {
+        self.zero.as_ref().ok_or(LearnerError::Order("no ZeRO-3 shards"))
+    }
+
     /// Refuse what ZeRO-3 does not run yet.
     pub(super) fn unsharded(&self, what: &'static str) -> Result<()> {
         match self.zero {
@@ -60,10 +65,7 @@ impl Learner {
         micro_batches: &[TrainBatch],
         objective: Objective,
     ) -> Result<StepMetrics> {
-        let cell = self
-            .zero
-            .as_ref()
-            .ok_or(LearnerError::Order("no ZeRO-3 shards"))?;
+        let cell = self.shards()?;
         let mut z = cell.borrow_mut();
         let n = micro_batches.len().max(1) as f64;
         z.zero_grad();
@@ -97,10 +99,7 @@ impl Learner {
 
     /// [`Learner::eval_loss`] under ZeRO-3 (a collective: every rank calls it).
     pub(super) fn sharded_eval_loss(&self, batch: &TrainBatch, objective: Objective) -> Result<f64> {
-        let cell = self
-            .zero
-            .as_ref()
-            .ok_or(LearnerError::Order("no ZeRO-3 shards"))?;
+        let cell = self.shards()?;
         self.check_tokens(&batch.input_ids, batch.rows, batch.cols)?;
         let input = self.tensor(&batch.input_ids, batch);
         let docs = self.documents(batch);
@@ -121,10 +120,7 @@ impl Learner {
         micro_batches: &[PreferenceBatch],
         loss: &PreferenceLoss,
     ) -> Result<PreferenceMetrics> {
-        let cell = self
-            .zero
-            .as_ref()
-            .ok_or(LearnerError::Order("no ZeRO-3 shards"))?;
+        let cell = self.shards()?;
         let mut z = cell.borrow_mut();
         let n = micro_batches.len().max(1) as f64;
         z.zero_grad();
@@ -155,10 +151,7 @@ impl Learner {
         pb: &PreferenceBatch,
         loss: &PreferenceLoss,
     ) -> Result<PreferenceMetrics> {
-        let cell = self
-            .zero
-            .as_ref()
-            .ok_or(LearnerError::Order("no ZeRO-3 shards"))?;
+        let cell = self.shards()?;
         self.check_pairs(pb, loss)?;
         let mut metrics = PreferenceMetrics::default();
         let _loss = self.model.forward_by_unit(
