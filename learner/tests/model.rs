@@ -61,6 +61,25 @@ fn attention_is_causal() {
     );
 }
 
+/// Up to 64 rows on the CPU (a decode step) the projections run as `W · xᵀ`, the MLP and the
+/// output projection stay transposed, and a frozen LM head of more than 2,048 rows is multiplied
+/// in pieces; a longer batch takes the plain `x · Wᵀ` path. Both give the same logits.
+#[test]
+fn few_row_products_match_the_batched_path() {
+    let mut config = tiny(false);
+    config.vocab_size = 5000;
+    let (mut vs, m) = rlvr_learner::runtime::seeded(3, || {
+        let vs = VarStore::new(Device::Cpu);
+        let m = Llama::new(&vs.root(), &config);
+        (vs, m)
+    });
+    vs.freeze();
+    let ids = Tensor::randint(5000, [1, 100], (Kind::Int64, Device::Cpu));
+    let (many, few) = tch::no_grad(|| (m.forward(&ids), m.forward(&ids.narrow(1, 0, 40))));
+    let diff = (many.narrow(1, 0, 40) - few).abs().max().double_value(&[]);
+    assert!(diff < 1e-5, "largest logit difference {diff}");
+}
+
 #[test]
 fn checkpoints_round_trip_with_hf_names() {
     let dir = std::env::temp_dir().join(format!("rlvr-ckpt-{}", std::process::id()));

@@ -152,7 +152,8 @@ impl NativeEngine {
         } else {
             1.0
         };
-        let logp = (logits.to_kind(Kind::Float) / t).log_softmax(-1, Kind::Float);
+        let logits = logits.to_kind(Kind::Float);
+        let logp = if t == 1.0 { logits } else { logits / t }.log_softmax(-1, Kind::Float);
         let (rows, vocab) = (seqs.len(), logp.size()[1] as usize);
         let index = if params.temperature <= 0.0 {
             logp.argmax(-1, true)
