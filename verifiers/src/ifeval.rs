@@ -238,32 +238,36 @@ fn contains_lowered(text: &str, needle: &str) -> bool {
     }
 }
 
-/// Append what was counted to the reason and pass the result through.
-fn say(why: &mut String, ok: bool, what: std::fmt::Arguments) -> bool {
-    let _ = why.write_fmt(what);
+/// Append what was counted to the reason, when one is wanted, and pass the result through.
+fn say(why: &mut Option<String>, ok: bool, what: std::fmt::Arguments) -> bool {
+    if let Some(why) = why {
+        let _ = why.write_fmt(what);
+    }
     ok
 }
 
 impl IfEval {
-    /// Whether `text` satisfies `c`; what was counted is appended to `why`.
-    fn check(&self, text: &str, c: &Constraint, why: &mut String) -> bool {
+    /// Whether `text` satisfies `c`; what was counted is appended to `why`, if given.
+    fn check(&self, text: &str, c: &Constraint, why: &mut Option<String>) -> bool {
         let (n, quantifier, arg) = (c.n, c.quantifier.as_str(), c.text.as_str());
         match c.func {
             Func::Keywords => {
-                let missing: Vec<&String> = c.lowered.iter().filter(|k| !contains_lowered(text, k)).collect();
-                say(
-                    why,
-                    missing.is_empty(),
-                    format_args!("missing keywords {missing:?}"),
-                )
+                let missing = || c.lowered.iter().filter(|k| !contains_lowered(text, k));
+                let ok = missing().next().is_none();
+                if ok || why.is_none() {
+                    return say(why, ok, format_args!("every keyword present"));
+                }
+                let missing: Vec<&String> = missing().collect();
+                say(why, ok, format_args!("missing keywords {missing:?}"))
             }
             Func::ForbiddenWords => {
-                let found: Vec<&String> = c.lowered.iter().filter(|k| contains_lowered(text, k)).collect();
-                say(
-                    why,
-                    found.is_empty(),
-                    format_args!("forbidden words present: {found:?}"),
-                )
+                let found = || c.lowered.iter().filter(|k| contains_lowered(text, k));
+                let ok = found().next().is_none();
+                if ok || why.is_none() {
+                    return say(why, ok, format_args!("no forbidden word present"));
+                }
+                let found: Vec<&String> = found().collect();
+                say(why, ok, format_args!("forbidden words present: {found:?}"))
             }
             Func::KeywordFrequency => {
                 let w = c.lowered.first().map_or("", String::as_str);
@@ -446,6 +450,27 @@ impl IfEval {
     }
 }
 
+impl IfEval {
+    /// The verdict on `response`, with what was counted as its reason when `explain`.
+    fn judge(&self, response: &str, truth: &Truth, explain: bool) -> Verdict {
+        let Truth::Constraint(c) = truth else {
+            return verdict(false, format!("ifeval cannot use ground truth {truth:?}"));
+        };
+        let text = match self.mode {
+            Mode::Tulu3 => tulu3_response(response).trim(),
+            Mode::Default => response.trim(),
+        };
+        let mut why = explain.then(|| {
+            let mut why = String::with_capacity(64);
+            why.push_str(c.func.name());
+            why.push_str(": ");
+            why
+        });
+        let ok = self.check(text, c, &mut why);
+        verdict(ok, why.unwrap_or_default())
+    }
+}
+
 impl Verifier for IfEval {
     fn name(&self) -> &str {
         "ifeval"
@@ -456,17 +481,10 @@ impl Verifier for IfEval {
     }
 
     fn verify(&self, response: &str, truth: &Truth) -> Verdict {
-        let Truth::Constraint(c) = truth else {
-            return verdict(false, format!("ifeval cannot use ground truth {truth:?}"));
-        };
-        let text = match self.mode {
-            Mode::Tulu3 => tulu3_response(response).trim(),
-            Mode::Default => response.trim(),
-        };
-        let mut why = String::with_capacity(64);
-        why.push_str(c.func.name());
-        why.push_str(": ");
-        let ok = self.check(text, c, &mut why);
-        verdict(ok, why)
+        self.judge(response, truth, true)
+    }
+
+    fn verify_score(&self, response: &str, truth: &Truth) -> Verdict {
+        self.judge(response, truth, false)
     }
 }

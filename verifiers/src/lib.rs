@@ -88,6 +88,13 @@ pub trait Verifier: Send + Sync {
 
     /// Judge `response` against a parsed label.
     fn verify(&self, response: &str, truth: &Truth) -> Verdict;
+
+    /// What a reward needs: [`Verifier::verify`]'s score and `verified`, the reason possibly
+    /// left empty. Verifiers whose reasons take time to write override it (the Tülu IF
+    /// functions: a third of their time); the default is `verify`.
+    fn verify_score(&self, response: &str, truth: &Truth) -> Verdict {
+        self.verify(response, truth)
+    }
 }
 
 /// A verdict.
@@ -101,16 +108,22 @@ pub(crate) fn verdict(verified: bool, reason: impl Into<String>) -> Verdict {
 
 /// Tülu 3 scored only the text after the last `<|assistant|>\n`.
 pub(crate) fn tulu3_response(response: &str) -> &str {
-    const MARKER: &str = "<|assistant|>\n";
-    // One prepared vectorised search (its prefilter keys on the marker's rare bytes, such as
-    // `|`); the last hit wins.
-    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(MARKER));
-    match FINDER.find_iter(response.as_bytes()).last() {
-        // The marker is ASCII, so the cut after it is a character boundary.
-        Some(at) => &response[at + MARKER.len()..],
-        None => response,
+    const MARKER: &[u8] = b"<|assistant|>\n";
+    /// Where the marker's second `|` sits in it.
+    const BAR: usize = 11;
+    // A vectorised scan for `|`, which answers seldom contain (GSM8K's `<<4*2=8>>` make `<` a
+    // poor key), each hit checked for the whole marker. On rows of a check that reads little
+    // else (`validate_no_commas`) this ran 3x the rows per second of a prepared substring
+    // search for the marker.
+    let bytes = response.as_bytes();
+    let mut last = None;
+    for start in memchr::memchr_iter(b'|', bytes).filter_map(|bar| bar.checked_sub(BAR)) {
+        if bytes[start..].starts_with(MARKER) {
+            last = Some(start);
+        }
     }
+    // The marker is ASCII, so the cut after it is a character boundary.
+    last.map_or(response, |start| &response[start + MARKER.len()..])
 }
 
 /// Errors of the registry.

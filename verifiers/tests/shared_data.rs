@@ -106,3 +106,56 @@ fn every_ifeval_benchmark_prompt_parses_with_all_25_instruction_ids() {
         .collect();
     assert_eq!(ids, all);
 }
+
+/// The reward path (`verify_score`, no reason written) gives the verdicts `verify` gives, on
+/// the RLVR sample's IF rows against GSM8K solutions edited the ways those rows ask for.
+#[test]
+fn reward_only_verdicts_equal_explained_ones_on_the_if_rows() {
+    let answers: Vec<String> = rows("gsm8k/test.jsonl")
+        .iter()
+        .map(|r| r["answer"].as_str().unwrap().to_string())
+        .collect();
+    let edits: [fn(&str) -> String; 8] = [
+        str::to_string,
+        str::to_uppercase,
+        str::to_lowercase,
+        |t| format!("\"{t}\""),
+        |t| format!("<<A title>>\n{t}\nP.S. done"),
+        |t| t.replace('\n', "\n\n"),
+        |t| t.replace('\n', "\n* * *\n"),
+        |t| format!("<|assistant|>\n{t}\n******\n{}", t.to_uppercase()),
+    ];
+    let if_rows: Vec<Value> = rows("rlvr/sample.jsonl")
+        .into_iter()
+        .filter(|r| r["dataset"] == "ifeval")
+        .collect();
+    for mode in [Mode::Default, Mode::Tulu3] {
+        let reg = Registry::new(mode);
+        let verifier = reg.get("ifeval").unwrap();
+        let mut verified = 0;
+        for (i, row) in if_rows.iter().enumerate() {
+            let truth = verifier
+                .parse_truth(row["ground_truth"].as_str().unwrap())
+                .unwrap();
+            for edit in edits {
+                let response = edit(&answers[i]);
+                let (full, quick) = (
+                    verifier.verify(&response, &truth),
+                    verifier.verify_score(&response, &truth),
+                );
+                assert_eq!(
+                    (full.score, full.verified),
+                    (quick.score, quick.verified),
+                    "{response}"
+                );
+                assert!(!full.reason.is_empty() && quick.reason.is_empty());
+                verified += usize::from(full.verified);
+            }
+        }
+        let total = if_rows.len() * edits.len();
+        assert!(
+            verified > 0 && verified < total,
+            "{mode:?}: {verified} of {total}"
+        );
+    }
+}

@@ -89,7 +89,7 @@ pub async fn score(
     let mut output = Vec::with_capacity(responses.len());
     for response in responses {
         let (v, t) = (verifier.clone(), truth.clone());
-        let call = tokio::task::spawn_blocking(move || v.verify(&response, &t));
+        let call = tokio::task::spawn_blocking(move || v.verify_score(&response, &t));
         let name = verifier.name();
         let failed = |reason: String| Verdict {
             score: 0.0,

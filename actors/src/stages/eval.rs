@@ -41,7 +41,11 @@ pub(super) fn greedy_accuracy(model_dir: &Path, prompts: &[Prompt], max_new_toke
     let hits = completions
         .iter()
         .zip(prompts)
-        .filter(|(c, p)| p.verifier.verify(&tok.decode(&c.token_ids), &p.truth).verified)
+        .filter(|(c, p)| {
+            p.verifier
+                .verify_score(&tok.decode(&c.token_ids), &p.truth)
+                .verified
+        })
         .count();
     Ok(hits as f64 / prompts.len().max(1) as f64)
 }

@@ -47,28 +47,13 @@ pub(super) fn verify(args: &VerifyArgs) -> Result<()> {
     for (dataset, items) in &rows {
         let verifier = registry.get(dataset)?;
         let threads = args.threads.max(1);
-        let (mut best, mut verified) = (f64::INFINITY, 0usize);
-        for _ in 0..args.repeats.max(1) {
-            let t = Instant::now();
-            // Rows dealt to `threads` scoped threads in contiguous chunks; each reports its count.
-            // No clock is read per answer here: the throughput is of the verifier alone.
-            let counts: Vec<usize> = std::thread::scope(|scope| {
-                let handles: Vec<_> = items
-                    .chunks(items.len().div_ceil(threads).max(1))
-                    .map(|chunk| {
-                        scope.spawn(move || {
-                            chunk
-                                .iter()
-                                .filter(|(response, truth)| verifier.verify(response, truth).verified)
-                                .count()
-                        })
-                    })
-                    .collect();
-                handles.into_iter().map(|h| h.join().unwrap_or(0)).collect()
-            });
-            best = best.min(t.elapsed().as_secs_f64());
-            verified = counts.iter().sum();
-        }
+        // The reward path (what the RL loop calls) and `rlvr verify`'s, which writes reasons.
+        let (seconds, verified) = best_pass(items, threads, args.repeats, |r, t| {
+            verifier.verify_score(r, t).verified
+        });
+        let (explained, _) = best_pass(items, threads, args.repeats, |r, t| {
+            verifier.verify(r, t).verified
+        });
         // The slowest single answer, from one more pass that times each.
         let slowest = items
             .iter()
@@ -81,8 +66,37 @@ pub(super) fn verify(args: &VerifyArgs) -> Result<()> {
         println!(
             "{}",
             json!({"dataset": dataset, "threads": threads, "rows": items.len(), "verified": verified,
-                   "seconds": best, "answers_per_s": items.len() as f64 / best, "slowest_ms": slowest * 1e3})
+                   "seconds": seconds, "answers_per_s": items.len() as f64 / seconds,
+                   "answers_per_s_with_reasons": items.len() as f64 / explained,
+                   "slowest_ms": slowest * 1e3})
         );
     }
     Ok(())
+}
+
+/// The fastest of `repeats` passes of `judge` over `items` (seconds) and how many it verified.
+/// Rows are dealt to `threads` scoped threads in contiguous chunks; no clock is read per answer.
+fn best_pass(
+    items: &[(String, rlvr_verifiers::Truth)],
+    threads: usize,
+    repeats: usize,
+    judge: impl Fn(&str, &rlvr_verifiers::Truth) -> bool + Sync,
+) -> (f64, usize) {
+    let (mut best, mut verified) = (f64::INFINITY, 0usize);
+    for _ in 0..repeats.max(1) {
+        let t = Instant::now();
+        let counts: Vec<usize> = std::thread::scope(|scope| {
+            let handles: Vec<_> = items
+                .chunks(items.len().div_ceil(threads).max(1))
+                .map(|chunk| {
+                    let judge = &judge;
+                    scope.spawn(move || chunk.iter().filter(|(r, t)| judge(r, t)).count())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or(0)).collect()
+        });
+        best = best.min(t.elapsed().as_secs_f64());
+        verified = counts.iter().sum();
+    }
+    (best, verified)
 }
