@@ -134,9 +134,15 @@ def main():
         mine = [(r["response"], label(r["ground_truth"])) for r in rows if r["dataset"] == name]
         if not mine:
             continue
-        t = time.perf_counter()
-        ok = sum(bool(fn(response, truth)) for response, truth in mine)
-        secs = time.perf_counter() - t
+        # The best of up to three passes, as rlvr's side reports its best; a pass that takes
+        # over 3 s (MATH, IFEval) is not repeated.
+        secs = float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            ok = sum(bool(fn(response, truth)) for response, truth in mine)
+            secs = min(secs, time.perf_counter() - t)
+            if secs > 3:
+                break
         out[name] = {"rows": len(mine), "verified": ok, "seconds": secs, "answers_per_s": len(mine) / secs}
     print(json.dumps(out))
 

@@ -64,10 +64,23 @@ cat "$WORK/gsm8k.jsonl" "$WORK/math.jsonl" "$WORK/if.jsonl" "$WORK/ifeval.jsonl"
 for mode in tulu3 default; do
   for threads in 1 2; do
     echo "rlvr ($mode, $threads thread(s)):"
-    "$CARGO_TARGET_DIR/release/rlvr" bench verify --mode $mode --threads $threads --input "$WORK/all.jsonl"
+    "$CARGO_TARGET_DIR/release/rlvr" bench verify --mode $mode --threads $threads --repeats 20 \
+      --input "$WORK/all.jsonl" | tee "$WORK/rlvr-$mode-$threads.jsonl"
   done
 done
 # The reference logs every text langdetect cannot place; keep stderr for failures only.
 py=$(OMP_NUM_THREADS=1 PYTHONPATH="$IFEVAL_REFERENCE" "$BENCH_PYTHON" benches/verify_reference.py "$WORK/all.jsonl" 2>"$WORK/py.err") \
   || { cat "$WORK/py.err"; exit 1; }
 echo "python: $py"
+python3 - "$WORK" "$py" <<'PY'
+import json, sys
+work, py = sys.argv[1], json.loads(sys.argv[2].strip().splitlines()[-1])
+print("one thread each; rlvr's reward path (and with reasons) against the Python reference:")
+for mode in ("tulu3", "default"):
+    for line in open(f"{work}/rlvr-{mode}-1.jsonl"):
+        r = json.loads(line)
+        base = py[r["dataset"]]["answers_per_s"]
+        print(f"  {mode:7s} {r['dataset']:14s} {r['answers_per_s']:12,.0f}/s "
+              f"({r['answers_per_s_with_reasons']:12,.0f}/s) vs {base:10,.0f}/s: "
+              f"{r['answers_per_s'] / base:7.1f}x ({r['answers_per_s_with_reasons'] / base:.1f}x)")
+PY
