@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,22 @@ void finish(const c10::intrusive_ptr<c10d::Work>& work) {
   work->wait();
 }
 
+// libtorch's flight recorder of collectives (on by default, 2,000 entries) adds a process group
+// to a shared map outside its lock the first time the group records, so groups used from
+// several threads of one process (ranks as threads, a weight-sync group beside a learner's)
+// can corrupt it: a SIGSEGV in `FlightRecorder::recordWithResetEnabled`, seen in 2 of 30 runs of
+// learner/tests/zero3.rs. rlvr reads no traces, so the recorder is turned off before the first
+// group is made, unless the user set its buffer size.
+void disable_flight_recorder() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (std::getenv("TORCH_FR_BUFFER_SIZE") == nullptr &&
+        std::getenv("TORCH_NCCL_TRACE_BUFFER_SIZE") == nullptr) {
+      setenv("TORCH_FR_BUFFER_SIZE", "0", 0);
+    }
+  });
+}
+
 }  // namespace
 
 extern "C" {
@@ -86,6 +103,7 @@ int rlvr_c10d_has_nccl() {
 void* rlvr_c10d_new(const char* host, int port, int rank, int world, int backend,
                     const char* prefix, long timeout_ms, char** err) {
   Group* group = nullptr;
+  disable_flight_recorder();
   guarded(err, [&] {
     c10d::TCPStoreOptions opts;
     opts.port = static_cast<std::uint16_t>(port);
