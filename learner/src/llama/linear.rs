@@ -1,0 +1,85 @@
+//! Projections: the bias-free linear map of every Llama layer, and on the CPU with few rows (a
+//! decode step) the `W · xᵀ` form that the decode path keeps transposed.
+
+use tch::nn::{Init, Path};
+use tch::Tensor;
+
+/// A linear map without bias, weight `[out, in]` as in HF.
+#[derive(Debug)]
+pub(super) struct Linear {
+    pub(super) weight: Tensor,
+}
+
+impl Linear {
+    /// A `[out_dim, in_dim]` weight under `p`, drawn as transformers does (normal, σ = 0.02).
+    pub(super) fn new(p: Path, in_dim: i64, out_dim: i64) -> Self {
+        let init = Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        };
+        Self {
+            weight: p.var("weight", &[out_dim, in_dim], init),
+        }
+    }
+
+    pub(super) fn forward(&self, x: &Tensor) -> Tensor {
+        project(x, &self.weight)
+    }
+
+    /// `W · xᵀ`, `[out, rows]` (see [`project_t`]).
+    pub(super) fn forward_t(&self, x: &Tensor) -> Tensor {
+        project_t(x, &self.weight)
+    }
+}
+
+/// Rows at or below which a CPU projection is computed as `W · xᵀ` (see [`project_t`]).
+const FEW_ROWS: i64 = 64;
+
+/// Weight rows multiplied at once by [`project_t`]: on the CPU, SmolLM2-135M's LM head (49,152
+/// rows) against 32 columns runs about 20% faster in pieces of this size than in one product.
+const PIECE_ROWS: i64 = 1024;
+
+/// Whether `x` (`[..., in]`) is few rows on the CPU, as in a decode step.
+pub(super) fn few_rows(x: &Tensor) -> bool {
+    let inner = x.size().last().copied().unwrap_or(1).max(1);
+    x.device() == tch::Device::Cpu && x.numel() as i64 / inner <= FEW_ROWS
+}
+
+/// `W · xᵀ`, `[out, rows]`, for `W` of shape `[out, in]` and `x` of `[..., in]`. With few rows
+/// on the CPU this lets the BLAS stream the large weight as its left operand instead of
+/// repacking it on every call: measured 25% faster than `x · Wᵀ` for SmolLM2-135M's MLP and 35%
+/// for its LM head at 32 rows (`rollout/examples/profile_decode.rs`). A tall weight outside
+/// autograd is multiplied [`PIECE_ROWS`] rows at a time into one result.
+fn project_t(x: &Tensor, w: &Tensor) -> Tensor {
+    let inner = x.size().last().copied().unwrap_or(1);
+    let xt = x.reshape([-1, inner]).tr();
+    let out = w.size()[0];
+    if out <= 2 * PIECE_ROWS || w.requires_grad() || x.requires_grad() {
+        return w.mm(&xt);
+    }
+    let result = Tensor::empty([out, xt.size()[1]], (w.kind(), w.device()));
+    for (i, piece) in w.split(PIECE_ROWS, 0).iter().enumerate() {
+        let rows = result.narrow(0, i as i64 * PIECE_ROWS, piece.size()[0]);
+        let _ = piece.mm_out(&rows, &xt);
+    }
+    result
+}
+
+/// `x · Wᵀ` for `W` of shape `[out, in]`: `[..., out]`, contiguous. Few rows on the CPU go
+/// through [`project_t`].
+pub(super) fn project(x: &Tensor, w: &Tensor) -> Tensor {
+    if !few_rows(x) {
+        return x.linear::<Tensor>(w, None);
+    }
+    untranspose(&project_t(x, w), x).contiguous()
+}
+
+/// `W · xᵀ` (`[out, rows]`) seen in the shape of `x` with its last dimension `out`: a view with
+/// transposed strides, no copy. Decode-step callers that only add or rotate the result skip
+/// the copy back to `[rows, out]` this way.
+pub(super) fn untranspose(yt: &Tensor, x: &Tensor) -> Tensor {
+    let mut shape = x.size();
+    let last = shape.len() - 1;
+    shape[last] = yt.size()[0];
+    yt.tr().reshape(shape.as_slice())
+}
