@@ -448,9 +448,7 @@ impl IfEval {
             Func::NoCommas => say(why, !text.contains(','), format_args!("no commas")),
         }
     }
-}
 
-impl IfEval {
     /// The verdict on `response`, with what was counted as its reason when `explain`.
     fn judge(&self, response: &str, truth: &Truth, explain: bool) -> Verdict {
         let Truth::Constraint(c) = truth else {

@@ -91,7 +91,7 @@ pub trait Verifier: Send + Sync {
 
     /// What a reward needs: [`Verifier::verify`]'s score and `verified`, the reason possibly
     /// left empty. Verifiers whose reasons take time to write override it (the Tülu IF
-    /// functions: a third of their time); the default is `verify`.
+    /// functions: about a fifth of their time); the default is `verify`.
     fn verify_score(&self, response: &str, truth: &Truth) -> Verdict {
         self.verify(response, truth)
     }
