@@ -1113,6 +1113,31 @@ fn lm_curve(dir: &Path) -> (Vec<(u64, f64)>, Vec<f64>) {
     (steps, evals)
 }
 
+/// Run `recipe` with `common` settings twice: over two local ZeRO-3 ranks into `two` (the log
+/// must say so), and in one process accumulating two micro-batches into `one`.
+fn run_on_two_ranks_and_accumulating(recipe: &str, two: &Path, one: &Path, common: &[&str]) {
+    let runs = [
+        (two, vec!["learner.world_size=2", "launch.zero_stage=3"]),
+        (one, vec!["train.gradient_accumulation_steps=2"]),
+    ];
+    for (out_dir, settings) in runs {
+        let mut args = vec!["run", recipe, "--out", out_dir.to_str().unwrap()];
+        for setting in settings {
+            args.extend(["--set", setting]);
+        }
+        args.extend(common);
+        let out = rlvr(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        if out_dir == two {
+            assert!(
+                text(&out.stderr).contains("ZeRO-3 over 2 ranks"),
+                "{}",
+                text(&out.stderr)
+            );
+        }
+    }
+}
+
 #[test]
 fn sft_over_two_zero3_ranks_takes_the_steps_of_one_process_accumulating_two_micro_batches() {
     let dir = tmp("ranks");
@@ -1127,35 +1152,7 @@ fn sft_over_two_zero3_ranks_takes_the_steps_of_one_process_accumulating_two_micr
         "--set",
         "train.checkpointing_steps=2",
     ];
-    let mut args = vec![
-        "run",
-        "tiny-arith-sft",
-        "--out",
-        two.to_str().unwrap(),
-        "--set",
-        "learner.world_size=2",
-        "--set",
-        "launch.zero_stage=3",
-    ];
-    args.extend(common);
-    let out = rlvr(&args);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("ZeRO-3 over 2 ranks"),
-        "{}",
-        text(&out.stderr)
-    );
-    let mut args = vec![
-        "run",
-        "tiny-arith-sft",
-        "--out",
-        one.to_str().unwrap(),
-        "--set",
-        "train.gradient_accumulation_steps=2",
-    ];
-    args.extend(common);
-    let out = rlvr(&args);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    run_on_two_ranks_and_accumulating("tiny-arith-sft", &two, &one, &common);
     let ((a, ea), (b, eb)) = (lm_curve(&two), lm_curve(&one));
     assert_eq!(a.len(), 4, "{a:?}");
     assert_eq!(ea.len(), 2, "{ea:?}");
@@ -1212,35 +1209,7 @@ fn dpo_over_two_zero3_ranks_takes_the_steps_of_one_process_accumulating_two_micr
         "--set",
         "data.eval_mix=[{dataset = \"builtin:arith-prefs\", amount = 32, split = \"test\"}, {dataset = \"builtin:arith-rlvr\", amount = 8, split = \"test\"}]",
     ];
-    let mut args = vec![
-        "run",
-        "tiny-arith-dpo",
-        "--out",
-        two.to_str().unwrap(),
-        "--set",
-        "learner.world_size=2",
-        "--set",
-        "launch.zero_stage=3",
-    ];
-    args.extend(common);
-    let out = rlvr(&args);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("ZeRO-3 over 2 ranks"),
-        "{}",
-        text(&out.stderr)
-    );
-    let mut args = vec![
-        "run",
-        "tiny-arith-dpo",
-        "--out",
-        one.to_str().unwrap(),
-        "--set",
-        "train.gradient_accumulation_steps=2",
-    ];
-    args.extend(common);
-    let out = rlvr(&args);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    run_on_two_ranks_and_accumulating("tiny-arith-dpo", &two, &one, &common);
     let (a, b) = (dpo_steps(&two), dpo_steps(&one));
     assert_eq!(a.iter().map(|s| s.0).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
     for ((step, la, aa), (_, lb, ab)) in a.iter().zip(&b) {

@@ -222,17 +222,23 @@ impl Spawner<VerifierWorker> for Verifiers {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hanging_or_panicking_verifier_is_scored_failed_with_a_reason() {
+/// A pool of `workers` local verifier workers (restarted up to 5 times).
+async fn verifier_pool(workers: usize) -> ActorRef<PoolMsg<VerifierWorker>> {
     let args = PoolArgs {
         name: "verifier".into(),
-        workers: 2,
+        workers,
         spawner: Arc::new(Verifiers),
         max_restarts: 5,
     };
-    let (pool, _) = Actor::spawn(None, Pool::<VerifierWorker>::default(), args)
+    Actor::spawn(None, Pool::<VerifierWorker>::default(), args)
         .await
-        .unwrap();
+        .unwrap()
+        .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_or_panicking_verifier_is_scored_failed_with_a_reason() {
+    let pool = verifier_pool(2).await;
     let gsm8k = Registry::new(Default::default()).get("gsm8k").unwrap().clone();
     let jobs = vec![
         VerifyJob {
@@ -282,15 +288,7 @@ async fn a_job_a_worker_node_cannot_score_is_scored_by_its_proxy() {
     )
     .await
     .unwrap();
-    let args = PoolArgs {
-        name: "verifier".into(),
-        workers: 0,
-        spawner: Arc::new(Verifiers),
-        max_restarts: 5,
-    };
-    let (pool, _) = Actor::spawn(None, Pool::<VerifierWorker>::default(), args)
-        .await
-        .unwrap();
+    let pool = verifier_pool(0).await;
     let setup = encode(&VerifierSetup {
         mode: Default::default(),
         timeout_s: 5.0,
