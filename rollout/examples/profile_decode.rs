@@ -1,8 +1,8 @@
 //! Where a decode step's time goes, for a SmolLM2-135M-shaped model at 32 rows: the whole
 //! cached step, single operations of it (a GPU step is bound by how many kernels it launches,
-//! so the cheapest one sets the floor), and the projections computed as `x · Wᵀ` (`linear`)
-//! against `(W · xᵀ)ᵀ`, which the model uses for few rows on the CPU (see
-//! `learner/src/llama.rs`, `project`).
+//! so the cheapest one sets the floor), the model's LM head, and projections through libtorch
+//! computed as `x · Wᵀ` (`linear`) against `(W · xᵀ)ᵀ`, the form the model uses for few rows on
+//! the CPU where its own f32 kernel does not apply (see `learner/src/llama/linear.rs`).
 //!
 //! `cargo run --release -p rlvr-rollout --example profile_decode [cpu|cuda] [f32|bf16]`
 
@@ -55,6 +55,8 @@ fn main() {
     let mut vs = VarStore::new(device);
     let model = Llama::new(&vs.root(), &config);
     vs.set_kind(kind);
+    // As the engine does: parameters outside autograd, which the CPU decode kernel requires.
+    vs.freeze();
     let rows = 32;
     let mut cache = KvCache::new(&config, rows, 144, kind, device);
     let time = |name: &str, reps: u32, f: &dyn Fn()| time(device, name, reps, f);
@@ -77,6 +79,7 @@ fn main() {
             );
         });
         let x = Tensor::randn([rows, 576], (kind, device));
+        time("LM head of the model, 32 rows", 20, &|| drop(model.logits(&x)));
         let w = Tensor::ones([576], (kind, device));
         time("one elementwise add [32, 576]", 200, &|| drop(&x + 1.0));
         time("rms_norm [32, 576]", 200, &|| {

@@ -4,6 +4,8 @@
 use tch::nn::{Init, Path};
 use tch::Tensor;
 
+use super::skinny;
+
 /// A linear map without bias, weight `[out, in]` as in HF.
 #[derive(Debug)]
 pub(super) struct Linear {
@@ -45,22 +47,30 @@ pub(super) fn few_rows(x: &Tensor) -> bool {
     x.device() == tch::Device::Cpu && x.numel() as i64 / inner <= FEW_ROWS
 }
 
-/// `W · xᵀ`, `[out, rows]`, for `W` of shape `[out, in]` and `x` of `[..., in]`. With few rows
-/// on the CPU this lets the BLAS stream the large weight as its left operand instead of
-/// repacking it on every call: measured 25% faster than `x · Wᵀ` for SmolLM2-135M's MLP and 35%
-/// for its LM head at 32 rows (`rollout/examples/profile_decode.rs`). A tall weight outside
-/// autograd is multiplied [`PIECE_ROWS`] rows at a time into one result.
+/// `W · xᵀ`, `[out, rows]`, for `W` of shape `[out, in]` and `x` of `[..., in]` (see [`times`]).
+/// With few rows on the CPU this streams the large weight as the left operand: even through
+/// MKL, measured 25% faster than `x · Wᵀ` for SmolLM2-135M's MLP and 35% for its LM head at 32
+/// rows (`rollout/examples/profile_decode.rs`).
 fn project_t(x: &Tensor, w: &Tensor) -> Tensor {
     let inner = x.size().last().copied().unwrap_or(1);
-    let xt = x.reshape([-1, inner]).tr();
-    let out = w.size()[0];
-    if out <= 2 * PIECE_ROWS || w.requires_grad() || x.requires_grad() {
-        return w.mm(&xt);
+    times(w, &x.reshape([-1, inner]).tr())
+}
+
+/// `W · B` for `W` of shape `[out, in]` and few columns `B` (`[in, cols]`): on an AVX2 CPU in f32
+/// outside autograd by the kernel in `skinny.rs`; otherwise libtorch's `mm`, a tall weight
+/// outside autograd [`PIECE_ROWS`] rows at a time into one result.
+pub(super) fn times(w: &Tensor, b: &Tensor) -> Tensor {
+    if let Some(product) = skinny::product(w, b) {
+        return product;
     }
-    let result = Tensor::empty([out, xt.size()[1]], (w.kind(), w.device()));
+    let out = w.size()[0];
+    if out <= 2 * PIECE_ROWS || w.requires_grad() || b.requires_grad() {
+        return w.mm(b);
+    }
+    let result = Tensor::empty([out, b.size()[1]], (w.kind(), w.device()));
     for (i, piece) in w.split(PIECE_ROWS, 0).iter().enumerate() {
         let rows = result.narrow(0, i as i64 * PIECE_ROWS, piece.size()[0]);
-        let _ = piece.mm_out(&rows, &xt);
+        let _ = piece.mm_out(&rows, b);
     }
     result
 }
