@@ -11,7 +11,9 @@ MODEL=$(mktemp -d)
 trap 'rm -rf "$MODEL"' EXIT
 ARGS=(--batch "${BATCH:-32}" --prompt-len "${PROMPT_LEN:-16}" --new-tokens "${NEW_TOKENS:-128}" --repeats "${REPEATS:-3}")
 ours=$("$CARGO_TARGET_DIR/release/rlvr" bench generate "${ARGS[@]}" --save-model "$MODEL" --json)
-theirs=$("$BENCH_PYTHON" benches/generate_transformers.py "$MODEL" "${ARGS[@]}" 2>/dev/null)
+# rlvr turns on libtorch's huge pages for large CPU buffers (actors/src/main.rs); transformers
+# gets the same setting, so the ratio compares the engines on the same libtorch configuration.
+theirs=$(THP_MEM_ALLOC_ENABLE=1 "$BENCH_PYTHON" benches/generate_transformers.py "$MODEL" "${ARGS[@]}" 2>/dev/null)
 echo "rlvr:         $ours"
 echo "transformers: $theirs"
 python3 - "$ours" "$theirs" <<'PY'
