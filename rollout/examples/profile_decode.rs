@@ -39,12 +39,12 @@ fn main() {
         "tie_word_embeddings": true, "max_position_embeddings": 8192
     }))
     .expect("config");
+    // As `rlvr` starts: CUDA kernels registered, freed buffers reused from the heap (without
+    // it, each step's fresh 6 MB logits-sized buffers cost page faults).
+    rlvr_learner::runtime::init();
     let args: Vec<String> = std::env::args().collect();
     let device = match args.get(1).map(String::as_str) {
-        Some("cuda") => {
-            rlvr_learner::runtime::init();
-            Device::Cuda(0)
-        }
+        Some("cuda") => Device::Cuda(0),
         _ => Device::Cpu,
     };
     let kind = match args.get(2).map(String::as_str) {
