@@ -7,7 +7,7 @@
 //! `prefix.rs`) runs RL batches whose responses share prompts; [`Llama::backward_by_unit`] (in
 //! `units.rs`) runs one parameter unit at a time for ZeRO-3.
 //! Its projections (`linear.rs`) run a CPU decode step as `W · xᵀ`, kept transposed where the
-//! next operation allows.
+//! next operation allows, and in f32 through an AVX2 kernel of their own (`skinny.rs`).
 
 mod config;
 mod linear;
