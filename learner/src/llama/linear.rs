@@ -60,7 +60,7 @@ fn project_t(x: &Tensor, w: &Tensor) -> Tensor {
 /// outside autograd by the kernel in `skinny.rs`; otherwise libtorch's `mm`, a tall weight
 /// outside autograd [`PIECE_ROWS`] rows at a time into one result.
 pub(super) fn times(w: &Tensor, b: &Tensor) -> Tensor {
-    if let Some(product) = skinny::product(w, b) {
+    if let Some(product) = skinny::product(&[w], b) {
         return product;
     }
     let out = w.size()[0];
@@ -73,6 +73,25 @@ pub(super) fn times(w: &Tensor, b: &Tensor) -> Tensor {
         let _ = piece.mm_out(&rows, b);
     }
     result
+}
+
+/// `W · xᵀ` for each of `ws` (`[out_i, in]`), for `x` of few rows on the CPU: one call of the
+/// kernel in `skinny.rs` for all of them (one packing of `x`, one parallel region) where it
+/// applies, each result a view of its rows; otherwise one product each.
+pub(super) fn project_all_t(ws: &[&Tensor], x: &Tensor) -> Vec<Tensor> {
+    let inner = x.size().last().copied().unwrap_or(1);
+    let xt = x.reshape([-1, inner]).tr();
+    let Some(stacked) = skinny::product(ws, &xt) else {
+        return ws.iter().map(|w| times(w, &xt)).collect();
+    };
+    let mut first = 0;
+    ws.iter()
+        .map(|w| {
+            let rows = w.size()[0];
+            first += rows;
+            stacked.narrow(0, first - rows, rows)
+        })
+        .collect()
 }
 
 /// `x · Wᵀ` for `W` of shape `[out, in]`: `[..., out]`, contiguous. Few rows on the CPU go

@@ -1,14 +1,16 @@
-//! `W · B` on an x86-64 CPU for a weight `W` (`[n, k]`, f32, contiguous) and few columns `B`
-//! (`[k, m]`, `m` ≤ 64): every projection of a decode step, the LM head included.
+//! `W · B` on an x86-64 CPU for a weight `W` (`[n, k]`, f32, contiguous; or several stacked by
+//! rows, as Q/K/V or gate/up are) and few columns `B` (`[k, m]`, `m` ≤ 64): every projection
+//! of a decode step, the LM head included.
 //!
 //! At this shape MKL's GEMM repacks the weight on every call and, with the weight streamed from
 //! memory, reaches about half of what the cores' FMA units do. This kernel reads each weight row
 //! straight from the parameter into tiles of 6 rows × 16 columns (12 AVX accumulators, the
 //! weight broadcast one element at a time), with `B` packed once per call into `[k, m]` rounded
-//! up to 16 columns (a few hundred KB, which stay in L2). While a tile's last columns are
-//! computed from rows already in cache, the next tile's rows are prefetched from memory. The
-//! rows are shared out between libtorch's own OpenMP threads (`GOMP_parallel`, as a
-//! `#pragma omp parallel` in libtorch does), so no second thread pool competes for the cores.
+//! up to 16 columns (a few hundred KB, which stay in L2). Each column tile of a row tile also
+//! prefetches a share of the next row tile's weights. The work runs on libtorch's own OpenMP
+//! threads (`GOMP_parallel`, as a `#pragma omp parallel` in libtorch does), so no second thread
+//! pool competes for the cores: each packs a share of `B`, they meet at a barrier, and each
+//! computes its share of every weight's rows.
 //!
 //! It applies on a CPU with AVX2 and FMA when libtorch's lib directory holds `libgomp.so.1` (the
 //! PyPI builds; `build.rs` sets `rlvr_gomp`), and otherwise [`product`] declines and the caller
@@ -20,20 +22,21 @@ use tch::{Device, Kind, Tensor};
 /// Most columns `B` may have.
 const MAX_COLS: i64 = 64;
 
-/// `w · b` as a new contiguous `[n, m]` tensor, or `None` where the kernel does not apply (not
-/// f32 on a CPU with AVX2 and FMA, a weight that is not contiguous, more than 64 columns, or
-/// either operand requiring a gradient).
-pub(super) fn product(w: &Tensor, b: &Tensor) -> Option<Tensor> {
+/// `W · b` for the weights `ws` stacked by rows (`[Σ n, k]`, not materialised) as a new
+/// contiguous `[Σ n, m]` tensor, or `None` where the kernel does not apply (not f32 on a CPU
+/// with AVX2 and FMA, a weight that is not contiguous, more than 64 columns, or an operand
+/// requiring a gradient).
+pub(super) fn product(ws: &[&Tensor], b: &Tensor) -> Option<Tensor> {
+    let f32_cpu = |t: &Tensor| t.kind() == Kind::Float && t.device() == Device::Cpu && !t.requires_grad();
     let applies = kernel::available()
-        && w.dim() == 2
         && b.dim() == 2
-        && w.size()[1] == b.size()[0]
         && (1..=MAX_COLS).contains(&b.size()[1])
-        && [w, b]
+        && f32_cpu(b)
+        && !ws.is_empty()
+        && ws
             .iter()
-            .all(|t| t.kind() == Kind::Float && t.device() == Device::Cpu && !t.requires_grad())
-        && w.is_contiguous();
-    applies.then(|| kernel::product(w, b))
+            .all(|w| w.dim() == 2 && w.size()[1] == b.size()[0] && f32_cpu(w) && w.is_contiguous());
+    applies.then(|| kernel::product(ws, b))
 }
 
 #[cfg(all(target_arch = "x86_64", rlvr_gomp))]
@@ -58,6 +61,7 @@ mod kernel {
         fn omp_get_thread_num() -> c_int;
         fn omp_get_num_threads() -> c_int;
         fn omp_in_parallel() -> c_int;
+        fn GOMP_barrier();
     }
 
     /// Whether this CPU has AVX2 and FMA.
@@ -68,103 +72,153 @@ mod kernel {
 
     /// One product: raw views of the operands, valid while [`product`] runs.
     struct Job {
-        /// `[n, k]`, row-major.
-        w: *const f32,
-        /// `[k, padded]`, row-major, columns `m..padded` zero.
-        b: *const f32,
-        /// `[n, m]`, row-major.
+        /// Each weight (`[rows, k]`, row-major) with its row count, stacked in this order.
+        weights: Vec<(*const f32, usize)>,
+        /// `B`: element `(p, j)` at `p · stride.0 + j · stride.1`.
+        src: *const f32,
+        stride: (usize, usize),
+        /// `B` packed as `[k, padded]`, row-major (columns `m..padded` zero): written by
+        /// [`Job::pack`] unless `src` already is that.
+        b: *mut f32,
+        pack: bool,
+        /// `[Σ rows, m]`, row-major.
         out: *mut f32,
-        n: usize,
         k: usize,
         m: usize,
         padded: usize,
     }
 
-    /// See [`super::product`]; the caller checked kinds, devices, shapes and CPU features.
-    pub(super) fn product(w: &Tensor, b: &Tensor) -> Tensor {
-        let (n, k, m) = (w.size()[0], w.size()[1], b.size()[1]);
-        let padded = (m as usize).div_ceil(TILE_COLS) as i64 * TILE_COLS as i64;
-        let packed = if padded == m && b.is_contiguous() {
-            b.shallow_clone()
-        } else {
-            let packed = Tensor::zeros([k, padded], (Kind::Float, Device::Cpu));
-            packed.narrow(1, 0, m).copy_(b);
-            packed
-        };
-        let out = Tensor::empty([n, m], (Kind::Float, Device::Cpu));
+    /// See [`super::product`]; the caller checked kinds, devices, shapes, contiguity and CPU
+    /// features.
+    pub(super) fn product(ws: &[&Tensor], b: &Tensor) -> Tensor {
+        let (k, m) = (b.size()[0] as usize, b.size()[1] as usize);
+        let padded = m.div_ceil(TILE_COLS) * TILE_COLS;
+        let stride = b.stride();
+        let pack = !(padded == m && b.is_contiguous());
+        // Written in full by `pack` before any product reads it.
+        let mut packed = Vec::<f32>::with_capacity(if pack { k * padded } else { 0 });
+        let weights: Vec<(*const f32, usize)> = ws
+            .iter()
+            .map(|w| (w.data_ptr() as *const f32, w.size()[0] as usize))
+            .collect();
+        let n: usize = weights.iter().map(|w| w.1).sum();
+        let out = Tensor::empty([n as i64, m as i64], (Kind::Float, Device::Cpu));
+        let src = b.data_ptr() as *const f32;
         let job = Job {
-            w: w.data_ptr() as *const f32,
-            b: packed.data_ptr() as *const f32,
+            weights,
+            src,
+            stride: (stride[0] as usize, stride[1] as usize),
+            b: if pack {
+                packed.as_mut_ptr()
+            } else {
+                src as *mut f32
+            },
+            pack,
             out: out.data_ptr() as *mut f32,
-            n: n as usize,
-            k: k as usize,
-            m: m as usize,
-            padded: padded as usize,
+            k,
+            m,
+            padded,
         };
         let threads = tch::get_num_threads().max(1) as usize;
-        // SAFETY: `w`, `packed` and `out` are contiguous f32 CPU tensors of the shapes `job`
-        // states, alive until this function returns; `GOMP_parallel` returns after every
-        // thread finished `share`, each writing a disjoint range of output rows. AVX2 and FMA
-        // were checked by `available`.
+        // SAFETY: the weights and `out` are contiguous f32 CPU tensors of the shapes `job`
+        // states and `src` an f32 CPU tensor of `k × m` with the strides given, all alive until
+        // this function returns, as is `packed`'s allocation of `k × padded` floats.
+        // `GOMP_parallel` returns after every thread finished `share`: each packs a disjoint
+        // range of `B`'s rows, waits at the barrier, then writes a disjoint range of output
+        // rows. AVX2 and FMA were checked by `available`.
         unsafe {
-            if threads > 1 && job.n >= 2 * TILE_ROWS * threads && omp_in_parallel() == 0 {
+            if threads > 1 && n >= 2 * TILE_ROWS * threads && omp_in_parallel() == 0 {
                 GOMP_parallel(share, &job as *const Job as *mut c_void, threads as c_uint, 0);
             } else {
-                job.rows(0, job.n);
+                job.run(0, 1);
             }
         }
+        drop(packed);
         out
     }
 
-    /// One OpenMP thread's share of a [`Job`]: a contiguous range of whole tiles.
+    /// One OpenMP thread's share of a [`Job`].
     extern "C" fn share(data: *mut c_void) {
         // SAFETY: `data` is the `Job` that `product` passed to `GOMP_parallel`, which outlives
-        // the parallel region; the thread's rows do not overlap any other thread's.
+        // the parallel region.
         unsafe {
             let job = &*(data as *const Job);
-            let (thread, threads) = (
+            job.run(
                 omp_get_thread_num() as usize,
                 omp_get_num_threads().max(1) as usize,
             );
-            let per = job.n.div_ceil(TILE_ROWS).div_ceil(threads) * TILE_ROWS;
-            let start = (thread * per).min(job.n);
-            job.rows(start, (start + per).min(job.n));
         }
     }
 
     impl Job {
-        /// Output rows `start..end`.
+        /// Thread `thread` of `threads`: its share of `B`'s rows to pack, then (once every
+        /// share is packed) its share of each weight's tiles.
+        unsafe fn run(&self, thread: usize, threads: usize) {
+            if self.pack {
+                let per = self.k.div_ceil(threads);
+                self.pack((thread * per).min(self.k), ((thread + 1) * per).min(self.k));
+                if threads > 1 {
+                    GOMP_barrier();
+                }
+            }
+            let mut first = 0;
+            for &(w, n) in &self.weights {
+                let per = n.div_ceil(TILE_ROWS).div_ceil(threads) * TILE_ROWS;
+                let start = (thread * per).min(n);
+                self.rows(w, first, start, (start + per).min(n));
+                first += n;
+            }
+        }
+
+        /// Rows `start..end` of `B` into the packed buffer, padding columns zeroed.
+        unsafe fn pack(&self, start: usize, end: usize) {
+            for p in start..end {
+                let row = self.b.add(p * self.padded);
+                for j in 0..self.m {
+                    *row.add(j) = *self.src.add(p * self.stride.0 + j * self.stride.1);
+                }
+                for j in self.m..self.padded {
+                    *row.add(j) = 0.0;
+                }
+            }
+        }
+
+        /// Rows `start..end` of the weight `w`, into output rows from `first + start`.
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn rows(&self, start: usize, end: usize) {
+        unsafe fn rows(&self, w: *const f32, first: usize, start: usize, end: usize) {
             let mut i = start;
             while i < end {
                 let rows = (end - i).min(TILE_ROWS);
                 let ahead = (end - i - rows).min(TILE_ROWS);
                 let tiles = self.m.div_ceil(TILE_COLS);
+                let tile = Tile {
+                    w: w.add(i * self.k),
+                    out: self.out.add((first + i) * self.m),
+                };
                 for t in 0..tiles {
                     // Each column tile fetches its share of the next tile's rows.
                     let fetch = (t * ahead / tiles, (t + 1) * ahead / tiles);
                     let j = t * TILE_COLS;
                     match rows {
-                        6 => self.tile::<6>(i, j, fetch),
-                        5 => self.tile::<5>(i, j, fetch),
-                        4 => self.tile::<4>(i, j, fetch),
-                        3 => self.tile::<3>(i, j, fetch),
-                        2 => self.tile::<2>(i, j, fetch),
-                        _ => self.tile::<1>(i, j, fetch),
+                        6 => self.tile::<6>(&tile, j, fetch),
+                        5 => self.tile::<5>(&tile, j, fetch),
+                        4 => self.tile::<4>(&tile, j, fetch),
+                        3 => self.tile::<3>(&tile, j, fetch),
+                        2 => self.tile::<2>(&tile, j, fetch),
+                        _ => self.tile::<1>(&tile, j, fetch),
                     }
                 }
                 i += rows;
             }
         }
 
-        /// Output rows `i..i + R`, columns `j..j + 16` (those below `m`), prefetching rows
-        /// `i + R + fetch.0..i + R + fetch.1`.
+        /// The tile's `R` weight rows times columns `j..j + 16` of `B` (those below `m`),
+        /// prefetching rows `fetch.0..fetch.1` of the next tile.
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn tile<const R: usize>(&self, i: usize, j: usize, fetch: (usize, usize)) {
+        unsafe fn tile<const R: usize>(&self, tile: &Tile, j: usize, fetch: (usize, usize)) {
             let k = self.k;
-            let w = self.w.add(i * k);
-            let next = self.w.add((i + R) * k);
+            let w = tile.w;
+            let next = w.add(R * k);
             let mut acc = [[_mm256_setzero_ps(); 2]; R];
             for p in 0..k {
                 if p % LINE == 0 {
@@ -182,7 +236,7 @@ mod kernel {
             }
             let cols = (self.m - j).min(TILE_COLS);
             for (r, acc) in acc.iter().enumerate() {
-                let out = self.out.add((i + r) * self.m + j);
+                let out = tile.out.add(r * self.m + j);
                 if cols == TILE_COLS {
                     _mm256_storeu_ps(out, acc[0]);
                     _mm256_storeu_ps(out.add(8), acc[1]);
@@ -195,6 +249,12 @@ mod kernel {
             }
         }
     }
+
+    /// Where one tile's weight rows start and its output rows go.
+    struct Tile {
+        w: *const f32,
+        out: *mut f32,
+    }
 }
 
 #[cfg(not(all(target_arch = "x86_64", rlvr_gomp)))]
@@ -205,8 +265,8 @@ mod kernel {
         false
     }
 
-    pub(super) fn product(w: &Tensor, b: &Tensor) -> Tensor {
-        w.mm(b)
+    pub(super) fn product(ws: &[&Tensor], b: &Tensor) -> Tensor {
+        Tensor::cat(&ws.iter().map(|w| w.mm(b)).collect::<Vec<_>>(), 0)
     }
 }
 
@@ -236,9 +296,15 @@ mod tests {
             ] {
                 for m in [1, 7, 16, 17, 32, 33, 64] {
                     let w = Tensor::randn([n, k], opts);
+                    let v = Tensor::randn([n % 7 + 1, k], opts);
                     for b in [Tensor::randn([k, m], opts), Tensor::randn([m, k], opts).tr()] {
-                        let ours = super::product(&w, &b).expect("the kernel applies");
+                        let ours = super::product(&[&w], &b).expect("the kernel applies");
                         let theirs = w.mm(&b);
+                        let stacked = super::product(&[&w, &v, &w], &b).expect("the kernel applies");
+                        let want = Tensor::cat(&[&theirs, &v.mm(&b), &theirs], 0);
+                        let scale = f64::try_from(want.abs().max()).unwrap_or(1.0).max(1.0);
+                        let err = f64::try_from((&stacked - &want).abs().max()).unwrap_or(f64::MAX);
+                        assert!(err <= 1e-5 * scale, "stacked n={n} k={k} m={m}: max error {err}");
                         let scale = f64::try_from(theirs.abs().max()).unwrap_or(1.0).max(1.0);
                         let err = f64::try_from((&ours - &theirs).abs().max()).unwrap_or(f64::MAX);
                         assert_eq!(ours.size(), [n, m]);
@@ -249,12 +315,9 @@ mod tests {
         }
         tch::set_num_threads(default_threads);
         let w = Tensor::randn([8, 8], opts);
-        assert!(super::product(&w, &Tensor::randn([8, 65], opts)).is_none());
-        assert!(super::product(
-            &w.to_kind(Kind::Double),
-            &Tensor::randn([8, 4], (Kind::Double, Device::Cpu))
-        )
-        .is_none());
-        assert!(super::product(&w.tr(), &Tensor::randn([8, 4], opts)).is_none());
+        assert!(super::product(&[&w], &Tensor::randn([8, 65], opts)).is_none());
+        let double = (Kind::Double, Device::Cpu);
+        assert!(super::product(&[&w.to_kind(Kind::Double)], &Tensor::randn([8, 4], double)).is_none());
+        assert!(super::product(&[&w, &w.tr()], &Tensor::randn([8, 4], opts)).is_none());
     }
 }
