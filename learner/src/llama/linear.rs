@@ -52,8 +52,13 @@ pub(super) fn few_rows(x: &Tensor) -> bool {
 /// MKL, measured 25% faster than `x · Wᵀ` for SmolLM2-135M's MLP and 35% for its LM head at 32
 /// rows (`rollout/examples/profile_decode.rs`).
 fn project_t(x: &Tensor, w: &Tensor) -> Tensor {
+    times(w, &columns(x))
+}
+
+/// `x` (`[..., in]`) as the columns of `[in, rows]`: a transposed view.
+fn columns(x: &Tensor) -> Tensor {
     let inner = x.size().last().copied().unwrap_or(1);
-    times(w, &x.reshape([-1, inner]).tr())
+    x.reshape([-1, inner]).tr()
 }
 
 /// `W · B` for `W` of shape `[out, in]` and few columns `B` (`[in, cols]`): on an AVX2 CPU in f32
@@ -79,8 +84,7 @@ pub(super) fn times(w: &Tensor, b: &Tensor) -> Tensor {
 /// kernel in `skinny.rs` for all of them (one packing of `x`, one parallel region) where it
 /// applies, each result a view of its rows; otherwise one product each.
 pub(super) fn project_all_t(ws: &[&Tensor], x: &Tensor) -> Vec<Tensor> {
-    let inner = x.size().last().copied().unwrap_or(1);
-    let xt = x.reshape([-1, inner]).tr();
+    let xt = columns(x);
     let Some(stacked) = skinny::product(ws, &xt) else {
         return ws.iter().map(|w| times(w, &xt)).collect();
     };
