@@ -46,9 +46,8 @@ enum Command {
 fn main() -> ExitCode {
     // libtorch backs CPU buffers of 2 MiB and more with transparent huge pages when this is set
     // (read once, at its first such allocation). A decode step streams every weight from
-    // memory, and huge pages spare it a TLB miss per 4 KiB: the 113 MB LM head of SmolLM2-135M
-    // took 15 ms against 19–27 ms without (`profile_decode`, four pairs). Set here, before any
-    // thread starts, unless the user chose.
+    // memory, and huge pages spare it a TLB miss per 4 KiB; the gain measured is small (see
+    // BENCHMARKS, "Generation"). Set here, before any thread starts, unless the user chose.
     if std::env::var_os("THP_MEM_ALLOC_ENABLE").is_none() {
         std::env::set_var("THP_MEM_ALLOC_ENABLE", "1");
     }
