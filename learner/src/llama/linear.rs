@@ -37,8 +37,9 @@ impl Linear {
 /// Rows at or below which a CPU projection is computed as `W · xᵀ` (see [`project_t`]).
 const FEW_ROWS: i64 = 64;
 
-/// Weight rows multiplied at once by [`project_t`]: on the CPU, SmolLM2-135M's LM head (49,152
-/// rows) against 32 columns runs about 20% faster in pieces of this size than in one product.
+/// Weight rows multiplied at once by [`times`] where the kernel in `skinny.rs` does not apply
+/// (libtorch's `mm`, i.e. MKL on the CPU): SmolLM2-135M's LM head (49,152 rows) against 32
+/// columns ran about 20% faster in pieces of this size than in one MKL product.
 const PIECE_ROWS: i64 = 1024;
 
 /// Whether `x` (`[..., in]`) is few rows on the CPU, as in a decode step.
