@@ -2,7 +2,7 @@
 //! `LD_LIBRARY_PATH`. `torch-sys` (a direct dependency, `links = "tch"`) publishes the
 //! directory as `DEP_TCH_LIBTORCH_LIB`. Where that directory holds libtorch's OpenMP runtime
 //! (`libgomp.so.1`, as PyPI's torch does), it is linked and `rlvr_gomp` set: the CPU decode
-//! kernel (`src/llama/skinny.rs`) shares its work out over libtorch's OpenMP threads.
+//! kernel (`src/model/skinny.rs`) shares its work out over libtorch's OpenMP threads.
 fn main() {
     println!("cargo:rustc-check-cfg=cfg(rlvr_gomp)");
     if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {

@@ -28,10 +28,22 @@ pub mod stages;
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// The process exit code for an error: 2 for usage and bad input, 1 otherwise.
+/// The process exit code for an error: 2 for usage and bad input (a recipe, data or model
+/// rlvr refuses), 1 otherwise.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
+    use rlvr_learner::LearnerError;
+    use rlvr_rollout::RolloutError;
     let usage = err.chain().any(|e| {
-        e.is::<UsageError>() || e.is::<rlvr_recipes::RecipeError>() || e.is::<rlvr_data::DataError>()
+        e.is::<UsageError>()
+            || e.is::<rlvr_recipes::RecipeError>()
+            || e.is::<rlvr_data::DataError>()
+            || e.downcast_ref::<LearnerError>()
+                .is_some_and(LearnerError::is_bad_input)
+            || match e.downcast_ref::<RolloutError>() {
+                Some(RolloutError::Model(m)) => m.is_bad_input(),
+                Some(RolloutError::Tokenizer(_)) => true,
+                _ => false,
+            }
     });
     if usage {
         2

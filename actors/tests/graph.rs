@@ -16,7 +16,7 @@ use rlvr_actors::graph::rollout::{RolloutArgs, RolloutJob, RolloutWorker};
 use rlvr_actors::graph::verifier::{VerifierWorker, VerifyArgs, VerifyJob};
 use rlvr_actors::graph::wire::{encode, VerifierSetup};
 use rlvr_core::{GenerationRequest, SamplingParams, Verdict};
-use rlvr_learner::llama::Config;
+use rlvr_learner::model::Config;
 use rlvr_learner::{Learner, LearnerConfig};
 use rlvr_verifiers::{Registry, Truth, TruthError, Verifier};
 use tch::Device;
@@ -29,7 +29,7 @@ fn tmp(name: &str) -> std::path::PathBuf {
 
 fn learner(seed: i64) -> Learner {
     let config: Config = serde_json::from_value(serde_json::json!({
-        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+        "model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 60,
         "max_position_embeddings": 128, "tie_word_embeddings": true
     }))

@@ -157,11 +157,14 @@ pub struct Example {
 }
 
 impl Example {
-    /// Token ids (BOS, prompt, completion, EOS) and labels: [`rlvr_core::IGNORE`] on BOS and
+    /// Token ids (BOS when the tokenizer adds one, prompt, completion, EOS) and labels: [`rlvr_core::IGNORE`] on BOS and
     /// the prompt, the token itself elsewhere; cut to `max_len` tokens.
     pub fn encode(&self, tok: &crate::Tokenizer, max_len: usize) -> (Vec<i64>, Vec<i64>) {
-        let mut ids: Vec<i64> = tok.bos_id.into_iter().map(i64::from).collect();
-        ids.extend(tok.encode(&self.prompt).into_iter().map(i64::from));
+        let mut ids: Vec<i64> = tok
+            .encode_prompt(&self.prompt)
+            .into_iter()
+            .map(i64::from)
+            .collect();
         let masked = ids.len();
         ids.extend(tok.encode(&self.completion).into_iter().map(i64::from));
         ids.push(i64::from(tok.eos_id));

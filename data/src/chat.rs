@@ -12,7 +12,7 @@ use std::path::Path;
 use minijinja::{Environment, Error, ErrorKind};
 use serde::{Deserialize, Serialize};
 
-use crate::DataError;
+use crate::{DataError, Tokenizer};
 
 /// One turn of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +53,7 @@ pub const BUILTIN_TEMPLATES: &[&str] = &["tulu", "chatml"];
 /// A compiled chat template with the special tokens it may name.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    source: String,
     bos_token: String,
     eos_token: String,
     origin: String,
@@ -113,6 +114,7 @@ impl ChatTemplate {
             .map_err(|e| template_error(origin, &e))?;
         Ok(Self {
             env,
+            source: source.to_string(),
             bos_token: bos_token.into(),
             eos_token: eos_token.into(),
             origin: origin.into(),
@@ -137,12 +139,25 @@ impl ChatTemplate {
         Self::from_jinja(source, name, "", eos_token)
     }
 
-    /// The template a recipe's `data.chat_template` names: empty or `chatml` for ChatML,
-    /// `tulu`, or a model directory (or its `tokenizer_config.json`) whose own template is
-    /// used. `eos_token` is the EOS text the built-in templates append to assistant turns.
-    pub fn resolve(spec: &str, eos_token: &str) -> Result<Self, DataError> {
+    /// The template a recipe's `data.chat_template` names for a model whose tokenizer is
+    /// `tok`: empty for the model's own (the `chat_template` of its `tokenizer_config.json`,
+    /// ChatML when it has none), `tulu` or `chatml`, or another model directory (or its
+    /// `tokenizer_config.json`) whose template is used. The built-in templates end assistant
+    /// turns with `tok`'s EOS text.
+    pub fn resolve(spec: &str, tok: &Tokenizer) -> Result<Self, DataError> {
+        let eos_token = tok.token(tok.eos_id).unwrap_or_default();
+        let eos_token = eos_token.as_str();
         match spec {
-            "" => Self::builtin("chatml", eos_token),
+            "" => match tok.chat_template() {
+                Some(source) => Self::from_jinja(
+                    &source,
+                    "the model's tokenizer_config.json",
+                    &tok.special_token("bos_token").unwrap_or_default(),
+                    &tok.special_token("eos_token")
+                        .unwrap_or_else(|| eos_token.to_string()),
+                ),
+                None => Self::builtin("chatml", eos_token),
+            },
             name if BUILTIN_TEMPLATES.contains(&name) => Self::builtin(name, eos_token),
             path => {
                 let path = Path::new(path);
@@ -244,5 +259,15 @@ impl ChatTemplate {
     /// The EOS token the template appends to assistant turns (when it does).
     pub fn eos_token(&self) -> &str {
         &self.eos_token
+    }
+
+    /// The Jinja source, as `tokenizer_config.json` stores it.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Where the template came from (a built-in name or a file).
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 }

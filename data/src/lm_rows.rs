@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::files::At;
 use crate::{ChatTemplate, DataError, Message, Tokenizer};
 
-/// Encode one row: token ids (BOS first when the tokenizer has one, cut to `max_len`) and
+/// Encode one row: token ids (BOS first when the tokenizer adds one, cut to `max_len`) and
 /// labels ([`IGNORE`] where no loss is taken). Conversations render with `template`; plain
 /// text gets EOS appended. A malformed row is an error naming its file, line and field.
 pub fn lm_row(
@@ -18,8 +18,7 @@ pub fn lm_row(
     tok: &Tokenizer,
     max_len: usize,
 ) -> Result<Encoded, DataError> {
-    let mut ids: Vec<i64> = tok.bos_id.into_iter().map(i64::from).collect();
-    let mut labels: Vec<i64> = ids.iter().map(|_| IGNORE).collect();
+    let (mut ids, mut labels) = (Vec::new(), Vec::new());
     if let Some(messages) = row.get("messages") {
         let messages = messages_of(messages, at, "messages")?;
         if !messages.iter().any(|m| m.role == "assistant") {
@@ -37,7 +36,7 @@ pub fn lm_row(
         let text = text
             .as_str()
             .ok_or_else(|| at.bad("text", format!("expected a string, found {text}")))?;
-        ids.extend(tok.encode(text).into_iter().map(i64::from));
+        ids.extend(tok.encode_prompt(text).into_iter().map(i64::from));
         ids.push(i64::from(tok.eos_id));
         // Every token is learned (the first is never predicted).
         labels = ids.clone();

@@ -35,10 +35,8 @@ fn side(
             "the chat template renders the conversation so that the prompt is not its prefix",
         ));
     }
-    let bos: Vec<i64> = tok.bos_id.into_iter().map(i64::from).collect();
-    let masked = bos.len() + tok.encode(prompt_text).len();
-    let mut ids = bos;
-    ids.extend(tok.encode(&full).into_iter().map(i64::from));
+    let masked = tok.encode_prompt(prompt_text).len();
+    let mut ids: Vec<i64> = tok.encode_prompt(&full).into_iter().map(i64::from).collect();
     ids.truncate(max_len);
     if ids.len() <= masked {
         return Ok(None);

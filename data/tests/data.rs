@@ -178,7 +178,7 @@ fn rlvr_rows_read_the_tulu_format_and_bad_rows_name_file_line_and_field() {
     assert!(rows.iter().all(|r| r.prompt.starts_with("<|im_start|>user\n")));
     assert!(rows.iter().all(|r| r.prompt.ends_with("<|im_start|>assistant\n")));
     // Tülu 3's own format with its template: the answer is what follows `<|assistant|>\n`.
-    let tulu = rlvr_data::ChatTemplate::resolve("tulu", "</s>").unwrap();
+    let tulu = rlvr_data::ChatTemplate::resolve("tulu", &rlvr_data::Tokenizer::builtin_chars()).unwrap();
     let rows = common::read_all(&sample, |v, at| rlvr_data::rlvr_row(v, at, &tulu)).unwrap();
     assert!(rows
         .iter()
@@ -234,12 +234,32 @@ fn special_tokens_come_from_the_tokenizer_and_generation_configs() {
     let dir = std::env::temp_dir().join(format!("rlvr-tok-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     Tokenizer::builtin_chars().save(&dir).unwrap();
-    // By name alone: `</s>` (2), `<pad>` (0).
+    // What it saved: its special tokens and BOS rule travel with it.
+    let saved = Tokenizer::from_file(&dir).unwrap();
+    assert_eq!(
+        (saved.eos_id, saved.pad_id, saved.bos_id, saved.add_bos),
+        (2, 0, Some(1), true)
+    );
+    // Without the configs, by name alone: `</s>` (2), `<pad>` (0); BOS from the
+    // post-processor.
+    std::fs::remove_file(dir.join("tokenizer_config.json")).unwrap();
+    std::fs::remove_file(dir.join("generation_config.json")).unwrap();
     let plain = Tokenizer::from_file(&dir).unwrap();
-    assert_eq!((plain.eos_id, plain.pad_id), (2, 0));
-    // generation_config.json's first eos_token_id (a list, as Llama 3.1 Instruct has).
+    assert_eq!(
+        (plain.eos_id, plain.pad_id, plain.bos_id, plain.add_bos),
+        (2, 0, Some(1), true)
+    );
+    assert_eq!(plain.encode_prompt("1+1"), [1, 33, 47, 33], "BOS once");
+    assert_eq!(
+        plain.encode_prompt("<s>1"),
+        [1, 33],
+        "a text that starts with BOS keeps one"
+    );
+    // generation_config.json's first eos_token_id (a list, as Llama 3.1 Instruct has); every
+    // id of the list stops generation.
     std::fs::write(dir.join("generation_config.json"), r#"{"eos_token_id": [5, 2]}"#).unwrap();
-    assert_eq!(Tokenizer::from_file(&dir).unwrap().eos_id, 5);
+    let listed = Tokenizer::from_file(&dir).unwrap();
+    assert_eq!((listed.eos_id, listed.stop_ids.as_slice()), (5, &[5, 2][..]));
     // tokenizer_config.json wins, its tokens as strings or AddedToken objects.
     std::fs::write(
         dir.join("tokenizer_config.json"),

@@ -26,7 +26,7 @@ const AT: At<'static> = At { path: "test", row: 1 };
 fn gsm8k_and_math_rows_become_the_tulu_rlvr_prompts() {
     // The sample's GSM8K and MATH rows were made from these files by open-instruct's recipe:
     // converting the source rows must give the same prompts and labels.
-    let tulu = ChatTemplate::resolve("tulu", "</s>").unwrap();
+    let tulu = ChatTemplate::resolve("tulu", &rlvr_data::Tokenizer::builtin_chars()).unwrap();
     let sample = rows(&shared("rlvr/sample.jsonl"));
     let by_question = |path: &str, key: &str| -> HashMap<String, Value> {
         rows(&shared(path))

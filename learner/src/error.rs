@@ -19,6 +19,16 @@ pub enum LearnerError {
         /// What is wrong (tensor name, expected and found shapes, field).
         message: String,
     },
+    /// A model rlvr does not implement, or a checkpoint that does not match its config: an
+    /// unknown `model_type`, a config value not implemented, a tensor missing, extra or
+    /// misshapen. The user's input is at fault (the command exits 2).
+    #[error("{path}: {message}")]
+    Unsupported {
+        /// The directory or file.
+        path: String,
+        /// What is wrong, naming the field or tensor and what is supported.
+        message: String,
+    },
     /// libtorch reported an error.
     #[error("{context}: {source}")]
     Torch {
@@ -39,6 +49,13 @@ pub enum LearnerError {
     /// A batch that does not fit the model (token id past the vocabulary, empty batch).
     #[error("bad batch: {0}")]
     Batch(String),
+}
+
+impl LearnerError {
+    /// Whether the user's input is at fault (a model or checkpoint rlvr refuses), not the run.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, LearnerError::Unsupported { .. })
+    }
 }
 
 /// Shorthand for results of this crate.

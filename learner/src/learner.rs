@@ -11,7 +11,7 @@ use rlvr_dist::ProcessGroup;
 
 use crate::checkpoint;
 use crate::error::{LearnerError, Result};
-use crate::llama::{Config, Documents, Llama};
+use crate::model::{CausalLm, Config, Documents};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::policy::{self, PolicyLoss, PolicyMetrics, Sums, Tokens};
 use crate::schedule::Schedule;
@@ -50,6 +50,9 @@ pub struct LearnerConfig {
     pub max_grad_norm: Option<f64>,
     /// Where tensors live.
     pub device: Device,
+    /// Element type of the model's weights (`Float`, or `BFloat16` with f32 master weights and
+    /// moments in the optimiser).
+    pub kind: Kind,
 }
 
 impl LearnerConfig {
@@ -72,6 +75,7 @@ impl LearnerConfig {
             },
             max_grad_norm: Some(1.0),
             device,
+            kind: Kind::Float,
         }
     }
 }
@@ -79,11 +83,11 @@ impl LearnerConfig {
 /// A model being trained.
 pub struct Learner {
     vs: VarStore,
-    model: Llama,
+    model: CausalLm,
     opt: AdamW,
     config: LearnerConfig,
     /// Frozen copy of the policy that RL's KL penalty is measured against.
-    reference: Option<(VarStore, Llama)>,
+    reference: Option<(VarStore, CausalLm)>,
     /// PPO's value model.
     critic: Option<Critic>,
     /// Recompute each decoder layer in the backward pass of LM steps instead of keeping its
@@ -99,10 +103,21 @@ impl Learner {
     /// A model initialised from `seed`.
     pub fn new(model: &Config, config: LearnerConfig, seed: i64) -> Self {
         let (vs, llama) = crate::runtime::seeded(seed, || {
-            let vs = VarStore::new(config.device);
-            let llama = Llama::new(&vs.root(), model);
+            let vs = Self::store(&config);
+            let llama = CausalLm::new(&vs.root(), model);
             (vs, llama)
         });
+        Self::with_model(vs, llama, config)
+    }
+
+    /// An empty store on the configured device whose new variables take the configured kind.
+    fn store(config: &LearnerConfig) -> VarStore {
+        let mut vs = VarStore::new(config.device);
+        vs.set_kind(config.kind);
+        vs
+    }
+
+    fn with_model(vs: VarStore, llama: CausalLm, config: LearnerConfig) -> Self {
         let opt = AdamW::new(
             vs.variables()
                 .into_iter()
@@ -156,16 +171,18 @@ impl Learner {
         self.gradient_checkpointing = on;
     }
 
-    /// A model loaded from a Hugging Face directory (`config.json` + safetensors).
+    /// A model loaded from a Hugging Face directory (`config.json` + safetensors), its weights
+    /// read straight into the configured kind on the configured device.
     pub fn from_pretrained(dir: &Path, config: LearnerConfig) -> Result<Self> {
         let model_config = checkpoint::read_config(dir)?;
-        let learner = Self::new(&model_config, config, 0);
-        checkpoint::load_dir(&learner.vs, dir)?;
-        Ok(learner)
+        let vs = Self::store(&config);
+        let model = CausalLm::for_loading(&vs.root(), &model_config);
+        checkpoint::load_dir(&vs, dir)?;
+        Ok(Self::with_model(vs, model, config))
     }
 
     /// The model.
-    pub fn model(&self) -> &Llama {
+    pub fn model(&self) -> &CausalLm {
         &self.model
     }
 
@@ -282,7 +299,8 @@ impl Learner {
     pub fn freeze_reference(&mut self) -> Result<()> {
         self.unsharded("a reference policy is not kept under ZeRO-3 yet")?;
         let mut vs = VarStore::new(self.config.device);
-        let model = Llama::new(&vs.root(), self.model.config());
+        vs.set_kind(self.vs.kind());
+        let model = CausalLm::for_loading(&vs.root(), self.model.config());
         vs.copy(&self.vs).map_err(|source| LearnerError::Torch {
             context: "copying the reference policy".into(),
             source,

@@ -3,7 +3,9 @@
 //! The training engine behind every stage, on libtorch through `tch`. It knows nothing of
 //! actors: give it batches, it takes optimiser steps and reports [`rlvr_core::StepMetrics`].
 //!
-//! - [`llama`]: the Llama architecture (Llama 3.x, SmolLM2) with Hugging Face tensor names.
+//! - [`model`]: the causal LMs (Llama 3.x and SmolLM2, Mistral, Qwen2/2.5, Qwen3, OLMo 2) with
+//!   Hugging Face tensor names, one implementation of each layer and each family's differences
+//!   as data; configurations rlvr does not implement are refused.
 //! - [`Learner`]: model + AdamW ([`optim`]) + learning-rate [`schedule`], one call per step.
 //! - [`advantage`]: advantages from rewards (GRPO groups, PPO's GAE and whitening).
 //! - [`preference`]: preference-pair losses (DPO, Tülu 3's `dpo_norm`, SimPO) with a cached
@@ -17,7 +19,7 @@ pub mod advantage;
 pub mod checkpoint;
 mod error;
 mod learner;
-pub mod llama;
+pub mod model;
 pub mod optim;
 pub mod policy;
 pub mod preference;

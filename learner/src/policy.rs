@@ -6,7 +6,7 @@
 use rlvr_core::PolicyBatch;
 use tch::{Device, Kind, Tensor};
 
-use crate::llama::Llama;
+use crate::model::CausalLm;
 
 /// How the KL divergence to the reference policy is estimated per token (Schulman, "Approximating
 /// KL divergence").
@@ -146,7 +146,7 @@ impl Tokens {
 
 /// The hidden state each response token is generated from, `[rows, cols, hidden]`: the
 /// prompt's last for the first token, the previous response token's for the others.
-pub(crate) fn response_states(model: &Llama, t: &Tokens) -> Tensor {
+pub(crate) fn response_states(model: &CausalLm, t: &Tokens) -> Tensor {
     let (hp, hr) = model.hidden_shared(&t.prompts, &t.prompt_real, &t.responses, &t.group_of);
     let last = hp
         .select(1, hp.size()[1] - 1)
@@ -158,7 +158,7 @@ pub(crate) fn response_states(model: &Llama, t: &Tokens) -> Tensor {
 
 /// Log-probabilities `[rows, cols]` of each response token under `model` at `temperature`, and
 /// the entropy of the distribution each was drawn from.
-pub(crate) fn token_logprobs(model: &Llama, t: &Tokens, temperature: f64) -> (Tensor, Tensor) {
+pub(crate) fn token_logprobs(model: &CausalLm, t: &Tokens, temperature: f64) -> (Tensor, Tensor) {
     let logits = model.logits(&response_states(model, t)).to_kind(Kind::Float) / (temperature + 1e-7);
     let log_probs = logits.log_softmax(-1, Kind::Float);
     let picked = log_probs

@@ -14,7 +14,7 @@
 
 use tch::{Kind, Tensor};
 
-use crate::llama::Llama;
+use crate::model::CausalLm;
 
 /// Which preference loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,13 +89,13 @@ pub(crate) fn bradley_terry(chosen: &Tensor, rejected: &Tensor) -> Tensor {
 /// Each row's summed log-probability of its labelled tokens (labels shifted against the
 /// logits as in language modelling; [`rlvr_core::IGNORE`] positions excluded) and how many
 /// labelled tokens it has: `[rows]` and `[rows]`.
-pub(crate) fn sequence_logps(model: &Llama, input_ids: &Tensor, labels: &Tensor) -> (Tensor, Tensor) {
+pub(crate) fn sequence_logps(model: &CausalLm, input_ids: &Tensor, labels: &Tensor) -> (Tensor, Tensor) {
     sequence_logps_of(model, &model.hidden_states(input_ids), labels)
 }
 
 /// [`sequence_logps`] from the model's final hidden states (under ZeRO-3 they come from the
 /// unit-by-unit pass, with the head gathered).
-pub(crate) fn sequence_logps_of(model: &Llama, hidden: &Tensor, labels: &Tensor) -> (Tensor, Tensor) {
+pub(crate) fn sequence_logps_of(model: &CausalLm, hidden: &Tensor, labels: &Tensor) -> (Tensor, Tensor) {
     let t = hidden.size()[1];
     let logits = model.logits(hidden).narrow(1, 0, t - 1).to_kind(Kind::Float);
     let targets = labels.narrow(1, 1, t - 1);

@@ -1,5 +1,5 @@
-//! The PPO value model (critic): a Llama trunk with a scalar head (`score.weight`, as Hugging
-//! Face's `LlamaForSequenceClassification`), its own AdamW, trained on PPO's clipped value loss.
+//! The PPO value model (critic): the policy's architecture with a scalar head (`score.weight`,
+//! as Hugging Face's `LlamaForSequenceClassification` and its siblings), its own AdamW, trained on PPO's clipped value loss.
 //! Tülu 3 starts it from the reward model's checkpoint ([`Critic::from_reward_model`], which may
 //! have another shape than the policy, as the 70B runs' 8B reward model); without one it copies
 //! the policy's trunk and starts its head at zero, so its first estimates are 0. The same model
@@ -13,14 +13,14 @@ use tch::{Device, Kind, Tensor};
 use crate::checkpoint;
 
 use crate::error::{LearnerError, Result};
-use crate::llama::{Config, Llama};
+use crate::model::{CausalLm, Config};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::policy::{response_states, Tokens};
 
 /// A value model and its optimiser.
 pub(crate) struct Critic {
     pub(crate) vs: VarStore,
-    trunk: Llama,
+    trunk: CausalLm,
     head: Tensor,
     pub(crate) opt: AdamW,
 }
@@ -29,7 +29,7 @@ impl Critic {
     /// A critic whose trunk is a copy of `policy`'s weights.
     pub(crate) fn from_policy(policy: &VarStore, config: &Config, adamw: AdamWConfig) -> Result<Self> {
         let vs = VarStore::new(policy.device());
-        let trunk = Llama::new(&vs.root(), config);
+        let trunk = CausalLm::new(&vs.root(), config);
         let head = (vs.root() / "score").var("weight", &[1, config.hidden_size], Init::Const(0.0));
         let mine = vs.variables();
         tch::no_grad(|| {
@@ -56,7 +56,7 @@ impl Critic {
         // The value model reads hidden states only: no LM head to allocate.
         config.tie_word_embeddings = true;
         let vs = VarStore::new(device);
-        let trunk = Llama::new(&vs.root(), &config);
+        let trunk = CausalLm::for_loading(&vs.root(), &config);
         let head = (vs.root() / "score").var("weight", &[1, config.hidden_size], Init::Const(0.0));
         checkpoint::load_dir(&vs, dir)?;
         let params: std::collections::BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
@@ -74,15 +74,16 @@ impl Critic {
         h.matmul(&self.head.transpose(0, 1)).squeeze_dim(-1)
     }
 
-    /// Save as a Hugging Face `LlamaForSequenceClassification` with one label (`model.*` and
+    /// Save as the family's `…ForSequenceClassification` with one label (`model.*` and
     /// `score.weight`; no LM head), the form [`Critic::from_reward_model`] and PPO's
     /// `rlvr.reward_model_path` read.
     pub(crate) fn save(&self, dir: &Path) -> Result<()> {
-        let mut config = self.trunk.config().to_hf_json();
+        let trunk = self.trunk.config();
+        let mut config = trunk.to_hf_json(checkpoint::dtype_name(self.head.kind()));
         if let Some(m) = config.as_object_mut() {
             m.insert(
                 "architectures".into(),
-                serde_json::json!(["LlamaForSequenceClassification"]),
+                serde_json::json!([trunk.family.sequence_classification_class()]),
             );
             m.insert("num_labels".into(), 1.into());
         }

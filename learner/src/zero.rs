@@ -1,7 +1,7 @@
 //! ZeRO stage 3 (Rajbhandari et al., 2020): parameters, gradients and AdamW state partitioned
 //! over the ranks of a process group.
 //!
-//! Each parameter unit of the model ([`Llama::unit`]: the embedding, a decoder layer, the
+//! Each parameter unit of the model ([`CausalLm::unit`]: the embedding, a decoder layer, the
 //! head) is one flat buffer, padded to a multiple of the world size; rank `r` keeps slice `r`
 //! of it, with that slice's gradient and optimiser state. A unit is all-gathered just before it
 //! runs and released after ([`Units`]); its gradients are reduce-scattered into the slices as
@@ -12,7 +12,7 @@ use rlvr_dist::{ProcessGroup, ReduceOp};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{LearnerError, Result};
-use crate::llama::{Llama, Units};
+use crate::model::{CausalLm, Units};
 use crate::optim::{self, wide, AdamWConfig};
 
 /// One unit's partition on this rank.
@@ -71,7 +71,7 @@ impl Zero3 {
     /// Shard `model`, whose parameters are `vars` (checkpoint name, tensor) and equal on every
     /// rank, over `group`; afterwards the model's parameters are released until gathered.
     pub fn new(
-        model: &Llama,
+        model: &CausalLm,
         vars: &[(String, Tensor)],
         group: ProcessGroup,
         config: AdamWConfig,

@@ -1,8 +1,8 @@
-//! The Llama model and learner on tiny configurations: causality, grouped-query attention,
+//! The model and learner on tiny configurations: causality, grouped-query attention,
 //! checkpoints that round-trip, AdamW's update, and learning.
 
 use rlvr_core::TrainBatch;
-use rlvr_learner::llama::{Config, Llama};
+use rlvr_learner::model::{CausalLm, Config};
 use rlvr_learner::optim::{AdamW, AdamWConfig};
 use rlvr_learner::{Learner, LearnerConfig, Objective, Reduction};
 use tch::nn::VarStore;
@@ -10,7 +10,7 @@ use tch::{Device, Kind, Tensor};
 
 fn tiny(tied: bool) -> Config {
     serde_json::from_value(serde_json::json!({
-        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+        "model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 40,
         "tie_word_embeddings": tied, "rope_theta": 10000.0,
         "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
@@ -28,15 +28,15 @@ fn learner_config(lr: f64) -> LearnerConfig {
 fn config_reads_hf_fields() {
     let c = tiny(false);
     assert_eq!(c.kv_heads(), 2);
-    assert_eq!(c.head_dim(), 8);
-    assert_eq!(c.eos_token_id, Some(2), "first of a list");
+    assert_eq!(c.head_dim, 8);
+    assert_eq!(c.eos_token_ids, [2, 3], "every id of a list");
 }
 
 #[test]
 fn attention_is_causal() {
     let (_vs, m) = rlvr_learner::runtime::seeded(0, || {
         let vs = VarStore::new(Device::Cpu);
-        let m = Llama::new(&vs.root(), &tiny(false));
+        let m = CausalLm::new(&vs.root(), &tiny(false));
         (vs, m)
     });
     let a = Tensor::from_slice(&[1i64, 5, 7, 9, 11, 13]).view([1, 6]);
@@ -70,7 +70,7 @@ fn few_row_products_match_the_batched_path() {
     config.vocab_size = 5000;
     let (mut vs, m) = rlvr_learner::runtime::seeded(3, || {
         let vs = VarStore::new(Device::Cpu);
-        let m = Llama::new(&vs.root(), &config);
+        let m = CausalLm::new(&vs.root(), &config);
         (vs, m)
     });
     vs.freeze();
@@ -123,7 +123,7 @@ fn loading_a_mismatched_checkpoint_names_the_tensor() {
     other.intermediate_size = 48;
     std::fs::write(
         dir.join("config.json"),
-        serde_json::to_string(&other.to_hf_json()).unwrap(),
+        serde_json::to_string(&other.to_hf_json("float32")).unwrap(),
     )
     .unwrap();
     let err = Learner::from_pretrained(&dir, learner_config(1e-3))
@@ -293,7 +293,7 @@ fn bf16_with_f32_master_weights_learns_and_resumes_exactly() {
 fn sharded_bf16_checkpoints_load_into_an_f32_model() {
     // Two shards and their index, in bf16, as large Hugging Face checkpoints come.
     let vs = VarStore::new(Device::Cpu);
-    let model = Llama::new(&vs.root(), &tiny(false));
+    let model = CausalLm::new(&vs.root(), &tiny(false));
     let dir = std::env::temp_dir().join(format!("rlvr-shards-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
@@ -315,7 +315,7 @@ fn sharded_bf16_checkpoints_load_into_an_f32_model() {
     std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
 
     let loaded_vs = VarStore::new(Device::Cpu);
-    let loaded = Llama::new(&loaded_vs.root(), &tiny(false));
+    let loaded = CausalLm::new(&loaded_vs.root(), &tiny(false));
     rlvr_learner::checkpoint::load_dir(&loaded_vs, &dir).unwrap();
     let ids = Tensor::from_slice(&[4i64, 9, 13]).view([1, -1]);
     let (a, b) = tch::no_grad(|| (model.forward(&ids), loaded.forward(&ids)));

@@ -1,72 +1,174 @@
-//! Our Llama against `transformers`: tiny random checkpoints written by `transformers` 5.24 with
-//! torch 2.11 (Llama 3.1's shape with `llama3` RoPE scaling and grouped-query attention;
-//! SmolLM2's tied embeddings), and the logits `transformers` computed for a fixed input. Made by
-//! `scripts/parity-fixtures.py`; the test needs no Python.
+//! Every model family against `transformers`: tiny random checkpoints written by
+//! `transformers` 5.24 with torch 2.11 — Llama 3.1's shape (`llama3` RoPE scaling,
+//! grouped-query attention), SmolLM2's tied embeddings, Llama with attention and MLP biases,
+//! Mistral, Qwen2 (q/k/v biases), Qwen3 (explicit head_dim, per-head q/k norms) and OLMo 2
+//! (norms after the sublayers, whole-projection q/k norms), every tensor randomised — and
+//! what `transformers` computed on them (`scripts/parity-fixtures.py`; the tests need no
+//! Python). Per family, within 1e-4 in f32: the logits of a full forward; one training step's
+//! loss and gradient norm, plainly, with gradient checkpointing, and under ZeRO-3 (unit by
+//! unit); the log-probs of greedy continuations through the shared-prompt RL forward. The
+//! engine's prefill and cached decode are checked in `rollout/tests/families.rs`.
+
+mod common;
 
 use std::path::PathBuf;
 
+use rlvr_core::{PolicyBatch, PolicySample, TrainBatch};
 use rlvr_learner::checkpoint;
-use rlvr_learner::llama::Llama;
+use rlvr_learner::model::CausalLm;
+use rlvr_learner::{Learner, LearnerConfig, Objective, Reduction};
 use tch::nn::VarStore;
-use tch::Device;
+use tch::{Device, Tensor};
 
-fn check(name: &str) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+const TOL: f64 = 1e-4;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/parity")
-        .join(name);
+        .join(name)
+}
+
+/// What `transformers` computed on fixture `name`.
+struct Expected(Vec<(String, Tensor)>);
+
+impl Expected {
+    fn of(name: &str) -> Self {
+        Self(checkpoint::read_tensors(&fixture(name).join("expected.safetensors")).unwrap())
+    }
+    fn get(&self, k: &str) -> Tensor {
+        self.0.iter().find(|(n, _)| n == k).unwrap().1.shallow_clone()
+    }
+    fn ids(&self, k: &str) -> Vec<i64> {
+        Vec::try_from(self.get(k).reshape([-1])).unwrap()
+    }
+    fn floats(&self, k: &str) -> Vec<f64> {
+        Vec::try_from(self.get(k).to_kind(tch::Kind::Double).reshape([-1])).unwrap()
+    }
+}
+
+fn config() -> LearnerConfig {
+    LearnerConfig {
+        max_grad_norm: None,
+        ..LearnerConfig::constant(1e-3, Device::Cpu)
+    }
+}
+
+fn close(got: f64, want: f64, what: &str) {
+    assert!((got - want).abs() < TOL, "{what}: {got} vs transformers' {want}");
+}
+
+/// Logits of a full forward pass.
+fn check_logits(name: &str) {
+    let dir = fixture(name);
     let config = checkpoint::read_config(&dir).unwrap();
     let vs = VarStore::new(Device::Cpu);
-    let model = Llama::new(&vs.root(), &config);
+    let model = CausalLm::for_loading(&vs.root(), &config);
     checkpoint::load_dir(&vs, &dir).unwrap();
-    let expected = checkpoint::read_tensors(&dir.join("expected.safetensors")).unwrap();
-    let get = |k: &str| expected.iter().find(|(n, _)| n == k).unwrap().1.shallow_clone();
-    let logits = tch::no_grad(|| model.forward(&get("input_ids")));
-    let want = get("logits");
+    let expected = Expected::of(name);
+    let logits = tch::no_grad(|| model.forward(&expected.get("input_ids")));
+    let want = expected.get("logits");
     assert_eq!(logits.size(), want.size());
     let diff = (logits - &want).abs().max().double_value(&[]);
     let scale = want.abs().max().double_value(&[]);
     assert!(
-        diff < 1e-4,
+        diff < TOL,
         "{name}: max |ours - transformers| = {diff:e} (logits up to {scale:.2})"
     );
+    assert!(scale > 0.5, "{name}: the logits are not trivial ({scale})");
+}
+
+/// One step's loss and gradient norm: plain, gradient-checkpointed, and unit by unit under
+/// ZeRO-3 on one Gloo rank.
+fn check_step(name: &str) {
+    let expected = Expected::of(name);
+    let batch = TrainBatch::from_sequences(&[expected.ids("input_ids")], 0);
+    let (loss, norm) = (expected.floats("loss")[0], expected.floats("grad_norm")[0]);
+    let objective = Objective::Lm(Reduction::Mean);
+    for checkpointing in [false, true] {
+        let mut l = Learner::from_pretrained(&fixture(name), config()).unwrap();
+        l.set_gradient_checkpointing(checkpointing);
+        let m = l.train_step(std::slice::from_ref(&batch), objective).unwrap();
+        let what = format!("{name} (checkpointing {checkpointing})");
+        close(m.loss, loss, &format!("{what} loss"));
+        close(m.grad_norm, norm, &format!("{what} grad norm"));
+    }
+    let sharded = common::on_ranks(vec![()], |_, (), group| {
+        let mut l = Learner::from_pretrained(&fixture(name), config()).unwrap();
+        l.set_zero3(group).unwrap();
+        l.train_step(std::slice::from_ref(&batch), objective).unwrap()
+    });
+    close(sharded[0].loss, loss, &format!("{name} ZeRO-3 loss"));
+    close(sharded[0].grad_norm, norm, &format!("{name} ZeRO-3 grad norm"));
+}
+
+/// Log-probs of the greedy continuations through the RL forward, where the two prompts'
+/// responses attend to one pass of their prompt.
+fn check_shared_prompt_logprobs(name: &str) {
+    let expected = Expected::of(name);
+    let mut l = Learner::from_pretrained(&fixture(name), config()).unwrap();
+    l.freeze_reference().unwrap();
+    let samples: Vec<PolicySample> = ["a", "b"]
+        .iter()
+        .map(|s| PolicySample {
+            prompt_ids: expected
+                .ids(&format!("prompt_{s}"))
+                .iter()
+                .map(|&t| t as u32)
+                .collect(),
+            response_ids: expected
+                .ids(&format!("greedy_{s}"))
+                .iter()
+                .map(|&t| t as u32)
+                .collect(),
+            logprobs: vec![],
+            advantages: vec![],
+            returns: vec![],
+            values: vec![],
+        })
+        .collect();
+    let batch = PolicyBatch::from_samples(&samples, 0);
+    let (logprobs, _) = l.score(&batch, 1.0).unwrap();
+    for (row, s) in ["a", "b"].iter().enumerate() {
+        let want = expected.floats(&format!("greedy_logprobs_{s}"));
+        for (k, w) in want.iter().enumerate() {
+            let got = f64::from(logprobs[row * batch.cols + k]);
+            close(got, *w, &format!("{name} prompt {s} token {k} log-prob"));
+        }
+    }
+}
+
+macro_rules! family {
+    ($($test:ident => $name:literal),* $(,)?) => {$(
+        #[test]
+        fn $test() {
+            check_logits($name);
+            check_step($name);
+            check_shared_prompt_logprobs($name);
+        }
+    )*};
+}
+
+family! {
+    llama31_matches_transformers => "llama31",
+    smollm2_matches_transformers => "smollm2",
+    llama_with_biases_matches_transformers => "llama_bias",
+    mistral_matches_transformers => "mistral",
+    qwen2_matches_transformers => "qwen2",
+    qwen3_matches_transformers => "qwen3",
+    olmo2_matches_transformers => "olmo2",
 }
 
 #[test]
-fn llama31_logits_match_transformers() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity/llama31");
-    let config = checkpoint::read_config(&dir).unwrap();
-    assert_eq!(
-        config.rope_theta, 500000.0,
-        "read from transformers 5's rope_parameters"
-    );
+fn llama31_reads_transformers_5_rope_parameters() {
+    let config = checkpoint::read_config(&fixture("llama31")).unwrap();
+    assert_eq!(config.rope_theta, 500000.0);
     assert_eq!(config.rope_scaling.as_ref().unwrap().rope_type, "llama3");
-    check("llama31");
-}
-
-#[test]
-fn smollm2_logits_match_transformers() {
-    check("smollm2");
-}
-
-#[test]
-fn the_fixtures_are_not_trivial() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity/llama31");
-    let expected = checkpoint::read_tensors(&dir.join("expected.safetensors")).unwrap();
-    let logits = &expected.iter().find(|(n, _)| n == "logits").unwrap().1;
-    let spread: f64 = logits.std(true).double_value(&[]);
-    assert!(spread > 0.1, "logits vary: std {spread}");
 }
 
 #[test]
 fn a_value_model_loaded_from_a_reward_model_scores_every_position_as_transformers() {
-    use rlvr_core::{PolicyBatch, PolicySample};
-    use rlvr_learner::{Learner, LearnerConfig};
-
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity");
-    let cfg = LearnerConfig {
-        max_grad_norm: None,
-        ..LearnerConfig::constant(1e-3, Device::Cpu)
-    };
+    let cfg = config();
     // The policy (SmolLM2-shaped) and the reward model (Llama-3.1-shaped) differ, as 70B and 8B.
     let mut learner = Learner::from_pretrained(&fixtures.join("smollm2"), cfg).unwrap();
     learner.attach_critic_from(&fixtures.join("rm")).unwrap();

@@ -3,14 +3,14 @@
 //! and a negative one less, and β pulls the policy back toward the reference.
 
 use rlvr_core::{PolicyBatch, PolicySample};
-use rlvr_learner::llama::Config;
+use rlvr_learner::model::Config;
 use rlvr_learner::policy::{Aggregation, KlEstimator, PolicyLoss};
 use rlvr_learner::{Learner, LearnerConfig};
 use tch::{Device, Kind, Tensor};
 
 fn learner(lr: f64) -> Learner {
     let config: Config = serde_json::from_value(serde_json::json!({
-        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+        "model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 40,
         "tie_word_embeddings": true
     }))

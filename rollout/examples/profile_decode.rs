@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use rlvr_learner::llama::{Config, KvCache, Llama};
+use rlvr_learner::model::{CausalLm, Config, KvCache};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
@@ -34,7 +34,7 @@ fn time(device: Device, name: &str, reps: u32, f: &dyn Fn()) {
 
 fn main() {
     let config: Config = serde_json::from_value(serde_json::json!({
-        "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+        "model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
         "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152,
         "tie_word_embeddings": true, "max_position_embeddings": 8192
     }))
@@ -53,7 +53,7 @@ fn main() {
     };
     println!("{device:?}, {kind:?}");
     let mut vs = VarStore::new(device);
-    let model = Llama::new(&vs.root(), &config);
+    let model = CausalLm::new(&vs.root(), &config);
     vs.set_kind(kind);
     // As the engine does: parameters outside autograd, which the CPU decode kernel requires.
     vs.freeze();

@@ -4,7 +4,7 @@
 //! backends can follow. It knows nothing of actors or verifiers: requests in, completions out,
 //! weights replaced in place between calls with a policy version.
 //!
-//! The first backend, [`NativeEngine`], runs the learner's own Llama code on libtorch with a
+//! The first backend, [`NativeEngine`], runs the learner's own model code on libtorch with a
 //! preallocated KV cache and continuous batching, so the log-probs it reports are the ones the
 //! learner recomputes, and a weight update is a copy.
 
@@ -15,6 +15,21 @@ pub mod sampling;
 pub use error::{Result, RolloutError};
 pub use native::NativeEngine;
 use rlvr_core::{Completion, GenerationRequest, SamplingParams, WeightChunk};
+use rlvr_data::Tokenizer;
+use rlvr_learner::model::Config;
+
+/// Every token id generation from a model stops on: its tokenizer's EOS and the
+/// `eos_token_id`s of its `generation_config.json` ([`Tokenizer::stop_ids`]) and of its
+/// `config.json` (Llama 3.1 Instruct lists three).
+pub fn stop_token_ids(tok: &Tokenizer, config: &Config) -> Vec<u32> {
+    let mut ids = tok.stop_ids.clone();
+    for id in config.eos_token_ids.iter().filter_map(|&e| u32::try_from(e).ok()) {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
+}
 
 /// A generation backend.
 pub trait Engine {

@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use rlvr_core::{Completion, DType, FinishReason, GenerationRequest, SamplingParams, WeightChunk};
 use rlvr_data::Tokenizer;
 use rlvr_learner::checkpoint;
-use rlvr_learner::llama::{Config, KvCache, Llama};
+use rlvr_learner::model::{CausalLm, Config, KvCache};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
@@ -43,7 +43,7 @@ struct Admitted {
 /// Batched generation on libtorch.
 pub struct NativeEngine {
     vs: VarStore,
-    model: Llama,
+    model: CausalLm,
     cache: Option<KvCache>,
     max_batch: usize,
     kind: Kind,
@@ -67,7 +67,7 @@ impl NativeEngine {
     pub fn new(config: &Config, device: Device, kind: Kind, max_batch: usize, seed: i64) -> Self {
         let (mut vs, model) = rlvr_learner::runtime::seeded(seed, || {
             let vs = VarStore::new(device);
-            let model = Llama::new(&vs.root(), config);
+            let model = CausalLm::new(&vs.root(), config);
             (vs, model)
         });
         vs.set_kind(kind);

@@ -3,14 +3,14 @@
 
 use rlvr_core::{FinishReason, GenerationRequest, SamplingParams};
 use rlvr_data::Tokenizer;
-use rlvr_learner::llama::Config;
+use rlvr_learner::model::Config;
 use rlvr_learner::{Learner, LearnerConfig};
 use rlvr_rollout::{Engine, NativeEngine};
 use tch::{Device, Kind, Tensor};
 
 fn config() -> Config {
     serde_json::from_value(serde_json::json!({
-        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+        "model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 60,
         "max_position_embeddings": 64, "tie_word_embeddings": true
     }))

@@ -70,14 +70,8 @@ pub fn run(args: &Args) -> Result<()> {
     let mut engine = NativeEngine::from_pretrained(&args.model, device, kind, args.n.max(1))
         .with_context(|| format!("loading {}", args.model.display()))?;
     let tok = engine.tokenizer().cloned().context("tokenizer")?;
-    let mut prompt_ids: Vec<u32> = tok.bos_id.into_iter().collect();
-    prompt_ids.extend(tok.encode(&args.prompt));
-    let mut stop_ids = vec![tok.eos_id];
-    if let Some(eos) = engine.config().eos_token_id.and_then(|e| u32::try_from(e).ok()) {
-        if !stop_ids.contains(&eos) {
-            stop_ids.push(eos);
-        }
-    }
+    let prompt_ids = tok.encode_prompt(&args.prompt);
+    let stop_ids = rlvr_rollout::stop_token_ids(&tok, engine.config());
     let params = SamplingParams {
         temperature: args.temperature,
         top_p: args.top_p,

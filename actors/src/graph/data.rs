@@ -35,8 +35,7 @@ impl Prompt {
         let truth = verifier
             .parse_truth(&p.ground_truth)
             .map_err(|e| at.bad("ground_truth", e.to_string()))?;
-        let mut prompt_ids: Vec<u32> = tok.bos_id.into_iter().collect();
-        prompt_ids.extend(tok.encode(&p.prompt));
+        let prompt_ids = tok.encode_prompt(&p.prompt);
         Ok(Self {
             row: 0,
             prompt_ids,

@@ -6,7 +6,7 @@
 use ractor::RpcReplyPort;
 use ractor_cluster::RactorClusterMessage;
 use rlvr_core::{Completion, DType, GenerationRequest, SamplingParams, Verdict, WeightChunk};
-use rlvr_learner::llama::Config;
+use rlvr_learner::model::Config;
 use rlvr_verifiers::Mode;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};

@@ -34,7 +34,7 @@ pub(super) fn greedy_accuracy(model_dir: &Path, prompts: &[Prompt], max_new_toke
     let params = SamplingParams {
         temperature: 0.0,
         max_new_tokens,
-        stop_token_ids: vec![tok.eos_id],
+        stop_token_ids: rlvr_rollout::stop_token_ids(&tok, engine.config()),
         ..SamplingParams::default()
     };
     let completions = engine.generate(&requests, &params)?;

@@ -14,7 +14,7 @@ use rlvr_data::arith::Split;
 use rlvr_data::pack::{pack, Waste};
 use rlvr_data::{lm_row, Builtin, Sampler, Tokenizer};
 use rlvr_dist::ProcessGroup;
-use rlvr_learner::llama::Config;
+use rlvr_learner::model::Config;
 use rlvr_learner::optim::AdamWConfig;
 use rlvr_learner::runtime::default_device;
 use rlvr_learner::schedule::{Schedule, Shape};
@@ -109,7 +109,7 @@ fn texts(stage: &Recipe, tok: &Tokenizer) -> Result<Texts> {
 
 /// For `rlvr data inspect`: the stage's tokenizer and examples.
 pub(crate) fn inspect(stage: &Recipe, init: Option<&Path>) -> Result<(Tokenizer, Texts)> {
-    let tok = super::tokenizer(init)?;
+    let tok = super::tokenizer(stage, init)?;
     let texts = texts(stage, &tok)?;
     Ok((tok, texts))
 }
@@ -125,7 +125,7 @@ pub fn check(stage: &Recipe) -> Result<()> {
 pub(super) fn model_config(stage: &Recipe, tok: &Tokenizer) -> Config {
     Config {
         bos_token_id: tok.bos_id.map(i64::from),
-        eos_token_id: Some(i64::from(tok.eos_id)),
+        eos_token_ids: vec![i64::from(tok.eos_id)],
         ..super::llama_config(&stage.model.config)
     }
 }
@@ -164,6 +164,10 @@ pub(super) fn learner_config(stage: &Recipe, total: u64, device: tch::Device) ->
         schedule: schedule(stage, total),
         max_grad_norm: t.max_grad_norm,
         device,
+        kind: match stage.model.dtype {
+            Dtype::Bf16 => tch::Kind::BFloat16,
+            Dtype::F32 => tch::Kind::Float,
+        },
     }
 }
 
@@ -178,14 +182,10 @@ pub(super) fn new_learner(
     tok: &Tokenizer,
 ) -> Result<Learner> {
     let config = learner_config(stage, total, device);
-    let mut learner = match init {
+    Ok(match init {
         Some(dir) => Learner::from_pretrained(dir, config)?,
         None => Learner::new(&model_config(stage, tok), config, stage.seed as i64),
-    };
-    if stage.model.dtype == Dtype::Bf16 {
-        learner.set_bf16()?;
-    }
-    Ok(learner)
+    })
 }
 
 /// The training batch of sampler rows `rows`: examples padded to the longest, or packed rows
@@ -357,7 +357,7 @@ pub(super) fn train(
     let kind = stage.kind.map_or("lm", |k| k.as_str());
     let (rank, world) = group.as_ref().map_or((0, 1), |g| (g.rank(), g.world_size()));
     let lead = rank == 0;
-    let tok = super::tokenizer(init)?;
+    let tok = super::tokenizer(stage, init)?;
     let texts = texts(stage, &tok)?;
     if lead {
         super::save_data_record(out, stage, &texts.record)?;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use rlvr_data::arith::Split;
 use rlvr_data::{mix, Builtin, ChatTemplate, Hub, Tokenizer};
-use rlvr_learner::llama::Config;
+use rlvr_learner::model::Config;
 use rlvr_recipes::spec::{Amount, MixEntry, ModelConfig, StageKind};
 use rlvr_recipes::Recipe;
 
@@ -197,13 +197,50 @@ pub(crate) fn save_data_record(out: &Path, stage: &Recipe, record: &serde_json::
     write_state(&dir.join(format!("{}.json", stage.name)), record)
 }
 
-/// The tokenizer of a stage: the starting model's (`init`) when it has one, else the built-in
-/// character tokenizer of the tiny recipes.
-pub(crate) fn tokenizer(init: Option<&Path>) -> Result<Tokenizer> {
-    Ok(match init {
-        Some(dir) if dir.join("tokenizer.json").is_file() => Tokenizer::from_file(dir)?,
-        _ => Tokenizer::builtin_chars(),
-    })
+/// The tokenizer of a stage: `model.tokenizer` when the recipe names one (a directory or a hub
+/// id), else the starting model's (`init`), else — for a model built from scratch — the
+/// built-in character tokenizer of the tiny recipes. A starting model without a tokenizer is
+/// an error naming its directory. The stage's chat template is recorded in it, so the model
+/// the stage writes carries the template it was trained with.
+pub(crate) fn tokenizer(stage: &Recipe, init: Option<&Path>) -> Result<Tokenizer> {
+    let source = match (&stage.model.tokenizer, init) {
+        (Some(named), _) => Some(
+            resolve_tokenizer(named).with_context(|| format!("stage `{}`: model.tokenizer", stage.name))?,
+        ),
+        (None, Some(dir)) => Some(dir.to_path_buf()),
+        (None, None) => None,
+    };
+    let mut tok = match source {
+        Some(dir) if dir.join("tokenizer.json").is_file() => Tokenizer::from_file(&dir)?,
+        Some(dir) => bail!(UsageError(format!(
+            "stage `{}`: {} has no tokenizer.json; give the model's tokenizer with model.tokenizer = \"DIR\"",
+            stage.name,
+            dir.display()
+        ))),
+        None => Tokenizer::builtin_chars(),
+    };
+    let template = chat_template(stage, &tok)?;
+    tok.set_chat_template(template.source());
+    Ok(tok)
+}
+
+/// A directory holding a tokenizer from a recipe's reference: a local directory, or a hub
+/// model id (its tokenizer files only, downloaded into the hub cache or found there).
+pub fn resolve_tokenizer(name: &str) -> Result<PathBuf> {
+    let path = Path::new(name);
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    if !mix::is_hub_id(name) {
+        bail!(UsageError(format!(
+            "tokenizer `{name}`: no such directory, and not a hub model id"
+        )));
+    }
+    let (id, revision) = match name.split_once('@') {
+        Some((id, rev)) => (id, Some(rev)),
+        None => (name, None),
+    };
+    Ok(Hub::from_env().tokenizer_dir(id, revision)?)
 }
 
 /// A model directory from a recipe's model reference: a local directory, or a hub model id
@@ -225,30 +262,28 @@ pub fn resolve_model(name: &str) -> Result<PathBuf> {
     Ok(Hub::from_env().model_dir(id, revision)?)
 }
 
-/// The chat template the stage's `data.chat_template` names (ChatML when empty), ending
-/// assistant turns with the tokenizer's EOS token.
+/// The chat template the stage's `data.chat_template` names (the model's own when empty, ChatML
+/// when it has none), ending assistant turns with the tokenizer's EOS token.
 pub(crate) fn chat_template(stage: &Recipe, tok: &Tokenizer) -> Result<ChatTemplate> {
-    let eos = tok.token(tok.eos_id).unwrap_or_default();
-    ChatTemplate::resolve(&stage.data.chat_template, &eos)
+    ChatTemplate::resolve(&stage.data.chat_template, tok)
         .with_context(|| format!("recipe {}: data.chat_template", stage.name))
 }
 
-/// The learner's model configuration for a recipe's architecture (no token ids set).
+/// The learner's model configuration for a recipe's architecture (a Llama; no token ids set).
 pub fn llama_config(c: &ModelConfig) -> Config {
     Config {
-        hidden_size: c.hidden_size as i64,
-        intermediate_size: c.intermediate_size as i64,
-        num_hidden_layers: c.num_hidden_layers as i64,
-        num_attention_heads: c.num_attention_heads as i64,
-        num_key_value_heads: Some(c.num_key_value_heads as i64),
-        vocab_size: c.vocab_size as i64,
         rms_norm_eps: c.rms_norm_eps,
         rope_theta: c.rope_theta,
-        rope_scaling: None,
-        max_position_embeddings: c.max_position_embeddings as i64,
-        tie_word_embeddings: c.tie_word_embeddings,
-        bos_token_id: None,
-        eos_token_id: None,
+        ..Config::llama(
+            c.hidden_size as i64,
+            c.intermediate_size as i64,
+            c.num_hidden_layers as i64,
+            c.num_attention_heads as i64,
+            c.num_key_value_heads as i64,
+            c.vocab_size as i64,
+            c.max_position_embeddings as i64,
+            c.tie_word_embeddings,
+        )
     }
 }
 

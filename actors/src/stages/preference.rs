@@ -116,7 +116,7 @@ fn pairs(stage: &Recipe, tok: &Tokenizer) -> Result<Pairs> {
 
 /// For `rlvr data inspect`: the stage's tokenizer and pairs.
 pub(crate) fn inspect(stage: &Recipe, init: Option<&Path>) -> Result<(Tokenizer, Pairs)> {
-    let tok = super::tokenizer(init)?;
+    let tok = super::tokenizer(stage, init)?;
     let pairs = pairs(stage, &tok)?;
     Ok((tok, pairs))
 }
@@ -341,7 +341,7 @@ pub(super) fn train(
     let kind = objective.name();
     let (rank, world) = group.as_ref().map_or((0, 1), |g| (g.rank(), g.world_size()));
     let lead = rank == 0;
-    let tok = super::tokenizer(init)?;
+    let tok = super::tokenizer(stage, init)?;
     let data = pairs(stage, &tok)?;
     if lead {
         super::save_data_record(out, stage, &data.record)?;

@@ -123,7 +123,7 @@ pub(crate) fn inspect(
 ) -> Result<(Tokenizer, Vec<Vec<u32>>, usize, MixReport)> {
     check(stage)?;
     let rl = spec(stage)?;
-    let tok = super::tokenizer(init)?;
+    let tok = super::tokenizer(stage, init)?;
     let (prompts, report) = load_prompts(stage, "data.mix", &stage.data.mix, &tok, &registry(rl), None)?;
     let ids = prompts.into_iter().map(|p| p.prompt_ids).collect();
     Ok((tok, ids, rl.max_prompt_token_length as usize, report))
@@ -147,7 +147,7 @@ pub fn run(
     // The policy starts from `init` (the previous stage's or the recipe's model; see
     // `stages::run`) or from scratch.
     let init_dir = init.map(Path::to_path_buf);
-    let tok = super::tokenizer(init)?;
+    let tok = super::tokenizer(stage, init)?;
     let verifiers = registry(rl);
     let limit = Some(rl.max_prompt_token_length as usize);
     let (prompts, train_mix) = load_prompts(stage, "data.mix", &stage.data.mix, &tok, &verifiers, limit)?;

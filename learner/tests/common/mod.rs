@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use rlvr_core::WeightChunk;
 use rlvr_dist::{Backend, ProcessGroup, Rendezvous};
-use rlvr_learner::llama::Config;
+use rlvr_learner::model::Config;
 use rlvr_learner::Learner;
 
 /// A tiny Llama: hidden 32, 4 heads over 2 key-value heads, SwiGLU 64.
 pub fn tiny(layers: i64, vocab: i64, tied: bool) -> Config {
     serde_json::from_value(serde_json::json!({
-        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": layers,
+        "model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": layers,
         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": vocab,
         "tie_word_embeddings": tied, "max_position_embeddings": 64
     }))

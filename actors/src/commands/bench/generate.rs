@@ -142,7 +142,7 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
     let elt = kind.elt_size_in_bytes();
     let weight_bytes = engine.weight_bytes() as f64;
     let kv_per_token =
-        (2 * config.num_hidden_layers * config.kv_heads() * config.head_dim() * elt as i64) as f64;
+        (2 * config.num_hidden_layers * config.kv_heads() * config.head_dim * elt as i64) as f64;
     let mean_len = args.prompt_len as f64 + args.new_tokens as f64 / 2.0;
     let step_bytes = weight_bytes + kv_per_token * mean_len * args.batch as f64;
     let floor_step_s = step_bytes / bandwidth;

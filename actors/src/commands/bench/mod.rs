@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use rlvr_dist::{Backend, ProcessGroup, Rendezvous};
-use rlvr_learner::llama::Config;
+use rlvr_learner::model::Config;
 use rlvr_recipes::{load, Resolved};
 use tch::{Device, Kind, Tensor};
 

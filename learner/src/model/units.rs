@@ -2,13 +2,13 @@
 //! decoder layers, unit L+1 the final norm and (untied) LM head — for training whose
 //! parameters are not all resident: ZeRO-3 makes a unit whole just before it runs, releases it
 //! after, and takes its gradients as they are made ([`Units`]). The backward pass recomputes
-//! each layer from its saved input, as [`Llama::backward_checkpointed`] does, so only one
+//! each layer from its saved input, as [`CausalLm::backward_checkpointed`] does, so only one
 //! layer's parameters and activations are alive at a time. The embedding stays whole for the
 //! pass (a tied head uses it at the top, the embedding's gradient is taken at the bottom).
 
 use tch::{Kind, Tensor};
 
-use super::{Context, Documents, Llama};
+use super::{CausalLm, Context, Documents};
 
 /// Where a unit-by-unit pass gets its parameters and sends their gradients.
 pub trait Units {
@@ -18,39 +18,25 @@ pub trait Units {
     fn gather(&mut self, unit: usize) -> Result<(), Self::Error>;
     /// Let unit `unit`'s parameters go.
     fn release(&mut self, unit: usize);
-    /// Gradients of unit `unit`'s parameters, in [`Llama::unit`] order (an undefined tensor:
+    /// Gradients of unit `unit`'s parameters, in [`CausalLm::unit`] order (an undefined tensor:
     /// no gradient); called once or more per pass, the calls adding up.
     fn gradients(&mut self, unit: usize, grads: Vec<Tensor>) -> Result<(), Self::Error>;
 }
 
-impl Llama {
+impl CausalLm {
     /// Parameter units: the embedding, the layers, the head.
     pub fn unit_count(&self) -> usize {
         self.layers.len() + 2
     }
 
-    /// The parameter tensors of unit `unit`: `[embedding]`, a layer's, or `[norm, lm_head]`
-    /// (`[norm]` with a tied head).
+    /// The parameter tensors of unit `unit`: `[embedding]`, a layer's (in the block's order),
+    /// or `[norm, lm_head]` (`[norm]` with a tied head).
     pub fn unit(&self, unit: usize) -> Vec<Tensor> {
         if unit == 0 {
             return vec![self.embed_tokens.shallow_clone()];
         }
-        if let Some(l) = self.layers.get(unit - 1) {
-            let (a, m) = (&l.self_attn, &l.mlp);
-            return Vec::from(
-                [
-                    &l.input_layernorm.weight,
-                    &a.q_proj.weight,
-                    &a.k_proj.weight,
-                    &a.v_proj.weight,
-                    &a.o_proj.weight,
-                    &l.post_attention_layernorm.weight,
-                    &m.gate_proj.weight,
-                    &m.up_proj.weight,
-                    &m.down_proj.weight,
-                ]
-                .map(Tensor::shallow_clone),
-            );
+        if let Some(layer) = self.layers.get(unit - 1) {
+            return layer.parameters();
         }
         let mut head = vec![self.norm.weight.shallow_clone()];
         head.extend(self.lm_head.as_ref().map(|h| h.weight.shallow_clone()));
@@ -91,7 +77,7 @@ impl Llama {
             let ctx = self.context(input_ids.size()[1], documents);
             let head = self.layers.len() + 1;
             units.gather(0)?;
-            let x = Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false);
+            let x = self.embed(input_ids);
             let x = self.layers_by_unit(x, &ctx, units, None)?;
             units.gather(head)?;
             let value = loss(&self.norm.forward(&x));
@@ -112,11 +98,10 @@ impl Llama {
     ) -> Result<Tensor, U::Error> {
         let ctx = self.context(input_ids.size()[1], documents);
         let head = self.layers.len() + 1;
-        let embed = |ids: &Tensor| Tensor::embedding(&self.embed_tokens, ids, -1, false, false);
         units.gather(0)?;
         // Forward without autograd, keeping each layer's input.
         let mut inputs = Vec::with_capacity(self.layers.len());
-        let x = tch::no_grad(|| embed(input_ids));
+        let x = tch::no_grad(|| self.embed(input_ids));
         let x = self.layers_by_unit(x, &ctx, units, Some(&mut inputs))?;
         // The loss, and the gradients of the head and of the last layer's output.
         units.gather(head)?;
@@ -150,7 +135,7 @@ impl Llama {
             units.gradients(i + 1, grads)?;
             units.release(i + 1);
         }
-        let out = (embed(input_ids) * &grad).sum(Kind::Float);
+        let out = (self.embed(input_ids) * &grad).sum(Kind::Float);
         let g_embed = Tensor::run_backward(&[&out], &[&self.embed_tokens], false, false);
         units.gradients(0, g_embed)?;
         units.release(0);

@@ -1,36 +1,56 @@
-//! Projections: the bias-free linear map of every Llama layer, and on the CPU with few rows (a
+//! Projections: the linear map of every layer, and on the CPU with few rows (a
 //! decode step) the `W · xᵀ` form that the decode path keeps transposed.
 
 use tch::nn::{Init, Path};
 use tch::Tensor;
 
+use super::layers::{param, Fill, NORMAL};
 use super::skinny;
 
-/// A linear map without bias, weight `[out, in]` as in HF.
+/// A linear map, weight `[out, in]` as in HF, with a bias where the family has one.
 #[derive(Debug)]
 pub(super) struct Linear {
     pub(super) weight: Tensor,
+    bias: Option<Tensor>,
 }
 
 impl Linear {
-    /// A `[out_dim, in_dim]` weight under `p`, drawn as transformers does (normal, σ = 0.02).
-    pub(super) fn new(p: Path, in_dim: i64, out_dim: i64) -> Self {
-        let init = Init::Randn {
-            mean: 0.0,
-            stdev: 0.02,
-        };
+    /// A `[out_dim, in_dim]` weight (and an `[out_dim]` bias) under `p`.
+    pub(super) fn new(p: Path, in_dim: i64, out_dim: i64, bias: bool, fill: Fill) -> Self {
         Self {
-            weight: p.var("weight", &[out_dim, in_dim], init),
+            weight: param(&p, "weight", &[out_dim, in_dim], NORMAL, fill),
+            bias: bias.then(|| param(&p, "bias", &[out_dim], Init::Const(0.0), fill)),
         }
     }
 
+    /// `x · Wᵀ + b`, `[..., out]`.
     pub(super) fn forward(&self, x: &Tensor) -> Tensor {
-        project(x, &self.weight)
+        match &self.bias {
+            Some(b) if !few_rows(x) => x.linear(&self.weight, Some(b)),
+            Some(b) => project(x, &self.weight) + b,
+            None => project(x, &self.weight),
+        }
     }
 
-    /// `W · xᵀ`, `[out, rows]` (see [`project_t`]).
+    /// `W · xᵀ + b`, `[out, rows]` (see [`project_t`]).
     pub(super) fn forward_t(&self, x: &Tensor) -> Tensor {
-        project_t(x, &self.weight)
+        self.add_bias_t(&project_t(x, &self.weight))
+    }
+
+    /// `yt` (`[out, rows]`, a product with this weight) plus the bias, if any, per row.
+    pub(super) fn add_bias_t(&self, yt: &Tensor) -> Tensor {
+        match &self.bias {
+            Some(b) => yt + b.unsqueeze(1),
+            None => yt.shallow_clone(),
+        }
+    }
+
+    /// The weight, then the bias if any.
+    pub(super) fn parameters(&self) -> Vec<Tensor> {
+        std::iter::once(&self.weight)
+            .chain(&self.bias)
+            .map(Tensor::shallow_clone)
+            .collect()
     }
 }
 

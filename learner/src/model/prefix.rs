@@ -6,7 +6,9 @@
 
 use tch::{Kind, Tensor};
 
-use super::{apply_rope, rope_at, Attention, Block, Llama};
+use super::attention::Attention;
+use super::layers::rope_at;
+use super::CausalLm;
 
 /// What every layer needs: rotary tables, masks and the group of each response row.
 struct Layout {
@@ -20,46 +22,13 @@ struct Layout {
 }
 
 impl Attention {
-    fn split_heads(&self, y: Tensor, heads: i64) -> Tensor {
-        let (b, t) = (y.size()[0], y.size()[1]);
-        y.view([b, t, heads, self.head_dim]).transpose(1, 2)
-    }
-
-    fn repeat_kv(&self, x: Tensor) -> Tensor {
-        let rep = self.n_head / self.n_kv;
-        if rep > 1 {
-            x.repeat_interleave_self_int(rep, 1, None)
-        } else {
-            x
-        }
-    }
-
-    fn merge_heads(&self, y: Tensor) -> Tensor {
-        let (b, t) = (y.size()[0], y.size()[2]);
-        self.o_proj.forward(
-            &y.transpose(1, 2)
-                .contiguous()
-                .view([b, t, self.n_head * self.head_dim]),
-        )
-    }
-
+    /// Attention of prompts `xp` over themselves and of responses `xr` over their group's
+    /// prompt and themselves.
     fn forward_shared(&self, xp: &Tensor, xr: &Tensor, l: &Layout) -> (Tensor, Tensor) {
-        let (pc, ps) = &l.prompt_rope;
-        let (rc, rs) = &l.response_rope;
-        let qp = apply_rope(&self.split_heads(self.q_proj.forward(xp), self.n_head), pc, ps);
-        let kp = self.repeat_kv(apply_rope(
-            &self.split_heads(self.k_proj.forward(xp), self.n_kv),
-            pc,
-            ps,
-        ));
-        let vp = self.repeat_kv(self.split_heads(self.v_proj.forward(xp), self.n_kv));
-        let qr = apply_rope(&self.split_heads(self.q_proj.forward(xr), self.n_head), rc, rs);
-        let kr = self.repeat_kv(apply_rope(
-            &self.split_heads(self.k_proj.forward(xr), self.n_kv),
-            rc,
-            rs,
-        ));
-        let vr = self.repeat_kv(self.split_heads(self.v_proj.forward(xr), self.n_kv));
+        let (qp, kp, vp) = self.qkv(xp, &l.prompt_rope);
+        let (qr, kr, vr) = self.qkv(xr, &l.response_rope);
+        let (kp, vp) = (self.repeat_kv(kp), self.repeat_kv(vp));
+        let (kr, vr) = (self.repeat_kv(kr), self.repeat_kv(vr));
         let yp = Tensor::scaled_dot_product_attention(
             &qp,
             &kp,
@@ -82,25 +51,11 @@ impl Attention {
             None,
             false,
         );
-        (self.merge_heads(yp), self.merge_heads(yr))
+        (self.output(&yp), self.output(&yr))
     }
 }
 
-impl Block {
-    fn forward_shared(&self, xp: &Tensor, xr: &Tensor, l: &Layout) -> (Tensor, Tensor) {
-        let (ap, ar) = self.self_attn.forward_shared(
-            &self.input_layernorm.forward(xp),
-            &self.input_layernorm.forward(xr),
-            l,
-        );
-        let (xp, xr) = (xp + ap, xr + ar);
-        let mp = self.mlp.forward(&self.post_attention_layernorm.forward(&xp));
-        let mr = self.mlp.forward(&self.post_attention_layernorm.forward(&xr));
-        (xp + mp, xr + mr)
-    }
-}
-
-impl Llama {
+impl CausalLm {
     /// Final hidden states of prompts shared by groups of responses: `prompts` `[G, P]`
     /// left-padded, `prompt_real` `[G, P]` (bool, false on padding), `responses` `[N, R]`
     /// right-padded, `group_of` `[N]` (int64, each response's prompt row). Returns the prompts'
@@ -138,10 +93,13 @@ impl Llama {
             response_mask: response_mask.unsqueeze(1),
             group_of: group_of.shallow_clone(),
         };
-        let embed = |ids: &Tensor| Tensor::embedding(&self.embed_tokens, ids, -1, false, false);
-        let (mut xp, mut xr) = (embed(prompts), embed(responses));
+        let (mut xp, mut xr) = (self.embed(prompts), self.embed(responses));
         for layer in &self.layers {
-            (xp, xr) = layer.forward_shared(&xp, &xr, &layout);
+            let out = layer.forward_streams(&[xp, xr], |attn, xs| {
+                let (ap, ar) = attn.forward_shared(&xs[0], &xs[1], &layout);
+                vec![ap, ar]
+            });
+            [xp, xr] = <[Tensor; 2]>::try_from(out).unwrap_or_default();
         }
         (self.norm.forward(&xp), self.norm.forward(&xr))
     }
