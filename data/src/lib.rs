@@ -10,6 +10,8 @@
 //!   `text` ([`lm_row`]), preference `chosen`/`rejected` ([`preference_row`]), RL prompts in the
 //!   Tülu 3 RLVR format or straight from GSM8K and MATH ([`rlvr_row`]);
 //! - sequence packing for SFT and pretraining ([`pack`]);
+//! - GGUF files turned into Hugging Face model directories ([`gguf`]), for a real model where
+//!   the hub cannot be reached;
 //! - the built-in synthetic arithmetic problems of the tiny recipes ([`arith`], [`Builtin`]),
 //!   which need no download.
 
@@ -17,6 +19,7 @@ pub mod arith;
 mod builtin;
 mod chat;
 mod files;
+pub mod gguf;
 mod hub;
 mod lm_rows;
 pub mod mix;
@@ -82,6 +85,14 @@ pub enum DataError {
         /// 0-based position in the mix.
         entry: usize,
         /// What is wrong.
+        message: String,
+    },
+    /// A GGUF file that cannot be converted.
+    #[error("GGUF {path}: {message}")]
+    Gguf {
+        /// The file.
+        path: String,
+        /// What is wrong, and what is supported.
         message: String,
     },
     /// A recipe names a data set that does not exist.

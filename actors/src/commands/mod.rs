@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod convert;
 pub mod data;
 pub mod generate;
+pub mod placement;
 pub mod plan;
 pub mod recipes;
 pub mod run;

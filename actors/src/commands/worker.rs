@@ -32,7 +32,7 @@ pub struct Args {
     pub cookie_file: Option<PathBuf>,
     /// Where a rollout node's engines run: `cpu`, `cuda` or `cuda:N` [default: the first GPU
     /// when there is one, else the CPU].
-    #[arg(long, value_parser = parse_device)]
+    #[arg(long, value_parser = crate::commands::placement::parse_device)]
     pub device: Option<Device>,
     /// Seconds to keep trying to reach the run (it may still be in an earlier stage).
     #[arg(long, default_value_t = 600)]
@@ -111,17 +111,4 @@ pub fn run(args: &Args) -> Result<()> {
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
     outcome
-}
-
-/// `cpu`, `cuda` or `cuda:N`.
-fn parse_device(s: &str) -> Result<Device, String> {
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::Cuda(0)),
-        _ => s
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse().ok())
-            .map(Device::Cuda)
-            .ok_or_else(|| format!("`{s}`: expected cpu, cuda or cuda:N")),
-    }
 }
