@@ -200,11 +200,11 @@ fn stored_tensors(files: &[PathBuf]) -> Result<BTreeMap<String, Stored>> {
 
 /// Bytes read at once when a tensor is converted on its way in (another element type, or a
 /// device other than the CPU).
-const PIECE_BYTES: usize = 16 << 20;
+const PIECE_BYTES: usize = 4 << 20;
 
 /// Read `stored` from `file` into `var`: straight into its memory when it is a contiguous CPU
 /// tensor of the stored type, otherwise through a buffer of at most [`PIECE_BYTES`] converted
-/// piece by piece. Loading so holds the model and one piece, never a second copy.
+/// piece by piece. Loading so holds the model and a piece per thread, never a second copy.
 fn read_into(file: &std::fs::File, stored: &Stored, var: &Tensor, path: &Path, name: &str) -> Result<()> {
     let elt = stored.kind.elt_size_in_bytes();
     let bytes = (stored.end - stored.start) as usize;
@@ -243,11 +243,12 @@ fn derived_buffer(name: &str) -> bool {
 /// Copy the tensors of safetensors `files` into the variables of `vs` with the same names,
 /// converting the element type (an f32 model loads bf16 weights and the reverse), straight to
 /// the variables' device. Each tensor is read from the file into its variable (see
-/// `read_into`), so loading needs the model's memory and a 16 MiB piece, not a second copy of
-/// the checkpoint. Every variable must be present with its shape, and every stored tensor must
-/// be a variable ([`LearnerError::Unsupported`] otherwise): the one exception is the
-/// `lm_head.weight` some writers store beside a tied embedding, accepted when it equals the
-/// embedding, and rotary buffers older transformers saved.
+/// `read_into`; a few threads share the reading), so loading needs the model's memory and a
+/// 4 MiB piece per reading thread, not a second copy of the checkpoint. Every variable must be
+/// present with its shape, and every stored tensor must be a variable
+/// ([`LearnerError::Unsupported`] otherwise): the one exception is the `lm_head.weight` some
+/// writers store beside a tied embedding, accepted when it equals the embedding, and rotary
+/// buffers older transformers saved.
 pub fn load_files(vs: &VarStore, files: &[PathBuf], source: &Path) -> Result<()> {
     let unsupported = |path: &Path, message: String| LearnerError::Unsupported {
         path: path.display().to_string(),
@@ -293,20 +294,58 @@ pub fn load_files(vs: &VarStore, files: &[PathBuf], source: &Path) -> Result<()>
                 ),
             ));
         }
-        for (name, var, s) in found {
-            if s.shape != var.size() {
-                return Err(unsupported(
-                    &files[s.file],
-                    format!(
-                        "tensor `{name}`: shape {:?}, the model config.json describes expects {:?}",
-                        s.shape,
-                        var.size()
-                    ),
-                ));
-            }
-            read_into(&handles[s.file], s, &var, &files[s.file], &name)?;
+        if let Some((name, var, s)) = found.iter().find(|(_, var, s)| s.shape != var.size()) {
+            return Err(unsupported(
+                &files[s.file],
+                format!(
+                    "tensor `{name}`: shape {:?}, the model config.json describes expects {:?}",
+                    s.shape,
+                    var.size()
+                ),
+            ));
         }
-        Ok(())
+        Ok(found)
+    })
+    .and_then(|found| read_all(found, files, &handles))
+}
+
+/// A variable to fill: its name, the variable, and where its tensor is stored.
+type Loadable<'a> = (String, Tensor, &'a Stored);
+
+/// Read every `(name, variable, stored)` on a few threads, the tensors dealt out largest first
+/// to the lane with the fewest bytes: reading is mostly first touches of fresh memory and
+/// copies, which two cores do in about half the time of one.
+fn read_all(found: Vec<Loadable<'_>>, files: &[PathBuf], handles: &[std::fs::File]) -> Result<()> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    let mut lanes: Vec<(u64, Vec<Loadable>)> = (0..threads).map(|_| (0, Vec::new())).collect();
+    let mut found = found;
+    found.sort_by_key(|(_, _, s)| std::cmp::Reverse(s.end - s.start));
+    for item in found {
+        if let Some(lane) = lanes.iter_mut().min_by_key(|(bytes, _)| *bytes) {
+            lane.0 += item.2.end - item.2.start;
+            lane.1.push(item);
+        }
+    }
+    std::thread::scope(|scope| {
+        let running: Vec<_> = lanes
+            .into_iter()
+            .map(|(_, lane)| {
+                scope.spawn(move || {
+                    tch::no_grad(|| {
+                        lane.iter().try_for_each(|(name, var, s)| {
+                            read_into(&handles[s.file], s, var, &files[s.file], name)
+                        })
+                    })
+                })
+            })
+            .collect();
+        running.into_iter().try_for_each(|lane| {
+            lane.join().unwrap_or(Err(LearnerError::Order(
+                "a thread reading the checkpoint panicked",
+            )))
+        })
     })
 }
 

@@ -53,8 +53,9 @@ fn config() -> LearnerConfig {
     }
 }
 
-fn close(got: f64, want: f64, what: &str) {
+fn close(got: f64, want: f64, what: &str) -> f64 {
     assert!((got - want).abs() < TOL, "{what}: {got} vs transformers' {want}");
+    (got - want).abs()
 }
 
 /// Logits of a full forward pass.
@@ -75,6 +76,7 @@ fn check_logits(name: &str) {
         "{name}: max |ours - transformers| = {diff:e} (logits up to {scale:.2})"
     );
     assert!(scale > 0.5, "{name}: the logits are not trivial ({scale})");
+    eprintln!("{name}: logits max |ours - transformers| {diff:.2e} (logits up to {scale:.2})");
 }
 
 /// One step's loss and gradient norm: plain, gradient-checkpointed, and unit by unit under
@@ -89,16 +91,18 @@ fn check_step(name: &str) {
         l.set_gradient_checkpointing(checkpointing);
         let m = l.train_step(std::slice::from_ref(&batch), objective).unwrap();
         let what = format!("{name} (checkpointing {checkpointing})");
-        close(m.loss, loss, &format!("{what} loss"));
-        close(m.grad_norm, norm, &format!("{what} grad norm"));
+        let dl = close(m.loss, loss, &format!("{what} loss"));
+        let dn = close(m.grad_norm, norm, &format!("{what} grad norm"));
+        eprintln!("{what}: |Δ loss| {dl:.2e}, |Δ grad norm| {dn:.2e} (grad norm {norm:.4})");
     }
     let sharded = common::on_ranks(vec![()], |_, (), group| {
         let mut l = Learner::from_pretrained(&fixture(name), config()).unwrap();
         l.set_zero3(group).unwrap();
         l.train_step(std::slice::from_ref(&batch), objective).unwrap()
     });
-    close(sharded[0].loss, loss, &format!("{name} ZeRO-3 loss"));
-    close(sharded[0].grad_norm, norm, &format!("{name} ZeRO-3 grad norm"));
+    let dl = close(sharded[0].loss, loss, &format!("{name} ZeRO-3 loss"));
+    let dn = close(sharded[0].grad_norm, norm, &format!("{name} ZeRO-3 grad norm"));
+    eprintln!("{name} (ZeRO-3, unit by unit): |Δ loss| {dl:.2e}, |Δ grad norm| {dn:.2e}");
 }
 
 /// Log-probs of the greedy continuations through the RL forward, where the two prompts'
@@ -128,13 +132,15 @@ fn check_shared_prompt_logprobs(name: &str) {
         .collect();
     let batch = PolicyBatch::from_samples(&samples, 0);
     let (logprobs, _) = l.score(&batch, 1.0).unwrap();
+    let mut worst = 0f64;
     for (row, s) in ["a", "b"].iter().enumerate() {
         let want = expected.floats(&format!("greedy_logprobs_{s}"));
         for (k, w) in want.iter().enumerate() {
             let got = f64::from(logprobs[row * batch.cols + k]);
-            close(got, *w, &format!("{name} prompt {s} token {k} log-prob"));
+            worst = worst.max(close(got, *w, &format!("{name} prompt {s} token {k} log-prob")));
         }
     }
+    eprintln!("{name} (shared-prompt RL forward): log-probs per-token max |Δ| {worst:.2e}");
 }
 
 macro_rules! family {

@@ -65,12 +65,37 @@ impl NativeEngine {
     /// An engine with freshly initialised weights (seeded), holding up to `max_batch`
     /// sequences at once, with parameters and cache in `kind` on `device`.
     pub fn new(config: &Config, device: Device, kind: Kind, max_batch: usize, seed: i64) -> Self {
-        let (mut vs, model) = rlvr_learner::runtime::seeded(seed, || {
-            let vs = VarStore::new(device);
+        let (vs, model) = rlvr_learner::runtime::seeded(seed, || {
+            let vs = Self::store(device, kind);
             let model = CausalLm::new(&vs.root(), config);
             (vs, model)
         });
+        Self::with_model(vs, model, kind, max_batch)
+    }
+
+    /// An engine for a Hugging Face model directory (`config.json`, safetensors and, when
+    /// present, `tokenizer.json` for stop strings), its weights read straight into `kind` on
+    /// `device`.
+    pub fn from_pretrained(dir: &Path, device: Device, kind: Kind, max_batch: usize) -> Result<Self> {
+        let config = checkpoint::read_config(dir)?;
+        let vs = Self::store(device, kind);
+        let model = CausalLm::for_loading(&vs.root(), &config);
+        checkpoint::load_dir(&vs, dir)?;
+        let mut engine = Self::with_model(vs, model, kind, max_batch);
+        if dir.join("tokenizer.json").is_file() {
+            engine.tokenizer = Some(Tokenizer::from_file(dir)?);
+        }
+        Ok(engine)
+    }
+
+    /// An empty store on `device` whose new variables take `kind`.
+    fn store(device: Device, kind: Kind) -> VarStore {
+        let mut vs = VarStore::new(device);
         vs.set_kind(kind);
+        vs
+    }
+
+    fn with_model(mut vs: VarStore, model: CausalLm, kind: Kind, max_batch: usize) -> Self {
         vs.freeze();
         Self {
             vs,
@@ -81,20 +106,6 @@ impl NativeEngine {
             version: 0,
             tokenizer: None,
         }
-    }
-
-    /// An engine for a Hugging Face model directory (`config.json`, safetensors and, when
-    /// present, `tokenizer.json` for stop strings).
-    pub fn from_pretrained(dir: &Path, device: Device, kind: Kind, max_batch: usize) -> Result<Self> {
-        let config = checkpoint::read_config(dir)?;
-        let mut engine = Self::new(&config, device, Kind::Float, max_batch, 0);
-        checkpoint::load_dir(&engine.vs, dir)?;
-        engine.vs.set_kind(kind);
-        engine.kind = kind;
-        if dir.join("tokenizer.json").is_file() {
-            engine.tokenizer = Some(Tokenizer::from_file(dir)?);
-        }
-        Ok(engine)
     }
 
     /// The tokenizer found beside the weights, if any.

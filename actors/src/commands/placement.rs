@@ -57,6 +57,14 @@ impl Placement {
     }
 }
 
+/// The flag's name of an element type (`f32`, `bf16`).
+pub fn dtype_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::BFloat16 => "bf16",
+        _ => "f32",
+    }
+}
+
 /// `cpu`, `cuda` or `cuda:N`.
 pub fn parse_device(s: &str) -> Result<Device, String> {
     match s {

@@ -211,8 +211,11 @@ pub(super) fn checkpoint_dir(out: &Path, stage: &Recipe) -> PathBuf {
     out.join("checkpoints").join(&stage.name)
 }
 
+/// Save a checkpoint `step-N` under `dir` — the model with its tokenizer files, so it loads
+/// like a stage's output, and the optimiser state — keeping the newest `keep`.
 pub(super) fn save_checkpoint(
     learner: &Learner,
+    tok: &Tokenizer,
     dir: &Path,
     state: &TrainerState,
     keep: Option<u64>,
@@ -228,6 +231,7 @@ pub(super) fn save_checkpoint(
     if rank != 0 {
         return Ok(());
     }
+    tok.save(&path)?;
     // Written last: a checkpoint without it is incomplete and ignored on resume.
     super::write_state(&path.join("trainer_state.json"), state)?;
     if let Some(keep) = keep {
@@ -445,7 +449,7 @@ pub(super) fn train(
             );
         }
         if save_due(stage, &state, total, rows) {
-            save_checkpoint(&learner, &ckpt_dir, &state, t.keep_last_n_checkpoints)?;
+            save_checkpoint(&learner, &tok, &ckpt_dir, &state, t.keep_last_n_checkpoints)?;
         }
     }
     bar.finish_and_clear();

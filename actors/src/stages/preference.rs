@@ -477,7 +477,7 @@ pub(super) fn train(
             );
         }
         if lm::save_due(stage, &state, total, rows) {
-            lm::save_checkpoint(&learner, &ckpt_dir, &state, t.keep_last_n_checkpoints)?;
+            lm::save_checkpoint(&learner, &tok, &ckpt_dir, &state, t.keep_last_n_checkpoints)?;
         }
     }
     bar.finish_and_clear();

@@ -14,6 +14,7 @@ use crate::UsageError;
 
 mod collectives;
 mod generate;
+mod load;
 mod train;
 mod verify;
 mod weights;
@@ -22,6 +23,7 @@ mod zero3;
 
 pub use collectives::CollectivesArgs;
 pub use generate::GenerateArgs;
+pub use load::LoadArgs;
 pub use train::TrainArgs;
 pub use verify::VerifyArgs;
 pub use weights::WeightSyncArgs;
@@ -44,6 +46,9 @@ pub enum Bench {
     /// Gloo on CPU, NCCL on CUDA — on a model-sized buffer, against the device's copy
     /// bandwidth; spawns `--ranks` local ranks unless a launcher (torchrun) set `RANK`.
     Collectives(CollectivesArgs),
+    /// Loading a model directory into the run's element type and device: seconds against
+    /// `cat` reading the same files, resident memory added against the weights' size.
+    Load(LoadArgs),
     /// ZeRO-3 per rank: parameter, gradient and optimiser bytes held against one unsharded
     /// learner, the most parameters gathered at once, peak resident memory and step time, for
     /// `--ranks` local ranks (or `--unsharded`, the baseline).
@@ -154,6 +159,7 @@ pub fn run(bench: &Bench) -> Result<()> {
         Bench::Train(args) => train::train(args),
         Bench::Verify(args) => verify::verify(args),
         Bench::Collectives(args) => collectives::collectives(args),
+        Bench::Load(args) => load::load(args),
         Bench::Zero3(args) => zero3::zero3(args),
         Bench::WeightSync(args) => weights::weight_sync(args),
     }
@@ -167,6 +173,33 @@ fn shape(recipe: &str) -> Result<Config> {
         .into());
     };
     Ok(crate::stages::llama_config(&r.model.config))
+}
+
+/// A `/proc/self/status` figure in MiB (`VmRSS`: resident now; `VmHWM`: the peak); 0 where
+/// /proc is missing.
+fn status_mb(key: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with(key))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The process's peak resident memory (`VmHWM`), in MiB.
+fn peak_rss_mb() -> f64 {
+    status_mb("VmHWM:")
+}
+
+/// The process's resident memory now (`VmRSS`), in MiB.
+fn rss_mb() -> f64 {
+    status_mb("VmRSS:")
+}
+
+/// Start the peak (`VmHWM`) over from the resident memory now (Linux's `clear_refs` 5).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Seconds of the fastest of `n` runs of `f`.

@@ -9,7 +9,7 @@ use rlvr_learner::{Learner, LearnerConfig};
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
-use super::{best_of, shape, sync, ModelArgs};
+use super::{best_of, peak_rss_mb, shape, sync, ModelArgs};
 use crate::UsageError;
 
 /// Arguments of `rlvr bench train`.
@@ -33,17 +33,6 @@ pub struct TrainArgs {
     /// Model, device and output.
     #[command(flatten)]
     pub model: ModelArgs,
-}
-
-/// The process's peak resident memory (`VmHWM`), in MiB; 0 where /proc is missing.
-pub(super) fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-            line.split_whitespace().nth(1)?.parse::<f64>().ok()
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// Best-of-5 matmul throughput (FLOP/s) of libtorch on `device` in `kind`: 2n³ per n×n product

@@ -14,7 +14,7 @@ use rlvr_learner::{Learner, LearnerConfig, Objective, Reduction};
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
-use super::train::peak_rss_mb;
+use super::peak_rss_mb;
 use super::{shape, sync, ModelArgs};
 use crate::UsageError;
 
