@@ -6,7 +6,7 @@
 # responses (x5; prompts asking for a
 # sentence count or capital-word count left out: the reference needs NLTK's punkt model, which
 # is downloaded from GitHub) with Google's IFEval checks; single-threaded on both sides, rlvr
-# also on 2 threads. Needs ../shared/data.
+# also on 2 threads. Reads the evaluation sets and the RLVR sample in data/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -16,30 +16,30 @@ ifeval_reference
 make --no-print-directory build >/dev/null
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-DATA="${SHARED_DATA:-../shared/data}"
+DATA=data
 python3 - "$DATA" "$WORK" <<'PY'
 import json, sys
 data, work = sys.argv[1], sys.argv[2]
 with open(f"{work}/gsm8k.jsonl", "w") as f:
-    rows = [json.loads(l) for l in open(f"{data}/gsm8k/test.jsonl")]
+    rows = [json.loads(l) for l in open(f"{data}/eval/gsm8k-test.jsonl")]
     for _ in range(10):
         for r in rows:
             f.write(json.dumps({"dataset": "gsm8k", "response": r["answer"],
                                 "ground_truth": r["answer"].split("####")[-1].strip()}) + "\n")
 with open(f"{work}/math.jsonl", "w") as f:
-    for l in open(f"{data}/math/test500.jsonl"):
+    for l in open(f"{data}/eval/math500.jsonl"):
         r = json.loads(l)
         f.write(json.dumps({"dataset": "MATH", "response": r["solution"], "ground_truth": r["answer"]}) + "\n")
 import random
 rng = random.Random(0)
-answers = [json.loads(l)["answer"] for l in open(f"{data}/gsm8k/test.jsonl")]
+answers = [json.loads(l)["answer"] for l in open(f"{data}/eval/gsm8k-test.jsonl")]
 edits = [str.upper, str.lower, lambda t: t.replace(",", ""), lambda t: '"' + t + '"',
          lambda t: "<<A title>>\n" + t, lambda t: t + "\nP.S. " + rng.choice(answers),
          lambda t: t.replace("\n", "\n\n"), lambda t: t.replace("\n", "\n* * *\n"),
          lambda t: "\n".join("* " + l for l in t.split("\n")), lambda t: t + "\n******\n" + rng.choice(answers),
          lambda t: "Section 1\n" + t + "\nSection 2\n" + rng.choice(answers), lambda t: t.replace(" ", " *x* ", 2)]
 with open(f"{work}/if.jsonl", "w") as f:
-    rows = [json.loads(l) for l in open(f"{data}/rlvr/sample.jsonl")]
+    rows = [json.loads(l) for l in open(f"{data}/testdata/rlvr-sample-300.jsonl")]
     for _ in range(5):
         for r in (r for r in rows if r["dataset"] == "ifeval"):
             for _ in range(10):
@@ -48,7 +48,7 @@ with open(f"{work}/if.jsonl", "w") as f:
                     text = edit(text)
                 f.write(json.dumps({"dataset": "ifeval", "response": text, "ground_truth": r["ground_truth"]}) + "\n")
 prompts = {}
-for l in open(f"{data}/ifeval/input_data.jsonl"):
+for l in open(f"{data}/eval/ifeval.jsonl"):
     r = json.loads(l)
     if not {"length_constraints:number_sentences", "change_case:capital_word_frequency"} & set(r["instruction_id_list"]):
         prompts[r["key"]] = {k: r[k] for k in ["prompt", "instruction_id_list", "kwargs"]}

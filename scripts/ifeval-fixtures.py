@@ -1,6 +1,6 @@
 """Reference verdicts for the `google_ifeval` verifier.
 
-For every IFEval prompt in ../shared/data/ifeval/input_data.jsonl this writes two synthetic
+For every IFEval prompt in data/eval/ifeval.jsonl this writes two synthetic
 responses (sentences of GSM8K questions, edited towards or away from each of the prompt's
 instructions) and the reference implementation's strict and loose verdict per instruction:
 Google's IFEval checks as vendored in lm-evaluation-harness (`lm_eval.tasks.ifeval`), run
@@ -28,7 +28,7 @@ DetectorFactory.seed = 0
 from lm_eval.tasks.ifeval import instructions_registry  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data"
+DATA = ROOT / "data" / "eval"
 
 CHATTY_FIRST = ["Sure, here is my answer:", "Of course! Here you go.", "**Answer**"]
 CHATTY_LAST = ["Hope this helps!", "Let me know if you need more, thanks.", "*Done*"]
@@ -36,7 +36,7 @@ CHATTY_LAST = ["Hope this helps!", "Let me know if you need more, thanks.", "*Do
 
 def sentence_pool():
     pool = []
-    for line in (DATA / "gsm8k" / "test.jsonl").read_text().splitlines():
+    for line in (DATA / "gsm8k-test.jsonl").read_text().splitlines():
         q = json.loads(line)["question"]
         pool.extend(s.strip() for s in re.split(r"(?<=[.?!])\s+", q) if s.strip())
     return pool
@@ -180,7 +180,7 @@ def main():
     out = Path(sys.argv[1])
     pool = sentence_pool()
     rng = random.Random(0)
-    rows = [json.loads(l) for l in (DATA / "ifeval" / "input_data.jsonl").read_text().splitlines()]
+    rows = [json.loads(l) for l in (DATA / "ifeval.jsonl").read_text().splitlines()]
     with out.open("w") as f:
         for row in rows:
             for _ in range(2):

@@ -10,6 +10,7 @@
 //!   `ractor_cluster`, authenticated by a shared secret.
 //! - [`plot`]: `reward.png` from `metrics.jsonl`.
 //! - [`stages`]: what `rlvr run` executes per stage kind.
+//! - [`evaluation`]: scoring a model on evaluation sets, for `rlvr eval` and inside stages.
 //! - [`commands`]: one module per subcommand.
 //!
 //! Exit codes: 0 success, 2 usage or bad input (unknown recipe, key or value; the message lists
@@ -17,6 +18,7 @@
 
 pub mod cluster;
 pub mod commands;
+pub mod evaluation;
 pub mod graph;
 pub mod metrics;
 pub mod plot;

@@ -30,6 +30,8 @@ enum Command {
     Verify(commands::verify::Args),
     /// Sample completions from a Hugging Face checkpoint.
     Generate(commands::generate::Args),
+    /// Score a model on GSM8K, MATH-500, IFEval or a file of RLVR rows.
+    Eval(commands::eval::Args),
     /// Convert a GGUF file (llama.cpp) into a Hugging Face model directory.
     Convert(commands::convert::Args),
     /// Measure speed against a baseline, side by side.
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => commands::plan::run(&args),
         Command::Run(args) => commands::run::run(&args),
         Command::Generate(args) => commands::generate::run(&args),
+        Command::Eval(args) => commands::eval::run(&args),
         Command::Convert(args) => commands::convert::run(&args),
         Command::Verify(args) => commands::verify::run(&args),
         Command::Bench(bench) => commands::bench::run(&bench),

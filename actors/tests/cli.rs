@@ -1048,7 +1048,7 @@ fn mixes_of_files_and_built_in_sets_drive_packed_sft_dpo_from_pairs_and_gsm8k_pr
     assert!(dpo.join("data/tiny-arith-dpo.json").is_file());
 
     // GSM8K rows as they were released become eight-shot RL prompts.
-    let gsm8k = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/gsm8k/test.jsonl");
+    let gsm8k = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/eval/gsm8k-test.jsonl");
     let mix = format!("data.mix=[{{dataset = \"{}\", amount = 16}}]", gsm8k.display());
     let out = rlvr(&[
         "data",

@@ -101,3 +101,50 @@ fn smollm2_generates_transformers_greedy_continuations() {
     assert_eq!(got, want);
     std::fs::remove_file(file).unwrap();
 }
+
+#[test]
+fn smollm2_rlvr_recipe_runs_two_steps_on_the_real_model() {
+    let Some(model) = smollm2() else { return };
+    let out = std::env::temp_dir().join(format!("rlvr-smollm2-rlvr-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    // The recipe as shipped, its batch and answer lengths shrunk to fit a test.
+    let run = Command::new(env!("CARGO_BIN_EXE_rlvr"))
+        .args(["run", "smollm2-135m-rlvr", "--out", out.to_str().unwrap()])
+        .args(["--set", &format!("model.name_or_path={}", model.display())])
+        .args(["--set", "train.max_steps=2", "--set", "rlvr.response_length=16"])
+        .args([
+            "--set",
+            "rlvr.local_rollout_batch_size=2",
+            "--set",
+            "rlvr.num_samples_per_prompt=4",
+        ])
+        .args(["--set", "rlvr.local_mini_batch_size=8", "--set", "eval.limit=2"])
+        .args(["--set", "eval.max_new_tokens=16"])
+        .args([
+            "--set",
+            "data.eval_mix=[{dataset = \"builtin:word-problems\", amount = 4, split = \"test\"}]",
+        ])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let steps = records.iter().filter(|r| r.get("reward_mean").is_some()).count();
+    assert_eq!(steps, 2, "{metrics}");
+    let tasks = records.iter().filter(|r| r.get("eval_tasks").is_some()).count();
+    assert_eq!(tasks, 2, "GSM8K and IFEval at the start and the end: {metrics}");
+    let saved = out.join("smollm2-135m-rlvr");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        assert!(saved.join(f).is_file(), "{f}");
+    }
+    let _ = std::fs::remove_dir_all(out);
+}

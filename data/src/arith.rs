@@ -46,7 +46,7 @@ impl Problem {
     }
 }
 
-const NAMES: [&str; 8] = ["tom", "ana", "li", "sam", "mia", "raj", "eva", "ben"];
+pub(crate) const NAMES: [&str; 8] = ["tom", "ana", "li", "sam", "mia", "raj", "eva", "ben"];
 const ITEMS: [&str; 6] = ["apples", "pens", "cards", "books", "coins", "shells"];
 
 /// One problem in ten, by a hash of everything that makes it: the question's names, items,

@@ -17,16 +17,21 @@ pub enum Builtin {
     ArithPrefs,
     /// 24 rows of the Tülu 3 RLVR data (GSM8K, MATH, IF), compiled in (see [`Builtin::fixed_rows`]).
     RlvrSample,
+    /// The one-step problems of [`Builtin::ArithRlvr`] in sentence case, as GSM8K rows
+    /// (`question`, `answer` ending in `#### N`) for real models: they go through the stage's
+    /// chat template and prompt format like GSM8K's own rows ([`Builtin::row`]).
+    WordProblems,
 }
 
 impl Builtin {
     /// Every built-in data set with its recipe name.
-    pub const ALL: [(&'static str, Builtin); 5] = [
+    pub const ALL: [(&'static str, Builtin); 6] = [
         ("builtin:arith", Builtin::Arith),
         ("builtin:arith-chat", Builtin::ArithChat),
         ("builtin:arith-rlvr", Builtin::ArithRlvr),
         ("builtin:arith-prefs", Builtin::ArithPrefs),
         ("builtin:rlvr-sample", Builtin::RlvrSample),
+        ("builtin:word-problems", Builtin::WordProblems),
     ];
 
     /// The data set's recipe name (`builtin:…`).
@@ -58,6 +63,30 @@ impl Builtin {
         }
     }
 
+    /// Whether its rows are written for the built-in character tokenizer (the tiny recipes'
+    /// arithmetic), so the model's vocabulary must hold that tokenizer's.
+    pub fn for_char_tokenizer(&self) -> bool {
+        matches!(
+            self,
+            Builtin::Arith | Builtin::ArithChat | Builtin::ArithRlvr | Builtin::ArithPrefs
+        )
+    }
+
+    /// Data row `index` of a generated data set whose rows read like a file's
+    /// ([`Builtin::WordProblems`]: GSM8K's `question` and `answer`); `None` for the others.
+    pub fn row(&self, seed: u64, index: u64, split: Split) -> Option<serde_json::Value> {
+        match self {
+            Builtin::WordProblems => {
+                let p = arith::problem(seed, index, split);
+                Some(serde_json::json!({
+                    "question": sentence_case(&p.question),
+                    "answer": p.solution,
+                }))
+            }
+            _ => None,
+        }
+    }
+
     /// RL prompt `index` of a generated data set ([`Builtin::ArithRlvr`]: the question as a ChatML user turn, with
     /// its answer as the ground truth); `None` for the data sets that are trained on directly and for
     /// [`Builtin::RlvrSample`], whose rows are fixed ([`Builtin::fixed_rows`]).
@@ -69,7 +98,11 @@ impl Builtin {
                 ground_truth: p.answer.to_string(),
                 dataset: "builtin:arith-rlvr".to_string(),
             }),
-            Builtin::Arith | Builtin::ArithChat | Builtin::ArithPrefs | Builtin::RlvrSample => None,
+            Builtin::Arith
+            | Builtin::ArithChat
+            | Builtin::ArithPrefs
+            | Builtin::RlvrSample
+            | Builtin::WordProblems => None,
         }
     }
 
@@ -87,7 +120,7 @@ impl Builtin {
                 prompt: chat_prompt(&p.question),
                 completion: format!("{}<|im_end|>\n", p.demonstration),
             }),
-            Builtin::ArithRlvr | Builtin::ArithPrefs | Builtin::RlvrSample => None,
+            Builtin::ArithRlvr | Builtin::ArithPrefs | Builtin::RlvrSample | Builtin::WordProblems => None,
         }
     }
 
@@ -104,6 +137,28 @@ impl Builtin {
             _ => None,
         }
     }
+}
+
+/// A lower-case problem in sentence case: each sentence and each name capitalised.
+fn sentence_case(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut start = true;
+    for word in text.split(' ') {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        let name = arith::NAMES.contains(&word.trim_end_matches(['.', '?']));
+        let mut chars = word.chars();
+        match chars.next() {
+            Some(c) if start || name => {
+                out.extend(c.to_uppercase());
+                out.push_str(chars.as_str());
+            }
+            _ => out.push_str(word),
+        }
+        start = word.ends_with(['.', '?']);
+    }
+    out
 }
 
 /// A user turn in ChatML, opening the assistant's turn.

@@ -9,6 +9,7 @@
 //! - the rows each stage reads, with open-instruct's columns: SFT `messages` and pretraining
 //!   `text` ([`lm_row`]), preference `chosen`/`rejected` ([`preference_row`]), RL prompts in the
 //!   Tülu 3 RLVR format or straight from GSM8K and MATH ([`rlvr_row`]);
+//! - the standard evaluation sets, embedded, and the prompts that ask them ([`evals`]);
 //! - sequence packing for SFT and pretraining ([`pack`]);
 //! - GGUF files turned into Hugging Face model directories ([`gguf`]), for a real model where
 //!   the hub cannot be reached;
@@ -18,6 +19,7 @@
 pub mod arith;
 mod builtin;
 mod chat;
+pub mod evals;
 mod files;
 pub mod gguf;
 mod hub;
@@ -36,7 +38,7 @@ pub use files::{At, RowFile, RowRead, DATA_EXTENSIONS};
 pub use hub::{split_files, Hub};
 pub use lm_rows::lm_row;
 pub use preference_rows::preference_row;
-pub use rlvr_rows::{rlvr_row, GSM8K_FEW_SHOT, MATH_FEW_SHOT};
+pub use rlvr_rows::{gsm8k_question, math_question, rlvr_row, PromptFormat, GSM8K_FEW_SHOT, MATH_FEW_SHOT};
 pub use sampler::Sampler;
 pub use tokenizer::{Tokenizer, CHARS, SPECIALS};
 

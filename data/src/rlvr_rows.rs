@@ -2,14 +2,16 @@
 //!
 //! - the Tülu 3 RLVR format (allenai/RLVR-GSM-MATH-IF-Mixed-Constraints): `messages` (the
 //!   conversation so far), `ground_truth` and `dataset` (which routes the row to a verifier);
-//! - GSM8K as OpenAI released it (`question`, `answer` ending in `#### N`): the prompt is the
-//!   eight-shot chain-of-thought prefix and `Question: …`, the ground truth the text after the
-//!   last `####`, the data set `gsm8k` — the rows open-instruct's
-//!   `create_ground_truth_data.py` made;
-//! - MATH (`problem`, and `answer` or a `solution` with a final `\boxed{}`): the four-shot
-//!   prefix and `Question: …`, the boxed answer, the data set `MATH`.
+//! - GSM8K as OpenAI released it (`question`, `answer` ending in `#### N`): the ground truth is
+//!   the text after the last `####`, the data set `gsm8k`;
+//! - MATH (`problem`, and `answer` or a `solution` with a final `\boxed{}`): the boxed answer,
+//!   the data set `MATH`.
 //!
-//! Other columns are ignored.
+//! GSM8K and MATH questions are asked as [`PromptFormat`] says: few-shot — the eight-shot
+//! chain-of-thought prefix (four-shot Minerva for MATH) and `Question: …`, the rows
+//! open-instruct's `create_ground_truth_data.py` made for Tülu 3 — or zero-shot, the question
+//! and an instruction on the answer's form, as `rlvr eval`'s `chat` preset asks
+//! ([`gsm8k_question`], [`math_question`]). Other columns are ignored.
 
 use serde_json::Value;
 
@@ -31,6 +33,36 @@ pub(crate) fn rlvr_sample() -> Vec<Value> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).expect("the compiled-in sample is JSON"))
         .collect()
+}
+
+/// How GSM8K and MATH questions become a user turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PromptFormat {
+    /// The few-shot exemplars, then `Question: ` and the question (Tülu 3's RLVR rows).
+    #[default]
+    FewShot,
+    /// The question, then an instruction on the answer's form (verl's zero-shot prompts).
+    ZeroShot,
+}
+
+/// The user turn asking GSM8K question `question`.
+pub fn gsm8k_question(question: &str, format: PromptFormat) -> String {
+    match format {
+        PromptFormat::FewShot => format!("{GSM8K_FEW_SHOT}Question: {question}"),
+        PromptFormat::ZeroShot => {
+            format!("{question}\nLet's think step by step and output the final answer after \"####\".")
+        }
+    }
+}
+
+/// The user turn asking MATH problem `problem`.
+pub fn math_question(problem: &str, format: PromptFormat) -> String {
+    match format {
+        PromptFormat::FewShot => format!("{MATH_FEW_SHOT}Question: {problem}"),
+        PromptFormat::ZeroShot => {
+            format!("{problem}\nLet's think step by step and output the final answer within \\boxed{{}}.")
+        }
+    }
 }
 
 /// A field that must be a string, or a one-element list of strings (the dataset stores some
@@ -67,10 +99,15 @@ fn last_boxed(s: &str) -> Option<&str> {
     None
 }
 
-/// One RL prompt from a row in any of the three layouts; the conversation is rendered with
-/// `template` and the assistant's turn opened. A malformed row is an error naming its file,
-/// line and field.
-pub fn rlvr_row(row: &Value, at: At, template: &ChatTemplate) -> Result<PromptRow, DataError> {
+/// One RL prompt from a row in any of the three layouts, GSM8K and MATH questions asked as
+/// `format` says; the conversation is rendered with `template` and the assistant's turn
+/// opened. A malformed row is an error naming its file, line and field.
+pub fn rlvr_row(
+    row: &Value,
+    at: At,
+    template: &ChatTemplate,
+    format: PromptFormat,
+) -> Result<PromptRow, DataError> {
     let (messages, ground_truth, dataset) = if let Some(messages) = row.get("messages") {
         (
             messages_of(messages, at, "messages")?,
@@ -83,7 +120,7 @@ pub fn rlvr_row(row: &Value, at: At, template: &ChatTemplate) -> Result<PromptRo
         let Some((_, label)) = answer.rsplit_once("####") else {
             return Err(at.bad("answer", "a GSM8K answer ends with `#### N`; none found"));
         };
-        let content = format!("{GSM8K_FEW_SHOT}Question: {question}");
+        let content = gsm8k_question(&question, format);
         (
             vec![Message::new("user", &content)],
             label.trim().to_string(),
@@ -100,7 +137,7 @@ pub fn rlvr_row(row: &Value, at: At, template: &ChatTemplate) -> Result<PromptRo
                     .to_string()
             }
         };
-        let content = format!("{MATH_FEW_SHOT}Question: {problem}");
+        let content = math_question(&problem, format);
         (vec![Message::new("user", &content)], label, "MATH".to_string())
     } else {
         return Err(at.bad(

@@ -164,9 +164,12 @@ fn preference_pairs_prefer_the_correct_answer_over_a_wrong_one() {
 
 #[test]
 fn rlvr_rows_read_the_tulu_format_and_bad_rows_name_file_line_and_field() {
-    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/rlvr/sample.jsonl");
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/rlvr-sample-300.jsonl");
     let chatml = rlvr_data::ChatTemplate::builtin("chatml", "<|im_end|>").unwrap();
-    let rows = common::read_all(&sample, |v, at| rlvr_data::rlvr_row(v, at, &chatml)).unwrap();
+    let rows = common::read_all(&sample, |v, at| {
+        rlvr_data::rlvr_row(v, at, &chatml, rlvr_data::PromptFormat::FewShot)
+    })
+    .unwrap();
     assert_eq!(rows.len(), 300);
     for dataset in ["gsm8k", "MATH", "ifeval"] {
         assert_eq!(
@@ -179,7 +182,10 @@ fn rlvr_rows_read_the_tulu_format_and_bad_rows_name_file_line_and_field() {
     assert!(rows.iter().all(|r| r.prompt.ends_with("<|im_start|>assistant\n")));
     // Tülu 3's own format with its template: the answer is what follows `<|assistant|>\n`.
     let tulu = rlvr_data::ChatTemplate::resolve("tulu", &rlvr_data::Tokenizer::builtin_chars()).unwrap();
-    let rows = common::read_all(&sample, |v, at| rlvr_data::rlvr_row(v, at, &tulu)).unwrap();
+    let rows = common::read_all(&sample, |v, at| {
+        rlvr_data::rlvr_row(v, at, &tulu, rlvr_data::PromptFormat::FewShot)
+    })
+    .unwrap();
     assert!(rows
         .iter()
         .all(|r| r.prompt.starts_with("<|user|>\n") && r.prompt.ends_with("\n<|assistant|>\n")));
@@ -192,14 +198,18 @@ fn rlvr_rows_read_the_tulu_format_and_bad_rows_name_file_line_and_field() {
     let no_truth =
         r#"{"messages": [{"role": "user", "content": "hi"}], "ground_truth": 7, "dataset": "gsm8k"}"#;
     std::fs::write(&bad, format!("{good}\n\n{no_truth}\n")).unwrap();
-    let err = common::read_all(&bad, |v, at| rlvr_data::rlvr_row(v, at, &chatml))
-        .unwrap_err()
-        .to_string();
+    let err = common::read_all(&bad, |v, at| {
+        rlvr_data::rlvr_row(v, at, &chatml, rlvr_data::PromptFormat::FewShot)
+    })
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("bad.jsonl:3: field `ground_truth`"), "{err}");
     std::fs::write(&bad, format!("{good}\n{{\"messages\": []}}\n")).unwrap();
-    let err = common::read_all(&bad, |v, at| rlvr_data::rlvr_row(v, at, &chatml))
-        .unwrap_err()
-        .to_string();
+    let err = common::read_all(&bad, |v, at| {
+        rlvr_data::rlvr_row(v, at, &chatml, rlvr_data::PromptFormat::FewShot)
+    })
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains("bad.jsonl:2: field `messages`: no messages"),
         "{err}"
@@ -209,9 +219,11 @@ fn rlvr_rows_read_the_tulu_format_and_bad_rows_name_file_line_and_field() {
         format!("{good}\n{{\"messages\": [{{\"role\": \"user\", \"content\": \"x\"}}]}}\n"),
     )
     .unwrap();
-    let err = common::read_all(&bad, |v, at| rlvr_data::rlvr_row(v, at, &chatml))
-        .unwrap_err()
-        .to_string();
+    let err = common::read_all(&bad, |v, at| {
+        rlvr_data::rlvr_row(v, at, &chatml, rlvr_data::PromptFormat::FewShot)
+    })
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains("bad.jsonl:2: field `ground_truth`: missing"),
         "{err}"
@@ -219,9 +231,11 @@ fn rlvr_rows_read_the_tulu_format_and_bad_rows_name_file_line_and_field() {
     // A role the template refuses names the row and field.
     let tool = r#"{"messages": [{"role": "tool", "content": "x"}], "ground_truth": "1", "dataset": "gsm8k"}"#;
     std::fs::write(&bad, format!("{tool}\n")).unwrap();
-    let err = common::read_all(&bad, |v, at| rlvr_data::rlvr_row(v, at, &tulu))
-        .unwrap_err()
-        .to_string();
+    let err = common::read_all(&bad, |v, at| {
+        rlvr_data::rlvr_row(v, at, &tulu, rlvr_data::PromptFormat::FewShot)
+    })
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains("bad.jsonl:1: field `messages`") && err.contains("no role tool"),
         "{err}"

@@ -7,13 +7,11 @@ use std::path::{Path, PathBuf};
 
 use rlvr_core::IGNORE;
 use rlvr_data::pack::{pack, Waste};
-use rlvr_data::{preference_row, rlvr_row, At, ChatTemplate, Tokenizer};
+use rlvr_data::{preference_row, rlvr_row, At, ChatTemplate, PromptFormat, Tokenizer};
 use serde_json::{json, Value};
 
-fn shared(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data")
-        .join(rel)
+fn testdata(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(rel)
 }
 
 fn rows(path: &Path) -> Vec<Value> {
@@ -21,21 +19,22 @@ fn rows(path: &Path) -> Vec<Value> {
 }
 
 const AT: At<'static> = At { path: "test", row: 1 };
+const FEW: PromptFormat = PromptFormat::FewShot;
 
 #[test]
 fn gsm8k_and_math_rows_become_the_tulu_rlvr_prompts() {
     // The sample's GSM8K and MATH rows were made from these files by open-instruct's recipe:
     // converting the source rows must give the same prompts and labels.
     let tulu = ChatTemplate::resolve("tulu", &rlvr_data::Tokenizer::builtin_chars()).unwrap();
-    let sample = rows(&shared("rlvr/sample.jsonl"));
+    let sample = rows(&testdata("rlvr-sample-300.jsonl"));
     let by_question = |path: &str, key: &str| -> HashMap<String, Value> {
-        rows(&shared(path))
+        rows(&testdata(path))
             .into_iter()
             .map(|r| (r[key].as_str().unwrap().to_string(), r))
             .collect()
     };
-    let gsm8k = by_question("gsm8k/train.jsonl", "question");
-    let math = by_question("math/test4500_prm800k_train.jsonl", "problem");
+    let gsm8k = by_question("gsm8k-train-sample-rows.jsonl", "question");
+    let math = by_question("math-sample-rows.jsonl", "problem");
     let mut checked = HashMap::new();
     for row in &sample {
         let dataset = row["dataset"].as_str().unwrap();
@@ -51,20 +50,34 @@ fn gsm8k_and_math_rows_become_the_tulu_rlvr_prompts() {
             .strip_prefix("Question: ")
             .unwrap();
         let original = &source[question];
-        let expected = rlvr_row(row, AT, &tulu).unwrap();
-        let converted = rlvr_row(original, AT, &tulu).unwrap();
+        let expected = rlvr_row(row, AT, &tulu, FEW).unwrap();
+        let converted = rlvr_row(original, AT, &tulu, FEW).unwrap();
         assert_eq!(converted, expected, "{dataset}: {question}");
         *checked.entry(dataset).or_insert(0) += 1;
     }
     assert_eq!(checked, HashMap::from([("gsm8k", 100), ("MATH", 100)]));
+    // Zero-shot: the question and the answer-form instruction `rlvr eval --preset chat` uses.
+    let row = json!({"question": "What is 2+2?", "answer": "2+2=4\n#### 4"});
+    let zero = rlvr_row(&row, AT, &tulu, PromptFormat::ZeroShot).unwrap();
+    assert_eq!(
+        zero.prompt,
+        "<|user|>\nWhat is 2+2?\nLet's think step by step and output the final answer after \"####\".\n<|assistant|>\n"
+    );
+    assert_eq!(
+        (zero.ground_truth.as_str(), zero.dataset.as_str()),
+        ("4", "gsm8k")
+    );
     // A MATH row with a solution but no `answer` takes the last boxed answer, braces balanced.
     let solved = json!({"problem": "p", "solution": "so $\\boxed{1}$ then $\\boxed{\\frac{1}{2}}$."});
-    assert_eq!(rlvr_row(&solved, AT, &tulu).unwrap().ground_truth, "\\frac{1}{2}");
-    let err = rlvr_row(&json!({"question": "q", "answer": "no marker"}), AT, &tulu)
+    assert_eq!(
+        rlvr_row(&solved, AT, &tulu, FEW).unwrap().ground_truth,
+        "\\frac{1}{2}"
+    );
+    let err = rlvr_row(&json!({"question": "q", "answer": "no marker"}), AT, &tulu, FEW)
         .unwrap_err()
         .to_string();
     assert!(err.contains("field `answer`") && err.contains("####"), "{err}");
-    let err = rlvr_row(&json!({"prompt": "q"}), AT, &tulu)
+    let err = rlvr_row(&json!({"prompt": "q"}), AT, &tulu, FEW)
         .unwrap_err()
         .to_string();
     assert!(err.contains("test:1: field `messages`"), "{err}");

@@ -387,6 +387,18 @@ pub fn validate(r: &Recipe) -> Result<()> {
             "num_attention_heads must divide hidden_size and be a multiple of num_key_value_heads".into(),
         );
     }
+    if !r.eval.tasks.is_empty() && !matches!(kind, StageKind::Rlvr | StageKind::Dpo) {
+        return bad(
+            "eval.tasks",
+            format!(
+                "evaluation on test sets runs in rlvr and dpo stages, this is {}",
+                kind.as_str()
+            ),
+        );
+    }
+    if r.eval.max_new_tokens == 0 {
+        return bad("eval.max_new_tokens", "must be >= 1".into());
+    }
     match (kind, r.dpo.is_some(), r.rlvr.is_some()) {
         (StageKind::Dpo, false, _) => bad("dpo", "a dpo stage needs a [dpo] table".into()),
         (StageKind::Rlvr, _, false) => bad("rlvr", "an rlvr stage needs an [rlvr] table".into()),

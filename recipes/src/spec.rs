@@ -42,6 +42,9 @@ pub struct Recipe {
     /// RLVR settings (kind = "rlvr").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rlvr: Option<RlvrSpec>,
+    /// Evaluation on standard test sets during RLVR and DPO stages.
+    #[serde(skip_serializing_if = "EvalSpec::is_default")]
+    pub eval: EvalSpec,
     /// How an RLVR stage's actor graph is staffed on this machine.
     #[serde(skip_serializing_if = "RolloutSpec::is_default")]
     pub rollout: RolloutSpec,
@@ -70,6 +73,61 @@ impl LearnerSpec {
     fn is_default(&self) -> bool {
         *self == Self::default()
     }
+}
+
+/// Evaluation during a stage with the code of `rlvr eval`: RLVR stages at their evaluation
+/// points (the start, every `every` steps or `rlvr.num_evals` times, the end), DPO stages at the
+/// start and the end; `metrics.jsonl` records each task's scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSpec {
+    /// `gsm8k`, `math500`, `ifeval`, or data files of RLVR rows; empty: none.
+    pub tasks: Vec<String>,
+    /// RLVR: evaluate every this many steps (0: at the held-out evaluations, `rlvr.num_evals`).
+    pub every: u64,
+    /// The first this many questions of each task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// How questions are asked: `chat` (zero-shot, the model's template) or `tulu3` (GSM8K
+    /// 8-shot chain of thought, MATH 4-shot Minerva).
+    pub preset: EvalPreset,
+    /// Most new tokens per answer.
+    pub max_new_tokens: u64,
+    /// The chat template (`data.chat_template`'s forms); empty: the stage's.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub chat_template: String,
+    /// Verifier rules for scoring.
+    pub mode: VerifierMode,
+}
+
+impl Default for EvalSpec {
+    fn default() -> Self {
+        Self {
+            tasks: Vec::new(),
+            every: 0,
+            limit: None,
+            preset: EvalPreset::Chat,
+            max_new_tokens: 512,
+            chat_template: String::new(),
+            mode: VerifierMode::Default,
+        }
+    }
+}
+
+impl EvalSpec {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// How evaluation questions are asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvalPreset {
+    /// Zero-shot, the model's chat template.
+    Chat,
+    /// Tülu 3's few-shot settings.
+    Tulu3,
 }
 
 /// Workers of an RLVR stage's actor graph: `rollout.workers` engines generate, verifier workers
@@ -260,8 +318,15 @@ pub struct DataSpec {
     /// Longest prompt, in tokens (DPO, RM, RLVR).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_prompt_length: Option<u64>,
-    /// Chat template name (`tulu`, `chatml`) or empty for the tokenizer's own.
+    /// Chat template name (`tulu`, `chatml`), a model directory, or empty for the tokenizer's
+    /// own.
     pub chat_template: String,
+    /// How RL prompts made from GSM8K (`question`/`answer`) and MATH (`problem`) rows ask their
+    /// question: `few_shot` (Tülu 3's 8-shot / 4-shot prompts), `zero_shot` (the question and
+    /// an instruction on the answer's form), or `auto`: zero-shot when the stage renders with
+    /// the model's own template (`chat_template` empty), few-shot with a named one.
+    #[serde(skip_serializing_if = "PromptFormat::is_auto")]
+    pub prompt_format: PromptFormat,
     /// SFT and pretraining: pack several examples into each `max_seq_length` row (attention
     /// stays inside each example) instead of padding each batch to its longest.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -272,6 +337,25 @@ pub struct DataSpec {
     /// Rows in the training mix, when known before download (used by `rlvr plan`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
+}
+
+/// How GSM8K and MATH rows become RL prompts (see [`DataSpec::prompt_format`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptFormat {
+    /// Zero-shot with the model's own template, few-shot with a named one.
+    #[default]
+    Auto,
+    /// The few-shot exemplars first (Tülu 3).
+    FewShot,
+    /// The question and an instruction on the answer's form.
+    ZeroShot,
+}
+
+impl PromptFormat {
+    fn is_auto(&self) -> bool {
+        *self == PromptFormat::Auto
+    }
 }
 
 /// One dataset in a mix.

@@ -424,6 +424,27 @@ impl Engine for NativeEngine {
         requests: &[GenerationRequest],
         params: &SamplingParams,
     ) -> Result<Vec<Completion>> {
+        self.generate_reporting(requests, params, &mut |_, _| {})
+    }
+
+    fn load_weights(&mut self, chunks: &[WeightChunk], version: u64) -> Result<()> {
+        self.load_chunks(chunks, version)
+    }
+
+    fn policy_version(&self) -> u64 {
+        self.version
+    }
+}
+
+impl NativeEngine {
+    /// [`Engine::generate`], calling `progress(finished, total)` each time a decode step
+    /// finishes completions (for a progress bar over a long batch).
+    pub fn generate_reporting(
+        &mut self,
+        requests: &[GenerationRequest],
+        params: &SamplingParams,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<Completion>> {
         self.check(requests)?;
         let total: usize = requests.iter().map(|r| r.n).sum();
         if total == 0 {
@@ -442,13 +463,19 @@ impl Engine for NativeEngine {
             version: self.version,
         };
         let mut queue: VecDeque<(usize, usize)> = (0..requests.len()).map(|i| (i, 0)).collect();
+        let mut reported = 0;
         let result = tch::no_grad(|| -> Result<()> {
             loop {
                 let admitted = Self::admit(&mut queue, requests, &step.active);
                 for run in admitted.chunk_by(|a, b| b.prefill == a.prefill + 1) {
                     self.prefill(run, requests, params, &mut step)?;
                 }
-                if !self.decode(params, &mut step)? && queue.is_empty() {
+                let more = self.decode(params, &mut step)?;
+                if step.done.len() > reported {
+                    reported = step.done.len();
+                    progress(reported, total);
+                }
+                if !more && queue.is_empty() {
                     return Ok(());
                 }
             }
@@ -461,7 +488,8 @@ impl Engine for NativeEngine {
         Ok(done)
     }
 
-    fn load_weights(&mut self, chunks: &[WeightChunk], version: u64) -> Result<()> {
+    /// [`Engine::load_weights`].
+    fn load_chunks(&mut self, chunks: &[WeightChunk], version: u64) -> Result<()> {
         let vars = self.vs.variables();
         let tied = self.model.config().tie_word_embeddings;
         tch::no_grad(|| {
@@ -515,9 +543,5 @@ impl Engine for NativeEngine {
         })?;
         self.version = version;
         Ok(())
-    }
-
-    fn policy_version(&self) -> u64 {
-        self.version
     }
 }

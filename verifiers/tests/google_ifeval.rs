@@ -327,11 +327,10 @@ fn agrees_with_the_reference_implementation() {
         let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     };
-    let prompts: std::collections::HashMap<i64, IfEvalPrompt> =
-        read(dir.join("../../shared/data/ifeval/input_data.jsonl"))
-            .iter()
-            .map(|r| (r["key"].as_i64().unwrap(), IfEvalPrompt::from_row(r).unwrap()))
-            .collect();
+    let prompts: std::collections::HashMap<i64, IfEvalPrompt> = read(dir.join("../data/eval/ifeval.jsonl"))
+        .iter()
+        .map(|r| (r["key"].as_i64().unwrap(), IfEvalPrompt::from_row(r).unwrap()))
+        .collect();
     let fixture = read(dir.join("tests/fixtures/ifeval/reference.jsonl"));
     assert_eq!(fixture.len(), 1082);
     let (mut compared, mut followed, mut detector, mut detector_agree) = (0, 0, 0, 0);

@@ -1,5 +1,6 @@
-//! The verifiers on the real data in `../shared/data`: each reference solution must verify
-//! against its own label, and the RLVR sample's rows must route to their verifiers.
+//! The verifiers on real data in the repository (`data/eval`, `data/testdata`): each reference
+//! solution must verify against its own label, and the RLVR sample's rows must route to their
+//! verifiers.
 
 use std::path::PathBuf;
 
@@ -8,7 +9,7 @@ use serde_json::Value;
 
 fn rows(rel: &str) -> Vec<Value> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data")
+        .join("../data")
         .join(rel);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
@@ -16,7 +17,7 @@ fn rows(rel: &str) -> Vec<Value> {
 
 #[test]
 fn every_gsm8k_test_solution_verifies_against_its_label() {
-    let data = rows("gsm8k/test.jsonl");
+    let data = rows("eval/gsm8k-test.jsonl");
     assert_eq!(data.len(), 1319);
     let default = Registry::new(Mode::Default);
     let tulu3 = Registry::new(Mode::Tulu3);
@@ -44,7 +45,7 @@ fn every_gsm8k_test_solution_verifies_against_its_label() {
 
 #[test]
 fn every_math500_solution_verifies_against_its_answer() {
-    let data = rows("math/test500.jsonl");
+    let data = rows("eval/math500.jsonl");
     assert_eq!(data.len(), 500);
     let default = Registry::new(Mode::Default);
     let mut misses = Vec::new();
@@ -65,7 +66,7 @@ fn every_math500_solution_verifies_against_its_answer() {
 
 #[test]
 fn the_rlvr_sample_routes_every_row_and_its_labels_parse() {
-    let data = rows("rlvr/sample.jsonl");
+    let data = rows("testdata/rlvr-sample-300.jsonl");
     assert_eq!(data.len(), 300);
     for mode in [Mode::Default, Mode::Tulu3] {
         let reg = Registry::new(mode);
@@ -88,7 +89,7 @@ fn the_rlvr_sample_routes_every_row_and_its_labels_parse() {
 
 #[test]
 fn every_ifeval_benchmark_prompt_parses_with_all_25_instruction_ids() {
-    let data = rows("ifeval/input_data.jsonl");
+    let data = rows("eval/ifeval.jsonl");
     assert_eq!(data.len(), 541);
     let reg = Registry::new(Mode::Default);
     let mut ids = std::collections::BTreeSet::new();
@@ -111,7 +112,7 @@ fn every_ifeval_benchmark_prompt_parses_with_all_25_instruction_ids() {
 /// the RLVR sample's IF rows against GSM8K solutions edited the ways those rows ask for.
 #[test]
 fn reward_only_verdicts_equal_explained_ones_on_the_if_rows() {
-    let answers: Vec<String> = rows("gsm8k/test.jsonl")
+    let answers: Vec<String> = rows("eval/gsm8k-test.jsonl")
         .iter()
         .map(|r| r["answer"].as_str().unwrap().to_string())
         .collect();
@@ -125,7 +126,7 @@ fn reward_only_verdicts_equal_explained_ones_on_the_if_rows() {
         |t| t.replace('\n', "\n* * *\n"),
         |t| format!("<|assistant|>\n{t}\n******\n{}", t.to_uppercase()),
     ];
-    let if_rows: Vec<Value> = rows("rlvr/sample.jsonl")
+    let if_rows: Vec<Value> = rows("testdata/rlvr-sample-300.jsonl")
         .into_iter()
         .filter(|r| r["dataset"] == "ifeval")
         .collect();

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod convert;
 pub mod data;
+pub mod eval;
 pub mod generate;
 pub mod placement;
 pub mod plan;

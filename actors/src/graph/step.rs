@@ -21,12 +21,12 @@ use super::pool::PoolMsg;
 use super::rollout::{RolloutJob, RolloutWorker};
 use super::verifier::{VerifierWorker, VerifyJob};
 
-/// Prompts per rollout job: small enough that several workers share a step.
-const PROMPTS_PER_JOB: usize = 4;
-
 /// Handles on the graph's children.
 #[derive(Clone)]
 pub struct Roles {
+    /// Sequences one rollout job asks for: an engine's batch (`rollout.engine_batch`), so each
+    /// job fills the engine it lands on and the workers share a step's jobs.
+    pub job_sequences: usize,
     /// Data actor.
     pub data: ActorRef<DataMsg>,
     /// Rollout pool.
@@ -61,19 +61,32 @@ pub async fn rollout(
     params: &SamplingParams,
     seed: u64,
 ) -> Result<Vec<Completion>> {
+    let requests: Vec<GenerationRequest> = prompts
+        .iter()
+        .map(|p| GenerationRequest {
+            id: p.row,
+            prompt_ids: p.prompt_ids.clone(),
+            n,
+            seed: seed ^ p.row.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        })
+        .collect();
+    rollout_requests(roles, requests, params).await
+}
+
+/// Complete `requests` with the rollout pool, dealt out in jobs of about an engine's batch of
+/// sequences each (at least one request); completions come back in request order.
+pub async fn rollout_requests(
+    roles: &Roles,
+    requests: Vec<GenerationRequest>,
+    params: &SamplingParams,
+) -> Result<Vec<Completion>> {
     let params = Arc::new(params.clone());
-    let jobs: Vec<RolloutJob> = prompts
-        .chunks(PROMPTS_PER_JOB)
+    let per_request = requests.first().map_or(1, |r| r.n.max(1));
+    let per_job = (roles.job_sequences / per_request).max(1);
+    let jobs: Vec<RolloutJob> = requests
+        .chunks(per_job)
         .map(|chunk| RolloutJob {
-            requests: chunk
-                .iter()
-                .map(|p| GenerationRequest {
-                    id: p.row,
-                    prompt_ids: p.prompt_ids.clone(),
-                    n,
-                    seed: seed ^ p.row.wrapping_mul(0x9e37_79b9_7f4a_7c15),
-                })
-                .collect(),
+            requests: chunk.to_vec(),
             params: params.clone(),
         })
         .collect();

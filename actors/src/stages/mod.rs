@@ -138,7 +138,7 @@ pub(crate) fn check_mix(
                 )));
             }
             let vocab = Tokenizer::builtin_chars().vocab_size() as u64;
-            if stage.model.config.vocab_size < vocab {
+            if source.for_char_tokenizer() && stage.model.config.vocab_size < vocab {
                 bail!(UsageError(format!(
                     "stage `{}`: model.config.vocab_size = {} is smaller than the built-in tokenizer's {vocab}",
                     stage.name, stage.model.config.vocab_size
@@ -260,6 +260,46 @@ pub fn resolve_model(name: &str) -> Result<PathBuf> {
         None => (name, None),
     };
     Ok(Hub::from_env().model_dir(id, revision)?)
+}
+
+/// The test-set evaluation of the stage's `[eval]` table (`None` without tasks), sampled with
+/// the stage's seed and `stop` strings; the chat template is the stage's unless the table names
+/// one.
+pub(crate) fn eval_settings(stage: &Recipe, stop: &[String]) -> Option<crate::evaluation::Settings> {
+    use rlvr_recipes::spec::{EvalPreset, VerifierMode};
+    let e = &stage.eval;
+    (!e.tasks.is_empty()).then(|| crate::evaluation::Settings {
+        tasks: e.tasks.clone(),
+        limit: e.limit.map(|l| l as usize),
+        preset: match e.preset {
+            EvalPreset::Chat => rlvr_data::evals::Preset::Chat,
+            EvalPreset::Tulu3 => rlvr_data::evals::Preset::Tulu3,
+        },
+        chat_template: if e.chat_template.is_empty() {
+            stage.data.chat_template.clone()
+        } else {
+            e.chat_template.clone()
+        },
+        samples: 1,
+        temperature: 0.0,
+        max_new_tokens: e.max_new_tokens as usize,
+        mode: match e.mode {
+            VerifierMode::Default => rlvr_verifiers::Mode::Default,
+            VerifierMode::Tulu3 => rlvr_verifiers::Mode::Tulu3,
+        },
+        seed: stage.seed,
+        stop: stop.to_vec(),
+    })
+}
+
+/// How the stage's GSM8K and MATH rows ask their question (`data.prompt_format`; `auto`:
+/// zero-shot with the model's own template, few-shot with a named one).
+pub(crate) fn prompt_format(stage: &Recipe) -> rlvr_data::PromptFormat {
+    use rlvr_recipes::spec::PromptFormat as Spec;
+    match (stage.data.prompt_format, stage.data.chat_template.is_empty()) {
+        (Spec::FewShot, _) | (Spec::Auto, false) => rlvr_data::PromptFormat::FewShot,
+        (Spec::ZeroShot, _) | (Spec::Auto, true) => rlvr_data::PromptFormat::ZeroShot,
+    }
 }
 
 /// The chat template the stage's `data.chat_template` names (the model's own when empty, ChatML

@@ -88,7 +88,7 @@ fn pairs(stage: &Recipe, tok: &Tokenizer) -> Result<Pairs> {
         if row.get("chosen").is_some() {
             return Ok(preference_row(row, at, &template, tok, max_len)?.map(HeldOut::Pair));
         }
-        let p = rlvr_row(row, at, &template)?;
+        let p = rlvr_row(row, at, &template, super::prompt_format(stage))?;
         Prompt::new(&p, at, tok, &verifiers).map(|p| Some(HeldOut::Prompt(p)))
     };
     let eval = super::load_mix(
@@ -256,6 +256,8 @@ fn batch(pairs: &[EncodedPair], rows: &[u64], tok: &Tokenizer, reference: &[(f64
 struct Evaluation<'a> {
     pairs: Option<PreferenceBatch>,
     prompts: Option<(Vec<Prompt>, usize)>,
+    /// The test sets of `[eval]`, scored as `rlvr eval` scores them.
+    tasks: Option<crate::evaluation::Settings>,
     stage: &'a Recipe,
     tok: &'a Tokenizer,
     scratch: PathBuf,
@@ -285,7 +287,7 @@ impl Evaluation<'_> {
                 m.loss, m.accuracy
             ));
         }
-        if let Some((prompts, budget)) = &self.prompts {
+        if self.prompts.is_some() || self.tasks.is_some() {
             if self.lead || learner.is_sharded() {
                 learner.save_model(&self.scratch)?;
             }
@@ -293,6 +295,18 @@ impl Evaluation<'_> {
                 return Ok(record);
             }
             self.tok.save(&self.scratch)?;
+        }
+        if let Some(settings) = &self.tasks {
+            let device = rlvr_learner::runtime::default_device();
+            let mut engine =
+                rlvr_rollout::NativeEngine::from_pretrained(&self.scratch, device, tch::Kind::Float, 64)?;
+            let report = crate::evaluation::evaluate(&mut engine, self.tok, settings, &mut |_, _| {})?;
+            record["eval_tasks"] = crate::evaluation::scores_json(&report.scores);
+            for (task, s) in &report.scores {
+                line.push_str(&format!("; {task} {:.3}", s.accuracy));
+            }
+        }
+        if let Some((prompts, budget)) = &self.prompts {
             let acc = super::eval::greedy_accuracy(&self.scratch, prompts, *budget)?;
             record["eval_accuracy"] = json!(acc);
             line.push_str(&format!(
@@ -391,6 +405,10 @@ pub(super) fn train(
     let evaluation = Evaluation {
         pairs: (!eval_rows.is_empty()).then(|| batch(&data.eval, &eval_rows, &tok, &eval_ref)),
         prompts,
+        tasks: match objective {
+            Objective::Dpo(_) => super::eval_settings(stage, &[]),
+            _ => None,
+        },
         stage,
         tok: &tok,
         scratch: ckpt_dir.join("eval-model"),

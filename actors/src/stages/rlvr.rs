@@ -21,7 +21,7 @@ use rlvr_verifiers::{Mode, Registry};
 use serde_json::json;
 
 use crate::cluster::Listen;
-use crate::graph::controller::{Controller, ControllerArgs, LoopSettings, Ppo, Progress};
+use crate::graph::controller::{Controller, ControllerArgs, EvalTasks, LoopSettings, Ppo, Progress};
 use crate::graph::data::Prompt;
 use crate::graph::learner::LearnSettings;
 use crate::metrics::MetricsLog;
@@ -47,22 +47,22 @@ pub(crate) fn load_prompts(
 ) -> Result<(Vec<Prompt>, MixReport)> {
     let template = super::chat_template(stage, tok)?;
     let fits = |p: Prompt| limit.is_none_or(|l| p.prompt_ids.len() <= l).then_some(p);
-    let generated = |b: Builtin, i: u64, split| match b.prompt(stage.seed, i, split) {
-        Some(row) => Prompt::new(
-            &row,
-            At {
-                path: b.name(),
-                row: i as usize + 1,
-            },
-            tok,
-            verifiers,
-        )
-        .map(fits),
-        None => Ok(None),
-    };
     let read = |row: &serde_json::Value, at: At<'_>| {
-        let p = rlvr_row(row, at, &template)?;
+        let p = rlvr_row(row, at, &template, super::prompt_format(stage))?;
         Prompt::new(&p, at, tok, verifiers).map(fits)
+    };
+    let generated = |b: Builtin, i: u64, split| {
+        let at = At {
+            path: b.name(),
+            row: i as usize + 1,
+        };
+        if let Some(row) = b.row(stage.seed, i, split) {
+            return read(&row, at);
+        }
+        match b.prompt(stage.seed, i, split) {
+            Some(row) => Prompt::new(&row, at, tok, verifiers).map(fits),
+            None => Ok(None),
+        }
     };
     let mixed = super::load_mix(stage, key, mix, generated, read)?;
     let mut prompts = mixed.rows;
@@ -74,7 +74,7 @@ pub(crate) fn load_prompts(
 
 /// Whether a built-in data set holds RL prompts.
 pub(crate) fn holds_prompts(b: Builtin) -> bool {
-    b.prompt(0, 0, Split::Train).is_some() || b.fixed_rows().is_some()
+    b.prompt(0, 0, Split::Train).is_some() || b.row(0, 0, Split::Train).is_some() || b.fixed_rows().is_some()
 }
 
 /// Check the stage can run here.
@@ -89,9 +89,9 @@ pub fn check(stage: &Recipe) -> Result<()> {
     let hint = "builtin:arith-rlvr, or a data file of RL prompts";
     super::check_mix(stage, "data.mix", &stage.data.mix, hint, holds_prompts)?;
     super::check_mix(stage, "data.eval_mix", &stage.data.eval_mix, hint, holds_prompts)?;
-    if stage.data.eval_mix.is_empty() {
+    if stage.data.eval_mix.is_empty() && stage.eval.tasks.is_empty() {
         bail!(UsageError(format!(
-            "stage `{}`: data.eval_mix must name the held-out prompts",
+            "stage `{}`: name held-out prompts (data.eval_mix) or test sets (eval.tasks)",
             stage.name
         )));
     }
@@ -237,10 +237,26 @@ pub fn run(
         micro_batch: rl.local_rollout_forward_batch_size.max(1) as usize,
         pad_id: i64::from(tok.pad_id),
     };
-    let mut stop_token_ids = vec![tok.eos_id];
+    // The model's end-of-sequence ids, and the built-in ChatML template's end of turn.
+    let mut stop_token_ids = rlvr_rollout::stop_token_ids(&tok, learner.model().config());
     if let [end_of_turn] = tok.encode("<|im_end|>")[..] {
-        stop_token_ids.push(end_of_turn);
+        if !stop_token_ids.contains(&end_of_turn) {
+            stop_token_ids.push(end_of_turn);
+        }
     }
+    let eval_tasks = match super::eval_settings(stage, &rl.stop_strings) {
+        Some(settings) => {
+            let questions = crate::evaluation::Questions::new(&settings, &tok)
+                .with_context(|| format!("stage `{}`: eval.tasks", stage.name))?;
+            questions.check_fits(learner.model().config().max_position_embeddings)?;
+            Some(EvalTasks {
+                sampling: questions.sampling(stop_token_ids.clone()),
+                questions: std::sync::Arc::new(questions),
+                every: stage.eval.every,
+            })
+        }
+        None => None,
+    };
     let settings = LoopSettings {
         steps,
         prompts_per_step,
@@ -249,6 +265,7 @@ pub fn run(
             temperature: rl.temperature,
             max_new_tokens: rl.response_length as usize,
             stop_token_ids,
+            stop: rl.stop_strings.clone(),
             ..SamplingParams::default()
         },
         eval_every: (steps / rl.num_evals.max(1)).max(1),
@@ -300,6 +317,7 @@ pub fn run(
         model_dir: engine_dir,
         prompts,
         eval_prompts,
+        eval_tasks,
         tokenizer: tok.clone(),
         // With worker nodes, the run itself may hold no workers of a role.
         rollout_workers: stage.rollout.workers.max(u64::from(listen.is_none())) as usize,

@@ -73,6 +73,10 @@ pub struct RlvrSpec {
     pub whiten_advantages: bool,
     /// Stop generation at EOS.
     pub stop_token: String,
+    /// Strings that also end a response (it keeps the string), beside the model's
+    /// end-of-sequence ids.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stop_strings: Vec<String>,
     /// Overlap generation of step t+1 with learning of step t.
     pub async_mode: bool,
     /// Evaluations over the run.
@@ -129,6 +133,7 @@ impl Default for RlvrSpec {
             vf_coef: 0.1,
             whiten_advantages: true,
             stop_token: "eos".to_string(),
+            stop_strings: Vec::new(),
             async_mode: true,
             num_evals: 4,
             save_freq: 100_000,
