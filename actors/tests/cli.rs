@@ -1548,8 +1548,9 @@ fn worker_nodes_join_a_run_a_wrong_secret_is_refused_and_a_killed_node_loses_no_
     assert!(log.contains("left"), "{log}");
 
     // Every step took 4 new prompts, each scored for all 8 samples, and the pools finished
-    // exactly one job per prompt group dealt (1 rollout job per step, 2 per evaluation of 8
-    // prompts; one verify job per prompt) — none lost to the kill, none counted twice.
+    // exactly one job per prompt group dealt (a rollout job holds an engine's batch of 256
+    // sequences: 1 per step of 32 and 1 per evaluation of 8 prompts; one verify job per prompt)
+    // — none lost to the kill, none counted twice.
     let records = metrics(&out);
     let mut rows = std::collections::HashSet::new();
     let mut evals_before = 0;
@@ -1567,7 +1568,7 @@ fn worker_nodes_join_a_run_a_wrong_secret_is_refused_and_a_killed_node_loses_no_
             assert!(rows.insert(row.as_u64().unwrap()), "prompt {row} dealt twice");
         }
         let w = &r["workers"];
-        assert_eq!(w["rollout"]["jobs_done"], step + 2 * evals_before, "step {step}");
+        assert_eq!(w["rollout"]["jobs_done"], step + evals_before, "step {step}");
         assert_eq!(
             w["verifier"]["jobs_done"],
             4 * step + 8 * evals_before,
