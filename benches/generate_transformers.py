@@ -7,7 +7,7 @@ import json
 import time
 
 import torch
-from transformers import LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 
 
 def main():
@@ -22,7 +22,7 @@ def main():
     a = p.parse_args()
     torch.manual_seed(0)
     dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[a.dtype]
-    model = LlamaForCausalLM.from_pretrained(a.model, dtype=dtype).to(a.device).eval()
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=dtype).to(a.device).eval()
     vocab = model.config.vocab_size
     ids = torch.randint(0, vocab, (a.batch, a.prompt_len), device=a.device)
     mask = torch.ones_like(ids)

@@ -1,5 +1,6 @@
-"""Baseline for `rlvr bench train`: PyTorch eager training steps (transformers'
-LlamaForCausalLM, mean next-token loss, backward, gradient clipping at 1.0, torch's AdamW) on the
+"""Baseline for `rlvr bench train`: PyTorch eager training steps (the checkpoint's transformers
+class through AutoModelForCausalLM, mean next-token loss, backward, gradient clipping at 1.0,
+torch's AdamW) on the
 same model directory, batch, sequence length and random tokens as a count, with the same torch
 2.11 on the same device and CPU thread count. `--dtype bf16` trains with f32 parameters under
 bf16 autocast (f32 master weights and moments, as rlvr's bf16 mode keeps). Prints one JSON
@@ -9,7 +10,7 @@ import json
 import time
 
 import torch
-from transformers import LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 
 
 def main():
@@ -25,7 +26,7 @@ def main():
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    model = LlamaForCausalLM.from_pretrained(a.model, dtype=torch.float32, attn_implementation="sdpa")
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32, attn_implementation="sdpa")
     model.to(a.device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
     ids = torch.randint(0, model.config.vocab_size, (a.batch, a.seq_len), device=a.device)

@@ -1,21 +1,28 @@
 #!/usr/bin/env bash
 # Generation throughput of rlvr's native engine against transformers' `generate`, side by side
 # in one session on the same machine, model, batch and sampling, with the same torch 2.11.
+# MODEL_DIR=DIR benchmarks a real checkpoint (both sides load it) instead of random weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 source scripts/bench-venv.sh
 bench_venv "torch, transformers" torch==2.11.0 transformers
 make --no-print-directory build >/dev/null
-MODEL=$(mktemp -d)
-trap 'rm -rf "$MODEL"' EXIT
+if [ -n "${MODEL_DIR:-}" ]; then
+  MODEL="$MODEL_DIR"
+  OURS=(--model "$MODEL_DIR")
+else
+  MODEL=$(mktemp -d)
+  trap 'rm -rf "$MODEL"' EXIT
+  OURS=(--save-model "$MODEL")
+fi
 ARGS=(--batch "${BATCH:-32}" --prompt-len "${PROMPT_LEN:-16}" --new-tokens "${NEW_TOKENS:-128}" --repeats "${REPEATS:-1}")
 # The two sides alternate, ROUNDS times each: this machine's speed drifts over minutes, and
 # back-to-back blocks of one side then the other would compare different phases of it. Each
 # round rebuilds the same seeded model; the best round of each side is reported.
 ours=() theirs=()
 for _ in $(seq "${ROUNDS:-3}"); do
-  ours+=("$("$CARGO_TARGET_DIR/release/rlvr" bench generate "${ARGS[@]}" --save-model "$MODEL" --json)")
+  ours+=("$("$CARGO_TARGET_DIR/release/rlvr" bench generate "${ARGS[@]}" "${OURS[@]}" --json)")
   # rlvr turns on libtorch's huge pages for large CPU buffers (actors/src/main.rs); transformers
   # gets the same setting, so the ratio compares the engines on the same libtorch configuration.
   theirs+=("$(THP_MEM_ALLOC_ENABLE=1 "$BENCH_PYTHON" benches/generate_transformers.py "$MODEL" "${ARGS[@]}" 2>/dev/null)")

@@ -2,23 +2,30 @@
 # Training throughput of rlvr's learner against PyTorch eager (transformers' LlamaForCausalLM,
 # torch's AdamW), side by side in one session on the same machine, model, batch, sequence
 # length and thread count, with the same torch 2.11; and rlvr's MFU against a measured matmul peak.
+# MODEL_DIR=DIR benchmarks a real checkpoint (both sides load it) instead of random weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 source scripts/bench-venv.sh
 bench_venv "torch, transformers" torch==2.11.0 transformers
 make --no-print-directory build >/dev/null
-MODEL=$(mktemp -d)
-trap 'rm -rf "$MODEL"' EXIT
 THREADS="${THREADS:-$(nproc)}"
 SHAPE=(--batch "${BATCH:-4}" --seq-len "${SEQ_LEN:-256}" --threads "$THREADS")
 ARGS=("${SHAPE[@]}" --steps "${STEPS:-2}")
+if [ -n "${MODEL_DIR:-}" ]; then
+  MODEL="$MODEL_DIR"
+  OURS=(--model "$MODEL_DIR")
+else
+  MODEL=$(mktemp -d)
+  trap 'rm -rf "$MODEL"' EXIT
+  OURS=()
+  "$CARGO_TARGET_DIR/release/rlvr" bench train "${SHAPE[@]}" --steps 1 --save-model "$MODEL" --json >/dev/null
+fi
 # Alternate the two sides PAIRS times (this machine's speed drifts over minutes); the median
 # of the per-pair ratios is the figure.
-"$CARGO_TARGET_DIR/release/rlvr" bench train "${SHAPE[@]}" --steps 1 --save-model "$MODEL" --json >/dev/null
 results=()
 for _ in $(seq "${PAIRS:-3}"); do
-  ours=$("$CARGO_TARGET_DIR/release/rlvr" bench train "${ARGS[@]}" --json)
+  ours=$("$CARGO_TARGET_DIR/release/rlvr" bench train "${ARGS[@]}" "${OURS[@]}" --json)
   theirs=$("$BENCH_PYTHON" benches/train_torch.py "$MODEL" "${ARGS[@]}" 2>/dev/null)
   echo "rlvr:          $ours"
   echo "pytorch eager: $theirs"

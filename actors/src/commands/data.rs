@@ -2,8 +2,6 @@
 //! each stage's data set and row count, token lengths (percentiles, rows cut at the maximum
 //! length), and examples as the model sees them, chat template applied.
 
-use std::path::Path;
-
 use anyhow::Result;
 use rlvr_core::{Encoded, IGNORE};
 use rlvr_data::Tokenizer;
@@ -40,11 +38,19 @@ pub fn run(data: &Data) -> Result<()> {
         Resolved::Stage(r) => vec![*r],
         Resolved::Pipeline(p) => p.stages,
     };
+    let mut failed = Vec::new();
     for stage in &stages {
-        inspect(stage, args.examples);
+        if let Err(e) = inspect(stage, args.examples) {
+            println!("  not available here: {e:#}");
+            failed.push((stage.name.clone(), e));
+        }
         println!();
     }
-    Ok(())
+    // A stage reported as unusable is a failed command: exit 2 where the input is at fault.
+    match failed.into_iter().next() {
+        None => Ok(()),
+        Some((name, e)) => Err(e.context(format!("stage `{name}` cannot be inspected here"))),
+    }
 }
 
 /// Lengths at the 50th, 90th and 99th percentiles and the longest.
@@ -96,11 +102,11 @@ fn learned(e: &Encoded) -> usize {
     e.1.iter().skip(1).filter(|&&l| l != IGNORE).count()
 }
 
-fn inspect(stage: &Recipe, examples: usize) {
+fn inspect(stage: &Recipe, examples: usize) -> Result<()> {
     let kind = stage.kind.map_or("stage", |k| k.as_str());
     println!("stage {} ({kind})", stage.name);
     let template = if stage.data.chat_template.is_empty() {
-        "chatml (default)"
+        "the model's own (chatml when it has none)"
     } else {
         &stage.data.chat_template
     };
@@ -115,27 +121,15 @@ fn inspect(stage: &Recipe, examples: usize) {
         };
         println!("  data.mix: {} ({amount})", entry.dataset);
     }
-    // The starting model's tokenizer: a local directory, or a hub model's tokenizer files
-    // (not its weights); without either, the built-in one.
+    // The starting model's tokenizer: a local directory, or a hub model's tokenizer files (not
+    // its weights); a stage that starts from the previous stage's model (or from scratch) has
+    // none yet.
     let name = &stage.model.name_or_path;
-    let fetched = match Path::new(name) {
-        p if p.is_dir() || name.is_empty() || !rlvr_data::mix::is_hub_id(name) => None,
-        _ => {
-            let (id, revision) = name
-                .split_once('@')
-                .map_or((name.as_str(), None), |(i, r)| (i, Some(r)));
-            match rlvr_data::Hub::from_env().tokenizer_dir(id, revision) {
-                Ok(dir) => Some(dir),
-                Err(e) => {
-                    println!("  tokenizer: the built-in one ({e})");
-                    None
-                }
-            }
-        }
+    let fetched = match name.is_empty() {
+        true => None,
+        false => Some(stages::resolve_tokenizer(name)?),
     };
-    let init = fetched
-        .as_deref()
-        .or_else(|| Some(Path::new(name)).filter(|p| p.is_dir()));
+    let init = fetched.as_deref();
     let max_len = stage.data.max_seq_length as usize;
     let shown = match stage.kind {
         Some(StageKind::Pretrain | StageKind::Sft) => {
@@ -204,7 +198,5 @@ fn inspect(stage: &Recipe, examples: usize) {
         }),
         None => Ok(()),
     };
-    if let Err(e) = shown {
-        println!("  not available here: {e:#}");
-    }
+    shown
 }

@@ -14,7 +14,7 @@ use rlvr_core::{FinishReason, PolicySample, SamplingParams};
 use rlvr_data::Tokenizer;
 use rlvr_learner::policy::{KlEstimator, PolicyMetrics};
 use rlvr_learner::Learner;
-use rlvr_verifiers::reward::Shaping;
+use rlvr_verifiers::reward::{reward, Shaping};
 use rlvr_verifiers::Mode;
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -309,6 +309,9 @@ impl ControllerState {
         if self.settings.async_mode && self.step + 1 < self.settings.steps {
             self.prefetched = Some(tokio::spawn(self.rollout_and_verify(self.step + 1)));
         }
+        if self.step == 0 {
+            self.warn_if_nothing_finished(&scored);
+        }
         let (samples, rewards, reward_kl) = self.advantages(&scored).await?;
         let learned = ractor::call!(self.roles.learner, LearnerMsg::Learn, samples)
             .map_err(|e| anyhow!("learner: {e}"))??;
@@ -338,6 +341,37 @@ impl ControllerState {
             started.elapsed().as_secs_f64(),
             workers,
         )
+    }
+
+    /// Say so, once, when every response of the first step got the same score and some were
+    /// cut at the response length (the non-stop penalty's score): the reward teaches nothing
+    /// until `rlvr.response_length` is raised.
+    fn warn_if_nothing_finished(&self, scored: &Scored) {
+        let shaping = &self.settings.shaping;
+        let rewards: Vec<f64> = scored
+            .completions
+            .iter()
+            .zip(&scored.verdicts)
+            .map(|(c, v)| reward(v, c.finish_reason == FinishReason::Stop, shaping))
+            .collect();
+        let cut = scored
+            .completions
+            .iter()
+            .filter(|c| c.finish_reason == FinishReason::Length)
+            .count();
+        let uniform = rewards.windows(2).all(|w| w[0] == w[1]);
+        if !shaping.non_stop_penalty || cut == 0 || !uniform {
+            return;
+        }
+        self.say(format!(
+            "warning: the first step scored every one of its {} responses {}: {cut} ran past \
+             rlvr.response_length = {} tokens and got the non-stop penalty, none was verified, so \
+             the reward teaches nothing. Raise rlvr.response_length (or turn \
+             rlvr.non_stop_penalty off).",
+            scored.completions.len(),
+            rewards.first().copied().unwrap_or_default(),
+            self.settings.sampling.max_new_tokens,
+        ));
     }
 
     /// Each pool's live workers (how many on other nodes) and its job counters so far.

@@ -48,6 +48,15 @@ pub fn run(
         _ => None,
     };
     let init = init.or(named.as_deref());
+    if stage.model.dtype == rlvr_recipes::spec::Dtype::Bf16
+        && rlvr_learner::runtime::default_device() == tch::Device::Cpu
+    {
+        eprintln!(
+            "warning: stage `{}` trains in bf16 on the CPU, several times slower than f32 here \
+             (libtorch has few bf16 CPU kernels); --set model.dtype=f32 to train in f32",
+            stage.name
+        );
+    }
     match stage.kind {
         Some(StageKind::Pretrain | StageKind::Sft) => lm::run(stage, out, init, resume, metrics),
         Some(StageKind::Dpo | StageKind::Rm) => preference::run(stage, out, init, resume, metrics),

@@ -6,12 +6,12 @@ use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rlvr_core::{Completion, GenerationRequest, SamplingParams, WeightChunk};
-use rlvr_learner::{Learner, LearnerConfig};
+use rlvr_learner::Learner;
 use rlvr_rollout::{Engine, NativeEngine};
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
-use super::{best_of, copy_bandwidth, shape, sync, ModelArgs};
+use super::{best_of, copy_bandwidth, sync, ModelArgs};
 use crate::UsageError;
 
 /// Arguments of `rlvr bench generate`.
@@ -89,12 +89,9 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
         );
     }
     let (device, kind) = (args.model.device.device()?, args.model.dtype.kind());
-    let config = shape(&args.model.shape_from)?;
-    // Random weights reach the engine from a learner, as a weight broadcast carries them.
-    let mut learner = Learner::new(&config, LearnerConfig::constant(1e-5, device), 0);
-    if kind == Kind::BFloat16 {
-        learner.set_bf16()?;
-    }
+    // The weights reach the engine from a learner, as a weight broadcast carries them.
+    let (learner, label) = super::learner(&args.model, device, kind)?;
+    let config = learner.model().config().clone();
     let chunks = learner.export_weights(1)?;
     let mut engine = NativeEngine::new(&config, device, kind, args.batch, 0);
     engine.load_weights(&chunks, 1)?;
@@ -161,7 +158,7 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
     let total: usize = chunks.iter().map(|c| c.data.len()).sum();
 
     let report = json!({
-        "device": format!("{device:?}"), "dtype": format!("{:?}", args.model.dtype),
+        "device": format!("{device:?}"), "dtype": format!("{:?}", args.model.dtype), "model": label,
         "batch": args.batch, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
         "params": weight_bytes / elt as f64, "seconds": best, "tokens_per_s": tokens_per_s,
         "step_ms": step_s * 1e3, "bandwidth_gb_s": bandwidth / 1e9, "bytes_per_step": step_bytes,
@@ -174,8 +171,8 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
         println!("{report}");
     } else {
         println!(
-            "native engine, {}-shaped model, {:?} on {device:?}",
-            args.model.shape_from, args.model.dtype
+            "native engine, {label} model, {:?} on {device:?}",
+            args.model.dtype
         );
         println!(
             "  {} x {} new tokens in {:.2} s: {:.0} tokens/s ({:.1} ms per decode step)",

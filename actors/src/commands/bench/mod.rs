@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use rlvr_dist::{Backend, ProcessGroup, Rendezvous};
 use rlvr_learner::model::Config;
+use rlvr_learner::{Learner, LearnerConfig};
 use rlvr_recipes::{load, Resolved};
 use tch::{Device, Kind, Tensor};
 
@@ -69,9 +70,13 @@ pub struct ModelArgs {
     /// weights and moments in the optimiser.
     #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
     pub dtype: DtypeArg,
-    /// Recipe whose model shape to use.
+    /// Recipe whose model shape to use (with random weights).
     #[arg(long, default_value = "smollm2-135m-sft")]
     pub shape_from: String,
+    /// A real checkpoint (directory or hub id) instead of random weights of `--shape-from`'s
+    /// shape; the baseline scripts take the same directory.
+    #[arg(long)]
+    pub model: Option<String>,
     /// Also save the random (initial) model here, in Hugging Face format, for the baseline to
     /// load.
     #[arg(long)]
@@ -162,6 +167,25 @@ pub fn run(bench: &Bench) -> Result<()> {
         Bench::Load(args) => load::load(args),
         Bench::Zero3(args) => zero3::zero3(args),
         Bench::WeightSync(args) => weights::weight_sync(args),
+    }
+}
+
+/// The benchmark's learner: the `--model` checkpoint, or random weights of `--shape-from`'s
+/// shape (seed 0); in `kind` on `device`. Returns it with a label for reports.
+fn learner(args: &ModelArgs, device: Device, kind: Kind) -> Result<(Learner, String)> {
+    let config = LearnerConfig {
+        kind,
+        ..LearnerConfig::constant(1e-5, device)
+    };
+    match &args.model {
+        Some(model) => {
+            let dir = crate::stages::resolve_model(model)?;
+            Ok((Learner::from_pretrained(&dir, config)?, dir.display().to_string()))
+        }
+        None => Ok((
+            Learner::new(&shape(&args.shape_from)?, config, 0),
+            format!("{}-shaped random", args.shape_from),
+        )),
     }
 }
 

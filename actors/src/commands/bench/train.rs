@@ -5,11 +5,10 @@ use std::time::Instant;
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rlvr_learner::{Learner, LearnerConfig};
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
-use super::{best_of, peak_rss_mb, shape, sync, ModelArgs};
+use super::{best_of, peak_rss_mb, sync, ModelArgs};
 use crate::UsageError;
 
 /// Arguments of `rlvr bench train`.
@@ -58,11 +57,8 @@ pub(super) fn train(args: &TrainArgs) -> Result<()> {
         tch::set_num_threads(args.threads as i32);
     }
     let (device, kind) = (args.model.device.device()?, args.model.dtype.kind());
-    let config = shape(&args.model.shape_from)?;
-    let mut learner = Learner::new(&config, LearnerConfig::constant(1e-5, device), 0);
-    if kind == Kind::BFloat16 {
-        learner.set_bf16()?;
-    }
+    let (mut learner, label) = super::learner(&args.model, device, kind)?;
+    let config = learner.model().config().clone();
     learner.set_gradient_checkpointing(args.gradient_checkpointing);
     if let Some(dir) = &args.model.save_model {
         learner.save_model(dir)?;
@@ -101,7 +97,7 @@ pub(super) fn train(args: &TrainArgs) -> Result<()> {
     let achieved = flops_per_token * tokens_per_s;
     let peak = matmul_peak(device, kind);
     let report = json!({
-        "device": format!("{device:?}"), "dtype": format!("{:?}", args.model.dtype),
+        "device": format!("{device:?}"), "dtype": format!("{:?}", args.model.dtype), "model": label,
         "batch": args.batch, "seq_len": args.seq_len, "steps": args.steps, "seconds": seconds,
         "tokens_per_s": tokens_per_s, "params": learner.num_params(), "threads": tch::get_num_threads(),
         "flops_per_token": flops_per_token, "achieved_gflop_s": achieved / 1e9,
@@ -112,8 +108,7 @@ pub(super) fn train(args: &TrainArgs) -> Result<()> {
         println!("{report}");
     } else {
         println!(
-            "learner, {}-shaped model, {:?} on {device:?}, {} CPU threads",
-            args.model.shape_from,
+            "learner, {label} model, {:?} on {device:?}, {} CPU threads",
             args.model.dtype,
             tch::get_num_threads()
         );
