@@ -3,10 +3,15 @@
 //! Tülu 3 mode is open-instruct's `verify_gsm8k_sample` at the release: delete commas between
 //! digits, take the last match of `[-+]?\d*\.\d+|\d+` (so a sign survives only on decimals and
 //! `-10` reads as `10`), else the whole response, and compare lower-cased strings exactly
-//! (`18.0` is not `18`). Default mode reads the answer the way a grader would: the last
-//! `#### N`, else "the answer is N", else the last `\boxed{N}`, else the last number; `$`,
-//! units, `%` and thousands separators are ignored on both sides, negatives and decimals
-//! compare as exact numbers, and a response without digits may answer in number words.
+//! (`18.0` is not `18`). Default mode reads the answer the way a grader would, after the last
+//! `<|assistant|>` marker as Tülu 3 mode does (a number of the prompt is no answer): the last
+//! `#### N`, else "the answer is N" (digits or number words: "the answer is seventeen" is 17,
+//! whatever digits came before), else the last `\boxed{N}`, else the last number. Numbers are
+//! read in the forms models write — `$`, units, `%`, thousands grouped by commas, spaces or
+//! European dots (`1.234.567`, `1.234,50`; one dot group, `3.430`, is an English decimal),
+//! LaTeX fractions (`\frac{280}{2}`), scientific notation (`1.5 \times 10^{3}`, `1.5e3`) — and
+//! compared as exact numbers. A label that is not a number is compared as text (the final
+//! answer's words, ignoring case and punctuation).
 
 use std::sync::LazyLock;
 
@@ -32,39 +37,68 @@ static TULU_COMMA: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(\d),(\d)").e
 static TULU_NUMBER: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"[-+]?\d*\.\d+|\d+").expect("valid regex"));
 
-/// A number as written in an answer: sign, optional `$`, digits with optional thousands
-/// separators, optional decimals, optional `/denominator`.
-const NUMBER: &str = r"[-+−]?\s*\$?\s*(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:\s*/\s*\d+)?";
+/// A number as written in an answer: a LaTeX fraction (`\frac{280}{2}`); scientific notation
+/// (`1.5 \times 10^{3}`, `1.5e3`); or an optional sign and `$`, then digits grouped in thousands
+/// by commas or (thin) spaces (`1,234.5`, `1 234`), or in the European style by dots with an
+/// optional decimal comma (`1.234.567`, `1.234,50`; a single dot group such as `3.430` reads as
+/// an English decimal, 3.43), or plain digits with decimals, then an optional `/denominator`.
+const NUMBER: &str = r"(?:\\[dt]?frac\s*\{\s*[-−]?\d+(?:\.\d+)?\s*\}\s*\{\s*\d+(?:\.\d+)?\s*\}|[-−]?\d+(?:\.\d+)?\s*(?:\\times|\\cdot|×|·)\s*10\s*\^\s*\{?\s*[-−+]?\d+\s*\}?|[-+−]?\s*\$?\s*(?:\d{1,3}(?:\.\d{3}){2,}(?:,\d+)?|\d{1,3}(?:\.\d{3})+,\d+|\d{1,3}(?:[,\x{202f}\x{a0}\x{2009} ]\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|\.\d+)(?:\s*/\s*\d+)?)";
+/// Spelled-out numbers (`seventeen`, `forty-two`), as a final answer after "the answer is".
+const WORDS_RE: &str = r"(?:(?:zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)(?:[-\s]+(?:one|two|three|four|five|six|seven|eight|nine))?)\b";
 static HASHES: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(&format!(r"####\s*({NUMBER})")).expect("valid regex"));
 static ANSWER_IS: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!(
-        r"(?i)answer\s*(?:is|:)\s*:?\s*(?:\\boxed\{{)?\s*({NUMBER})"
+        r"(?i)answer\s*(?:is|:)\s*:?\s*(?:\\boxed\{{)?\s*\$?\s*({NUMBER}|{WORDS_RE})"
     ))
     .expect("valid regex")
 });
 static BOXED: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(&format!(r"\\boxed\{{\s*({NUMBER})")).expect("valid regex"));
 static ANY: LazyLock<Regex> = LazyLock::new(|| Regex::new(NUMBER).expect("valid regex"));
+static FRACTION: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^\\[dt]?frac\s*\{\s*([-−]?\d+(?:\.\d+)?)\s*\}\s*\{\s*(\d+(?:\.\d+)?)\s*\}$")
+        .expect("valid regex")
+});
+static SCIENTIFIC: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^([-−]?\d+(?:\.\d+)?)\s*(?:\\times|\\cdot|×|·)\s*10\s*\^\s*\{?\s*([-−+]?\d+)\s*\}?$")
+        .expect("valid regex")
+});
 
-/// Parse a number as written: `$1,234.50`, `-7`, `3/4`, `−2` (Unicode minus).
+/// Parse a number as [`NUMBER`] writes it: `$1,234.50`, `-7`, `3/4`, `−2` (Unicode minus),
+/// `1 234`, `1.234.567`, `1.234,50`, `\frac{7}{2}`, `1.5 \times 10^{3}`, `1.5e3`.
 fn parse_number(text: &str) -> Option<Rational> {
+    let text = text.trim().replace('−', "-");
+    if let Some(c) = FRACTION.captures(&text) {
+        return Rational::parse_decimal(&c[1])?.div(Rational::parse_decimal(&c[2])?);
+    }
+    if let Some(c) = SCIENTIFIC.captures(&text) {
+        return Rational::parse_decimal(&format!("{}e{}", &c[1], &c[2]));
+    }
     let t: String = text
         .chars()
-        .filter(|c| !matches!(c, ' ' | '$' | ',' | '\u{a0}'))
+        .filter(|c| !matches!(c, ' ' | '$' | '\u{a0}' | '\u{202f}' | '\u{2009}'))
         .collect();
-    let t = t.replace('−', "-");
+    // European grouping: two or more dot groups, or dots before a decimal comma.
+    let european =
+        t.matches('.').count() >= 2 || (t.contains('.') && t.contains(',') && t.rfind(',') > t.rfind('.'));
+    let t = if european {
+        t.replace('.', "").replace(',', ".")
+    } else {
+        t.replace(',', "")
+    };
     match t.split_once('/') {
         Some((a, b)) => Rational::parse_decimal(a)?.div(Rational::parse_decimal(b)?),
         None => Rational::parse_decimal(&t),
     }
 }
 
+/// The last match of `re` in `text` that reads as a number (or number words), with its text.
 fn last_number(re: &Regex, text: &str) -> Option<(Rational, String)> {
     re.captures_iter(text)
         .filter_map(|c| {
             let m = c.get(1).or_else(|| c.get(0))?.as_str();
-            Some((parse_number(m)?, m.trim().to_string()))
+            Some((parse_number(m).or_else(|| number_words(m))?, m.trim().to_string()))
         })
         .last()
 }
@@ -100,26 +134,18 @@ const WORDS: [(&str, i128); 28] = [
     ("ninety", 90),
 ];
 
-/// "the answer is eighteen" / "forty-two": number words after "answer is", when the response
-/// has no digits at all (anything else is ambiguous).
+/// Spelled-out numbers: `eighteen`, `forty-two`, `forty two`.
 fn number_words(text: &str) -> Option<Rational> {
     let lower = text.to_lowercase();
-    let after = lower.rsplit_once("answer is")?.1;
     let mut total = 0i128;
     let mut seen = false;
-    for word in after
+    for word in lower
         .split(|c: char| !c.is_ascii_alphabetic())
         .filter(|w| !w.is_empty())
-        .take(3)
     {
-        match WORDS.iter().find(|(w, _)| *w == word) {
-            Some((_, v)) => {
-                total += v;
-                seen = true;
-            }
-            None if seen => break,
-            None => return None,
-        }
+        let (_, v) = WORDS.iter().find(|(w, _)| *w == word)?;
+        total += v;
+        seen = true;
     }
     seen.then(|| Rational::int(total))
 }
@@ -207,6 +233,9 @@ impl Gsm8k {
     }
 
     fn verify_default(response: &str, truth: Rational) -> Verdict {
+        // As in Tülu 3 mode, a response that carries its prompt is scored after the last
+        // assistant marker: a number of the prompt is no answer.
+        let response = tulu3_response(response);
         let found = [
             (&*HASHES, "#### N"),
             (&*ANSWER_IS, "the answer is N"),
@@ -220,11 +249,31 @@ impl Gsm8k {
                 n == truth,
                 format!("{how}: extracted {text:?} = {n}, label {truth}"),
             ),
-            None => match number_words(response) {
-                Some(n) => verdict(n == truth, format!("number words: {n}, label {truth}")),
-                None => verdict(false, "no number in the response"),
-            },
+            None => verdict(false, "no number in the response"),
         }
+    }
+
+    /// A label that is not a number (user data has them): the final answer's text — after the
+    /// last `####`, "the answer is" or in the last `\boxed{}`, else the last line — compared
+    /// with it word for word, ignoring case and punctuation.
+    fn verify_text(response: &str, truth: &str) -> Verdict {
+        static FINAL: LazyLock<Regex> = LazyLock::new(|| {
+            Regex::new(r"(?i)(?:####|answer\s*(?:is|:)|\\boxed\{)\s*:?\s*([^\n}]*)").expect("valid regex")
+        });
+        let response = tulu3_response(response);
+        let answer = FINAL
+            .captures_iter(response)
+            .last()
+            .map(|c| c[1].to_string())
+            .unwrap_or_else(|| response.trim().lines().last().unwrap_or_default().to_string());
+        let words = |s: &str| -> Vec<String> {
+            s.split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .map(str::to_lowercase)
+                .collect()
+        };
+        let ok = !words(truth).is_empty() && words(&answer) == words(truth);
+        verdict(ok, format!("text answer {answer:?}, label {truth:?}"))
     }
 }
 
@@ -236,12 +285,14 @@ impl Verifier for Gsm8k {
     fn parse_truth(&self, raw: &str) -> Result<Truth, TruthError> {
         match self.mode {
             Mode::Tulu3 => Ok(Truth::Text(raw.to_string())),
-            Mode::Default => parse_number(raw.trim())
-                .map(Truth::Number)
-                .ok_or_else(|| TruthError {
-                    truth: raw.to_string(),
-                    message: "not a number".into(),
-                }),
+            Mode::Default if raw.trim().is_empty() => Err(TruthError {
+                truth: raw.to_string(),
+                message: "empty label".into(),
+            }),
+            Mode::Default => {
+                Ok(parse_number(raw.trim())
+                    .map_or_else(|| Truth::Text(raw.trim().to_string()), Truth::Number))
+            }
         }
     }
 
@@ -249,6 +300,7 @@ impl Verifier for Gsm8k {
         match (self.mode, truth) {
             (Mode::Tulu3, Truth::Text(t)) => Self::verify_tulu3(response, t),
             (Mode::Default, Truth::Number(n)) => Self::verify_default(response, *n),
+            (Mode::Default, Truth::Text(t)) => Self::verify_text(response, t),
             (_, other) => verdict(false, format!("gsm8k cannot use ground truth {other:?}")),
         }
     }
@@ -316,6 +368,36 @@ mod tests {
         assert!(!check(Mode::Default, "The answer is 17", "18"));
         assert!(!check(Mode::Default, "I do not know", "18"));
         let v = Gsm8k::new(Mode::Default);
-        assert!(v.parse_truth("eighteen").is_err());
+        assert!(v.parse_truth("").is_err());
+        // A label that is not a number is compared as text.
+        assert!(check(Mode::Default, "The answer is Tuesday.", "Tuesday"));
+        assert!(!check(Mode::Default, "The answer is Monday.", "Tuesday"));
+        // Forms of numbers models write.
+        assert!(check(Mode::Default, "The answer is 1 234.", "1234"));
+        assert!(check(Mode::Default, "The answer is 1.234.567.", "1234567"));
+        assert!(check(Mode::Default, "The answer is 1.234,00.", "1234"));
+        assert!(
+            check(Mode::Default, "The answer is 3.430.", "3.43"),
+            "one dot group is a decimal"
+        );
+        assert!(check(Mode::Default, "The answer is $\\frac{280}{2}$.", "140"));
+        assert!(check(
+            Mode::Default,
+            "The answer is $1.5 \\times 10^{3}$.",
+            "1500"
+        ));
+        assert!(check(Mode::Default, "The answer is 1.5e3.", "1500"));
+        // The final answer, not the last digits: spelled out after "the answer is", and
+        // nothing from before the assistant marker.
+        assert!(!check(
+            Mode::Default,
+            "I got 18, but the answer is seventeen.",
+            "18"
+        ));
+        assert!(!check(
+            Mode::Default,
+            "<|user|>\nIs it 18?\n<|assistant|>\nNo idea.",
+            "18"
+        ));
     }
 }

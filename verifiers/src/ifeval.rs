@@ -4,13 +4,14 @@
 //! Tülu 3 mode is open-instruct's `if_functions.py` at the release, applied to the text after the
 //! last `<|assistant|>\n`, stripped — with its two defects: `validate_placeholders` returned a
 //! tuple, which is always true, and `validate_choice` tested whether the response is inside an
-//! option instead of an option inside the response; and its sentence splitter does not split
-//! after a period that follows a word (so "It was late. The end." is one sentence). Default
-//! mode fixes all three. Labels are checked
-//! when they load: an unknown function or a missing argument is an error then, not a silent zero
-//! at reward time. `validate_response_language` needs a language detector (the release used
-//! Python's `langdetect`) and is refused at load time; the RLVR data never uses it (its labels
-//! carry no `language` argument).
+//! option instead of an option inside the response — and its sentence regex,
+//! `(?<!\w\.\w.)(?<![A-Z][a-z]\.)(?<=\.|\?)\s`, which splits after `Jan.` but not after `p.m.` or
+//! `Dr.`. Default mode fixes the two defects and counts sentences with [`crate::text`]'s splitter
+//! (`!` ends a sentence; titles and initials do not). `validate_response_language` compares the
+//! language whatlang detects, coded as `langdetect` (the release's detector) codes it (`en`,
+//! `zh-cn`, ...), with the label in both modes; on the corpus it agrees with `langdetect`
+//! (BENCHMARKS.md, "Verifier fidelity"). Labels are checked when they load: an unknown function
+//! or a missing argument is an error then, not a silent zero at reward time.
 
 use std::sync::LazyLock;
 
@@ -163,11 +164,6 @@ impl Constraint {
         if func == Func::Sections && c.str("section_splitter") == Some("") {
             return Err(err("validate_sections: empty `section_splitter`".into()));
         }
-        if func == Func::ResponseLanguage {
-            return Err(err(
-                "validate_response_language needs a language detector, which rlvr does not ship".into(),
-            ));
-        }
         c.n = c.int("N").unwrap_or(0);
         c.i = c.int("i").unwrap_or(0);
         c.quantifier = c.str("quantifier").unwrap_or_default().to_string();
@@ -178,6 +174,7 @@ impl Constraint {
             Func::Sections => "section_splitter",
             Func::RepeatPrompt => "original_prompt",
             Func::End => "end_phrase",
+            Func::ResponseLanguage => "language",
             _ => "",
         };
         c.text = c.str(text_arg).unwrap_or_default().to_string();
@@ -296,7 +293,14 @@ impl IfEval {
                     format_args!("letter {:?} appears {count} times, want {n}", arg),
                 )
             }
-            Func::ResponseLanguage => say(why, false, format_args!("language detection is not supported")),
+            Func::ResponseLanguage => {
+                let detected = crate::language::detect_code(text);
+                say(
+                    why,
+                    detected == Some(arg),
+                    format_args!("detected {}, want {arg}", detected.unwrap_or("nothing")),
+                )
+            }
             Func::ParagraphCount => {
                 let (count, empty) = paragraph_count(text);
                 say(

@@ -41,6 +41,74 @@ const CODES: [(&str, Option<Lang>); 30] = [
     ("fi", Some(Lang::Fin)),
 ];
 
+/// The codes `langdetect` (the Tülu 3 release's detector) gives whatlang's languages; the ones
+/// `langdetect` has no profile for keep their ISO 639-3 code (no label names them).
+const LANGDETECT: [(Lang, &str); 51] = [
+    (Lang::Eng, "en"),
+    (Lang::Rus, "ru"),
+    (Lang::Cmn, "zh-cn"),
+    (Lang::Spa, "es"),
+    (Lang::Por, "pt"),
+    (Lang::Ita, "it"),
+    (Lang::Ben, "bn"),
+    (Lang::Fra, "fr"),
+    (Lang::Deu, "de"),
+    (Lang::Ukr, "uk"),
+    (Lang::Ara, "ar"),
+    (Lang::Hin, "hi"),
+    (Lang::Jpn, "ja"),
+    (Lang::Heb, "he"),
+    (Lang::Pol, "pl"),
+    (Lang::Kor, "ko"),
+    (Lang::Nob, "no"),
+    (Lang::Dan, "da"),
+    (Lang::Swe, "sv"),
+    (Lang::Fin, "fi"),
+    (Lang::Tur, "tr"),
+    (Lang::Nld, "nl"),
+    (Lang::Hun, "hu"),
+    (Lang::Ces, "cs"),
+    (Lang::Ell, "el"),
+    (Lang::Bul, "bg"),
+    (Lang::Mar, "mr"),
+    (Lang::Kan, "kn"),
+    (Lang::Ron, "ro"),
+    (Lang::Slv, "sl"),
+    (Lang::Hrv, "hr"),
+    (Lang::Mkd, "mk"),
+    (Lang::Lit, "lt"),
+    (Lang::Lav, "lv"),
+    (Lang::Est, "et"),
+    (Lang::Tam, "ta"),
+    (Lang::Vie, "vi"),
+    (Lang::Urd, "ur"),
+    (Lang::Tha, "th"),
+    (Lang::Guj, "gu"),
+    (Lang::Pan, "pa"),
+    (Lang::Ind, "id"),
+    (Lang::Tel, "te"),
+    (Lang::Pes, "fa"),
+    (Lang::Mal, "ml"),
+    (Lang::Nep, "ne"),
+    (Lang::Afr, "af"),
+    (Lang::Slk, "sk"),
+    (Lang::Cat, "ca"),
+    (Lang::Tgl, "tl"),
+    (Lang::Cym, "cy"),
+];
+
+/// The language of `text` as `langdetect` codes it (`en`, `zh-cn`, ...), by whatlang over all
+/// its languages; `None` when the text gives it nothing to go on (where `langdetect` raises).
+pub(crate) fn detect_code(text: &str) -> Option<&'static str> {
+    let lang = whatlang::detect(text)?.lang();
+    Some(
+        LANGDETECT
+            .iter()
+            .find(|(l, _)| *l == lang)
+            .map_or(lang.code(), |(_, code)| code),
+    )
+}
+
 /// The detector, choosing among the languages IFEval asks for.
 static DETECTOR: LazyLock<Detector> =
     LazyLock::new(|| Detector::with_allowlist(CODES.iter().filter_map(|c| c.1).collect()));

@@ -187,13 +187,15 @@ fn tulu3_sentence_count(len: usize, c: impl Fn(usize) -> char) -> i64 {
     splits as i64 + 1
 }
 
-/// Whether the release's sentence regex splits at position `p` (`p ≥ 1`).
+/// Whether the release's sentence regex, `(?<!\w\.\w.)(?<![A-Z][a-z]\.)(?<=\.|\?)\s`, splits at
+/// position `p` (`p ≥ 1`): whitespace after `.` or `?`, except after a word character, a dot
+/// and a word character (`p.m.`, `e.g.`, `3.5.`) or a capital and a small letter (`Dr.`,
+/// `Mr.`). `Jan.` and `etc.` split.
 fn tulu3_splits_at(p: usize, c: impl Fn(usize) -> char) -> bool {
     let before = |k: usize| p.checked_sub(k).map(&c);
     c(p).is_whitespace()
         && matches!(before(1), Some('.' | '?'))
-        && !(before(2).is_some_and(|x| is_word(x) || x == '.')
-            && before(1).is_some_and(|x| is_word(x) || x == '.'))
+        && !(before(4).is_some_and(is_word) && before(3) == Some('.') && before(2).is_some_and(is_word))
         && !(before(3).is_some_and(|x| x.is_ascii_uppercase())
             && before(2).is_some_and(|x| x.is_ascii_lowercase())
             && before(1) == Some('.'))
@@ -447,9 +449,11 @@ mod tests {
 
     #[test]
     fn python_semantics() {
-        assert_eq!(tulu3_sentences("One. Two? Three."), 2);
-        assert_eq!(tulu3_sentences("I went home. It was late. The end."), 1);
-        assert_eq!(tulu3_sentences("Hello world. Bye now? Ok."), 2);
+        // The release's regex: split after `.`/`?`, not after `w.w.` nor `Xy.`.
+        assert_eq!(tulu3_sentences("One. Two? Three."), 3);
+        assert_eq!(tulu3_sentences("I went home. It was late. The end."), 3);
+        assert_eq!(tulu3_sentences("At 3 p.m. Dr. Lee left in Jan. Then rain."), 2);
+        assert_eq!(tulu3_sentences("It cost 3.5. Fine"), 1, "`3.5.` is `w.w.`");
         assert_eq!(sentences("I went home. It was late. The end."), 3);
         assert_eq!(sentences("Mr. Smith met J. Doe. Fine!  "), 2);
         assert_eq!(round_half_even(2.5), 2);

@@ -73,17 +73,37 @@ fn each_function() {
         d,
         "verify_sentence_constraint",
         three.clone(),
-        "One. Mr. Two? Three!"
+        "Wow! Great. Fine."
     ));
     assert!(
         !check(
             Mode::Tulu3,
             "verify_sentence_constraint",
+            three.clone(),
+            "Wow! Great. Fine."
+        ),
+        "the release does not split after `!`: 2"
+    );
+    assert!(
+        check(
+            Mode::Tulu3,
+            "verify_sentence_constraint",
             three,
             "One. Mr. Two? Three!"
         ),
-        "the release counts 2"
+        "the release splits after `One.` and `Two?`, not after `Mr.`: 3"
     );
+    for mode in [d, Mode::Tulu3] {
+        let german = serde_json::json!({"language": "de"});
+        let text = "Ich habe heute keine Zeit, weil ich arbeiten muss und sehr müde bin.";
+        assert!(check(mode, "validate_response_language", german.clone(), text));
+        assert!(!check(
+            mode,
+            "validate_response_language",
+            german,
+            "I have no time today because I must work and I am tired."
+        ));
+    }
     assert!(check(
         d,
         "validate_paragraphs",
@@ -238,10 +258,6 @@ fn bad_labels_fail_at_load_time() {
         (
             "{\"func_name\": \"verify_letter_frequency\", \"letter\": \"ab\", \"N\": 1}",
             "one character",
-        ),
-        (
-            "{\"func_name\": \"validate_response_language\", \"language\": \"de\"}",
-            "language detector",
         ),
     ] {
         let err = v.parse_truth(raw).unwrap_err().to_string();
