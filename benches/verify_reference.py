@@ -27,7 +27,7 @@ def math_verify(response, truth):
 # The Tülu 3 release's IF functions (open-instruct's `if_functions.py` is not pip-installable),
 # written out as rlvr's `tulu3` mode documents them: same rules, defects included.
 def _sentences(text):
-    return len(re.split(r"(?<![\w.][\w.])(?<![A-Z][a-z]\.)(?<=\.|\?)\s", text))
+    return len(re.split(r"(?<!\w\.\w.)(?<![A-Z][a-z]\.)(?<=\.|\?)\s", text))
 
 
 def _quantified(count, n, quantifier, around):

@@ -3,9 +3,8 @@
 # side in one session: GSM8K test solutions (x10) with Tülu 3's rule, MATH-500 reference
 # solutions with HF math-verify, edited GSM8K solutions as responses to the 100 IF rows of the
 # RLVR sample (x10 responses, x5) with the Tülu 3 IF functions, the 1,082 IFEval fixture
-# responses (x5; prompts asking for a
-# sentence count or capital-word count left out: the reference needs NLTK's punkt model, which
-# is downloaded from GitHub) with Google's IFEval checks; single-threaded on both sides, rlvr
+# responses (x5) with Google's IFEval checks (NLTK's punkt_tab model from `ifeval_reference`);
+# single-threaded on both sides, rlvr
 # also on 2 threads. Reads the evaluation sets and the RLVR sample in data/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,8 +49,7 @@ with open(f"{work}/if.jsonl", "w") as f:
 prompts = {}
 for l in open(f"{data}/eval/ifeval.jsonl"):
     r = json.loads(l)
-    if not {"length_constraints:number_sentences", "change_case:capital_word_frequency"} & set(r["instruction_id_list"]):
-        prompts[r["key"]] = {k: r[k] for k in ["prompt", "instruction_id_list", "kwargs"]}
+    prompts[r["key"]] = {k: r[k] for k in ["prompt", "instruction_id_list", "kwargs"]}
 with open(f"{work}/ifeval.jsonl", "w") as f:
     for _ in range(5):
         for l in open("verifiers/tests/fixtures/ifeval/reference.jsonl"):

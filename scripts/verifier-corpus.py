@@ -14,7 +14,7 @@ right, a perturbation wrong) and the verdicts of the Python references run side 
 `verifiers/tests/corpus.rs` reads the files and asserts agreement per family; every remaining
 disagreement is listed with its reason in `verifiers/tests/fixtures/corpus/DISAGREEMENTS.md`.
 
-    scripts/verifier-corpus.sh OPEN_INSTRUCT_GIT_DIR    # sets up the references, then runs this
+    scripts/verifier-corpus.sh OPEN_INSTRUCT_GIT_DIR    # sets up the references, runs the three stages
 """
 
 import json
@@ -85,6 +85,13 @@ def gsm8k_items():
         add("scientific_wrong", f"The answer is ${m} \\times 10^{{{exp + 1}}}$.", label, False)
     for label, v in pick(lambda v: 1 <= v < 50, 12):
         add("unicode_minus_wrong_sign", f"The answer is \u2212{v}.", label, False)
+    # The reference solutions as responses, and with the final number changed.
+    for r in rng.sample(rows("eval/gsm8k-test.jsonl"), 300):
+        label = r["answer"].split("####")[-1].strip()
+        add("reference_solution", r["answer"], label, True)
+        head, _, tail = r["answer"].rpartition("####")
+        v = int(label.replace(",", ""))
+        add("reference_solution_wrong", f"{head}#### {v + 3}", label, False)
     for word in ["Tuesday", "blue", "Anna"]:
         add("text_label", f"The answer is {word}.", word, True)
         add("text_label_wrong", "The answer is Monday." if word != "Monday" else "The answer is red.", word, False)
@@ -198,6 +205,21 @@ def math_items():
     ]
     for family, response, label, truth in special:
         add(family, response, label, truth)
+    # The reference solutions as responses (every MATH-500 row), and with the last boxed answer
+    # replaced by another row's (a different answer).
+    for r in data:
+        add("reference_solution", r["solution"], r["answer"], True)
+        other = rng.choice([a for a in answers if a.replace(" ", "") != r["answer"].replace(" ", "")])
+        i = r["solution"].rfind("\\boxed{")
+        if i >= 0:
+            depth, j = 0, i + len("\\boxed")
+            while j < len(r["solution"]):
+                depth += {"{": 1, "}": -1}.get(r["solution"][j], 0)
+                if depth == 0:
+                    break
+                j += 1
+            wrong = r["solution"][:i] + "\\boxed{" + other + "}" + r["solution"][j + 1:]
+            add("reference_solution_other_answer", wrong, r["answer"], False)
     return items
 
 
@@ -351,55 +373,91 @@ def google_items():
                 "length_constraints:number_sentences", "change_case:capital_word_frequency")),
                 "key": p["key"], "response": t, "ground_truth": json.dumps(
                     {"instruction_id_list": ids, "kwargs": p["kwargs"], "prompt": p["prompt"]})})
+    items += sentence_count_items()
+    return items
+
+
+def sentence_count_items():
+    """`number_sentences` at least k for k around a rough count, over real prose: GSM8K and
+    MATH-500 solutions, IFEval prompts, and the hand-written texts. The reference's verdicts flip
+    where NLTK's count lies, so agreeing on every k is agreeing on the count."""
+    texts = ([r["answer"] for r in rows("eval/gsm8k-test.jsonl")[:300]]
+             + [r["solution"] for r in rows("eval/math500.jsonl")]
+             + [r["prompt"] for r in rows("eval/ifeval.jsonl")] + SENTENCE_TEXTS)
+    items = []
+    for text in texts:
+        rough = max(1, len(re.findall(r"[.?!]\s", text)) + 1)
+        ks = range(max(1, rough - 3), rough + 4)
+        items.append({"family": "nltk_sentence_count", "key": 0, "response": text,
+                      "ground_truth": json.dumps({
+                          "instruction_id_list": ["length_constraints:number_sentences"] * len(ks),
+                          "kwargs": [{"relation": "at least", "num_sentences": k} for k in ks],
+                          "prompt": ""})})
     return items
 
 
 # ---------------------------------------------------------------------------------------------
 
-def main():
-    oi = pathlib.Path(sys.argv[1])
-    sys.path.insert(0, str(oi.parent))
-    from open_instruct import ground_truth_utils as gt  # the release's functions
-    from math_verify import parse, verify
+def read_corpus(name):
+    return [json.loads(l) for l in (OUT / f"{name}.jsonl").read_text().splitlines()]
+
+
+def write_corpus(name, items):
+    with open(OUT / f"{name}.jsonl", "w") as f:
+        for it in items:
+            f.write(json.dumps(it, ensure_ascii=False) + "\n")
+
+
+def safe(f, *a):
+    try:
+        return bool(f(*a))
+    except Exception as e:  # the reference raises on some inputs: recorded, not compared
+        return f"error: {type(e).__name__}"
+
+
+def stage_items():
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name, items in [("gsm8k", gsm8k_items()), ("math", math_items()), ("if", if_items()),
+                        ("google_ifeval", google_items())]:
+        prefix = "google" if name == "google_ifeval" else name
+        write_corpus(name, [{"id": f"{prefix}-{i}", **it} for i, it in enumerate(items)])
+        print(name, len(items))
+
+
+def stage_tulu3(open_instruct):
+    """The release's verdicts, in a venv with the release's sympy 1.12 and antlr4 4.11."""
+    sys.path.insert(0, str(pathlib.Path(open_instruct).parent))
+    from open_instruct import ground_truth_utils as gt
     import langdetect
     langdetect.DetectorFactory.seed = 0
+    fns = {"gsm8k": gt.verify_gsm8k_sample, "math": gt.verify_math_sample,
+           "if": lambda r, c: gt.verify_ifeval_sample(r, json.loads(c))}
+    for name, fn in fns.items():
+        items = read_corpus(name)
+        for it in items:
+            it["tulu3"] = safe(fn, it["response"], it["ground_truth"])
+        write_corpus(name, items)
 
-    OUT.mkdir(parents=True, exist_ok=True)
-    ifeval_fn = lambda r, c: bool(gt.verify_ifeval_sample(r, json.loads(c)))
 
-    def safe(f, *a):
-        try:
-            return bool(f(*a))
-        except Exception as e:  # the release raises on some inputs: record it
-            return f"error: {type(e).__name__}"
-
-    for name, items, refs in [
-        ("gsm8k", gsm8k_items(), {"tulu3": gt.verify_gsm8k_sample}),
-        ("math", math_items(), {
-            "tulu3": gt.verify_math_sample,
-            "math_verify": lambda r, l: verify(parse("$" + l + "$"), parse(r)),
-        }),
-        ("if", if_items(), {"tulu3": ifeval_fn}),
-    ]:
-        with open(OUT / f"{name}.jsonl", "w") as f:
-            for i, it in enumerate(items):
-                it = {"id": f"{name}-{i}", **it}
-                for ref, fn in refs.items():
-                    it[ref] = safe(fn, it["response"], it["ground_truth"])
-                f.write(json.dumps(it, ensure_ascii=False) + "\n")
-        print(name, len(items))
+def stage_references():
+    """math-verify's verdicts and Google's IFEval results."""
+    from math_verify import parse, verify
     from lm_eval.tasks.ifeval import utils
-    with open(OUT / "google_ifeval.jsonl", "w") as f:
-        for i, it in enumerate(google_items()):
-            row = json.loads(it["ground_truth"])
-            inp = utils.InputExample(key=it["key"], instruction_id_list=row["instruction_id_list"],
-                                     prompt=row["prompt"], kwargs=row["kwargs"])
-            strict = utils.test_instruction_following_strict(inp, it["response"])
-            loose = utils.test_instruction_following_loose(inp, it["response"])
-            f.write(json.dumps({"id": f"google-{i}", **it, "strict": strict.follow_instruction_list,
-                                "loose": loose.follow_instruction_list}, ensure_ascii=False) + "\n")
-    print("google_ifeval done")
+    items = read_corpus("math")
+    for it in items:
+        it["math_verify"] = safe(lambda r, l: verify(parse("$" + l + "$"), parse(r)),
+                                 it["response"], it["ground_truth"])
+    write_corpus("math", items)
+    items = read_corpus("google_ifeval")
+    for it in items:
+        row = json.loads(it["ground_truth"])
+        inp = utils.InputExample(key=it["key"], instruction_id_list=row["instruction_id_list"],
+                                 prompt=row["prompt"], kwargs=row["kwargs"])
+        it["strict"] = utils.test_instruction_following_strict(inp, it["response"]).follow_instruction_list
+        it["loose"] = utils.test_instruction_following_loose(inp, it["response"]).follow_instruction_list
+    write_corpus("google_ifeval", items)
 
 
 if __name__ == "__main__":
-    main()
+    {"items": lambda: stage_items(), "tulu3": lambda: stage_tulu3(sys.argv[2]),
+     "references": lambda: stage_references()}[sys.argv[1]]()

@@ -7,8 +7,14 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-/// The last `\boxed{...}` (or `\fbox{...}`) with balanced braces, markers included.
-pub fn last_boxed_only_string(s: &str) -> Option<&str> {
+/// The last `\boxed{...}` (or `\fbox{...}`) with balanced braces, markers included — or, as the
+/// release's version first checks, when the text holds `\boxed ` (with a space), `\boxed ` and
+/// what follows its last occurrence up to the next `$`.
+pub fn last_boxed_only_string(s: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if let Some((_, after)) = s.rsplit_once("\\boxed ") {
+        let inner = after.split('$').next().unwrap_or_default();
+        return Some(format!("\\boxed {inner}").into());
+    }
     let idx = s.rfind("\\boxed").or_else(|| s.rfind("\\fbox"))?;
     let mut open = 0i64;
     for (i, c) in s[idx..].char_indices() {
@@ -17,7 +23,7 @@ pub fn last_boxed_only_string(s: &str) -> Option<&str> {
             '}' => {
                 open -= 1;
                 if open == 0 {
-                    return Some(&s[idx..idx + i + 1]);
+                    return Some(s[idx..idx + i + 1].into());
                 }
             }
             _ => {}
@@ -162,16 +168,33 @@ fn fix_fracs(s: &str) -> Option<String> {
     Some(out)
 }
 
-fn fix_a_slash_b(s: &str) -> String {
+/// Python's `int(text)` (sign, ASCII digits, single `_` between digits), as an integer.
+fn python_int(text: &str) -> Option<i128> {
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    let ok = !digits.is_empty()
+        && !digits.starts_with('_')
+        && !digits.ends_with('_')
+        && !digits.contains("__")
+        && digits.chars().all(|c| c.is_ascii_digit() || c == '_');
+    if !ok {
+        return None;
+    }
+    let n: i128 = digits.replace('_', "").parse().ok()?;
+    Some(if text.starts_with('-') { -n } else { n })
+}
+
+/// `fix_a_slash_b`: `a/b` of two integers becomes `\frac{a}{b}`. `None` where the Python raises:
+/// two pieces of which one is not an integer (`int()` raises `ValueError`, which only the
+/// `AssertionError` handler is meant for).
+fn fix_a_slash_b(s: &str) -> Option<String> {
     let parts: Vec<&str> = s.split('/').collect();
     if let [a, b] = parts.as_slice() {
-        if let (Ok(x), Ok(y)) = (a.parse::<i64>(), b.parse::<i64>()) {
-            if s == format!("{x}/{y}") {
-                return format!("\\frac{{{x}}}{{{y}}}");
-            }
+        let (x, y) = (python_int(a)?, python_int(b)?);
+        if s == format!("{x}/{y}") {
+            return Some(format!("\\frac{{{x}}}{{{y}}}"));
         }
     }
-    s.to_string()
+    Some(s.to_string())
 }
 
 fn fix_sqrt(s: &str) -> Option<String> {
@@ -226,7 +249,7 @@ pub fn strip_string(s: &str) -> Option<String> {
     if s == "0.5" {
         s = "\\frac{1}{2}".to_string();
     }
-    Some(fix_a_slash_b(&s))
+    fix_a_slash_b(&s)
 }
 
 /// Hendrycks' `is_equiv`: equal after `strip_string`, or equal raw strings when stripping fails.
@@ -245,12 +268,17 @@ mod tests {
     fn boxed_extraction() {
         let s = "so $x = \\boxed{\\frac{1}{2}}$ and not \\boxed{3";
         assert_eq!(
-            last_boxed_only_string("a \\boxed{1} b \\boxed{\\frac{2}{3}} c"),
+            last_boxed_only_string("a \\boxed{1} b \\boxed{\\frac{2}{3}} c").as_deref(),
             Some("\\boxed{\\frac{2}{3}}")
         );
         assert_eq!(last_boxed_only_string(s), None, "the last box is unbalanced");
         assert_eq!(remove_boxed("\\boxed{\\frac{2}{3}}"), Some("\\frac{2}{3}"));
         assert_eq!(remove_boxed("\\fbox{2}"), None);
+        assert_eq!(
+            last_boxed_only_string("so $\\boxed 5$. and \\boxed{6}").as_deref(),
+            Some("\\boxed 5"),
+            "the release looks for `\\boxed ` first"
+        );
     }
 
     #[test]
@@ -273,6 +301,12 @@ mod tests {
             "Python raises IndexError"
         );
         assert!(hendrycks_is_equiv("\\tfrac{1}{2}", "0.5"));
+        assert_eq!(strip_string("x/2"), None, "int('x') raises ValueError");
+        assert_eq!(
+            strip_string("+3/4").as_deref(),
+            Some("+3/4"),
+            "an assertion, caught"
+        );
     }
 
     #[test]

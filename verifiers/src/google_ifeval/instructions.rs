@@ -8,7 +8,7 @@ use regex::Regex;
 use serde_json::Value;
 
 use crate::language::{Detected, Language};
-use crate::text::sentences;
+use crate::punkt::count_sentences;
 
 /// `less than` or `at least`, the reference's two relations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,7 +363,7 @@ impl Check {
                 relation.holds(value.to_lowercase().chars().filter(|c| c == letter).count(), *n)
             }
             Check::Language(language) => detected(*language, value),
-            Check::Sentences { relation, n } => relation.holds(sentences(value) as usize, *n),
+            Check::Sentences { relation, n } => relation.holds(count_sentences(value), *n),
             Check::Paragraphs(n) => {
                 let parts: Vec<&str> = PARAGRAPH_DIVIDER.split(value).collect();
                 let mut count = parts.len();
