@@ -256,14 +256,22 @@ fn data_inspect_shows_each_stage_rows_lengths_and_rendered_examples() {
         .filter_map(|n| n.parse().ok())
         .collect();
     assert!(nums[2] < nums[1], "{line}");
-    // Hub data sets are reported, not fatal.
-    let out = rlvr(&["data", "inspect", "tulu3-8b-sft"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("not available here"),
-        "{}",
-        text(&out.stdout)
-    );
+    // A stage whose tokenizer is on the hub and not in the cache cannot be shown: the command
+    // says which repository and cache it looked in, and fails rather than guess a tokenizer.
+    let empty = tmp("inspect-empty-cache");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rlvr"))
+        .args(["data", "inspect", "tulu3-8b-sft"])
+        .env("HF_HUB_CACHE", &empty)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    for want in ["tulu3-8b-sft", "meta-llama/Llama-3.1-8B", empty.to_str().unwrap()] {
+        assert!(err.contains(want), "{want:?} missing in:\n{err}");
+    }
+    std::fs::remove_dir_all(&empty).unwrap();
 }
 
 #[test]
