@@ -124,6 +124,7 @@ impl LearnerState {
         let settings = self.settings;
         let (learner, out) = tokio::task::spawn_blocking(move || {
             let out = f(&mut learner, &settings);
+            super::memory::return_freed_memory();
             (learner, out)
         })
         .await?;

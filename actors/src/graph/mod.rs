@@ -19,6 +19,7 @@ pub mod broadcast;
 pub mod controller;
 pub mod data;
 pub mod learner;
+mod memory;
 pub mod pool;
 pub mod proxy;
 pub mod recruiter;
