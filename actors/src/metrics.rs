@@ -56,6 +56,19 @@ impl MetricsLog {
         Ok(())
     }
 
+    /// `(step, value)` of each record of `stage` that holds a number under `key`, in file order
+    /// (on resume: what the run logged before its checkpoint).
+    pub fn series(&self, stage: &str, key: &str) -> Result<Vec<(u64, f64)>> {
+        let text = std::fs::read_to_string(&self.path)
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        Ok(text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|r| r.get("stage").and_then(Value::as_str) == Some(stage))
+            .filter_map(|r| Some((r.get("step")?.as_u64()?, r.get(key)?.as_f64()?)))
+            .collect())
+    }
+
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path

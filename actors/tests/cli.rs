@@ -736,6 +736,20 @@ fn kill_and_resume(name: &str, extra: &[&str]) -> PathBuf {
         (1..=8).collect::<Vec<_>>()
     );
     assert_eq!(a, b, "same prompts, seeds and weights after the resume");
+    // The summary of the resumed run holds the evaluations logged before the cut.
+    let evals = |d: &Path| {
+        let state = std::fs::read_to_string(d.join("tiny-arith-rlvr/trainer_state.json")).unwrap();
+        serde_json::from_str::<Value>(&state).unwrap()["evals"].clone()
+    };
+    assert_eq!(evals(&full), evals(&cut));
+    assert!(evals(&cut).as_array().unwrap().len() >= 2, "{}", evals(&cut));
+    // The resumed engines know which policy version the checkpoint's weights are.
+    for r in metrics(&cut)
+        .iter()
+        .filter(|r| r.get("policy_version_gap").is_some())
+    {
+        assert_eq!(r["policy_version_gap"], 0, "synchronous steps: {r}");
+    }
     assert!(cut.join("tiny-arith-rlvr/model.safetensors").is_file());
     std::fs::remove_dir_all(&cut).unwrap();
     full

@@ -50,6 +50,7 @@ impl Spawner<RolloutWorker> for Rollouts {
     fn make(&self, _index: usize, pool: ActorRef<PoolMsg<RolloutWorker>>) -> (RolloutWorker, RolloutArgs) {
         let args = RolloutArgs {
             model: self.model.clone(),
+            version: 0,
             device: Device::Cpu,
             max_batch: 8,
             pool,

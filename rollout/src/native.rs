@@ -88,6 +88,13 @@ impl NativeEngine {
         Ok(engine)
     }
 
+    /// The same engine, its weights tagged as policy `version` (a resumed run's engines start
+    /// from a checkpoint's weights, not version 0's).
+    pub fn at_version(mut self, version: u64) -> Self {
+        self.version = version;
+        self
+    }
+
     /// An empty store on `device` whose new variables take `kind`.
     fn store(device: Device, kind: Kind) -> VarStore {
         let mut vs = VarStore::new(device);

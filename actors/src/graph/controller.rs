@@ -129,6 +129,8 @@ pub struct ControllerArgs {
     pub model_out: PathBuf,
     /// Where the loop starts.
     pub start: Progress,
+    /// Held-out accuracies logged before `start` (a resumed run's), as (step, accuracy).
+    pub earlier_evals: Vec<(u64, f64)>,
     /// Where worker nodes join (`rlvr run --listen`), if they may.
     pub listen: Option<Listen>,
     /// The rules the verifiers follow (for verifier workers on other nodes).
@@ -186,6 +188,7 @@ pub struct Controller;
 
 struct RolloutSpawner {
     model: PathBuf,
+    version: u64,
     device: tch::Device,
     max_batch: usize,
     broadcaster: ActorRef<BroadcastMsg>,
@@ -195,6 +198,7 @@ impl Spawner<RolloutWorker> for RolloutSpawner {
     fn make(&self, _index: usize, pool: ActorRef<PoolMsg<RolloutWorker>>) -> (RolloutWorker, RolloutArgs) {
         let args = RolloutArgs {
             model: self.model.clone(),
+            version: self.version,
             device: self.device,
             max_batch: self.max_batch,
             pool,
@@ -540,6 +544,7 @@ impl Actor for Controller {
         });
         let rollout_spawner = RolloutSpawner {
             model: args.model_dir,
+            version: args.start.policy_version,
             device: args.device,
             max_batch: args.engine_batch,
             broadcaster: broadcaster.clone(),
@@ -612,7 +617,7 @@ impl Actor for Controller {
             step: args.start.step,
             version: args.start.policy_version,
             prefetched: None,
-            evals: Vec::new(),
+            evals: args.earlier_evals,
             started: Instant::now(),
         })
     }

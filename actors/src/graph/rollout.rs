@@ -33,8 +33,10 @@ pub enum RolloutMsg {
 
 /// Start-up arguments of a rollout worker.
 pub struct RolloutArgs {
-    /// Model directory the engine starts from (version 0).
+    /// Model directory the engine starts from.
     pub model: PathBuf,
+    /// The policy version of the weights in `model` (0, or the step of a resumed checkpoint).
+    pub version: u64,
     /// Where the engine runs.
     pub device: Device,
     /// Sequences in flight at once.
@@ -89,9 +91,10 @@ impl Actor for RolloutWorker {
         myself: ActorRef<RolloutMsg>,
         args: RolloutArgs,
     ) -> Result<RolloutState, ActorProcessingErr> {
-        let (model, device, max_batch) = (args.model, args.device, args.max_batch);
+        let (model, device, max_batch, version) = (args.model, args.device, args.max_batch, args.version);
         let engine = tokio::task::spawn_blocking(move || {
             NativeEngine::from_pretrained(&model, device, Kind::Float, max_batch)
+                .map(|e| e.at_version(version))
         })
         .await??;
         let mut state = RolloutState {

@@ -200,10 +200,12 @@ pub fn run(
     let ckpt_dir = out.join("checkpoints").join(&stage.name);
     let mut start = Progress::default();
     let mut engine_dir = engine_dir;
+    let mut earlier_evals = Vec::new();
     if resume {
         if let Some((dir, saved)) = super::latest_checkpoint::<Progress>(&ckpt_dir, |p| p.step)? {
             learner.load_checkpoint(&dir, saved.policy_version)?;
             metrics.reopen()?.truncate_after("rlvr", saved.step)?;
+            earlier_evals = metrics.series("rlvr", "eval_accuracy")?;
             eprintln!(
                 "resuming {} from {} (step {})",
                 stage.name,
@@ -331,6 +333,7 @@ pub fn run(
         done,
         model_out: model_dir.clone(),
         start,
+        earlier_evals,
         listen: listen.cloned(),
         verifier_mode: verifier_mode(rl),
     };
