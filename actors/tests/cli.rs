@@ -97,6 +97,17 @@ fn bad_input_exits_2_and_lists_the_choices() {
 
     let out = rlvr(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
+
+    let dir = tmp("no-evals");
+    let d = dir.to_str().unwrap();
+    let out = rlvr(&["run", "tiny-arith-rlvr", "--out", d, "--set", "rlvr.num_evals=0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("rlvr.num_evals = 0"),
+        "{}",
+        text(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

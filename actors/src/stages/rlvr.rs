@@ -86,6 +86,12 @@ pub fn check(stage: &Recipe) -> Result<()> {
             stage.name, rl.kl_estimator
         )));
     }
+    if rl.num_evals == 0 {
+        bail!(UsageError(format!(
+            "stage `{}`: rlvr.num_evals = 0: must be >= 1 (held-out evaluations over the run; 1 means at the start and the end)",
+            stage.name
+        )));
+    }
     let hint = "builtin:arith-rlvr, or a data file of RL prompts";
     super::check_mix(stage, "data.mix", &stage.data.mix, hint, holds_prompts)?;
     super::check_mix(stage, "data.eval_mix", &stage.data.eval_mix, hint, holds_prompts)?;

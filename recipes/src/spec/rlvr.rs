@@ -79,7 +79,7 @@ pub struct RlvrSpec {
     pub stop_strings: Vec<String>,
     /// Overlap generation of step t+1 with learning of step t.
     pub async_mode: bool,
-    /// Evaluations over the run.
+    /// Held-out evaluations over the run, at least 1 (1: at the start and the end).
     pub num_evals: u64,
     /// Save every N steps.
     pub save_freq: u64,
