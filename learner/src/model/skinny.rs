@@ -12,10 +12,16 @@
 //! pool competes for the cores: each packs a share of `B`, they meet at a barrier, and each
 //! computes its share of every weight's rows.
 //!
+//! One or two columns stored contiguously (a decode step of one or two sequences) are instead
+//! multiplied as dot products, eight weights of a row against eight of a column per
+//! instruction: a 16-column tile would pad one column to sixteen, sixteen times the arithmetic
+//! for the same weight traffic (SmolLM2-135M at batch 1: 42.8 against 33.5 tokens/s; at 2,
+//! 65.6 against 58.6; even at 4, and slower from 8: BENCHMARKS.md, "Generation").
+//!
 //! It applies on a CPU with AVX2 and FMA when libtorch's lib directory holds `libgomp.so.1` (the
 //! PyPI builds; `build.rs` sets `rlvr_gomp`), and otherwise [`product`] declines and the caller
-//! uses libtorch's `mm`. Each output is one sum over `k` in order, so it differs from MKL's only
-//! by rounding.
+//! uses libtorch's `mm`. Each output is one sum over `k` (in order, or in eight interleaved
+//! parts added at the end), so it differs from MKL's only by rounding.
 
 use tch::{Device, Kind, Tensor};
 
@@ -53,6 +59,13 @@ mod kernel {
     const TILE_COLS: usize = 16;
     /// Floats per cache line.
     const LINE: usize = 16;
+    /// Columns at or below which columns stored contiguously (`x` transposed, as every
+    /// projection of a decode step passes them) are multiplied as dot products instead: eight
+    /// weights of a row against eight of a column per instruction, where a 16-column tile would
+    /// pad one column to sixteen and multiply zeros.
+    const DOT_COLS: usize = 2;
+    /// Weight rows a dot-product tile computes.
+    const DOT_ROWS: usize = 4;
 
     // libgomp's entry points, the ones GCC emits for `#pragma omp parallel` (libtorch's
     // `at::parallel_for` among them); `build.rs` links the `libgomp.so.1` beside libtorch.
@@ -81,6 +94,8 @@ mod kernel {
         /// [`Job::pack`] unless `src` already is that.
         b: *mut f32,
         pack: bool,
+        /// Whether to multiply as dot products (few columns, each contiguous in `src`).
+        dot: bool,
         /// `[Σ rows, m]`, row-major.
         out: *mut f32,
         k: usize,
@@ -94,7 +109,8 @@ mod kernel {
         let (k, m) = (b.size()[0] as usize, b.size()[1] as usize);
         let padded = m.div_ceil(TILE_COLS) * TILE_COLS;
         let stride = b.stride();
-        let pack = !(padded == m && b.is_contiguous());
+        let dot = m <= DOT_COLS && (stride[0] == 1 || k == 1);
+        let pack = !(dot || padded == m && b.is_contiguous());
         // Written in full by `pack` before any product reads it.
         let mut packed = Vec::<f32>::with_capacity(if pack { k * padded } else { 0 });
         let weights: Vec<(*const f32, usize)> = ws
@@ -114,6 +130,7 @@ mod kernel {
                 src as *mut f32
             },
             pack,
+            dot,
             out: out.data_ptr() as *mut f32,
             k,
             m,
@@ -165,7 +182,11 @@ mod kernel {
             for &(w, n) in &self.weights {
                 let per = n.div_ceil(TILE_ROWS).div_ceil(threads) * TILE_ROWS;
                 let start = (thread * per).min(n);
-                self.rows(w, first, start, (start + per).min(n));
+                if self.dot {
+                    self.dot_rows(w, first, start, (start + per).min(n));
+                } else {
+                    self.rows(w, first, start, (start + per).min(n));
+                }
                 first += n;
             }
         }
@@ -209,6 +230,51 @@ mod kernel {
                     }
                 }
                 i += rows;
+            }
+        }
+
+        /// Rows `start..end` of the weight `w` as dot products with each column of `B`, into
+        /// output rows from `first + start`.
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn dot_rows(&self, w: *const f32, first: usize, start: usize, end: usize) {
+            let mut i = start;
+            while i < end {
+                let rows = (end - i).min(DOT_ROWS);
+                let (w, out) = (w.add(i * self.k), self.out.add((first + i) * self.m));
+                match rows {
+                    4 => self.dot_tile::<4>(w, out),
+                    3 => self.dot_tile::<3>(w, out),
+                    2 => self.dot_tile::<2>(w, out),
+                    _ => self.dot_tile::<1>(w, out),
+                }
+                i += rows;
+            }
+        }
+
+        /// `R` weight rows from `w` against each column of `B`: eight lanes of partial sums
+        /// per row over `k`, then added across.
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn dot_tile<const R: usize>(&self, w: *const f32, out: *mut f32) {
+            let k = self.k;
+            let whole = k / 8 * 8;
+            for j in 0..self.m {
+                let col = self.src.add(j * self.stride.1);
+                let mut acc = [_mm256_setzero_ps(); R];
+                for p in (0..whole).step_by(8) {
+                    let b = _mm256_loadu_ps(col.add(p));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm256_fmadd_ps(_mm256_loadu_ps(w.add(r * k + p)), b, *acc);
+                    }
+                }
+                for (r, acc) in acc.iter().enumerate() {
+                    let mut lanes = [0f32; 8];
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), *acc);
+                    let mut sum: f32 = lanes.iter().sum();
+                    for p in whole..k {
+                        sum += *w.add(r * k + p) * *col.add(p);
+                    }
+                    *out.add(r * self.m + j) = sum;
+                }
             }
         }
 
@@ -294,7 +360,7 @@ mod tests {
                 (1536, 576),
                 (576, 1536),
             ] {
-                for m in [1, 7, 16, 17, 32, 33, 64] {
+                for m in [1, 2, 4, 5, 7, 16, 17, 32, 33, 64] {
                     let w = Tensor::randn([n, k], opts);
                     let v = Tensor::randn([n % 7 + 1, k], opts);
                     for b in [Tensor::randn([k, m], opts), Tensor::randn([m, k], opts).tr()] {
