@@ -19,7 +19,8 @@ use crate::UsageError;
 /// What to evaluate and how.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Task names (`gsm8k`, `math500`, `ifeval`) or data files of RLVR rows.
+    /// Task names (`gsm8k`, `math500`, `ifeval`, `builtin:word-problems`) or data files of RLVR
+    /// rows.
     pub tasks: Vec<String>,
     /// The first this many questions of each task.
     pub limit: Option<usize>,
@@ -35,7 +36,7 @@ pub struct Settings {
     pub max_new_tokens: usize,
     /// The verifiers' rules.
     pub mode: Mode,
-    /// Seed of the sampling.
+    /// Seed of the sampling and of the generated task's questions.
     pub seed: u64,
     /// Stop strings, beside the model's end-of-sequence ids.
     pub stop: Vec<String>,
@@ -143,7 +144,7 @@ impl Questions {
         let template = ChatTemplate::resolve(&settings.chat_template, tok)?;
         let mut items = Vec::new();
         for task in &settings.tasks {
-            let all = evals::task(task, settings.preset)?;
+            let all = evals::task(task, settings.preset, settings.seed)?;
             let take = settings.limit.unwrap_or(all.len()).min(all.len());
             for item in all.into_iter().take(take) {
                 let truth = registry

@@ -1,7 +1,9 @@
 //! The standard evaluation sets, embedded so evaluation works offline — GSM8K test (1,319),
 //! MATH-500 and IFEval's 541 prompts (sources and licences in `data/eval/README.md`) — and the
-//! prompts each [`Preset`] asks them with. A task is one of those names or a JSON-lines file of
-//! RLVR rows (`messages` or `prompt`, `ground_truth`, `dataset`).
+//! prompts each [`Preset`] asks them with. A task is one of those names, `builtin:word-problems`
+//! (the held-out split of the generated one-step word problems, asked like GSM8K: the held-out
+//! set of a recipe that trains on them, given the recipe's seed), or a JSON-lines file of RLVR
+//! rows (`messages` or `prompt`, `ground_truth`, `dataset`).
 //!
 //! The prompts, as one user turn rendered with the model's chat template:
 //!
@@ -18,6 +20,8 @@
 
 use serde_json::Value;
 
+use crate::arith::Split;
+use crate::builtin::Builtin;
 use crate::files::{At, RowFile};
 use crate::{gsm8k_question, math_question, DataError, Message, PromptFormat};
 
@@ -29,7 +33,10 @@ const MATH500: &str = include_str!("../eval/math500.jsonl");
 const IFEVAL: &str = include_str!("../eval/ifeval.jsonl");
 
 /// The built-in task names.
-pub const TASKS: [&str; 3] = ["gsm8k", "math500", "ifeval"];
+pub const TASKS: [&str; 4] = ["gsm8k", "math500", "ifeval", "builtin:word-problems"];
+
+/// Questions in the `builtin:word-problems` task (its generator has no end).
+pub const WORD_PROBLEMS: u64 = 1000;
 
 /// How the evaluation asks its questions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -66,8 +73,8 @@ pub struct EvalItem {
 }
 
 /// The items of task `name` (a built-in name or a JSON-lines file of RLVR rows) asked as
-/// `preset` says.
-pub fn task(name: &str, preset: Preset) -> Result<Vec<EvalItem>, DataError> {
+/// `preset` says; `seed` picks the generated task's questions.
+pub fn task(name: &str, preset: Preset, seed: u64) -> Result<Vec<EvalItem>, DataError> {
     let embedded = |text: &'static str| text.lines().filter(|l| !l.trim().is_empty());
     let parse = |origin: &str, i: usize, line: &str| -> Result<Value, DataError> {
         serde_json::from_str(line).map_err(|e| DataError::Row {
@@ -117,6 +124,19 @@ pub fn task(name: &str, preset: Preset) -> Result<Vec<EvalItem>, DataError> {
                     messages: user(str_field(&row, "prompt").to_string()),
                     verifier: "google_ifeval".into(),
                     ground_truth: line.to_string(),
+                })
+            })
+            .collect(),
+        "builtin:word-problems" => (0..WORD_PROBLEMS)
+            .filter_map(|i| Some((i, Builtin::WordProblems.row(seed, i, Split::Test)?)))
+            .map(|(i, row)| {
+                let answer = str_field(&row, "answer");
+                let label = answer.rsplit("####").next().unwrap_or_default().trim();
+                Ok(EvalItem {
+                    id: i.to_string(),
+                    messages: user(gsm8k_question(str_field(&row, "question"), preset.format())),
+                    verifier: "gsm8k".into(),
+                    ground_truth: label.to_string(),
                 })
             })
             .collect(),
@@ -176,4 +196,25 @@ fn file_task(path: &str) -> Result<Vec<EvalItem>, DataError> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn word_problems_are_the_held_out_split_the_seed_picks() {
+        let asked = task("builtin:word-problems", Preset::Chat, 1).unwrap();
+        assert_eq!(asked.len(), WORD_PROBLEMS as usize);
+        assert!(asked
+            .iter()
+            .all(|q| q.verifier == "gsm8k" && q.ground_truth.parse::<i64>().is_ok()));
+        // The rows a recipe with `seed = 1` holds out, in its order.
+        for (i, q) in asked.iter().enumerate().take(5) {
+            let row = Builtin::WordProblems.row(1, i as u64, Split::Test).unwrap();
+            assert!(q.messages[0].content.starts_with(str_field(&row, "question")));
+        }
+        assert_eq!(asked, task("builtin:word-problems", Preset::Chat, 1).unwrap());
+        assert_ne!(asked, task("builtin:word-problems", Preset::Chat, 2).unwrap());
+    }
 }

@@ -43,8 +43,9 @@ pub struct Args {
     /// Model directory or hub model id.
     #[arg(long)]
     pub model: String,
-    /// Comma-separated tasks: gsm8k, math500, ifeval, or data files of RLVR rows (`messages` or
-    /// `prompt`, `ground_truth`, `dataset`).
+    /// Comma-separated tasks: gsm8k, math500, ifeval, builtin:word-problems (the generated
+    /// one-step word problems' held-out split, picked by --seed as by a recipe's `seed`), or data
+    /// files of RLVR rows (`messages` or `prompt`, `ground_truth`, `dataset`).
     #[arg(long, value_delimiter = ',', default_value = "gsm8k,math500,ifeval")]
     pub tasks: Vec<String>,
     /// The first N questions of each task.
@@ -68,7 +69,8 @@ pub struct Args {
     /// Verifier rules: `default` (correct) or `tulu3` (the release's, defects included).
     #[arg(long, value_enum, default_value_t = ModeArg::Default)]
     pub mode: ModeArg,
-    /// Seed of the sampling: the same seed gives the same numbers.
+    /// Seed of the sampling and of builtin:word-problems' questions: the same seed gives the
+    /// same numbers.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Sequences the engine holds at once.
