@@ -23,18 +23,20 @@ use tokio::task::JoinHandle;
 use super::broadcast::{BroadcastMsg, Broadcaster, Weights};
 use super::data::{DataActor, DataArgs, DataMsg, Prompt};
 use super::learner::{LearnReport, LearnSettings, LearnerActor, LearnerMsg};
-use super::pool::{Pool, PoolArgs, PoolMsg, Spawner};
+use super::pool::{Pool, PoolArgs, PoolMsg};
 use super::recruiter::{Recruiter, RecruiterArgs};
-use super::rollout::{RolloutArgs, RolloutWorker};
-use super::step::{
-    accuracy, grpo_samples, ppo_samples, rollout, rollout_and_verify, rollout_requests, samples, verify,
-    Roles, Scored,
-};
-use super::verifier::{VerifierWorker, VerifyArgs};
+use super::rollout::RolloutWorker;
+use super::step::{accuracy, grpo_samples, ppo_samples, rollout_and_verify, samples, Roles, Scored};
+use super::verifier::VerifierWorker;
 use super::wire::{encode, RolloutSetup, VerifierSetup};
 use crate::cluster::Listen;
 use crate::evaluation::Questions;
 use crate::metrics::MetricsLog;
+
+mod evaluation;
+mod spawners;
+
+use spawners::{RolloutSpawner, VerifierSpawner};
 
 /// The loop's settings, from the recipe.
 #[derive(Debug, Clone)]
@@ -186,102 +188,10 @@ pub struct ControllerState {
 /// The controller actor.
 pub struct Controller;
 
-struct RolloutSpawner {
-    model: PathBuf,
-    version: u64,
-    device: tch::Device,
-    max_batch: usize,
-    broadcaster: ActorRef<BroadcastMsg>,
-}
-
-impl Spawner<RolloutWorker> for RolloutSpawner {
-    fn make(&self, _index: usize, pool: ActorRef<PoolMsg<RolloutWorker>>) -> (RolloutWorker, RolloutArgs) {
-        let args = RolloutArgs {
-            model: self.model.clone(),
-            version: self.version,
-            device: self.device,
-            max_batch: self.max_batch,
-            pool,
-            broadcaster: self.broadcaster.clone(),
-        };
-        (RolloutWorker, args)
-    }
-}
-
-struct VerifierSpawner(Duration);
-
-impl Spawner<VerifierWorker> for VerifierSpawner {
-    fn make(&self, _index: usize, pool: ActorRef<PoolMsg<VerifierWorker>>) -> (VerifierWorker, VerifyArgs) {
-        (VerifierWorker { timeout: self.0 }, VerifyArgs { pool })
-    }
-}
-
 /// Restarts a pool allows before the run fails.
 const MAX_RESTARTS: u64 = 20;
 
 impl ControllerState {
-    /// The test sets of `[eval]` scored as `rlvr eval` scores them, logged as an `eval_tasks`
-    /// record (each task's accuracy and, for IFEval, its four accuracies).
-    async fn evaluate_tasks(&mut self) -> Result<()> {
-        let Some(tasks) = &self.eval_tasks else {
-            return Ok(());
-        };
-        let t = Instant::now();
-        let completions = rollout_requests(&self.roles, tasks.questions.requests(), &tasks.sampling).await?;
-        let report = tasks.questions.score(&completions, &self.tokenizer)?;
-        self.metrics.write(&json!({
-            "stage": "rlvr", "step": self.step, "eval_tasks": crate::evaluation::scores_json(&report.scores),
-            "policy_version": self.version, "eval_s": t.elapsed().as_secs_f64(),
-            "elapsed_s": self.started.elapsed().as_secs_f64(),
-        }))?;
-        let line: Vec<String> = report
-            .scores
-            .iter()
-            .map(|(task, s)| format!("{task} {:.3}", s.accuracy))
-            .collect();
-        self.say(format!(
-            "rlvr step {:>4}  test sets: {}",
-            self.step,
-            line.join(", ")
-        ));
-        Ok(())
-    }
-
-    /// Whether the test sets are due after the current step (`every`, or with the held-out
-    /// evaluations).
-    fn tasks_due(&self) -> bool {
-        let every = match &self.eval_tasks {
-            Some(t) if t.every > 0 => t.every,
-            Some(_) => self.settings.eval_every.max(1),
-            None => return false,
-        };
-        self.step.is_multiple_of(every) || self.step == self.settings.steps
-    }
-
-    /// Greedy accuracy on the held-out prompts, logged as an `eval_accuracy` record.
-    async fn evaluate(&mut self) -> Result<f64> {
-        let params = SamplingParams {
-            temperature: 0.0,
-            ..self.settings.sampling.clone()
-        };
-        let completions = rollout(&self.roles, &self.eval_prompts, 1, &params, 0).await?;
-        let verdicts = verify(&self.roles, &self.tokenizer, &self.eval_prompts, &completions).await?;
-        let (acc, per) = accuracy(&self.eval_prompts, &verdicts);
-        self.metrics.write(&json!({
-            "stage": "rlvr", "step": self.step, "eval_accuracy": acc, "eval_accuracy_per_verifier": per,
-            "eval_prompts": self.eval_prompts.len(), "policy_version": self.version,
-            "elapsed_s": self.started.elapsed().as_secs_f64(),
-        }))?;
-        self.say(format!(
-            "rlvr step {:>4}  held-out accuracy {:.3} ({} prompts, greedy)",
-            self.step,
-            acc,
-            self.eval_prompts.len()
-        ));
-        self.evals.push((self.step, acc));
-        Ok(acc)
-    }
-
     fn say(&self, line: String) {
         if self.bar.is_hidden() {
             eprintln!("{line}");

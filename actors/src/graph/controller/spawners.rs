@@ -1,0 +1,44 @@
+//! How the controller's pools start their workers.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ractor::ActorRef;
+
+use crate::graph::broadcast::BroadcastMsg;
+use crate::graph::pool::{PoolMsg, Spawner};
+use crate::graph::rollout::{RolloutArgs, RolloutWorker};
+use crate::graph::verifier::{VerifierWorker, VerifyArgs};
+
+/// Starts rollout workers (again, after a crash) from the run's starting weights; each then
+/// loads the newest from the broadcaster.
+pub(super) struct RolloutSpawner {
+    pub(super) model: PathBuf,
+    pub(super) version: u64,
+    pub(super) device: tch::Device,
+    pub(super) max_batch: usize,
+    pub(super) broadcaster: ActorRef<BroadcastMsg>,
+}
+
+impl Spawner<RolloutWorker> for RolloutSpawner {
+    fn make(&self, _index: usize, pool: ActorRef<PoolMsg<RolloutWorker>>) -> (RolloutWorker, RolloutArgs) {
+        let args = RolloutArgs {
+            model: self.model.clone(),
+            version: self.version,
+            device: self.device,
+            max_batch: self.max_batch,
+            pool,
+            broadcaster: self.broadcaster.clone(),
+        };
+        (RolloutWorker, args)
+    }
+}
+
+/// Starts verifier workers with their per-call timeout.
+pub(super) struct VerifierSpawner(pub(super) Duration);
+
+impl Spawner<VerifierWorker> for VerifierSpawner {
+    fn make(&self, _index: usize, pool: ActorRef<PoolMsg<VerifierWorker>>) -> (VerifierWorker, VerifyArgs) {
+        (VerifierWorker { timeout: self.0 }, VerifyArgs { pool })
+    }
+}
