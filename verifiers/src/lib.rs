@@ -21,6 +21,7 @@ mod ifeval;
 mod language;
 mod latex;
 mod math;
+mod math_equiv;
 mod math_eval;
 mod math_expr;
 mod math_normalize;

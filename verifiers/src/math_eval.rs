@@ -3,7 +3,7 @@
 //! ([`Surd`]: rationals and sums of square roots) while only that arithmetic is needed, and
 //! become reals (f64) otherwise (`\\pi`, cube roots, nested radicals, overflow).
 
-use crate::math::MAX_DEPTH;
+use crate::math_equiv::MAX_DEPTH;
 use crate::number::Rational;
 use crate::surd::Surd;
 
