@@ -3,8 +3,8 @@
 //! The learner and the engine run on tokio's blocking threads, and glibc's allocator gives each
 //! thread an arena that keeps what it frees for reuse. A step frees gigabytes (logits, activations,
 //! gradients of a batch) in whichever arena its thread had, and the next step, on another
-//! thread, grows another: a SmolLM2-135M GRPO run on the CPU grew by ~2 GB a step until the OOM
-//! killer stopped it at 24 GB (BENCHMARKS.md, "Memory"). `malloc_trim` hands those free pages
+//! thread, grows another: a SmolLM2-135M GRPO run on the CPU grew by ~2 GiB a step until the OOM
+//! killer stopped it at 23 GiB (BENCHMARKS.md, "Memory"). `malloc_trim` hands those free pages
 //! back.
 
 /// Give the allocator's free pages back to the OS (glibc only; elsewhere nothing to do).
