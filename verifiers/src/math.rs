@@ -32,8 +32,8 @@ use crate::latex::{read, Dialect, Reading};
 use crate::math_equiv::equivalent;
 use crate::math_expr::same_value;
 use crate::math_normalize::{
-    get_unnormalized_answer, hendrycks_is_equiv, last_boxed_only_string, normalize_final_answer,
-    remove_boxed, strip_string,
+    closing_brace, get_unnormalized_answer, hendrycks_is_equiv, last_boxed_only_string,
+    normalize_final_answer, remove_boxed, strip_string,
 };
 use crate::{tulu3_response, verdict, Mode, Truth, TruthError, Verdict, Verifier};
 
@@ -85,20 +85,8 @@ fn sympy_is_equiv(candidate: &str, label: &str) -> bool {
 /// The text after `marker` up to its balanced closing brace.
 fn braced_after<'a>(s: &'a str, marker: &str) -> Option<&'a str> {
     let start = s.rfind(marker)? + marker.len();
-    let mut depth = 1;
-    for (i, c) in s[start..].char_indices() {
-        match c {
-            '{' => depth += 1,
-            '}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(&s[start..start + i]);
-                }
-            }
-            _ => {}
-        }
-    }
-    None
+    let end = closing_brace(&s[start..], 1)?;
+    Some(&s[start..start + end])
 }
 
 /// The one final answer of a response (see the module overview), or `None`.

@@ -16,14 +16,21 @@ pub fn last_boxed_only_string(s: &str) -> Option<std::borrow::Cow<'_, str>> {
         return Some(format!("\\boxed {inner}").into());
     }
     let idx = s.rfind("\\boxed").or_else(|| s.rfind("\\fbox"))?;
-    let mut open = 0i64;
-    for (i, c) in s[idx..].char_indices() {
+    let end = closing_brace(&s[idx..], 0)?;
+    Some(s[idx..idx + end + 1].into())
+}
+
+/// The byte index of the `}` that closes `s`, counting `open` braces already open before it
+/// (the first `}` that brings the count to zero).
+pub(crate) fn closing_brace(s: &str, open: i64) -> Option<usize> {
+    let mut open = open;
+    for (i, c) in s.char_indices() {
         match c {
             '{' => open += 1,
             '}' => {
                 open -= 1;
                 if open == 0 {
-                    return Some(s[idx..idx + i + 1].into());
+                    return Some(i);
                 }
             }
             _ => {}
