@@ -703,6 +703,203 @@ fn async_rlvr_overlaps_the_next_rollout_within_a_one_version_staleness_bound() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `tiny-arith-rlvr` for `steps` steps of 4 prompts x 8 responses (one optimiser step each),
+/// with held-out accuracy on 8 prompts, and `extra` overrides.
+fn short_rlvr(dir: &Path, steps: u64, extra: &[&str]) -> Output {
+    let max_steps = format!("train.max_steps={steps}");
+    let mut args = vec![
+        "run",
+        "tiny-arith-rlvr",
+        "--out",
+        dir.to_str().unwrap(),
+        "--overwrite",
+        "--set",
+        &max_steps,
+        "--set",
+        "rlvr.local_rollout_batch_size=4",
+        "--set",
+        "rlvr.local_mini_batch_size=32",
+        "--set",
+        "rlvr.num_evals=1",
+        "--set",
+        "data.eval_mix=[{dataset = \"builtin:arith-rlvr\", amount = 8, split = \"test\"}]",
+    ];
+    args.extend(extra);
+    rlvr(&args)
+}
+
+#[test]
+fn rollouts_run_at_most_max_staleness_versions_behind_with_weights_taken_in_flight() {
+    let dir = tmp("staleness");
+    // The learner is the slow side here (its step takes longer than a rollout), so two later
+    // steps are rolled out while one learns.
+    let out = short_rlvr(
+        &dir,
+        6,
+        &["--set", "rlvr.async_mode=true", "--set", "rlvr.max_staleness=2"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let steps: Vec<Value> = metrics(&dir)
+        .into_iter()
+        .filter(|r| r.get("policy_version_gap").is_some())
+        .collect();
+    assert_eq!(steps.len(), 6);
+    let gaps: Vec<u64> = steps
+        .iter()
+        .map(|r| r["policy_version_gap"].as_u64().unwrap())
+        .collect();
+    assert_eq!(gaps[0], 0, "step 1 samples with the starting weights");
+    assert!(gaps.iter().all(|&g| g <= 2), "{gaps:?}");
+    // Every prompt is trained on once, in data order, whatever ran ahead.
+    let rows: Vec<u64> = steps
+        .iter()
+        .flat_map(|r| {
+            r["prompt_rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+        })
+        .collect();
+    let mut unique = rows.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!((rows.len(), unique.len()), (24, 24), "{rows:?}");
+    for r in &steps {
+        assert_eq!(r["verdicts"], 32);
+        assert!(r["completions_spanning_versions"].as_u64().unwrap() <= 32);
+    }
+    // A bound smaller than one step's versions is refused, naming the key.
+    let out = short_rlvr(
+        &dir,
+        2,
+        &[
+            "--set",
+            "rlvr.async_mode=true",
+            "--set",
+            "rlvr.max_staleness=1",
+            "--set",
+            "rlvr.num_epochs=2",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("rlvr.max_staleness = 1"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn every_algorithm_and_correction_trains_and_logs_the_train_rollout_mismatch() {
+    let dir = tmp("algorithms");
+    let runs: [&[&str]; 10] = [
+        &["--set", "rlvr.algorithm=ppo"],
+        &[
+            "--set",
+            "rlvr.algorithm=dapo",
+            "--set",
+            "rlvr.max_sampling_rounds=3",
+            "--set",
+            "rlvr.cliprange_high=0.28",
+        ],
+        &[
+            "--set",
+            "rlvr.overlong_buffer_length=8",
+            "--set",
+            "rlvr.mask_truncated_completions=true",
+        ],
+        &[
+            "--set",
+            "rlvr.algorithm=gspo",
+            "--set",
+            "rlvr.loss_aggregation=sequence",
+        ],
+        &["--set", "rlvr.algorithm=cispo", "--set", "rlvr.cliprange_low=1.0"],
+        &["--set", "rlvr.algorithm=rloo"],
+        &[
+            "--set",
+            "rlvr.algorithm=reinforce_pp",
+            "--set",
+            "rlvr.kl_estimator=kl2",
+        ],
+        &["--set", "rlvr.algorithm=reinforce_pp_baseline"],
+        &[
+            "--set",
+            "rlvr.async_mode=true",
+            "--set",
+            "rlvr.off_policy_correction=icepop",
+        ],
+        &[
+            "--set",
+            "rlvr.off_policy_correction=tis",
+            "--set",
+            "rlvr.top_p=0.9",
+            "--set",
+            "rlvr.top_k=20",
+        ],
+    ];
+    for extra in runs {
+        let out = short_rlvr(&dir, 2, extra);
+        assert!(out.status.success(), "{extra:?}: {}", text(&out.stderr));
+        let steps: Vec<Value> = metrics(&dir)
+            .into_iter()
+            .filter(|r| r.get("reward_mean").is_some())
+            .collect();
+        assert_eq!(steps.len(), 2, "{extra:?}");
+        let dapo = extra.contains(&"rlvr.algorithm=dapo");
+        for r in &steps {
+            if dapo {
+                // The fresh model scores nothing, so every group scores alike: dynamic sampling
+                // drops them all, round after round, and the step is skipped and says why.
+                let sampling = &r["sampling"];
+                assert_eq!(sampling["rounds"], 3, "{r}");
+                assert_eq!(sampling["groups_dropped"], sampling["groups_sampled"], "{r}");
+                assert!(r["skipped"].as_str().unwrap().contains("dynamic sampling"), "{r}");
+                continue;
+            }
+            if let Some(why) = r.get("skipped") {
+                // A fresh model rarely ends a response: with truncated ones left out, a step may
+                // have nothing to learn from.
+                let masking = extra.contains(&"rlvr.mask_truncated_completions=true");
+                assert!(masking && why.as_str().unwrap().contains("cut"), "{extra:?}: {r}");
+                continue;
+            }
+            let max = r["mismatch_max_abs_logprob_diff"].as_f64().unwrap();
+            // On-policy, the learner's log-probs are the engine's (the parity gate); one step
+            // behind, the second step's differ by a policy update.
+            if !extra.contains(&"rlvr.async_mode=true") || r["policy_version_gap"] == 0 {
+                assert!(max < 1e-4, "{extra:?}: {r}");
+            }
+            assert!(r["loss"].as_f64().unwrap().is_finite(), "{extra:?}: {r}");
+        }
+    }
+    // Values rlvr does not run are refused, naming the key.
+    for (set, key) in [
+        ("rlvr.kl_estimator=kl9", "rlvr.kl_estimator"),
+        ("rlvr.top_p=0", "rlvr.top_p"),
+        ("rlvr.is_bounds=[2.0, 1.0]", "rlvr.is_bounds"),
+        ("rlvr.overlong_buffer_length=99", "rlvr.overlong_buffer_length"),
+    ] {
+        let out = short_rlvr(
+            &dir,
+            1,
+            &["--set", set, "--set", "rlvr.off_policy_correction=icepop"],
+        );
+        assert_eq!(out.status.code(), Some(2), "{set}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(key), "{set}: {}", text(&out.stderr));
+    }
+    let out = short_rlvr(&dir, 1, &["--set", "rlvr.algorithm=a2c"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("reinforce_pp_baseline"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A short RLVR run from a fresh tiny model, checkpointing every 2 steps.
 const RL_SMALL: [&str; 10] = [
     "--set",

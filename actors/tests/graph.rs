@@ -55,6 +55,7 @@ impl Spawner<RolloutWorker> for Rollouts {
             max_batch: 8,
             pool,
             broadcaster: self.broadcaster.clone(),
+            in_flight: None,
         };
         (RolloutWorker, args)
     }
@@ -69,6 +70,7 @@ async fn rollout_pool(
         None,
         Broadcaster {
             timeout: Duration::from_secs(60),
+            in_flight: None,
         },
         None,
     )

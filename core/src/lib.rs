@@ -117,8 +117,17 @@ pub struct PolicySample {
     pub prompt_ids: Vec<u32>,
     /// Sampled response token ids.
     pub response_ids: Vec<u32>,
-    /// Log-probability of each response token under the policy that sampled it.
+    /// Log-probability of each response token under the policy that sampled it (the
+    /// behaviour policy: the rollout engine's weights and sampling settings).
     pub logprobs: Vec<f32>,
+    /// Log-probability of each response token under the learner's policy when the step began
+    /// (the proximal policy the PPO ratio is taken to); empty: the ratio is taken to `logprobs`.
+    #[serde(default)]
+    pub proximal_logprobs: Vec<f32>,
+    /// Off-policy correction weight of each response token (truncated importance sampling,
+    /// IcePop's mask); empty: 1 on every token.
+    #[serde(default)]
+    pub is_weights: Vec<f32>,
     /// Advantage of each response token (GRPO repeats the sequence's advantage).
     pub advantages: Vec<f32>,
     /// PPO: the value target (return) of each response token; empty without a value model.
@@ -148,8 +157,11 @@ pub struct PolicyBatch {
     pub response_ids: Vec<i64>,
     /// 1 on response tokens, 0 on padding.
     pub mask: Vec<f32>,
-    /// Log-probabilities of the sampling policy.
+    /// Log-probabilities the ratio is taken to: the proximal policy's when the sample has
+    /// them, else the sampling policy's.
     pub old_logprobs: Vec<f32>,
+    /// Off-policy correction weight of each response token (1 when the sample has none).
+    pub is_weights: Vec<f32>,
     /// Advantages.
     pub advantages: Vec<f32>,
     /// Value targets (PPO; zero without a value model).
@@ -195,6 +207,7 @@ impl PolicyBatch {
             response_ids: vec![pad_id; rows * cols],
             mask: zeros.clone(),
             old_logprobs: zeros.clone(),
+            is_weights: zeros.clone(),
             advantages: zeros.clone(),
             returns: zeros.clone(),
             old_values: zeros,
@@ -207,7 +220,12 @@ impl PolicyBatch {
                 let i = r * cols + k;
                 b.response_ids[i] = i64::from(t);
                 b.mask[i] = 1.0;
-                b.old_logprobs[i] = at(&s.logprobs, k);
+                let old = match s.proximal_logprobs.is_empty() {
+                    true => &s.logprobs,
+                    false => &s.proximal_logprobs,
+                };
+                b.old_logprobs[i] = at(old, k);
+                b.is_weights[i] = s.is_weights.get(k).copied().unwrap_or(1.0);
                 b.advantages[i] = at(&s.advantages, k);
                 b.returns[i] = at(&s.returns, k);
                 b.old_values[i] = at(&s.values, k);
@@ -343,8 +361,12 @@ pub struct Completion {
     pub logprobs: Vec<f32>,
     /// Why it ended.
     pub finish_reason: FinishReason,
-    /// Version of the weights that produced every token of it.
+    /// Version of the weights that produced its first token: the oldest of `token_versions`.
     pub policy_version: u64,
+    /// Version of the weights that produced each token; they rise within a completion when
+    /// the engine takes new weights between decode steps (in-flight updates).
+    #[serde(default)]
+    pub token_versions: Vec<u64>,
 }
 
 /// Element types a [`WeightChunk`] can carry.

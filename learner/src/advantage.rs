@@ -1,6 +1,110 @@
-//! Advantages from rewards, on plain numbers: GRPO's group normalisation (each response against
-//! the other responses to the same prompt), and PPO's generalised advantage estimation with
-//! batch whitening.
+//! Advantages from rewards, on plain numbers, one [`Estimator`] per family: GRPO's group
+//! normalisation (each response against the other responses to the same prompt), RLOO's
+//! leave-one-out baseline, REINFORCE++'s returns normalised over the whole batch (with or
+//! without a group baseline first), and PPO's generalised advantage estimation with batch
+//! whitening.
+
+/// How a step's advantages are made from its per-token rewards (the verifier's score on the
+/// last token, minus β·KL on every token when the KL penalty is in the reward).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Estimator {
+    /// GRPO: each response's total reward against its group's, divided by the group's standard
+    /// deviation when `scale` (Dr. GRPO: not), on every token.
+    Grpo {
+        /// Divide by the group's standard deviation.
+        scale: bool,
+    },
+    /// RLOO: each response's total reward minus the mean of the other responses' to its
+    /// prompt, on every token.
+    Rloo,
+    /// REINFORCE++: each token's discounted return, whitened over every token of the batch.
+    ReinforcePp {
+        /// Discount γ.
+        gamma: f64,
+    },
+    /// REINFORCE++-baseline: each response's total reward minus its group's mean, on every
+    /// token, whitened over every token of the batch.
+    ReinforcePpBaseline,
+    /// PPO: GAE over the value model's estimates, whitened over the batch when `whiten`.
+    Gae {
+        /// Discount γ.
+        gamma: f64,
+        /// GAE λ.
+        lam: f64,
+        /// Whiten over the batch.
+        whiten: bool,
+    },
+}
+
+/// A step's advantages and, for PPO, the value targets, per response and token.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Advantages {
+    /// Each response's per-token advantages.
+    pub advantages: Vec<Vec<f32>>,
+    /// Each response's per-token value targets (empty without a value model).
+    pub returns: Vec<Vec<f32>>,
+}
+
+impl Estimator {
+    /// True when the estimator needs the value model's estimates.
+    pub fn needs_values(self) -> bool {
+        matches!(self, Self::Gae { .. })
+    }
+
+    /// Advantages of a step's responses from their per-token rewards (`token_rewards`, one
+    /// vector per response, groups of `group` consecutive responses to one prompt) and, for
+    /// GAE, the value model's per-token estimates (`values`; ignored otherwise).
+    pub fn estimate(self, token_rewards: &[Vec<f64>], values: &[Vec<f32>], group: usize) -> Advantages {
+        let totals: Vec<f64> = token_rewards.iter().map(|r| r.iter().sum()).collect();
+        let on_every_token = |per_response: Vec<f64>| -> Vec<Vec<f32>> {
+            per_response
+                .iter()
+                .zip(token_rewards)
+                .map(|(a, r)| vec![*a as f32; r.len()])
+                .collect()
+        };
+        let advantages = match self {
+            Self::Grpo { scale: true } => on_every_token(group_normalized(&totals, group)),
+            Self::Grpo { scale: false } => on_every_token(group_centered(&totals, group)),
+            Self::Rloo => on_every_token(leave_one_out(&totals, group)),
+            Self::ReinforcePp { gamma } => {
+                let mut a: Vec<Vec<f32>> = token_rewards
+                    .iter()
+                    .map(|r| discounted_returns(r, gamma))
+                    .collect();
+                whiten(&mut a);
+                a
+            }
+            Self::ReinforcePpBaseline => {
+                let mut a = on_every_token(group_centered(&totals, group));
+                whiten(&mut a);
+                a
+            }
+            Self::Gae {
+                gamma,
+                lam,
+                whiten: w,
+            } => {
+                let (mut advantages, returns): (Vec<_>, Vec<_>) = token_rewards
+                    .iter()
+                    .zip(values)
+                    .map(|(r, v)| {
+                        let r: Vec<f32> = r.iter().map(|&x| x as f32).collect();
+                        gae(&r, v, gamma, lam)
+                    })
+                    .unzip();
+                if w {
+                    whiten(&mut advantages);
+                }
+                return Advantages { advantages, returns };
+            }
+        };
+        Advantages {
+            advantages,
+            returns: Vec::new(),
+        }
+    }
+}
 
 /// GRPO advantages: `(r − mean) / (std + 1e-8)` within consecutive groups of `group` rewards
 /// (the responses to one prompt), with the sample standard deviation as `torch.std`. A group
@@ -33,6 +137,30 @@ pub fn group_centered(rewards: &[f64], group: usize) -> Vec<f64> {
             g.iter().map(move |r| r - mean)
         })
         .collect()
+}
+
+/// RLOO advantages: each reward minus the mean of the other `group − 1` rewards of its group,
+/// `(r − mean) · n / (n − 1)`; 0 in a group of one.
+pub fn leave_one_out(rewards: &[f64], group: usize) -> Vec<f64> {
+    rewards
+        .chunks(group.max(1))
+        .flat_map(|g| {
+            let (n, total) = (g.len() as f64, g.iter().sum::<f64>());
+            g.iter()
+                .map(move |r| if n > 1.0 { r - (total - r) / (n - 1.0) } else { 0.0 })
+        })
+        .collect()
+}
+
+/// Each token's discounted return `Σ_{k ≥ t} γ^(k−t) r_k` over one response.
+pub fn discounted_returns(rewards: &[f64], gamma: f64) -> Vec<f32> {
+    let mut out = vec![0.0f32; rewards.len()];
+    let mut running = 0.0f64;
+    for t in (0..rewards.len()).rev() {
+        running = rewards[t] + gamma * running;
+        out[t] = running as f32;
+    }
+    out
 }
 
 /// Generalised advantage estimation over one response: per-token `rewards` and value
@@ -85,6 +213,45 @@ mod tests {
         assert_eq!(&a[3..], &[0.0, 0.0, 0.0][..]);
         let sum: f64 = a[..3].iter().sum();
         assert!(sum.abs() < 1e-9);
+    }
+
+    #[test]
+    fn leave_one_out_subtracts_the_other_responses_mean() {
+        let a = leave_one_out(&[1.0, 0.0, 0.0, 1.0, 5.0], 4);
+        // First group of 4: 1 − 1/3, 0 − 2/3, 0 − 2/3, 1 − 1/3; a group of one gets 0.
+        let want = [2.0 / 3.0, -2.0 / 3.0, -2.0 / 3.0, 2.0 / 3.0, 0.0];
+        assert!(a.iter().zip(want).all(|(x, y)| (x - y).abs() < 1e-12), "{a:?}");
+        let e = Estimator::Rloo.estimate(&[vec![0.0, 1.0], vec![0.0, 0.0, 0.0]], &[], 2);
+        assert_eq!(e.advantages, vec![vec![1.0f32; 2], vec![-1.0f32; 3]]);
+    }
+
+    #[test]
+    fn reinforce_pp_whitens_discounted_returns_over_the_batch() {
+        // Rewards: −0.1 KL on each token, score 1 on the last; γ = 1.
+        let rewards = vec![vec![-0.1, -0.1, 0.9], vec![-0.1, -0.1]];
+        let returns = [[0.7, 0.8, 0.9].as_slice(), &[-0.2, -0.1]].concat();
+        let mean = returns.iter().sum::<f64>() / 5.0;
+        let std = (returns.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / 4.0).sqrt();
+        let e = Estimator::ReinforcePp { gamma: 1.0 }.estimate(&rewards, &[], 2);
+        let got: Vec<f32> = e.advantages.concat();
+        for (g, r) in got.iter().zip(&returns) {
+            assert!((f64::from(*g) - (r - mean) / std).abs() < 1e-5, "{got:?}");
+        }
+        assert_eq!(discounted_returns(&[1.0, 0.0, 2.0], 0.5), [1.5, 1.0, 2.0]);
+    }
+
+    #[test]
+    fn reinforce_pp_baseline_centres_in_the_group_then_whitens_over_tokens() {
+        // Totals 1 and 0 in one group: ±0.5 on 2 and 1 tokens; whitened over the 3 tokens.
+        let e = Estimator::ReinforcePpBaseline.estimate(&[vec![0.0, 1.0], vec![0.0]], &[], 2);
+        let raw = [0.5f64, 0.5, -0.5];
+        let mean = 0.5 / 3.0;
+        let std = (raw.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
+        let got = e.advantages.concat();
+        for (g, r) in got.iter().zip(raw) {
+            assert!((f64::from(*g) - (r - mean) / std).abs() < 1e-5, "{got:?}");
+        }
+        assert!(e.returns.is_empty());
     }
 
     #[test]

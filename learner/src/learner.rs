@@ -13,7 +13,7 @@ use crate::checkpoint;
 use crate::error::{LearnerError, Result};
 use crate::model::{CausalLm, Config, Documents};
 use crate::optim::{AdamW, AdamWConfig};
-use crate::policy::{self, PolicyLoss, PolicyMetrics, Sums, Tokens};
+use crate::policy::{self, LossInputs, PolicyLoss, PolicyMetrics, Sums, TokenDistribution, Tokens};
 use crate::schedule::Schedule;
 use crate::value::Critic;
 use crate::zero::Zero3;
@@ -334,33 +334,39 @@ impl Learner {
         Ok(())
     }
 
-    /// For each row of `batch`, aligned with its tokens: the frozen reference's log-probs at
-    /// `temperature` (zeros without a reference) and the value model's estimates (zeros without
-    /// one). What PPO needs to build per-token rewards and advantages.
-    pub fn score(&self, batch: &PolicyBatch, temperature: f64) -> Result<(Vec<f32>, Vec<f32>)> {
+    /// For each row of `batch`, aligned with its tokens: the frozen reference's log-probs of
+    /// `distribution` (zeros without a reference) and the value model's estimates (zeros
+    /// without one). What per-token rewards with a KL term, and PPO's advantages, are built from.
+    pub fn score(
+        &self,
+        batch: &PolicyBatch,
+        distribution: &TokenDistribution,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
         self.unsharded("scoring does not run under ZeRO-3 yet")?;
         self.check_policy_batch(batch)?;
         let tokens = Tokens::new(batch, self.config.device);
-        let to_vec = |t: Tensor| -> Result<Vec<f32>> {
-            Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).reshape([-1])).map_err(
-                |source| LearnerError::Torch {
-                    context: "reading scores".into(),
-                    source,
-                },
-            )
-        };
         let zeros = || vec![0.0; batch.rows * batch.cols];
         tch::no_grad(|| {
             let reference = match &self.reference {
-                Some((_, r)) => to_vec(policy::token_logprobs(r, &tokens, temperature).0)?,
+                Some((_, r)) => host_f32s(policy::token_logprobs(r, &tokens, distribution).0)?,
                 None => zeros(),
             };
             let values = match &self.critic {
-                Some(c) => to_vec(c.values(&tokens))?,
+                Some(c) => host_f32s(c.values(&tokens))?,
                 None => zeros(),
             };
             Ok((reference, values))
         })
+    }
+
+    /// Log-probs of `distribution` of each response token of `batch` under the policy as it
+    /// stands (no gradient), row by row aligned with its tokens: the proximal policy of an
+    /// off-policy correction, and what the train/rollout mismatch is measured against.
+    pub fn logprobs(&self, batch: &PolicyBatch, distribution: &TokenDistribution) -> Result<Vec<f32>> {
+        self.unsharded("scoring does not run under ZeRO-3 yet")?;
+        self.check_policy_batch(batch)?;
+        let tokens = Tokens::new(batch, self.config.device);
+        tch::no_grad(|| host_f32s(policy::token_logprobs(&self.model, &tokens, distribution).0))
     }
 
     fn check_policy_batch(&self, b: &PolicyBatch) -> Result<()> {
@@ -403,9 +409,9 @@ impl Learner {
         }
     }
 
-    /// One policy-gradient optimiser step over `micro_batches`: the clipped surrogate (and
-    /// β·KL to the reference, when one is frozen and β > 0) averaged over every response token
-    /// of the step, then clip and AdamW as in [`Learner::train_step`].
+    /// One policy-gradient optimiser step over `micro_batches`: the loss's surrogate weighted
+    /// by each token's off-policy weight (and β·KL to the reference, when one is frozen and
+    /// β > 0), aggregated as the loss says, then clip and AdamW as in [`Learner::train_step`].
     pub fn policy_step(&mut self, micro_batches: &[PolicyBatch], loss: &PolicyLoss) -> Result<PolicyMetrics> {
         self.unsharded("policy steps do not run under ZeRO-3 yet")?;
         let tokens: usize = micro_batches.iter().map(PolicyBatch::response_tokens).sum();
@@ -436,23 +442,24 @@ impl Learner {
                 })
                 .collect();
             let input = Tokens::new(b, dev);
-            let (logprobs, entropy) = policy::token_logprobs(&self.model, &input, loss.temperature);
+            let (logprobs, entropy) = policy::token_logprobs(&self.model, &input, &loss.distribution);
             let reference = match &self.reference {
                 Some((_, r)) if loss.beta > 0.0 => Some(tch::no_grad(|| {
-                    policy::token_logprobs(r, &input, loss.temperature).0
+                    policy::token_logprobs(r, &input, &loss.distribution).0
                 })),
                 _ => None,
             };
-            let (l, s) = policy::surrogate(
-                &logprobs,
-                &entropy,
-                &f32s(&b.old_logprobs),
-                &f32s(&b.advantages),
-                &f32s(&b.mask),
-                &f32s(&weights),
-                reference.as_ref(),
-                loss,
-            );
+            let inputs = LossInputs {
+                logprobs: &logprobs,
+                entropy: &entropy,
+                old_logprobs: &f32s(&b.old_logprobs),
+                advantages: &f32s(&b.advantages),
+                mask: &f32s(&b.mask),
+                weights: &f32s(&weights),
+                is_weights: &f32s(&b.is_weights),
+                ref_logprobs: reference.as_ref(),
+            };
+            let (l, s) = policy::surrogate(&inputs, loss);
             let mut l = l;
             if let Some(c) = &self.critic {
                 let mask = f32s(&b.mask);
@@ -475,6 +482,9 @@ impl Learner {
             sums.clipped += s.clipped;
             sums.ratio += s.ratio;
             sums.entropy += s.entropy;
+            sums.abs_log_ratio += s.abs_log_ratio;
+            sums.max_abs_log_ratio = sums.max_abs_log_ratio.max(s.max_abs_log_ratio);
+            sums.approx_kl += s.approx_kl;
         }
         self.average_grads()?;
         let grad_norm = self.opt.clip_grad_norm(self.config.max_grad_norm);
@@ -492,6 +502,9 @@ impl Learner {
             kl: sums.kl / n,
             clipfrac: sums.clipped / n,
             ratio: sums.ratio / n,
+            max_abs_log_ratio: sums.max_abs_log_ratio,
+            mean_abs_log_ratio: sums.abs_log_ratio / n,
+            approx_kl: sums.approx_kl / n,
             entropy: sums.entropy / n,
             vf_loss: vf_sum / n,
             vf_clipfrac: vf_clipped / n,
@@ -570,4 +583,14 @@ impl Learner {
         }
         Ok(())
     }
+}
+
+/// A tensor's elements as f32 on the host, flattened.
+fn host_f32s(t: Tensor) -> Result<Vec<f32>> {
+    Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).reshape([-1])).map_err(|source| {
+        LearnerError::Torch {
+            context: "reading per-token scores".into(),
+            source,
+        }
+    })
 }

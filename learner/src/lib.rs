@@ -7,11 +7,15 @@
 //!   Hugging Face tensor names, one implementation of each layer and each family's differences
 //!   as data; configurations rlvr does not implement are refused.
 //! - [`Learner`]: model + AdamW ([`optim`]) + learning-rate [`schedule`], one call per step.
-//! - [`advantage`]: advantages from rewards (GRPO groups, PPO's GAE and whitening).
+//! - [`advantage`]: advantages from rewards (GRPO, RLOO, REINFORCE++ and its baseline form,
+//!   PPO's GAE and whitening).
 //! - [`preference`]: preference-pair losses (DPO, Tülu 3's `dpo_norm`, SimPO) with a cached
 //!   reference pass ([`Learner::sequence_logps`], [`Learner::preference_step`]).
-//! - [`policy`]: the RL policy-gradient loss (clipped surrogate, KL to a frozen reference) and
-//!   PPO's clipped value loss for the value model ([`Learner::attach_critic`]).
+//! - [`policy`]: the RL policy-gradient losses (PPO/DAPO's token clip, GSPO's sequence ratio,
+//!   CISPO's clipped weight; KL to a frozen reference) and PPO's clipped value loss for the
+//!   value model ([`Learner::attach_critic`]).
+//! - [`off_policy`]: truncated importance sampling, IcePop and sequence masking between the
+//!   rollout's behaviour policy and the learner's, and the mismatch between them.
 //! - [`checkpoint`]: Hugging Face safetensors in and out, plus optimiser state for resume.
 //! - [`runtime`]: libtorch start-up (CUDA registration, threads).
 
@@ -20,6 +24,7 @@ pub mod checkpoint;
 mod error;
 mod learner;
 pub mod model;
+pub mod off_policy;
 pub mod optim;
 pub mod policy;
 pub mod preference;

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use rlvr_core::{PolicyBatch, PolicySample, TrainBatch};
 use rlvr_learner::checkpoint;
 use rlvr_learner::model::CausalLm;
+use rlvr_learner::policy::TokenDistribution;
 use rlvr_learner::{Learner, LearnerConfig, Objective, Reduction};
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
@@ -125,13 +126,15 @@ fn check_shared_prompt_logprobs(name: &str) {
                 .map(|&t| t as u32)
                 .collect(),
             logprobs: vec![],
+            proximal_logprobs: vec![],
+            is_weights: vec![],
             advantages: vec![],
             returns: vec![],
             values: vec![],
         })
         .collect();
     let batch = PolicyBatch::from_samples(&samples, 0);
-    let (logprobs, _) = l.score(&batch, 1.0).unwrap();
+    let (logprobs, _) = l.score(&batch, &TokenDistribution::full(1.0)).unwrap();
     let mut worst = 0f64;
     for (row, s) in ["a", "b"].iter().enumerate() {
         let want = expected.floats(&format!("greedy_logprobs_{s}"));
@@ -189,12 +192,14 @@ fn a_value_model_loaded_from_a_reward_model_scores_every_position_as_transformer
         prompt_ids: tokens[..6].to_vec(),
         response_ids: tokens[6..].to_vec(),
         logprobs: vec![],
+        proximal_logprobs: vec![],
+        is_weights: vec![],
         advantages: vec![],
         returns: vec![],
         values: vec![],
     };
     let batch = PolicyBatch::from_samples(&[sample], 0);
-    let (_, values) = learner.score(&batch, 1.0).unwrap();
+    let (_, values) = learner.score(&batch, &TokenDistribution::full(1.0)).unwrap();
     for k in 0..10 {
         let (got, want) = (values[k], scores[5 + k]);
         assert!((got - want).abs() < 1e-4, "token {k}: {got} vs {want}");

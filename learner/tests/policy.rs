@@ -4,7 +4,7 @@
 
 use rlvr_core::{PolicyBatch, PolicySample};
 use rlvr_learner::model::Config;
-use rlvr_learner::policy::{Aggregation, KlEstimator, PolicyLoss};
+use rlvr_learner::policy::{Aggregation, KlEstimator, PolicyLoss, Surrogate, TokenDistribution};
 use rlvr_learner::{Learner, LearnerConfig};
 use tch::{Device, Kind, Tensor};
 
@@ -39,6 +39,8 @@ fn sample(l: &Learner, response: &[u32], advantage: f32) -> PolicySample {
     let prompt = vec![1u32, 4, 9];
     PolicySample {
         logprobs: logprobs(l, &prompt, response),
+        proximal_logprobs: vec![],
+        is_weights: vec![],
         advantages: vec![advantage; response.len()],
         prompt_ids: prompt,
         response_ids: response.to_vec(),
@@ -49,10 +51,12 @@ fn sample(l: &Learner, response: &[u32], advantage: f32) -> PolicySample {
 
 fn loss(beta: f64) -> PolicyLoss {
     PolicyLoss {
-        clip: 0.2,
+        surrogate: Surrogate::TokenClip,
+        clip_low: 0.2,
+        clip_high: 0.2,
         beta,
         kl: KlEstimator::K3,
-        temperature: TEMPERATURE,
+        distribution: TokenDistribution::full(TEMPERATURE),
         vf_coef: 0.1,
         value_clip: 0.2,
         aggregation: Aggregation::Token,
@@ -119,6 +123,8 @@ fn a_batch_without_response_tokens_or_with_bad_ids_is_an_error() {
             prompt_ids: vec![1, 2],
             response_ids: vec![],
             logprobs: vec![],
+            proximal_logprobs: vec![],
+            is_weights: vec![],
             advantages: vec![],
             returns: vec![],
             values: vec![],
@@ -142,7 +148,7 @@ fn the_value_model_starts_at_zero_and_learns_the_returns() {
     let response = [7u32, 8, 2];
     let mut s = sample(&l, &response, 0.0);
     let batch = PolicyBatch::from_samples(std::slice::from_ref(&s), 0);
-    let (reference, values) = l.score(&batch, TEMPERATURE).unwrap();
+    let (reference, values) = l.score(&batch, &TokenDistribution::full(TEMPERATURE)).unwrap();
     assert!(values.iter().all(|&v| v == 0.0), "zero head: {values:?}");
     assert!(reference.iter().all(|&r| r == 0.0), "no reference frozen");
     s.returns = vec![1.0, 1.0, 1.0];
@@ -156,7 +162,7 @@ fn the_value_model_starts_at_zero_and_learns_the_returns() {
         last = m.vf_loss;
         // Keep the clip window moving with the estimates, as PPO's next rollout would.
         let scored = PolicyBatch::from_samples(std::slice::from_ref(&s), 0);
-        let (_, v) = l.score(&scored, TEMPERATURE).unwrap();
+        let (_, v) = l.score(&scored, &TokenDistribution::full(TEMPERATURE)).unwrap();
         s.values = v[..3].to_vec();
     }
     let first = first.unwrap();
@@ -181,6 +187,8 @@ fn shared_prompts_give_the_log_probs_of_a_full_forward_pass() {
                 prompt_ids: prompt.to_vec(),
                 response_ids: r.to_vec(),
                 logprobs: vec![],
+                proximal_logprobs: vec![],
+                is_weights: vec![],
                 advantages: vec![],
                 returns: vec![],
                 values: vec![],
@@ -189,7 +197,7 @@ fn shared_prompts_give_the_log_probs_of_a_full_forward_pass() {
     }
     let batch = PolicyBatch::from_samples(&samples, 0);
     assert_eq!(batch.groups, 2, "each prompt is stored once");
-    let (reference, _) = l.score(&batch, TEMPERATURE).unwrap();
+    let (reference, _) = l.score(&batch, &TokenDistribution::full(TEMPERATURE)).unwrap();
     for (row, s) in samples.iter().enumerate() {
         let want = logprobs(&l, &s.prompt_ids, &s.response_ids);
         let got = &reference[row * batch.cols..row * batch.cols + s.response_ids.len()];

@@ -2,7 +2,8 @@
 //!
 //! The inference engine rollout workers generate with, behind one trait ([`Engine`]) so more
 //! backends can follow. It knows nothing of actors or verifiers: requests in, completions out,
-//! weights replaced in place between calls with a policy version.
+//! weights replaced in place between calls with a policy version — or, given a [`WeightFeed`],
+//! between decode steps, each token tagged with the version that produced it.
 //!
 //! The first backend, [`NativeEngine`], runs the learner's own model code on libtorch with a
 //! preallocated KV cache and continuous batching, so the log-probs it reports are the ones the
@@ -29,6 +30,16 @@ pub fn stop_token_ids(tok: &Tokenizer, config: &Config) -> Vec<u32> {
         }
     }
     ids
+}
+
+/// Where an engine looks for newer weights between decode steps (in-flight weight updates):
+/// a long completion then spans policy versions, its cached keys and values computed by the
+/// weights of their time, and each token records the version that produced it.
+pub trait WeightFeed: Send + Sync {
+    /// Call `load` with the newest weights and their version when they are newer than
+    /// `version`; do nothing otherwise.
+    fn load_newer(&self, version: u64, load: &mut dyn FnMut(&[WeightChunk], u64) -> Result<()>)
+        -> Result<()>;
 }
 
 /// A generation backend.

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
+use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -16,7 +17,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{Result, RolloutError};
 use crate::sampling::{sample, sample_cdf_rows};
-use crate::Engine;
+use crate::{Engine, WeightFeed};
 
 /// One completion being generated in a cache slot.
 struct Active {
@@ -24,6 +25,8 @@ struct Active {
     index: usize,
     tokens: Vec<u32>,
     logprobs: Vec<f32>,
+    /// The policy version that produced each token.
+    versions: Vec<u64>,
     rng: ChaCha8Rng,
     /// Positions already in the cache (prompt + generated tokens but the last).
     cached: i64,
@@ -49,6 +52,7 @@ pub struct NativeEngine {
     kind: Kind,
     version: u64,
     tokenizer: Option<Tokenizer>,
+    feed: Option<Arc<dyn WeightFeed>>,
 }
 
 impl std::fmt::Debug for NativeEngine {
@@ -112,7 +116,24 @@ impl NativeEngine {
             kind,
             version: 0,
             tokenizer: None,
+            feed: None,
         }
+    }
+
+    /// Take newer weights from `feed` between decode steps (and before each call), so that
+    /// generation never runs more than one decode step behind the newest published weights.
+    pub fn set_weight_feed(&mut self, feed: Arc<dyn WeightFeed>) {
+        self.feed = Some(feed);
+    }
+
+    /// Load newer weights from the feed, if there is one and it has them.
+    fn take_newer_weights(&mut self) -> Result<()> {
+        let Some(feed) = self.feed.clone() else {
+            return Ok(());
+        };
+        feed.load_newer(self.version, &mut |chunks, version| {
+            self.load_chunks(chunks, version)
+        })
     }
 
     /// The tokenizer found beside the weights, if any.
@@ -158,7 +179,8 @@ impl NativeEngine {
     }
 
     /// Pick the next token of each sequence from its row of `logits` (`[seqs.len(), vocab]`).
-    /// Returns each token with its log-probability under the temperature-scaled distribution.
+    /// Returns each token with its log-probability under the distribution it was drawn from
+    /// (temperature-scaled; renormalised over the kept tokens under top-k/top-p).
     ///
     /// Greedy decoding and plain temperature sampling (the RL setting) stay on the device: each
     /// row of the cumulative distribution is searched there with the sequence's own random
@@ -183,14 +205,11 @@ impl NativeEngine {
             logp.to_device(Device::Cpu)
                 .contiguous()
                 .copy_data(&mut flat, rows * vocab);
-            let tokens: Vec<i64> = flat
+            return flat
                 .chunks(vocab)
                 .zip(seqs.iter_mut())
-                .map(|(row, seq)| i64::from(sample(row, params, &mut seq.rng).0))
+                .map(|(row, seq)| sample(row, params, &mut seq.rng))
                 .collect();
-            Tensor::from_slice(&tokens)
-                .to_device(logp.device())
-                .view([rows as i64, 1])
         };
         // Tokens and log-probs come back in one copy, as f64 (exact for both).
         let chosen = logp.gather(1, &index, false);
@@ -212,6 +231,7 @@ impl NativeEngine {
     ) -> Option<FinishReason> {
         seq.tokens.push(token);
         seq.logprobs.push(lp);
+        seq.versions.push(self.version);
         if params.stop_token_ids.contains(&token) {
             return Some(FinishReason::Stop);
         }
@@ -343,6 +363,7 @@ impl NativeEngine {
                         index,
                         tokens: Vec::new(),
                         logprobs: Vec::new(),
+                        versions: Vec::new(),
                         rng,
                         cached: len,
                     },
@@ -409,7 +430,6 @@ struct Step<'a> {
     capacity: i64,
     active: Vec<Option<Active>>,
     done: Vec<Completion>,
-    version: u64,
 }
 
 impl Step<'_> {
@@ -420,7 +440,8 @@ impl Step<'_> {
             token_ids: seq.tokens,
             logprobs: seq.logprobs,
             finish_reason: reason,
-            policy_version: self.version,
+            policy_version: seq.versions.first().copied().unwrap_or_default(),
+            token_versions: seq.versions,
         });
     }
 }
@@ -467,12 +488,12 @@ impl NativeEngine {
             capacity,
             active: (0..slots).map(|_| None).collect(),
             done: Vec::with_capacity(total),
-            version: self.version,
         };
         let mut queue: VecDeque<(usize, usize)> = (0..requests.len()).map(|i| (i, 0)).collect();
         let mut reported = 0;
         let result = tch::no_grad(|| -> Result<()> {
             loop {
+                self.take_newer_weights()?;
                 let admitted = Self::admit(&mut queue, requests, &step.active);
                 for run in admitted.chunk_by(|a, b| b.prefill == a.prefill + 1) {
                     self.prefill(run, requests, params, &mut step)?;

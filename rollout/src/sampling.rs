@@ -7,8 +7,9 @@ use rlvr_core::SamplingParams;
 use tch::Tensor;
 
 /// Pick a token from `logp` (log-softmax of the temperature-scaled logits). Returns the token
-/// and its log-probability under that full distribution (before top-k/top-p filtering, which is
-/// what the learner recomputes from logits / T).
+/// and its log-probability under the distribution it was drawn from: the full one without
+/// top-k/top-p, else the kept tokens' renormalised (`log p − log S`, S the kept mass), which is
+/// what the learner recomputes (`rlvr_learner::policy::TokenDistribution`).
 pub fn sample(logp: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> (u32, f32) {
     if params.temperature <= 0.0 {
         let (i, &lp) = logp
@@ -55,15 +56,16 @@ pub fn sample(logp: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> (u
         }
     }
     let u = rng.gen::<f64>() * mass;
+    let renormalised = |t: u32| (f64::from(logp[t as usize]) - mass.ln()) as f32;
     let mut acc = 0.0f64;
     for &t in &order[..kept] {
         acc += f64::from(logp[t as usize]).exp();
         if acc > u {
-            return (t, logp[t as usize]);
+            return (t, renormalised(t));
         }
     }
     let t = order[kept - 1];
-    (t, logp[t as usize])
+    (t, renormalised(t))
 }
 
 /// Pick a token from each row of cumulative probabilities `cdf` (`[rows, vocab]`, f32; the last
@@ -111,6 +113,18 @@ mod tests {
         }
         assert_eq!(seen[0] + seen[2], 0, "{seen:?}");
         assert!((seen[1] as f64 / 2000.0 - 2.0 / 3.0).abs() < 0.05, "{seen:?}");
+        // The log-probability reported is of the kept support, renormalised: 0.5 / 0.75.
+        let (token, reported) = (0..50)
+            .map(|_| sample(&lp, &nucleus, &mut rng))
+            .find(|s| s.0 == 1)
+            .unwrap();
+        assert_eq!(token, 1);
+        assert!(
+            (f64::from(reported) - (0.5f64 / 0.75).ln()).abs() < 1e-6,
+            "{reported}"
+        );
+        // top_k 1 keeps one token: log 1.
+        assert!(sample(&lp, &top1, &mut rng).1.abs() < 1e-6);
     }
 
     #[test]

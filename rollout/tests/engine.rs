@@ -1,11 +1,13 @@
-//! The native engine against the learner: same log-probs, same greedy tokens as a full forward
-//! pass, reproducible sampling whatever the batch, stop conditions and weight updates.
+//! The native engine against the learner: the parity gate (same log-probs on every path, per
+//! token), same greedy tokens as a full forward pass, reproducible sampling whatever the batch,
+//! stop conditions and weight updates.
 
-use rlvr_core::{FinishReason, GenerationRequest, SamplingParams};
+use rlvr_core::{FinishReason, GenerationRequest, PolicyBatch, PolicySample, SamplingParams, TrainBatch};
 use rlvr_data::Tokenizer;
-use rlvr_learner::model::Config;
+use rlvr_learner::model::{Config, Documents};
+use rlvr_learner::policy::TokenDistribution;
 use rlvr_learner::{Learner, LearnerConfig};
-use rlvr_rollout::{Engine, NativeEngine};
+use rlvr_rollout::{Engine, NativeEngine, WeightFeed};
 use tch::{Device, Kind, Tensor};
 
 fn config() -> Config {
@@ -68,34 +70,161 @@ fn learner_logprobs(l: &Learner, prompt: &[u32], tokens: &[u32], temperature: f6
         .collect()
 }
 
+/// The largest difference between two aligned runs of log-probs.
+fn worst(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// The parity gate, per token and as a maximum (never a mean), in f32 on the CPU: the engine's
+/// log-probs equal the learner's within 1e-5 on every path each side has — the engine's
+/// prefill (a completion's first token) and cached decode (the rest), at batch sizes 1, 3 and
+/// 8; the learner's full forward, its RL forward where responses share one pass of their
+/// prompt, and packed rows (several sequences per row, attention kept inside each) — and with
+/// top-k/top-p, where both sides renormalise over the kept tokens.
 #[test]
-fn logprobs_equal_the_learners_recomputed_logprobs() {
+fn parity_gate_engine_and_learner_agree_on_every_path() {
     let l = learner();
-    let params = SamplingParams {
+    let reqs = requests();
+    let prompt_of = |id: u64| &reqs.iter().find(|r| r.id == id).unwrap().prompt_ids;
+    let full = SamplingParams {
         temperature: 0.7,
         max_new_tokens: 20,
         ..Default::default()
     };
-    let reqs = requests();
-    // 2 slots: one prompt prefilled at a time, slots refilled as completions end; 6 slots:
-    // prompts of different lengths prefilled together, right-padded.
-    let out: Vec<_> = [2, 6]
-        .iter()
-        .flat_map(|&slots| engine(&l, slots).generate(&reqs, &params).unwrap())
-        .collect();
-    assert_eq!(out.len(), 12);
-    let mut worst = 0f32;
-    for c in &out {
-        assert_eq!(c.policy_version, 7);
-        assert_eq!(c.token_ids.len(), 20);
-        assert_eq!(c.finish_reason, FinishReason::Length);
-        let prompt = &reqs.iter().find(|r| r.id == c.request_id).unwrap().prompt_ids;
-        let want = learner_logprobs(&l, prompt, &c.token_ids, 0.7);
-        for (a, b) in c.logprobs.iter().zip(&want) {
-            worst = worst.max((a - b).abs());
+    let (mut prefill, mut decode) = (0f32, 0f32);
+    let mut runs = Vec::new();
+    for slots in [1, 3, 8] {
+        let out = engine(&l, slots).generate(&reqs, &full).unwrap();
+        assert_eq!(out.len(), 6);
+        for c in &out {
+            assert_eq!((c.policy_version, c.token_ids.len()), (7, 20));
+            let want = learner_logprobs(&l, prompt_of(c.request_id), &c.token_ids, 0.7);
+            prefill = prefill.max(worst(&c.logprobs[..1], &want[..1]));
+            decode = decode.max(worst(&c.logprobs[1..], &want[1..]));
+        }
+        runs.push(out);
+    }
+    // Seeded sampling draws the same tokens at every batch size; how far the log-probs of one
+    // batch size are from another's is reported (the kernels differ with the batch).
+    let mut across_batches = 0f32;
+    for other in &runs[1..] {
+        for (a, b) in runs[0].iter().zip(other) {
+            assert_eq!(a.token_ids, b.token_ids);
+            across_batches = across_batches.max(worst(&a.logprobs, &b.logprobs));
         }
     }
-    assert!(worst < 1e-5, "largest log-prob difference {worst}");
+
+    // The learner's RL forward: responses to one prompt share one pass of it.
+    let completions = &runs[2];
+    let sample = |c: &rlvr_core::Completion| PolicySample {
+        prompt_ids: prompt_of(c.request_id).clone(),
+        response_ids: c.token_ids.clone(),
+        logprobs: c.logprobs.clone(),
+        proximal_logprobs: vec![],
+        is_weights: vec![],
+        advantages: vec![],
+        returns: vec![],
+        values: vec![],
+    };
+    let samples: Vec<PolicySample> = completions.iter().map(sample).collect();
+    let batch = PolicyBatch::from_samples(&samples, 0);
+    assert_eq!(
+        batch.groups, 3,
+        "the three completions of one request share a prompt row"
+    );
+    let shared = l.logprobs(&batch, &TokenDistribution::full(0.7)).unwrap();
+    let mut shared_prefix = 0f32;
+    for (row, c) in completions.iter().enumerate() {
+        let got = &shared[row * batch.cols..row * batch.cols + c.token_ids.len()];
+        shared_prefix = shared_prefix.max(worst(got, &c.logprobs));
+    }
+
+    // Packed rows: the six sequences (prompt + response) in two rows of three.
+    let sequences: Vec<(Vec<i64>, Vec<i64>)> = completions
+        .iter()
+        .map(|c| {
+            let ids: Vec<i64> = prompt_of(c.request_id)
+                .iter()
+                .chain(&c.token_ids)
+                .map(|&t| i64::from(t))
+                .collect();
+            (ids.clone(), ids)
+        })
+        .collect();
+    let rows: Vec<Vec<&(Vec<i64>, Vec<i64>)>> = sequences.chunks(3).map(|r| r.iter().collect()).collect();
+    let cols = rows
+        .iter()
+        .map(|r| r.iter().map(|s| s.0.len()).sum::<usize>())
+        .max()
+        .unwrap();
+    let packed = TrainBatch::from_packed(&rows, cols, 0);
+    let p = packed.packing.as_ref().unwrap();
+    let shape = [2, cols as i64];
+    let documents = Documents {
+        position_ids: Tensor::from_slice(&p.position_ids).view(shape),
+        document_ids: Tensor::from_slice(&p.document_ids).view(shape),
+    };
+    let input = Tensor::from_slice(&packed.input_ids).view(shape);
+    let logp = tch::no_grad(|| {
+        let logits = l
+            .model()
+            .logits(&l.model().hidden_states_of(&input, Some(&documents)));
+        (logits / 0.7).log_softmax(-1, Kind::Float)
+    });
+    let mut packed_rows = 0f32;
+    for (i, c) in completions.iter().enumerate() {
+        let (row, within) = (i / 3, i % 3);
+        let start: usize = rows[row][..within].iter().map(|s| s.0.len()).sum();
+        let p = prompt_of(c.request_id).len();
+        let got: Vec<f32> = (0..c.token_ids.len())
+            .map(|k| {
+                logp.double_value(&[row as i64, (start + p + k - 1) as i64, i64::from(c.token_ids[k])]) as f32
+            })
+            .collect();
+        packed_rows = packed_rows.max(worst(&got, &c.logprobs));
+    }
+
+    // Top-k/top-p: the engine reports, and the learner recomputes, the kept tokens'
+    // renormalised log-probs.
+    let cut = SamplingParams {
+        top_k: 8,
+        top_p: 0.9,
+        ..full.clone()
+    };
+    let cut_out = engine(&l, 8).generate(&reqs, &cut).unwrap();
+    let cut_samples: Vec<PolicySample> = cut_out.iter().map(sample).collect();
+    let cut_batch = PolicyBatch::from_samples(&cut_samples, 0);
+    let distribution = TokenDistribution {
+        temperature: 0.7,
+        top_k: 8,
+        top_p: 0.9,
+    };
+    let recomputed = l.logprobs(&cut_batch, &distribution).unwrap();
+    let mut truncated = 0f32;
+    for (row, c) in cut_out.iter().enumerate() {
+        let got = &recomputed[row * cut_batch.cols..row * cut_batch.cols + c.token_ids.len()];
+        truncated = truncated.max(worst(got, &c.logprobs));
+        let full_lp = learner_logprobs(&l, prompt_of(c.request_id), &c.token_ids, 0.7);
+        assert!(
+            c.logprobs.iter().zip(&full_lp).all(|(t, f)| t >= f),
+            "renormalised log-probs are at least the full distribution's"
+        );
+    }
+
+    let gate = [
+        ("engine prefill vs learner full forward", prefill),
+        ("engine cached decode vs learner full forward", decode),
+        ("engine batch 1 vs batch 3 and 8", across_batches),
+        ("learner shared-prefix RL forward vs engine", shared_prefix),
+        ("learner packed rows vs engine", packed_rows),
+        ("top-k 8 / top-p 0.9, renormalised, learner vs engine", truncated),
+    ];
+    for (path, diff) in gate {
+        eprintln!("parity gate: {path}: per-token max |Δ log p| {diff:.2e}");
+    }
+    for (path, diff) in gate {
+        assert!(diff < 1e-5, "{path}: per-token max |Δ log p| {diff:e}");
+    }
 }
 
 #[test]
@@ -215,4 +344,67 @@ fn weight_updates_are_checked_and_versioned() {
         seed: 0,
     };
     assert!(e.generate(&[oov], &SamplingParams::default()).is_err());
+}
+
+/// A feed that publishes `weights` as version 8 once the engine has asked `after` times.
+struct LateWeights {
+    weights: Vec<rlvr_core::WeightChunk>,
+    after: usize,
+    asked: std::sync::atomic::AtomicUsize,
+}
+
+impl WeightFeed for LateWeights {
+    fn load_newer(
+        &self,
+        version: u64,
+        load: &mut dyn FnMut(&[rlvr_core::WeightChunk], u64) -> rlvr_rollout::Result<()>,
+    ) -> rlvr_rollout::Result<()> {
+        let asked = self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if asked >= self.after && version < 8 {
+            load(&self.weights, 8)?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn in_flight_updates_switch_weights_between_decode_steps() {
+    let l = learner();
+    let other = Learner::new(&config(), LearnerConfig::constant(1e-3, Device::Cpu), 12);
+    let params = SamplingParams {
+        temperature: 1.0,
+        max_new_tokens: 20,
+        ..Default::default()
+    };
+    let reqs = &requests()[..1];
+    let before = engine(&l, 3).generate(reqs, &params).unwrap();
+    let mut e = engine(&l, 3);
+    e.set_weight_feed(std::sync::Arc::new(LateWeights {
+        weights: other.export_weights(8).unwrap(),
+        after: 6,
+        asked: Default::default(),
+    }));
+    let during = e.generate(reqs, &params).unwrap();
+    assert_eq!(e.policy_version(), 8);
+    for (a, b) in before.iter().zip(&during) {
+        // The feed is asked once per round (admission and prefill, then a decode step); the
+        // first round makes tokens 0 and 1, each later one a token: asked for the 7th time
+        // before token 7, it switches there.
+        let want: Vec<u64> = (0..20).map(|k| if k < 7 { 7 } else { 8 }).collect();
+        assert_eq!(b.token_versions, want);
+        assert_eq!(
+            b.policy_version, 7,
+            "a completion's version is its oldest token's"
+        );
+        assert_eq!(
+            a.token_ids[..7],
+            b.token_ids[..7],
+            "same weights, same seeded draws"
+        );
+        assert_eq!(a.logprobs[..7], b.logprobs[..7]);
+        assert_ne!(a.logprobs[7..], b.logprobs[7..], "new weights after the switch");
+    }
+    // A later call starts from the new weights.
+    let next = e.generate(reqs, &params).unwrap();
+    assert!(next.iter().all(|c| c.token_versions.iter().all(|&v| v == 8)));
 }

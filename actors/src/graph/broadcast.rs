@@ -1,12 +1,15 @@
 //! Weight broadcaster: keeps the newest policy weights and pushes each new version to every
 //! subscribed rollout worker. A worker that starts (or restarts) subscribes first and gets the
-//! newest weights before it takes any job.
+//! newest weights before it takes any job. With in-flight updates the newest weights are also
+//! in a shared slot ([`LatestWeights`]) the local engines read between decode steps, and a
+//! publication returns as soon as they are there.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rlvr_core::WeightChunk;
+use rlvr_rollout::WeightFeed;
 
 use super::rollout::RolloutMsg;
 
@@ -17,6 +20,35 @@ pub struct Weights {
     pub version: u64,
     /// Every parameter.
     pub chunks: Vec<WeightChunk>,
+}
+
+/// The newest published weights, read by local engines between decode steps.
+#[derive(Debug, Default)]
+pub struct LatestWeights(RwLock<Option<Arc<Weights>>>);
+
+impl LatestWeights {
+    fn set(&self, weights: Arc<Weights>) {
+        let mut slot = self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *slot = Some(weights);
+    }
+}
+
+impl WeightFeed for LatestWeights {
+    fn load_newer(
+        &self,
+        version: u64,
+        load: &mut dyn FnMut(&[WeightChunk], u64) -> rlvr_rollout::Result<()>,
+    ) -> rlvr_rollout::Result<()> {
+        let newest = self
+            .0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        match newest {
+            Some(w) if w.version > version => load(&w.chunks, w.version),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// What a broadcast did.
@@ -33,7 +65,8 @@ pub struct BroadcastReport {
 pub enum BroadcastMsg {
     /// A worker joins; the reply is the newest weights, if any were published.
     Subscribe(ActorRef<RolloutMsg>, RpcReplyPort<Option<Arc<Weights>>>),
-    /// Send new weights to every worker; replies once all have loaded them.
+    /// Send new weights to every worker; replies once all have loaded them (with in-flight
+    /// updates: once they are in the shared slot, before the workers are told).
     Publish(Arc<Weights>, RpcReplyPort<BroadcastReport>),
 }
 
@@ -47,6 +80,8 @@ pub struct BroadcastState {
 pub struct Broadcaster {
     /// Longest a worker may take to load weights (it finishes its current job first).
     pub timeout: Duration,
+    /// The slot local engines read between decode steps, when updates are in flight.
+    pub in_flight: Option<Arc<LatestWeights>>,
 }
 
 impl Actor for Broadcaster {
@@ -81,6 +116,16 @@ impl Actor for Broadcaster {
             BroadcastMsg::Publish(weights, reply) => {
                 let started = Instant::now();
                 state.latest = Some(weights.clone());
+                let mut reply = Some(reply);
+                if let Some(slot) = &self.in_flight {
+                    slot.set(weights.clone());
+                    if let Some(reply) = reply.take() {
+                        let _ = reply.send(BroadcastReport {
+                            workers: state.subscribers.len(),
+                            seconds: started.elapsed().as_secs_f64(),
+                        });
+                    }
+                }
                 let mut alive = Vec::with_capacity(state.subscribers.len());
                 for worker in state.subscribers.drain(..) {
                     let w = weights.clone();
@@ -93,10 +138,12 @@ impl Actor for Broadcaster {
                     }
                 }
                 state.subscribers = alive;
-                let _ = reply.send(BroadcastReport {
-                    workers: state.subscribers.len(),
-                    seconds: started.elapsed().as_secs_f64(),
-                });
+                if let Some(reply) = reply {
+                    let _ = reply.send(BroadcastReport {
+                        workers: state.subscribers.len(),
+                        seconds: started.elapsed().as_secs_f64(),
+                    });
+                }
             }
         }
         Ok(())

@@ -1,8 +1,11 @@
 //! Controller: the root of the supervision tree and the RL loop. It starts the data actor, the
 //! rollout and verifier pools, the learner and the weight broadcaster as its children, then
-//! runs one step per message: rollout → verify → advantages → learn → broadcast. In async mode
-//! the rollout of step t+1 runs while step t learns (one step off-policy, as Tülu 3).
+//! runs one step per message: rollout → verify → advantages → learn → broadcast. Off-policy,
+//! the rollouts of the next `prefetch` steps run while step t learns (one step with Tülu 3's
+//! async mode; more with `rlvr.max_staleness`, whose engines also take new weights between
+//! decode steps).
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,23 +13,24 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use indicatif::ProgressBar;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
-use rlvr_core::{FinishReason, PolicySample, SamplingParams};
+use rlvr_core::{PolicySample, SamplingParams};
 use rlvr_data::Tokenizer;
-use rlvr_learner::policy::{KlEstimator, PolicyMetrics};
+use rlvr_learner::advantage::Estimator;
+use rlvr_learner::policy::KlEstimator;
 use rlvr_learner::Learner;
-use rlvr_verifiers::reward::{reward, Shaping};
+use rlvr_verifiers::reward::{Overlong, Shaping};
 use rlvr_verifiers::Mode;
 use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::broadcast::{BroadcastMsg, Broadcaster, Weights};
+use super::broadcast::{BroadcastMsg, Broadcaster, LatestWeights, Weights};
 use super::data::{DataActor, DataArgs, DataMsg, Prompt};
-use super::learner::{LearnReport, LearnSettings, LearnerActor, LearnerMsg};
-use super::pool::{Pool, PoolArgs, PoolMsg};
+use super::learner::{LearnSettings, LearnerActor, LearnerMsg};
+use super::pool::{Pool, PoolArgs};
 use super::recruiter::{Recruiter, RecruiterArgs};
 use super::rollout::RolloutWorker;
-use super::step::{accuracy, grpo_samples, ppo_samples, rollout_and_verify, samples, Roles, Scored};
+use super::step::{policy_samples, rollout_and_verify, samples, Roles, Scored};
 use super::verifier::VerifierWorker;
 use super::wire::{encode, RolloutSetup, VerifierSetup};
 use crate::cluster::Listen;
@@ -34,6 +38,7 @@ use crate::evaluation::Questions;
 use crate::metrics::MetricsLog;
 
 mod evaluation;
+mod report;
 mod spawners;
 
 use spawners::{RolloutSpawner, VerifierSpawner};
@@ -53,31 +58,35 @@ pub struct LoopSettings {
     pub eval_every: u64,
     /// Reward shaping.
     pub shaping: Shaping,
-    /// Overlap the rollout of step t+1 with learning of step t.
-    pub async_mode: bool,
+    /// Rollouts of this many later steps run while a step learns (0: on-policy).
+    pub prefetch: usize,
+    /// Rollout engines take new weights between decode steps.
+    pub in_flight: bool,
     /// Seed of every sampled request.
     pub seed: u64,
     /// Save a checkpoint every this many steps (0: never).
     pub save_every: u64,
-    /// GRPO: divide centred group rewards by the group's standard deviation (false: Dr. GRPO).
-    pub scale_rewards: bool,
-    /// How advantages are made: GRPO, or PPO with these settings.
-    pub ppo: Option<Ppo>,
+    /// How advantages are made from per-token rewards.
+    pub estimator: Estimator,
+    /// The KL penalty to the reference when it is in the reward (PPO, REINFORCE++); `None`
+    /// when it is in the loss or off.
+    pub kl_in_reward: Option<KlPenalty>,
+    /// Dynamic sampling: drop groups whose rewards are all equal and refill, in at most this
+    /// many rollout rounds per step.
+    pub dynamic_sampling: Option<u64>,
+    /// DAPO's overlong reward shaping.
+    pub overlong: Option<Overlong>,
+    /// Leave responses cut at the length budget out of the loss.
+    pub mask_truncated: bool,
 }
 
-/// PPO's advantage settings (Tülu 3: KL in the reward, GAE, whitening).
+/// The KL penalty to the reference policy, per token of the reward.
 #[derive(Debug, Clone, Copy)]
-pub struct Ppo {
-    /// KL coefficient β of the per-token reward penalty.
+pub struct KlPenalty {
+    /// Coefficient β.
     pub beta: f64,
-    /// KL estimator of the penalty.
+    /// Estimator.
     pub kl: KlEstimator,
-    /// Discount γ.
-    pub gamma: f64,
-    /// GAE λ.
-    pub lam: f64,
-    /// Whiten advantages over the batch.
-    pub whiten: bool,
 }
 
 /// Where a run starts: at zero, or where a checkpoint left off.
@@ -180,7 +189,7 @@ pub struct ControllerState {
     done: Option<oneshot::Sender<Result<RunSummary>>>,
     step: u64,
     version: u64,
-    prefetched: Option<JoinHandle<Result<Scored>>>,
+    prefetched: VecDeque<JoinHandle<Result<Scored>>>,
     evals: Vec<(u64, f64)>,
     started: Instant,
 }
@@ -192,41 +201,35 @@ pub struct Controller;
 const MAX_RESTARTS: u64 = 20;
 
 impl ControllerState {
-    fn say(&self, line: String) {
-        if self.bar.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            self.bar.println(line);
-        }
-    }
-
-    /// Roll out and verify the prompts of `step` (a task of its own, so it can run ahead).
-    fn rollout_and_verify(
+    /// Take the prompts of `step` from the data actor now, in step order, and return the task
+    /// that rolls them out and verifies them (spawned, so it can run ahead).
+    async fn rollout_and_verify(
         &self,
         step: u64,
-    ) -> impl std::future::Future<Output = Result<Scored>> + Send + 'static {
-        rollout_and_verify(
+    ) -> Result<impl std::future::Future<Output = Result<Scored>> + Send + 'static> {
+        let prompts = ractor::call!(self.roles.data, DataMsg::Next, self.settings.prompts_per_step)
+            .map_err(|e| anyhow!("data actor: {e}"))?;
+        Ok(rollout_and_verify(
             self.roles.clone(),
             self.settings.clone(),
             self.tokenizer.clone(),
             step,
-        )
+            prompts,
+        ))
     }
 
     /// One RL step: rollout → verify → advantages → learn → broadcast.
     async fn step(&mut self) -> Result<()> {
         let started = Instant::now();
-        let scored = match self.prefetched.take() {
-            Some(task) => task.await??,
-            None => self.rollout_and_verify(self.step).await?,
-        };
-        if self.settings.async_mode && self.step + 1 < self.settings.steps {
-            self.prefetched = Some(tokio::spawn(self.rollout_and_verify(self.step + 1)));
-        }
+        let scored = self.next_rollout().await?;
         if self.step == 0 {
             self.warn_if_nothing_finished(&scored);
         }
         let (samples, rewards, reward_kl) = self.advantages(&scored).await?;
+        if samples.is_empty() {
+            return self.skip_step(&scored, &rewards);
+        }
+        let left_out = scored.completions.len() - samples.len();
         let learned = ractor::call!(self.roles.learner, LearnerMsg::Learn, samples)
             .map_err(|e| anyhow!("learner: {e}"))??;
         let broadcast = ractor::call!(
@@ -251,128 +254,45 @@ impl ControllerState {
             &learned,
             reward_kl,
             gap,
+            left_out,
             broadcast.seconds,
             started.elapsed().as_secs_f64(),
             workers,
         )
     }
 
-    /// Say so, once, when every response of the first step got the same score and some were
-    /// cut at the response length (the non-stop penalty's score): the reward teaches nothing
-    /// until `rlvr.response_length` is raised.
-    fn warn_if_nothing_finished(&self, scored: &Scored) {
-        let shaping = &self.settings.shaping;
-        let rewards: Vec<f64> = scored
-            .completions
-            .iter()
-            .zip(&scored.verdicts)
-            .map(|(c, v)| reward(v, c.finish_reason == FinishReason::Stop, shaping))
-            .collect();
-        let cut = scored
-            .completions
-            .iter()
-            .filter(|c| c.finish_reason == FinishReason::Length)
-            .count();
-        let uniform = rewards.windows(2).all(|w| w[0] == w[1]);
-        if !shaping.non_stop_penalty || cut == 0 || !uniform {
-            return;
-        }
-        self.say(format!(
-            "warning: the first step scored every one of its {} responses {}: {cut} ran past \
-             rlvr.response_length = {} tokens and got the non-stop penalty, none was verified, so \
-             the reward teaches nothing. Raise rlvr.response_length (or turn \
-             rlvr.non_stop_penalty off).",
-            scored.completions.len(),
-            rewards.first().copied().unwrap_or_default(),
-            self.settings.sampling.max_new_tokens,
-        ));
-    }
-
-    /// Each pool's live workers (how many on other nodes) and its job counters so far.
-    async fn workers(&self) -> Result<serde_json::Value> {
-        let rollout =
-            ractor::call!(self.roles.rollout, PoolMsg::Stats).map_err(|e| anyhow!("rollout pool: {e}"))?;
-        let verify =
-            ractor::call!(self.roles.verifiers, PoolMsg::Stats).map_err(|e| anyhow!("verifier pool: {e}"))?;
-        let counts = |live: usize, remote: usize, done: u64, requeued: u64, restarts: u64| json!({"live": live, "remote": remote, "jobs_done": done, "jobs_requeued": requeued, "restarts": restarts});
-        Ok(json!({
-            "rollout": counts(rollout.workers.len(), rollout.adopted, rollout.done, rollout.requeued, rollout.restarts),
-            "verifier": counts(verify.workers.len(), verify.adopted, verify.done, verify.requeued, verify.restarts),
-        }))
-    }
-
-    /// GRPO's group-normalised advantages, or PPO's GAE over the value model's estimates with
-    /// the KL to the reference in the reward (the learner scores the samples first; the mean
-    /// KL of that reward comes back too).
-    async fn advantages(&self, scored: &Scored) -> Result<(Vec<PolicySample>, Vec<f64>, Option<f64>)> {
-        let Some(ppo) = self.settings.ppo else {
-            let (samples, rewards) = grpo_samples(scored, &self.settings);
-            return Ok((samples, rewards, None));
+    /// This step's rollout: rolled out ahead, or now; then the rollouts of the steps after it
+    /// started, up to `prefetch` ahead.
+    async fn next_rollout(&mut self) -> Result<Scored> {
+        let scored = match self.prefetched.pop_front() {
+            Some(task) => task.await??,
+            None => self.rollout_and_verify(self.step).await?.await?,
         };
-        let scores = ractor::call!(
-            self.roles.learner,
-            LearnerMsg::Score,
-            samples(scored, &self.settings)
-        )
-        .map_err(|e| anyhow!("learner: {e}"))??;
-        let (samples, rewards, kl) = ppo_samples(scored, &scores, &self.settings, &ppo);
-        Ok((samples, rewards, Some(kl)))
+        loop {
+            let next = self.step + 1 + self.prefetched.len() as u64;
+            if self.prefetched.len() >= self.settings.prefetch || next >= self.settings.steps {
+                return Ok(scored);
+            }
+            self.prefetched
+                .push_back(tokio::spawn(self.rollout_and_verify(next).await?));
+        }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn log_step(
-        &mut self,
-        scored: &Scored,
-        rewards: &[f64],
-        learned: &LearnReport,
-        reward_kl: Option<f64>,
-        gap: u64,
-        broadcast_s: f64,
-        step_s: f64,
-        workers: serde_json::Value,
-    ) -> Result<()> {
-        let steps = &learned.steps;
-        let n = rewards.len().max(1) as f64;
-        let reward_mean = rewards.iter().sum::<f64>() / n;
-        let (acc, per) = accuracy(&scored.prompts, &scored.verdicts);
-        let tokens: usize = scored.completions.iter().map(|c| c.token_ids.len()).sum();
-        let stopped = scored
-            .completions
-            .iter()
-            .filter(|c| c.finish_reason == FinishReason::Stop)
-            .count();
-        let last = steps.last().copied().unwrap_or_default();
-        let mean =
-            |f: fn(&PolicyMetrics) -> f64| steps.iter().map(f).sum::<f64>() / steps.len().max(1) as f64;
-        // GRPO's KL is a loss term the learner measures; PPO's is in the reward.
-        let kl = reward_kl.unwrap_or_else(|| mean(|m| m.kl));
-        let rows: Vec<u64> = scored.prompts.iter().map(|p| p.row).collect();
-        let record = json!({
-            "stage": "rlvr", "step": self.step, "reward_mean": reward_mean, "accuracy": acc,
-            "prompt_rows": rows, "verdicts": scored.verdicts.len(), "workers": workers,
-            "accuracy_per_verifier": per, "kl": kl, "loss": mean(|m| m.loss),
-            "pg_loss": mean(|m| m.pg_loss), "entropy": mean(|m| m.entropy), "clipfrac": mean(|m| m.clipfrac), "ratio": mean(|m| m.ratio),
-            "vf_loss": mean(|m| m.vf_loss), "vf_clipfrac": mean(|m| m.vf_clipfrac),
-            "grad_norm": mean(|m| m.grad_norm), "lr": last.lr,
-            "response_length": tokens as f64 / n, "stop_rate": stopped as f64 / n,
-            "rollout_tokens_per_s": tokens as f64 / scored.rollout_s.max(1e-9),
-            "rollout_s": scored.rollout_s, "verify_s": scored.verify_s, "train_s": learned.train_s, "export_s": learned.export_s, "broadcast_s": broadcast_s,
-            "step_s": step_s, "policy_version": self.version, "policy_version_gap": gap,
-            "elapsed_s": self.started.elapsed().as_secs_f64(),
-        });
-        self.metrics.write(&record)?;
-        self.bar.set_position(self.step);
-        self.bar.set_message(format!("reward {reward_mean:.3}"));
-        self.say(format!(
-            "rlvr step {:>4}/{}  reward {reward_mean:.3}  acc {acc:.3}  kl {:.4}  len {:.1}  {:.0} tok/s  v{}  gap {gap}  {step_s:.2}s",
-            self.step,
-            self.settings.steps,
-            kl,
-            tokens as f64 / n,
-            tokens as f64 / scored.rollout_s.max(1e-9),
-            self.version,
-        ));
-        Ok(())
+    /// The step's samples with their advantages, with each response's reward and the mean KL
+    /// of the penalty when it is in the reward. The learner scores the samples first (reference
+    /// log-probs, value estimates) when the penalty or the estimator needs it.
+    async fn advantages(&self, scored: &Scored) -> Result<(Vec<PolicySample>, Vec<f64>, Option<f64>)> {
+        let s = &self.settings;
+        let scores = if s.estimator.needs_values() || s.kl_in_reward.is_some() {
+            let samples = samples(scored, s);
+            let scores = ractor::call!(self.roles.learner, LearnerMsg::Score, samples)
+                .map_err(|e| anyhow!("learner: {e}"))??;
+            Some(scores)
+        } else {
+            None
+        };
+        let (samples, rewards, kl) = policy_samples(scored, scores.as_deref(), s);
+        Ok((samples, rewards, kl))
     }
 
     /// Save a checkpoint with the data position, for `--resume`.
@@ -382,6 +302,11 @@ impl ControllerState {
             .map_err(|e| anyhow!("learner: {e}"))??;
         let position =
             ractor::call!(self.roles.data, DataMsg::Position).map_err(|e| anyhow!("data actor: {e}"))?;
+        // The prompts of steps rolled out ahead are served again after a resume (their
+        // rollouts, from older weights, are not kept). Prompts drawn to refill them under dynamic
+        // sampling are not counted back.
+        let ahead = (self.prefetched.len() * self.settings.prompts_per_step) as u64;
+        let position = position.saturating_sub(ahead);
         let state = json!({"step": self.step, "data_position": position, "policy_version": self.version});
         crate::stages::write_state(&dir.join("trainer_state.json"), &state)?;
         Ok(())
@@ -447,7 +372,15 @@ impl Actor for Controller {
             })),
             None => None,
         };
-        let (broadcaster, _) = Actor::spawn_linked(None, Broadcaster { timeout }, seed, cell.clone()).await?;
+        let in_flight = args
+            .settings
+            .in_flight
+            .then(|| Arc::new(LatestWeights::default()));
+        let broadcaster = Broadcaster {
+            timeout,
+            in_flight: in_flight.clone(),
+        };
+        let (broadcaster, _) = Actor::spawn_linked(None, broadcaster, seed, cell.clone()).await?;
         let rollout_setup = encode(&RolloutSetup {
             config: args.learner.model().config().clone(),
             max_batch: args.engine_batch,
@@ -458,6 +391,7 @@ impl Actor for Controller {
             device: args.device,
             max_batch: args.engine_batch,
             broadcaster: broadcaster.clone(),
+            in_flight: in_flight.map(|slot| slot as Arc<dyn rlvr_rollout::WeightFeed>),
         };
         let (rollout, _) = Actor::spawn_linked(
             None,
@@ -526,7 +460,7 @@ impl Actor for Controller {
             done: Some(args.done),
             step: args.start.step,
             version: args.start.policy_version,
-            prefetched: None,
+            prefetched: VecDeque::new(),
             evals: args.earlier_evals,
             started: Instant::now(),
         })

@@ -1,12 +1,15 @@
 //! Learner actor: owns the policy being trained (one rank until ZeRO-3 shards it), its frozen
-//! reference and, for PPO, the value model. One message per RL step: the scored samples in, optimiser steps over
-//! mini-batches and epochs, the new weights out for the broadcaster.
+//! reference and, for PPO, the value model. One message per RL step: the scored samples in; with
+//! an off-policy correction, the policy's own log-probs of them and each token's weight;
+//! optimiser steps over mini-batches and epochs (the first measures the train/rollout
+//! mismatch); the new weights out for the broadcaster.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rlvr_core::{PolicyBatch, PolicySample};
+use rlvr_learner::off_policy::{Correction, Mismatch};
 use rlvr_learner::policy::{PolicyLoss, PolicyMetrics};
 use rlvr_learner::Learner;
 
@@ -17,6 +20,8 @@ use super::broadcast::Weights;
 pub struct LearnSettings {
     /// The loss.
     pub loss: PolicyLoss,
+    /// How the ratio between the learner's and the rollout's log-probs weighs each token.
+    pub correction: Correction,
     /// Passes over each step's samples.
     pub epochs: usize,
     /// Samples per optimiser step.
@@ -33,6 +38,12 @@ pub struct LearnReport {
     pub steps: Vec<PolicyMetrics>,
     /// The new weights, tagged with the new policy version.
     pub weights: Arc<Weights>,
+    /// How far the learner's log-probs were from the rollout's when the step began (over the
+    /// first mini-batch when no correction recomputes them all).
+    pub mismatch: Mismatch,
+    /// Seconds spent recomputing the samples' log-probs under the learner's policy (only
+    /// with an off-policy correction).
+    pub proximal_s: f64,
     /// Seconds spent in the optimiser steps.
     pub train_s: f64,
     /// Seconds spent exporting the new weights.
@@ -70,8 +81,28 @@ pub struct LearnerState {
 /// The learner actor.
 pub struct LearnerActor;
 
-fn learn(learner: &mut Learner, samples: &[PolicySample], s: &LearnSettings) -> anyhow::Result<LearnReport> {
+fn learn(
+    learner: &mut Learner,
+    mut samples: Vec<PolicySample>,
+    s: &LearnSettings,
+) -> anyhow::Result<LearnReport> {
     let started = std::time::Instant::now();
+    // With a correction the learner's own log-probs are needed before any update; without
+    // one, the first optimiser step measures the mismatch for free (its ratio is to them).
+    let mut mismatch = None;
+    if s.correction.is_active() {
+        let proximal = proximal_logprobs(learner, &samples, s)?;
+        let responses = proximal
+            .iter()
+            .zip(&samples)
+            .map(|(p, x)| (&p[..], &x.logprobs[..]));
+        mismatch = Some(Mismatch::measure(responses, s.correction));
+        for (sample, proximal) in samples.iter_mut().zip(proximal) {
+            sample.is_weights = s.correction.weights(&proximal, &sample.logprobs);
+            sample.proximal_logprobs = proximal;
+        }
+    }
+    let proximal_s = started.elapsed().as_secs_f64();
     let mut steps = Vec::new();
     for _ in 0..s.epochs.max(1) {
         for mini in samples.chunks(s.mini_batch.max(1)) {
@@ -82,7 +113,9 @@ fn learn(learner: &mut Learner, samples: &[PolicySample], s: &LearnSettings) -> 
             steps.push(learner.policy_step(&micro, &s.loss)?);
         }
     }
-    let train_s = started.elapsed().as_secs_f64();
+    let train_s = started.elapsed().as_secs_f64() - proximal_s;
+    let mismatch =
+        mismatch.unwrap_or_else(|| steps.first().map(Mismatch::from_first_step).unwrap_or_default());
     let version = learner.steps_taken();
     let weights = Arc::new(Weights {
         version,
@@ -91,9 +124,29 @@ fn learn(learner: &mut Learner, samples: &[PolicySample], s: &LearnSettings) -> 
     Ok(LearnReport {
         steps,
         weights,
+        mismatch,
+        proximal_s,
         train_s,
-        export_s: started.elapsed().as_secs_f64() - train_s,
+        export_s: started.elapsed().as_secs_f64() - train_s - proximal_s,
     })
+}
+
+/// Each sample's response-token log-probs under the learner's policy as it stands.
+fn proximal_logprobs(
+    learner: &Learner,
+    samples: &[PolicySample],
+    s: &LearnSettings,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(samples.len());
+    for micro in samples.chunks(s.micro_batch.max(1)) {
+        let batch = PolicyBatch::from_samples(micro, s.pad_id);
+        let logprobs = learner.logprobs(&batch, &s.loss.distribution)?;
+        for (row, sample) in micro.iter().enumerate() {
+            let start = row * batch.cols;
+            out.push(logprobs[start..start + sample.response_ids.len()].to_vec());
+        }
+    }
+    Ok(out)
 }
 
 /// Reference log-probs and values of each sample's response tokens.
@@ -101,7 +154,7 @@ fn score(learner: &Learner, samples: &[PolicySample], s: &LearnSettings) -> anyh
     let mut out = Vec::with_capacity(samples.len());
     for micro in samples.chunks(s.micro_batch.max(1)) {
         let batch = PolicyBatch::from_samples(micro, s.pad_id);
-        let (reference, values) = learner.score(&batch, s.loss.temperature)?;
+        let (reference, values) = learner.score(&batch, &s.loss.distribution)?;
         for (row, sample) in micro.iter().enumerate() {
             let start = row * batch.cols;
             let span = start..start + sample.response_ids.len();
@@ -157,7 +210,7 @@ impl Actor for LearnerActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             LearnerMsg::Learn(samples, reply) => {
-                let out = state.run(move |l, s| learn(l, &samples, s)).await?;
+                let out = state.run(move |l, s| learn(l, samples, s)).await?;
                 let _ = reply.send(out);
             }
             LearnerMsg::Score(samples, reply) => {

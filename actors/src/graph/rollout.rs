@@ -1,13 +1,14 @@
 //! Rollout worker: owns one inference engine, completes the prompt groups the rollout pool deals
 //! it, and swaps in new weights from the broadcaster between jobs — so every completion comes
-//! from exactly one policy version.
+//! from exactly one policy version — or, with in-flight updates, between decode steps from the
+//! broadcaster's shared slot, each token tagged with its version.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rlvr_core::{Completion, GenerationRequest, SamplingParams};
-use rlvr_rollout::{Engine, NativeEngine};
+use rlvr_rollout::{Engine, NativeEngine, WeightFeed};
 use tch::{Device, Kind};
 
 use super::broadcast::{BroadcastMsg, Weights};
@@ -45,6 +46,8 @@ pub struct RolloutArgs {
     pub pool: ActorRef<PoolMsg<RolloutWorker>>,
     /// Where newer weights come from.
     pub broadcaster: ActorRef<BroadcastMsg>,
+    /// Where the engine takes newer weights between decode steps (in-flight updates).
+    pub in_flight: Option<Arc<dyn WeightFeed>>,
 }
 
 /// State of a rollout worker.
@@ -92,11 +95,14 @@ impl Actor for RolloutWorker {
         args: RolloutArgs,
     ) -> Result<RolloutState, ActorProcessingErr> {
         let (model, device, max_batch, version) = (args.model, args.device, args.max_batch, args.version);
-        let engine = tokio::task::spawn_blocking(move || {
+        let mut engine = tokio::task::spawn_blocking(move || {
             NativeEngine::from_pretrained(&model, device, Kind::Float, max_batch)
                 .map(|e| e.at_version(version))
         })
         .await??;
+        if let Some(feed) = args.in_flight {
+            engine.set_weight_feed(feed);
+        }
         let mut state = RolloutState {
             engine: Some(engine),
             pool: args.pool,
@@ -124,8 +130,14 @@ impl Actor for RolloutWorker {
                 state.pool.send_message(PoolMsg::Done { job, output })?;
             }
             RolloutMsg::LoadWeights(w, reply) => {
-                let version = w.version;
-                with_engine(&mut state.engine, move |e| e.load_weights(&w.chunks, w.version)).await??;
+                // An engine fed in flight may already hold these weights, or newer ones.
+                let version = with_engine(&mut state.engine, move |e| {
+                    if e.policy_version() < w.version {
+                        e.load_weights(&w.chunks, w.version)?;
+                    }
+                    Ok::<u64, rlvr_rollout::RolloutError>(e.policy_version())
+                })
+                .await??;
                 let _ = reply.send(version);
             }
         }

@@ -1,6 +1,7 @@
 //! The pieces of one RL step the controller strings together: deal prompts to the rollout
-//! pool, score the responses with the verifier pool, turn rewards into GRPO samples, and
-//! measure accuracy per verifier.
+//! pool, score the responses with the verifier pool (refilling the step when dynamic sampling
+//! drops groups that teach nothing), turn rewards into advantages, and measure accuracy per
+//! verifier.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,11 +11,10 @@ use anyhow::{anyhow, Result};
 use ractor::ActorRef;
 use rlvr_core::{Completion, FinishReason, GenerationRequest, PolicySample, SamplingParams, Verdict};
 use rlvr_data::Tokenizer;
-use rlvr_learner::advantage::{gae, group_centered, group_normalized, whiten};
 use rlvr_verifiers::reward::reward;
 
 use super::broadcast::BroadcastMsg;
-use super::controller::{LoopSettings, Ppo};
+use super::controller::LoopSettings;
 use super::data::{DataMsg, Prompt};
 use super::learner::{LearnerMsg, Scores};
 use super::pool::PoolMsg;
@@ -51,6 +51,21 @@ pub struct Scored {
     pub rollout_s: f64,
     /// Seconds spent verifying.
     pub verify_s: f64,
+    /// What dynamic sampling did, when it is on.
+    pub filtered: Option<Filtered>,
+}
+
+/// What dynamic sampling did in one step.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Filtered {
+    /// Rollout rounds (the first included).
+    pub rounds: u64,
+    /// Groups sampled over the rounds.
+    pub groups_sampled: u64,
+    /// Groups dropped because every response got the same reward.
+    pub groups_dropped: u64,
+    /// Informative groups sampled beyond the step's prompts, left unused.
+    pub groups_unused: u64,
 }
 
 /// Complete `prompts` `n` times each with the rollout pool; completions come back prompt-major.
@@ -126,19 +141,78 @@ fn response_text(tok: &Tokenizer, c: &Completion) -> String {
     tok.decode(ids)
 }
 
-/// Take the next prompts, roll them out and verify them.
+/// Roll out a step's `prompts` and verify them. With dynamic sampling, groups whose responses
+/// all got the same reward are dropped and more prompts are drawn from the data actor, round
+/// after round, until the step has its prompts or its rounds are spent.
 pub async fn rollout_and_verify(
     roles: Roles,
     settings: LoopSettings,
     tok: Arc<Tokenizer>,
     step: u64,
+    prompts: Vec<Prompt>,
 ) -> Result<Scored> {
-    let prompts = ractor::call!(roles.data, DataMsg::Next, settings.prompts_per_step)
-        .map_err(|e| anyhow!("data actor: {e}"))?;
+    let mut scored = sample_round(&roles, &settings, &tok, step, prompts).await?;
+    let Some(max_rounds) = settings.dynamic_sampling else {
+        return Ok(scored);
+    };
+    let n = settings.samples_per_prompt;
+    let mut filtered = Filtered::default();
+    let mut kept = Scored {
+        prompts: Vec::new(),
+        completions: Vec::new(),
+        verdicts: Vec::new(),
+        rollout_s: 0.0,
+        verify_s: 0.0,
+        filtered: None,
+    };
+    loop {
+        filtered.rounds += 1;
+        filtered.groups_sampled += scored.prompts.len() as u64;
+        let rewards = rewards(&scored, &settings);
+        kept.rollout_s += scored.rollout_s;
+        kept.verify_s += scored.verify_s;
+        let groups = scored.prompts.into_iter().zip(
+            scored
+                .completions
+                .chunks(n)
+                .zip(scored.verdicts.chunks(n))
+                .zip(rewards.chunks(n)),
+        );
+        for (prompt, ((completions, verdicts), rewards)) in groups {
+            if rewards.windows(2).all(|w| w[0] == w[1]) {
+                filtered.groups_dropped += 1;
+            } else if kept.prompts.len() < settings.prompts_per_step {
+                kept.prompts.push(prompt);
+                kept.completions.extend_from_slice(completions);
+                kept.verdicts.extend_from_slice(verdicts);
+            } else {
+                filtered.groups_unused += 1;
+            }
+        }
+        let missing = settings.prompts_per_step - kept.prompts.len();
+        if missing == 0 || filtered.rounds >= max_rounds {
+            break;
+        }
+        let more =
+            ractor::call!(roles.data, DataMsg::Next, missing).map_err(|e| anyhow!("data actor: {e}"))?;
+        scored = sample_round(&roles, &settings, &tok, step, more).await?;
+    }
+    kept.filtered = Some(filtered);
+    Ok(kept)
+}
+
+/// Roll out `prompts` and verify them.
+async fn sample_round(
+    roles: &Roles,
+    settings: &LoopSettings,
+    tok: &Tokenizer,
+    step: u64,
+    prompts: Vec<Prompt>,
+) -> Result<Scored> {
     let t = Instant::now();
     let seed = settings.seed ^ step.wrapping_mul(0x2545_f491_4f6c_dd1d);
     let completions = rollout(
-        &roles,
+        roles,
         &prompts,
         settings.samples_per_prompt,
         &settings.sampling,
@@ -147,23 +221,28 @@ pub async fn rollout_and_verify(
     .await?;
     let rollout_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let verdicts = verify(&roles, &tok, &prompts, &completions).await?;
+    let verdicts = verify(roles, tok, &prompts, &completions).await?;
     Ok(Scored {
         prompts,
         completions,
         verdicts,
         rollout_s,
         verify_s: t.elapsed().as_secs_f64(),
+        filtered: None,
     })
 }
 
-/// Each response's shaped reward (verified reward, non-stop penalty).
-fn rewards(scored: &Scored, settings: &LoopSettings) -> Vec<f64> {
+/// Each response's shaped reward: the verified reward or the non-stop penalty, plus DAPO's
+/// overlong penalty when it is on.
+pub fn rewards(scored: &Scored, settings: &LoopSettings) -> Vec<f64> {
     scored
         .completions
         .iter()
         .zip(&scored.verdicts)
-        .map(|(c, v)| reward(v, c.finish_reason == FinishReason::Stop, &settings.shaping))
+        .map(|(c, v)| {
+            let overlong = settings.overlong.map_or(0.0, |o| o.penalty(c.token_ids.len()));
+            reward(v, c.finish_reason == FinishReason::Stop, &settings.shaping) + overlong
+        })
         .collect()
 }
 
@@ -177,6 +256,8 @@ pub fn samples(scored: &Scored, settings: &LoopSettings) -> Vec<PolicySample> {
             prompt_ids: scored.prompts[i / settings.samples_per_prompt].prompt_ids.clone(),
             response_ids: c.token_ids.clone(),
             logprobs: c.logprobs.clone(),
+            proximal_logprobs: Vec::new(),
+            is_weights: Vec::new(),
             advantages: Vec::new(),
             returns: Vec::new(),
             values: Vec::new(),
@@ -184,64 +265,67 @@ pub fn samples(scored: &Scored, settings: &LoopSettings) -> Vec<PolicySample> {
         .collect()
 }
 
-/// GRPO: each response's shaped reward, centred within its prompt's group (and divided by the
-/// group's standard deviation unless `scale_rewards` is off, as in Dr. GRPO), on every token.
-pub fn grpo_samples(scored: &Scored, settings: &LoopSettings) -> (Vec<PolicySample>, Vec<f64>) {
-    let rewards = rewards(scored, settings);
-    let advantages = if settings.scale_rewards {
-        group_normalized(&rewards, settings.samples_per_prompt)
-    } else {
-        group_centered(&rewards, settings.samples_per_prompt)
-    };
-    let mut samples = samples(scored, settings);
-    for (s, a) in samples.iter_mut().zip(&advantages) {
-        s.advantages = vec![*a as f32; s.response_ids.len()];
-    }
-    (samples, rewards)
-}
-
-/// PPO as Tülu 3: per-token reward −β·KL(old ‖ reference), the shaped score added at the last
-/// token; GAE over the value model's estimates; advantages whitened over the batch. `scores`
-/// holds each response's reference log-probs and value estimates, token by token. Also returns
-/// the mean per-token KL of the batch.
-pub fn ppo_samples(
+/// A step's samples with their advantages, each response's reward, and the mean per-token KL
+/// of the penalty when it is in the reward. Each response's per-token rewards are its reward on
+/// the last token, minus β·KL(old ‖ reference) on every token when the penalty is in the
+/// reward; the loop's estimator turns them into advantages. `scores` holds each response's
+/// reference log-probs and value estimates when the KL or the estimator needs them. With
+/// `mask_truncated`, responses cut at the length budget are left out.
+pub fn policy_samples(
     scored: &Scored,
-    scores: &[Scores],
+    scores: Option<&[Scores]>,
     settings: &LoopSettings,
-    ppo: &Ppo,
-) -> (Vec<PolicySample>, Vec<f64>, f64) {
+) -> (Vec<PolicySample>, Vec<f64>, Option<f64>) {
     let rewards = rewards(scored, settings);
     let mut samples = samples(scored, settings);
-    let (mut kl_sum, mut tokens) = (0.0, 0usize);
-    for ((s, scores), score) in samples.iter_mut().zip(scores).zip(&rewards) {
-        let kl: Vec<f64> = s
-            .logprobs
-            .iter()
-            .zip(&scores.reference)
-            .map(|(&lp, &r)| ppo.kl.per_token(f64::from(lp), f64::from(r)))
-            .collect();
-        kl_sum += kl.iter().sum::<f64>();
-        tokens += kl.len();
-        let mut per_token: Vec<f32> = kl.iter().map(|k| (-ppo.beta * k) as f32).collect();
-        if let Some(last) = per_token.last_mut() {
-            *last += *score as f32;
-        }
-        let (advantages, returns) = gae(&per_token, &scores.values, ppo.gamma, ppo.lam);
+    let (mut kl_sum, mut kl_tokens) = (0.0, 0usize);
+    let token_rewards: Vec<Vec<f64>> = samples
+        .iter()
+        .zip(&rewards)
+        .enumerate()
+        .map(|(i, (s, &reward))| {
+            let mut per_token = vec![0.0; s.response_ids.len()];
+            if let (Some(penalty), Some(scores)) = (settings.kl_in_reward, scores) {
+                for ((r, &lp), &reference) in per_token.iter_mut().zip(&s.logprobs).zip(&scores[i].reference)
+                {
+                    let kl = penalty.kl.per_token(f64::from(lp), f64::from(reference));
+                    kl_sum += kl;
+                    kl_tokens += 1;
+                    *r = -penalty.beta * kl;
+                }
+            }
+            if let Some(last) = per_token.last_mut() {
+                *last += reward;
+            }
+            per_token
+        })
+        .collect();
+    let values: Vec<Vec<f32>> =
+        scores.map_or_else(Vec::new, |s| s.iter().map(|s| s.values.clone()).collect());
+    let estimated = settings
+        .estimator
+        .estimate(&token_rewards, &values, settings.samples_per_prompt);
+    let mut returns = estimated.returns.into_iter();
+    for ((s, advantages), i) in samples.iter_mut().zip(estimated.advantages).zip(0..) {
         s.advantages = advantages;
-        s.returns = returns;
-        s.values = scores.values.clone();
-    }
-    if ppo.whiten {
-        let mut all: Vec<Vec<f32>> = samples
-            .iter_mut()
-            .map(|s| std::mem::take(&mut s.advantages))
-            .collect();
-        whiten(&mut all);
-        for (s, a) in samples.iter_mut().zip(all) {
-            s.advantages = a;
+        if settings.estimator.needs_values() {
+            s.returns = returns.next().unwrap_or_default();
+            s.values = values.get(i).cloned().unwrap_or_default();
         }
     }
-    (samples, rewards, kl_sum / tokens.max(1) as f64)
+    if settings.mask_truncated {
+        let finished = scored
+            .completions
+            .iter()
+            .map(|c| c.finish_reason == FinishReason::Stop);
+        samples = samples
+            .into_iter()
+            .zip(finished)
+            .filter_map(|(s, f)| f.then_some(s))
+            .collect();
+    }
+    let kl = settings.kl_in_reward.map(|_| kl_sum / kl_tokens.max(1) as f64);
+    (samples, rewards, kl)
 }
 
 /// Accuracy per verifier name, and overall.

@@ -1,7 +1,8 @@
 //! RLVR stages: build the actor graph from the recipe (data actor, rollout and verifier pools,
 //! learner, broadcaster under one controller), run it on a tokio runtime, and write the final
-//! model and the held-out accuracy curve. GRPO or PPO (`rlvr.algorithm`); resumes from the
-//! newest checkpoint.
+//! model and the held-out accuracy curve. The algorithm (`rlvr.algorithm`: PPO, GRPO, DAPO,
+//! GSPO, CISPO, RLOO, REINFORCE++) is read in [`algorithm`]; resumes from the newest
+//! checkpoint.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,19 +14,22 @@ use rlvr_core::SamplingParams;
 use rlvr_data::arith::Split;
 use rlvr_data::mix::MixReport;
 use rlvr_data::{rlvr_row, At, Builtin, Tokenizer};
-use rlvr_learner::policy::{Aggregation, KlEstimator, PolicyLoss};
-use rlvr_recipes::spec::{LossAggregation, MixEntry, RlAlgorithm, RlvrSpec};
+use rlvr_recipes::spec::{MixEntry, RlvrSpec};
 use rlvr_recipes::Recipe;
 use rlvr_verifiers::reward::Shaping;
 use rlvr_verifiers::{Mode, Registry};
 use serde_json::json;
 
 use crate::cluster::Listen;
-use crate::graph::controller::{Controller, ControllerArgs, EvalTasks, LoopSettings, Ppo, Progress};
+use crate::graph::controller::{Controller, ControllerArgs, EvalTasks, LoopSettings, Progress};
 use crate::graph::data::Prompt;
 use crate::graph::learner::LearnSettings;
 use crate::metrics::MetricsLog;
 use crate::UsageError;
+
+mod algorithm;
+
+use algorithm::Algorithm;
 
 fn spec(stage: &Recipe) -> Result<&RlvrSpec> {
     stage
@@ -80,12 +84,7 @@ pub(crate) fn holds_prompts(b: Builtin) -> bool {
 /// Check the stage can run here.
 pub fn check(stage: &Recipe) -> Result<()> {
     let rl = spec(stage)?;
-    if KlEstimator::parse(&rl.kl_estimator).is_none() {
-        bail!(UsageError(format!(
-            "stage `{}`: rlvr.kl_estimator = {:?}: expected kl1 or kl3",
-            stage.name, rl.kl_estimator
-        )));
-    }
+    Algorithm::from_spec(&stage.name, rl)?;
     if rl.num_evals == 0 {
         bail!(UsageError(format!(
             "stage `{}`: rlvr.num_evals = 0: must be >= 1 (held-out evaluations over the run; 1 means at the start and the end)",
@@ -179,7 +178,9 @@ pub fn run(
         .unwrap_or(rl.total_episodes / (prompts_per_step * n) as u64)
         .max(1);
     let mini_batch = rl.local_mini_batch_size.max(1) as usize;
-    let optimizer_steps = steps * rl.num_epochs.max(1) * (prompts_per_step * n).div_ceil(mini_batch) as u64;
+    let versions_per_step = rl.num_epochs.max(1) * (prompts_per_step * n).div_ceil(mini_batch) as u64;
+    let optimizer_steps = steps * versions_per_step;
+    let (prefetch, in_flight) = Algorithm::staleness(&stage.name, rl, versions_per_step)?;
     let mut learner = super::lm::new_learner(stage, optimizer_steps, device, init_dir.as_deref(), &tok)?;
     // Rollout engines load the starting weights from a directory.
     let engine_dir: PathBuf = match &init_dir {
@@ -194,7 +195,8 @@ pub fn run(
     if rl.beta > 0.0 {
         learner.freeze_reference()?;
     }
-    let is_ppo = rl.algorithm == RlAlgorithm::Ppo;
+    let algorithm = Algorithm::from_spec(&stage.name, rl)?;
+    let is_ppo = algorithm.estimator.needs_values();
     if is_ppo && rl.reward_model_path.is_empty() {
         learner.attach_critic()?;
     } else if is_ppo {
@@ -222,24 +224,9 @@ pub fn run(
             start = saved;
         }
     }
-    let kl = KlEstimator::parse(&rl.kl_estimator).context("kl_estimator checked above")?;
     let learn = LearnSettings {
-        loss: PolicyLoss {
-            clip: rl.cliprange,
-            // PPO puts the KL in the reward; GRPO in the loss.
-            beta: if is_ppo { 0.0 } else { rl.beta },
-            kl,
-            temperature: rl.temperature,
-            vf_coef: rl.vf_coef,
-            value_clip: rl.cliprange_value,
-            aggregation: match rl.loss_aggregation {
-                LossAggregation::Token => Aggregation::Token,
-                LossAggregation::Sequence => Aggregation::Sequence,
-                LossAggregation::DrGrpo => Aggregation::DrGrpo {
-                    max_tokens: rl.response_length as usize,
-                },
-            },
-        },
+        loss: algorithm.loss,
+        correction: algorithm.correction,
         epochs: rl.num_epochs.max(1) as usize,
         mini_batch,
         micro_batch: rl.local_rollout_forward_batch_size.max(1) as usize,
@@ -271,10 +258,11 @@ pub fn run(
         samples_per_prompt: n,
         sampling: SamplingParams {
             temperature: rl.temperature,
+            top_k: rl.top_k as usize,
+            top_p: rl.top_p,
             max_new_tokens: rl.response_length as usize,
             stop_token_ids,
             stop: rl.stop_strings.clone(),
-            ..SamplingParams::default()
         },
         eval_every: (steps / rl.num_evals.max(1)).max(1),
         shaping: Shaping {
@@ -282,22 +270,20 @@ pub fn run(
             non_stop_penalty: rl.non_stop_penalty,
             penalty_reward_value: rl.penalty_reward_value,
         },
-        async_mode: rl.async_mode,
+        prefetch,
+        in_flight,
         seed: stage.seed,
         save_every: rl.save_freq,
-        scale_rewards: rl.scale_rewards,
-        ppo: is_ppo.then_some(Ppo {
-            beta: rl.beta,
-            kl,
-            gamma: rl.gamma,
-            lam: rl.lam,
-            whiten: rl.whiten_advantages,
-        }),
+        estimator: algorithm.estimator,
+        kl_in_reward: algorithm.kl_in_reward,
+        dynamic_sampling: algorithm.dynamic_sampling,
+        overlong: algorithm.overlong,
+        mask_truncated: algorithm.mask_truncated,
     };
     eprintln!(
         "stage {}: {}, {} parameters on {:?}, {steps} steps of {prompts_per_step} prompts x {n} samples; {} rollout and {} verifier workers; {} train / {} held-out prompts",
         stage.name,
-        if is_ppo { "PPO" } else { "GRPO" },
+        Algorithm::describe(rl),
         learner.num_params(),
         device,
         stage.rollout.workers,

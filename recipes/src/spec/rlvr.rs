@@ -9,12 +9,19 @@ use super::ModelConfig;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RlvrSpec {
-    /// `ppo` (Tülu 3) or `grpo`.
+    /// The algorithm: `ppo` (Tülu 3), `grpo`, `dapo`, `gspo`, `cispo`, `rloo`, `reinforce_pp`
+    /// or `reinforce_pp_baseline` (see [`RlAlgorithm`]).
     pub algorithm: RlAlgorithm,
     /// KL coefficient β.
     pub beta: f64,
-    /// KL estimator: `kl1` (log-ratio) or `kl3` (Schulman's unbiased, non-negative form).
+    /// KL estimator: `kl1` (log-ratio), `kl2` (half its square) or `kl3` (Schulman's
+    /// unbiased, non-negative form).
     pub kl_estimator: String,
+    /// Put the KL penalty in the reward (−β·KL on every token) rather than in the loss.
+    /// Unset: the algorithm's own place (in the reward for `ppo` and `reinforce_pp`, in the loss
+    /// for the others).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kl_in_reward: Option<bool>,
     /// New tokens per response.
     pub response_length: u64,
     /// Prompt + response limit.
@@ -23,6 +30,12 @@ pub struct RlvrSpec {
     pub max_prompt_token_length: u64,
     /// Sampling temperature.
     pub temperature: f64,
+    /// Training rollouts keep the `top_k` most likely tokens (0: all). The engine reports, and
+    /// the learner recomputes, log-probs renormalised over what is kept.
+    pub top_k: u64,
+    /// Training rollouts keep the smallest set of tokens whose probability reaches `top_p`
+    /// (1: all); log-probs renormalised as for `top_k`.
+    pub top_p: f64,
     /// Replace the score with `penalty_reward_value` when a response has no EOS.
     pub non_stop_penalty: bool,
     /// Score given to responses without EOS.
@@ -63,8 +76,39 @@ pub struct RlvrSpec {
     pub gamma: f64,
     /// GAE λ.
     pub lam: f64,
-    /// Policy-ratio clip.
+    /// Policy-ratio clip ε (both sides unless `cliprange_low` / `cliprange_high` say otherwise).
     pub cliprange: f64,
+    /// Lower clip: ratios below `1 − cliprange_low` are clipped. Unset: `cliprange`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cliprange_low: Option<f64>,
+    /// Upper clip: ratios above `1 + cliprange_high` are clipped (DAPO's clip-higher: 0.28).
+    /// Unset: `cliprange`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cliprange_high: Option<f64>,
+    /// DAPO's dynamic sampling: drop the groups whose responses all got the same reward and
+    /// refill the step from new prompts. Unset: on for `dapo`, off for the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dynamic_sampling: Option<bool>,
+    /// Dynamic sampling: most rollout rounds per step (the first included); a step still short
+    /// of groups after them trains on the groups it has.
+    pub max_sampling_rounds: u64,
+    /// DAPO's overlong reward shaping: responses longer than `response_length −
+    /// overlong_buffer_length` tokens lose up to `overlong_penalty_factor`, linearly over the
+    /// buffer (0: off).
+    pub overlong_buffer_length: u64,
+    /// Overlong reward shaping: the penalty at `response_length` tokens.
+    pub overlong_penalty_factor: f64,
+    /// Leave responses cut at `response_length` out of the loss (DAPO's overlong filtering).
+    pub mask_truncated_completions: bool,
+    /// Off-policy correction between the rollout's log-probs and the learner's: `none`, `tis`
+    /// (truncated importance sampling, weight `min(ρ, is_cap)`), `icepop` (weight ρ inside
+    /// `is_bounds`, token masked outside) or `sequence_mask` (a response whose geometric-mean ρ
+    /// is outside `is_bounds` is masked).
+    pub off_policy_correction: OffPolicyCorrection,
+    /// Truncated importance sampling's cap C.
+    pub is_cap: f64,
+    /// IcePop's and sequence masking's `[low, high]` bounds on ρ.
+    pub is_bounds: [f64; 2],
     /// Value clip.
     pub cliprange_value: f64,
     /// Value-loss coefficient.
@@ -79,6 +123,12 @@ pub struct RlvrSpec {
     pub stop_strings: Vec<String>,
     /// Overlap generation of step t+1 with learning of step t.
     pub async_mode: bool,
+    /// Let rollouts run up to this many policy versions behind the learner: the rollouts of
+    /// later steps run while one learns, and engines take new weights between decode steps
+    /// (in flight), so a long completion may span versions. Unset: `async_mode` alone (one step
+    /// ahead, new weights between jobs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_staleness: Option<u64>,
     /// Held-out evaluations over the run, at least 1 (1: at the start and the end).
     pub num_evals: u64,
     /// Save every N steps.
@@ -109,6 +159,9 @@ impl Default for RlvrSpec {
             max_token_length: 512,
             max_prompt_token_length: 256,
             temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            kl_in_reward: None,
             non_stop_penalty: false,
             penalty_reward_value: -1.0,
             verified_reward: 10.0,
@@ -129,12 +182,23 @@ impl Default for RlvrSpec {
             gamma: 1.0,
             lam: 0.95,
             cliprange: 0.2,
+            cliprange_low: None,
+            cliprange_high: None,
+            dynamic_sampling: None,
+            max_sampling_rounds: 10,
+            overlong_buffer_length: 0,
+            overlong_penalty_factor: 1.0,
+            mask_truncated_completions: false,
+            off_policy_correction: OffPolicyCorrection::None,
+            is_cap: 2.0,
+            is_bounds: [0.5, 5.0],
             cliprange_value: 0.2,
             vf_coef: 0.1,
             whiten_advantages: true,
             stop_token: "eos".to_string(),
             stop_strings: Vec::new(),
             async_mode: true,
+            max_staleness: None,
             num_evals: 4,
             save_freq: 100_000,
             verifier_mode: VerifierMode::Default,
@@ -145,14 +209,41 @@ impl Default for RlvrSpec {
     }
 }
 
-/// RL algorithms.
+/// RL algorithms: an advantage estimator and a surrogate objective each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum RlAlgorithm {
     /// PPO with a value model and GAE (Tülu 3).
     Ppo,
-    /// Group-relative advantages, no value model.
+    /// Group-relative advantages, PPO's clipped surrogate, no value model.
     Grpo,
+    /// GRPO's advantages with DAPO's dynamic sampling (on unless `dynamic_sampling = false`);
+    /// clip-higher, token-level loss and overlong shaping are their own keys.
+    Dapo,
+    /// GRPO's advantages, GSPO's sequence-level ratio and clip.
+    Gspo,
+    /// GRPO's advantages, CISPO's clipped stop-gradient importance weight.
+    Cispo,
+    /// Leave-one-out baseline, PPO's clipped surrogate.
+    Rloo,
+    /// REINFORCE++: returns with the KL in the reward, normalised over the batch.
+    ReinforcePp,
+    /// REINFORCE++-baseline: group-mean baseline, then normalised over the batch.
+    ReinforcePpBaseline,
+}
+
+/// Off-policy corrections between the behaviour (rollout) and proximal (learner) policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OffPolicyCorrection {
+    /// The ratio is taken to the rollout's log-probs.
+    None,
+    /// Truncated importance sampling.
+    Tis,
+    /// IcePop's token mask.
+    Icepop,
+    /// Sequence-level masking.
+    SequenceMask,
 }
 
 /// How the policy-gradient loss is averaged over a step's tokens.

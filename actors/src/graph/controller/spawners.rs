@@ -1,9 +1,11 @@
 //! How the controller's pools start their workers.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::ActorRef;
+use rlvr_rollout::WeightFeed;
 
 use crate::graph::broadcast::BroadcastMsg;
 use crate::graph::pool::{PoolMsg, Spawner};
@@ -18,6 +20,7 @@ pub(super) struct RolloutSpawner {
     pub(super) device: tch::Device,
     pub(super) max_batch: usize,
     pub(super) broadcaster: ActorRef<BroadcastMsg>,
+    pub(super) in_flight: Option<Arc<dyn WeightFeed>>,
 }
 
 impl Spawner<RolloutWorker> for RolloutSpawner {
@@ -29,6 +32,7 @@ impl Spawner<RolloutWorker> for RolloutSpawner {
             max_batch: self.max_batch,
             pool,
             broadcaster: self.broadcaster.clone(),
+            in_flight: self.in_flight.clone(),
         };
         (RolloutWorker, args)
     }
