@@ -25,7 +25,8 @@ if [ -z "$SFT" ]; then
     --set model.name_or_path="$OUT/sft/tiny-arith-pretrain"
   SFT="$OUT/sft/tiny-arith-sft"
 fi
-COMMON=(--set model.name_or_path="$SFT" --set rlvr.local_mini_batch_size=128 --set rlvr.num_evals=12)
+COMMON=(--set model.name_or_path="$SFT" --set rlvr.local_mini_batch_size=128 --set rlvr.num_mini_batches=2
+  --set rlvr.num_evals=12)
 declare -A RUNS=(
   [ppo]="rlvr.algorithm=ppo"
   [grpo]="rlvr.algorithm=grpo"

@@ -875,12 +875,19 @@ fn every_algorithm_and_correction_trains_and_logs_the_train_rollout_mismatch() {
             assert!(r["loss"].as_f64().unwrap().is_finite(), "{extra:?}: {r}");
         }
     }
-    // Values rlvr does not run are refused, naming the key.
+    // Values rlvr does not run are refused, naming the key (and, for stop_token, the remedy).
     for (set, key) in [
         ("rlvr.kl_estimator=kl9", "rlvr.kl_estimator"),
         ("rlvr.top_p=0", "rlvr.top_p"),
         ("rlvr.is_bounds=[2.0, 1.0]", "rlvr.is_bounds"),
         ("rlvr.overlong_buffer_length=99", "rlvr.overlong_buffer_length"),
+        (
+            "rlvr.apply_verifiable_reward=false",
+            "rlvr.apply_verifiable_reward",
+        ),
+        ("rlvr.reward_model_multiplier=1.0", "rlvr.reward_model_multiplier"),
+        ("rlvr.stop_token=\"period\"", "rlvr.stop_strings"),
+        ("rlvr.num_mini_batches=3", "rlvr.num_mini_batches"),
     ] {
         let out = short_rlvr(
             &dir,

@@ -529,8 +529,6 @@ pub struct LaunchSpec {
     pub zero_stage: u8,
     /// Optimiser state offloaded to CPU memory.
     pub offload_optimizer: bool,
-    /// Mixed precision of compute.
-    pub mixed_precision: Dtype,
 }
 
 impl Default for LaunchSpec {
@@ -540,7 +538,6 @@ impl Default for LaunchSpec {
             gpus: 1,
             zero_stage: 3,
             offload_optimizer: false,
-            mixed_precision: Dtype::Bf16,
         }
     }
 }

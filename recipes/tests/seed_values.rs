@@ -42,7 +42,8 @@ fn table() -> Vec<(&'static str, &'static str, Value)> {
         ),
         ("tulu3-8b-sft", "launch.nodes", json!(8)),
         ("tulu3-8b-sft", "launch.gpus", json!(64)),
-        ("tulu3-8b-sft", "launch.mixed_precision", json!("bf16")),
+        // accelerate's `mixed_precision bf16`: rlvr computes in the model's dtype.
+        ("tulu3-8b-sft", "model.dtype", json!("bf16")),
         ("tulu3-8b-sft", "data.max_seq_length", json!(4096)),
         ("tulu3-8b-sft", "train.per_device_train_batch_size", json!(1)),
         ("tulu3-8b-sft", "train.gradient_accumulation_steps", json!(2)),

@@ -188,7 +188,7 @@ fn inspect(stage: &Recipe, examples: usize) -> Result<()> {
             let lengths: Vec<usize> = prompts.iter().map(Vec::len).collect();
             let over = lengths.iter().filter(|&&l| l > limit).count();
             println!(
-                "  tokens per prompt: {}; {over} over rlvr.max_prompt_token_length = {limit} (dropped)",
+                "  tokens per prompt: {}; {over} over {limit}, the smaller of rlvr.max_prompt_token_length and rlvr.max_token_length (dropped)",
                 percentiles(lengths)
             );
             for (i, p) in prompts.iter().take(examples).enumerate() {

@@ -119,9 +119,14 @@ fn registry(rl: &RlvrSpec) -> Registry {
     r
 }
 
-/// Run the stage; returns the directory of the final model.
-/// For `rlvr data inspect`: the stage's tokenizer, its training prompts' token ids,
-/// `rlvr.max_prompt_token_length` and the resolved mix.
+/// The longest prompt a stage keeps: `rlvr.max_prompt_token_length`, or `rlvr.max_token_length`
+/// when smaller (open-instruct filters rows on both).
+pub(crate) fn prompt_limit(rl: &RlvrSpec) -> usize {
+    rl.max_prompt_token_length.min(rl.max_token_length) as usize
+}
+
+/// For `rlvr data inspect`: the stage's tokenizer, its training prompts' token ids, the longest
+/// prompt it keeps ([`prompt_limit`]) and the resolved mix.
 pub(crate) fn inspect(
     stage: &Recipe,
     init: Option<&Path>,
@@ -131,9 +136,10 @@ pub(crate) fn inspect(
     let tok = super::tokenizer(stage, init)?;
     let (prompts, report) = load_prompts(stage, "data.mix", &stage.data.mix, &tok, &registry(rl), None)?;
     let ids = prompts.into_iter().map(|p| p.prompt_ids).collect();
-    Ok((tok, ids, rl.max_prompt_token_length as usize, report))
+    Ok((tok, ids, prompt_limit(rl), report))
 }
 
+/// Run the stage; returns the directory of the final model.
 pub fn run(
     stage: &Recipe,
     out: &Path,
@@ -154,7 +160,7 @@ pub fn run(
     let init_dir = init.map(Path::to_path_buf);
     let tok = super::tokenizer(stage, init)?;
     let verifiers = registry(rl);
-    let limit = Some(rl.max_prompt_token_length as usize);
+    let limit = Some(prompt_limit(rl));
     let (prompts, train_mix) = load_prompts(stage, "data.mix", &stage.data.mix, &tok, &verifiers, limit)?;
     let (eval_prompts, eval_mix) = load_prompts(
         stage,

@@ -24,7 +24,8 @@ pub struct RlvrSpec {
     pub kl_in_reward: Option<bool>,
     /// New tokens per response.
     pub response_length: u64,
-    /// Prompt + response limit.
+    /// Longest tokenised row kept (open-instruct's dataset filter): prompts longer than the
+    /// smaller of this and `max_prompt_token_length` are dropped.
     pub max_token_length: u64,
     /// Prompt limit; longer prompts are dropped.
     pub max_prompt_token_length: u64,
@@ -42,9 +43,11 @@ pub struct RlvrSpec {
     pub penalty_reward_value: f64,
     /// Score given to a verified response.
     pub verified_reward: f64,
-    /// Score verifiable answers.
+    /// Score verifiable answers. Only `true` runs: no learned reward model is scored during
+    /// RLVR yet, so `false` would leave no reward and is refused.
     pub apply_verifiable_reward: bool,
-    /// Weight of the learned reward model's score (0 = verifiable reward only).
+    /// Weight of a learned reward model's score added to the verifiable reward. Only 0 runs
+    /// (Tülu 3's RLVR value): no reward model is scored during RLVR yet, so others are refused.
     pub reward_model_multiplier: f64,
     /// Reward model (also initialises the PPO value model).
     pub reward_model_path: String,
@@ -70,7 +73,9 @@ pub struct RlvrSpec {
     pub num_samples_per_prompt: u64,
     /// PPO epochs over each batch.
     pub num_epochs: u64,
-    /// PPO minibatches per epoch.
+    /// Mini-batches (optimiser steps per epoch) a step's responses make: must be
+    /// ⌈local_rollout_batch_size × num_samples_per_prompt / local_mini_batch_size⌉, which is
+    /// what the loop takes.
     pub num_mini_batches: u64,
     /// Discount γ.
     pub gamma: f64,
@@ -115,7 +120,8 @@ pub struct RlvrSpec {
     pub vf_coef: f64,
     /// Whiten advantages per batch.
     pub whiten_advantages: bool,
-    /// Stop generation at EOS.
+    /// Where responses end: `eos` (the model's end-of-sequence ids) is the one rlvr runs;
+    /// open-instruct's `period` is refused (use `stop_strings = ["."]`).
     pub stop_token: String,
     /// Strings that also end a response (it keeps the string), beside the model's
     /// end-of-sequence ids.
@@ -166,7 +172,7 @@ impl Default for RlvrSpec {
             penalty_reward_value: -1.0,
             verified_reward: 10.0,
             apply_verifiable_reward: true,
-            reward_model_multiplier: 1.0,
+            reward_model_multiplier: 0.0,
             reward_model_path: String::new(),
             value_model_config: None,
             total_episodes: 100_000,

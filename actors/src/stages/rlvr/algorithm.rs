@@ -43,6 +43,43 @@ impl Algorithm {
                 format!("{:?}: expected kl1, kl2 or kl3", rl.kl_estimator),
             );
         };
+        if !rl.apply_verifiable_reward || rl.reward_model_multiplier != 0.0 {
+            let key = match rl.apply_verifiable_reward {
+                false => "apply_verifiable_reward",
+                true => "reward_model_multiplier",
+            };
+            return refuse(
+                key,
+                "no learned reward model is scored during RLVR yet: the reward is the verifiers' \
+                 alone (apply_verifiable_reward = true, reward_model_multiplier = 0)"
+                    .into(),
+            );
+        }
+        if rl.stop_token != "eos" {
+            return refuse(
+                "stop_token",
+                format!(
+                    "{:?}: responses end at the model's end-of-sequence ids (\"eos\"); for other \
+                     ends use rlvr.stop_strings, e.g. [\".\"] for open-instruct's \"period\"",
+                    rl.stop_token
+                ),
+            );
+        }
+        let responses = rl.local_rollout_batch_size * rl.num_samples_per_prompt;
+        let mini_batches = responses.div_ceil(rl.local_mini_batch_size.max(1));
+        if rl.num_mini_batches != mini_batches {
+            return refuse(
+                "num_mini_batches",
+                format!(
+                    "{}, but the {responses} responses of a step (local_rollout_batch_size {} x \
+                     num_samples_per_prompt {}) make {mini_batches} of local_mini_batch_size = {}",
+                    rl.num_mini_batches,
+                    rl.local_rollout_batch_size,
+                    rl.num_samples_per_prompt,
+                    rl.local_mini_batch_size
+                ),
+            );
+        }
         let clip_low = rl.cliprange_low.unwrap_or(rl.cliprange);
         let clip_high = rl.cliprange_high.unwrap_or(rl.cliprange);
         for (key, v) in [
