@@ -792,6 +792,38 @@ fn rollouts_run_at_most_max_staleness_versions_behind_with_weights_taken_in_flig
 }
 
 #[test]
+fn rlvr_checkpoints_rotate_keeping_the_newest() {
+    let dir = tmp("rotate");
+    let out = short_rlvr(
+        &dir,
+        7,
+        &[
+            "--set",
+            "rlvr.save_freq=2",
+            "--set",
+            "train.keep_last_n_checkpoints=2",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut kept: Vec<String> = std::fs::read_dir(dir.join("checkpoints/tiny-arith-rlvr"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("step-"))
+        .collect();
+    kept.sort();
+    // Saved at steps 2, 4 and 6; the two newest stay, each complete.
+    assert_eq!(kept, ["step-4", "step-6"]);
+    for k in &kept {
+        assert!(dir
+            .join("checkpoints/tiny-arith-rlvr")
+            .join(k)
+            .join("trainer_state.json")
+            .exists());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn every_algorithm_and_correction_trains_and_logs_the_train_rollout_mismatch() {
     let dir = tmp("algorithms");
     let runs: [&[&str]; 10] = [

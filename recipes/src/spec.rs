@@ -438,7 +438,8 @@ pub struct TrainSpec {
     pub gradient_checkpointing: bool,
     /// Save every N optimiser steps, or at each epoch's end.
     pub checkpointing_steps: Checkpointing,
-    /// Keep only the newest N checkpoints (none = keep all).
+    /// Keep only the newest N checkpoints, in every stage kind (transformers'
+    /// `save_total_limit`; at least the newest is kept; none = keep all).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_last_n_checkpoints: Option<u64>,
     /// Log a metrics record every N optimiser steps.

@@ -66,6 +66,8 @@ pub struct LoopSettings {
     pub seed: u64,
     /// Save a checkpoint every this many steps (0: never).
     pub save_every: u64,
+    /// Keep only the newest this many checkpoints (`None`: all).
+    pub keep_checkpoints: Option<u64>,
     /// How advantages are made from per-token rewards.
     pub estimator: Estimator,
     /// The KL penalty to the reference when it is in the reward (PPO, REINFORCE++); `None`
@@ -309,7 +311,7 @@ impl ControllerState {
         let position = position.saturating_sub(ahead);
         let state = json!({"step": self.step, "data_position": position, "policy_version": self.version});
         crate::stages::write_state(&dir.join("trainer_state.json"), &state)?;
-        Ok(())
+        crate::stages::prune_checkpoints(&self.checkpoints, self.settings.keep_checkpoints)
     }
 
     /// Run the next step (with its evaluation and checkpoint); true when the loop is over.

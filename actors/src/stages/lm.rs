@@ -234,15 +234,7 @@ pub(super) fn save_checkpoint(
     tok.save(&path)?;
     // Written last: a checkpoint without it is incomplete and ignored on resume.
     super::write_state(&path.join("trainer_state.json"), state)?;
-    if let Some(keep) = keep {
-        let mut steps: Vec<u64> = std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("step-")?.parse().ok())
-            .collect();
-        steps.sort_unstable();
-        for old in steps.iter().take(steps.len().saturating_sub(keep as usize)) {
-            std::fs::remove_dir_all(dir.join(format!("step-{old}")))?;
-        }
-    }
+    super::prune_checkpoints(dir, keep)?;
     Ok(())
 }
 

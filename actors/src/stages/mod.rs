@@ -346,6 +346,28 @@ pub(crate) fn write_state(path: &Path, state: &impl serde::Serialize) -> Result<
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Keep the newest `keep` checkpoints under `dir` (`step-N/`, by step; at least the newest one,
+/// just written and complete) and delete the older ones (`train.keep_last_n_checkpoints`, as
+/// transformers' `save_total_limit`). `None` keeps all.
+pub(crate) fn prune_checkpoints(dir: &Path, keep: Option<u64>) -> Result<()> {
+    let Some(keep) = keep else {
+        return Ok(());
+    };
+    let mut steps: Vec<u64> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("step-")?.parse().ok())
+        .collect();
+    steps.sort_unstable();
+    for old in steps
+        .iter()
+        .take(steps.len().saturating_sub(keep.max(1) as usize))
+    {
+        let path = dir.join(format!("step-{old}"));
+        std::fs::remove_dir_all(&path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// The newest complete checkpoint under `dir` (`step-N/` holding a `trainer_state.json` of type
 /// `T`, written last): its directory and state.
 pub(crate) fn latest_checkpoint<T: serde::de::DeserializeOwned>(

@@ -280,6 +280,7 @@ pub fn run(
         in_flight,
         seed: stage.seed,
         save_every: rl.save_freq,
+        keep_checkpoints: t.keep_last_n_checkpoints,
         estimator: algorithm.estimator,
         kl_in_reward: algorithm.kl_in_reward,
         dynamic_sampling: algorithm.dynamic_sampling,
