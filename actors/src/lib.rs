@@ -8,7 +8,8 @@
 //!   the weight broadcaster.
 //! - [`cluster`]: nodes across processes and machines (`rlvr run --listen`, `rlvr worker`) on
 //!   `ractor_cluster`, authenticated by a shared secret.
-//! - [`plot`]: `reward.png` from `metrics.jsonl`.
+//! - [`plot`]: `reward.png` from `metrics.jsonl`; [`metrics`] the log itself, and
+//!   [`tensorboard`] the event files written beside it.
 //! - [`stages`]: what `rlvr run` executes per stage kind.
 //! - [`evaluation`]: scoring a model on evaluation sets, for `rlvr eval` and inside stages.
 //! - [`commands`]: one module per subcommand.
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod plot;
 pub mod ranks;
 pub mod stages;
+pub mod tensorboard;
 
 /// An error caused by what the user typed or supplied (exit code 2).
 #[derive(Debug, thiserror::Error)]

@@ -792,7 +792,7 @@ fn rollouts_run_at_most_max_staleness_versions_behind_with_weights_taken_in_flig
 }
 
 #[test]
-fn rlvr_checkpoints_rotate_keeping_the_newest() {
+fn rlvr_checkpoints_rotate_keeping_the_newest_and_the_stage_logs_to_tensorboard() {
     let dir = tmp("rotate");
     let out = short_rlvr(
         &dir,
@@ -813,6 +813,15 @@ fn rlvr_checkpoints_rotate_keeping_the_newest() {
     kept.sort();
     // Saved at steps 2, 4 and 6; the two newest stay, each complete.
     assert_eq!(kept, ["step-4", "step-6"]);
+    // Records carry the stage's name, and its numbers are in a TensorBoard event file too
+    // (`scripts/tensorboard-check.sh` reads them back with TensorBoard's reader).
+    assert!(metrics(&dir).iter().all(|r| r["stage_name"] == "tiny-arith-rlvr"));
+    let events: Vec<_> = std::fs::read_dir(dir.join("tensorboard/tiny-arith-rlvr"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].starts_with("events.out.tfevents."), "{events:?}");
     for k in &kept {
         assert!(dir
             .join("checkpoints/tiny-arith-rlvr")

@@ -57,6 +57,7 @@ pub fn run(
             stage.name
         );
     }
+    let metrics = &mut metrics.for_stage(&stage.name)?;
     match stage.kind {
         Some(StageKind::Pretrain | StageKind::Sft) => lm::run(stage, out, init, resume, metrics),
         Some(StageKind::Dpo | StageKind::Rm) => preference::run(stage, out, init, resume, metrics),
