@@ -256,6 +256,10 @@ fn data_inspect_shows_each_stage_rows_lengths_and_rendered_examples() {
         "example 1 (",
         "prompt 1 (",
         "<|im_start|>user\n    | ",
+        // Each RLVR prompt's verifier and parsed ground truth, and the rows per verifier.
+        "prompts per verifier: gsm8k 2000",
+        "verifier gsm8k, ground truth \"",
+        "    parsed: Number(",
     ] {
         assert!(o.contains(want), "{want:?} missing in:\n{o}");
     }

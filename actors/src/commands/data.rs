@@ -185,15 +185,31 @@ fn inspect(stage: &Recipe, examples: usize) -> Result<()> {
         Some(StageKind::Rlvr) => stages::rlvr::inspect(stage, init).map(|(tok, prompts, limit, mix)| {
             show_mix(&serde_json::to_value(&mix).unwrap_or_default());
             println!("  prompts: {}", prompts.len());
-            let lengths: Vec<usize> = prompts.iter().map(Vec::len).collect();
+            let mut per_verifier: std::collections::BTreeMap<&str, usize> = Default::default();
+            for p in &prompts {
+                *per_verifier.entry(p.verifier.name()).or_default() += 1;
+            }
+            let counts: Vec<String> = per_verifier.iter().map(|(v, n)| format!("{v} {n}")).collect();
+            println!("  prompts per verifier: {}", counts.join(", "));
+            let lengths: Vec<usize> = prompts.iter().map(|p| p.prompt_ids.len()).collect();
             let over = lengths.iter().filter(|&&l| l > limit).count();
             println!(
                 "  tokens per prompt: {}; {over} over {limit}, the smaller of rlvr.max_prompt_token_length and rlvr.max_token_length (dropped)",
                 percentiles(lengths)
             );
             for (i, p) in prompts.iter().take(examples).enumerate() {
-                println!("  prompt {} ({} tokens):", i + 1, p.len());
-                show(&tok, p);
+                println!(
+                    "  prompt {} ({} tokens), verifier {}, ground truth {:?}:",
+                    i + 1,
+                    p.prompt_ids.len(),
+                    p.verifier.name(),
+                    &*p.label
+                );
+                let parsed = format!("{:?}", p.truth);
+                let cut: String = parsed.chars().take(300).collect();
+                let more = if cut.len() < parsed.len() { " …" } else { "" };
+                println!("    parsed: {cut}{more}");
+                show(&tok, &p.prompt_ids);
             }
         }),
         None => Ok(()),

@@ -125,18 +125,17 @@ pub(crate) fn prompt_limit(rl: &RlvrSpec) -> usize {
     rl.max_prompt_token_length.min(rl.max_token_length) as usize
 }
 
-/// For `rlvr data inspect`: the stage's tokenizer, its training prompts' token ids, the longest
-/// prompt it keeps ([`prompt_limit`]) and the resolved mix.
+/// For `rlvr data inspect`: the stage's tokenizer, its training prompts (token ids, verifier,
+/// parsed ground truth), the longest prompt it keeps ([`prompt_limit`]) and the resolved mix.
 pub(crate) fn inspect(
     stage: &Recipe,
     init: Option<&Path>,
-) -> Result<(Tokenizer, Vec<Vec<u32>>, usize, MixReport)> {
+) -> Result<(Tokenizer, Vec<Prompt>, usize, MixReport)> {
     check(stage)?;
     let rl = spec(stage)?;
     let tok = super::tokenizer(stage, init)?;
     let (prompts, report) = load_prompts(stage, "data.mix", &stage.data.mix, &tok, &registry(rl), None)?;
-    let ids = prompts.into_iter().map(|p| p.prompt_ids).collect();
-    Ok((tok, ids, prompt_limit(rl), report))
+    Ok((tok, prompts, prompt_limit(rl), report))
 }
 
 /// Run the stage; returns the directory of the final model.
