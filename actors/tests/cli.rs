@@ -634,6 +634,110 @@ fn the_tiny_arith_pipeline_hands_the_model_on_and_the_rlvr_stage_runs_its_actor_
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A plug-in verifier for the recipe test: the example's judgement, each answered request
+/// logged (process, request id) to `answered`, and the process that serves the 20th request
+/// dies before answering it, once (a marker file says it happened).
+const JUDGE: &str = r#"
+import json, os, sys
+sys.path.insert(0, os.environ["RLVR_EXAMPLES"])
+from plugin_verifier import judge
+log, marker = sys.argv[1], sys.argv[2]
+for line in sys.stdin:
+    request = json.loads(line)
+    answered = sum(1 for _ in open(log)) if os.path.exists(log) else 0
+    if answered == 19 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(9)
+    ok, reason = judge(request["response"], request["ground_truth"])
+    with open(log, "a") as f:
+        f.write(f"{os.getpid()} {request['id']}\n")
+    print(json.dumps({"id": request["id"], "verified": ok, "reason": reason}), flush=True)
+"#;
+
+#[test]
+fn a_recipe_trains_on_a_python_plugin_verifier_with_four_processes_one_killed_mid_run() {
+    let dir = tmp("plugin-recipe");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (script, log, marker) = (dir.join("judge.py"), dir.join("answered"), dir.join("crashed"));
+    std::fs::write(&script, JUDGE).unwrap();
+    let recipe = dir.join("plugin.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            r#"name = "plugin-rlvr"
+extends = "tiny-rlvr-sample"
+
+[train]
+max_steps = 3
+
+[rollout]
+verifier_workers = 4
+
+[rlvr]
+dataset_verifiers = {{ gsm8k = "judge", ifeval = "judge", MATH = "judge" }}
+
+[rlvr.verifiers.judge]
+command = ["python3", {script:?}, {log:?}, {marker:?}]
+workers = 4
+timeout_s = 30
+"#
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rlvr"))
+        .args([
+            "run",
+            recipe.to_str().unwrap(),
+            "--out",
+            dir.join("run").to_str().unwrap(),
+        ])
+        .env(
+            "RLVR_EXAMPLES",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"),
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(marker.exists(), "a plug-in process died mid-run");
+    let m = metrics(&dir.join("run"));
+    // Every verdict is the plug-in's: the held-out evaluations' per-verifier accuracy is keyed
+    // by it alone.
+    let evals: Vec<&Value> = m.iter().filter(|r| r.get("eval_accuracy").is_some()).collect();
+    let per = evals[0]["eval_accuracy_per_verifier"].as_object().unwrap();
+    assert_eq!(per.keys().collect::<Vec<_>>(), ["judge"]);
+    // Counts: one answer per verdict the run used, none lost to the crash, none scored twice.
+    let used: u64 = m.iter().filter_map(|r| r.get("verdicts")?.as_u64()).sum::<u64>()
+        + evals
+            .iter()
+            .map(|r| r["eval_prompts"].as_u64().unwrap())
+            .sum::<u64>();
+    assert_eq!(used, 3 * 8 * 4 + 2 * 24);
+    let answered = std::fs::read_to_string(&log).unwrap();
+    let ids: Vec<&str> = answered.lines().map(|l| l.split(' ').nth(1).unwrap()).collect();
+    let unique: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!((ids.len() as u64, unique.len() as u64), (used, used));
+    // Four processes served the calls (the crashed one's retry on a fifth).
+    let pids: std::collections::BTreeSet<&str> =
+        answered.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert!(pids.len() >= 4, "{} processes answered", pids.len());
+    // A plug-in that shadows a built-in name is refused, naming the key.
+    let out = rlvr(&[
+        "run",
+        "tiny-rlvr-sample",
+        "--out",
+        dir.join("bad").to_str().unwrap(),
+        "--set",
+        "rlvr.verifiers.gsm8k.command=[\"true\"]",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("rlvr.verifiers.gsm8k"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn tiny_rlvr_sample_routes_real_rows_to_three_verifiers_and_bad_rows_name_file_and_line() {
     let dir = tmp("rlvr-sample");

@@ -15,13 +15,17 @@
 //! ```
 //!
 //! `score` is optional (1 when verified, else 0) and `reason` too. Anything the plug-in writes to
-//! stderr passes through. A reply that does not come within the timeout, a malformed reply or a
-//! plug-in that exits becomes a failed [`Verdict`] whose reason says so; the process is killed
-//! and started again for the next request, so a run never hangs on it.
-//! `examples/plugin_verifier.py` is a complete plug-in.
+//! stderr passes through. A plug-in may run as several processes, each serving one request at a
+//! time, so calls from several threads run concurrently. A process that exits before it
+//! answers is started again and the request sent again (up to three times: nothing is lost, and
+//! nothing is scored twice, as only an answered request has a verdict). A reply that does not
+//! come within the timeout or a malformed reply becomes a failed [`Verdict`] whose reason says
+//! so, and the process is killed and started again for the next request, so a run never hangs
+//! on it. `examples/plugin_verifier.py` is a complete plug-in.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -55,12 +59,26 @@ struct Reply {
     reason: String,
 }
 
-/// A verifier served by an external command.
+/// Times a request is sent to a plug-in whose process exits before answering it.
+const ATTEMPTS: usize = 3;
+
+/// Why a call got no verdict.
+enum CallError {
+    /// The process exited (or its stdin closed) before answering: start another and retry.
+    Exited(String),
+    /// A timeout or a malformed reply: the request fails with this reason.
+    Failed(String),
+}
+
+/// A verifier served by an external command, as one or more processes.
 pub struct PluginVerifier {
     name: String,
     command: Vec<String>,
     timeout: Duration,
-    state: Mutex<(Option<Process>, u64)>,
+    processes: Vec<Mutex<Option<Process>>>,
+    next_process: AtomicUsize,
+    next_id: AtomicU64,
+    restarts: AtomicU64,
 }
 
 impl std::fmt::Debug for PluginVerifier {
@@ -76,12 +94,40 @@ impl PluginVerifier {
     /// A plug-in named `name` run as `command` (program and arguments), with a per-call
     /// `timeout`. The process starts on the first request.
     pub fn new(name: &str, command: Vec<String>, timeout: Duration) -> Self {
+        Self::with_processes(name, command, timeout, 1)
+    }
+
+    /// As [`PluginVerifier::new`], as `processes` processes (at least one) serving requests
+    /// concurrently, each started on its first request.
+    pub fn with_processes(name: &str, command: Vec<String>, timeout: Duration, processes: usize) -> Self {
         Self {
             name: name.to_string(),
             command,
             timeout,
-            state: Mutex::new((None, 0)),
+            processes: (0..processes.max(1)).map(|_| Mutex::new(None)).collect(),
+            next_process: AtomicUsize::new(0),
+            next_id: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
         }
+    }
+
+    /// Processes started again after one exited, timed out or talked nonsense.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// A free process slot, or (all busy) the next in turn to wait for.
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Process>> {
+        let n = self.processes.len();
+        let start = self.next_process.fetch_add(1, Ordering::Relaxed);
+        for k in 0..n {
+            if let Ok(guard) = self.processes[(start + k) % n].try_lock() {
+                return guard;
+            }
+        }
+        self.processes[start % n]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn spawn(&self) -> Result<Process, String> {
@@ -106,30 +152,44 @@ impl PluginVerifier {
         Ok(Process { child, stdin, lines })
     }
 
-    fn call(&self, process: &mut Process, id: u64, response: &str, truth: &str) -> Result<Verdict, String> {
+    fn call(
+        &self,
+        process: &mut Process,
+        id: u64,
+        response: &str,
+        truth: &str,
+    ) -> Result<Verdict, CallError> {
         let request = json!({"id": id, "response": response, "ground_truth": truth});
         writeln!(process.stdin, "{request}")
             .and_then(|()| process.stdin.flush())
-            .map_err(|e| format!("plug-in `{}` is gone: {e}", self.name))?;
+            .map_err(|e| CallError::Exited(format!("plug-in `{}` is gone: {e}", self.name)))?;
         let deadline = std::time::Instant::now() + self.timeout;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let line = match process.lines.recv_timeout(left) {
                 Ok(Ok(line)) => line,
-                Ok(Err(e)) => return Err(format!("plug-in `{}`: reading its reply: {e}", self.name)),
+                Ok(Err(e)) => {
+                    return Err(CallError::Exited(format!(
+                        "plug-in `{}`: reading its reply: {e}",
+                        self.name
+                    )))
+                }
                 Err(RecvTimeoutError::Timeout) => {
-                    return Err(format!(
+                    return Err(CallError::Failed(format!(
                         "plug-in `{}` timed out after {:?}",
                         self.name, self.timeout
-                    ))
+                    )))
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = process.child.wait().map(|s| s.to_string()).unwrap_or_default();
-                    return Err(format!("plug-in `{}` exited ({status})", self.name));
+                    return Err(CallError::Exited(format!(
+                        "plug-in `{}` exited ({status})",
+                        self.name
+                    )));
                 }
             };
             let reply: Reply = serde_json::from_str(&line)
-                .map_err(|e| format!("plug-in `{}` replied {line:?}: {e}", self.name))?;
+                .map_err(|e| CallError::Failed(format!("plug-in `{}` replied {line:?}: {e}", self.name)))?;
             if reply.id == id {
                 let score = reply.score.unwrap_or(if reply.verified { 1.0 } else { 0.0 });
                 return Ok(Verdict {
@@ -159,26 +219,32 @@ impl Verifier for PluginVerifier {
             Truth::Constraint(c) => format!("{c:?}"),
             Truth::Instructions(p) => format!("{p:?}"),
         };
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.1 += 1;
-        let id = state.1;
-        if state.0.is_none() {
-            match self.spawn() {
-                Ok(p) => state.0 = Some(p),
-                Err(e) => return crate::verdict(false, e),
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut slot = self.slot();
+        let mut exits = Vec::new();
+        while exits.len() < ATTEMPTS {
+            if slot.is_none() {
+                match self.spawn() {
+                    Ok(p) => *slot = Some(p),
+                    Err(e) => return crate::verdict(false, e),
+                }
             }
-        }
-        let result = match state.0.as_mut() {
-            Some(process) => self.call(process, id, response, &truth),
-            None => Err("no process".into()),
-        };
-        match result {
-            Ok(v) => v,
-            Err(reason) => {
-                // Kill it; the next request starts a fresh one.
-                state.0 = None;
-                crate::verdict(false, reason)
+            let Some(process) = slot.as_mut() else {
+                continue;
+            };
+            match self.call(process, id, response, &truth) {
+                Ok(v) => return v,
+                Err(CallError::Exited(reason)) => exits.push(reason),
+                Err(CallError::Failed(reason)) => {
+                    *slot = None;
+                    self.restarts.fetch_add(1, Ordering::Relaxed);
+                    return crate::verdict(false, reason);
+                }
             }
+            // Kill what is left of it; the retry starts a fresh one.
+            *slot = None;
+            self.restarts.fetch_add(1, Ordering::Relaxed);
         }
+        crate::verdict(false, format!("{} times: {}", ATTEMPTS, exits.join("; ")))
     }
 }

@@ -77,3 +77,38 @@ fn a_crashing_plugin_is_reported_and_restarted() {
     let v = missing.verify("x", &truth("x"));
     assert!(v.reason.contains("cannot start"), "{v:?}");
 }
+
+#[test]
+fn a_request_whose_process_dies_is_retried_on_a_fresh_one_and_processes_run_concurrently() {
+    // The first process to see a request dies without answering (it leaves a marker). Later
+    // ones answer only once four processes hold a request at once (each leaves its pid in
+    // `meet` and waits for four), so four calls succeed within the timeout only if they run
+    // concurrently.
+    let dir = std::env::temp_dir().join(format!("rlvr-plugin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("meet")).unwrap();
+    let code = format!(
+        "import json,os,sys,time\nd={d:?}\nfor l in sys.stdin:\n    r=json.loads(l)\n    if not os.path.exists(d+'/crashed'):\n        open(d+'/crashed','w').close(); os._exit(9)\n    if r['response'] != 'alone':\n        open(d+'/meet/'+str(os.getpid()),'w').close()\n        t=time.time()\n        while len(os.listdir(d+'/meet')) < 4 and time.time()-t < 30: time.sleep(0.01)\n    print(json.dumps({{'id': r['id'], 'verified': len(os.listdir(d+'/meet')) in (0, 4)}}), flush=True)\n",
+        d = dir.to_str().unwrap()
+    );
+    let p = Arc::new(PluginVerifier::with_processes(
+        "flaky",
+        python(&code),
+        Duration::from_secs(20),
+        4,
+    ));
+    let v = p.verify("alone", &truth("x"));
+    assert!(v.verified, "the request is retried, not failed: {v:?}");
+    assert_eq!(p.restarts(), 1);
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let p = p.clone();
+            std::thread::spawn(move || p.verify(&i.to_string(), &truth("x")))
+        })
+        .collect();
+    for h in handles {
+        let v = h.join().unwrap();
+        assert!(v.verified, "{v:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

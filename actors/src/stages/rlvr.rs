@@ -5,6 +5,7 @@
 //! checkpoint.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -17,7 +18,7 @@ use rlvr_data::{rlvr_row, At, Builtin, Tokenizer};
 use rlvr_recipes::spec::{MixEntry, RlvrSpec};
 use rlvr_recipes::Recipe;
 use rlvr_verifiers::reward::Shaping;
-use rlvr_verifiers::{Mode, Registry};
+use rlvr_verifiers::{Mode, PluginVerifier, Registry};
 use serde_json::json;
 
 use crate::cluster::Listen;
@@ -85,6 +86,7 @@ pub(crate) fn holds_prompts(b: Builtin) -> bool {
 pub fn check(stage: &Recipe) -> Result<()> {
     let rl = spec(stage)?;
     Algorithm::from_spec(&stage.name, rl)?;
+    check_plugins(stage, rl)?;
     if rl.num_evals == 0 {
         bail!(UsageError(format!(
             "stage `{}`: rlvr.num_evals = 0: must be >= 1 (held-out evaluations over the run; 1 means at the start and the end)",
@@ -111,12 +113,48 @@ fn verifier_mode(rl: &RlvrSpec) -> Mode {
     }
 }
 
+/// The built-in verifiers, the recipe's plug-ins (`rlvr.verifiers`), and the data sets routed
+/// to them (`rlvr.dataset_verifiers`).
 fn registry(rl: &RlvrSpec) -> Registry {
     let mut r = Registry::new(verifier_mode(rl));
+    for (name, plugin) in &rl.verifiers {
+        r.register(Arc::new(PluginVerifier::with_processes(
+            name,
+            plugin.command.clone(),
+            Duration::from_secs_f64(plugin.timeout_s),
+            plugin.workers as usize,
+        )));
+    }
     for (dataset, verifier) in &rl.dataset_verifiers {
         r.alias(dataset, verifier);
     }
     r
+}
+
+/// Refuse plug-in declarations rlvr cannot run, naming the key.
+fn check_plugins(stage: &Recipe, rl: &RlvrSpec) -> Result<()> {
+    let builtin = Registry::new(verifier_mode(rl)).names();
+    for (name, p) in &rl.verifiers {
+        let bad = |key: &str, why: String| {
+            bail!(UsageError(format!(
+                "stage `{}`: rlvr.verifiers.{name}{key}: {why}",
+                stage.name
+            )))
+        };
+        if builtin.contains(name) {
+            return bad("", "a built-in verifier has this name; choose another".into());
+        }
+        if p.command.is_empty() {
+            return bad(".command", "empty: give the program and its arguments".into());
+        }
+        if p.workers == 0 {
+            return bad(".workers", "must be >= 1".into());
+        }
+        if !(p.timeout_s > 0.0 && p.timeout_s.is_finite()) {
+            return bad(".timeout_s", format!("{}: must be > 0", p.timeout_s));
+        }
+    }
+    Ok(())
 }
 
 /// The longest prompt a stage keeps: `rlvr.max_prompt_token_length`, or `rlvr.max_token_length`

@@ -151,6 +151,34 @@ pub struct RlvrSpec {
     /// own name (e.g. `MATH = "math"`, or a custom data set to a plug-in).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub dataset_verifiers: std::collections::BTreeMap<String, String>,
+    /// Plug-in verifiers, by name (`[rlvr.verifiers.NAME]`): external commands speaking the
+    /// JSON-lines protocol of `rlvr_verifiers::plugin`; route data sets to them with
+    /// `dataset_verifiers`.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub verifiers: std::collections::BTreeMap<String, PluginSpec>,
+}
+
+/// A plug-in verifier a recipe declares.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSpec {
+    /// Program and arguments (relative paths from where `rlvr` runs).
+    pub command: Vec<String>,
+    /// Plug-in processes serving calls concurrently (the calls come from the verifier pool's
+    /// workers, `rollout.verifier_workers`).
+    #[serde(default = "one")]
+    pub workers: u64,
+    /// Longest one call may take before it fails with the reason.
+    #[serde(default = "ten")]
+    pub timeout_s: f64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn ten() -> f64 {
+    10.0
 }
 
 impl Default for RlvrSpec {
@@ -211,6 +239,7 @@ impl Default for RlvrSpec {
             loss_aggregation: LossAggregation::Token,
             scale_rewards: true,
             dataset_verifiers: std::collections::BTreeMap::new(),
+            verifiers: std::collections::BTreeMap::new(),
         }
     }
 }
