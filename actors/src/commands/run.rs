@@ -2,10 +2,12 @@
 //! `recipe.resolved.toml`, `metrics.jsonl`, checkpoints, and each stage's final model.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
 use rlvr_recipes::spec::StageKind;
+use rlvr_verifiers::Verifier;
 
 use crate::cluster::{self, Listen};
 use crate::metrics::MetricsLog;
@@ -40,6 +42,13 @@ pub struct Args {
 
 /// Run every stage; each starts from the model the one before it wrote.
 pub fn run(args: &Args) -> Result<()> {
+    run_with(args, &[])
+}
+
+/// [`run`], with `verifiers` beside the built-in ones and the recipe's plug-ins: RLVR stages
+/// route data sets to them by name (`rlvr.dataset_verifiers`). The library entry point for a
+/// program with verifiers of its own (`examples/custom-verifier`).
+pub fn run_with(args: &Args, verifiers: &[Arc<dyn Verifier>]) -> Result<()> {
     let mut resolved = rlvr_recipes::load(&args.recipe, &args.overrides)?;
     let out = args
         .out
@@ -102,6 +111,7 @@ pub fn run(args: &Args) -> Result<()> {
             args.resume,
             &mut metrics,
             listen.as_ref(),
+            verifiers,
         )?;
         previous = Some(model);
     }

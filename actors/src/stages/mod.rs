@@ -9,6 +9,7 @@ pub mod ranked;
 pub mod rlvr;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use rlvr_data::arith::Split;
@@ -16,6 +17,7 @@ use rlvr_data::{mix, Builtin, ChatTemplate, Hub, Tokenizer};
 use rlvr_learner::model::Config;
 use rlvr_recipes::spec::{Amount, MixEntry, ModelConfig, StageKind};
 use rlvr_recipes::Recipe;
+use rlvr_verifiers::Verifier;
 
 use crate::cluster::Listen;
 use crate::metrics::MetricsLog;
@@ -30,6 +32,7 @@ pub fn run(
     resume: bool,
     metrics: &mut MetricsLog,
     listen: Option<&Listen>,
+    verifiers: &[Arc<dyn Verifier>],
 ) -> Result<PathBuf> {
     // A stage's model directory gets `trainer_state.json` last: with it, the stage is done.
     let model_dir = out.join(&stage.name);
@@ -61,7 +64,7 @@ pub fn run(
     match stage.kind {
         Some(StageKind::Pretrain | StageKind::Sft) => lm::run(stage, out, init, resume, metrics),
         Some(StageKind::Dpo | StageKind::Rm) => preference::run(stage, out, init, resume, metrics),
-        Some(StageKind::Rlvr) => rlvr::run(stage, out, init, resume, metrics, listen),
+        Some(StageKind::Rlvr) => rlvr::run(stage, out, init, resume, metrics, listen, verifiers),
         None => Err(not_a_stage(stage)),
     }
 }

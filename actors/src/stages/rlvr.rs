@@ -18,7 +18,7 @@ use rlvr_data::{rlvr_row, At, Builtin, Tokenizer};
 use rlvr_recipes::spec::{MixEntry, RlvrSpec};
 use rlvr_recipes::Recipe;
 use rlvr_verifiers::reward::Shaping;
-use rlvr_verifiers::{Mode, PluginVerifier, Registry};
+use rlvr_verifiers::{Mode, PluginVerifier, Registry, Verifier};
 use serde_json::json;
 
 use crate::cluster::Listen;
@@ -113,10 +113,13 @@ fn verifier_mode(rl: &RlvrSpec) -> Mode {
     }
 }
 
-/// The built-in verifiers, the recipe's plug-ins (`rlvr.verifiers`), and the data sets routed
-/// to them (`rlvr.dataset_verifiers`).
-fn registry(rl: &RlvrSpec) -> Registry {
+/// The built-in verifiers, `extra` ones (a library caller's), the recipe's plug-ins
+/// (`rlvr.verifiers`), and the data sets routed to them (`rlvr.dataset_verifiers`).
+fn registry(rl: &RlvrSpec, extra: &[Arc<dyn Verifier>]) -> Registry {
     let mut r = Registry::new(verifier_mode(rl));
+    for v in extra {
+        r.register(v.clone());
+    }
     for (name, plugin) in &rl.verifiers {
         r.register(Arc::new(PluginVerifier::with_processes(
             name,
@@ -172,7 +175,7 @@ pub(crate) fn inspect(
     check(stage)?;
     let rl = spec(stage)?;
     let tok = super::tokenizer(stage, init)?;
-    let (prompts, report) = load_prompts(stage, "data.mix", &stage.data.mix, &tok, &registry(rl), None)?;
+    let (prompts, report) = load_prompts(stage, "data.mix", &stage.data.mix, &tok, &registry(rl, &[]), None)?;
     Ok((tok, prompts, prompt_limit(rl), report))
 }
 
@@ -184,6 +187,7 @@ pub fn run(
     resume: bool,
     metrics: &MetricsLog,
     listen: Option<&Listen>,
+    extra_verifiers: &[Arc<dyn Verifier>],
 ) -> Result<PathBuf> {
     let model_dir = out.join(&stage.name);
     let done_marker = model_dir.join("trainer_state.json");
@@ -196,7 +200,7 @@ pub fn run(
     // `stages::run`) or from scratch.
     let init_dir = init.map(Path::to_path_buf);
     let tok = super::tokenizer(stage, init)?;
-    let verifiers = registry(rl);
+    let verifiers = registry(rl, extra_verifiers);
     let limit = Some(prompt_limit(rl));
     let (prompts, train_mix) = load_prompts(stage, "data.mix", &stage.data.mix, &tok, &verifiers, limit)?;
     let (eval_prompts, eval_mix) = load_prompts(
