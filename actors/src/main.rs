@@ -39,6 +39,8 @@ enum Command {
     Bench(commands::bench::Bench),
     /// Join a run started with `run --listen` as a node of rollout or verifier workers.
     Worker(commands::worker::Args),
+    /// Talk to a running RLVR stage: its status, or resize its rollout or verifier pool.
+    Ctl(commands::ctl::Args),
     /// Look at a recipe's data before training: rows, token lengths, rendered examples.
     #[command(subcommand)]
     Data(commands::data::Data),
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
         Command::Bench(bench) => commands::bench::run(&bench),
         Command::Data(data) => commands::data::run(&data),
         Command::Worker(args) => commands::worker::run(&args),
+        Command::Ctl(args) => commands::ctl::run(&args),
         Command::StageRank(args) => commands::run::rank(&args),
     };
     match result {

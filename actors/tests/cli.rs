@@ -941,6 +941,85 @@ fn rlvr_checkpoints_rotate_keeping_the_newest_and_the_stage_logs_to_tensorboard(
 }
 
 #[test]
+fn rlvr_ctl_reports_status_and_resizes_a_running_pool() {
+    let dir = tmp("ctl");
+    let mut run = Command::new(env!("CARGO_BIN_EXE_rlvr"))
+        .args([
+            "run",
+            "tiny-arith-rlvr",
+            "--out",
+            dir.to_str().unwrap(),
+            "--overwrite",
+        ])
+        .args([
+            "--set",
+            "train.max_steps=1000",
+            "--set",
+            "rlvr.local_rollout_batch_size=4",
+        ])
+        .args([
+            "--set",
+            "rlvr.local_mini_batch_size=32",
+            "--set",
+            "rlvr.num_evals=1",
+        ])
+        .args([
+            "--set",
+            "data.eval_mix=[{dataset = \"builtin:arith-rlvr\", amount = 8, split = \"test\"}]",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ctl = |args: &[&str]| rlvr(&[&["ctl", "--run", dir.to_str().unwrap(), "--json"], args].concat());
+    let status = || -> Option<Value> {
+        let out = ctl(&["status"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    };
+    let wait_for = |what: &str, f: &dyn Fn(&Value) -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            if let Some(s) = status().filter(|s| f(s)) {
+                return s;
+            }
+            assert!(std::time::Instant::now() < deadline, "waiting for {what}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let first = wait_for("the first step", &|s| s["step"].as_u64() >= Some(1));
+    assert_eq!(first["rollout"]["live"], 1, "{first}");
+    let out = ctl(&["resize", "rollout", "3"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let grown = wait_for("three rollout workers", &|s| s["rollout"]["live"] == 3);
+    let out = ctl(&["resize", "verifier", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for("one verifier worker", &|s| s["verifier"]["live"] == 1);
+    // The steps after the resize ran with three rollout workers, as the run's own log says.
+    let after = grown["step"].as_u64().unwrap() + 2;
+    wait_for("two more steps", &|s| s["step"].as_u64() >= Some(after));
+    let logged = metrics(&dir)
+        .into_iter()
+        .filter(|r| r["step"].as_u64() >= Some(after) && r.get("workers").is_some())
+        .any(|r| r["workers"]["rollout"]["live"] == 3);
+    assert!(logged, "no step logged three rollout workers");
+    // A bad pool name is refused by the command line.
+    let out = ctl(&["resize", "learner", "2"]);
+    assert_eq!(out.status.code(), Some(2));
+    run.kill().unwrap();
+    run.wait().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    // No run, no socket: the command says where it looked.
+    let out = ctl(&["status"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("control.sock"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn every_algorithm_and_correction_trains_and_logs_the_train_rollout_mismatch() {
     let dir = tmp("algorithms");
     let runs: [&[&str]; 10] = [

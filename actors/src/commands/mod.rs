@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod convert;
+pub mod ctl;
 pub mod data;
 pub mod eval;
 pub mod generate;

@@ -8,7 +8,8 @@
 //!             │                 └─ verifier proxies ── remote workers on worker nodes
 //!             ├─ learner         policy + frozen reference
 //!             ├─ broadcaster     new weights to every rollout worker and proxy
-//!             └─ recruiter       (with --listen) the cluster node; adopts remote workers
+//!             ├─ recruiter       (with --listen) the cluster node; adopts remote workers
+//!             └─ control socket  `control.sock` for `rlvr ctl`: status, pool resizing
 //! ```
 //!
 //! The pools ([`pool`]) restart a local worker that dies and re-queue its job, and re-queue the
@@ -16,6 +17,7 @@
 //! (`rlvr worker`) run [`remote`] workers and talk to their proxies in [`wire`] messages.
 
 pub mod broadcast;
+pub mod control;
 pub mod controller;
 pub mod data;
 pub mod learner;

@@ -376,6 +376,7 @@ pub fn run(
         earlier_evals,
         listen: listen.cloned(),
         verifier_mode: verifier_mode(rl),
+        control: Some(out.join("control.sock")),
     };
     let summary = runtime.block_on(async move {
         let (_controller, handle) = Actor::spawn(None, Controller, args)
