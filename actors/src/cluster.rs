@@ -57,8 +57,8 @@ pub fn read_cookie(path: &Path) -> Result<String> {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(path)?.permissions().mode();
         if mode & 0o077 != 0 {
-            eprintln!(
-                "warning: cookie file {} can be read by other users (mode {:o}); chmod 600 it",
+            tracing::warn!(
+                "cookie file {} can be read by other users (mode {:o}); chmod 600 it",
                 path.display(),
                 mode & 0o777
             );
@@ -109,7 +109,7 @@ impl NodeEventSubscription for Events {
         if let Ok(mut joined) = self.joined.lock() {
             joined.insert(ses.node_id);
         }
-        eprintln!("{}: node {} joined", self.role, peer(&ses));
+        tracing::info!("{}: node {} joined", self.role, peer(&ses));
         let _ = self.tx.send(NodeEvent::Joined(peer(&ses)));
     }
 
@@ -120,17 +120,17 @@ impl NodeEventSubscription for Events {
             .map(|mut j| j.remove(&ses.node_id))
             .unwrap_or(false);
         let event = if had_joined {
-            eprintln!("{}: node {} left", self.role, peer(&ses));
+            tracing::info!("{}: node {} left", self.role, peer(&ses));
             NodeEvent::Left(peer(&ses))
         } else {
             if ses.is_server {
-                eprintln!(
+                tracing::info!(
                     "{}: refused node {}: it did not prove the shared secret (wrong cookie file?)",
                     self.role,
                     peer(&ses)
                 );
             } else {
-                eprintln!(
+                tracing::info!(
                     "{}: {} closed the session before it was authenticated",
                     self.role,
                     peer(&ses)

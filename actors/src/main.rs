@@ -12,8 +12,38 @@ use rlvr_actors::{commands, exit_code};
 #[derive(Debug, Parser)]
 #[command(name = "rlvr", version, about, long_about = None)]
 struct Cli {
+    /// How log lines are written to stderr (levels from `RUST_LOG`, default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Log line formats.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// Time, level and message, for people.
+    Text,
+    /// One JSON object per line, for machines.
+    Json,
+}
+
+/// Log through `tracing` to stderr, filtered by `RUST_LOG` (default: `info`, with the actor
+/// framework's own spans and messages at `warn`).
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,ractor=warn,ractor_cluster=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,6 +89,7 @@ fn main() -> ExitCode {
     }
     rlvr_learner::runtime::init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let result = match cli.command {
         Command::Recipes => commands::recipes::run(),
         Command::Show(args) => commands::show::run(&args),
@@ -77,7 +108,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            tracing::error!("{err:#}");
             ExitCode::from(exit_code(&err))
         }
     }

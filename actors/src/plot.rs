@@ -41,7 +41,7 @@ fn series(records: &[Value], stage: &str, key: &str) -> Vec<(f64, f64)> {
 /// drawn nothing) when no font is available.
 pub fn reward_curve(metrics: &Path, png: &Path) -> Result<bool> {
     if font().is_none() {
-        eprintln!(
+        tracing::info!(
             "reward.png skipped: no TrueType font found (looked in {})",
             FONTS.join(", ")
         );

@@ -25,6 +25,16 @@ fn tmp(name: &str) -> PathBuf {
     dir
 }
 
+/// Assert that `out` is a usage error (exit 2) whose message contains `needle`.
+fn assert_refused(out: &Output, needle: &str) {
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(needle),
+        "{needle:?} missing in:\n{}",
+        text(&out.stderr)
+    );
+}
+
 fn metrics(dir: &Path) -> Vec<Value> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()
@@ -101,12 +111,7 @@ fn bad_input_exits_2_and_lists_the_choices() {
     let dir = tmp("no-evals");
     let d = dir.to_str().unwrap();
     let out = rlvr(&["run", "tiny-arith-rlvr", "--out", d, "--set", "rlvr.num_evals=0"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("rlvr.num_evals = 0"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_refused(&out, "rlvr.num_evals = 0");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -729,12 +734,7 @@ timeout_s = 30
         "--set",
         "rlvr.verifiers.gsm8k.command=[\"true\"]",
     ]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("rlvr.verifiers.gsm8k"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_refused(&out, "rlvr.verifiers.gsm8k");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -771,8 +771,7 @@ fn tiny_rlvr_sample_routes_real_rows_to_three_verifiers_and_bad_rows_name_file_a
         "--set",
         &mix,
     ]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("bad.jsonl:2"), "{}", text(&out.stderr));
+    assert_refused(&out, "bad.jsonl:2");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -890,12 +889,7 @@ fn rollouts_run_at_most_max_staleness_versions_behind_with_weights_taken_in_flig
             "rlvr.num_epochs=2",
         ],
     );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("rlvr.max_staleness = 1"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_refused(&out, "rlvr.max_staleness = 1");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -1011,12 +1005,7 @@ fn rlvr_ctl_reports_status_and_resizes_a_running_pool() {
     std::fs::remove_dir_all(&dir).unwrap();
     // No run, no socket: the command says where it looked.
     let out = ctl(&["status"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("control.sock"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_refused(&out, "control.sock");
 }
 
 #[test]
@@ -1122,8 +1111,7 @@ fn every_algorithm_and_correction_trains_and_logs_the_train_rollout_mismatch() {
             1,
             &["--set", set, "--set", "rlvr.off_policy_correction=icepop"],
         );
-        assert_eq!(out.status.code(), Some(2), "{set}: {}", text(&out.stderr));
-        assert!(text(&out.stderr).contains(key), "{set}: {}", text(&out.stderr));
+        assert_refused(&out, key);
     }
     let out = short_rlvr(&dir, 1, &["--set", "rlvr.algorithm=a2c"]);
     assert_ne!(out.status.code(), Some(0));

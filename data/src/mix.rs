@@ -294,7 +294,7 @@ pub fn load<T>(
             Err(e) if options.bad_rows == BadRows::Skip => {
                 report.skipped += 1;
                 if report.skipped <= 3 {
-                    eprintln!("skipping bad row: {e}");
+                    tracing::warn!("skipping bad row: {e}");
                 }
                 Ok(())
             }

@@ -19,7 +19,7 @@ pub struct Args {
 /// Convert and say what was written.
 pub fn run(args: &Args) -> Result<()> {
     let done = rlvr_data::gguf::convert(&args.gguf, &args.out)?;
-    eprintln!(
+    tracing::info!(
         "converted `{}`: {} tensors, {} parameters (f32) -> {}",
         done.name,
         done.tensors,

@@ -48,8 +48,8 @@ impl Placement {
             (None, _) => Kind::BFloat16,
         };
         if kind == Kind::BFloat16 && device == Device::Cpu {
-            eprintln!(
-                "warning: bf16 on the CPU is several times slower than f32 here (libtorch has few \
+            tracing::warn!(
+                "bf16 on the CPU is several times slower than f32 here (libtorch has few \
                  bf16 CPU kernels); use --dtype f32"
             );
         }

@@ -100,7 +100,7 @@ pub fn run_with(args: &Args, verifiers: &[Arc<dyn Verifier>]) -> Result<()> {
             .with_context(|| format!("writing {}", resolved_path.display()))?;
     }
     let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"))?;
-    eprintln!("run {} -> {}", resolved.name(), out.display());
+    tracing::info!("run {} -> {}", resolved.name(), out.display());
 
     let mut previous: Option<PathBuf> = None;
     for stage in stages {
@@ -116,7 +116,7 @@ pub fn run_with(args: &Args, verifiers: &[Arc<dyn Verifier>]) -> Result<()> {
         previous = Some(model);
     }
     if let Some(model) = previous {
-        eprintln!("done: final model in {}", model.display());
+        tracing::info!("done: final model in {}", model.display());
     }
     Ok(())
 }

@@ -180,11 +180,11 @@ pub fn run(args: &Args) -> Result<()> {
     let secs = started.elapsed().as_secs_f64();
     let total: u64 = counts.values().map(|c| c.0).sum();
     for (name, (n, ok)) in &counts {
-        eprintln!("{name}: {ok}/{n} verified");
+        tracing::info!("{name}: {ok}/{n} verified");
     }
     if ifeval.prompts > 0 {
         let frac = |a: usize, b: usize| a as f64 / b.max(1) as f64;
-        eprintln!(
+        tracing::info!(
             "IFEval: prompt-level strict {:.4} loose {:.4}, instruction-level strict {:.4} loose {:.4}",
             frac(ifeval.prompts_strict, ifeval.prompts),
             frac(ifeval.prompts_loose, ifeval.prompts),
@@ -192,7 +192,7 @@ pub fn run(args: &Args) -> Result<()> {
             frac(ifeval.instructions_loose, ifeval.instructions),
         );
     }
-    eprintln!(
+    tracing::info!(
         "{total} scored, {errors} bad lines, {:.3} s ({:.0} answers/s)",
         secs,
         total as f64 / secs.max(1e-9)

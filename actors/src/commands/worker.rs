@@ -92,13 +92,13 @@ pub fn run(args: &Args) -> Result<()> {
             match event {
                 NodeEvent::Joined(_) if !joined => {
                     joined = true;
-                    eprintln!(
+                    tracing::info!(
                         "worker: {} {role} worker(s) joined the run at {run_addr}",
                         args.workers
                     );
                 }
                 NodeEvent::Left(_) => {
-                    eprintln!("worker: the run at {run_addr} closed the connection; exiting");
+                    tracing::info!("worker: the run at {run_addr} closed the connection; exiting");
                     return Ok(());
                 }
                 NodeEvent::Refused(_) => bail!(

@@ -465,7 +465,7 @@ impl Actor for Controller {
                 match ControlSocket::serve(path, controls) {
                     Ok(socket) => Some((socket, progress)),
                     Err(e) => {
-                        eprintln!("warning: no control socket for `rlvr ctl`: {e:#}");
+                        tracing::warn!("no control socket for `rlvr ctl`: {e:#}");
                         None
                     }
                 }

@@ -198,7 +198,7 @@ impl<W: PoolWorker> PoolState<W> {
             self.requeued += 1;
         }
         if slot.adopted {
-            eprintln!(
+            tracing::info!(
                 "{} worker {} (remote) {why}{}",
                 self.name,
                 slot.index,
@@ -217,7 +217,7 @@ impl<W: PoolWorker> PoolState<W> {
                 )
                 .into());
             }
-            eprintln!(
+            tracing::info!(
                 "{} worker {} {why}; restarting it{}",
                 self.name,
                 slot.index,

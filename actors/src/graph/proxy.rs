@@ -172,7 +172,7 @@ impl Actor for VerifierProxy {
         let output = match decode::<Verdicts>(&reply, "verdicts")? {
             Ok(verdicts) => verdicts,
             Err(why) => {
-                eprintln!(
+                tracing::info!(
                     "verifier `{}`: a worker node could not score a job ({why}); scored on the run's node",
                     work.verifier.name()
                 );

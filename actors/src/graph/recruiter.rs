@@ -97,11 +97,11 @@ impl RecruiterState {
         };
         match proxy {
             Ok(Ok(cell)) => {
-                eprintln!("{group}: remote worker {id} takes jobs");
+                tracing::info!("{group}: remote worker {id} takes jobs");
                 self.proxies.insert(id, cell);
             }
-            Ok(Err(e)) => eprintln!("{group}: remote worker {id} not adopted: {e}"),
-            Err(e) => eprintln!("{group}: remote worker {id} could not be set up: {e}"),
+            Ok(Err(e)) => tracing::info!("{group}: remote worker {id} not adopted: {e}"),
+            Err(e) => tracing::info!("{group}: remote worker {id} could not be set up: {e}"),
         }
     }
 }
@@ -121,7 +121,7 @@ impl Actor for Recruiter {
         start_node(name, addr, cookie, "run", Some(myself.get_cell()))
             .await
             .map_err(|e| format!("{e:#}"))?;
-        eprintln!("run: worker nodes can join at {addr} (rlvr worker --join {addr})");
+        tracing::info!("run: worker nodes can join at {addr} (rlvr worker --join {addr})");
         let mut state = RecruiterState {
             args,
             proxies: HashMap::new(),
@@ -150,7 +150,7 @@ impl Actor for Recruiter {
             SupervisionEvent::ProcessGroupChanged(GroupChangeMessage::Leave(_, group, members)) => {
                 for member in members {
                     if let Some(proxy) = state.proxies.remove(&member.get_id()) {
-                        eprintln!("{group}: remote worker {} left", member.get_id());
+                        tracing::info!("{group}: remote worker {} left", member.get_id());
                         // Kill, not stop: a proxy waiting on its dead worker's reply must
                         // not finish that wait first.
                         proxy.kill();

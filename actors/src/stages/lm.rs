@@ -82,7 +82,7 @@ fn texts(stage: &Recipe, tok: &Tokenizer) -> Result<Texts> {
         &groups,
     );
     if crate::ranks::is_lead() {
-        eprintln!(
+        tracing::info!(
         "stage {}: {} tokens in {} examples; padding {:.1}% of positions in batches of {}, {:.1}% packed into {} rows of {max_len}{}",
         stage.name,
         waste.tokens,
@@ -269,7 +269,7 @@ pub(super) fn start(
         return Ok(saved); // another rank keeps the log
     };
     metrics.truncate_after(kind, saved.step)?;
-    eprintln!(
+    tracing::info!(
         "resuming {} from {} (step {})",
         stage.name,
         dir.display(),
@@ -293,7 +293,7 @@ pub(super) fn progress_bar(stage: &Recipe, total: u64, position: u64) -> Progres
 /// A log line above the progress bar (or on stderr when the bar is hidden).
 pub(super) fn log_line(bar: &ProgressBar, line: String) {
     if bar.is_hidden() {
-        eprintln!("{line}");
+        tracing::info!("{line}");
     } else {
         bar.println(line);
     }
@@ -384,7 +384,7 @@ pub(super) fn train(
         metrics.as_deref_mut(),
     )?;
     if lead {
-        eprintln!(
+        tracing::info!(
             "stage {}: {} parameters on {:?}{layout}, {} steps of {} sequences",
             stage.name,
             learner.num_params(),
@@ -464,7 +464,7 @@ pub(super) fn train(
     // Written last: its presence marks the stage complete for `--resume`.
     super::write_state(&done_marker, &state)?;
     let held_out = loss.map_or("no held-out rows".into(), |l| format!("held-out loss {l:.4}"));
-    eprintln!(
+    tracing::info!(
         "stage {}: {held_out} after {} steps, {:.1}s; model in {}",
         stage.name,
         state.step,

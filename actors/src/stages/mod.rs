@@ -37,7 +37,7 @@ pub fn run(
     // A stage's model directory gets `trainer_state.json` last: with it, the stage is done.
     let model_dir = out.join(&stage.name);
     if resume && model_dir.join("trainer_state.json").is_file() {
-        eprintln!(
+        tracing::info!(
             "stage {}: already complete in {}",
             stage.name,
             model_dir.display()
@@ -54,8 +54,8 @@ pub fn run(
     if stage.model.dtype == rlvr_recipes::spec::Dtype::Bf16
         && rlvr_learner::runtime::default_device() == tch::Device::Cpu
     {
-        eprintln!(
-            "warning: stage `{}` trains in bf16 on the CPU, several times slower than f32 here \
+        tracing::warn!(
+            "stage `{}` trains in bf16 on the CPU, several times slower than f32 here \
              (libtorch has few bf16 CPU kernels); --set model.dtype=f32 to train in f32",
             stage.name
         );
@@ -189,7 +189,7 @@ pub(crate) fn load_mix<T>(
         .with_context(|| format!("stage `{}`: {key}", stage.name))?;
     if crate::ranks::is_lead() {
         for line in mixed.report.lines() {
-            eprintln!("stage {}: {key}: {line}", stage.name);
+            tracing::info!("stage {}: {key}: {line}", stage.name);
         }
     }
     if !mix.is_empty() && mixed.rows.is_empty() {
@@ -391,7 +391,7 @@ pub(crate) fn latest_checkpoint<T: serde::de::DeserializeOwned>(
         let state: T = match serde_json::from_str(&text) {
             Ok(state) => state,
             Err(e) => {
-                eprintln!("ignoring the checkpoint {}: {e}", state_path.display());
+                tracing::info!("ignoring the checkpoint {}: {e}", state_path.display());
                 continue;
             }
         };

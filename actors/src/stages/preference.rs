@@ -315,7 +315,7 @@ impl Evaluation<'_> {
             ));
         }
         if self.lead {
-            eprintln!("{line}");
+            tracing::info!("{line}");
         }
         Ok(record)
     }
@@ -382,7 +382,7 @@ pub(super) fn train(
             reference_pass(&learner, &data.eval, &tok)?,
         );
         if lead {
-            eprintln!(
+            tracing::info!(
                 "stage {}: reference log-probabilities of {} pairs in {:.1}s",
                 stage.name,
                 data.train.len() + data.eval.len(),
@@ -434,7 +434,7 @@ pub(super) fn train(
         Objective::RewardModel => "a reward model (Bradley-Terry)".to_string(),
     };
     if lead {
-        eprintln!(
+        tracing::info!(
             "stage {}: {} parameters on {:?}{layout}, {} steps of {} pairs, {what}",
             stage.name,
             learner.num_params(),
@@ -518,7 +518,7 @@ pub(super) fn train(
     tok.save(&model_dir)?;
     // Written last: its presence marks the stage complete for `--resume`.
     super::write_state(&done_marker, &state)?;
-    eprintln!(
+    tracing::info!(
         "stage {}: {} steps, {:.1}s; model in {}",
         stage.name,
         state.step,

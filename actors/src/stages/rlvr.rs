@@ -261,7 +261,7 @@ pub fn run(
             learner.load_checkpoint(&dir, saved.policy_version)?;
             metrics.reopen()?.truncate_after("rlvr", saved.step)?;
             earlier_evals = metrics.series("rlvr", "eval_accuracy")?;
-            eprintln!(
+            tracing::info!(
                 "resuming {} from {} (step {})",
                 stage.name,
                 dir.display(),
@@ -328,7 +328,7 @@ pub fn run(
         overlong: algorithm.overlong,
         mask_truncated: algorithm.mask_truncated,
     };
-    eprintln!(
+    tracing::info!(
         "stage {}: {}, {} parameters on {:?}, {steps} steps of {prompts_per_step} prompts x {n} samples; {} rollout and {} verifier workers; {} train / {} held-out prompts",
         stage.name,
         Algorithm::describe(rl),
@@ -396,14 +396,14 @@ pub fn run(
     tok.save(&model_dir)?;
     let png = out.join("reward.png");
     if crate::plot::reward_curve(metrics.path(), &png)? {
-        eprintln!("stage {}: reward curve in {}", stage.name, png.display());
+        tracing::info!("stage {}: reward curve in {}", stage.name, png.display());
     }
     let state = json!({"step": summary.steps, "evals": summary.evals});
     // Written last: its presence marks the stage complete for `--resume`.
     super::write_state(&done_marker, &state)?;
     let (first, last) = (summary.evals.first(), summary.evals.last());
     if let (Some((_, a)), Some((_, b))) = (first, last) {
-        eprintln!(
+        tracing::info!(
             "stage {}: held-out accuracy {a:.3} -> {b:.3} over {} steps; model in {}",
             stage.name,
             summary.steps,

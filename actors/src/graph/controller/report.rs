@@ -13,11 +13,21 @@ use crate::graph::pool::PoolMsg;
 use crate::graph::step::{accuracy, rewards, Scored};
 
 impl ControllerState {
+    /// A line for the user: logged at INFO, or printed above the progress bar while it shows.
     pub(super) fn say(&self, line: String) {
         if self.bar.is_hidden() {
-            eprintln!("{line}");
+            tracing::info!("{line}");
         } else {
             self.bar.println(line);
+        }
+    }
+
+    /// A warning: logged at WARN, or printed above the progress bar while it shows.
+    fn warn(&self, line: String) {
+        if self.bar.is_hidden() {
+            tracing::warn!("{line}");
+        } else {
+            self.bar.println(format!("warning: {line}"));
         }
     }
 
@@ -69,8 +79,8 @@ impl ControllerState {
         if !shaping.non_stop_penalty || cut == 0 || !uniform {
             return;
         }
-        self.say(format!(
-            "warning: the first step scored every one of its {} responses {}: {cut} ran past \
+        self.warn(format!(
+            "the first step scored every one of its {} responses {}: {cut} ran past \
              rlvr.response_length = {} tokens and got the non-stop penalty, none was verified, so \
              the reward teaches nothing. Raise rlvr.response_length (or turn \
              rlvr.non_stop_penalty off).",
