@@ -73,12 +73,7 @@ impl EventWriter {
             put_float(&mut v, 2, value as f32);
             put_bytes(&mut summary, 1, &v);
         }
-        let mut event = Vec::new();
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        put_double(&mut event, 1, now.as_secs_f64());
-        put_varint_field(&mut event, 2, step);
-        put_bytes(&mut event, 5, &summary);
-        self.record(&event)
+        self.record(&event(step, 5, &summary))
     }
 
     /// Tell readers that the run restarted at `step` (a resume): TensorBoard drops the events
@@ -86,12 +81,7 @@ impl EventWriter {
     pub fn restart_at(&mut self, step: u64) -> Result<()> {
         let mut session_log = Vec::new();
         put_varint_field(&mut session_log, 1, 1);
-        let mut event = Vec::new();
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        put_double(&mut event, 1, now.as_secs_f64());
-        put_varint_field(&mut event, 2, step);
-        put_bytes(&mut event, 6, &session_log);
-        self.record(&event)
+        self.record(&event(step, 6, &session_log))
     }
 
     /// One TFRecord, flushed so a reader (or a crash) sees whole records.
@@ -105,6 +95,17 @@ impl EventWriter {
             .flush()
             .with_context(|| format!("writing {}", self.path.display()))
     }
+}
+
+/// An `Event` now at `step` carrying `payload` as its field `field` (5: a `Summary`, 6: a
+/// `SessionLog`).
+fn event(step: u64, field: u64, payload: &[u8]) -> Vec<u8> {
+    let mut event = Vec::new();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    put_double(&mut event, 1, now.as_secs_f64());
+    put_varint_field(&mut event, 2, step);
+    put_bytes(&mut event, field, payload);
+    event
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
