@@ -64,8 +64,6 @@ pub struct Filtered {
     pub groups_sampled: u64,
     /// Groups dropped because every response got the same reward.
     pub groups_dropped: u64,
-    /// Informative groups sampled beyond the step's prompts, left unused.
-    pub groups_unused: u64,
 }
 
 /// Complete `prompts` `n` times each with the rollout pool; completions come back prompt-major.
@@ -179,14 +177,13 @@ pub async fn rollout_and_verify(
                 .zip(rewards.chunks(n)),
         );
         for (prompt, ((completions, verdicts), rewards)) in groups {
+            // A round draws only the prompts still missing, so every kept group fits.
             if rewards.windows(2).all(|w| w[0] == w[1]) {
                 filtered.groups_dropped += 1;
-            } else if kept.prompts.len() < settings.prompts_per_step {
+            } else {
                 kept.prompts.push(prompt);
                 kept.completions.extend_from_slice(completions);
                 kept.verdicts.extend_from_slice(verdicts);
-            } else {
-                filtered.groups_unused += 1;
             }
         }
         let missing = settings.prompts_per_step - kept.prompts.len();
