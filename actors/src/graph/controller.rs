@@ -253,12 +253,7 @@ impl ControllerState {
             .max()
             .unwrap_or(0);
         self.version = learned.weights.version;
-        self.step += 1;
-        if let Some((_, progress)) = &self.control {
-            if let Ok(mut p) = progress.lock() {
-                (p.step, p.policy_version) = (self.step, self.version);
-            }
-        }
+        self.finish_step();
         let workers = self.workers().await?;
         self.log_step(
             &scored,
@@ -271,6 +266,16 @@ impl ControllerState {
             started.elapsed().as_secs_f64(),
             workers,
         )
+    }
+
+    /// Count the step done, and tell the control socket.
+    fn finish_step(&mut self) {
+        self.step += 1;
+        if let Some((_, progress)) = &self.control {
+            if let Ok(mut p) = progress.lock() {
+                (p.step, p.policy_version) = (self.step, self.version);
+            }
+        }
     }
 
     /// This step's rollout: rolled out ahead, or now; then the rollouts of the steps after it

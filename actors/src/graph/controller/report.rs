@@ -46,7 +46,7 @@ impl ControllerState {
                 self.settings.sampling.max_new_tokens
             ),
         };
-        self.step += 1;
+        self.finish_step();
         let reward_mean = rewards.iter().sum::<f64>() / rewards.len().max(1) as f64;
         let mut record = json!({
             "stage": "rlvr", "step": self.step, "skipped": why, "reward_mean": reward_mean,
