@@ -1,47 +1,14 @@
 //! The `rlvr` binary as a user meets it: listings, resolved recipes, plans, exit codes, and a
 //! real run with metrics, checkpoints and an exact resume after the process is killed.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::*;
 use serde_json::Value;
-
-fn rlvr(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rlvr"))
-        .args(args)
-        .env("OMP_NUM_THREADS", "1")
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rlvr-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-/// Assert that `out` is a usage error (exit 2) whose message contains `needle`.
-fn assert_refused(out: &Output, needle: &str) {
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains(needle),
-        "{needle:?} missing in:\n{}",
-        text(&out.stderr)
-    );
-}
-
-fn metrics(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 #[test]
 fn recipes_lists_every_seed_recipe() {
@@ -386,44 +353,6 @@ fn tiny_pretraining_runs_logs_and_learns() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Start `rlvr ARGS` and kill it as soon as `checkpoint` is complete (its trainer_state.json,
-/// written last, exists).
-fn kill_after(args: &[&str], checkpoint: &Path) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rlvr"))
-        .args(args)
-        .env("OMP_NUM_THREADS", "1")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let done = checkpoint.join("trainer_state.json");
-    let start = Instant::now();
-    while !done.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no checkpoint appeared"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-}
-
-/// Run `args` (a run of `recipe` into `cut`), kill it once its step-`step` checkpoint is
-/// complete and before the stage ends, then `--resume` it to the end.
-fn kill_then_resume(recipe: &str, args: &[&str], cut: &Path, step: u64) {
-    kill_after(args, &cut.join(format!("checkpoints/{recipe}/step-{step}")));
-    for done in ["model.safetensors", "trainer_state.json"] {
-        assert!(!cut.join(recipe).join(done).exists(), "killed before the end");
-    }
-    let out = rlvr(&["run", recipe, "--out", cut.to_str().unwrap(), "--resume"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains(&format!("resuming {recipe}")),
-        "{}",
-        text(&out.stderr)
-    );
-}
-
 #[test]
 fn a_killed_run_resumes_to_the_same_metrics() {
     let steps = "train.max_steps=200";
@@ -639,595 +568,6 @@ fn the_tiny_arith_pipeline_hands_the_model_on_and_the_rlvr_stage_runs_its_actor_
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A plug-in verifier for the recipe test: the example's judgement, each answered request
-/// logged (process, request id) to `answered`, and the process that serves the 20th request
-/// dies before answering it, once (a marker file says it happened).
-const JUDGE: &str = r#"
-import json, os, sys
-sys.path.insert(0, os.environ["RLVR_EXAMPLES"])
-from plugin_verifier import judge
-log, marker = sys.argv[1], sys.argv[2]
-for line in sys.stdin:
-    request = json.loads(line)
-    answered = sum(1 for _ in open(log)) if os.path.exists(log) else 0
-    if answered == 19 and not os.path.exists(marker):
-        open(marker, "w").close()
-        os._exit(9)
-    ok, reason = judge(request["response"], request["ground_truth"])
-    with open(log, "a") as f:
-        f.write(f"{os.getpid()} {request['id']}\n")
-    print(json.dumps({"id": request["id"], "verified": ok, "reason": reason}), flush=True)
-"#;
-
-#[test]
-fn a_recipe_trains_on_a_python_plugin_verifier_with_four_processes_one_killed_mid_run() {
-    let dir = tmp("plugin-recipe");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (script, log, marker) = (dir.join("judge.py"), dir.join("answered"), dir.join("crashed"));
-    std::fs::write(&script, JUDGE).unwrap();
-    let recipe = dir.join("plugin.toml");
-    std::fs::write(
-        &recipe,
-        format!(
-            r#"name = "plugin-rlvr"
-extends = "tiny-rlvr-sample"
-
-[train]
-max_steps = 3
-
-[rollout]
-verifier_workers = 4
-
-[rlvr]
-dataset_verifiers = {{ gsm8k = "judge", ifeval = "judge", MATH = "judge" }}
-
-[rlvr.verifiers.judge]
-command = ["python3", {script:?}, {log:?}, {marker:?}]
-workers = 4
-timeout_s = 30
-"#
-        ),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_rlvr"))
-        .args([
-            "run",
-            recipe.to_str().unwrap(),
-            "--out",
-            dir.join("run").to_str().unwrap(),
-        ])
-        .env(
-            "RLVR_EXAMPLES",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"),
-        )
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(marker.exists(), "a plug-in process died mid-run");
-    let m = metrics(&dir.join("run"));
-    // Every verdict is the plug-in's: the held-out evaluations' per-verifier accuracy is keyed
-    // by it alone.
-    let evals: Vec<&Value> = m.iter().filter(|r| r.get("eval_accuracy").is_some()).collect();
-    let per = evals[0]["eval_accuracy_per_verifier"].as_object().unwrap();
-    assert_eq!(per.keys().collect::<Vec<_>>(), ["judge"]);
-    // Counts: one answer per verdict the run used, none lost to the crash, none scored twice.
-    let used: u64 = m.iter().filter_map(|r| r.get("verdicts")?.as_u64()).sum::<u64>()
-        + evals
-            .iter()
-            .map(|r| r["eval_prompts"].as_u64().unwrap())
-            .sum::<u64>();
-    assert_eq!(used, 3 * 8 * 4 + 2 * 24);
-    let answered = std::fs::read_to_string(&log).unwrap();
-    let ids: Vec<&str> = answered.lines().map(|l| l.split(' ').nth(1).unwrap()).collect();
-    let unique: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
-    assert_eq!((ids.len() as u64, unique.len() as u64), (used, used));
-    // Four processes served the calls (the crashed one's retry on a fifth).
-    let pids: std::collections::BTreeSet<&str> =
-        answered.lines().map(|l| l.split(' ').next().unwrap()).collect();
-    assert!(pids.len() >= 4, "{} processes answered", pids.len());
-    // A plug-in that shadows a built-in name is refused, naming the key.
-    let out = rlvr(&[
-        "run",
-        "tiny-rlvr-sample",
-        "--out",
-        dir.join("bad").to_str().unwrap(),
-        "--set",
-        "rlvr.verifiers.gsm8k.command=[\"true\"]",
-    ]);
-    assert_refused(&out, "rlvr.verifiers.gsm8k");
-    std::fs::remove_dir_all(&dir).unwrap();
-}
-
-#[test]
-fn tiny_rlvr_sample_routes_real_rows_to_three_verifiers_and_bad_rows_name_file_and_line() {
-    let dir = tmp("rlvr-sample");
-    let d = dir.to_str().unwrap();
-    let out = rlvr(&[
-        "run",
-        "tiny-rlvr-sample",
-        "--out",
-        d,
-        "--set",
-        "train.max_steps=2",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let m = metrics(&dir);
-    let evals: Vec<&Value> = m.iter().filter(|r| r.get("eval_accuracy").is_some()).collect();
-    assert_eq!(evals.len(), 2, "start and end");
-    let per = evals[0]["eval_accuracy_per_verifier"].as_object().unwrap();
-    let names: Vec<&str> = per.keys().map(String::as_str).collect();
-    assert_eq!(names, ["gsm8k", "ifeval", "math"]);
-    assert_eq!(evals[0]["eval_prompts"], 24);
-
-    let bad = dir.join("bad.jsonl");
-    let row = r#"{"messages": [{"role": "user", "content": "what is 2+2?"}], "ground_truth": "4", "dataset": "gsm8k"}"#;
-    std::fs::write(&bad, format!("{row}\n{{\"messages\": \n")).unwrap();
-    let mix = format!("data.mix=[{{dataset = \"{}\", amount = 2}}]", bad.display());
-    let out = rlvr(&[
-        "run",
-        "tiny-rlvr-sample",
-        "--out",
-        &format!("{d}/bad"),
-        "--set",
-        &mix,
-    ]);
-    assert_refused(&out, "bad.jsonl:2");
-    std::fs::remove_dir_all(&dir).unwrap();
-}
-
-#[test]
-fn async_rlvr_overlaps_the_next_rollout_within_a_one_version_staleness_bound() {
-    let dir = tmp("async");
-    let d = dir.to_str().unwrap();
-    let out = rlvr(&[
-        "run",
-        "tiny-arith-rlvr",
-        "--out",
-        d,
-        "--set",
-        "train.max_steps=3",
-        "--set",
-        "rlvr.async_mode=true",
-        "--set",
-        "rlvr.local_rollout_batch_size=4",
-        "--set",
-        "rlvr.local_mini_batch_size=32",
-        "--set",
-        "rlvr.num_evals=1",
-        "--set",
-        "data.eval_mix=[{dataset = \"builtin:arith-rlvr\", amount = 8, split = \"test\"}]",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let gaps: Vec<u64> = metrics(&dir)
-        .iter()
-        .filter_map(|r| r.get("policy_version_gap")?.as_u64())
-        .collect();
-    // Step 1 samples with the starting weights; each later step is generated while the
-    // previous one learns, so it is at most one version behind (in practice exactly one).
-    assert_eq!(gaps.len(), 3);
-    assert_eq!(gaps[0], 0);
-    assert!(gaps.iter().all(|&g| g <= 1), "{gaps:?}");
-    std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// `tiny-arith-rlvr` for `steps` steps of 4 prompts x 8 responses (one optimiser step each),
-/// with held-out accuracy on 8 prompts, and `extra` overrides.
-fn short_rlvr(dir: &Path, steps: u64, extra: &[&str]) -> Output {
-    let max_steps = format!("train.max_steps={steps}");
-    let mut args = vec![
-        "run",
-        "tiny-arith-rlvr",
-        "--out",
-        dir.to_str().unwrap(),
-        "--overwrite",
-        "--set",
-        &max_steps,
-        "--set",
-        "rlvr.local_rollout_batch_size=4",
-        "--set",
-        "rlvr.local_mini_batch_size=32",
-        "--set",
-        "rlvr.num_evals=1",
-        "--set",
-        "data.eval_mix=[{dataset = \"builtin:arith-rlvr\", amount = 8, split = \"test\"}]",
-    ];
-    args.extend(extra);
-    rlvr(&args)
-}
-
-#[test]
-fn rollouts_run_at_most_max_staleness_versions_behind_with_weights_taken_in_flight() {
-    let dir = tmp("staleness");
-    // The learner is the slow side here (its step takes longer than a rollout), so two later
-    // steps are rolled out while one learns.
-    let out = short_rlvr(
-        &dir,
-        6,
-        &["--set", "rlvr.async_mode=true", "--set", "rlvr.max_staleness=2"],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let steps: Vec<Value> = metrics(&dir)
-        .into_iter()
-        .filter(|r| r.get("policy_version_gap").is_some())
-        .collect();
-    assert_eq!(steps.len(), 6);
-    let gaps: Vec<u64> = steps
-        .iter()
-        .map(|r| r["policy_version_gap"].as_u64().unwrap())
-        .collect();
-    assert_eq!(gaps[0], 0, "step 1 samples with the starting weights");
-    assert!(gaps.iter().all(|&g| g <= 2), "{gaps:?}");
-    // Every prompt is trained on once, in data order, whatever ran ahead.
-    let rows: Vec<u64> = steps
-        .iter()
-        .flat_map(|r| {
-            r["prompt_rows"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap())
-        })
-        .collect();
-    let mut unique = rows.clone();
-    unique.sort_unstable();
-    unique.dedup();
-    assert_eq!((rows.len(), unique.len()), (24, 24), "{rows:?}");
-    for r in &steps {
-        assert_eq!(r["verdicts"], 32);
-        assert!(r["completions_spanning_versions"].as_u64().unwrap() <= 32);
-    }
-    // A bound smaller than one step's versions is refused, naming the key.
-    let out = short_rlvr(
-        &dir,
-        2,
-        &[
-            "--set",
-            "rlvr.async_mode=true",
-            "--set",
-            "rlvr.max_staleness=1",
-            "--set",
-            "rlvr.num_epochs=2",
-        ],
-    );
-    assert_refused(&out, "rlvr.max_staleness = 1");
-    std::fs::remove_dir_all(&dir).unwrap();
-}
-
-#[test]
-fn rlvr_checkpoints_rotate_keeping_the_newest_and_the_stage_logs_to_tensorboard() {
-    let dir = tmp("rotate");
-    let out = short_rlvr(
-        &dir,
-        7,
-        &[
-            "--set",
-            "rlvr.save_freq=2",
-            "--set",
-            "train.keep_last_n_checkpoints=2",
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let mut kept: Vec<String> = std::fs::read_dir(dir.join("checkpoints/tiny-arith-rlvr"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.starts_with("step-"))
-        .collect();
-    kept.sort();
-    // Saved at steps 2, 4 and 6; the two newest stay, each complete.
-    assert_eq!(kept, ["step-4", "step-6"]);
-    // Records carry the stage's name, and its numbers are in a TensorBoard event file too
-    // (`scripts/tensorboard-check.sh` reads them back with TensorBoard's reader).
-    assert!(metrics(&dir).iter().all(|r| r["stage_name"] == "tiny-arith-rlvr"));
-    let events: Vec<_> = std::fs::read_dir(dir.join("tensorboard/tiny-arith-rlvr"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(events.len(), 1, "{events:?}");
-    assert!(events[0].starts_with("events.out.tfevents."), "{events:?}");
-    for k in &kept {
-        assert!(dir
-            .join("checkpoints/tiny-arith-rlvr")
-            .join(k)
-            .join("trainer_state.json")
-            .exists());
-    }
-    std::fs::remove_dir_all(&dir).unwrap();
-}
-
-#[test]
-fn rlvr_ctl_reports_status_and_resizes_a_running_pool() {
-    let dir = tmp("ctl");
-    let mut run = Command::new(env!("CARGO_BIN_EXE_rlvr"))
-        .args([
-            "run",
-            "tiny-arith-rlvr",
-            "--out",
-            dir.to_str().unwrap(),
-            "--overwrite",
-        ])
-        .args([
-            "--set",
-            "train.max_steps=1000",
-            "--set",
-            "rlvr.local_rollout_batch_size=4",
-        ])
-        .args([
-            "--set",
-            "rlvr.local_mini_batch_size=32",
-            "--set",
-            "rlvr.num_evals=1",
-        ])
-        .args([
-            "--set",
-            "data.eval_mix=[{dataset = \"builtin:arith-rlvr\", amount = 8, split = \"test\"}]",
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let ctl = |args: &[&str]| rlvr(&[&["ctl", "--run", dir.to_str().unwrap(), "--json"], args].concat());
-    let status = || -> Option<Value> {
-        let out = ctl(&["status"]);
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).unwrap())
-    };
-    let wait_for = |what: &str, f: &dyn Fn(&Value) -> bool| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        loop {
-            if let Some(s) = status().filter(|s| f(s)) {
-                return s;
-            }
-            assert!(std::time::Instant::now() < deadline, "waiting for {what}");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-    };
-    let first = wait_for("the first step", &|s| s["step"].as_u64() >= Some(1));
-    assert_eq!(first["rollout"]["live"], 1, "{first}");
-    let out = ctl(&["resize", "rollout", "3"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let grown = wait_for("three rollout workers", &|s| s["rollout"]["live"] == 3);
-    let out = ctl(&["resize", "verifier", "1"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    wait_for("one verifier worker", &|s| s["verifier"]["live"] == 1);
-    // The steps after the resize ran with three rollout workers, as the run's own log says.
-    let after = grown["step"].as_u64().unwrap() + 2;
-    wait_for("two more steps", &|s| s["step"].as_u64() >= Some(after));
-    let logged = metrics(&dir)
-        .into_iter()
-        .filter(|r| r["step"].as_u64() >= Some(after) && r.get("workers").is_some())
-        .any(|r| r["workers"]["rollout"]["live"] == 3);
-    assert!(logged, "no step logged three rollout workers");
-    // A bad pool name is refused by the command line.
-    let out = ctl(&["resize", "learner", "2"]);
-    assert_eq!(out.status.code(), Some(2));
-    run.kill().unwrap();
-    run.wait().unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    // No run, no socket: the command says where it looked.
-    let out = ctl(&["status"]);
-    assert_refused(&out, "control.sock");
-}
-
-#[test]
-fn every_algorithm_and_correction_trains_and_logs_the_train_rollout_mismatch() {
-    let dir = tmp("algorithms");
-    let runs: [&[&str]; 10] = [
-        &["--set", "rlvr.algorithm=ppo"],
-        &[
-            "--set",
-            "rlvr.algorithm=dapo",
-            "--set",
-            "rlvr.max_sampling_rounds=3",
-            "--set",
-            "rlvr.cliprange_high=0.28",
-        ],
-        &[
-            "--set",
-            "rlvr.overlong_buffer_length=8",
-            "--set",
-            "rlvr.mask_truncated_completions=true",
-        ],
-        &[
-            "--set",
-            "rlvr.algorithm=gspo",
-            "--set",
-            "rlvr.loss_aggregation=sequence",
-        ],
-        &["--set", "rlvr.algorithm=cispo", "--set", "rlvr.cliprange_low=1.0"],
-        &["--set", "rlvr.algorithm=rloo"],
-        &[
-            "--set",
-            "rlvr.algorithm=reinforce_pp",
-            "--set",
-            "rlvr.kl_estimator=kl2",
-        ],
-        &["--set", "rlvr.algorithm=reinforce_pp_baseline"],
-        &[
-            "--set",
-            "rlvr.async_mode=true",
-            "--set",
-            "rlvr.off_policy_correction=icepop",
-        ],
-        &[
-            "--set",
-            "rlvr.off_policy_correction=tis",
-            "--set",
-            "rlvr.top_p=0.9",
-            "--set",
-            "rlvr.top_k=20",
-        ],
-    ];
-    for extra in runs {
-        let out = short_rlvr(&dir, 2, extra);
-        assert!(out.status.success(), "{extra:?}: {}", text(&out.stderr));
-        let steps: Vec<Value> = metrics(&dir)
-            .into_iter()
-            .filter(|r| r.get("reward_mean").is_some())
-            .collect();
-        assert_eq!(steps.len(), 2, "{extra:?}");
-        let dapo = extra.contains(&"rlvr.algorithm=dapo");
-        for r in &steps {
-            if dapo {
-                // The fresh model scores nothing, so every group scores alike: dynamic sampling
-                // drops them all, round after round, and the step is skipped and says why.
-                let sampling = &r["sampling"];
-                assert_eq!(sampling["rounds"], 3, "{r}");
-                assert_eq!(sampling["groups_dropped"], sampling["groups_sampled"], "{r}");
-                assert!(r["skipped"].as_str().unwrap().contains("dynamic sampling"), "{r}");
-                continue;
-            }
-            if let Some(why) = r.get("skipped") {
-                // A fresh model rarely ends a response: with truncated ones left out, a step may
-                // have nothing to learn from.
-                let masking = extra.contains(&"rlvr.mask_truncated_completions=true");
-                assert!(masking && why.as_str().unwrap().contains("cut"), "{extra:?}: {r}");
-                continue;
-            }
-            let max = r["mismatch_max_abs_logprob_diff"].as_f64().unwrap();
-            // On-policy, the learner's log-probs are the engine's (the parity gate); one step
-            // behind, the second step's differ by a policy update.
-            if !extra.contains(&"rlvr.async_mode=true") || r["policy_version_gap"] == 0 {
-                assert!(max < 1e-4, "{extra:?}: {r}");
-            }
-            assert!(r["loss"].as_f64().unwrap().is_finite(), "{extra:?}: {r}");
-        }
-    }
-    // Values rlvr does not run are refused, naming the key (and, for stop_token, the remedy).
-    for (set, key) in [
-        ("rlvr.kl_estimator=kl9", "rlvr.kl_estimator"),
-        ("rlvr.top_p=0", "rlvr.top_p"),
-        ("rlvr.is_bounds=[2.0, 1.0]", "rlvr.is_bounds"),
-        ("rlvr.overlong_buffer_length=99", "rlvr.overlong_buffer_length"),
-        (
-            "rlvr.apply_verifiable_reward=false",
-            "rlvr.apply_verifiable_reward",
-        ),
-        ("rlvr.reward_model_multiplier=1.0", "rlvr.reward_model_multiplier"),
-        ("rlvr.stop_token=\"period\"", "rlvr.stop_strings"),
-        ("rlvr.num_mini_batches=3", "rlvr.num_mini_batches"),
-    ] {
-        let out = short_rlvr(
-            &dir,
-            1,
-            &["--set", set, "--set", "rlvr.off_policy_correction=icepop"],
-        );
-        assert_refused(&out, key);
-    }
-    let out = short_rlvr(&dir, 1, &["--set", "rlvr.algorithm=a2c"]);
-    assert_ne!(out.status.code(), Some(0));
-    assert!(
-        text(&out.stderr).contains("reinforce_pp_baseline"),
-        "{}",
-        text(&out.stderr)
-    );
-    std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// A short RLVR run from a fresh tiny model, checkpointing every 2 steps.
-const RL_SMALL: [&str; 10] = [
-    "--set",
-    "train.max_steps=8",
-    "--set",
-    "rlvr.save_freq=2",
-    "--set",
-    "rlvr.local_rollout_batch_size=4",
-    "--set",
-    "rlvr.local_mini_batch_size=32",
-    "--set",
-    "data.eval_mix=[{dataset = \"builtin:arith-rlvr\", amount = 8, split = \"test\"}]",
-];
-
-fn rl_rewards(dir: &Path) -> Vec<(u64, f64)> {
-    metrics(dir)
-        .iter()
-        .filter(|r| r["stage"] == "rlvr")
-        .filter_map(|r| Some((r["step"].as_u64()?, r.get("reward_mean")?.as_f64()?)))
-        .collect()
-}
-
-/// Run `tiny-arith-rlvr` with `extra` overrides into `dir`, once through and once killed after
-/// its step-4 checkpoint and resumed; both must log the same rewards.
-fn kill_and_resume(name: &str, extra: &[&str]) -> PathBuf {
-    let full = tmp(&format!("{name}-full"));
-    let mut args = vec!["run", "tiny-arith-rlvr", "--out", full.to_str().unwrap()];
-    args.extend(RL_SMALL);
-    args.extend(extra);
-    let out = rlvr(&args);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-
-    let cut = tmp(&format!("{name}-cut"));
-    let mut args = vec!["run", "tiny-arith-rlvr", "--out", cut.to_str().unwrap()];
-    args.extend(RL_SMALL);
-    args.extend(extra);
-    kill_then_resume("tiny-arith-rlvr", &args, &cut, 4);
-
-    let (a, b) = (rl_rewards(&full), rl_rewards(&cut));
-    assert_eq!(
-        a.iter().map(|r| r.0).collect::<Vec<_>>(),
-        (1..=8).collect::<Vec<_>>()
-    );
-    assert_eq!(a, b, "same prompts, seeds and weights after the resume");
-    // The summary of the resumed run holds the evaluations logged before the cut.
-    let evals = |d: &Path| {
-        let state = std::fs::read_to_string(d.join("tiny-arith-rlvr/trainer_state.json")).unwrap();
-        serde_json::from_str::<Value>(&state).unwrap()["evals"].clone()
-    };
-    assert_eq!(evals(&full), evals(&cut));
-    assert!(evals(&cut).as_array().unwrap().len() >= 2, "{}", evals(&cut));
-    // The resumed engines know which policy version the checkpoint's weights are.
-    for r in metrics(&cut)
-        .iter()
-        .filter(|r| r.get("policy_version_gap").is_some())
-    {
-        assert_eq!(r["policy_version_gap"], 0, "synchronous steps: {r}");
-    }
-    assert!(cut.join("tiny-arith-rlvr/model.safetensors").is_file());
-    std::fs::remove_dir_all(&cut).unwrap();
-    full
-}
-
-#[test]
-fn a_killed_grpo_run_resumes_from_its_checkpoint_to_the_same_rewards() {
-    let full = kill_and_resume("grpo", &[]);
-    std::fs::remove_dir_all(&full).unwrap();
-}
-
-#[test]
-fn ppo_trains_a_value_model_takes_an_optimiser_step_per_epoch_and_resumes_exactly() {
-    let ppo = [
-        "--set",
-        "rlvr.algorithm=ppo",
-        "--set",
-        "rlvr.num_samples_per_prompt=1",
-        "--set",
-        "rlvr.num_epochs=2",
-        "--set",
-        "rlvr.kl_estimator=kl1",
-    ];
-    let full = kill_and_resume("ppo", &ppo);
-    assert!(full
-        .join("checkpoints/tiny-arith-rlvr/step-2/value.safetensors")
-        .is_file());
-    let steps: Vec<Value> = metrics(&full)
-        .into_iter()
-        .filter(|r| r["stage"] == "rlvr" && r.get("reward_mean").is_some())
-        .collect();
-    for (i, r) in steps.iter().enumerate() {
-        assert_eq!(
-            r["policy_version"],
-            2 * (i as u64 + 1),
-            "one optimiser step per epoch"
-        );
-        assert!(r["vf_loss"].as_f64().unwrap() >= 0.0);
-        assert!(r["kl"].is_number());
-    }
-    assert!(
-        steps.iter().any(|r| r["vf_loss"].as_f64().unwrap() > 0.0),
-        "the value model trains"
-    );
-    std::fs::remove_dir_all(&full).unwrap();
-}
-
 /// Per-step DPO records of a run: (step, loss, accuracy).
 fn dpo_steps(dir: &Path) -> Vec<(u64, f64, f64)> {
     metrics(dir)
@@ -1380,6 +720,48 @@ fn preference_stages_dpo_resumes_exactly_and_a_reward_model_seeds_ppo() {
     let out = rlvr(&args);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(rl_rewards(&ppo).len(), 2);
+
+    // GRPO whose reward adds the reward model's score (halved) to the verifiers'.
+    let learned = dir.join("learned");
+    let mut args = vec![
+        "run",
+        "tiny-arith-rlvr",
+        "--out",
+        learned.to_str().unwrap(),
+        "--set",
+        &init,
+    ];
+    args.extend(&RL_SMALL[2..]);
+    args.extend([
+        "--set",
+        "train.max_steps=2",
+        "--set",
+        "rlvr.reward_model_multiplier=0.5",
+        "--set",
+        &reward_model,
+    ]);
+    let out = rlvr(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let steps: Vec<Value> = metrics(&learned)
+        .into_iter()
+        .filter(|r| r["stage"] == "rlvr" && r.get("reward_mean").is_some())
+        .collect();
+    assert_eq!(steps.len(), 2);
+    for r in &steps {
+        let components = r["reward_components"].as_object().unwrap();
+        let names: Vec<&str> = components.keys().map(String::as_str).collect();
+        assert_eq!(names, ["non_stop", "reward_model", "verifiable"], "{r}");
+        let sum: f64 = components.values().map(|v| v.as_f64().unwrap()).sum();
+        assert!((sum - r["reward_mean"].as_f64().unwrap()).abs() < 1e-9, "{r}");
+        assert_ne!(
+            components["reward_model"].as_f64().unwrap(),
+            0.0,
+            "the trained model scores: {r}"
+        );
+    }
+    // Dynamic sampling filters before the learner scores: refused with a reward model.
+    args.extend(["--set", "rlvr.algorithm=dapo"]);
+    assert_refused(&rlvr(&args), "rlvr.reward_model_multiplier");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -205,11 +205,7 @@ impl Verifier for Hangs {
             std::thread::sleep(Duration::from_secs(6));
         }
         assert!(!response.contains("boom"), "the verifier broke");
-        Verdict {
-            score: 1.0,
-            verified: true,
-            reason: "ok".into(),
-        }
+        Verdict::new(1.0, true, "ok")
     }
 }
 

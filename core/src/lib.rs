@@ -409,10 +409,37 @@ pub struct WeightChunk {
 /// A verifier's judgement of one response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
-    /// Raw score in [0, 1] (1 when verified); reward shaping scales it later.
+    /// Raw score: in [0, 1] from one verifier (1 when verified), the weighted sum of its
+    /// parts' from a weighted sum of verifiers; reward shaping scales it later.
     pub score: f64,
-    /// Whether the answer was judged correct.
+    /// Whether the answer was judged correct (by every part, for a weighted sum).
     pub verified: bool,
     /// Why: what was extracted and compared, or why nothing could be.
     pub reason: String,
+    /// A weighted sum's parts, one per verifier in it (empty from a single verifier).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<VerdictPart>,
+}
+
+impl Verdict {
+    /// One verifier's verdict: no parts.
+    pub fn new(score: f64, verified: bool, reason: impl Into<String>) -> Self {
+        Self {
+            score,
+            verified,
+            reason: reason.into(),
+            parts: Vec::new(),
+        }
+    }
+}
+
+/// One verifier's share of a weighted sum's verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerdictPart {
+    /// The verifier's name.
+    pub verifier: String,
+    /// Its weight in the sum.
+    pub weight: f64,
+    /// Its own score (unweighted).
+    pub score: f64,
 }

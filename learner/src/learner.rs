@@ -15,7 +15,7 @@ use crate::model::{CausalLm, Config, Documents};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::policy::{self, LossInputs, PolicyLoss, PolicyMetrics, Sums, TokenDistribution, Tokens};
 use crate::schedule::Schedule;
-use crate::value::Critic;
+use crate::value::{Critic, ScoreModel};
 use crate::zero::Zero3;
 
 mod pairs;
@@ -80,6 +80,17 @@ impl LearnerConfig {
     }
 }
 
+/// What [`Learner::score`] says of a batch of responses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchScores {
+    /// Log-probs under the frozen reference, `[rows, cols]` row-major (zeros without one).
+    pub reference: Vec<f32>,
+    /// The value model's estimates, `[rows, cols]` (zeros without one).
+    pub values: Vec<f32>,
+    /// The reward model's score of each row, when one is attached.
+    pub rewards: Option<Vec<f32>>,
+}
+
 /// A model being trained.
 pub struct Learner {
     vs: VarStore,
@@ -90,6 +101,8 @@ pub struct Learner {
     reference: Option<(VarStore, CausalLm)>,
     /// PPO's value model.
     critic: Option<Critic>,
+    /// A frozen reward model that scores RL responses.
+    reward_model: Option<ScoreModel>,
     /// Recompute each decoder layer in the backward pass of LM steps instead of keeping its
     /// activations.
     gradient_checkpointing: bool,
@@ -133,6 +146,7 @@ impl Learner {
             config,
             reference: None,
             critic: None,
+            reward_model: None,
             gradient_checkpointing: false,
             group: None,
             zero: None,
@@ -334,14 +348,32 @@ impl Learner {
         Ok(())
     }
 
-    /// For each row of `batch`, aligned with its tokens: the frozen reference's log-probs of
-    /// `distribution` (zeros without a reference) and the value model's estimates (zeros
-    /// without one). What per-token rewards with a KL term, and PPO's advantages, are built from.
-    pub fn score(
-        &self,
-        batch: &PolicyBatch,
-        distribution: &TokenDistribution,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
+    /// Attach a frozen reward model (a `…ForSequenceClassification` directory with one label)
+    /// that [`Learner::score`] scores each response with. Its vocabulary must be the policy's,
+    /// so every token the policy samples is one it reads.
+    pub fn attach_reward_model(&mut self, dir: &Path) -> Result<()> {
+        self.unsharded("a reward model is not kept under ZeRO-3 yet")?;
+        let mut model = ScoreModel::load(dir, self.config.device)?;
+        let (theirs, ours) = (model.config().vocab_size, self.model.config().vocab_size);
+        if theirs != ours {
+            return Err(LearnerError::Checkpoint {
+                path: dir.display().to_string(),
+                message: format!(
+                    "the reward model's vocabulary has {theirs} tokens, the policy's {ours}: they must be the same"
+                ),
+            });
+        }
+        model.vs.freeze();
+        self.reward_model = Some(model);
+        Ok(())
+    }
+
+    /// For each row of `batch`: the frozen reference's log-probs of `distribution` (zeros
+    /// without a reference) and the value model's estimates (zeros without one), aligned with
+    /// its tokens; and the reward model's score of the whole response, when one is attached.
+    /// What per-token rewards with a KL term, PPO's advantages and a learned reward are built
+    /// from.
+    pub fn score(&self, batch: &PolicyBatch, distribution: &TokenDistribution) -> Result<BatchScores> {
         self.unsharded("scoring does not run under ZeRO-3 yet")?;
         self.check_policy_batch(batch)?;
         let tokens = Tokens::new(batch, self.config.device);
@@ -352,10 +384,26 @@ impl Learner {
                 None => zeros(),
             };
             let values = match &self.critic {
-                Some(c) => host_f32s(c.values(&tokens))?,
+                Some(c) => host_f32s(c.model.values(&tokens))?,
                 None => zeros(),
             };
-            Ok((reference, values))
+            let rewards = match &self.reward_model {
+                Some(m) => {
+                    let lens: Vec<i64> = batch
+                        .mask
+                        .chunks(batch.cols)
+                        .map(|row| row.iter().filter(|&&m| m > 0.0).count().max(1) as i64)
+                        .collect();
+                    let lens = Tensor::from_slice(&lens).to_device(self.config.device);
+                    Some(host_f32s(m.response_scores(&tokens, &lens))?)
+                }
+                None => None,
+            };
+            Ok(BatchScores {
+                reference,
+                values,
+                rewards,
+            })
         })
     }
 
@@ -464,7 +512,7 @@ impl Learner {
             if let Some(c) = &self.critic {
                 let mask = f32s(&b.mask);
                 let (vf, took) = policy::value_loss(
-                    &c.values(&input),
+                    &c.model.values(&input),
                     &f32s(&b.old_values),
                     &f32s(&b.returns),
                     &mask,
@@ -549,7 +597,7 @@ impl Learner {
         self.save_model(dir)?;
         checkpoint::write_tensors(&self.opt.state(), &dir.join("optimizer.safetensors"))?;
         if let Some(c) = &self.critic {
-            let weights: Vec<(String, Tensor)> = c.vs.variables().into_iter().collect();
+            let weights: Vec<(String, Tensor)> = c.model.vs.variables().into_iter().collect();
             checkpoint::write_tensors(&weights, &dir.join("value.safetensors"))?;
             checkpoint::write_tensors(&c.opt.state(), &dir.join("value_optimizer.safetensors"))?;
         }
@@ -568,7 +616,7 @@ impl Learner {
         let mut missing = self.opt.load_state(&state, steps);
         if let Some(c) = &mut self.critic {
             let weights = dir.join("value.safetensors");
-            checkpoint::load_files(&c.vs, std::slice::from_ref(&weights), &weights)?;
+            checkpoint::load_files(&c.model.vs, std::slice::from_ref(&weights), &weights)?;
             let state = checkpoint::read_tensors(&dir.join("value_optimizer.safetensors"))?;
             missing.extend(c.opt.load_state(&state, steps));
         }

@@ -13,7 +13,8 @@
 //!   reference pass ([`Learner::sequence_logps`], [`Learner::preference_step`]).
 //! - [`policy`]: the RL policy-gradient losses (PPO/DAPO's token clip, GSPO's sequence ratio,
 //!   CISPO's clipped weight; KL to a frozen reference) and PPO's clipped value loss for the
-//!   value model ([`Learner::attach_critic`]).
+//!   value model ([`Learner::attach_critic`]); a frozen reward model scores responses for a
+//!   learned reward ([`Learner::attach_reward_model`], [`Learner::score`]).
 //! - [`off_policy`]: truncated importance sampling, IcePop and sequence masking between the
 //!   rollout's behaviour policy and the learner's, and the mismatch between them.
 //! - [`checkpoint`]: Hugging Face safetensors in and out, plus optimiser state for resume.
@@ -34,5 +35,5 @@ mod value;
 mod zero;
 
 pub use error::{LearnerError, Result};
-pub use learner::{Learner, LearnerConfig, Objective, Reduction};
+pub use learner::{BatchScores, Learner, LearnerConfig, Objective, Reduction};
 pub use zero::ShardMemory;

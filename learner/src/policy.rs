@@ -221,6 +221,15 @@ pub(crate) fn response_states(model: &CausalLm, t: &Tokens) -> Tensor {
     Tensor::cat(&[last, hr.narrow(1, 0, r - 1)], 1)
 }
 
+/// The hidden state after each response's last token, `[rows, hidden]` (`lens` `[rows]`: each
+/// response's token count, at least 1).
+pub(crate) fn final_states(model: &CausalLm, t: &Tokens, lens: &Tensor) -> Tensor {
+    let (_, hr) = model.hidden_shared(&t.prompts, &t.prompt_real, &t.responses, &t.group_of);
+    let hidden = hr.size()[2];
+    let at = (lens - 1).view([-1, 1, 1]).expand([-1, 1, hidden], false);
+    hr.gather(1, &at, false).squeeze_dim(1)
+}
+
 /// Log-probabilities `[rows, cols]` of each response token under `model`, of `distribution`
 /// (temperature, then the top-k/top-p support renormalised), and the entropy of the
 /// temperature-scaled distribution each was drawn from.

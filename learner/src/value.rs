@@ -1,9 +1,11 @@
-//! The PPO value model (critic): the policy's architecture with a scalar head (`score.weight`,
-//! as Hugging Face's `LlamaForSequenceClassification` and its siblings), its own AdamW, trained on PPO's clipped value loss.
-//! Tülu 3 starts it from the reward model's checkpoint ([`Critic::from_reward_model`], which may
-//! have another shape than the policy, as the 70B runs' 8B reward model); without one it copies
-//! the policy's trunk and starts its head at zero, so its first estimates are 0. The same model
-//! is what a reward-model stage trains (Bradley–Terry on preference pairs) and saves.
+//! Models with a scalar head (`score.weight`, as Hugging Face's `LlamaForSequenceClassification`
+//! and its siblings): [`ScoreModel`]. The PPO value model (critic) is one with its own AdamW,
+//! trained on PPO's clipped value loss. Tülu 3 starts it from the reward model's checkpoint
+//! ([`Critic::from_reward_model`], which may have another shape than the policy, as the 70B
+//! runs' 8B reward model); without one it copies the policy's trunk and starts its head at
+//! zero, so its first estimates are 0. The same model is what a reward-model stage trains
+//! (Bradley–Terry on preference pairs) and saves, and what scores responses, frozen, when the
+//! reward model is part of the RL reward.
 
 use std::path::Path;
 
@@ -15,19 +17,46 @@ use crate::checkpoint;
 use crate::error::{LearnerError, Result};
 use crate::model::{CausalLm, Config};
 use crate::optim::{AdamW, AdamWConfig};
-use crate::policy::{response_states, Tokens};
+use crate::policy::{final_states, response_states, Tokens};
 
-/// A value model and its optimiser.
-pub(crate) struct Critic {
+/// A model with a scalar head: the trunk of a causal LM and `score.weight`. A value model
+/// trains one; a reward model is one, frozen.
+pub(crate) struct ScoreModel {
     pub(crate) vs: VarStore,
     trunk: CausalLm,
     head: Tensor,
+}
+
+/// A value model and its optimiser.
+pub(crate) struct Critic {
+    pub(crate) model: ScoreModel,
     pub(crate) opt: AdamW,
 }
 
 impl Critic {
-    /// A critic whose trunk is a copy of `policy`'s weights.
+    /// A critic whose trunk is a copy of `policy`'s weights and whose head starts at zero.
     pub(crate) fn from_policy(policy: &VarStore, config: &Config, adamw: AdamWConfig) -> Result<Self> {
+        Ok(Self::with_optimiser(
+            ScoreModel::from_policy(policy, config)?,
+            adamw,
+        ))
+    }
+
+    /// A critic loaded from a reward model's Hugging Face directory.
+    pub(crate) fn from_reward_model(dir: &Path, device: Device, adamw: AdamWConfig) -> Result<Self> {
+        Ok(Self::with_optimiser(ScoreModel::load(dir, device)?, adamw))
+    }
+
+    fn with_optimiser(model: ScoreModel, adamw: AdamWConfig) -> Self {
+        let params: std::collections::BTreeMap<String, Tensor> = model.vs.variables().into_iter().collect();
+        let opt = AdamW::new(params.into_iter().collect(), adamw);
+        Self { model, opt }
+    }
+}
+
+impl ScoreModel {
+    /// A copy of `policy`'s trunk with a zero head.
+    fn from_policy(policy: &VarStore, config: &Config) -> Result<Self> {
         let vs = VarStore::new(policy.device());
         let trunk = CausalLm::new(&vs.root(), config);
         let head = (vs.root() / "score").var("weight", &[1, config.hidden_size], Init::Const(0.0));
@@ -44,24 +73,25 @@ impl Critic {
             }
             Ok(())
         })?;
-        let params: std::collections::BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
-        let opt = AdamW::new(params.into_iter().collect(), adamw);
-        Ok(Self { vs, trunk, head, opt })
+        Ok(Self { vs, trunk, head })
     }
 
-    /// A critic loaded from a reward model's Hugging Face directory (`config.json` and a
-    /// `model.safetensors` holding `model.*` and `score.weight`).
-    pub(crate) fn from_reward_model(dir: &Path, device: Device, adamw: AdamWConfig) -> Result<Self> {
+    /// A reward model's Hugging Face directory (`config.json` and a `model.safetensors`
+    /// holding `model.*` and `score.weight`).
+    pub(crate) fn load(dir: &Path, device: Device) -> Result<Self> {
         let mut config = checkpoint::read_config(dir)?;
-        // The value model reads hidden states only: no LM head to allocate.
+        // The head reads hidden states only: no LM head to allocate.
         config.tie_word_embeddings = true;
         let vs = VarStore::new(device);
         let trunk = CausalLm::for_loading(&vs.root(), &config);
         let head = (vs.root() / "score").var("weight", &[1, config.hidden_size], Init::Const(0.0));
         checkpoint::load_dir(&vs, dir)?;
-        let params: std::collections::BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
-        let opt = AdamW::new(params.into_iter().collect(), adamw);
-        Ok(Self { vs, trunk, head, opt })
+        Ok(Self { vs, trunk, head })
+    }
+
+    /// The trunk's shape.
+    pub(crate) fn config(&self) -> &Config {
+        self.trunk.config()
     }
 
     /// The score of each row of `input_ids` `[rows, cols]` at its position in `last` `[rows]`:
@@ -75,7 +105,7 @@ impl Critic {
     }
 
     /// Save as the family's `…ForSequenceClassification` with one label (`model.*` and
-    /// `score.weight`; no LM head), the form [`Critic::from_reward_model`] and PPO's
+    /// `score.weight`; no LM head), the form [`ScoreModel::load`] and PPO's
     /// `rlvr.reward_model_path` read.
     pub(crate) fn save(&self, dir: &Path) -> Result<()> {
         let trunk = self.trunk.config();
@@ -102,6 +132,13 @@ impl Critic {
     /// Value `[rows, cols]` of the state each response token is generated from.
     pub(crate) fn values(&self, tokens: &Tokens) -> Tensor {
         let h = response_states(&self.trunk, tokens).to_kind(Kind::Float);
+        h.matmul(&self.head.transpose(0, 1)).squeeze_dim(-1)
+    }
+
+    /// The score `[rows]` of each response after its last token (`lens` `[rows]`, each ≥ 1):
+    /// a reward model's reward for the prompt and response.
+    pub(crate) fn response_scores(&self, tokens: &Tokens, lens: &Tensor) -> Tensor {
+        let h = final_states(&self.trunk, tokens, lens).to_kind(Kind::Float);
         h.matmul(&self.head.transpose(0, 1)).squeeze_dim(-1)
     }
 }

@@ -134,7 +134,7 @@ fn check_shared_prompt_logprobs(name: &str) {
         })
         .collect();
     let batch = PolicyBatch::from_samples(&samples, 0);
-    let (logprobs, _) = l.score(&batch, &TokenDistribution::full(1.0)).unwrap();
+    let logprobs = l.score(&batch, &TokenDistribution::full(1.0)).unwrap().reference;
     let mut worst = 0f64;
     for (row, s) in ["a", "b"].iter().enumerate() {
         let want = expected.floats(&format!("greedy_logprobs_{s}"));
@@ -199,9 +199,56 @@ fn a_value_model_loaded_from_a_reward_model_scores_every_position_as_transformer
         values: vec![],
     };
     let batch = PolicyBatch::from_samples(&[sample], 0);
-    let (_, values) = learner.score(&batch, &TokenDistribution::full(1.0)).unwrap();
+    let values = learner
+        .score(&batch, &TokenDistribution::full(1.0))
+        .unwrap()
+        .values;
     for k in 0..10 {
         let (got, want) = (values[k], scores[5 + k]);
         assert!((got - want).abs() < 1e-4, "token {k}: {got} vs {want}");
     }
+}
+
+#[test]
+fn a_reward_model_scores_each_response_after_its_last_token_as_transformers() {
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity");
+    let mut learner = Learner::from_pretrained(&fixtures.join("smollm2"), config()).unwrap();
+    learner.attach_reward_model(&fixtures.join("rm")).unwrap();
+    let expected = checkpoint::read_tensors(&fixtures.join("rm/expected.safetensors")).unwrap();
+    let get = |k: &str| expected.iter().find(|(n, _)| n == k).unwrap().1.shallow_clone();
+    let ids: Vec<u32> = Vec::<i64>::try_from(get("input_ids").reshape([-1]))
+        .unwrap()
+        .into_iter()
+        .map(|t| t as u32)
+        .collect();
+    let scores: Vec<f32> = Vec::try_from(get("scores").reshape([-1])).unwrap();
+    // One prompt (6 tokens), two responses: all 10 tokens, and the first 4 (padded in the
+    // batch). transformers' score at a sequence's last position is its reward.
+    let sample = |len: usize| PolicySample {
+        prompt_ids: ids[..6].to_vec(),
+        response_ids: ids[6..6 + len].to_vec(),
+        logprobs: vec![],
+        proximal_logprobs: vec![],
+        is_weights: vec![],
+        advantages: vec![],
+        returns: vec![],
+        values: vec![],
+    };
+    let batch = PolicyBatch::from_samples(&[sample(10), sample(4)], 0);
+    let rewards = learner
+        .score(&batch, &TokenDistribution::full(1.0))
+        .unwrap()
+        .rewards
+        .unwrap();
+    for (got, want) in rewards.iter().zip([scores[15], scores[9]]) {
+        assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+    }
+    // A reward model must read the policy's vocabulary.
+    let shape = rlvr_learner::model::Config::llama(16, 32, 1, 2, 2, 40, 64, true);
+    let mut other = Learner::new(&shape, config(), 0);
+    let err = other
+        .attach_reward_model(&fixtures.join("rm"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("vocabulary"), "{err}");
 }

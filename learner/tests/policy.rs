@@ -148,7 +148,8 @@ fn the_value_model_starts_at_zero_and_learns_the_returns() {
     let response = [7u32, 8, 2];
     let mut s = sample(&l, &response, 0.0);
     let batch = PolicyBatch::from_samples(std::slice::from_ref(&s), 0);
-    let (reference, values) = l.score(&batch, &TokenDistribution::full(TEMPERATURE)).unwrap();
+    let scores = l.score(&batch, &TokenDistribution::full(TEMPERATURE)).unwrap();
+    let (reference, values) = (scores.reference, scores.values);
     assert!(values.iter().all(|&v| v == 0.0), "zero head: {values:?}");
     assert!(reference.iter().all(|&r| r == 0.0), "no reference frozen");
     s.returns = vec![1.0, 1.0, 1.0];
@@ -162,7 +163,10 @@ fn the_value_model_starts_at_zero_and_learns_the_returns() {
         last = m.vf_loss;
         // Keep the clip window moving with the estimates, as PPO's next rollout would.
         let scored = PolicyBatch::from_samples(std::slice::from_ref(&s), 0);
-        let (_, v) = l.score(&scored, &TokenDistribution::full(TEMPERATURE)).unwrap();
+        let v = l
+            .score(&scored, &TokenDistribution::full(TEMPERATURE))
+            .unwrap()
+            .values;
         s.values = v[..3].to_vec();
     }
     let first = first.unwrap();
@@ -197,7 +201,10 @@ fn shared_prompts_give_the_log_probs_of_a_full_forward_pass() {
     }
     let batch = PolicyBatch::from_samples(&samples, 0);
     assert_eq!(batch.groups, 2, "each prompt is stored once");
-    let (reference, _) = l.score(&batch, &TokenDistribution::full(TEMPERATURE)).unwrap();
+    let reference = l
+        .score(&batch, &TokenDistribution::full(TEMPERATURE))
+        .unwrap()
+        .reference;
     for (row, s) in samples.iter().enumerate() {
         let want = logprobs(&l, &s.prompt_ids, &s.response_ids);
         let got = &reference[row * batch.cols..row * batch.cols + s.response_ids.len()];

@@ -5,7 +5,10 @@ use serde::{Deserialize, Serialize};
 
 mod rlvr;
 
-pub use rlvr::{LossAggregation, OffPolicyCorrection, PluginSpec, RlAlgorithm, RlvrSpec, VerifierMode};
+pub use rlvr::{
+    LossAggregation, OffPolicyCorrection, RlAlgorithm, RlvrSpec, VerifierMode, VerifierSpec,
+    R1_FORMAT_PATTERN,
+};
 
 /// One recipe file, resolved or not: either a pipeline (`pipeline = [...]`) or a single stage
 /// (`kind = ...`). Every field has a default so a file that `extends` another may say only what

@@ -13,7 +13,9 @@
 //!   `google_ifeval`), custom ones registered
 //!   beside them, dataset names remapped to verifiers.
 //! - [`PluginVerifier`]: a verifier in any language, as a process speaking JSON lines.
-//! - [`reward`]: Tülu 3's reward shaping (verified reward, non-stop penalty).
+//! - [`WeightedSum`]: several verifiers scoring one response, their scores weighted and summed.
+//! - [`reward`]: how a response's reward is composed (Tülu 3's verified reward and non-stop
+//!   penalty, a reward model's score, a format reward, length penalties).
 
 mod google_ifeval;
 mod gsm8k;
@@ -30,6 +32,7 @@ mod plugin;
 mod punkt;
 mod registry;
 pub mod reward;
+mod sum;
 mod surd;
 mod text;
 
@@ -39,7 +42,8 @@ pub use ifeval::{Constraint, IfEval};
 pub use math::Math;
 pub use plugin::PluginVerifier;
 pub use registry::Registry;
-pub use rlvr_core::Verdict;
+pub use rlvr_core::{Verdict, VerdictPart};
+pub use sum::WeightedSum;
 
 /// Which rules a verifier follows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -70,6 +74,8 @@ pub enum Truth {
         /// `strip_string` of the label.
         normalized: String,
     },
+    /// A weighted sum's labels: the same ground truth parsed by each of its verifiers, in order.
+    Parts(Vec<Truth>),
 }
 
 /// A malformed ground truth.
@@ -103,11 +109,7 @@ pub trait Verifier: Send + Sync {
 
 /// A verdict.
 pub(crate) fn verdict(verified: bool, reason: impl Into<String>) -> Verdict {
-    Verdict {
-        score: if verified { 1.0 } else { 0.0 },
-        verified,
-        reason: reason.into(),
-    }
+    Verdict::new(if verified { 1.0 } else { 0.0 }, verified, reason)
 }
 
 /// Tülu 3 scored only the text after the last `<|assistant|>\n`.

@@ -192,11 +192,7 @@ impl PluginVerifier {
                 .map_err(|e| CallError::Failed(format!("plug-in `{}` replied {line:?}: {e}", self.name)))?;
             if reply.id == id {
                 let score = reply.score.unwrap_or(if reply.verified { 1.0 } else { 0.0 });
-                return Ok(Verdict {
-                    score,
-                    verified: reply.verified,
-                    reason: reply.reason,
-                });
+                return Ok(Verdict::new(score, reply.verified, reply.reason));
             }
             // A late reply to a request that already timed out: skip it.
         }
@@ -218,6 +214,7 @@ impl Verifier for PluginVerifier {
             Truth::Number(n) => n.to_string(),
             Truth::Constraint(c) => format!("{c:?}"),
             Truth::Instructions(p) => format!("{p:?}"),
+            Truth::Parts(parts) => format!("{parts:?}"),
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let mut slot = self.slot();

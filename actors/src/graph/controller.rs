@@ -18,7 +18,7 @@ use rlvr_data::Tokenizer;
 use rlvr_learner::advantage::Estimator;
 use rlvr_learner::policy::KlEstimator;
 use rlvr_learner::Learner;
-use rlvr_verifiers::reward::{Overlong, Shaping};
+use rlvr_verifiers::reward::{Composition, Reward};
 use rlvr_verifiers::Mode;
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -57,8 +57,8 @@ pub struct LoopSettings {
     pub sampling: SamplingParams,
     /// Evaluate every this many steps (and at the start and end).
     pub eval_every: u64,
-    /// Reward shaping.
-    pub shaping: Shaping,
+    /// How each response's reward is composed.
+    pub reward: Composition,
     /// Rollouts of this many later steps run while a step learns (0: on-policy).
     pub prefetch: usize,
     /// Rollout engines take new weights between decode steps.
@@ -77,8 +77,6 @@ pub struct LoopSettings {
     /// Dynamic sampling: drop groups whose rewards are all equal and refill, in at most this
     /// many rollout rounds per step.
     pub dynamic_sampling: Option<u64>,
-    /// DAPO's overlong reward shaping.
-    pub overlong: Option<Overlong>,
     /// Leave responses cut at the length budget out of the loss.
     pub mask_truncated: bool,
 }
@@ -229,10 +227,10 @@ impl ControllerState {
     async fn step(&mut self) -> Result<()> {
         let started = Instant::now();
         let scored = self.next_rollout().await?;
-        if self.step == 0 {
-            self.warn_if_nothing_finished(&scored);
-        }
         let (samples, rewards, reward_kl) = self.advantages(&scored).await?;
+        if self.step == 0 {
+            self.warn_if_nothing_finished(&scored, &rewards);
+        }
         if samples.is_empty() {
             return self.skip_step(&scored, &rewards);
         }
@@ -297,10 +295,12 @@ impl ControllerState {
 
     /// The step's samples with their advantages, with each response's reward and the mean KL
     /// of the penalty when it is in the reward. The learner scores the samples first (reference
-    /// log-probs, value estimates) when the penalty or the estimator needs it.
-    async fn advantages(&self, scored: &Scored) -> Result<(Vec<PolicySample>, Vec<f64>, Option<f64>)> {
+    /// log-probs, value estimates, the reward model's score) when the penalty, the estimator or
+    /// the reward needs it.
+    async fn advantages(&self, scored: &Scored) -> Result<(Vec<PolicySample>, Vec<Reward>, Option<f64>)> {
         let s = &self.settings;
-        let scores = if s.estimator.needs_values() || s.kl_in_reward.is_some() {
+        let learned_reward = s.reward.reward_model_multiplier != 0.0;
+        let scores = if s.estimator.needs_values() || s.kl_in_reward.is_some() || learned_reward {
             let samples = samples(scored, s);
             let scores = ractor::call!(self.roles.learner, LearnerMsg::Score, samples)
                 .map_err(|e| anyhow!("learner: {e}"))??;

@@ -57,6 +57,8 @@ pub struct Scores {
     pub reference: Vec<f32>,
     /// The value model's estimates.
     pub values: Vec<f32>,
+    /// The reward model's score of the response, when one scores.
+    pub reward_model: Option<f32>,
 }
 
 /// Messages of the learner actor.
@@ -64,7 +66,8 @@ pub struct Scores {
 pub enum LearnerMsg {
     /// Train on one RL step's samples.
     Learn(Vec<PolicySample>, RpcReplyPort<anyhow::Result<LearnReport>>),
-    /// PPO: each sample's reference log-probs and value estimates, per response token.
+    /// Each sample's reference log-probs and value estimates per response token, and its
+    /// reward model score.
     Score(Vec<PolicySample>, RpcReplyPort<anyhow::Result<Vec<Scores>>>),
     /// Save a checkpoint (model, optimiser state) into a directory.
     Save(PathBuf, RpcReplyPort<anyhow::Result<()>>),
@@ -149,18 +152,19 @@ fn proximal_logprobs(
     Ok(out)
 }
 
-/// Reference log-probs and values of each sample's response tokens.
+/// Reference log-probs and values of each sample's response tokens, and its reward-model score.
 fn score(learner: &Learner, samples: &[PolicySample], s: &LearnSettings) -> anyhow::Result<Vec<Scores>> {
     let mut out = Vec::with_capacity(samples.len());
     for micro in samples.chunks(s.micro_batch.max(1)) {
         let batch = PolicyBatch::from_samples(micro, s.pad_id);
-        let (reference, values) = learner.score(&batch, &s.loss.distribution)?;
+        let scores = learner.score(&batch, &s.loss.distribution)?;
         for (row, sample) in micro.iter().enumerate() {
             let start = row * batch.cols;
             let span = start..start + sample.response_ids.len();
             out.push(Scores {
-                reference: reference[span.clone()].to_vec(),
-                values: values[span].to_vec(),
+                reference: scores.reference[span.clone()].to_vec(),
+                values: scores.values[span].to_vec(),
+                reward_model: scores.rewards.as_ref().map(|r| r[row]),
             });
         }
     }

@@ -11,7 +11,7 @@ use anyhow::{anyhow, Result};
 use ractor::ActorRef;
 use rlvr_core::{Completion, FinishReason, GenerationRequest, PolicySample, SamplingParams, Verdict};
 use rlvr_data::Tokenizer;
-use rlvr_verifiers::reward::reward;
+use rlvr_verifiers::reward::{Response, Reward};
 
 use super::broadcast::BroadcastMsg;
 use super::controller::LoopSettings;
@@ -45,6 +45,8 @@ pub struct Scored {
     pub prompts: Vec<Prompt>,
     /// `samples_per_prompt` completions per prompt, prompt-major.
     pub completions: Vec<Completion>,
+    /// Each completion's text, as the verifiers read it (its stop token left out).
+    pub texts: Vec<String>,
     /// One verdict per completion.
     pub verdicts: Vec<Verdict>,
     /// Seconds spent generating.
@@ -107,27 +109,29 @@ pub async fn rollout_requests(
     Ok(out.into_iter().flatten().collect())
 }
 
-/// Score every completion with its prompt's verifier (one job per prompt).
+/// Score every completion with its prompt's verifier (one job per prompt); returns each
+/// completion's text as the verifiers read it, and its verdict.
 pub async fn verify(
     roles: &Roles,
     tok: &Tokenizer,
     prompts: &[Prompt],
     completions: &[Completion],
-) -> Result<Vec<Verdict>> {
+) -> Result<(Vec<String>, Vec<Verdict>)> {
+    let texts: Vec<String> = completions.iter().map(|c| response_text(tok, c)).collect();
     let n = completions.len() / prompts.len().max(1);
     let jobs: Vec<VerifyJob> = prompts
         .iter()
-        .zip(completions.chunks(n.max(1)))
+        .zip(texts.chunks(n.max(1)))
         .map(|(p, group)| VerifyJob {
             verifier: p.verifier.clone(),
             truth: p.truth.clone(),
             label: p.label.clone(),
-            responses: group.iter().map(|c| response_text(tok, c)).collect(),
+            responses: group.to_vec(),
         })
         .collect();
     let out =
         ractor::call!(roles.verifiers, PoolMsg::Run, jobs).map_err(|e| anyhow!("verifier pool: {e}"))?;
-    Ok(out.into_iter().flatten().collect())
+    Ok((texts, out.into_iter().flatten().collect()))
 }
 
 /// The response's text without its stop token.
@@ -158,6 +162,7 @@ pub async fn rollout_and_verify(
     let mut kept = Scored {
         prompts: Vec::new(),
         completions: Vec::new(),
+        texts: Vec::new(),
         verdicts: Vec::new(),
         rollout_s: 0.0,
         verify_s: 0.0,
@@ -166,23 +171,26 @@ pub async fn rollout_and_verify(
     loop {
         filtered.rounds += 1;
         filtered.groups_sampled += scored.prompts.len() as u64;
-        let rewards = rewards(&scored, &settings);
+        // Dynamic sampling runs without a reward model (the recipe check refuses the two).
+        let rewards = rewards(&scored, None, &settings);
         kept.rollout_s += scored.rollout_s;
         kept.verify_s += scored.verify_s;
         let groups = scored.prompts.into_iter().zip(
             scored
                 .completions
                 .chunks(n)
+                .zip(scored.texts.chunks(n))
                 .zip(scored.verdicts.chunks(n))
                 .zip(rewards.chunks(n)),
         );
-        for (prompt, ((completions, verdicts), rewards)) in groups {
+        for (prompt, (((completions, texts), verdicts), rewards)) in groups {
             // A round draws only the prompts still missing, so every kept group fits.
-            if rewards.windows(2).all(|w| w[0] == w[1]) {
+            if rewards.windows(2).all(|w| w[0].total == w[1].total) {
                 filtered.groups_dropped += 1;
             } else {
                 kept.prompts.push(prompt);
                 kept.completions.extend_from_slice(completions);
+                kept.texts.extend_from_slice(texts);
                 kept.verdicts.extend_from_slice(verdicts);
             }
         }
@@ -218,10 +226,11 @@ async fn sample_round(
     .await?;
     let rollout_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let verdicts = verify(roles, tok, &prompts, &completions).await?;
+    let (texts, verdicts) = verify(roles, tok, &prompts, &completions).await?;
     Ok(Scored {
         prompts,
         completions,
+        texts,
         verdicts,
         rollout_s,
         verify_s: t.elapsed().as_secs_f64(),
@@ -229,16 +238,23 @@ async fn sample_round(
     })
 }
 
-/// Each response's shaped reward: the verified reward or the non-stop penalty, plus DAPO's
-/// overlong penalty when it is on.
-pub fn rewards(scored: &Scored, settings: &LoopSettings) -> Vec<f64> {
+/// Each response's reward and its components (see [`rlvr_verifiers::reward`]);
+/// `reward_model` holds the reward model's score of each response when it scores.
+pub fn rewards(scored: &Scored, reward_model: Option<&[f64]>, settings: &LoopSettings) -> Vec<Reward> {
     scored
         .completions
         .iter()
+        .zip(&scored.texts)
         .zip(&scored.verdicts)
-        .map(|(c, v)| {
-            let overlong = settings.overlong.map_or(0.0, |o| o.penalty(c.token_ids.len()));
-            reward(v, c.finish_reason == FinishReason::Stop, &settings.shaping) + overlong
+        .enumerate()
+        .map(|(i, ((c, text), verdict))| {
+            settings.reward.reward(&Response {
+                verdict,
+                text,
+                tokens: c.token_ids.len(),
+                stopped: c.finish_reason == FinishReason::Stop,
+                reward_model: reward_model.map(|m| m[i]),
+            })
         })
         .collect()
 }
@@ -266,21 +282,24 @@ pub fn samples(scored: &Scored, settings: &LoopSettings) -> Vec<PolicySample> {
 /// of the penalty when it is in the reward. Each response's per-token rewards are its reward on
 /// the last token, minus β·KL(old ‖ reference) on every token when the penalty is in the
 /// reward; the loop's estimator turns them into advantages. `scores` holds each response's
-/// reference log-probs and value estimates when the KL or the estimator needs them. With
-/// `mask_truncated`, responses cut at the length budget are left out.
+/// reference log-probs, value estimates and reward-model score when the KL, the estimator or
+/// the reward needs them. With `mask_truncated`, responses cut at the length budget are left
+/// out.
 pub fn policy_samples(
     scored: &Scored,
     scores: Option<&[Scores]>,
     settings: &LoopSettings,
-) -> (Vec<PolicySample>, Vec<f64>, Option<f64>) {
-    let rewards = rewards(scored, settings);
+) -> (Vec<PolicySample>, Vec<Reward>, Option<f64>) {
+    let reward_model: Option<Vec<f64>> =
+        scores.and_then(|s| s.iter().map(|s| s.reward_model.map(f64::from)).collect());
+    let rewards = rewards(scored, reward_model.as_deref(), settings);
     let mut samples = samples(scored, settings);
     let (mut kl_sum, mut kl_tokens) = (0.0, 0usize);
     let token_rewards: Vec<Vec<f64>> = samples
         .iter()
         .zip(&rewards)
         .enumerate()
-        .map(|(i, (s, &reward))| {
+        .map(|(i, (s, reward))| {
             let mut per_token = vec![0.0; s.response_ids.len()];
             if let (Some(penalty), Some(scores)) = (settings.kl_in_reward, scores) {
                 for ((r, &lp), &reference) in per_token.iter_mut().zip(&s.logprobs).zip(&scores[i].reference)
@@ -292,7 +311,7 @@ pub fn policy_samples(
                 }
             }
             if let Some(last) = per_token.last_mut() {
-                *last += reward;
+                *last += reward.total;
             }
             per_token
         })

@@ -91,11 +91,7 @@ pub async fn score(
         let (v, t) = (verifier.clone(), truth.clone());
         let call = tokio::task::spawn_blocking(move || v.verify_score(&response, &t));
         let name = verifier.name();
-        let failed = |reason: String| Verdict {
-            score: 0.0,
-            verified: false,
-            reason,
-        };
+        let failed = |reason: String| Verdict::new(0.0, false, reason);
         output.push(match tokio::time::timeout(timeout, call).await {
             Ok(Ok(verdict)) => verdict,
             // A verifier that panics on one response would panic again on a retry: score it

@@ -1,8 +1,8 @@
 //! RLVR stages: build the actor graph from the recipe (data actor, rollout and verifier pools,
 //! learner, broadcaster under one controller), run it on a tokio runtime, and write the final
 //! model and the held-out accuracy curve. The algorithm (`rlvr.algorithm`: PPO, GRPO, DAPO,
-//! GSPO, CISPO, RLOO, REINFORCE++) is read in [`algorithm`]; resumes from the newest
-//! checkpoint.
+//! GSPO, CISPO, RLOO, REINFORCE++) is read in [`algorithm`], the reward's composition in
+//! [`reward`]; resumes from the newest checkpoint.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,8 +17,7 @@ use rlvr_data::mix::MixReport;
 use rlvr_data::{rlvr_row, At, Builtin, Tokenizer};
 use rlvr_recipes::spec::{MixEntry, RlvrSpec};
 use rlvr_recipes::Recipe;
-use rlvr_verifiers::reward::Shaping;
-use rlvr_verifiers::{Mode, PluginVerifier, Registry, Verifier};
+use rlvr_verifiers::{Mode, PluginVerifier, Registry, Verifier, WeightedSum};
 use serde_json::json;
 
 use crate::cluster::Listen;
@@ -29,6 +28,7 @@ use crate::metrics::MetricsLog;
 use crate::UsageError;
 
 mod algorithm;
+mod reward;
 
 use algorithm::Algorithm;
 
@@ -85,8 +85,9 @@ pub(crate) fn holds_prompts(b: Builtin) -> bool {
 /// Check the stage can run here.
 pub fn check(stage: &Recipe) -> Result<()> {
     let rl = spec(stage)?;
-    Algorithm::from_spec(&stage.name, rl)?;
-    check_plugins(stage, rl)?;
+    let algorithm = Algorithm::from_spec(&stage.name, rl)?;
+    reward::composition(&stage.name, rl, algorithm.dynamic_sampling.is_some())?;
+    check_verifiers(stage, rl)?;
     if rl.num_evals == 0 {
         bail!(UsageError(format!(
             "stage `{}`: rlvr.num_evals = 0: must be >= 1 (held-out evaluations over the run; 1 means at the start and the end)",
@@ -120,7 +121,7 @@ fn registry(rl: &RlvrSpec, extra: &[Arc<dyn Verifier>]) -> Registry {
     for v in extra {
         r.register(v.clone());
     }
-    for (name, plugin) in &rl.verifiers {
+    for (name, plugin) in rl.verifiers.iter().filter(|(_, v)| !v.command.is_empty()) {
         r.register(Arc::new(PluginVerifier::with_processes(
             name,
             plugin.command.clone(),
@@ -128,15 +129,30 @@ fn registry(rl: &RlvrSpec, extra: &[Arc<dyn Verifier>]) -> Registry {
             plugin.workers as usize,
         )));
     }
+    // Sums after plug-ins, so they may name them; `check_verifiers` refused unknown names.
+    for (name, spec) in rl.verifiers.iter().filter(|(_, v)| !v.sum.is_empty()) {
+        let parts = spec
+            .sum
+            .iter()
+            .filter_map(|(part, &weight)| r.get(part).ok().map(|v| (v.clone(), weight)))
+            .collect();
+        r.register(Arc::new(WeightedSum::new(name, parts)));
+    }
     for (dataset, verifier) in &rl.dataset_verifiers {
         r.alias(dataset, verifier);
     }
     r
 }
 
-/// Refuse plug-in declarations rlvr cannot run, naming the key.
-fn check_plugins(stage: &Recipe, rl: &RlvrSpec) -> Result<()> {
+/// Refuse verifier declarations rlvr cannot run, naming the key.
+fn check_verifiers(stage: &Recipe, rl: &RlvrSpec) -> Result<()> {
     let builtin = Registry::new(verifier_mode(rl)).names();
+    let plugins: Vec<&String> = rl
+        .verifiers
+        .iter()
+        .filter(|(_, v)| v.sum.is_empty())
+        .map(|(name, _)| name)
+        .collect();
     for (name, p) in &rl.verifiers {
         let bad = |key: &str, why: String| {
             bail!(UsageError(format!(
@@ -147,13 +163,40 @@ fn check_plugins(stage: &Recipe, rl: &RlvrSpec) -> Result<()> {
         if builtin.contains(name) {
             return bad("", "a built-in verifier has this name; choose another".into());
         }
-        if p.command.is_empty() {
-            return bad(".command", "empty: give the program and its arguments".into());
+        match (p.command.is_empty(), p.sum.is_empty()) {
+            (true, true) => {
+                return bad(
+                    "",
+                    "declares nothing: give `command` (a plug-in) or `sum` (a weighted sum of verifiers)"
+                        .into(),
+                )
+            }
+            (false, false) => return bad("", "give `command` or `sum`, not both".into()),
+            _ => {}
         }
-        if p.workers == 0 {
+        for (part, weight) in &p.sum {
+            if !builtin.contains(part) && !plugins.contains(&part) {
+                let known: Vec<&str> = builtin
+                    .iter()
+                    .map(String::as_str)
+                    .chain(plugins.iter().map(|s| s.as_str()))
+                    .collect();
+                return bad(
+                    &format!(".sum.{part}"),
+                    format!(
+                        "not a verifier; a sum adds built-in verifiers and plug-ins: {}",
+                        known.join(", ")
+                    ),
+                );
+            }
+            if !weight.is_finite() {
+                return bad(&format!(".sum.{part}"), format!("{weight}: must be finite"));
+            }
+        }
+        if p.sum.is_empty() && p.workers == 0 {
             return bad(".workers", "must be >= 1".into());
         }
-        if !(p.timeout_s > 0.0 && p.timeout_s.is_finite()) {
+        if p.sum.is_empty() && !(p.timeout_s > 0.0 && p.timeout_s.is_finite()) {
             return bad(".timeout_s", format!("{}: must be > 0", p.timeout_s));
         }
     }
@@ -243,12 +286,19 @@ pub fn run(
         learner.freeze_reference()?;
     }
     let algorithm = Algorithm::from_spec(&stage.name, rl)?;
+    let reward = reward::composition(&stage.name, rl, algorithm.dynamic_sampling.is_some())?;
     let is_ppo = algorithm.estimator.needs_values();
     if is_ppo && rl.reward_model_path.is_empty() {
         learner.attach_critic()?;
     } else if is_ppo {
         // Tülu 3: the value model starts as the reward model.
         learner.attach_critic_from(&super::resolve_model(&rl.reward_model_path)?)?;
+    }
+    if reward.reward_model_multiplier != 0.0 {
+        let dir = super::resolve_model(&rl.reward_model_path)?;
+        learner
+            .attach_reward_model(&dir)
+            .with_context(|| format!("stage `{}`: rlvr.reward_model_path", stage.name))?;
     }
     // Resume: the policy, its optimiser state and the loop's position from the newest
     // checkpoint; the engines start from its weights; the reference stays the stage's start.
@@ -312,11 +362,7 @@ pub fn run(
             stop: rl.stop_strings.clone(),
         },
         eval_every: (steps / rl.num_evals.max(1)).max(1),
-        shaping: Shaping {
-            verified_reward: rl.verified_reward,
-            non_stop_penalty: rl.non_stop_penalty,
-            penalty_reward_value: rl.penalty_reward_value,
-        },
+        reward,
         prefetch,
         in_flight,
         seed: stage.seed,
@@ -325,7 +371,6 @@ pub fn run(
         estimator: algorithm.estimator,
         kl_in_reward: algorithm.kl_in_reward,
         dynamic_sampling: algorithm.dynamic_sampling,
-        overlong: algorithm.overlong,
         mask_truncated: algorithm.mask_truncated,
     };
     tracing::info!(

@@ -34,21 +34,14 @@ impl Verifier for LastNumber {
 
     fn verify(&self, response: &str, truth: &Truth) -> Verdict {
         let Truth::Text(want) = truth else {
-            return Verdict {
-                score: 0.0,
-                verified: false,
-                reason: "label of another verifier".into(),
-            };
+            return Verdict::new(0.0, false, "label of another verifier");
         };
         let last = response
             .split(|c: char| !c.is_ascii_digit() && c != '-')
             .rfind(|t| !t.is_empty() && *t != "-");
         let verified = last == Some(want.as_str());
-        Verdict {
-            score: if verified { 1.0 } else { 0.0 },
-            verified,
-            reason: format!("last number {last:?}, label {want}"),
-        }
+        let score = if verified { 1.0 } else { 0.0 };
+        Verdict::new(score, verified, format!("last number {last:?}, label {want}"))
     }
 }
 

@@ -179,7 +179,7 @@ impl Learner {
             .map(|row| row.iter().rposition(|&l| l != IGNORE).unwrap_or(b.cols - 1) as i64)
             .collect();
         let last = Tensor::from_slice(&last).to_device(self.config.device);
-        let scores = critic.sequence_scores(&self.tensor(&b.input_ids, b), &last);
+        let scores = critic.model.sequence_scores(&self.tensor(&b.input_ids, b), &last);
         let (chosen, rejected) = (scores.narrow(0, 0, n), scores.narrow(0, n, n));
         let losses = preference::bradley_terry(&chosen, &rejected);
         let mean = |t: &Tensor| t.mean(Kind::Double).double_value(&[]);
@@ -240,6 +240,7 @@ impl Learner {
         self.critic
             .as_ref()
             .ok_or(LearnerError::Missing("value model"))?
+            .model
             .save(dir)
     }
 }

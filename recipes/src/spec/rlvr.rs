@@ -5,6 +5,10 @@ use serde::{Deserialize, Serialize};
 
 use super::ModelConfig;
 
+/// DeepSeek-R1's format, `format_pattern`'s default: reasoning closed by `</think>`, then the
+/// answer in `<answer>…</answer>`.
+pub const R1_FORMAT_PATTERN: &str = r"(?s).*?</think>\s*<answer>.*?</answer>";
+
 /// RLVR settings, named after open-instruct's `ppo_vllm_thread_ray_gtrl.py` flags.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -43,14 +47,29 @@ pub struct RlvrSpec {
     pub penalty_reward_value: f64,
     /// Score given to a verified response.
     pub verified_reward: f64,
-    /// Score verifiable answers. Only `true` runs: no learned reward model is scored during
-    /// RLVR yet, so `false` would leave no reward and is refused.
+    /// Add the verifiable reward (`verified_reward` × the verdict's score). With it off, the
+    /// reward model must score (`reward_model_multiplier` ≠ 0).
     pub apply_verifiable_reward: bool,
-    /// Weight of a learned reward model's score added to the verifiable reward. Only 0 runs
-    /// (Tülu 3's RLVR value): no reward model is scored during RLVR yet, so others are refused.
+    /// Weight of the reward model's score in the reward (0: the reward model does not score;
+    /// Tülu 3's RLVR value). Needs `reward_model_path`; the learner scores each response.
     pub reward_model_multiplier: f64,
-    /// Reward model (also initialises the PPO value model).
+    /// Reward model: a `…ForSequenceClassification` directory with one label and the policy's
+    /// vocabulary. Scores responses when `reward_model_multiplier` ≠ 0, and initialises the PPO
+    /// value model.
     pub reward_model_path: String,
+    /// DeepSeek-R1's format reward: check each response against `format_pattern`.
+    pub apply_r1_style_format_reward: bool,
+    /// The format reward added to a formatted response (with `additive_format_reward`).
+    pub r1_style_format_reward: f64,
+    /// Add the format reward to formatted responses (true), or keep the verifiable reward of
+    /// formatted responses only (false, open-instruct's default).
+    pub additive_format_reward: bool,
+    /// The format (a regular expression, matched from the response's start). Default: R1's,
+    /// reasoning closed by `</think>` then `<answer>…</answer>`.
+    pub format_pattern: String,
+    /// Length penalty: a response of n tokens loses `length_penalty × n / response_length`
+    /// (0: off).
+    pub length_penalty: f64,
     /// Shape of the value model when it differs from the policy (the 70B and 405B runs use the
     /// 8B reward model).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -151,24 +170,29 @@ pub struct RlvrSpec {
     /// own name (e.g. `MATH = "math"`, or a custom data set to a plug-in).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub dataset_verifiers: std::collections::BTreeMap<String, String>,
-    /// Plug-in verifiers, by name (`[rlvr.verifiers.NAME]`): external commands speaking the
-    /// JSON-lines protocol of `rlvr_verifiers::plugin`; route data sets to them with
-    /// `dataset_verifiers`.
+    /// Verifiers the recipe declares, by name (`[rlvr.verifiers.NAME]`): plug-ins (external
+    /// commands speaking the JSON-lines protocol of `rlvr_verifiers::plugin`) and weighted sums
+    /// of verifiers; route data sets to them with `dataset_verifiers`.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub verifiers: std::collections::BTreeMap<String, PluginSpec>,
+    pub verifiers: std::collections::BTreeMap<String, VerifierSpec>,
 }
 
-/// A plug-in verifier a recipe declares.
+/// A verifier a recipe declares: a plug-in (`command`) or a weighted sum (`sum`), one of the two.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PluginSpec {
-    /// Program and arguments (relative paths from where `rlvr` runs).
+pub struct VerifierSpec {
+    /// A plug-in: program and arguments (relative paths from where `rlvr` runs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
-    /// Plug-in processes serving calls concurrently (the calls come from the verifier pool's
-    /// workers, `rollout.verifier_workers`).
+    /// A weighted sum: verifier names (built-in or declared plug-ins) and their weights. Each
+    /// scores the response against the row's ground truth; the score is the weighted sum.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sum: std::collections::BTreeMap<String, f64>,
+    /// A plug-in's processes serving calls concurrently (the calls come from the verifier
+    /// pool's workers, `rollout.verifier_workers`).
     #[serde(default = "one")]
     pub workers: u64,
-    /// Longest one call may take before it fails with the reason.
+    /// Longest one plug-in call may take before it fails with the reason.
     #[serde(default = "ten")]
     pub timeout_s: f64,
 }
@@ -202,6 +226,11 @@ impl Default for RlvrSpec {
             apply_verifiable_reward: true,
             reward_model_multiplier: 0.0,
             reward_model_path: String::new(),
+            apply_r1_style_format_reward: false,
+            r1_style_format_reward: 1.0,
+            additive_format_reward: false,
+            format_pattern: R1_FORMAT_PATTERN.to_string(),
+            length_penalty: 0.0,
             value_model_config: None,
             total_episodes: 100_000,
             local_rollout_batch_size: 64,

@@ -56,7 +56,7 @@ impl ControllerState {
             ..self.settings.sampling.clone()
         };
         let completions = rollout(&self.roles, &self.eval_prompts, 1, &params, 0).await?;
-        let verdicts = verify(&self.roles, &self.tokenizer, &self.eval_prompts, &completions).await?;
+        let (_, verdicts) = verify(&self.roles, &self.tokenizer, &self.eval_prompts, &completions).await?;
         let (acc, per) = accuracy(&self.eval_prompts, &verdicts);
         self.metrics.write(&json!({
             "stage": "rlvr", "step": self.step, "eval_accuracy": acc, "eval_accuracy_per_verifier": per,

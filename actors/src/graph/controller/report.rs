@@ -1,6 +1,8 @@
 //! What the controller tells the user and `metrics.jsonl` about each step: the step's record
-//! (reward, accuracy, losses, the train/rollout mismatch, timings, workers), a skipped step's
+//! (reward and its components, accuracy, losses, the train/rollout mismatch, timings, workers), a skipped step's
 //! reason, and a warning when the first step can teach nothing.
+
+use std::collections::BTreeMap;
 
 use anyhow::{anyhow, Result};
 use rlvr_core::FinishReason;
@@ -10,7 +12,9 @@ use serde_json::json;
 use super::ControllerState;
 use crate::graph::learner::LearnReport;
 use crate::graph::pool::PoolMsg;
-use crate::graph::step::{accuracy, rewards, Scored};
+use rlvr_verifiers::reward::Reward;
+
+use crate::graph::step::{accuracy, Scored};
 
 impl ControllerState {
     /// A line for the user: logged at INFO, or printed above the progress bar while it shows.
@@ -34,7 +38,7 @@ impl ControllerState {
     /// A step left nothing to learn from (dynamic sampling found no group whose rewards
     /// differ, or every response was cut and truncated ones are left out): no update, the step
     /// is logged with the reason.
-    pub(super) fn skip_step(&mut self, scored: &Scored, rewards: &[f64]) -> Result<()> {
+    pub(super) fn skip_step(&mut self, scored: &Scored, rewards: &[Reward]) -> Result<()> {
         let why = match scored.filtered {
             Some(f) if scored.completions.is_empty() => format!(
                 "dynamic sampling found no group whose rewards differ in {} rounds ({} groups)",
@@ -47,7 +51,7 @@ impl ControllerState {
             ),
         };
         self.finish_step();
-        let reward_mean = rewards.iter().sum::<f64>() / rewards.len().max(1) as f64;
+        let reward_mean = rewards.iter().map(|r| r.total).sum::<f64>() / rewards.len().max(1) as f64;
         let mut record = json!({
             "stage": "rlvr", "step": self.step, "skipped": why, "reward_mean": reward_mean,
             "policy_version": self.version, "elapsed_s": self.started.elapsed().as_secs_f64(),
@@ -67,16 +71,14 @@ impl ControllerState {
     /// Say so, once, when every response of the first step got the same score and some were
     /// cut at the response length (the non-stop penalty's score): the reward teaches nothing
     /// until `rlvr.response_length` is raised.
-    pub(super) fn warn_if_nothing_finished(&self, scored: &Scored) {
-        let shaping = &self.settings.shaping;
-        let rewards = rewards(scored, &self.settings);
+    pub(super) fn warn_if_nothing_finished(&self, scored: &Scored, rewards: &[Reward]) {
         let cut = scored
             .completions
             .iter()
             .filter(|c| c.finish_reason == FinishReason::Length)
             .count();
-        let uniform = rewards.windows(2).all(|w| w[0] == w[1]);
-        if !shaping.non_stop_penalty || cut == 0 || !uniform {
+        let uniform = rewards.windows(2).all(|w| w[0].total == w[1].total);
+        if self.settings.reward.non_stop_penalty.is_none() || cut == 0 || !uniform {
             return;
         }
         self.warn(format!(
@@ -85,7 +87,7 @@ impl ControllerState {
              the reward teaches nothing. Raise rlvr.response_length (or turn \
              rlvr.non_stop_penalty off).",
             scored.completions.len(),
-            rewards.first().copied().unwrap_or_default(),
+            rewards.first().map_or(0.0, |r| r.total),
             self.settings.sampling.max_new_tokens,
         ));
     }
@@ -107,7 +109,7 @@ impl ControllerState {
     pub(super) fn log_step(
         &mut self,
         scored: &Scored,
-        rewards: &[f64],
+        rewards: &[Reward],
         learned: &LearnReport,
         reward_kl: Option<f64>,
         gap: u64,
@@ -118,7 +120,7 @@ impl ControllerState {
     ) -> Result<()> {
         let steps = &learned.steps;
         let n = rewards.len().max(1) as f64;
-        let reward_mean = rewards.iter().sum::<f64>() / n;
+        let reward_mean = rewards.iter().map(|r| r.total).sum::<f64>() / n;
         let (acc, per) = accuracy(&scored.prompts, &scored.verdicts);
         let tokens: usize = scored.completions.iter().map(|c| c.token_ids.len()).sum();
         let stopped = scored
@@ -153,6 +155,7 @@ impl ControllerState {
         if let Some(f) = scored.filtered {
             record["sampling"] = json!(f);
         }
+        self.reward_breakdown(scored, rewards, &mut record);
         self.metrics.write(&record)?;
         self.bar.set_position(self.step);
         self.bar.set_message(format!("reward {reward_mean:.3}"));
@@ -166,5 +169,64 @@ impl ControllerState {
             self.version,
         ));
         Ok(())
+    }
+
+    /// The reward's parts into `record`: the mean of each component that is on
+    /// (`reward_components`), the mean reward of the responses each verifier scored
+    /// (`reward_per_verifier`), the mean weighted score of each part of a weighted sum
+    /// (`verifier_parts`, as `SUM.PART`), and how many responses had the format.
+    fn reward_breakdown(&self, scored: &Scored, rewards: &[Reward], record: &mut serde_json::Value) {
+        let composition = &self.settings.reward;
+        let n = rewards.len().max(1) as f64;
+        let mean = |f: fn(&Reward) -> f64| rewards.iter().map(f).sum::<f64>() / n;
+        let mut components = serde_json::Map::new();
+        let on = [
+            (
+                "verifiable",
+                composition.verified_reward.is_some(),
+                mean(|r| r.verifiable),
+            ),
+            (
+                "reward_model",
+                composition.reward_model_multiplier != 0.0,
+                mean(|r| r.reward_model),
+            ),
+            ("format", composition.format.is_some(), mean(|r| r.format)),
+            ("length", composition.length_penalty != 0.0, mean(|r| r.length)),
+            (
+                "non_stop",
+                composition.non_stop_penalty.is_some(),
+                mean(|r| r.non_stop),
+            ),
+            ("overlong", composition.overlong.is_some(), mean(|r| r.overlong)),
+        ];
+        for (name, _, value) in on.iter().filter(|c| c.1) {
+            components.insert(name.to_string(), json!(value));
+        }
+        record["reward_components"] = components.into();
+        if composition.format.is_some() {
+            record["format_rate"] = json!(rewards.iter().filter(|r| r.formatted).count() as f64 / n);
+        }
+        let per_prompt = rewards.len() / scored.prompts.len().max(1);
+        let mut per_verifier: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+        let mut parts: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+        for (i, (reward, verdict)) in rewards.iter().zip(&scored.verdicts).enumerate() {
+            let verifier = scored.prompts[i / per_prompt.max(1)].verifier.name();
+            let e = per_verifier.entry(verifier.to_string()).or_default();
+            (e.0, e.1) = (e.0 + reward.total, e.1 + 1.0);
+            for part in &verdict.parts {
+                let e = parts.entry(format!("{verifier}.{}", part.verifier)).or_default();
+                (e.0, e.1) = (e.0 + part.weight * part.score, e.1 + 1.0);
+            }
+        }
+        let means = |m: BTreeMap<String, (f64, f64)>| -> serde_json::Map<String, serde_json::Value> {
+            m.into_iter()
+                .map(|(k, (sum, count))| (k, json!(sum / count.max(1.0))))
+                .collect()
+        };
+        record["reward_per_verifier"] = means(per_verifier).into();
+        if !parts.is_empty() {
+            record["verifier_parts"] = means(parts).into();
+        }
     }
 }

@@ -1,13 +1,12 @@
 //! What `[rlvr]` asks of the loop and the loss: the recipe's algorithm and its keys turned into
-//! the learner's advantage estimator, surrogate and off-policy correction and the loop's reward
-//! settings, with the values rlvr does not run refused by name.
+//! the learner's advantage estimator, surrogate and off-policy correction and the loop's
+//! sampling settings, with the values rlvr does not run refused by name.
 
 use anyhow::{bail, Result};
 use rlvr_learner::advantage::Estimator;
 use rlvr_learner::off_policy::Correction;
 use rlvr_learner::policy::{Aggregation, KlEstimator, PolicyLoss, Surrogate, TokenDistribution};
 use rlvr_recipes::spec::{LossAggregation, OffPolicyCorrection, RlAlgorithm, RlvrSpec};
-use rlvr_verifiers::reward::Overlong;
 
 use crate::graph::controller::KlPenalty;
 use crate::UsageError;
@@ -25,8 +24,6 @@ pub(crate) struct Algorithm {
     pub correction: Correction,
     /// Dynamic sampling's round cap, when it is on.
     pub dynamic_sampling: Option<u64>,
-    /// DAPO's overlong shaping, when it is on.
-    pub overlong: Option<Overlong>,
     /// Leave truncated responses out of the loss.
     pub mask_truncated: bool,
 }
@@ -43,18 +40,6 @@ impl Algorithm {
                 format!("{:?}: expected kl1, kl2 or kl3", rl.kl_estimator),
             );
         };
-        if !rl.apply_verifiable_reward || rl.reward_model_multiplier != 0.0 {
-            let key = match rl.apply_verifiable_reward {
-                false => "apply_verifiable_reward",
-                true => "reward_model_multiplier",
-            };
-            return refuse(
-                key,
-                "no learned reward model is scored during RLVR yet: the reward is the verifiers' \
-                 alone (apply_verifiable_reward = true, reward_model_multiplier = 0)"
-                    .into(),
-            );
-        }
         if rl.stop_token != "eos" {
             return refuse(
                 "stop_token",
@@ -121,15 +106,6 @@ impl Algorithm {
         if dynamic && rl.max_sampling_rounds == 0 {
             return refuse("max_sampling_rounds", "must be >= 1".into());
         }
-        if rl.overlong_buffer_length > rl.response_length {
-            return refuse(
-                "overlong_buffer_length",
-                format!(
-                    "{} is longer than response_length = {}",
-                    rl.overlong_buffer_length, rl.response_length
-                ),
-            );
-        }
         let estimator = match rl.algorithm {
             RlAlgorithm::Ppo => Estimator::Gae {
                 gamma: rl.gamma,
@@ -181,11 +157,6 @@ impl Algorithm {
             kl_in_reward: (kl_in_reward && rl.beta > 0.0).then_some(KlPenalty { beta: rl.beta, kl }),
             correction,
             dynamic_sampling: dynamic.then_some(rl.max_sampling_rounds),
-            overlong: (rl.overlong_buffer_length > 0).then_some(Overlong {
-                max_tokens: rl.response_length as usize,
-                buffer: rl.overlong_buffer_length as usize,
-                factor: rl.overlong_penalty_factor,
-            }),
             mask_truncated: rl.mask_truncated_completions,
         })
     }
