@@ -56,6 +56,16 @@ fn show_prints_the_resolved_pipeline_as_json_and_toml() {
     let out = rlvr(&["show", "tulu3-8b-sft", "--set", "train.learning_rate=1e-6"]);
     let resolved: toml::Table = toml::from_str(&text(&out.stdout)).unwrap();
     assert_eq!(resolved["train"]["learning_rate"].as_float(), Some(1e-6));
+
+    // --explain: a key's doc and type, and each stage's value; a table lists its keys.
+    let out = rlvr(&["show", "tulu3-70b", "--explain", "rlvr.beta"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.starts_with("rlvr.beta: number\n  KL coefficient"), "{s}");
+    assert!(s.contains("tulu3-70b-rlvr: 0.07"), "{s}");
+    let out = rlvr(&["show", "--explain", "rlvr"]);
+    assert!(text(&out.stdout).contains("rlvr.reward_model_multiplier"));
+    assert_refused(&rlvr(&["show", "--explain", "rlvr.betta"]), "rlvr.beta");
 }
 
 #[test]

@@ -40,6 +40,14 @@ pub enum RecipeError {
         /// The chain of names.
         chain: Vec<String>,
     },
+    /// A key no recipe has; lists the keys of the table it would be in.
+    #[error("no recipe key `{key}`; {hint}")]
+    UnknownKey {
+        /// The dotted key asked for.
+        key: String,
+        /// The keys that table has, or that it has none.
+        hint: String,
+    },
     /// A `--set key=value` that is malformed, names an unknown key or has a bad value.
     #[error("--set {key}: {message}")]
     Override {

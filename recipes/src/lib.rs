@@ -8,13 +8,16 @@
 //! - [`load()`]: catalogue name or path, one `extends` per file, `--set key=value` overrides
 //!   through the same typed path, validation. Errors name the file, key and line.
 //! - [`plan`]: per-GPU memory and step counts before launch.
+//! - [`explain()`]: what a key means, from the spec's doc comments.
 
 pub mod catalog;
 mod error;
+mod explain;
 mod load;
 pub mod plan;
 pub mod spec;
 
 pub use error::{RecipeError, Result};
+pub use explain::{explain, KeyDoc};
 pub use load::{load, load_resolved, validate, Pipeline, Resolved};
 pub use spec::Recipe;

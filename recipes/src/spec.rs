@@ -1,6 +1,7 @@
 //! The typed recipe: what one file may say, with the defaults open-instruct and TRL use when a
 //! command line leaves a flag out.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod rlvr;
@@ -13,7 +14,7 @@ pub use rlvr::{
 /// One recipe file, resolved or not: either a pipeline (`pipeline = [...]`) or a single stage
 /// (`kind = ...`). Every field has a default so a file that `extends` another may say only what
 /// differs; [`crate::load`] checks what a complete recipe must have.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Recipe {
     /// Name used on the command line (`rlvr run NAME`).
@@ -59,7 +60,7 @@ pub struct Recipe {
 /// The learner's processes on this machine: `world_size` local ranks (Gloo on CPU, NCCL on
 /// GPUs), each stepping on its share of every batch, sharded with ZeRO-3 when
 /// `launch.zero_stage = 3` and data-parallel otherwise. Pretraining and SFT stages.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LearnerSpec {
     /// Local learner ranks.
@@ -81,7 +82,7 @@ impl LearnerSpec {
 /// Evaluation during a stage with the code of `rlvr eval`: RLVR stages at their evaluation
 /// points (the start, every `every` steps or `rlvr.num_evals` times, the end), DPO stages at the
 /// start and the end; `metrics.jsonl` records each task's scores.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvalSpec {
     /// `gsm8k`, `math500`, `ifeval`, or data files of RLVR rows; empty: none.
@@ -124,7 +125,7 @@ impl EvalSpec {
 }
 
 /// How evaluation questions are asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EvalPreset {
     /// Zero-shot, the model's chat template.
@@ -135,7 +136,7 @@ pub enum EvalPreset {
 
 /// Workers of an RLVR stage's actor graph: `rollout.workers` engines generate, verifier workers
 /// score. Independent of the learner, so either side scales alone.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RolloutSpec {
     /// Rollout workers, each with its own inference engine.
@@ -167,7 +168,7 @@ impl RolloutSpec {
 }
 
 /// What a stage trains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StageKind {
     /// Next-token pretraining on plain text.
@@ -205,7 +206,7 @@ impl StageKind {
 }
 
 /// The model a stage starts from and its shape.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelSpec {
     /// Hub id or local directory of the starting weights; empty = initialise from `config`.
@@ -220,7 +221,7 @@ pub struct ModelSpec {
 }
 
 /// Tensor element types the planner and learner know.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Dtype {
     /// 32-bit float.
@@ -241,7 +242,7 @@ impl Dtype {
 }
 
 /// A Llama-family architecture, named as in Hugging Face `config.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
     /// Width of the residual stream.
@@ -308,7 +309,7 @@ impl ModelConfig {
 }
 
 /// Datasets, their mix and sequence lengths.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataSpec {
     /// Training mix (open-instruct `dataset_mixer_list`).
@@ -343,7 +344,7 @@ pub struct DataSpec {
 }
 
 /// How GSM8K and MATH rows become RL prompts (see [`DataSpec::prompt_format`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PromptFormat {
     /// Zero-shot with the model's own template, few-shot with a named one.
@@ -362,7 +363,7 @@ impl PromptFormat {
 }
 
 /// One dataset in a mix.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MixEntry {
     /// Hub id, local file or directory, or `builtin:NAME` for data the project generates.
@@ -382,7 +383,7 @@ fn default_split() -> String {
 }
 
 /// How much of a dataset a mix takes.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Amount {
     /// Exactly this many rows.
@@ -392,7 +393,7 @@ pub enum Amount {
 }
 
 /// Optimiser, learning-rate schedule and batch shape.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainSpec {
     /// Peak learning rate.
@@ -480,7 +481,7 @@ impl Default for TrainSpec {
 }
 
 /// Learning-rate schedules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LrScheduler {
     /// Linear warmup, then linear decay to zero.
@@ -494,7 +495,7 @@ pub enum LrScheduler {
 }
 
 /// Token-loss reduction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReduceLoss {
     /// Average over the batch's loss tokens.
@@ -504,7 +505,7 @@ pub enum ReduceLoss {
 }
 
 /// When to write checkpoints: a step count, or `"epoch"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Checkpointing {
     /// Every N optimiser steps.
@@ -514,7 +515,7 @@ pub enum Checkpointing {
 }
 
 /// Named checkpoint points.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckpointAt {
     /// At the end of each epoch.
@@ -522,7 +523,7 @@ pub enum CheckpointAt {
 }
 
 /// How the reference run was launched.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LaunchSpec {
     /// Machines.
@@ -547,7 +548,7 @@ impl Default for LaunchSpec {
 }
 
 /// DPO loss settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DpoSpec {
     /// `dpo`, `dpo_norm` (length-normalised, Tülu 3) or `simpo`.
@@ -569,7 +570,7 @@ impl Default for DpoSpec {
 }
 
 /// DPO loss variants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DpoLoss {
     /// Rafailov et al.

@@ -1,6 +1,7 @@
 //! The `[rlvr]` table: RL settings named after open-instruct's `ppo_vllm_thread_ray_gtrl.py`
 //! flags, with Tülu 3's PPO constants as defaults.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::ModelConfig;
@@ -10,7 +11,7 @@ use super::ModelConfig;
 pub const R1_FORMAT_PATTERN: &str = r"(?s).*?</think>\s*<answer>.*?</answer>";
 
 /// RLVR settings, named after open-instruct's `ppo_vllm_thread_ray_gtrl.py` flags.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RlvrSpec {
     /// The algorithm: `ppo` (Tülu 3), `grpo`, `dapo`, `gspo`, `cispo`, `rloo`, `reinforce_pp`
@@ -178,7 +179,7 @@ pub struct RlvrSpec {
 }
 
 /// A verifier a recipe declares: a plug-in (`command`) or a weighted sum (`sum`), one of the two.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifierSpec {
     /// A plug-in: program and arguments (relative paths from where `rlvr` runs).
@@ -274,7 +275,7 @@ impl Default for RlvrSpec {
 }
 
 /// RL algorithms: an advantage estimator and a surrogate objective each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RlAlgorithm {
     /// PPO with a value model and GAE (Tülu 3).
@@ -297,7 +298,7 @@ pub enum RlAlgorithm {
 }
 
 /// Off-policy corrections between the behaviour (rollout) and proximal (learner) policies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OffPolicyCorrection {
     /// The ratio is taken to the rollout's log-probs.
@@ -311,7 +312,7 @@ pub enum OffPolicyCorrection {
 }
 
 /// How the policy-gradient loss is averaged over a step's tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LossAggregation {
     /// Mean over every response token of the step (open-instruct's PPO, DAPO).
@@ -323,7 +324,7 @@ pub enum LossAggregation {
 }
 
 /// Which rules the verifiers follow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum VerifierMode {
     /// Correct checking.
