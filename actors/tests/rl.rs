@@ -634,3 +634,63 @@ fn the_reward_composes_a_weighted_sum_of_verifiers_a_format_reward_and_a_length_
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_pipeline_hands_its_reward_model_to_ppo_not_as_the_next_policy() {
+    let dir = tmp("rm-pipeline");
+    std::fs::create_dir_all(&dir).unwrap();
+    let recipe = dir.join("rm-ppo.toml");
+    std::fs::write(
+        &recipe,
+        "name = \"rm-ppo\"\ndescription = \"a reward model, then PPO\"\n\
+         pipeline = [\"tiny-arith-rm\", \"tiny-arith-rlvr\"]\n",
+    )
+    .unwrap();
+    let run = dir.join("run");
+    let out = rlvr(&[
+        "run",
+        recipe.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--set",
+        "rm.train.max_steps=2",
+        "--set",
+        "rm.data.eval_mix=[{dataset = \"builtin:arith-prefs\", amount = 16, split = \"test\"}]",
+        "--set",
+        "rlvr.train.max_steps=1",
+        "--set",
+        "rlvr.rlvr.algorithm=ppo",
+        "--set",
+        "rlvr.rlvr.num_samples_per_prompt=1",
+        "--set",
+        "rlvr.rlvr.kl_estimator=kl1",
+        "--set",
+        "rlvr.rlvr.local_rollout_batch_size=4",
+        "--set",
+        "rlvr.rlvr.local_mini_batch_size=4",
+        "--set",
+        "rlvr.rlvr.num_evals=1",
+        "--set",
+        "rlvr.data.eval_mix=[{dataset = \"builtin:arith-rlvr\", amount = 8, split = \"test\"}]",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = text(&out.stderr);
+    let rm = run.join("tiny-arith-rm");
+    assert!(
+        log.contains(&format!(
+            "reward model from this run's reward-model stage, {}",
+            rm.display()
+        )),
+        "{log}"
+    );
+    // The PPO stage's policy is its own (built from scratch here), not the reward model.
+    assert!(run
+        .join("checkpoints/tiny-arith-rlvr/init/model.safetensors")
+        .is_file());
+    let ppo = metrics(&run)
+        .into_iter()
+        .find(|r| r["stage"] == "rlvr" && r.get("vf_loss").is_some())
+        .unwrap();
+    assert!(ppo["vf_loss"].as_f64().unwrap().is_finite(), "{ppo}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

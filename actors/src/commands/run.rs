@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use rlvr_recipes::spec::StageKind;
+use rlvr_recipes::Recipe;
 use rlvr_verifiers::Verifier;
 
 use crate::cluster::{self, Listen};
@@ -102,10 +103,14 @@ pub fn run_with(args: &Args, verifiers: &[Arc<dyn Verifier>]) -> Result<()> {
     let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"))?;
     tracing::info!("run {} -> {}", resolved.name(), out.display());
 
+    // Each stage starts from the policy the last policy stage made; a reward-model stage's model
+    // is not a policy: it becomes the reward model of the RLVR stages after it.
     let mut previous: Option<PathBuf> = None;
+    let mut reward_model: Option<PathBuf> = None;
     for stage in stages {
+        let stage = with_pipeline_reward_model(stage, reward_model.as_deref());
         let model = stages::run(
-            stage,
+            &stage,
             &out,
             previous.as_deref(),
             args.resume,
@@ -113,12 +118,32 @@ pub fn run_with(args: &Args, verifiers: &[Arc<dyn Verifier>]) -> Result<()> {
             listen.as_ref(),
             verifiers,
         )?;
-        previous = Some(model);
+        match stage.kind {
+            Some(StageKind::Rm) => reward_model = Some(model),
+            _ => previous = Some(model),
+        }
     }
     if let Some(model) = previous {
         tracing::info!("done: final model in {}", model.display());
     }
     Ok(())
+}
+
+/// `stage`, an RLVR stage of a pipeline that trained a reward model before it, with that model
+/// as its `rlvr.reward_model_path` (PPO's value model and any learned reward start from it);
+/// other stages as they are.
+fn with_pipeline_reward_model(stage: &Recipe, reward_model: Option<&Path>) -> Recipe {
+    let mut stage = stage.clone();
+    if let (Some(rl), Some(dir)) = (stage.rlvr.as_mut(), reward_model) {
+        tracing::info!(
+            "stage {}: reward model from this run's reward-model stage, {} (the recipe names {:?})",
+            stage.name,
+            dir.display(),
+            rl.reward_model_path
+        );
+        rl.reward_model_path = dir.display().to_string();
+    }
+    stage
 }
 
 fn prepare_out(out: &Path, args: &Args) -> Result<()> {
