@@ -90,9 +90,9 @@ pub fn check_available(stage: &Recipe) -> Result<()> {
     if l.gpus > 1 {
         bail!(
             "stage `{}` is not available yet: it asks for {} GPUs on {} node(s) (launch.gpus, \
-             launch.nodes); this build trains in one process on one device, and ZeRO-3 over \
-             several ranks arrives with the distributed work. Set launch.gpus = 1 to run it on \
-             one device.",
+             launch.nodes), and launching over GPUs and nodes is not wired yet. Run it with \
+             launch.gpus = 1, on one device or over learner.world_size local ZeRO-3 ranks \
+             (pretraining, SFT and DPO stages).",
             stage.name,
             l.gpus,
             l.nodes
