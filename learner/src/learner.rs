@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use rlvr_core::{PolicyBatch, StepMetrics, TrainBatch, WeightChunk, IGNORE};
+use rlvr_core::{StepMetrics, TrainBatch, WeightChunk, IGNORE};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
@@ -13,14 +13,16 @@ use crate::checkpoint;
 use crate::error::{LearnerError, Result};
 use crate::model::{CausalLm, Config, Documents};
 use crate::optim::{AdamW, AdamWConfig};
-use crate::policy::{self, LossInputs, PolicyLoss, PolicyMetrics, Sums, TokenDistribution, Tokens};
 use crate::schedule::Schedule;
 use crate::value::{Critic, ScoreModel};
 use crate::zero::Zero3;
 
 mod pairs;
 mod parallel;
+mod rl;
 mod sharded;
+
+pub use rl::BatchScores;
 
 /// How a sequence loss is reduced over its tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,17 +80,6 @@ impl LearnerConfig {
             kind: Kind::Float,
         }
     }
-}
-
-/// What [`Learner::score`] says of a batch of responses.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BatchScores {
-    /// Log-probs under the frozen reference, `[rows, cols]` row-major (zeros without one).
-    pub reference: Vec<f32>,
-    /// The value model's estimates, `[rows, cols]` (zeros without one).
-    pub values: Vec<f32>,
-    /// The reward model's score of each row, when one is attached.
-    pub rewards: Option<Vec<f32>>,
 }
 
 /// A model being trained.
@@ -368,75 +359,6 @@ impl Learner {
         Ok(())
     }
 
-    /// For each row of `batch`: the frozen reference's log-probs of `distribution` (zeros
-    /// without a reference) and the value model's estimates (zeros without one), aligned with
-    /// its tokens; and the reward model's score of the whole response, when one is attached.
-    /// What per-token rewards with a KL term, PPO's advantages and a learned reward are built
-    /// from.
-    pub fn score(&self, batch: &PolicyBatch, distribution: &TokenDistribution) -> Result<BatchScores> {
-        self.unsharded("scoring does not run under ZeRO-3 yet")?;
-        self.check_policy_batch(batch)?;
-        let tokens = Tokens::new(batch, self.config.device);
-        let zeros = || vec![0.0; batch.rows * batch.cols];
-        tch::no_grad(|| {
-            let reference = match &self.reference {
-                Some((_, r)) => host_f32s(policy::token_logprobs(r, &tokens, distribution).0)?,
-                None => zeros(),
-            };
-            let values = match &self.critic {
-                Some(c) => host_f32s(c.model.values(&tokens))?,
-                None => zeros(),
-            };
-            let rewards = match &self.reward_model {
-                Some(m) => {
-                    let lens: Vec<i64> = batch
-                        .mask
-                        .chunks(batch.cols)
-                        .map(|row| row.iter().filter(|&&m| m > 0.0).count().max(1) as i64)
-                        .collect();
-                    let lens = Tensor::from_slice(&lens).to_device(self.config.device);
-                    Some(host_f32s(m.response_scores(&tokens, &lens))?)
-                }
-                None => None,
-            };
-            Ok(BatchScores {
-                reference,
-                values,
-                rewards,
-            })
-        })
-    }
-
-    /// Log-probs of `distribution` of each response token of `batch` under the policy as it
-    /// stands (no gradient), row by row aligned with its tokens: the proximal policy of an
-    /// off-policy correction, and what the train/rollout mismatch is measured against.
-    pub fn logprobs(&self, batch: &PolicyBatch, distribution: &TokenDistribution) -> Result<Vec<f32>> {
-        self.unsharded("scoring does not run under ZeRO-3 yet")?;
-        self.check_policy_batch(batch)?;
-        let tokens = Tokens::new(batch, self.config.device);
-        tch::no_grad(|| host_f32s(policy::token_logprobs(&self.model, &tokens, distribution).0))
-    }
-
-    fn check_policy_batch(&self, b: &PolicyBatch) -> Result<()> {
-        if b.groups == 0 || b.prompt_cols == 0 || b.cols == 0 {
-            return Err(LearnerError::Batch(format!(
-                "{} prompts of {} positions, {} responses of {}: need prompts and response tokens",
-                b.groups, b.prompt_cols, b.rows, b.cols
-            )));
-        }
-        let sizes_match = b.prompt_ids.len() == b.groups * b.prompt_cols
-            && b.response_ids.len() == b.rows * b.cols
-            && b.group_of.len() == b.rows
-            && b.group_of.iter().all(|&g| g >= 0 && (g as usize) < b.groups);
-        if !sizes_match {
-            return Err(LearnerError::Batch(
-                "policy batch arrays do not match its shape".into(),
-            ));
-        }
-        self.check_vocab(&b.prompt_ids)?;
-        self.check_vocab(&b.response_ids)
-    }
-
     fn check_tokens(&self, ids: &[i64], rows: usize, cols: usize) -> Result<()> {
         if rows == 0 || cols < 2 || ids.len() != rows * cols {
             return Err(LearnerError::Batch(format!(
@@ -455,111 +377,6 @@ impl Learner {
             ))),
             None => Ok(()),
         }
-    }
-
-    /// One policy-gradient optimiser step over `micro_batches`: the loss's surrogate weighted
-    /// by each token's off-policy weight (and β·KL to the reference, when one is frozen and
-    /// β > 0), aggregated as the loss says, then clip and AdamW as in [`Learner::train_step`].
-    pub fn policy_step(&mut self, micro_batches: &[PolicyBatch], loss: &PolicyLoss) -> Result<PolicyMetrics> {
-        self.unsharded("policy steps do not run under ZeRO-3 yet")?;
-        let tokens: usize = micro_batches.iter().map(PolicyBatch::response_tokens).sum();
-        if tokens == 0 {
-            return Err(LearnerError::Batch("a policy step needs response tokens".into()));
-        }
-        self.opt.zero_grad();
-        if let Some(c) = &mut self.critic {
-            c.opt.zero_grad();
-        }
-        let rows: usize = micro_batches.iter().map(|b| b.rows).sum();
-        let mut sums = Sums::default();
-        let mut loss_sum = 0.0;
-        let (mut vf_sum, mut vf_clipped) = (0.0, 0.0);
-        for b in micro_batches {
-            self.check_policy_batch(b)?;
-            let shape = [b.rows as i64, b.cols as i64];
-            let dev = self.config.device;
-            let f32s = |v: &[f32]| Tensor::from_slice(v).view(shape).to_device(dev);
-            // Each response token's weight in the step's loss.
-            let weights: Vec<f32> = b
-                .mask
-                .chunks(b.cols.max(1))
-                .flat_map(|row| {
-                    let len = row.iter().filter(|&&m| m > 0.0).count();
-                    let w = loss.aggregation.weight(len, rows, tokens) as f32;
-                    row.iter().map(move |&m| m * w)
-                })
-                .collect();
-            let input = Tokens::new(b, dev);
-            let (logprobs, entropy) = policy::token_logprobs(&self.model, &input, &loss.distribution);
-            let reference = match &self.reference {
-                Some((_, r)) if loss.beta > 0.0 => Some(tch::no_grad(|| {
-                    policy::token_logprobs(r, &input, &loss.distribution).0
-                })),
-                _ => None,
-            };
-            let inputs = LossInputs {
-                logprobs: &logprobs,
-                entropy: &entropy,
-                old_logprobs: &f32s(&b.old_logprobs),
-                advantages: &f32s(&b.advantages),
-                mask: &f32s(&b.mask),
-                weights: &f32s(&weights),
-                is_weights: &f32s(&b.is_weights),
-                ref_logprobs: reference.as_ref(),
-            };
-            let (l, s) = policy::surrogate(&inputs, loss);
-            let mut l = l;
-            if let Some(c) = &self.critic {
-                let mask = f32s(&b.mask);
-                let (vf, took) = policy::value_loss(
-                    &c.model.values(&input),
-                    &f32s(&b.old_values),
-                    &f32s(&b.returns),
-                    &mask,
-                    loss.value_clip,
-                );
-                vf_sum += vf.double_value(&[]);
-                vf_clipped += took;
-                // The value loss is a mean over the step's response tokens.
-                l += vf * (loss.vf_coef / tokens as f64);
-            }
-            l.backward();
-            loss_sum += l.double_value(&[]);
-            sums.pg_loss += s.pg_loss;
-            sums.kl += s.kl;
-            sums.clipped += s.clipped;
-            sums.ratio += s.ratio;
-            sums.entropy += s.entropy;
-            sums.abs_log_ratio += s.abs_log_ratio;
-            sums.max_abs_log_ratio = sums.max_abs_log_ratio.max(s.max_abs_log_ratio);
-            sums.approx_kl += s.approx_kl;
-        }
-        self.average_grads()?;
-        let grad_norm = self.opt.clip_grad_norm(self.config.max_grad_norm);
-        let lr = self.config.schedule.lr(self.opt.steps_taken());
-        self.opt.step(lr);
-        if let Some(c) = &mut self.critic {
-            c.opt.clip_grad_norm(self.config.max_grad_norm);
-            c.opt.step(lr);
-        }
-        let n = tokens as f64;
-        Ok(PolicyMetrics {
-            step: self.opt.steps_taken(),
-            loss: loss_sum / n,
-            pg_loss: sums.pg_loss / n,
-            kl: sums.kl / n,
-            clipfrac: sums.clipped / n,
-            ratio: sums.ratio / n,
-            max_abs_log_ratio: sums.max_abs_log_ratio,
-            mean_abs_log_ratio: sums.abs_log_ratio / n,
-            approx_kl: sums.approx_kl / n,
-            entropy: sums.entropy / n,
-            vf_loss: vf_sum / n,
-            vf_clipfrac: vf_clipped / n,
-            grad_norm,
-            lr,
-            tokens: tokens as u64,
-        })
     }
 
     /// Mean loss of `batch` without updating anything.
@@ -634,7 +451,7 @@ impl Learner {
 }
 
 /// A tensor's elements as f32 on the host, flattened.
-fn host_f32s(t: Tensor) -> Result<Vec<f32>> {
+pub(super) fn host_f32s(t: Tensor) -> Result<Vec<f32>> {
     Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).reshape([-1])).map_err(|source| {
         LearnerError::Torch {
             context: "reading per-token scores".into(),

@@ -10,7 +10,7 @@
 use rlvr_core::PolicyBatch;
 use tch::{Device, Kind, Tensor};
 
-use crate::model::CausalLm;
+use crate::model::{CausalLm, Documents};
 
 /// How the KL divergence to the reference policy is estimated per token (Schulman, "Approximating
 /// KL divergence").
@@ -238,12 +238,106 @@ pub(crate) fn token_logprobs(
     t: &Tokens,
     distribution: &TokenDistribution,
 ) -> (Tensor, Tensor) {
-    let states = response_states(model, t);
-    let logits = model.logits(&states).to_kind(Kind::Float) / (distribution.temperature + 1e-7);
+    logprobs_of_states(model, &response_states(model, t), &t.responses, distribution)
+}
+
+/// [`token_logprobs`] from the hidden states `[rows, cols, hidden]` each token of `responses`
+/// `[rows, cols]` was generated from.
+pub(crate) fn logprobs_of_states(
+    model: &CausalLm,
+    states: &Tensor,
+    responses: &Tensor,
+    distribution: &TokenDistribution,
+) -> (Tensor, Tensor) {
+    let logits = model.logits(states).to_kind(Kind::Float) / (distribution.temperature + 1e-7);
     let log_probs = logits.log_softmax(-1, Kind::Float);
-    let picked = picked_logprobs(&log_probs, &t.responses, distribution);
+    let picked = picked_logprobs(&log_probs, responses, distribution);
     let entropy = -(log_probs.exp() * &log_probs).sum_dim_intlist(-1, false, Kind::Float);
     (picked, entropy.detach())
+}
+
+/// A policy batch laid out one whole sequence per response: its prompt (left-padded), then
+/// the response (right-padded), `[rows, prompt_cols + cols]`. The padding on either side is a
+/// document of its own (kept out of the real tokens' attention) and positions count from each
+/// sequence's first real token, so the real tokens compute what [`response_states`] computes
+/// with the prompt shared. What passes that run the model on plain rows take: gradient
+/// checkpointing and ZeRO-3's unit-by-unit passes.
+pub(crate) struct Flat {
+    input_ids: Tensor,
+    documents: Documents,
+    responses: Tensor,
+    prompt_cols: i64,
+}
+
+impl Flat {
+    pub(crate) fn new(b: &PolicyBatch, device: Device) -> Self {
+        let (p, r) = (b.prompt_cols, b.cols);
+        let n = b.rows * (p + r);
+        let (mut ids, mut docs, mut pos) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for row in 0..b.rows {
+            let g = b.group_of[row] as usize;
+            let prompt = b.prompt_ids[g * p..(g + 1) * p]
+                .iter()
+                .zip(&b.prompt_real[g * p..(g + 1) * p]);
+            let response = b.response_ids[row * r..(row + 1) * r]
+                .iter()
+                .zip(&b.mask[row * r..(row + 1) * r])
+                .map(|(&t, &m)| (t, m > 0.0));
+            let mut next = 0i64;
+            for (i, (id, real)) in prompt.map(|(&t, &real)| (t, real)).chain(response).enumerate() {
+                ids.push(id);
+                if real {
+                    docs.push(1i64);
+                    pos.push(next);
+                    next += 1;
+                } else {
+                    // Left padding before the sequence, right padding after it.
+                    docs.push(if i < p { 0 } else { 2 });
+                    pos.push(0);
+                }
+            }
+        }
+        let shape = [b.rows as i64, (p + r) as i64];
+        let on = |v: &[i64]| Tensor::from_slice(v).view(shape).to_device(device);
+        Self {
+            input_ids: on(&ids),
+            documents: Documents {
+                position_ids: on(&pos),
+                document_ids: on(&docs),
+            },
+            responses: Tensor::from_slice(&b.response_ids)
+                .view([b.rows as i64, r as i64])
+                .to_device(device),
+            prompt_cols: p as i64,
+        }
+    }
+
+    /// Token ids `[rows, prompt_cols + cols]`.
+    pub(crate) fn input_ids(&self) -> &Tensor {
+        &self.input_ids
+    }
+
+    /// Each token's document and position.
+    pub(crate) fn documents(&self) -> &Documents {
+        &self.documents
+    }
+
+    /// Response token ids `[rows, cols]`.
+    pub(crate) fn responses(&self) -> &Tensor {
+        &self.responses
+    }
+
+    /// The states each response token is generated from, out of the final hidden states `h`
+    /// `[rows, prompt_cols + cols, hidden]`: the prompt's last position's, then each response
+    /// token's but the last.
+    pub(crate) fn response_states(&self, h: &Tensor) -> Tensor {
+        let r = self.responses.size()[1];
+        h.narrow(1, self.prompt_cols - 1, r)
+    }
 }
 
 /// The log-probability of each `chosen` token (`[..]`) in `distribution`, from the full
@@ -291,6 +385,20 @@ pub(crate) struct Sums {
     pub abs_log_ratio: f64,
     pub max_abs_log_ratio: f64,
     pub approx_kl: f64,
+}
+
+impl Sums {
+    /// Add another micro-batch's sums (the maximum stays a maximum).
+    pub(crate) fn add(&mut self, o: &Sums) {
+        self.pg_loss += o.pg_loss;
+        self.kl += o.kl;
+        self.clipped += o.clipped;
+        self.ratio += o.ratio;
+        self.entropy += o.entropy;
+        self.abs_log_ratio += o.abs_log_ratio;
+        self.max_abs_log_ratio = self.max_abs_log_ratio.max(o.max_abs_log_ratio);
+        self.approx_kl += o.approx_kl;
+    }
 }
 
 /// One micro-batch's per-token tensors, `[rows, cols]`, as the surrogate reads them.

@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::preference::PreferenceMetrics;
 
 /// The sums of `values` over `group`'s ranks (the values themselves without one).
-fn sums_over(group: Option<&ProcessGroup>, device: Device, values: &[f64]) -> Result<Vec<f64>> {
+pub(super) fn sums_over(group: Option<&ProcessGroup>, device: Device, values: &[f64]) -> Result<Vec<f64>> {
     let Some(group) = group else {
         return Ok(values.to_vec());
     };

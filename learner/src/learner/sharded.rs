@@ -1,5 +1,6 @@
 //! The learner under ZeRO-3 ([`crate::zero`]): language-model and preference-pair (DPO-family)
-//! steps and evaluation run the model one parameter unit at a time, gathering each unit from its shards; saving and
+//! steps and evaluation (and RL policy steps, in [`super::rl`]) run the model one parameter unit
+//! at a time, gathering each unit from its shards; saving and
 //! exporting gather the whole model for the moment they need it. Checkpoints hold the whole
 //! model (written by rank 0) and one optimiser-state file per rank,
 //! `optimizer-rank{R}-of-{N}.safetensors`, so a run resumes on the same world size.
@@ -21,16 +22,18 @@ impl Learner {
     /// Train with ZeRO-3 over `group`: from here on this rank holds only its shard of the
     /// parameters, gradients and AdamW state (every rank must start from the same weights, and
     /// steps on its own share of the batch, as with [`Learner::set_data_parallel`]). Language
-    /// model and preference-pair steps; call before the first step, in f32 or after
-    /// [`Learner::set_bf16`], with no reference or value model attached.
+    /// model, preference-pair and RL policy steps (and the policy's log-probs); call before the
+    /// first step, in f32 or after [`Learner::set_bf16`], with no reference, value or reward
+    /// model attached.
     pub fn set_zero3(&mut self, group: ProcessGroup) -> Result<()> {
         if self.opt.steps_taken() > 0
             || self.critic.is_some()
             || self.reference.is_some()
+            || self.reward_model.is_some()
             || self.group.is_some()
         {
             return Err(LearnerError::Order(
-                "ZeRO-3 is set before the first step, without data parallelism, a reference or a value model",
+                "ZeRO-3 is set before the first step, without data parallelism, a reference, a value or a reward model",
             ));
         }
         let vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
@@ -165,7 +168,7 @@ impl Learner {
 
     /// The loss of a checked micro-batch of pairs from the final hidden states, divided by
     /// `n`; its statistics go to `metrics`.
-    fn pair_loss<'a>(
+    pub(super) fn pair_loss<'a>(
         &'a self,
         pb: &'a PreferenceBatch,
         loss: &'a PreferenceLoss,
