@@ -378,6 +378,8 @@ fn every_algorithm_and_correction_trains_and_logs_the_train_rollout_mismatch() {
             "rlvr.algorithm=gspo",
             "--set",
             "rlvr.loss_aggregation=sequence",
+            "--set",
+            "train.gradient_checkpointing=true",
         ],
         &["--set", "rlvr.algorithm=cispo", "--set", "rlvr.cliprange_low=1.0"],
         &["--set", "rlvr.algorithm=rloo"],

@@ -97,11 +97,26 @@ impl ScoreModel {
     /// The score of each row of `input_ids` `[rows, cols]` at its position in `last` `[rows]`:
     /// a reward model's reward for the sequence ending there.
     pub(crate) fn sequence_scores(&self, input_ids: &Tensor, last: &Tensor) -> Tensor {
-        let h = self.trunk.hidden_states(input_ids).to_kind(Kind::Float);
+        self.scores_at(&self.trunk.hidden_states(input_ids), last)
+    }
+
+    /// [`ScoreModel::sequence_scores`] from the trunk's final hidden states `h`.
+    pub(crate) fn scores_at(&self, h: &Tensor, last: &Tensor) -> Tensor {
+        let h = h.to_kind(Kind::Float);
         let hidden = h.size()[2];
         let at = last.view([-1, 1, 1]).expand([-1, 1, hidden], false);
         let h = h.gather(1, &at, false).squeeze_dim(1);
         h.matmul(&self.head.transpose(0, 1)).squeeze_dim(-1)
+    }
+
+    /// Back-propagate `loss` of the trunk's final hidden states with one layer's activations
+    /// held at a time ([`CausalLm::backward_checkpointed`]); returns the loss, detached.
+    pub(crate) fn backward_checkpointed(
+        &self,
+        input_ids: &Tensor,
+        loss: impl FnOnce(&Tensor) -> Tensor,
+    ) -> Tensor {
+        self.trunk.backward_checkpointed(input_ids, None, loss)
     }
 
     /// Save as the family's `…ForSequenceClassification` with one label (`model.*` and

@@ -127,8 +127,17 @@ fn a_reward_model_learns_the_preference_and_saves_as_a_sequence_classifier() {
     // A zero head scores every sequence 0: loss ln 2.
     let start = l.reward_eval(&b).unwrap();
     assert!((start.loss - 2f64.ln()).abs() < 1e-6, "{}", start.loss);
-    for _ in 0..30 {
-        l.reward_step(std::slice::from_ref(&b)).unwrap();
+    // The same steps with gradient checkpointing.
+    let mut checkpointed = learner(3e-3);
+    checkpointed.attach_critic().unwrap();
+    checkpointed.set_gradient_checkpointing(true);
+    for step in 0..30 {
+        let want = l.reward_step(std::slice::from_ref(&b)).unwrap();
+        let got = checkpointed.reward_step(std::slice::from_ref(&b)).unwrap();
+        assert!(
+            (got.loss - want.loss).abs() < 1e-5 && (got.grad_norm - want.grad_norm).abs() < 1e-4,
+            "checkpointed step {step}: {got:?} vs {want:?}"
+        );
     }
     let end = l.reward_eval(&b).unwrap();
     assert!(end.loss < 0.5 * start.loss, "{} -> {}", start.loss, end.loss);

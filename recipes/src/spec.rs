@@ -438,7 +438,8 @@ pub struct TrainSpec {
     pub total_tokens: Option<f64>,
     /// SFT loss reduction over tokens: `mean` or `sum` (Tülu 3 SFT).
     pub reduce_loss: ReduceLoss,
-    /// Recompute each decoder layer's activations in the backward pass.
+    /// Recompute each decoder layer's activations in the backward pass: LM, DPO, reward-model
+    /// and RL policy steps (PPO's value model keeps its activations).
     pub gradient_checkpointing: bool,
     /// Save every N optimiser steps, or at each epoch's end.
     pub checkpointing_steps: Checkpointing,

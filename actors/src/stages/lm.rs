@@ -173,7 +173,9 @@ pub(super) fn learner_config(stage: &Recipe, total: u64, device: tch::Device) ->
 
 /// The learner of a stage over `total` optimiser steps on `device`: loaded from `init` (the
 /// previous stage's or the recipe's model) or initialised from the stage's seed, in bf16 with
-/// f32 masters when `model.dtype` asks.
+/// f32 masters when `model.dtype` asks, checkpointing activations layer by layer when
+/// `train.gradient_checkpointing` asks (every objective: LM, preference, reward-model and policy
+/// steps).
 pub(super) fn new_learner(
     stage: &Recipe,
     total: u64,
@@ -182,10 +184,12 @@ pub(super) fn new_learner(
     tok: &Tokenizer,
 ) -> Result<Learner> {
     let config = learner_config(stage, total, device);
-    Ok(match init {
+    let mut learner = match init {
         Some(dir) => Learner::from_pretrained(dir, config)?,
         None => Learner::new(&model_config(stage, tok), config, stage.seed as i64),
-    })
+    };
+    learner.set_gradient_checkpointing(stage.train.gradient_checkpointing);
+    Ok(learner)
 }
 
 /// The training batch of sampler rows `rows`: examples padded to the longest, or packed rows
@@ -366,7 +370,6 @@ pub(super) fn train(
         .max_steps
         .unwrap_or_else(|| (rows * t.num_train_epochs).div_ceil(per_step));
     let mut learner = new_learner(stage, total, device, init, &tok)?;
-    learner.set_gradient_checkpointing(t.gradient_checkpointing);
     let layout = super::ranked::distribute(&mut learner, stage, group)?;
     let objective = Objective::Lm(match t.reduce_loss {
         ReduceLoss::Mean => Reduction::Mean,

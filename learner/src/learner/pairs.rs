@@ -119,9 +119,10 @@ impl Learner {
         Ok(self.preference_from(&sums, &counts, pb, loss))
     }
 
-    /// One optimiser step on preference pairs (gradient accumulation over `micro_batches`);
-    /// metrics are averaged over the micro-batches and, over several ranks (data-parallel or
-    /// ZeRO-3, each stepping on its own pairs), over the ranks.
+    /// One optimiser step on preference pairs (gradient accumulation over `micro_batches`, each
+    /// checkpointed layer by layer when gradient checkpointing is on); metrics are averaged
+    /// over the micro-batches and, over several ranks (data-parallel or ZeRO-3, each stepping
+    /// on its own pairs), over the ranks.
     pub fn preference_step(
         &mut self,
         micro_batches: &[PreferenceBatch],
@@ -134,6 +135,15 @@ impl Learner {
         self.opt.zero_grad();
         let mut sum = PreferenceMetrics::default();
         for b in micro_batches {
+            if self.gradient_checkpointing {
+                self.check_pairs(b, loss)?;
+                let mut m = PreferenceMetrics::default();
+                let input = self.tensor(&b.batch.input_ids, &b.batch);
+                let pair_loss = self.pair_loss(b, loss, n, &mut m);
+                let _loss = self.model.backward_checkpointed(&input, None, pair_loss);
+                sum.add_share(&m, n);
+                continue;
+            }
             let (l, m) = self.preference_loss(b, loss)?;
             (l / n).backward();
             sum.add_share(&m, n);
@@ -163,39 +173,36 @@ impl Learner {
     /// Bradley–Terry loss `−log σ(r_c − r_r)` (mean over pairs) and its statistics.
     fn reward_loss(&self, pb: &PreferenceBatch) -> Result<(Tensor, PreferenceMetrics)> {
         let critic = self.critic.as_ref().ok_or(LearnerError::Missing("value model"))?;
+        let last = self.reward_rows(pb)?;
+        let scores = critic
+            .model
+            .sequence_scores(&self.tensor(&pb.batch.input_ids, &pb.batch), &last);
+        Ok(reward_from_scores(&scores, pb))
+    }
+
+    /// Check a batch of pairs for the reward model; each row's last labelled position (the
+    /// EOS that ends the answer), where it is scored.
+    fn reward_rows(&self, pb: &PreferenceBatch) -> Result<Tensor> {
         let b = &pb.batch;
         self.check_tokens(&b.input_ids, b.rows, b.cols)?;
-        let n = pb.pairs() as i64;
-        if b.rows as i64 != 2 * n || n == 0 {
+        let n = pb.pairs();
+        if b.rows != 2 * n || n == 0 {
             return Err(LearnerError::Batch(format!(
                 "a preference batch needs an even, non-zero number of rows, got {}",
                 b.rows
             )));
         }
-        // Each row is scored at its last labelled token (the EOS that ends the answer).
         let last: Vec<i64> = b
             .labels
             .chunks(b.cols)
             .map(|row| row.iter().rposition(|&l| l != IGNORE).unwrap_or(b.cols - 1) as i64)
             .collect();
-        let last = Tensor::from_slice(&last).to_device(self.config.device);
-        let scores = critic.model.sequence_scores(&self.tensor(&b.input_ids, b), &last);
-        let (chosen, rejected) = (scores.narrow(0, 0, n), scores.narrow(0, n, n));
-        let losses = preference::bradley_terry(&chosen, &rejected);
-        let mean = |t: &Tensor| t.mean(Kind::Double).double_value(&[]);
-        let metrics = PreferenceMetrics {
-            loss: mean(&losses),
-            accuracy: mean(&chosen.gt_tensor(&rejected).to_kind(Kind::Double)),
-            chosen_reward: mean(&chosen.detach()),
-            rejected_reward: mean(&rejected.detach()),
-            tokens: b.loss_tokens() as u64,
-            ..PreferenceMetrics::default()
-        };
-        Ok((losses.mean(Kind::Float), metrics))
+        Ok(Tensor::from_slice(&last).to_device(self.config.device))
     }
 
     /// One optimiser step of the value model as a reward model on preference pairs
-    /// (Bradley–Terry; gradient accumulation over `micro_batches`), at the policy's schedule.
+    /// (Bradley–Terry; gradient accumulation over `micro_batches`, each checkpointed layer by
+    /// layer when gradient checkpointing is on), at the policy's schedule.
     /// Needs [`Learner::attach_critic`] first.
     pub fn reward_step(&mut self, micro_batches: &[PreferenceBatch]) -> Result<PreferenceMetrics> {
         self.unsharded("reward-model steps do not run under ZeRO-3 yet")?;
@@ -207,8 +214,24 @@ impl Learner {
             .zero_grad();
         let mut sum = PreferenceMetrics::default();
         for b in micro_batches {
-            let (l, m) = self.reward_loss(b)?;
-            (l / n).backward();
+            let m = match (self.gradient_checkpointing, &self.critic) {
+                (true, Some(critic)) => {
+                    let last = self.reward_rows(b)?;
+                    let mut m = PreferenceMetrics::default();
+                    let input = self.tensor(&b.batch.input_ids, &b.batch);
+                    let _loss = critic.model.backward_checkpointed(&input, |h| {
+                        let (l, metrics) = reward_from_scores(&critic.model.scores_at(h, &last), b);
+                        m = metrics;
+                        l / n
+                    });
+                    m
+                }
+                _ => {
+                    let (l, m) = self.reward_loss(b)?;
+                    (l / n).backward();
+                    m
+                }
+            };
             sum.loss += m.loss / n;
             sum.accuracy += m.accuracy / n;
             sum.chosen_reward += m.chosen_reward / n;
@@ -243,4 +266,22 @@ impl Learner {
             .model
             .save(dir)
     }
+}
+
+/// The Bradley–Terry loss (mean over pairs) of a reward model's `scores` of `pb`'s rows (the
+/// chosen sides first), with its statistics.
+fn reward_from_scores(scores: &Tensor, pb: &PreferenceBatch) -> (Tensor, PreferenceMetrics) {
+    let n = pb.pairs() as i64;
+    let (chosen, rejected) = (scores.narrow(0, 0, n), scores.narrow(0, n, n));
+    let losses = preference::bradley_terry(&chosen, &rejected);
+    let mean = |t: &Tensor| t.mean(Kind::Double).double_value(&[]);
+    let metrics = PreferenceMetrics {
+        loss: mean(&losses),
+        accuracy: mean(&chosen.gt_tensor(&rejected).to_kind(Kind::Double)),
+        chosen_reward: mean(&chosen.detach()),
+        rejected_reward: mean(&rejected.detach()),
+        tokens: pb.batch.loss_tokens() as u64,
+        ..PreferenceMetrics::default()
+    };
+    (losses.mean(Kind::Float), metrics)
 }
