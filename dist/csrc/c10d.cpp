@@ -136,6 +136,26 @@ void* rlvr_c10d_new(const char* host, int port, int rank, int world, int backend
   return group;
 }
 
+// A Gloo group of the same ranks as `of`, rendezvousing through its store under `prefix`: a
+// second group alive beside the first (a new TCPStore would not get the port).
+void* rlvr_c10d_gloo_sibling(void* of, int rank, int world, const char* host, const char* prefix,
+                             long timeout_ms, char** err) {
+  Group* group = nullptr;
+  guarded(err, [&] {
+    auto* parent = static_cast<Group*>(of);
+    auto store = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), parent->store);
+    auto options = c10d::ProcessGroupGloo::Options::create(std::chrono::milliseconds(timeout_ms));
+    std::string h(host);
+    bool loopback = h == "127.0.0.1" || h == "localhost" || h == "::1";
+    options->devices.push_back(loopback ? c10d::ProcessGroupGloo::createDeviceForHostname(h)
+                                        : c10d::ProcessGroupGloo::createDefaultDevice());
+    c10::intrusive_ptr<c10d::Backend> pg =
+        c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, options);
+    group = new Group{store, pg};
+  });
+  return group;
+}
+
 // Shut the backend down (NCCL frees its communicators; a no-op for Gloo), then free the group.
 void rlvr_c10d_free(void* group) {
   auto* g = static_cast<Group*>(group);

@@ -18,6 +18,15 @@ extern "C" {
         timeout_ms: c_long,
         err: *mut *mut c_char,
     ) -> *mut c_void;
+    pub fn rlvr_c10d_gloo_sibling(
+        of: *mut c_void,
+        rank: c_int,
+        world: c_int,
+        host: *const c_char,
+        prefix: *const c_char,
+        timeout_ms: c_long,
+        err: *mut *mut c_char,
+    ) -> *mut c_void;
     pub fn rlvr_c10d_free(group: *mut c_void);
     pub fn rlvr_c10d_all_reduce(
         group: *mut c_void,

@@ -193,6 +193,43 @@ impl ProcessGroup {
         })
     }
 
+    /// A Gloo group of the same ranks, alive beside this one, that rendezvous through this
+    /// group's store under `prefix` (every rank calls it): e.g. a CPU side channel beside an
+    /// NCCL group, with its own `timeout` for each collective. `host` is the rendezvous host
+    /// (`MASTER_ADDR`), which picks Gloo's network device.
+    pub fn gloo_sibling(&self, host: &str, prefix: &str, timeout: Duration) -> Result<Self> {
+        let text = |name: &'static str, s: &str| {
+            CString::new(s).map_err(|_| DistError::Env {
+                name,
+                message: "contains a NUL byte".into(),
+            })
+        };
+        let (host, prefix) = (text("MASTER_ADDR", host)?, text("prefix", prefix)?);
+        let mut err = std::ptr::null_mut();
+        // SAFETY: a live group and valid C strings for the call's duration; the shim catches
+        // every exception.
+        let raw = unsafe {
+            ffi::rlvr_c10d_gloo_sibling(
+                self.raw,
+                self.rank as i32,
+                self.world_size as i32,
+                host.as_ptr(),
+                prefix.as_ptr(),
+                timeout.as_millis().min(i64::MAX as u128) as _,
+                &mut err,
+            )
+        };
+        if raw.is_null() {
+            check(0, err)?;
+        }
+        Ok(Self {
+            raw,
+            rank: self.rank,
+            world_size: self.world_size,
+            backend: Backend::Gloo,
+        })
+    }
+
     /// This process's rank.
     pub fn rank(&self) -> usize {
         self.rank

@@ -220,3 +220,22 @@ fn weights_reach_every_rank_in_buckets_whole_and_in_order() {
         );
     }
 }
+
+#[test]
+fn a_sibling_group_lives_beside_its_parent_on_the_same_store() {
+    let results = on_ranks(2, |g| {
+        let side = g
+            .gloo_sibling("127.0.0.1", "side", Duration::from_secs(30))
+            .unwrap();
+        // Both groups work, interleaved, each with its own collectives.
+        let mut a = Tensor::from_slice(&[g.rank() as f32 + 1.0]);
+        g.all_reduce(&mut a, ReduceOp::Sum).unwrap();
+        let mut b = Tensor::from_slice(&[10.0 * (side.rank() as f32 + 1.0)]);
+        side.broadcast(&mut b, 1).unwrap();
+        g.all_reduce(&mut a, ReduceOp::Sum).unwrap();
+        (a.double_value(&[0]), b.double_value(&[0]), side.world_size())
+    });
+    for (a, b, world) in results {
+        assert_eq!((a, b, world), (6.0, 20.0, 2));
+    }
+}
