@@ -696,3 +696,74 @@ fn a_pipeline_hands_its_reward_model_to_ppo_not_as_the_next_policy() {
     assert!(ppo["vf_loss"].as_f64().unwrap().is_finite(), "{ppo}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Each RL step's reward and learner metrics in `dir`'s `metrics.jsonl`.
+fn rl_steps(dir: &Path) -> Vec<[f64; 5]> {
+    metrics(dir)
+        .iter()
+        .filter(|r| r["stage"] == "rlvr" && r.get("grad_norm").is_some())
+        .map(|r| ["reward_mean", "loss", "pg_loss", "vf_loss", "grad_norm"].map(|k| r[k].as_f64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn an_rlvr_stage_over_two_learner_ranks_takes_the_steps_of_one() {
+    let dir = tmp("rl-ranks");
+    let small = [
+        "--set",
+        "rlvr.local_rollout_batch_size=4",
+        "--set",
+        "rlvr.local_mini_batch_size=16",
+        "--set",
+        "rlvr.num_mini_batches=2",
+        "--set",
+        "rlvr.local_rollout_forward_batch_size=4",
+    ];
+    let ppo = [
+        "--set",
+        "rlvr.algorithm=ppo",
+        "--set",
+        "rlvr.num_samples_per_prompt=1",
+        "--set",
+        "rlvr.kl_estimator=kl1",
+        "--set",
+        "rlvr.local_rollout_batch_size=32",
+    ];
+    // GRPO without a reference over ZeRO-3 shards; PPO (value model, KL in the reward)
+    // data-parallel.
+    let zero3: Vec<&str> = small.iter().copied().chain(["--set", "rlvr.beta=0"]).collect();
+    let data_parallel: Vec<&str> = small.iter().copied().chain(ppo).collect();
+    for (name, common, layout) in [
+        ("zero3-grpo", zero3, "launch.zero_stage=3"),
+        ("dp-ppo", data_parallel, "launch.zero_stage=0"),
+    ] {
+        let one = dir.join(format!("{name}-1"));
+        let out = short_rlvr(&one, 3, &common);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let two = dir.join(format!("{name}-2"));
+        let mut args = common.clone();
+        args.extend(["--set", "learner.world_size=2", "--set", layout]);
+        let out = short_rlvr(&two, 3, &args);
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+        let (want, got) = (rl_steps(&one), rl_steps(&two));
+        assert_eq!(want.len(), 3, "{name}");
+        assert!(
+            want.iter().any(|s| s[4] > 1e-3),
+            "{name}: some step must learn: {want:?}"
+        );
+        for (step, (w, g)) in want.iter().zip(&got).enumerate() {
+            for (k, (a, b)) in w.iter().zip(g).enumerate() {
+                assert!((a - b).abs() < 1e-5, "{name} step {step} metric {k}: {a} vs {b}");
+            }
+        }
+        assert!(two.join("tiny-arith-rlvr/trainer_state.json").is_file(), "{name}");
+    }
+    // What ZeRO-3 ranks do not shard yet is refused by key.
+    let out = short_rlvr(
+        &dir.join("refused"),
+        1,
+        &["--set", "learner.world_size=2", "--set", "launch.zero_stage=3"],
+    );
+    assert_refused(&out, "rlvr.beta");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use super::broadcast::{BroadcastMsg, Broadcaster, LatestWeights, Weights};
 use super::control::{self, ControlSocket, Controls};
 use super::data::{DataActor, DataArgs, DataMsg, Prompt};
-use super::learner::{LearnSettings, LearnerActor, LearnerMsg};
+use super::learner::{LearnSettings, LearnerActor, LearnerMsg, Ranks};
 use super::pool::{Pool, PoolArgs};
 use super::recruiter::{Recruiter, RecruiterArgs};
 use super::rollout::RolloutWorker;
@@ -109,6 +109,8 @@ pub struct ControllerArgs {
     pub learner: Learner,
     /// How the learner steps.
     pub learn: LearnSettings,
+    /// The other learner ranks, when the learner is spread over several.
+    pub ranks: Option<Ranks>,
     /// Model directory the rollout engines start from.
     pub model_dir: PathBuf,
     /// Training prompts.
@@ -455,7 +457,8 @@ impl Actor for Controller {
             };
             Actor::spawn_linked(None, Recruiter, recruiter, cell.clone()).await?;
         }
-        let (learner, _) = Actor::spawn_linked(None, LearnerActor, (args.learner, args.learn), cell).await?;
+        let (learner, _) =
+            Actor::spawn_linked(None, LearnerActor, (args.learner, args.learn, args.ranks), cell).await?;
         let control = match &args.control {
             Some(path) => {
                 let progress = Arc::new(Mutex::new(control::Progress {

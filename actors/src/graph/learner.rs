@@ -1,17 +1,26 @@
-//! Learner actor: owns the policy being trained (one rank until ZeRO-3 shards it), its frozen
-//! reference and, for PPO, the value model. One message per RL step: the scored samples in; with
-//! an off-policy correction, the policy's own log-probs of them and each token's weight;
-//! optimiser steps over mini-batches and epochs (the first measures the train/rollout
-//! mismatch); the new weights out for the broadcaster.
+//! Learner actor: owns the policy being trained, its frozen reference and, for PPO, the value
+//! model. One message per RL step: the scored samples in; with an off-policy correction, the
+//! policy's own log-probs of them and each token's weight; optimiser steps over mini-batches
+//! and epochs (the first measures the train/rollout mismatch); the new weights out for the
+//! broadcaster.
+//!
+//! Over several learner ranks (`learner.world_size`: ZeRO-3 shards or data-parallel copies) the
+//! actor is rank 0: before each collective it sends the same request to the other ranks
+//! ([`RankRequest`], over a Gloo group of their own), which [`follow`] it; every rank steps on
+//! its share of each mini-batch ([`share`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use anyhow::{anyhow, bail, Context};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rlvr_core::{PolicyBatch, PolicySample};
+use rlvr_dist::ProcessGroup;
 use rlvr_learner::off_policy::{Correction, Mismatch};
 use rlvr_learner::policy::{PolicyLoss, PolicyMetrics};
 use rlvr_learner::Learner;
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
 
 use super::broadcast::Weights;
 
@@ -79,10 +88,99 @@ pub enum LearnerMsg {
 pub struct LearnerState {
     learner: Option<Learner>,
     settings: LearnSettings,
+    ranks: Option<Ranks>,
 }
 
 /// The learner actor.
 pub struct LearnerActor;
+
+/// What rank 0 asks of the other learner ranks: the collectives they must join.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RankRequest {
+    /// Learn from one RL step's samples (each rank takes its share), then export the weights.
+    Learn(Vec<PolicySample>),
+    /// Save a checkpoint into a directory.
+    Save(PathBuf),
+    /// Save the model alone into a directory.
+    SaveModel(PathBuf),
+    /// The stage is over.
+    Stop,
+}
+
+/// The other learner ranks, seen from rank 0: the group requests go over.
+pub struct Ranks {
+    /// A Gloo group of every learner rank, for requests only.
+    pub requests: ProcessGroup,
+}
+
+impl Ranks {
+    /// Send `request` to every other rank.
+    pub fn send(&self, request: &RankRequest) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec(request)?;
+        let mut len = Tensor::from_slice(&[bytes.len() as i64]);
+        self.requests.broadcast(&mut len, 0)?;
+        let mut payload = Tensor::from_slice(&bytes);
+        self.requests.broadcast(&mut payload, 0)?;
+        Ok(())
+    }
+}
+
+/// The other ranks stop when rank 0's learner goes, however the stage ended.
+impl Drop for Ranks {
+    fn drop(&mut self) {
+        if let Err(e) = self.send(&RankRequest::Stop) {
+            tracing::warn!("telling the other learner ranks to stop: {e:#}");
+        }
+    }
+}
+
+/// Wait for rank 0's next request.
+fn receive(requests: &ProcessGroup) -> anyhow::Result<RankRequest> {
+    let mut len = Tensor::from_slice(&[0i64]);
+    requests.broadcast(&mut len, 0)?;
+    let mut payload = Tensor::zeros([len.int64_value(&[0])], (Kind::Uint8, tch::Device::Cpu));
+    requests.broadcast(&mut payload, 0)?;
+    let bytes = Vec::<u8>::try_from(&payload).map_err(|e| anyhow!("reading a rank request: {e}"))?;
+    serde_json::from_slice(&bytes).context("a rank request from rank 0")
+}
+
+/// A learner rank other than 0: take rank 0's requests, joining its collectives, until it
+/// says the stage is over.
+pub fn follow(mut learner: Learner, s: &LearnSettings, requests: &ProcessGroup) -> anyhow::Result<()> {
+    loop {
+        match receive(requests)? {
+            RankRequest::Learn(samples) => {
+                learn(&mut learner, samples, s)?;
+            }
+            RankRequest::Save(dir) => learner.save_checkpoint(&dir)?,
+            RankRequest::SaveModel(dir) => learner.save_model(&dir)?,
+            RankRequest::Stop => return Ok(()),
+        }
+    }
+}
+
+/// This rank's micro-batches of a mini-batch of `samples`: the mini-batch split into one
+/// contiguous share per rank, each share into the same number of micro-batches on every rank
+/// (so their collectives pair up), of about `micro_batch` samples. A mini-batch smaller than
+/// the group is an error.
+pub fn share(
+    samples: &[PolicySample],
+    micro_batch: usize,
+    rank: usize,
+    world: usize,
+) -> anyhow::Result<Vec<&[PolicySample]>> {
+    let n = samples.len();
+    if n < world {
+        bail!("a mini-batch of {n} responses cannot be shared by {world} learner ranks");
+    }
+    let bounds = |r: usize| r * n / world;
+    let mine = &samples[bounds(rank)..bounds(rank + 1)];
+    let (smallest, largest) = (n / world, n.div_ceil(world));
+    let parts = largest.div_ceil(micro_batch.max(1)).min(smallest).max(1);
+    Ok((0..parts)
+        .map(|p| &mine[p * mine.len() / parts..(p + 1) * mine.len() / parts])
+        .collect())
+}
 
 fn learn(
     learner: &mut Learner,
@@ -107,10 +205,13 @@ fn learn(
     }
     let proximal_s = started.elapsed().as_secs_f64();
     let mut steps = Vec::new();
+    let (rank, world) = learner
+        .with_group(|g| (g.rank(), g.world_size()))
+        .unwrap_or((0, 1));
     for _ in 0..s.epochs.max(1) {
         for mini in samples.chunks(s.mini_batch.max(1)) {
-            let micro: Vec<PolicyBatch> = mini
-                .chunks(s.micro_batch.max(1))
+            let micro: Vec<PolicyBatch> = share(mini, s.micro_batch, rank, world)?
+                .into_iter()
                 .map(|m| PolicyBatch::from_samples(m, s.pad_id))
                 .collect();
             steps.push(learner.policy_step(&micro, &s.loss)?);
@@ -172,20 +273,28 @@ fn score(learner: &Learner, samples: &[PolicySample], s: &LearnSettings) -> anyh
 }
 
 impl LearnerState {
-    /// Run `f` on the learner on a blocking thread.
+    /// Run `f` on the learner on a blocking thread; with other learner ranks, `request` goes to
+    /// them first, so they join its collectives.
     async fn run<T: Send + 'static>(
         &mut self,
-        f: impl FnOnce(&mut Learner, &LearnSettings) -> T + Send + 'static,
-    ) -> Result<T, ActorProcessingErr> {
+        request: Option<RankRequest>,
+        f: impl FnOnce(&mut Learner, &LearnSettings) -> anyhow::Result<T> + Send + 'static,
+    ) -> Result<anyhow::Result<T>, ActorProcessingErr> {
         let mut learner = self.learner.take().ok_or("learner lost by an earlier failure")?;
         let settings = self.settings;
-        let (learner, out) = tokio::task::spawn_blocking(move || {
-            let out = f(&mut learner, &settings);
+        let ranks = self.ranks.take();
+        let (learner, ranks, out) = tokio::task::spawn_blocking(move || {
+            let sent = match (&ranks, &request) {
+                (Some(ranks), Some(request)) => ranks.send(request),
+                _ => Ok(()),
+            };
+            let out = sent.and_then(|()| f(&mut learner, &settings));
             super::memory::return_freed_memory();
-            (learner, out)
+            (learner, ranks, out)
         })
         .await?;
         self.learner = Some(learner);
+        self.ranks = ranks;
         Ok(out)
     }
 }
@@ -193,16 +302,17 @@ impl LearnerState {
 impl Actor for LearnerActor {
     type Msg = LearnerMsg;
     type State = LearnerState;
-    type Arguments = (Learner, LearnSettings);
+    type Arguments = (Learner, LearnSettings, Option<Ranks>);
 
     async fn pre_start(
         &self,
         _myself: ActorRef<LearnerMsg>,
-        (learner, settings): (Learner, LearnSettings),
+        (learner, settings, ranks): (Learner, LearnSettings, Option<Ranks>),
     ) -> Result<LearnerState, ActorProcessingErr> {
         Ok(LearnerState {
             learner: Some(learner),
             settings,
+            ranks,
         })
     }
 
@@ -214,22 +324,30 @@ impl Actor for LearnerActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             LearnerMsg::Learn(samples, reply) => {
-                let out = state.run(move |l, s| learn(l, samples, s)).await?;
+                // The other ranks take the samples before they are consumed.
+                let request = state.ranks.as_ref().map(|_| RankRequest::Learn(samples.clone()));
+                let out = state.run(request, move |l, s| learn(l, samples, s)).await?;
                 let _ = reply.send(out);
             }
             LearnerMsg::Score(samples, reply) => {
-                let out = state.run(move |l, s| score(l, &samples, s)).await?;
+                let out = state.run(None, move |l, s| score(l, &samples, s)).await?;
                 let _ = reply.send(out);
             }
             LearnerMsg::Save(dir, reply) => {
+                let request = Some(RankRequest::Save(dir.clone()));
                 let out = state
-                    .run(move |l, _| l.save_checkpoint(&dir).map_err(anyhow::Error::from))
+                    .run(request, move |l, _| {
+                        l.save_checkpoint(&dir).map_err(anyhow::Error::from)
+                    })
                     .await?;
                 let _ = reply.send(out);
             }
             LearnerMsg::SaveModel(dir, reply) => {
+                let request = Some(RankRequest::SaveModel(dir.clone()));
                 let out = state
-                    .run(move |l, _| l.save_model(&dir).map_err(anyhow::Error::from))
+                    .run(request, move |l, _| {
+                        l.save_model(&dir).map_err(anyhow::Error::from)
+                    })
                     .await?;
                 let _ = reply.send(out);
             }

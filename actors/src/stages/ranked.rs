@@ -1,7 +1,8 @@
 //! A stage spread over `learner.world_size` local ranks: `rlvr run` starts that many processes
 //! of the hidden `rlvr stage-rank`, each of which joins the group torchrun's variables describe
 //! (Gloo on CPU, NCCL on each rank's GPU) and trains its share of every batch, with ZeRO-3
-//! (`launch.zero_stage = 3`) or data-parallel; rank 0 keeps the log and writes the records.
+//! (`launch.zero_stage = 3`) or data-parallel; rank 0 keeps the log and writes the records. In
+//! an RLVR stage rank 0 also runs the actor graph, and the other ranks follow its learner.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use rlvr_learner::Learner;
 use rlvr_recipes::spec::StageKind;
 use rlvr_recipes::Recipe;
 
-use super::{lm, preference};
+use super::{lm, preference, rlvr};
 use crate::metrics::MetricsLog;
 
 /// Run `stage` as `stage.learner.world_size` local ranks; returns the final model's directory.
@@ -48,6 +49,18 @@ pub fn run_rank(stage: &Recipe, out: &Path, init: Option<&Path>, resume: bool) -
         0 => Some(MetricsLog::open(&out.join("metrics.jsonl"))?),
         _ => None,
     };
+    if stage.kind == Some(StageKind::Rlvr) {
+        // Rank 0's requests wait out a whole step's rollouts: no short timeout.
+        let requests = group.gloo_sibling(&rdv.host, "rlvr-requests", Duration::from_secs(7 * 24 * 3600))?;
+        let ranks = rlvr::LearnerRanks { group, requests };
+        return match metrics {
+            Some(log) => {
+                let log = log.for_stage(&stage.name)?;
+                rlvr::lead(stage, out, init, resume, &log, None, &[], Some(ranks)).map(drop)
+            }
+            None => rlvr::follow(stage, out, init, resume, device, ranks),
+        };
+    }
     let metrics = metrics.as_mut();
     match stage.kind {
         Some(StageKind::Pretrain | StageKind::Sft) => {

@@ -15,6 +15,8 @@ use rlvr_core::SamplingParams;
 use rlvr_data::arith::Split;
 use rlvr_data::mix::MixReport;
 use rlvr_data::{rlvr_row, At, Builtin, Tokenizer};
+use rlvr_dist::ProcessGroup;
+use rlvr_learner::Learner;
 use rlvr_recipes::spec::{MixEntry, RlvrSpec};
 use rlvr_recipes::Recipe;
 use rlvr_verifiers::{Mode, PluginVerifier, Registry, Verifier, WeightedSum};
@@ -23,7 +25,7 @@ use serde_json::json;
 use crate::cluster::Listen;
 use crate::graph::controller::{Controller, ControllerArgs, EvalTasks, LoopSettings, Progress};
 use crate::graph::data::Prompt;
-use crate::graph::learner::LearnSettings;
+use crate::graph::learner::{LearnSettings, Ranks};
 use crate::metrics::MetricsLog;
 use crate::UsageError;
 
@@ -88,6 +90,7 @@ pub fn check(stage: &Recipe) -> Result<()> {
     let algorithm = Algorithm::from_spec(&stage.name, rl)?;
     reward::composition(&stage.name, rl, algorithm.dynamic_sampling.is_some())?;
     check_verifiers(stage, rl)?;
+    check_sharded(stage, rl, &algorithm)?;
     if rl.num_evals == 0 {
         bail!(UsageError(format!(
             "stage `{}`: rlvr.num_evals = 0: must be >= 1 (held-out evaluations over the run; 1 means at the start and the end)",
@@ -203,6 +206,43 @@ fn check_verifiers(stage: &Recipe, rl: &RlvrSpec) -> Result<()> {
     Ok(())
 }
 
+/// Refuse what the learner does not run over ZeRO-3 ranks yet (`learner.world_size` > 1 with
+/// `launch.zero_stage = 3`): the frozen reference, the value model, a reward model and the
+/// proximal log-probs of an off-policy correction are not sharded. Data-parallel ranks run
+/// them all.
+fn check_sharded(stage: &Recipe, rl: &RlvrSpec, algorithm: &Algorithm) -> Result<()> {
+    if stage.learner.world_size < 2 || stage.launch.zero_stage < 3 {
+        return Ok(());
+    }
+    let unsharded = [
+        ("beta", rl.beta > 0.0, "the frozen reference policy (β > 0)"),
+        (
+            "algorithm",
+            algorithm.estimator.needs_values(),
+            "PPO's value model",
+        ),
+        (
+            "reward_model_multiplier",
+            rl.reward_model_multiplier != 0.0,
+            "the reward model",
+        ),
+        (
+            "off_policy_correction",
+            algorithm.correction.is_active(),
+            "the proximal log-probs of an off-policy correction",
+        ),
+    ];
+    if let Some((key, _, what)) = unsharded.iter().find(|u| u.1) {
+        bail!(UsageError(format!(
+            "stage `{}`: rlvr.{key}: {what} does not run over ZeRO-3 learner ranks yet \
+             (learner.world_size = {}, launch.zero_stage = 3): set launch.zero_stage = 0 to run \
+             the ranks data-parallel, or learner.world_size = 1",
+            stage.name, stage.learner.world_size
+        )));
+    }
+    Ok(())
+}
+
 /// The longest prompt a stage keeps: `rlvr.max_prompt_token_length`, or `rlvr.max_token_length`
 /// when smaller (open-instruct filters rows on both).
 pub(crate) fn prompt_limit(rl: &RlvrSpec) -> usize {
@@ -222,7 +262,9 @@ pub(crate) fn inspect(
     Ok((tok, prompts, prompt_limit(rl), report))
 }
 
-/// Run the stage; returns the directory of the final model.
+/// Run the stage; returns the directory of the final model. With `learner.world_size` > 1 the
+/// stage runs as that many local learner ranks ([`super::ranked`]): rank 0 runs the actor
+/// graph ([`lead`]), the others [`follow`] its learner.
 pub fn run(
     stage: &Recipe,
     out: &Path,
@@ -231,6 +273,164 @@ pub fn run(
     metrics: &MetricsLog,
     listen: Option<&Listen>,
     extra_verifiers: &[Arc<dyn Verifier>],
+) -> Result<PathBuf> {
+    if stage.learner.world_size > 1 {
+        if listen.is_some() || !extra_verifiers.is_empty() {
+            bail!(UsageError(format!(
+                "stage `{}`: learner.world_size = {} runs the stage in rank processes, which \
+                 neither listen for worker nodes nor hold a library caller's verifiers: use one \
+                 learner rank with --listen or extra verifiers",
+                stage.name, stage.learner.world_size
+            )));
+        }
+        return super::ranked::spawn(stage, out, init, resume);
+    }
+    lead(stage, out, init, resume, metrics, listen, extra_verifiers, None)
+}
+
+/// The learner ranks of a stage spread over several: the learner's own group (ZeRO-3 or
+/// data-parallel) and a Gloo group rank 0 sends its requests over.
+pub(crate) struct LearnerRanks {
+    /// The group the learner trains over.
+    pub group: ProcessGroup,
+    /// Rank 0's requests to the others.
+    pub requests: ProcessGroup,
+}
+
+/// How many steps a stage takes and what each holds.
+struct Geometry {
+    steps: u64,
+    prompts_per_step: usize,
+    samples_per_prompt: usize,
+    mini_batch: usize,
+    /// Optimiser steps (policy versions) per RL step.
+    versions_per_step: u64,
+}
+
+fn geometry(stage: &Recipe, rl: &RlvrSpec) -> Geometry {
+    let n = rl.num_samples_per_prompt.max(1) as usize;
+    let learners: u64 = rl.actor_num_gpus_per_node.iter().sum::<u64>().max(1);
+    let prompts_per_step = (rl.local_rollout_batch_size * learners) as usize;
+    let steps = stage
+        .train
+        .max_steps
+        .unwrap_or(rl.total_episodes / (prompts_per_step * n) as u64)
+        .max(1);
+    let mini_batch = rl.local_mini_batch_size.max(1) as usize;
+    Geometry {
+        steps,
+        prompts_per_step,
+        samples_per_prompt: n,
+        mini_batch,
+        versions_per_step: rl.num_epochs.max(1) * (prompts_per_step * n).div_ceil(mini_batch) as u64,
+    }
+}
+
+/// The policy learner as every learner rank builds it: from `init` or initialised, spread
+/// over `group` when there is one, with the frozen reference (β > 0) and the value model (PPO)
+/// the loss needs. Without `init`, the starting model is saved to `init_out` (a collective
+/// under ZeRO-3; rank 0 writes), where the rollout engines load it.
+#[allow(clippy::too_many_arguments)]
+fn policy_learner(
+    stage: &Recipe,
+    rl: &RlvrSpec,
+    algorithm: &Algorithm,
+    geometry: &Geometry,
+    init: Option<&Path>,
+    init_out: &Path,
+    tok: &Tokenizer,
+    device: tch::Device,
+    group: Option<ProcessGroup>,
+) -> Result<Learner> {
+    let optimizer_steps = geometry.steps * geometry.versions_per_step;
+    let mut learner = super::lm::new_learner(stage, optimizer_steps, device, init, tok)?;
+    super::ranked::distribute(&mut learner, stage, group)?;
+    if init.is_none() {
+        learner.save_model(init_out)?;
+    }
+    if rl.beta > 0.0 {
+        learner.freeze_reference()?;
+    }
+    if algorithm.estimator.needs_values() && rl.reward_model_path.is_empty() {
+        learner.attach_critic()?;
+    } else if algorithm.estimator.needs_values() {
+        // Tülu 3: the value model starts as the reward model.
+        learner.attach_critic_from(&super::resolve_model(&rl.reward_model_path)?)?;
+    }
+    Ok(learner)
+}
+
+/// How the learner turns a step's samples into optimiser steps.
+fn learn_settings(
+    rl: &RlvrSpec,
+    algorithm: &Algorithm,
+    geometry: &Geometry,
+    tok: &Tokenizer,
+) -> LearnSettings {
+    LearnSettings {
+        loss: algorithm.loss,
+        correction: algorithm.correction,
+        epochs: rl.num_epochs.max(1) as usize,
+        mini_batch: geometry.mini_batch,
+        micro_batch: rl.local_rollout_forward_batch_size.max(1) as usize,
+        pad_id: i64::from(tok.pad_id),
+    }
+}
+
+/// The stage's newest checkpoint, when resuming.
+fn resume_point(out: &Path, stage: &Recipe, resume: bool) -> Result<Option<(PathBuf, Progress)>> {
+    match resume {
+        true => super::latest_checkpoint::<Progress>(&out.join("checkpoints").join(&stage.name), |p| p.step),
+        false => Ok(None),
+    }
+}
+
+/// A learner rank other than 0: build the same learner as rank 0, restore the same
+/// checkpoint, and join rank 0's learner collectives until the stage ends.
+pub(crate) fn follow(
+    stage: &Recipe,
+    out: &Path,
+    init: Option<&Path>,
+    resume: bool,
+    device: tch::Device,
+    ranks: LearnerRanks,
+) -> Result<()> {
+    check(stage)?;
+    let rl = spec(stage)?;
+    let tok = super::tokenizer(stage, init)?;
+    let algorithm = Algorithm::from_spec(&stage.name, rl)?;
+    let geometry = geometry(stage, rl);
+    let init_out = out.join("checkpoints").join(&stage.name).join("init");
+    let mut learner = policy_learner(
+        stage,
+        rl,
+        &algorithm,
+        &geometry,
+        init,
+        &init_out,
+        &tok,
+        device,
+        Some(ranks.group),
+    )?;
+    if let Some((dir, saved)) = resume_point(out, stage, resume)? {
+        learner.load_checkpoint(&dir, saved.policy_version)?;
+    }
+    let learn = learn_settings(rl, &algorithm, &geometry, &tok);
+    crate::graph::learner::follow(learner, &learn, &ranks.requests)
+}
+
+/// Rank 0 of the stage (or its only rank): build the actor graph around the learner and run
+/// it; returns the directory of the final model.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn lead(
+    stage: &Recipe,
+    out: &Path,
+    init: Option<&Path>,
+    resume: bool,
+    metrics: &MetricsLog,
+    listen: Option<&Listen>,
+    extra_verifiers: &[Arc<dyn Verifier>],
+    ranks: Option<LearnerRanks>,
 ) -> Result<PathBuf> {
     let model_dir = out.join(&stage.name);
     let done_marker = model_dir.join("trainer_state.json");
@@ -260,40 +460,39 @@ pub fn run(
         &json!({"data.mix": train_mix, "data.eval_mix": eval_mix}),
     )?;
 
-    let n = rl.num_samples_per_prompt.max(1) as usize;
-    let learners: u64 = rl.actor_num_gpus_per_node.iter().sum::<u64>().max(1);
-    let prompts_per_step = (rl.local_rollout_batch_size * learners) as usize;
-    let steps = t
-        .max_steps
-        .unwrap_or(rl.total_episodes / (prompts_per_step * n) as u64)
-        .max(1);
-    let mini_batch = rl.local_mini_batch_size.max(1) as usize;
-    let versions_per_step = rl.num_epochs.max(1) * (prompts_per_step * n).div_ceil(mini_batch) as u64;
-    let optimizer_steps = steps * versions_per_step;
-    let (prefetch, in_flight) = Algorithm::staleness(&stage.name, rl, versions_per_step)?;
-    let mut learner = super::lm::new_learner(stage, optimizer_steps, device, init_dir.as_deref(), &tok)?;
+    let geometry = geometry(stage, rl);
+    let (steps, prompts_per_step, n) = (
+        geometry.steps,
+        geometry.prompts_per_step,
+        geometry.samples_per_prompt,
+    );
+    let (prefetch, in_flight) = Algorithm::staleness(&stage.name, rl, geometry.versions_per_step)?;
+    let algorithm = Algorithm::from_spec(&stage.name, rl)?;
+    let reward = reward::composition(&stage.name, rl, algorithm.dynamic_sampling.is_some())?;
     // Rollout engines load the starting weights from a directory.
+    let init_out = out.join("checkpoints").join(&stage.name).join("init");
+    let (group, requests) = match ranks {
+        Some(r) => (Some(r.group), Some(Ranks { requests: r.requests })),
+        None => (None, None),
+    };
+    let mut learner = policy_learner(
+        stage,
+        rl,
+        &algorithm,
+        &geometry,
+        init_dir.as_deref(),
+        &init_out,
+        &tok,
+        device,
+        group,
+    )?;
     let engine_dir: PathBuf = match &init_dir {
         Some(dir) => dir.clone(),
         None => {
-            let dir = out.join("checkpoints").join(&stage.name).join("init");
-            learner.save_model(&dir)?;
-            tok.save(&dir)?;
-            dir
+            tok.save(&init_out)?;
+            init_out
         }
     };
-    if rl.beta > 0.0 {
-        learner.freeze_reference()?;
-    }
-    let algorithm = Algorithm::from_spec(&stage.name, rl)?;
-    let reward = reward::composition(&stage.name, rl, algorithm.dynamic_sampling.is_some())?;
-    let is_ppo = algorithm.estimator.needs_values();
-    if is_ppo && rl.reward_model_path.is_empty() {
-        learner.attach_critic()?;
-    } else if is_ppo {
-        // Tülu 3: the value model starts as the reward model.
-        learner.attach_critic_from(&super::resolve_model(&rl.reward_model_path)?)?;
-    }
     if reward.reward_model_multiplier != 0.0 {
         let dir = super::resolve_model(&rl.reward_model_path)?;
         learner
@@ -306,29 +505,20 @@ pub fn run(
     let mut start = Progress::default();
     let mut engine_dir = engine_dir;
     let mut earlier_evals = Vec::new();
-    if resume {
-        if let Some((dir, saved)) = super::latest_checkpoint::<Progress>(&ckpt_dir, |p| p.step)? {
-            learner.load_checkpoint(&dir, saved.policy_version)?;
-            metrics.reopen()?.truncate_after("rlvr", saved.step)?;
-            earlier_evals = metrics.series("rlvr", "eval_accuracy")?;
-            tracing::info!(
-                "resuming {} from {} (step {})",
-                stage.name,
-                dir.display(),
-                saved.step
-            );
-            engine_dir = dir;
-            start = saved;
-        }
+    if let Some((dir, saved)) = resume_point(out, stage, resume)? {
+        learner.load_checkpoint(&dir, saved.policy_version)?;
+        metrics.reopen()?.truncate_after("rlvr", saved.step)?;
+        earlier_evals = metrics.series("rlvr", "eval_accuracy")?;
+        tracing::info!(
+            "resuming {} from {} (step {})",
+            stage.name,
+            dir.display(),
+            saved.step
+        );
+        engine_dir = dir;
+        start = saved;
     }
-    let learn = LearnSettings {
-        loss: algorithm.loss,
-        correction: algorithm.correction,
-        epochs: rl.num_epochs.max(1) as usize,
-        mini_batch,
-        micro_batch: rl.local_rollout_forward_batch_size.max(1) as usize,
-        pad_id: i64::from(tok.pad_id),
-    };
+    let learn = learn_settings(rl, &algorithm, &geometry, &tok);
     // The model's end-of-sequence ids, and the built-in ChatML template's end of turn.
     let mut stop_token_ids = rlvr_rollout::stop_token_ids(&tok, learner.model().config());
     if let [end_of_turn] = tok.encode("<|im_end|>")[..] {
@@ -401,6 +591,7 @@ pub fn run(
         settings,
         learner,
         learn,
+        ranks: requests,
         model_dir: engine_dir,
         prompts,
         eval_prompts,
