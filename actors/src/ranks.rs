@@ -20,7 +20,8 @@ pub fn is_lead() -> bool {
     std::env::var("RANK").map_or(true, |r| r.trim() == "0")
 }
 
-/// Run this binary with its own arguments as `world` local ranks and wait for all of them.
+/// Run this binary with its own arguments as `world` local ranks, which split the machine's
+/// cores between them (`OMP_NUM_THREADS`, unless set), and wait for all of them.
 /// Returns rank 0's standard output; the ranks' standard error passes through. When one rank
 /// fails, the others are killed and the error names the rank.
 pub fn spawn_local(world: usize) -> Result<String> {
@@ -35,10 +36,20 @@ pub fn spawn_local_with(world: usize, args: &[OsString]) -> Result<String> {
         .and_then(|l| l.local_addr())
         .context("finding a free port for the rendezvous")?
         .port();
+    // The ranks split this machine's cores (as torchrun sets OMP_NUM_THREADS), unless the
+    // caller chose a thread count; each would otherwise take every core.
+    let threads = match std::env::var("OMP_NUM_THREADS") {
+        Ok(set) => set,
+        Err(_) => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores / world).max(1).to_string()
+        }
+    };
     let mut children: Vec<Child> = Vec::with_capacity(world);
     for rank in 0..world {
         let child = Command::new(&exe)
             .args(args)
+            .env("OMP_NUM_THREADS", &threads)
             .env("RANK", rank.to_string())
             .env("LOCAL_RANK", rank.to_string())
             .env("WORLD_SIZE", world.to_string())
