@@ -731,7 +731,11 @@ fn an_rlvr_stage_over_two_learner_ranks_takes_the_steps_of_one() {
     ];
     // GRPO without a reference over ZeRO-3 shards; PPO (value model, KL in the reward)
     // data-parallel.
-    let zero3: Vec<&str> = small.iter().copied().chain(["--set", "rlvr.beta=0"]).collect();
+    let zero3: Vec<&str> = small
+        .iter()
+        .copied()
+        .chain(["--set", "rlvr.beta=0", "--set", "rlvr.save_freq=2"])
+        .collect();
     let data_parallel: Vec<&str> = small.iter().copied().chain(ppo).collect();
     for (name, common, layout) in [
         ("zero3-grpo", zero3, "launch.zero_stage=3"),
@@ -757,6 +761,22 @@ fn an_rlvr_stage_over_two_learner_ranks_takes_the_steps_of_one() {
             }
         }
         assert!(two.join("tiny-arith-rlvr/trainer_state.json").is_file(), "{name}");
+        if name == "zero3-grpo" {
+            // Both ranks resume from their shards of the step-2 checkpoint to the same step 3.
+            let step2 = two.join("checkpoints/tiny-arith-rlvr/step-2");
+            assert!(step2.join("optimizer-rank1-of-2.safetensors").is_file());
+            std::fs::remove_file(two.join("tiny-arith-rlvr/trainer_state.json")).unwrap();
+            let out = rlvr(&[
+                "run",
+                "tiny-arith-rlvr",
+                "--out",
+                two.to_str().unwrap(),
+                "--resume",
+            ]);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            assert!(text(&out.stderr).contains("resuming tiny-arith-rlvr"));
+            assert_eq!(rl_steps(&two), got, "resumed");
+        }
     }
     // What ZeRO-3 ranks do not shard yet is refused by key.
     let out = short_rlvr(
