@@ -729,12 +729,12 @@ fn an_rlvr_stage_over_two_learner_ranks_takes_the_steps_of_one() {
         "--set",
         "rlvr.local_rollout_batch_size=32",
     ];
-    // GRPO without a reference over ZeRO-3 shards; PPO (value model, KL in the reward)
-    // data-parallel.
+    // GRPO (the KL to a frozen reference in the loss) over ZeRO-3 shards; PPO (value model,
+    // KL in the reward) data-parallel.
     let zero3: Vec<&str> = small
         .iter()
         .copied()
-        .chain(["--set", "rlvr.beta=0", "--set", "rlvr.save_freq=2"])
+        .chain(["--set", "rlvr.save_freq=2"])
         .collect();
     let data_parallel: Vec<&str> = small.iter().copied().chain(ppo).collect();
     for (name, common, layout) in [
@@ -782,7 +782,14 @@ fn an_rlvr_stage_over_two_learner_ranks_takes_the_steps_of_one() {
     let out = short_rlvr(
         &dir.join("refused"),
         1,
-        &["--set", "learner.world_size=2", "--set", "launch.zero_stage=3"],
+        &[
+            "--set",
+            "learner.world_size=2",
+            "--set",
+            "launch.zero_stage=3",
+            "--set",
+            "rlvr.algorithm=reinforce_pp",
+        ],
     );
     assert_refused(&out, "rlvr.beta");
     std::fs::remove_dir_all(&dir).unwrap();

@@ -300,17 +300,23 @@ impl Learner {
         })
     }
 
-    /// Freeze a copy of the current weights as the reference policy of RL's KL penalty.
+    /// Freeze a copy of the current weights as the reference policy of RL's KL penalty. Under
+    /// ZeRO-3 a collective: the copy is sharded like the policy (slices of its parameters only).
     pub fn freeze_reference(&mut self) -> Result<()> {
-        self.unsharded("a reference policy is not kept under ZeRO-3 yet")?;
         let mut vs = VarStore::new(self.config.device);
         vs.set_kind(self.vs.kind());
         let model = CausalLm::for_loading(&vs.root(), self.model.config());
-        vs.copy(&self.vs).map_err(|source| LearnerError::Torch {
-            context: "copying the reference policy".into(),
-            source,
+        self.with_whole_model(|l| {
+            vs.copy(&l.vs).map_err(|source| LearnerError::Torch {
+                context: "copying the reference policy".into(),
+                source,
+            })
         })?;
         vs.freeze();
+        if let Some(cell) = &self.zero {
+            let vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+            cell.borrow_mut().add_frozen(&model, &vars)?;
+        }
         self.reference = Some((vs, model));
         Ok(())
     }

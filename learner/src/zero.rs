@@ -6,7 +6,9 @@
 //! of it, with that slice's gradient and optimiser state. A unit is all-gathered just before it
 //! runs and released after ([`Units`]); its gradients are reduce-scattered into the slices as
 //! they are made and averaged over the ranks; each rank steps AdamW on its own slices. Between
-//! passes a rank holds 1/N of the parameters, gradients and moments, plus the padding.
+//! passes a rank holds 1/N of the parameters, gradients and moments, plus the padding. A
+//! frozen model (RL's reference policy) can be sharded beside the trained one: slices of its
+//! parameters only, gathered unit by unit for its forward passes ([`Zero3::frozen_units`]).
 
 use rlvr_dist::{ProcessGroup, ReduceOp};
 use tch::{Device, Kind, Tensor};
@@ -43,6 +45,9 @@ struct Unit {
 pub(crate) struct Zero3 {
     group: ProcessGroup,
     units: Vec<Unit>,
+    /// A frozen model's units sharded over the same ranks (RL's reference policy): slices of
+    /// the parameters only.
+    frozen: Vec<Unit>,
     config: AdamWConfig,
     step: u64,
     /// Bytes of whole units gathered now, and the most there have been at once.
@@ -76,56 +81,11 @@ impl Zero3 {
         group: ProcessGroup,
         config: AdamWConfig,
     ) -> Result<Self> {
-        let (world, rank) = (group.world_size() as i64, group.rank() as i64);
-        let mut units = Vec::with_capacity(model.unit_count());
-        tch::no_grad(|| -> Result<()> {
-            for u in 0..model.unit_count() {
-                let params = model.unit(u);
-                let names = params
-                    .iter()
-                    .map(|p| {
-                        vars.iter()
-                            .find(|(_, v)| v.data_ptr() == p.data_ptr())
-                            .map(|(n, _)| n.clone())
-                            .ok_or(LearnerError::Order(
-                                "ZeRO-3: a model parameter is not in the variable store",
-                            ))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let kind = params[0].kind();
-                if params.iter().any(|p| p.kind() != kind) {
-                    return Err(LearnerError::Order("ZeRO-3: a unit mixes element types"));
-                }
-                let numel: i64 = params.iter().map(|p| p.numel() as i64).sum();
-                let shard_len = (numel + world - 1) / world;
-                let mut flat: Vec<Tensor> = params.iter().map(|p| p.detach().reshape([-1])).collect();
-                flat.push(Tensor::zeros(
-                    [shard_len * world - numel],
-                    (kind, p_device(&params)),
-                ));
-                let shard = Tensor::cat(&flat, 0)
-                    .narrow(0, rank * shard_len, shard_len)
-                    .copy();
-                let w = wide(kind);
-                units.push(Unit {
-                    names,
-                    shapes: params.iter().map(Tensor::size).collect(),
-                    whole: true,
-                    numel,
-                    shard_len,
-                    grad: Tensor::zeros([shard_len], (w, shard.device())),
-                    master: (w != kind).then(|| shard.to_kind(Kind::Float)),
-                    exp_avg: Tensor::zeros([shard_len], (w, shard.device())),
-                    exp_avg_sq: Tensor::zeros([shard_len], (w, shard.device())),
-                    shard,
-                    params,
-                });
-            }
-            Ok(())
-        })?;
+        let units = shard_units(model, vars, &group, true)?;
         let mut z = Self {
             group,
             units,
+            frozen: Vec::new(),
             config,
             step: 0,
             gathered: 0,
@@ -141,6 +101,22 @@ impl Zero3 {
     /// The group the shards live on.
     pub fn group(&self) -> &ProcessGroup {
         &self.group
+    }
+
+    /// Shard a frozen `model` (parameters `vars`, equal on every rank) over the same ranks:
+    /// slices of its parameters, no gradients or optimiser state; released until gathered
+    /// through [`Zero3::frozen_units`]. One frozen model at a time.
+    pub fn add_frozen(&mut self, model: &CausalLm, vars: &[(String, Tensor)]) -> Result<()> {
+        self.frozen = shard_units(model, vars, &self.group, false)?;
+        for u in &mut self.frozen {
+            release_unit(u, &self.group, &mut self.gathered);
+        }
+        Ok(())
+    }
+
+    /// The frozen model's units, for its unit-by-unit forward passes.
+    pub fn frozen_units(&mut self) -> FrozenUnits<'_> {
+        FrozenUnits(self)
     }
 
     /// Optimiser steps taken.
@@ -296,7 +272,7 @@ impl Zero3 {
     pub fn memory(&self) -> ShardMemory {
         let mut held = 0;
         let mut unsharded = 0;
-        for u in &self.units {
+        for u in self.units.iter().chain(&self.frozen) {
             let slices = [
                 Some(&u.shard),
                 Some(&u.grad),
@@ -320,42 +296,115 @@ fn p_device(params: &[Tensor]) -> Device {
     params.first().map_or(Device::Cpu, Tensor::device)
 }
 
+/// Shard each unit of `model` (parameters `vars`) over `group`, with gradient and AdamW slices
+/// when it `trains`.
+fn shard_units(
+    model: &CausalLm,
+    vars: &[(String, Tensor)],
+    group: &ProcessGroup,
+    trains: bool,
+) -> Result<Vec<Unit>> {
+    let (world, rank) = (group.world_size() as i64, group.rank() as i64);
+    let mut units = Vec::with_capacity(model.unit_count());
+    tch::no_grad(|| -> Result<()> {
+        for u in 0..model.unit_count() {
+            let params = model.unit(u);
+            let names = params
+                .iter()
+                .map(|p| {
+                    vars.iter()
+                        .find(|(_, v)| v.data_ptr() == p.data_ptr())
+                        .map(|(n, _)| n.clone())
+                        .ok_or(LearnerError::Order(
+                            "ZeRO-3: a model parameter is not in the variable store",
+                        ))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let kind = params[0].kind();
+            if params.iter().any(|p| p.kind() != kind) {
+                return Err(LearnerError::Order("ZeRO-3: a unit mixes element types"));
+            }
+            let numel: i64 = params.iter().map(|p| p.numel() as i64).sum();
+            let shard_len = (numel + world - 1) / world;
+            let mut flat: Vec<Tensor> = params.iter().map(|p| p.detach().reshape([-1])).collect();
+            flat.push(Tensor::zeros(
+                [shard_len * world - numel],
+                (kind, p_device(&params)),
+            ));
+            let shard = Tensor::cat(&flat, 0)
+                .narrow(0, rank * shard_len, shard_len)
+                .copy();
+            let w = wide(kind);
+            let slice = |len: i64| Tensor::zeros([len], (w, shard.device()));
+            let state_len = if trains { shard_len } else { 0 };
+            units.push(Unit {
+                names,
+                shapes: params.iter().map(Tensor::size).collect(),
+                whole: true,
+                numel,
+                shard_len,
+                grad: slice(state_len),
+                master: (trains && w != kind).then(|| shard.to_kind(Kind::Float)),
+                exp_avg: slice(state_len),
+                exp_avg_sq: slice(state_len),
+                shard,
+                params,
+            });
+        }
+        Ok(())
+    })?;
+    Ok(units)
+}
+
+/// Make `u` whole from every rank's slice (a collective).
+fn gather_unit(u: &mut Unit, group: &ProcessGroup, gathered: &mut u64, peak: &mut u64) -> Result<()> {
+    if u.whole {
+        return Ok(());
+    }
+    let world = group.world_size() as i64;
+    let mut full = Tensor::empty([u.shard_len * world], (u.shard.kind(), u.shard.device()));
+    group.all_gather(&mut full, &u.shard)?;
+    let mut offset = 0;
+    for (p, shape) in u.params.iter_mut().zip(&u.shapes) {
+        let n: i64 = shape.iter().product();
+        let view = full.narrow(0, offset, n).view(shape.as_slice());
+        tch::no_grad(|| p.set_data(&view));
+        offset += n;
+    }
+    u.whole = true;
+    *gathered += bytes(&full);
+    *peak = (*peak).max(*gathered);
+    Ok(())
+}
+
+/// Let `u`'s whole parameters go.
+fn release_unit(u: &mut Unit, group: &ProcessGroup, gathered: &mut u64) {
+    if u.whole {
+        let world = group.world_size() as u64;
+        let whole = u.shard_len as u64 * world * u.shard.kind().elt_size_in_bytes() as u64;
+        *gathered = gathered.saturating_sub(whole);
+    }
+    for p in &mut u.params {
+        let empty = Tensor::empty([0], (p.kind(), p.device()));
+        tch::no_grad(|| p.set_data(&empty));
+    }
+    u.whole = false;
+}
+
 impl Units for Zero3 {
     type Error = LearnerError;
 
     fn gather(&mut self, unit: usize) -> Result<()> {
-        let u = &mut self.units[unit];
-        if u.whole {
-            return Ok(());
-        }
-        let world = self.group.world_size() as i64;
-        let mut full = Tensor::empty([u.shard_len * world], (u.shard.kind(), u.shard.device()));
-        self.group.all_gather(&mut full, &u.shard)?;
-        let mut offset = 0;
-        for (p, shape) in u.params.iter_mut().zip(&u.shapes) {
-            let n: i64 = shape.iter().product();
-            let view = full.narrow(0, offset, n).view(shape.as_slice());
-            tch::no_grad(|| p.set_data(&view));
-            offset += n;
-        }
-        u.whole = true;
-        self.gathered += bytes(&full);
-        self.peak_gathered = self.peak_gathered.max(self.gathered);
-        Ok(())
+        gather_unit(
+            &mut self.units[unit],
+            &self.group,
+            &mut self.gathered,
+            &mut self.peak_gathered,
+        )
     }
 
     fn release(&mut self, unit: usize) {
-        let u = &mut self.units[unit];
-        if u.whole {
-            let world = self.group.world_size() as u64;
-            let whole = u.shard_len as u64 * world * u.shard.kind().elt_size_in_bytes() as u64;
-            self.gathered = self.gathered.saturating_sub(whole);
-        }
-        for p in &mut u.params {
-            let empty = Tensor::empty([0], (p.kind(), p.device()));
-            tch::no_grad(|| p.set_data(&empty));
-        }
-        u.whole = false;
+        release_unit(&mut self.units[unit], &self.group, &mut self.gathered);
     }
 
     fn gradients(&mut self, unit: usize, grads: Vec<Tensor>) -> Result<()> {
@@ -383,5 +432,31 @@ impl Units for Zero3 {
         self.group.reduce_scatter(&mut mine, &flat, ReduceOp::Sum)?;
         let _ = u.grad.g_add_(&(mine / world as f64));
         Ok(())
+    }
+}
+
+/// The frozen model's units of a [`Zero3`], for forward passes (they take no gradients).
+pub(crate) struct FrozenUnits<'a>(&'a mut Zero3);
+
+impl Units for FrozenUnits<'_> {
+    type Error = LearnerError;
+
+    fn gather(&mut self, unit: usize) -> Result<()> {
+        let z = &mut *self.0;
+        gather_unit(
+            &mut z.frozen[unit],
+            &z.group,
+            &mut z.gathered,
+            &mut z.peak_gathered,
+        )
+    }
+
+    fn release(&mut self, unit: usize) {
+        let z = &mut *self.0;
+        release_unit(&mut z.frozen[unit], &z.group, &mut z.gathered);
+    }
+
+    fn gradients(&mut self, _unit: usize, _grads: Vec<Tensor>) -> Result<()> {
+        Err(LearnerError::Order("a frozen model takes no gradients"))
     }
 }

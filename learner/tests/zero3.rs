@@ -291,12 +291,12 @@ fn policy_halves() -> [PolicyBatch; 2] {
     [PolicyBatch::from_samples(&a, 0), PolicyBatch::from_samples(&b, 0)]
 }
 
-fn policy_loss(aggregation: Aggregation) -> PolicyLoss {
+fn policy_loss(aggregation: Aggregation, beta: f64) -> PolicyLoss {
     PolicyLoss {
         surrogate: Surrogate::TokenClip,
         clip_low: 0.2,
         clip_high: 0.28,
-        beta: 0.0,
+        beta,
         kl: KlEstimator::K3,
         distribution: TokenDistribution::full(0.7),
         vf_coef: 0.1,
@@ -307,10 +307,21 @@ fn policy_loss(aggregation: Aggregation) -> PolicyLoss {
 
 #[test]
 fn two_sharded_ranks_and_gradient_checkpointing_take_the_policy_steps_of_one_learner() {
-    for aggregation in [Aggregation::Token, Aggregation::Sequence] {
-        let loss = policy_loss(aggregation);
+    // β > 0: the KL to a frozen reference in the loss, the reference sharded like the policy.
+    for (aggregation, beta) in [
+        (Aggregation::Token, 0.0),
+        (Aggregation::Sequence, 0.0),
+        (Aggregation::Token, 0.1),
+    ] {
+        let loss = policy_loss(aggregation, beta);
         let [a, b] = policy_halves();
+        let with_reference = |l: &mut Learner| {
+            if beta > 0.0 {
+                l.freeze_reference().unwrap();
+            }
+        };
         let mut one = learner(true);
+        with_reference(&mut one);
         let want: Vec<(f64, f64, f64)> = (0..4)
             .map(|_| {
                 let m = one.policy_step(&[a.clone(), b.clone()], &loss).unwrap();
@@ -321,6 +332,7 @@ fn two_sharded_ranks_and_gradient_checkpointing_take_the_policy_steps_of_one_lea
         let want_weights = one.export_weights(0).unwrap();
 
         let mut checkpointed = learner(true);
+        with_reference(&mut checkpointed);
         checkpointed.set_gradient_checkpointing(true);
         for (step, want) in want.iter().enumerate() {
             let m = checkpointed.policy_step(&[a.clone(), b.clone()], &loss).unwrap();
@@ -329,7 +341,7 @@ fn two_sharded_ranks_and_gradient_checkpointing_take_the_policy_steps_of_one_lea
                 (got.0 - want.0).abs() < 1e-5
                     && (got.1 - want.1).abs() < 1e-5
                     && (got.2 - want.2).abs() < 1e-4,
-                "{aggregation:?} checkpointed step {step}: {got:?} vs {want:?}"
+                "{aggregation:?} β {beta} checkpointed step {step}: {got:?} vs {want:?}"
             );
         }
         assert_same(
@@ -340,6 +352,7 @@ fn two_sharded_ranks_and_gradient_checkpointing_take_the_policy_steps_of_one_lea
 
         let results = ranks(2, true, |rank, mut l, group| {
             l.set_zero3(group).unwrap();
+            with_reference(&mut l);
             let half = if rank == 0 { &a } else { &b };
             let metrics: Vec<(f64, f64, f64)> = (0..4)
                 .map(|_| {
@@ -356,7 +369,7 @@ fn two_sharded_ranks_and_gradient_checkpointing_take_the_policy_steps_of_one_lea
                     (got.0 - want.0).abs() < 1e-5
                         && (got.1 - want.1).abs() < 1e-5
                         && (got.2 - want.2).abs() < 1e-4,
-                    "{aggregation:?} rank {rank} step {step}: {got:?} vs {want:?}"
+                    "{aggregation:?} β {beta} rank {rank} step {step}: {got:?} vs {want:?}"
                 );
             }
             // Padding's log-probs are nobody's: compare the response tokens'.

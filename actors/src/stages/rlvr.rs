@@ -207,15 +207,19 @@ fn check_verifiers(stage: &Recipe, rl: &RlvrSpec) -> Result<()> {
 }
 
 /// Refuse what the learner does not run over ZeRO-3 ranks yet (`learner.world_size` > 1 with
-/// `launch.zero_stage = 3`): the frozen reference, the value model, a reward model and the
-/// proximal log-probs of an off-policy correction are not sharded. Data-parallel ranks run
-/// them all.
+/// `launch.zero_stage = 3`): scoring on rank 0 alone (the reference's KL in the reward, the
+/// value model, a reward model) and the proximal log-probs of an off-policy correction. The
+/// reference's KL in the loss is sharded; data-parallel ranks run everything.
 fn check_sharded(stage: &Recipe, rl: &RlvrSpec, algorithm: &Algorithm) -> Result<()> {
     if stage.learner.world_size < 2 || stage.launch.zero_stage < 3 {
         return Ok(());
     }
     let unsharded = [
-        ("beta", rl.beta > 0.0, "the frozen reference policy (β > 0)"),
+        (
+            "beta",
+            rl.beta > 0.0 && algorithm.kl_in_reward.is_some(),
+            "the KL penalty in the reward (the reference scores responses on rank 0 alone)",
+        ),
         (
             "algorithm",
             algorithm.estimator.needs_values(),

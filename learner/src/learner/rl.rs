@@ -255,8 +255,23 @@ impl Learner {
             })
             .collect();
         let input = Tokens::new(b, dev);
-        let reference = match &self.reference {
-            Some((_, r)) if loss.beta > 0.0 => Some(tch::no_grad(|| {
+        let flat = (self.zero.is_some() || self.gradient_checkpointing).then(|| Flat::new(b, dev));
+        let reference = match (&self.reference, &self.zero, &flat) {
+            (Some((_, r)), Some(cell), Some(flat)) if loss.beta > 0.0 => Some(r.forward_by_unit(
+                flat.input_ids(),
+                Some(flat.documents()),
+                |h| {
+                    policy::logprobs_of_states(
+                        r,
+                        &flat.response_states(h),
+                        flat.responses(),
+                        &loss.distribution,
+                    )
+                    .0
+                },
+                &mut cell.borrow_mut().frozen_units(),
+            )?),
+            (Some((_, r)), _, _) if loss.beta > 0.0 => Some(tch::no_grad(|| {
                 policy::token_logprobs(r, &input, &loss.distribution).0
             })),
             _ => None,
@@ -279,7 +294,6 @@ impl Learner {
             out.sums = sums;
             l * scale
         };
-        let flat = (self.zero.is_some() || self.gradient_checkpointing).then(|| Flat::new(b, dev));
         let pg = match (&self.zero, &flat) {
             (Some(cell), Some(flat)) => self.model.backward_by_unit(
                 flat.input_ids(),
