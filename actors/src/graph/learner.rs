@@ -355,3 +355,49 @@ impl Actor for LearnerActor {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples(n: usize) -> Vec<PolicySample> {
+        (0..n)
+            .map(|i| PolicySample {
+                prompt_ids: vec![1],
+                response_ids: vec![i as u32],
+                logprobs: vec![0.0],
+                proximal_logprobs: vec![],
+                is_weights: vec![],
+                advantages: vec![0.0],
+                returns: vec![],
+                values: vec![],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_rank_gets_the_same_number_of_micro_batches_and_together_every_sample() {
+        for (n, micro, world) in [(32, 4, 2), (7, 2, 2), (3, 1, 2), (10, 3, 3), (5, 8, 4)] {
+            let all = samples(n);
+            let shares: Vec<Vec<&[PolicySample]>> = (0..world)
+                .map(|r| share(&all, micro, r, world).unwrap())
+                .collect();
+            let counts: Vec<usize> = shares.iter().map(Vec::len).collect();
+            assert!(
+                counts.windows(2).all(|w| w[0] == w[1]),
+                "{n} {micro} {world}: {counts:?}"
+            );
+            let seen: Vec<u32> = shares
+                .iter()
+                .flatten()
+                .flat_map(|m| m.iter().map(|s| s.response_ids[0]))
+                .collect();
+            assert_eq!(seen, (0..n as u32).collect::<Vec<_>>(), "{n} {micro} {world}");
+            assert!(
+                shares.iter().flatten().all(|m| !m.is_empty()),
+                "{n} {micro} {world}"
+            );
+        }
+        assert!(share(&samples(1), 4, 0, 2).is_err());
+    }
+}
