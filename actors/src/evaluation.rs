@@ -55,6 +55,9 @@ pub struct Sample {
     pub prompt: String,
     /// The completion's text.
     pub response: String,
+    /// The completion's token ids, as generated (its stop token included), to pin down where
+    /// two runs part.
+    pub response_ids: Vec<u32>,
     /// Whether the verifier accepted it.
     pub verified: bool,
     /// The verifier's score.
@@ -241,6 +244,7 @@ impl Questions {
                 index: c.index,
                 prompt: q.prompt.clone(),
                 response: text,
+                response_ids: c.token_ids.clone(),
                 verified: verdict.verified,
                 score: verdict.score,
                 reason: verdict.reason,

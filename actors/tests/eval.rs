@@ -119,6 +119,8 @@ fn eval_writes_results_and_samples_the_same_for_the_same_seed() {
         for key in ["task", "id", "prompt", "response", "verified", "reason"] {
             assert!(s.get(key).is_some(), "{key} in {s}");
         }
+        let ids = s["response_ids"].as_array().unwrap();
+        assert!(!ids.is_empty() && ids.iter().all(Value::is_u64), "{s}");
     }
     assert!(samples[0]["prompt"]
         .as_str()
