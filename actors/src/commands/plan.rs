@@ -1,5 +1,6 @@
 //! `rlvr plan`: memory and step counts per stage before launch; exits 1 when a stage does not
-//! fit, saying what to change.
+//! fit, saying what to change. Beside each stage it says whether this build runs it (the check
+//! `rlvr run` makes), so "fits" never hides a refusal at launch.
 
 use anyhow::{bail, Result};
 use rlvr_recipes::plan::{plan_stage, render, PlanRequest};
@@ -50,13 +51,25 @@ pub fn run(args: &Args) -> Result<()> {
         gpu_mem_gib: args.gpu_mem_gib,
         nodes: args.nodes,
     };
-    let plans: Vec<_> = resolved
-        .stages()
-        .into_iter()
-        .map(|r| plan_stage(r, &req))
+    let stages = resolved.stages();
+    let plans: Vec<_> = stages.iter().map(|r| plan_stage(r, &req)).collect();
+    // What fits is not always what this build runs: say so beside each stage, from the check
+    // `rlvr run` makes before it starts.
+    let refusals: Vec<Option<String>> = stages
+        .iter()
+        .map(|s| crate::stages::check_available(s).err().map(|e| format!("{e:#}")))
         .collect();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&plans)?);
+        let mut out = serde_json::to_value(&plans)?;
+        if let Some(items) = out.as_array_mut() {
+            for (item, refusal) in items.iter_mut().zip(&refusals) {
+                item["runs_in_this_build"] = serde_json::json!(refusal.is_none());
+                if let Some(why) = refusal {
+                    item["why_not"] = serde_json::json!(why);
+                }
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
             "plan for {} on {} GPU(s) of {} GiB, {} node(s)\n",
@@ -65,8 +78,11 @@ pub fn run(args: &Args) -> Result<()> {
             args.gpu_mem_gib,
             args.nodes
         );
-        for p in &plans {
+        for (p, refusal) in plans.iter().zip(&refusals) {
             println!("{}", render(p, &req));
+            if let Some(why) = refusal {
+                println!("  this build does not run it yet: {why}\n");
+            }
         }
     }
     let failing: Vec<&str> = plans

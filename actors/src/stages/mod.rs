@@ -92,7 +92,7 @@ pub fn check_available(stage: &Recipe) -> Result<()> {
             "stage `{}` is not available yet: it asks for {} GPUs on {} node(s) (launch.gpus, \
              launch.nodes), and launching over GPUs and nodes is not wired yet. Run it with \
              launch.gpus = 1, on one device or over learner.world_size local ZeRO-3 ranks \
-             (pretraining, SFT and DPO stages).",
+             (pretraining, SFT, DPO and RLVR stages).",
             stage.name,
             l.gpus,
             l.nodes
