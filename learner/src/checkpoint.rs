@@ -250,41 +250,51 @@ fn derived_buffer(name: &str) -> bool {
 /// writers store beside a tied embedding, accepted when it equals the embedding, and rotary
 /// buffers older transformers saved.
 pub fn load_files(vs: &VarStore, files: &[PathBuf], source: &Path) -> Result<()> {
-    let unsupported = |path: &Path, message: String| LearnerError::Unsupported {
-        path: path.display().to_string(),
-        message,
-    };
-    let stored = stored_tensors(files)?;
-    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
-    for (name, s) in &stored {
-        if vars.contains_key(name) || derived_buffer(name) {
-            continue;
-        }
-        let tied_copy = name == "lm_head.weight"
-            && stored
-                .get("model.embed_tokens.weight")
-                .is_some_and(|e| same_bytes(files, e, s).unwrap_or(false));
-        if !tied_copy {
-            return Err(unsupported(
-                &files[s.file],
-                format!(
-                    "tensor `{name}` is stored but the model config.json describes has no such parameter;                      a tensor the model would not use is refused, not dropped"
-                ),
-            ));
-        }
+    let vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    Matched::new(&vars, files, source)?.read(&vars)
+}
+
+/// A checkpoint checked against a model's variables ([`load_files`]' checks), ready to read
+/// in parts: ZeRO-3 reads one parameter unit at a time.
+pub struct Matched {
+    files: Vec<PathBuf>,
+    stored: BTreeMap<String, Stored>,
+    handles: Vec<std::fs::File>,
+}
+
+impl Matched {
+    /// Match the weights of a model directory (one file or shards) against `vars`.
+    pub fn dir(vars: &[(String, Tensor)], dir: &Path) -> Result<Self> {
+        Self::new(vars, &weight_files(dir)?, dir)
     }
-    let handles = files
-        .iter()
-        .map(|f| std::fs::File::open(f).map_err(io(f)))
-        .collect::<Result<Vec<_>>>()?;
-    tch::no_grad(|| {
-        let (mut found, mut missing) = (Vec::new(), Vec::new());
-        for (name, var) in vars {
-            match stored.get(&name) {
-                Some(s) => found.push((name, var, s)),
-                None => missing.push(name),
+
+    /// Match safetensors `files` against `vars` (name, variable): every variable stored with
+    /// its shape, every stored tensor a variable (or an allowed exception).
+    pub fn new(vars: &[(String, Tensor)], files: &[PathBuf], source: &Path) -> Result<Self> {
+        let unsupported = |path: &Path, message: String| LearnerError::Unsupported {
+            path: path.display().to_string(),
+            message,
+        };
+        let stored = stored_tensors(files)?;
+        let vars: BTreeMap<&str, &Tensor> = vars.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        for (name, s) in &stored {
+            if vars.contains_key(name.as_str()) || derived_buffer(name) {
+                continue;
+            }
+            let tied_copy = name == "lm_head.weight"
+                && stored
+                    .get("model.embed_tokens.weight")
+                    .is_some_and(|e| same_bytes(files, e, s).unwrap_or(false));
+            if !tied_copy {
+                return Err(unsupported(
+                    &files[s.file],
+                    format!(
+                        "tensor `{name}` is stored but the model config.json describes has no such parameter; a tensor the model would not use is refused, not dropped"
+                    ),
+                ));
             }
         }
+        let missing: Vec<&&str> = vars.keys().filter(|n| !stored.contains_key(**n)).collect();
         if let Some(first) = missing.first() {
             return Err(unsupported(
                 source,
@@ -294,7 +304,11 @@ pub fn load_files(vs: &VarStore, files: &[PathBuf], source: &Path) -> Result<()>
                 ),
             ));
         }
-        if let Some((name, var, s)) = found.iter().find(|(_, var, s)| s.shape != var.size()) {
+        if let Some((name, s, var)) = vars
+            .iter()
+            .filter_map(|(n, v)| Some((n, stored.get(*n)?, v)))
+            .find(|(_, s, v)| s.shape != v.size())
+        {
             return Err(unsupported(
                 &files[s.file],
                 format!(
@@ -304,9 +318,35 @@ pub fn load_files(vs: &VarStore, files: &[PathBuf], source: &Path) -> Result<()>
                 ),
             ));
         }
-        Ok(found)
-    })
-    .and_then(|found| read_all(found, files, &handles))
+        let handles = files
+            .iter()
+            .map(|f| std::fs::File::open(f).map_err(io(f)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            files: files.to_vec(),
+            stored,
+            handles,
+        })
+    }
+
+    /// Read the stored tensors of `vars` (a part of the matched variables) into them.
+    pub fn read(&self, vars: &[(String, Tensor)]) -> Result<()> {
+        let found = vars
+            .iter()
+            .map(|(name, var)| {
+                let s = self.stored.get(name).ok_or_else(|| LearnerError::Unsupported {
+                    path: self
+                        .files
+                        .first()
+                        .map(|f| f.display().to_string())
+                        .unwrap_or_default(),
+                    message: format!("tensor `{name}` is not in the checkpoint"),
+                })?;
+                Ok((name.clone(), var.shallow_clone(), s))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        read_all(found, &self.files, &self.handles)
+    }
 }
 
 /// A variable to fill: its name, the variable, and where its tensor is stored.

@@ -81,7 +81,20 @@ impl Zero3 {
         group: ProcessGroup,
         config: AdamWConfig,
     ) -> Result<Self> {
-        let units = shard_units(model, vars, &group, true)?;
+        Self::loading(model, vars, group, config, |_| Ok(()))
+    }
+
+    /// [`Zero3::new`] for a model whose parameters are allocated but unset: `fill` reads each
+    /// unit's named parameters (from a checkpoint) just before the unit is sliced and released,
+    /// so a rank never holds more than its slices and one whole unit.
+    pub fn loading(
+        model: &CausalLm,
+        vars: &[(String, Tensor)],
+        group: ProcessGroup,
+        config: AdamWConfig,
+        mut fill: impl FnMut(&[(String, Tensor)]) -> Result<()>,
+    ) -> Result<Self> {
+        let units = shard_units(model, vars, &group, true, &mut fill)?;
         let mut z = Self {
             group,
             units,
@@ -107,10 +120,7 @@ impl Zero3 {
     /// slices of its parameters, no gradients or optimiser state; released until gathered
     /// through [`Zero3::frozen_units`]. One frozen model at a time.
     pub fn add_frozen(&mut self, model: &CausalLm, vars: &[(String, Tensor)]) -> Result<()> {
-        self.frozen = shard_units(model, vars, &self.group, false)?;
-        for u in &mut self.frozen {
-            release_unit(u, &self.group, &mut self.gathered);
-        }
+        self.frozen = shard_units(model, vars, &self.group, false, &mut |_| Ok(()))?;
         Ok(())
     }
 
@@ -296,34 +306,48 @@ fn p_device(params: &[Tensor]) -> Device {
     params.first().map_or(Device::Cpu, Tensor::device)
 }
 
+/// What makes a unit's named parameters whole before it is sliced.
+type UnitFill<'a> = dyn FnMut(&[(String, Tensor)]) -> Result<()> + 'a;
+
 /// Shard each unit of `model` (parameters `vars`) over `group`, with gradient and AdamW slices
-/// when it `trains`.
+/// when it `trains`. Each unit is first made whole by `fill` (given its named parameters: a
+/// checkpoint read into them, or nothing when they already hold the weights), sliced, then
+/// released, so at most one unit is whole at a time beyond what the caller held.
 fn shard_units(
     model: &CausalLm,
     vars: &[(String, Tensor)],
     group: &ProcessGroup,
     trains: bool,
+    fill: &mut UnitFill<'_>,
 ) -> Result<Vec<Unit>> {
     let (world, rank) = (group.world_size() as i64, group.rank() as i64);
-    let mut units = Vec::with_capacity(model.unit_count());
-    tch::no_grad(|| -> Result<()> {
-        for u in 0..model.unit_count() {
-            let params = model.unit(u);
-            let names = params
-                .iter()
+    // Every unit's names first: a released parameter no longer has its own storage to match.
+    let named: Vec<Vec<(String, Tensor)>> = (0..model.unit_count())
+        .map(|u| {
+            model
+                .unit(u)
+                .into_iter()
                 .map(|p| {
                     vars.iter()
                         .find(|(_, v)| v.data_ptr() == p.data_ptr())
-                        .map(|(n, _)| n.clone())
+                        .map(|(n, _)| (n.clone(), p))
                         .ok_or(LearnerError::Order(
                             "ZeRO-3: a model parameter is not in the variable store",
                         ))
                 })
-                .collect::<Result<Vec<_>>>()?;
-            let kind = params[0].kind();
-            if params.iter().any(|p| p.kind() != kind) {
-                return Err(LearnerError::Order("ZeRO-3: a unit mixes element types"));
-            }
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<_>>()?;
+    let mut units = Vec::with_capacity(named.len());
+    let mut gathered = 0;
+    for named in named {
+        fill(&named)?;
+        let (names, params): (Vec<String>, Vec<Tensor>) = named.into_iter().unzip();
+        let kind = params[0].kind();
+        if params.iter().any(|p| p.kind() != kind) {
+            return Err(LearnerError::Order("ZeRO-3: a unit mixes element types"));
+        }
+        let mut unit = tch::no_grad(|| {
             let numel: i64 = params.iter().map(|p| p.numel() as i64).sum();
             let shard_len = (numel + world - 1) / world;
             let mut flat: Vec<Tensor> = params.iter().map(|p| p.detach().reshape([-1])).collect();
@@ -337,7 +361,7 @@ fn shard_units(
             let w = wide(kind);
             let slice = |len: i64| Tensor::zeros([len], (w, shard.device()));
             let state_len = if trains { shard_len } else { 0 };
-            units.push(Unit {
+            Unit {
                 names,
                 shapes: params.iter().map(Tensor::size).collect(),
                 whole: true,
@@ -349,10 +373,11 @@ fn shard_units(
                 exp_avg_sq: slice(state_len),
                 shard,
                 params,
-            });
-        }
-        Ok(())
-    })?;
+            }
+        });
+        release_unit(&mut unit, group, &mut gathered);
+        units.push(unit);
+    }
     Ok(units)
 }
 

@@ -385,3 +385,40 @@ fn two_sharded_ranks_and_gradient_checkpointing_take_the_policy_steps_of_one_lea
         }
     }
 }
+
+#[test]
+fn ranks_loading_their_shards_from_a_checkpoint_take_the_steps_of_one_loaded_learner() {
+    let dir = std::env::temp_dir().join(format!("rlvr-zero3-load-{}", std::process::id()));
+    for tied in [false, true] {
+        learner(tied).save_model(&dir).unwrap();
+        let config = || LearnerConfig::constant(3e-3, Device::Cpu);
+        let [a, b] = halves();
+        let mut one = Learner::from_pretrained(&dir, config()).unwrap();
+        let want: Vec<f64> = (0..3)
+            .map(|_| one.train_step(&[a.clone(), b.clone()], OBJECTIVE).unwrap().loss)
+            .collect();
+        let want_weights = one.export_weights(0).unwrap();
+        let results = common::on_ranks(vec![(); 2], |rank, (), group| {
+            let mut l = Learner::from_pretrained_zero3(&dir, config(), group).unwrap();
+            let half = if rank == 0 { &a } else { &b };
+            let losses: Vec<f64> = (0..3)
+                .map(|_| l.train_step(std::slice::from_ref(half), OBJECTIVE).unwrap().loss)
+                .collect();
+            (losses, l.export_weights(0).unwrap())
+        });
+        for (rank, (losses, weights)) in results.iter().enumerate() {
+            for (got, want) in losses.iter().zip(&want) {
+                assert!(
+                    (got - want).abs() < 1e-5,
+                    "tied {tied} rank {rank}: {got} vs {want}"
+                );
+            }
+            assert_same(
+                weights,
+                &want_weights,
+                &format!("loaded, tied {tied} rank {rank}"),
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -175,21 +175,35 @@ pub(super) fn learner_config(stage: &Recipe, total: u64, device: tch::Device) ->
 /// previous stage's or the recipe's model) or initialised from the stage's seed, in bf16 with
 /// f32 masters when `model.dtype` asks, checkpointing activations layer by layer when
 /// `train.gradient_checkpointing` asks (every objective: LM, preference, reward-model and policy
-/// steps).
+/// steps), and spread over `group` when there is one ([`super::ranked::distribute`]; ZeRO-3
+/// ranks load their shards of `init` unit by unit, never the whole model). Returns it with a
+/// few words on its layout for the stage's opening line.
 pub(super) fn new_learner(
     stage: &Recipe,
     total: u64,
     device: tch::Device,
     init: Option<&Path>,
     tok: &Tokenizer,
-) -> Result<Learner> {
+    group: Option<ProcessGroup>,
+) -> Result<(Learner, String)> {
     let config = learner_config(stage, total, device);
-    let mut learner = match init {
-        Some(dir) => Learner::from_pretrained(dir, config)?,
-        None => Learner::new(&model_config(stage, tok), config, stage.seed as i64),
+    let (mut learner, layout) = match (init, group) {
+        (Some(dir), Some(g)) if stage.launch.zero_stage >= 3 => {
+            let world = g.world_size();
+            let learner = Learner::from_pretrained_zero3(dir, config, g)?;
+            (learner, format!(", ZeRO-3 over {world} ranks"))
+        }
+        (init, group) => {
+            let mut learner = match init {
+                Some(dir) => Learner::from_pretrained(dir, config)?,
+                None => Learner::new(&model_config(stage, tok), config, stage.seed as i64),
+            };
+            let layout = super::ranked::distribute(&mut learner, stage, group)?;
+            (learner, layout)
+        }
     };
     learner.set_gradient_checkpointing(stage.train.gradient_checkpointing);
-    Ok(learner)
+    Ok((learner, layout))
 }
 
 /// The training batch of sampler rows `rows`: examples padded to the longest, or packed rows
@@ -369,8 +383,7 @@ pub(super) fn train(
     let total = t
         .max_steps
         .unwrap_or_else(|| (rows * t.num_train_epochs).div_ceil(per_step));
-    let mut learner = new_learner(stage, total, device, init, &tok)?;
-    let layout = super::ranked::distribute(&mut learner, stage, group)?;
+    let (mut learner, layout) = new_learner(stage, total, device, init, &tok, group)?;
     let objective = Objective::Lm(match t.reduce_loss {
         ReduceLoss::Mean => Reduction::Mean,
         ReduceLoss::Sum => Reduction::Sum,

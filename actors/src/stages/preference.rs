@@ -367,11 +367,10 @@ pub(super) fn train(
     let total = t
         .max_steps
         .unwrap_or_else(|| (rows * t.num_train_epochs).div_ceil(per_step));
-    let mut learner = lm::new_learner(stage, total, device, init, &tok)?;
+    let (mut learner, layout) = lm::new_learner(stage, total, device, init, &tok, group)?;
     if let Objective::RewardModel = objective {
         learner.attach_critic()?;
     }
-    let layout = super::ranked::distribute(&mut learner, stage, group)?;
 
     // The reference pass, from the starting weights (also on resume, before the checkpoint
     // loads); every rank makes it over all pairs (under ZeRO-3 it is a collective).

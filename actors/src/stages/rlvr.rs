@@ -347,8 +347,7 @@ fn policy_learner(
     group: Option<ProcessGroup>,
 ) -> Result<Learner> {
     let optimizer_steps = geometry.steps * geometry.versions_per_step;
-    let mut learner = super::lm::new_learner(stage, optimizer_steps, device, init, tok)?;
-    super::ranked::distribute(&mut learner, stage, group)?;
+    let (mut learner, _) = super::lm::new_learner(stage, optimizer_steps, device, init, tok, group)?;
     if init.is_none() {
         learner.save_model(init_out)?;
     }

@@ -11,9 +11,10 @@ use rlvr_core::{PreferenceBatch, StepMetrics, TrainBatch, WeightChunk};
 use rlvr_dist::ProcessGroup;
 use tch::Tensor;
 
-use super::{Learner, Objective};
+use super::{Learner, LearnerConfig, Objective};
 use crate::checkpoint;
 use crate::error::{LearnerError, Result};
+use crate::model::CausalLm;
 use crate::optim::AdamW;
 use crate::preference::{self, PreferenceLoss, PreferenceMetrics};
 use crate::zero::{ShardMemory, Zero3};
@@ -42,6 +43,32 @@ impl Learner {
         self.opt = AdamW::new(Vec::new(), self.config.adamw);
         self.zero = Some(std::cell::RefCell::new(zero));
         Ok(())
+    }
+
+    /// A model loaded from a Hugging Face directory straight into ZeRO-3 shards over `group`:
+    /// each rank reads one parameter unit at a time from the checkpoint, keeps its slice and
+    /// lets the unit go, so it never holds the whole model (its peak is its slices and one
+    /// unit). Equal to [`Learner::from_pretrained`] then [`Learner::set_zero3`].
+    pub fn from_pretrained_zero3(dir: &Path, config: LearnerConfig, group: ProcessGroup) -> Result<Self> {
+        let model_config = checkpoint::read_config(dir)?;
+        let vs = Self::store(&config);
+        // Allocated and left unset: pages nobody writes take no memory.
+        let model = CausalLm::for_loading(&vs.root(), &model_config);
+        let vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        let matched = checkpoint::Matched::dir(&vars, dir)?;
+        let zero = Zero3::loading(&model, &vars, group, config.adamw, |unit| matched.read(unit))?;
+        Ok(Self {
+            vs,
+            model,
+            opt: AdamW::new(Vec::new(), config.adamw),
+            config,
+            reference: None,
+            critic: None,
+            reward_model: None,
+            gradient_checkpointing: false,
+            group: None,
+            zero: Some(std::cell::RefCell::new(zero)),
+        })
     }
 
     /// Whether this learner holds ZeRO-3 shards (saving and evaluating are then collectives).

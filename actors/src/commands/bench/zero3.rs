@@ -36,6 +36,10 @@ pub struct Zero3Args {
     /// Timed optimiser steps (after one untimed).
     #[arg(long, default_value_t = 2)]
     pub steps: usize,
+    /// Start from this Hugging Face model directory instead of a random model of the shape:
+    /// the unsharded learner loads it whole, each ZeRO-3 rank only its shards, unit by unit.
+    #[arg(long)]
+    pub init: Option<std::path::PathBuf>,
     /// Model, device and output.
     #[command(flatten)]
     pub model: ModelArgs,
@@ -72,9 +76,15 @@ pub fn zero3(args: &Zero3Args) -> Result<()> {
         );
     }
     let (device, kind) = (args.model.device.device()?, args.model.dtype.kind());
-    let config = shape(&args.model.shape_from)?;
+    let config = match &args.init {
+        Some(dir) => rlvr_learner::checkpoint::read_config(dir)?,
+        None => shape(&args.model.shape_from)?,
+    };
     let new_learner = || -> Result<Learner> {
-        let mut l = Learner::new(&config, LearnerConfig::constant(1e-5, device), 0);
+        let mut l = match &args.init {
+            Some(dir) => Learner::from_pretrained(dir, LearnerConfig::constant(1e-5, device))?,
+            None => Learner::new(&config, LearnerConfig::constant(1e-5, device), 0),
+        };
         if kind == Kind::BFloat16 {
             l.set_bf16()?;
         }
@@ -100,7 +110,7 @@ pub fn zero3(args: &Zero3Args) -> Result<()> {
     };
     let backend = group.backend();
     let (rank, world) = (group.rank(), group.world_size());
-    let mut learner = new_learner()?;
+    let loads_shards = args.init.is_some() && kind != Kind::BFloat16;
     // Rank r's rows are rows r·batch.. of the baseline's batch.
     let all = batch(args, config.vocab_size, args.batch * world, 0);
     let cols = all.cols;
@@ -112,7 +122,17 @@ pub fn zero3(args: &Zero3Args) -> Result<()> {
         cols,
         packing: None,
     };
-    learner.set_zero3(group)?;
+    let mut learner = match &args.init {
+        // Each rank reads only its shards of the checkpoint.
+        Some(dir) if loads_shards => {
+            Learner::from_pretrained_zero3(dir, LearnerConfig::constant(1e-5, device), group)?
+        }
+        _ => {
+            let mut learner = new_learner()?;
+            learner.set_zero3(group)?;
+            learner
+        }
+    };
     let (step_s, loss) = time_steps(args, &mut learner, &mine, device)?;
     let memory = learner.shard_memory().unwrap_or(rlvr_learner::ShardMemory {
         held: 0,
