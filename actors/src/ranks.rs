@@ -10,14 +10,22 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-/// Whether this process was started as one rank of a group (torchrun's `RANK` is set).
+/// The rank variable of this process: torchrun's `RANK`, or Slurm's `SLURM_PROCID` under `srun`.
+fn rank_var() -> Option<String> {
+    std::env::var("RANK")
+        .or_else(|_| std::env::var("SLURM_PROCID"))
+        .ok()
+}
+
+/// Whether this process was started as one rank of a group (by torchrun, `srun`, or `rlvr`
+/// itself: `RANK` or `SLURM_PROCID` is set).
 pub fn is_rank() -> bool {
-    std::env::var_os("RANK").is_some()
+    rank_var().is_some()
 }
 
 /// Whether this process speaks for its group: not a rank, or rank 0.
 pub fn is_lead() -> bool {
-    std::env::var("RANK").map_or(true, |r| r.trim() == "0")
+    rank_var().is_none_or(|r| r.trim() == "0")
 }
 
 /// Run this binary with its own arguments as `world` local ranks, which split the machine's

@@ -989,6 +989,83 @@ fn run_on_two_ranks_and_accumulating(recipe: &str, two: &Path, one: &Path, commo
 }
 
 #[test]
+fn ranks_started_by_a_launcher_as_torchrun_and_srun_start_them_take_the_steps_of_local_ranks() {
+    let dir = tmp("launched");
+    let common = [
+        "--set",
+        "train.max_steps=3",
+        "--set",
+        "train.per_device_train_batch_size=8",
+        "--set",
+        "train.logging_steps=1",
+        "--set",
+        "launch.zero_stage=3",
+    ];
+    let local = dir.join("local");
+    let mut args = vec!["run", "tiny-arith-sft", "--out", local.to_str().unwrap()];
+    args.extend(["--set", "learner.world_size=2"]);
+    args.extend(common);
+    let out = rlvr(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let want = lm_curve(&local);
+    // torchrun's variables, then Slurm's (MASTER_ADDR and MASTER_PORT from the job script).
+    for (name, vars) in [
+        ("torchrun", ["RANK", "WORLD_SIZE", "LOCAL_RANK"]),
+        ("srun", ["SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"]),
+    ] {
+        let launched = dir.join(name);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            .to_string();
+        let ranks: Vec<std::process::Child> = (0..2)
+            .map(|rank| {
+                let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlvr"));
+                cmd.args(["run", "tiny-arith-sft", "--out", launched.to_str().unwrap()])
+                    .args(common)
+                    .env("OMP_NUM_THREADS", "1")
+                    .env("MASTER_ADDR", "127.0.0.1")
+                    .env("MASTER_PORT", &port)
+                    .env(vars[0], rank.to_string())
+                    .env(vars[1], "2")
+                    .env(vars[2], rank.to_string())
+                    .stderr(std::process::Stdio::piped());
+                cmd.spawn().unwrap()
+            })
+            .collect();
+        for child in ranks {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+        }
+        let got = lm_curve(&launched);
+        assert_eq!(got.0.len(), 3, "{name}: {got:?}");
+        for ((step, a), (_, b)) in got.0.iter().zip(&want.0) {
+            assert!((a - b).abs() < 1e-6, "{name} step {step}: {a} vs {b}");
+        }
+        assert!(launched.join("tiny-arith-sft/model.safetensors").is_file());
+    }
+    // A recipe asking for another number of ranks than the launcher started is refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_rlvr"))
+        .args([
+            "run",
+            "tiny-arith-sft",
+            "--out",
+            dir.join("bad").to_str().unwrap(),
+        ])
+        .args(["--set", "learner.world_size=4"])
+        .env("RANK", "0")
+        .env("WORLD_SIZE", "2")
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", "1")
+        .output()
+        .unwrap();
+    assert_refused(&out, "learner.world_size = 4");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn sft_over_two_zero3_ranks_takes_the_steps_of_one_process_accumulating_two_micro_batches() {
     let dir = tmp("ranks");
     let (two, one) = (dir.join("two"), dir.join("one"));

@@ -25,7 +25,9 @@ pub struct Rendezvous {
 
 impl Rendezvous {
     /// Read `RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT` and `LOCAL_RANK` (defaulting to
-    /// `RANK`), as torchrun, Slurm wrappers and k8s operators set them.
+    /// `RANK`), as torchrun, Slurm wrappers and k8s operators set them; under `srun` without a
+    /// wrapper, `SLURM_PROCID`, `SLURM_NTASKS` and `SLURM_LOCALID` stand in for the first three
+    /// (`MASTER_ADDR` and `MASTER_PORT` still come from the job script).
     pub fn from_env() -> Result<Self> {
         Self::from_vars(|name| std::env::var(name).ok())
     }
@@ -42,9 +44,10 @@ impl Rendezvous {
                 message: format!("`{value}` is not a non-negative integer"),
             })
         }
-        let rank: usize = number("RANK", get("RANK"))?;
-        let world_size: usize = number("WORLD_SIZE", get("WORLD_SIZE"))?;
-        let local_rank = match get("LOCAL_RANK") {
+        let either = |name: &str, slurm: &str| get(name).or_else(|| get(slurm));
+        let rank: usize = number("RANK", either("RANK", "SLURM_PROCID"))?;
+        let world_size: usize = number("WORLD_SIZE", either("WORLD_SIZE", "SLURM_NTASKS"))?;
+        let local_rank = match either("LOCAL_RANK", "SLURM_LOCALID") {
             Some(v) => number("LOCAL_RANK", Some(v))?,
             None => rank,
         };

@@ -95,13 +95,21 @@ pub fn run_with(args: &Args, verifiers: &[Arc<dyn Verifier>]) -> Result<()> {
         }
         None => None,
     };
-    prepare_out(&out, args)?;
-    if !args.resume {
-        std::fs::write(&resolved_path, resolved.to_toml())
-            .with_context(|| format!("writing {}", resolved_path.display()))?;
-    }
-    let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"))?;
-    tracing::info!("run {} -> {}", resolved.name(), out.display());
+    // Under a launcher every rank runs this command; rank 0 alone prepares --out and logs (the
+    // others reach nothing there before they meet rank 0 in the group's rendezvous).
+    let lead = crate::ranks::is_lead();
+    let mut metrics = match lead {
+        true => {
+            prepare_out(&out, args)?;
+            if !args.resume {
+                std::fs::write(&resolved_path, resolved.to_toml())
+                    .with_context(|| format!("writing {}", resolved_path.display()))?;
+            }
+            tracing::info!("run {} -> {}", resolved.name(), out.display());
+            Some(MetricsLog::open(&out.join("metrics.jsonl"))?)
+        }
+        false => None,
+    };
 
     // Each stage starts from the policy the last policy stage made; a reward-model stage's model
     // is not a policy: it becomes the reward model of the RLVR stages after it.
@@ -109,21 +117,24 @@ pub fn run_with(args: &Args, verifiers: &[Arc<dyn Verifier>]) -> Result<()> {
     let mut reward_model: Option<PathBuf> = None;
     for stage in stages {
         let stage = with_pipeline_reward_model(stage, reward_model.as_deref());
-        let model = stages::run(
-            &stage,
-            &out,
-            previous.as_deref(),
-            args.resume,
-            &mut metrics,
-            listen.as_ref(),
-            verifiers,
-        )?;
+        let model = match &mut metrics {
+            Some(metrics) => stages::run(
+                &stage,
+                &out,
+                previous.as_deref(),
+                args.resume,
+                metrics,
+                listen.as_ref(),
+                verifiers,
+            )?,
+            None => stages::follow(&stage, &out, previous.as_deref(), args.resume)?,
+        };
         match stage.kind {
             Some(StageKind::Rm) => reward_model = Some(model),
             _ => previous = Some(model),
         }
     }
-    if let Some(model) = previous {
+    if let (Some(model), true) = (previous, lead) {
         tracing::info!("done: final model in {}", model.display());
     }
     Ok(())

@@ -341,7 +341,7 @@ fn eval_loss(learner: &Learner, tok: &Tokenizer, texts: &Texts, objective: Objec
 }
 
 /// Run the stage; returns the directory of the final model. With `learner.world_size` > 1,
-/// the stage runs as that many local ranks ([`super::ranked`]).
+/// or under a launcher, the stage runs as ranks of a group ([`super::ranked`]).
 pub fn run(
     stage: &Recipe,
     out: &Path,
@@ -349,9 +349,11 @@ pub fn run(
     resume: bool,
     metrics: &mut MetricsLog,
 ) -> Result<PathBuf> {
-    match stage.learner.world_size {
-        0 | 1 => train(stage, out, init, resume, Some(metrics), None, default_device()),
-        _ => super::ranked::spawn(stage, out, init, resume),
+    match super::ranked::layout(stage)? {
+        super::ranked::Layout::Alone => {
+            train(stage, out, init, resume, Some(metrics), None, default_device())
+        }
+        _ => super::ranked::run_ranks(stage, out, init, resume),
     }
 }
 

@@ -23,6 +23,28 @@ use crate::cluster::Listen;
 use crate::metrics::MetricsLog;
 use crate::UsageError;
 
+/// Join a stage as a rank other than 0 of the group a launcher (torchrun, `srun`) started:
+/// the same starting model as rank 0's [`run`], no logs or records of its own. Returns the
+/// directory of the stage's final model (rank 0 writes it).
+pub fn follow(stage: &Recipe, out: &Path, init: Option<&Path>, resume: bool) -> Result<PathBuf> {
+    let model_dir = out.join(&stage.name);
+    if resume && model_dir.join("trainer_state.json").is_file() {
+        return Ok(model_dir);
+    }
+    let named = named_model(stage, init)?;
+    ranked::run_rank(stage, out, init.or(named.as_deref()), resume)?;
+    Ok(model_dir)
+}
+
+/// The recipe's `model.name_or_path` (a directory or a hub id), resolved, when the stage has no
+/// previous stage's model (`init`) to start from.
+fn named_model(stage: &Recipe, init: Option<&Path>) -> Result<Option<PathBuf>> {
+    Ok(match init {
+        None if !stage.model.name_or_path.is_empty() => Some(resolve_model(&stage.model.name_or_path)?),
+        _ => None,
+    })
+}
+
 /// Run one stage into `out`, starting from `init` (the previous stage's model) when given.
 /// Returns the directory of the stage's final model.
 pub fn run(
@@ -46,10 +68,7 @@ pub fn run(
     }
     // A stage starts from the previous stage's model, else from the recipe's `model.name_or_path`
     // (a directory or a hub id).
-    let named = match init {
-        None if !stage.model.name_or_path.is_empty() => Some(resolve_model(&stage.model.name_or_path)?),
-        _ => None,
-    };
+    let named = named_model(stage, init)?;
     let init = init.or(named.as_deref());
     if stage.model.dtype == rlvr_recipes::spec::Dtype::Bf16
         && rlvr_learner::runtime::default_device() == tch::Device::Cpu

@@ -331,9 +331,11 @@ pub fn run(
     metrics: &mut MetricsLog,
 ) -> Result<PathBuf> {
     check(stage)?;
-    match stage.learner.world_size {
-        0 | 1 => train(stage, out, init, resume, Some(metrics), None, default_device()),
-        _ => super::ranked::spawn(stage, out, init, resume),
+    match super::ranked::layout(stage)? {
+        super::ranked::Layout::Alone => {
+            train(stage, out, init, resume, Some(metrics), None, default_device())
+        }
+        _ => super::ranked::run_ranks(stage, out, init, resume),
     }
 }
 

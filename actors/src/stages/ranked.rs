@@ -17,9 +17,51 @@ use rlvr_recipes::Recipe;
 
 use super::{lm, preference, rlvr};
 use crate::metrics::MetricsLog;
+use crate::UsageError;
+
+/// How a stage's learner is laid out over processes.
+pub(super) enum Layout {
+    /// One process, this one.
+    Alone,
+    /// This process is one rank of a group a launcher started (torchrun, `srun`): it joins it.
+    Launched,
+    /// `learner.world_size` local ranks, started here.
+    Local,
+}
+
+/// Where `stage` runs: as one rank of the group a launcher started this process in, over
+/// `learner.world_size` local ranks, or alone. Under a launcher the recipe's
+/// `learner.world_size`, when set above 1, must equal the launcher's world size.
+pub(super) fn layout(stage: &Recipe) -> Result<Layout> {
+    if crate::ranks::is_rank() {
+        let rdv = Rendezvous::from_env()?;
+        let asked = stage.learner.world_size;
+        if asked > 1 && asked as usize != rdv.world_size {
+            bail!(UsageError(format!(
+                "stage `{}`: learner.world_size = {asked}, but the launcher started {} ranks \
+                 (WORLD_SIZE): set learner.world_size = {} or leave it at 1",
+                stage.name, rdv.world_size, rdv.world_size
+            )));
+        }
+        return Ok(Layout::Launched);
+    }
+    Ok(match stage.learner.world_size {
+        0 | 1 => Layout::Alone,
+        _ => Layout::Local,
+    })
+}
+
+/// Run `stage` as this launched rank, or spawn its local ranks; returns the final model's
+/// directory.
+pub(super) fn run_ranks(stage: &Recipe, out: &Path, init: Option<&Path>, resume: bool) -> Result<PathBuf> {
+    match layout(stage)? {
+        Layout::Launched => run_rank(stage, out, init, resume).map(|()| out.join(&stage.name)),
+        _ => spawn(stage, out, init, resume),
+    }
+}
 
 /// Run `stage` as `stage.learner.world_size` local ranks; returns the final model's directory.
-pub(super) fn spawn(stage: &Recipe, out: &Path, init: Option<&Path>, resume: bool) -> Result<PathBuf> {
+fn spawn(stage: &Recipe, out: &Path, init: Option<&Path>, resume: bool) -> Result<PathBuf> {
     let mut args: Vec<OsString> = ["stage-rank", "--out"].map(OsString::from).to_vec();
     args.extend([out.as_os_str().into(), "--stage".into(), (&stage.name).into()]);
     if let Some(init) = init {

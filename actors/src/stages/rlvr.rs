@@ -278,7 +278,7 @@ pub fn run(
     listen: Option<&Listen>,
     extra_verifiers: &[Arc<dyn Verifier>],
 ) -> Result<PathBuf> {
-    if stage.learner.world_size > 1 {
+    if !matches!(super::ranked::layout(stage)?, super::ranked::Layout::Alone) {
         if listen.is_some() || !extra_verifiers.is_empty() {
             bail!(UsageError(format!(
                 "stage `{}`: learner.world_size = {} runs the stage in rank processes, which \
@@ -287,7 +287,7 @@ pub fn run(
                 stage.name, stage.learner.world_size
             )));
         }
-        return super::ranked::spawn(stage, out, init, resume);
+        return super::ranked::run_ranks(stage, out, init, resume);
     }
     lead(stage, out, init, resume, metrics, listen, extra_verifiers, None)
 }
