@@ -106,12 +106,13 @@ pub fn check_available(stage: &Recipe) -> Result<()> {
         );
     }
     let l = &stage.launch;
-    if l.gpus > 1 {
+    // Under a launcher the launcher placed the ranks; launch.gpus describes the reference run.
+    if l.gpus > 1 && !crate::ranks::is_rank() {
         bail!(
             "stage `{}` is not available yet: it asks for {} GPUs on {} node(s) (launch.gpus, \
-             launch.nodes), and launching over GPUs and nodes is not wired yet. Run it with \
-             launch.gpus = 1, on one device or over learner.world_size local ZeRO-3 ranks \
-             (pretraining, SFT, DPO and RLVR stages).",
+             launch.nodes), and rlvr run does not place ranks on GPUs and nodes itself yet. \
+             Start it under torchrun or srun (one process per GPU), or run it with \
+             launch.gpus = 1, on one device or over learner.world_size local ZeRO-3 ranks.",
             stage.name,
             l.gpus,
             l.nodes
