@@ -155,6 +155,14 @@ fn check(ok: i32, err: *mut c_char) -> Result<()> {
     Err(DistError::C10d(message))
 }
 
+/// `s` as a C string for the shim; a NUL byte in it is an error about `name`.
+fn c_text(name: &'static str, s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| DistError::Env {
+        name,
+        message: "contains a NUL byte".into(),
+    })
+}
+
 fn ptr(t: &Tensor) -> *mut torch_sys::C_tensor {
     t.as_ptr() as *mut _
 }
@@ -164,13 +172,7 @@ impl ProcessGroup {
     /// this group's keys in the store; `timeout` bounds the rendezvous and every collective.
     pub fn new(rdv: &Rendezvous, backend: Backend, prefix: &str, timeout: Duration) -> Result<Self> {
         rdv.check()?;
-        let text = |name: &'static str, s: &str| {
-            CString::new(s).map_err(|_| DistError::Env {
-                name,
-                message: "contains a NUL byte".into(),
-            })
-        };
-        let (host, prefix) = (text("MASTER_ADDR", &rdv.host)?, text("prefix", prefix)?);
+        let (host, prefix) = (c_text("MASTER_ADDR", &rdv.host)?, c_text("prefix", prefix)?);
         let mut err = std::ptr::null_mut();
         // SAFETY: valid C strings for the call's duration; the shim catches every exception.
         let raw = unsafe {
@@ -201,13 +203,7 @@ impl ProcessGroup {
     /// NCCL group, with its own `timeout` for each collective. `host` is the rendezvous host
     /// (`MASTER_ADDR`), which picks Gloo's network device.
     pub fn gloo_sibling(&self, host: &str, prefix: &str, timeout: Duration) -> Result<Self> {
-        let text = |name: &'static str, s: &str| {
-            CString::new(s).map_err(|_| DistError::Env {
-                name,
-                message: "contains a NUL byte".into(),
-            })
-        };
-        let (host, prefix) = (text("MASTER_ADDR", host)?, text("prefix", prefix)?);
+        let (host, prefix) = (c_text("MASTER_ADDR", host)?, c_text("prefix", prefix)?);
         let mut err = std::ptr::null_mut();
         // SAFETY: a live group and valid C strings for the call's duration; the shim catches
         // every exception.

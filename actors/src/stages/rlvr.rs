@@ -2,7 +2,8 @@
 //! learner, broadcaster under one controller), run it on a tokio runtime, and write the final
 //! model and the held-out accuracy curve. The algorithm (`rlvr.algorithm`: PPO, GRPO, DAPO,
 //! GSPO, CISPO, RLOO, REINFORCE++) is read in [`algorithm`], the reward's composition in
-//! [`reward`]; resumes from the newest checkpoint.
+//! [`reward`], the learner every rank builds (and the ranks beyond the first) in [`ranks`];
+//! resumes from the newest checkpoint.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,8 +16,6 @@ use rlvr_core::SamplingParams;
 use rlvr_data::arith::Split;
 use rlvr_data::mix::MixReport;
 use rlvr_data::{rlvr_row, At, Builtin, Tokenizer};
-use rlvr_dist::ProcessGroup;
-use rlvr_learner::Learner;
 use rlvr_recipes::spec::{MixEntry, RlvrSpec};
 use rlvr_recipes::Recipe;
 use rlvr_verifiers::{Mode, PluginVerifier, Registry, Verifier, WeightedSum};
@@ -25,14 +24,17 @@ use serde_json::json;
 use crate::cluster::Listen;
 use crate::graph::controller::{Controller, ControllerArgs, EvalTasks, LoopSettings, Progress};
 use crate::graph::data::Prompt;
-use crate::graph::learner::{LearnSettings, Ranks};
+use crate::graph::learner::Ranks;
 use crate::metrics::MetricsLog;
 use crate::UsageError;
 
 mod algorithm;
+mod ranks;
 mod reward;
 
 use algorithm::Algorithm;
+use ranks::{check_sharded, geometry, learn_settings, policy_learner, resume_point};
+pub(crate) use ranks::{follow, LearnerRanks};
 
 fn spec(stage: &Recipe) -> Result<&RlvrSpec> {
     stage
@@ -206,47 +208,6 @@ fn check_verifiers(stage: &Recipe, rl: &RlvrSpec) -> Result<()> {
     Ok(())
 }
 
-/// Refuse what the learner does not run over ZeRO-3 ranks yet (`learner.world_size` > 1 with
-/// `launch.zero_stage = 3`): scoring on rank 0 alone (the reference's KL in the reward, the
-/// value model, a reward model) and the proximal log-probs of an off-policy correction. The
-/// reference's KL in the loss is sharded; data-parallel ranks run everything.
-fn check_sharded(stage: &Recipe, rl: &RlvrSpec, algorithm: &Algorithm) -> Result<()> {
-    if stage.learner.world_size < 2 || stage.launch.zero_stage < 3 {
-        return Ok(());
-    }
-    let unsharded = [
-        (
-            "beta",
-            rl.beta > 0.0 && algorithm.kl_in_reward.is_some(),
-            "the KL penalty in the reward (the reference scores responses on rank 0 alone)",
-        ),
-        (
-            "algorithm",
-            algorithm.estimator.needs_values(),
-            "PPO's value model",
-        ),
-        (
-            "reward_model_multiplier",
-            rl.reward_model_multiplier != 0.0,
-            "the reward model",
-        ),
-        (
-            "off_policy_correction",
-            algorithm.correction.is_active(),
-            "the proximal log-probs of an off-policy correction",
-        ),
-    ];
-    if let Some((key, _, what)) = unsharded.iter().find(|u| u.1) {
-        bail!(UsageError(format!(
-            "stage `{}`: rlvr.{key}: {what} does not run over ZeRO-3 learner ranks yet \
-             (learner.world_size = {}, launch.zero_stage = 3): set launch.zero_stage = 0 to run \
-             the ranks data-parallel, or learner.world_size = 1",
-            stage.name, stage.learner.world_size
-        )));
-    }
-    Ok(())
-}
-
 /// The longest prompt a stage keeps: `rlvr.max_prompt_token_length`, or `rlvr.max_token_length`
 /// when smaller (open-instruct filters rows on both).
 pub(crate) fn prompt_limit(rl: &RlvrSpec) -> usize {
@@ -290,136 +251,6 @@ pub fn run(
         return super::ranked::run_ranks(stage, out, init, resume);
     }
     lead(stage, out, init, resume, metrics, listen, extra_verifiers, None)
-}
-
-/// The learner ranks of a stage spread over several: the learner's own group (ZeRO-3 or
-/// data-parallel) and a Gloo group rank 0 sends its requests over.
-pub(crate) struct LearnerRanks {
-    /// The group the learner trains over.
-    pub group: ProcessGroup,
-    /// Rank 0's requests to the others.
-    pub requests: ProcessGroup,
-}
-
-/// How many steps a stage takes and what each holds.
-struct Geometry {
-    steps: u64,
-    prompts_per_step: usize,
-    samples_per_prompt: usize,
-    mini_batch: usize,
-    /// Optimiser steps (policy versions) per RL step.
-    versions_per_step: u64,
-}
-
-fn geometry(stage: &Recipe, rl: &RlvrSpec) -> Geometry {
-    let n = rl.num_samples_per_prompt.max(1) as usize;
-    let learners: u64 = rl.actor_num_gpus_per_node.iter().sum::<u64>().max(1);
-    let prompts_per_step = (rl.local_rollout_batch_size * learners) as usize;
-    let steps = stage
-        .train
-        .max_steps
-        .unwrap_or(rl.total_episodes / (prompts_per_step * n) as u64)
-        .max(1);
-    let mini_batch = rl.local_mini_batch_size.max(1) as usize;
-    Geometry {
-        steps,
-        prompts_per_step,
-        samples_per_prompt: n,
-        mini_batch,
-        versions_per_step: rl.num_epochs.max(1) * (prompts_per_step * n).div_ceil(mini_batch) as u64,
-    }
-}
-
-/// The policy learner as every learner rank builds it: from `init` or initialised, spread
-/// over `group` when there is one, with the frozen reference (β > 0) and the value model (PPO)
-/// the loss needs. Without `init`, the starting model is saved to `init_out` (a collective
-/// under ZeRO-3; rank 0 writes), where the rollout engines load it.
-#[allow(clippy::too_many_arguments)]
-fn policy_learner(
-    stage: &Recipe,
-    rl: &RlvrSpec,
-    algorithm: &Algorithm,
-    geometry: &Geometry,
-    init: Option<&Path>,
-    init_out: &Path,
-    tok: &Tokenizer,
-    device: tch::Device,
-    group: Option<ProcessGroup>,
-) -> Result<Learner> {
-    let optimizer_steps = geometry.steps * geometry.versions_per_step;
-    let (mut learner, _) = super::lm::new_learner(stage, optimizer_steps, device, init, tok, group)?;
-    if init.is_none() {
-        learner.save_model(init_out)?;
-    }
-    if rl.beta > 0.0 {
-        learner.freeze_reference()?;
-    }
-    if algorithm.estimator.needs_values() && rl.reward_model_path.is_empty() {
-        learner.attach_critic()?;
-    } else if algorithm.estimator.needs_values() {
-        // Tülu 3: the value model starts as the reward model.
-        learner.attach_critic_from(&super::resolve_model(&rl.reward_model_path)?)?;
-    }
-    Ok(learner)
-}
-
-/// How the learner turns a step's samples into optimiser steps.
-fn learn_settings(
-    rl: &RlvrSpec,
-    algorithm: &Algorithm,
-    geometry: &Geometry,
-    tok: &Tokenizer,
-) -> LearnSettings {
-    LearnSettings {
-        loss: algorithm.loss,
-        correction: algorithm.correction,
-        epochs: rl.num_epochs.max(1) as usize,
-        mini_batch: geometry.mini_batch,
-        micro_batch: rl.local_rollout_forward_batch_size.max(1) as usize,
-        pad_id: i64::from(tok.pad_id),
-    }
-}
-
-/// The stage's newest checkpoint, when resuming.
-fn resume_point(out: &Path, stage: &Recipe, resume: bool) -> Result<Option<(PathBuf, Progress)>> {
-    match resume {
-        true => super::latest_checkpoint::<Progress>(&out.join("checkpoints").join(&stage.name), |p| p.step),
-        false => Ok(None),
-    }
-}
-
-/// A learner rank other than 0: build the same learner as rank 0, restore the same
-/// checkpoint, and join rank 0's learner collectives until the stage ends.
-pub(crate) fn follow(
-    stage: &Recipe,
-    out: &Path,
-    init: Option<&Path>,
-    resume: bool,
-    device: tch::Device,
-    ranks: LearnerRanks,
-) -> Result<()> {
-    check(stage)?;
-    let rl = spec(stage)?;
-    let tok = super::tokenizer(stage, init)?;
-    let algorithm = Algorithm::from_spec(&stage.name, rl)?;
-    let geometry = geometry(stage, rl);
-    let init_out = out.join("checkpoints").join(&stage.name).join("init");
-    let mut learner = policy_learner(
-        stage,
-        rl,
-        &algorithm,
-        &geometry,
-        init,
-        &init_out,
-        &tok,
-        device,
-        Some(ranks.group),
-    )?;
-    if let Some((dir, saved)) = resume_point(out, stage, resume)? {
-        learner.load_checkpoint(&dir, saved.policy_version)?;
-    }
-    let learn = learn_settings(rl, &algorithm, &geometry, &tok);
-    crate::graph::learner::follow(learner, &learn, &ranks.requests)
 }
 
 /// Rank 0 of the stage (or its only rank): build the actor graph around the learner and run

@@ -294,34 +294,23 @@ impl Learner {
             out.sums = sums;
             l * scale
         };
+        // The loss from the final hidden states of the flat layout.
+        let mut flat_loss = |flat: &Flat, h: &Tensor| {
+            let states = flat.response_states(h);
+            let (lp, entropy) =
+                policy::logprobs_of_states(&self.model, &states, flat.responses(), &loss.distribution);
+            surrogate(&lp, &entropy)
+        };
         let pg = match (&self.zero, &flat) {
             (Some(cell), Some(flat)) => self.model.backward_by_unit(
                 flat.input_ids(),
                 Some(flat.documents()),
-                |h| {
-                    let states = flat.response_states(h);
-                    let (lp, entropy) = policy::logprobs_of_states(
-                        &self.model,
-                        &states,
-                        flat.responses(),
-                        &loss.distribution,
-                    );
-                    surrogate(&lp, &entropy)
-                },
+                |h| flat_loss(flat, h),
                 &mut *cell.borrow_mut(),
             )?,
             (None, Some(flat)) => {
                 self.model
-                    .backward_checkpointed(flat.input_ids(), Some(flat.documents()), |h| {
-                        let states = flat.response_states(h);
-                        let (lp, entropy) = policy::logprobs_of_states(
-                            &self.model,
-                            &states,
-                            flat.responses(),
-                            &loss.distribution,
-                        );
-                        surrogate(&lp, &entropy)
-                    })
+                    .backward_checkpointed(flat.input_ids(), Some(flat.documents()), |h| flat_loss(flat, h))
             }
             (_, None) => {
                 let (lp, entropy) = policy::token_logprobs(&self.model, &input, &loss.distribution);
