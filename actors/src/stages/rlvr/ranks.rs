@@ -22,7 +22,8 @@ use crate::UsageError;
 /// value model, a reward model) and the proximal log-probs of an off-policy correction. The
 /// reference's KL in the loss is sharded; data-parallel ranks run everything.
 pub(super) fn check_sharded(stage: &Recipe, rl: &RlvrSpec, algorithm: &Algorithm) -> Result<()> {
-    if stage.learner.world_size < 2 || stage.launch.zero_stage < 3 {
+    let world = crate::stages::ranked::world(stage);
+    if world < 2 || stage.launch.zero_stage < 3 {
         return Ok(());
     }
     let unsharded = [
@@ -50,9 +51,9 @@ pub(super) fn check_sharded(stage: &Recipe, rl: &RlvrSpec, algorithm: &Algorithm
     if let Some((key, _, what)) = unsharded.iter().find(|u| u.1) {
         bail!(UsageError(format!(
             "stage `{}`: rlvr.{key}: {what} does not run over ZeRO-3 learner ranks yet \
-             (learner.world_size = {}, launch.zero_stage = 3): set launch.zero_stage = 0 to run \
-             the ranks data-parallel, or learner.world_size = 1",
-            stage.name, stage.learner.world_size
+             ({world} ranks, launch.zero_stage = 3): set launch.zero_stage = 0 to run the \
+             ranks data-parallel, or run on one rank",
+            stage.name
         )));
     }
     Ok(())
