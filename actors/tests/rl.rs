@@ -282,7 +282,10 @@ fn rlvr_checkpoints_rotate_keeping_the_newest_and_the_stage_logs_to_tensorboard(
 
 #[test]
 fn rlvr_ctl_reports_status_and_resizes_a_running_pool() {
-    let dir = tmp("ctl");
+    // A run directory too deep for a socket address: the socket lives elsewhere, named beside.
+    let dir = tmp("ctl")
+        .join("a-run-directory-deep-enough-that-its-control-socket-path-would-not-fit-a-unix-socket-address");
+    assert!(dir.join("control.sock").as_os_str().len() > 108);
     let mut run = Command::new(env!("CARGO_BIN_EXE_rlvr"))
         .args([
             "run",
@@ -346,9 +349,13 @@ fn rlvr_ctl_reports_status_and_resizes_a_running_pool() {
     // A bad pool name is refused by the command line.
     let out = ctl(&["resize", "learner", "2"]);
     assert_eq!(out.status.code(), Some(2));
+    let socket = std::fs::read_to_string(dir.join("control.sock.path")).unwrap();
+    assert!(socket.len() < 108, "{socket}");
     run.kill().unwrap();
     run.wait().unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
+    // Killed, the run could not remove its socket.
+    std::fs::remove_file(&socket).unwrap();
+    std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
     // No run, no socket: the command says where it looked.
     let out = ctl(&["status"]);
     assert_refused(&out, "control.sock");

@@ -49,7 +49,12 @@ pub enum Pool {
 
 /// Send the request, print the reply.
 pub fn run(args: &Args) -> Result<()> {
-    let path = args.run.join("control.sock");
+    // A run directory too deep for a socket address names the socket's short path instead.
+    let named = args.run.join("control.sock");
+    let path = match std::fs::read(crate::graph::control::pointer_file(&named)) {
+        Ok(bytes) => PathBuf::from(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(_) => named,
+    };
     let request = match &args.action {
         Action::Status => json!({"cmd": "status"}),
         Action::Resize { pool, workers } => {

@@ -8,6 +8,9 @@
 //!   local workers to N (retired ones finish their current job first).
 //!
 //! A reply is `{"ok": true, ...}` or `{"ok": false, "error": "..."}`.
+//!
+//! A run directory too deep for a socket address (107 bytes) gets the socket in the temp
+//! directory instead, and `control.sock.path` beside where it would have been names it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -43,35 +46,60 @@ pub struct Controls {
     pub progress: Arc<Mutex<Progress>>,
 }
 
-/// The socket, removed when dropped.
+/// The socket, removed when dropped (with the file that points to it, if any).
 pub struct ControlSocket {
-    path: PathBuf,
+    files: Vec<PathBuf>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for ControlSocket {
     fn drop(&mut self) {
         self.task.abort();
-        let _ = std::fs::remove_file(&self.path);
+        for file in &self.files {
+            let _ = std::fs::remove_file(file);
+        }
     }
 }
 
+/// The longest path a Unix socket address holds (108 bytes with its NUL, on Linux).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// The file beside `path` that names where the socket really is, when `path` is too long to
+/// bind.
+pub fn pointer_file(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".path");
+    PathBuf::from(name)
+}
+
 impl ControlSocket {
-    /// Listen at `path` (a stale socket there is replaced), serving `controls`.
+    /// Listen at `path` (a stale socket there is replaced), serving `controls`. A `path` too
+    /// long for a socket address is served from a short path in the temp directory instead,
+    /// which [`pointer_file`] names.
     pub fn serve(path: &Path, controls: Controls) -> Result<Self> {
-        let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("restricting {}", path.display()))?;
+        let mut files = Vec::new();
+        let socket = if path.as_os_str().len() > MAX_SOCKET_PATH {
+            let short = std::env::temp_dir().join(format!("rlvr-ctl-{}.sock", std::process::id()));
+            let pointer = pointer_file(path);
+            std::fs::write(&pointer, short.as_os_str().as_encoded_bytes())
+                .with_context(|| format!("writing {}", pointer.display()))?;
+            files.push(pointer);
+            short
+        } else {
+            path.to_path_buf()
+        };
+        let _ = std::fs::remove_file(&socket);
+        let listener =
+            UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("restricting {}", socket.display()))?;
+        files.push(socket);
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 tokio::spawn(session(stream, controls.clone()));
             }
         });
-        Ok(Self {
-            path: path.to_path_buf(),
-            task,
-        })
+        Ok(Self { files, task })
     }
 }
 
