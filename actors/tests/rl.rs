@@ -149,25 +149,7 @@ fn tiny_rlvr_sample_routes_real_rows_to_three_verifiers_and_bad_rows_name_file_a
 #[test]
 fn async_rlvr_overlaps_the_next_rollout_within_a_one_version_staleness_bound() {
     let dir = tmp("async");
-    let d = dir.to_str().unwrap();
-    let out = rlvr(&[
-        "run",
-        "tiny-arith-rlvr",
-        "--out",
-        d,
-        "--set",
-        "train.max_steps=3",
-        "--set",
-        "rlvr.async_mode=true",
-        "--set",
-        "rlvr.local_rollout_batch_size=4",
-        "--set",
-        "rlvr.local_mini_batch_size=32",
-        "--set",
-        "rlvr.num_evals=1",
-        "--set",
-        "data.eval_mix=[{dataset = \"builtin:arith-rlvr\", amount = 8, split = \"test\"}]",
-    ]);
+    let out = short_rlvr(&dir, 3, &["--set", "rlvr.async_mode=true"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let gaps: Vec<u64> = metrics(&dir)
         .iter()

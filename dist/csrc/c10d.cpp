@@ -97,6 +97,19 @@ int rlvr_c10d_has_nccl() {
 #endif
 }
 
+// A Gloo backend over `store`: on loopback when the rendezvous host is, else on the default
+// network device.
+c10::intrusive_ptr<c10d::Backend> gloo_backend(const c10::intrusive_ptr<c10d::Store>& store, int rank,
+                                               int world, const char* host,
+                                               std::chrono::milliseconds timeout) {
+  auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+  std::string h(host);
+  bool loopback = h == "127.0.0.1" || h == "localhost" || h == "::1";
+  options->devices.push_back(loopback ? c10d::ProcessGroupGloo::createDeviceForHostname(h)
+                                      : c10d::ProcessGroupGloo::createDefaultDevice());
+  return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, options);
+}
+
 // Join a group of `world` ranks through the TCPStore at host:port (rank 0 serves it).
 // backend: 0 = Gloo, 1 = NCCL. `prefix` namespaces the keys so several groups can share one
 // store address over a run. `timeout_ms` bounds rendezvous and each collective.
@@ -124,12 +137,7 @@ void* rlvr_c10d_new(const char* host, int port, int rank, int world, int backend
       throw std::runtime_error("this build has no NCCL (build rlvr-dist with feature `nccl`)");
 #endif
     } else {
-      auto options = c10d::ProcessGroupGloo::Options::create(timeout);
-      std::string h(host);
-      bool loopback = h == "127.0.0.1" || h == "localhost" || h == "::1";
-      options->devices.push_back(loopback ? c10d::ProcessGroupGloo::createDeviceForHostname(h)
-                                          : c10d::ProcessGroupGloo::createDefaultDevice());
-      pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, options);
+      pg = gloo_backend(store, rank, world, host, timeout);
     }
     group = new Group{store, pg};
   });
@@ -144,13 +152,7 @@ void* rlvr_c10d_gloo_sibling(void* of, int rank, int world, const char* host, co
   guarded(err, [&] {
     auto* parent = static_cast<Group*>(of);
     auto store = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), parent->store);
-    auto options = c10d::ProcessGroupGloo::Options::create(std::chrono::milliseconds(timeout_ms));
-    std::string h(host);
-    bool loopback = h == "127.0.0.1" || h == "localhost" || h == "::1";
-    options->devices.push_back(loopback ? c10d::ProcessGroupGloo::createDeviceForHostname(h)
-                                        : c10d::ProcessGroupGloo::createDefaultDevice());
-    c10::intrusive_ptr<c10d::Backend> pg =
-        c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, options);
+    auto pg = gloo_backend(store, rank, world, host, std::chrono::milliseconds(timeout_ms));
     group = new Group{store, pg};
   });
   return group;
