@@ -719,26 +719,38 @@ fn an_rlvr_stage_over_two_learner_ranks_takes_the_steps_of_one() {
         "rlvr.local_rollout_batch_size=32",
     ];
     // GRPO (the KL to a frozen reference in the loss) over ZeRO-3 shards; PPO (value model,
-    // KL in the reward) data-parallel.
-    let zero3: Vec<&str> = small
+    // the proximal pass of an off-policy correction) over ZeRO-3 shards; PPO with the KL in
+    // the reward over data-parallel ranks. Each against one rank. (Over ZeRO-3 the reference
+    // runs on whole sequences rather than with the prompt shared, which rounds differently;
+    // in the first step, whose verifiable rewards are all 0, the KL reward is that rounding
+    // alone, which Adam's first step would amplify into different weights. The learner's
+    // tests compare the sharded reference's log-probs directly.)
+    let grpo: Vec<&str> = small
         .iter()
         .copied()
         .chain(["--set", "rlvr.save_freq=2"])
         .collect();
-    let data_parallel: Vec<&str> = small.iter().copied().chain(ppo).collect();
+    let ppo: Vec<&str> = small.iter().copied().chain(ppo).collect();
+    let sharded_ppo: Vec<&str> = ppo
+        .iter()
+        .copied()
+        .chain(["--set", "rlvr.off_policy_correction=tis", "--set", "rlvr.beta=0"])
+        .collect();
     for (name, common, layout) in [
-        ("zero3-grpo", zero3, "launch.zero_stage=3"),
-        ("dp-ppo", data_parallel, "launch.zero_stage=0"),
+        ("zero3-grpo", &grpo, "launch.zero_stage=3"),
+        ("zero3-ppo", &sharded_ppo, "launch.zero_stage=3"),
+        ("dp-ppo", &ppo, "launch.zero_stage=0"),
     ] {
         let one = dir.join(format!("{name}-1"));
-        let out = short_rlvr(&one, 3, &common);
+        let out = short_rlvr(&one, 3, common);
         assert!(out.status.success(), "{}", text(&out.stderr));
+        let want = rl_steps(&one);
         let two = dir.join(format!("{name}-2"));
         let mut args = common.clone();
         args.extend(["--set", "learner.world_size=2", "--set", layout]);
         let out = short_rlvr(&two, 3, &args);
         assert!(out.status.success(), "{name}: {}", text(&out.stderr));
-        let (want, got) = (rl_steps(&one), rl_steps(&two));
+        let got = rl_steps(&two);
         assert_eq!(want.len(), 3, "{name}");
         assert!(
             want.iter().any(|s| s[4] > 1e-3),
@@ -767,19 +779,5 @@ fn an_rlvr_stage_over_two_learner_ranks_takes_the_steps_of_one() {
             assert_eq!(rl_steps(&two), got, "resumed");
         }
     }
-    // What ZeRO-3 ranks do not shard yet is refused by key.
-    let out = short_rlvr(
-        &dir.join("refused"),
-        1,
-        &[
-            "--set",
-            "learner.world_size=2",
-            "--set",
-            "launch.zero_stage=3",
-            "--set",
-            "rlvr.algorithm=reinforce_pp",
-        ],
-    );
-    assert_refused(&out, "rlvr.beta");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -135,9 +135,16 @@ pub struct ProcessGroup {
     backend: Backend,
 }
 
-// SAFETY: the c10d backend may be used from any one thread at a time; `ProcessGroup` methods
-// take `&self` but collectives of one group are issued in program order by their caller.
+// SAFETY: the c10d backend may be used from any thread; `ProcessGroup` methods take `&self`
+// and collectives of one group are issued in program order by their caller.
 unsafe impl Send for ProcessGroup {}
+
+// SAFETY: the shim holds nothing mutable of its own beside the c10d backend and its store, and
+// c10d's Gloo and NCCL backends take collectives from several threads (their work queues are
+// locked). Which collective pairs with which across ranks stays the callers' order to keep, as
+// on one thread; a group shared by several models of one learner (`Arc<ProcessGroup>`) is used
+// from the learner's thread.
+unsafe impl Sync for ProcessGroup {}
 
 /// Turn the shim's `(ok, err)` convention into a `Result`.
 fn check(ok: i32, err: *mut c_char) -> Result<()> {

@@ -1,7 +1,7 @@
 //! Collectives across processes and nodes on libtorch's own c10d: a [`ProcessGroup`] joins a
 //! `TCPStore` rendezvous and runs Gloo (CPU tensors) or NCCL (CUDA tensors, feature `nccl`),
 //! with all-reduce, broadcast, all-gather, reduce-scatter and barrier working in place on tch
-//! tensors. Ranks follow torchrun's conventions ([`Rendezvous::from_env`]: `RANK`,
+//! tensors, and [`ProcessGroup::all_gather_rows`] for rows of different lengths. Ranks follow torchrun's conventions ([`Rendezvous::from_env`]: `RANK`,
 //! `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`), so torchrun, Slurm or k8s
 //! launchers work unchanged.
 //!
@@ -15,6 +15,7 @@
 mod error;
 mod ffi;
 mod group;
+mod rows;
 mod weights;
 
 pub use error::{DistError, Result};

@@ -239,3 +239,21 @@ fn a_sibling_group_lives_beside_its_parent_on_the_same_store() {
         assert_eq!((a, b, world), (6.0, 20.0, 2));
     }
 }
+
+#[test]
+fn rows_of_different_lengths_come_back_from_every_rank_in_rank_order() {
+    // Rank r brings r + 1 rows (rank 2 none), row i holding i + r values r*100 + i..
+    let rows_of = |rank: usize| -> Vec<Vec<f32>> {
+        let count = if rank == 2 { 0 } else { rank + 1 };
+        (0..count)
+            .map(|i| (0..i + rank).map(|j| (rank * 100 + i * 10 + j) as f32).collect())
+            .collect()
+    };
+    let results = on_ranks(3, |g| g.all_gather_rows(&rows_of(g.rank())).unwrap());
+    let want: Vec<Vec<f32>> = (0..3).flat_map(rows_of).collect();
+    assert_eq!(want.len(), 3);
+    assert!(want.iter().any(Vec::is_empty) && want.iter().any(|r| r.len() == 2));
+    for got in results {
+        assert_eq!(got, want);
+    }
+}

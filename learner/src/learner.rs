@@ -1,6 +1,7 @@
 //! The learner: a model, its optimiser and schedule, and one method per optimiser step. It
 //! knows nothing of where batches come from.
 
+use std::cell::RefCell;
 use std::path::Path;
 
 use rlvr_core::{StepMetrics, TrainBatch, WeightChunk, IGNORE};
@@ -82,6 +83,22 @@ impl LearnerConfig {
     }
 }
 
+/// The frozen copy of the policy that RL's KL penalty is measured against: whole, or ZeRO-3
+/// shards beside the policy's.
+struct Reference {
+    model: CausalLm,
+    shards: Option<RefCell<Zero3>>,
+}
+
+impl Reference {
+    /// The shards, for the passes that need them.
+    fn shards(&self) -> Result<&RefCell<Zero3>> {
+        self.shards
+            .as_ref()
+            .ok_or(LearnerError::Order("the reference is not sharded"))
+    }
+}
+
 /// A model being trained.
 pub struct Learner {
     vs: VarStore,
@@ -89,7 +106,7 @@ pub struct Learner {
     opt: AdamW,
     config: LearnerConfig,
     /// Frozen copy of the policy that RL's KL penalty is measured against.
-    reference: Option<(VarStore, CausalLm)>,
+    reference: Option<Reference>,
     /// PPO's value model.
     critic: Option<Critic>,
     /// A frozen reward model that scores RL responses.
@@ -100,7 +117,7 @@ pub struct Learner {
     /// Data parallelism: gradients are averaged over this group's ranks before each update.
     group: Option<ProcessGroup>,
     /// ZeRO-3: parameters, gradients and optimiser state sharded over a group's ranks.
-    zero: Option<std::cell::RefCell<Zero3>>,
+    zero: Option<RefCell<Zero3>>,
 }
 
 impl Learner {
@@ -301,56 +318,79 @@ impl Learner {
     }
 
     /// Freeze a copy of the current weights as the reference policy of RL's KL penalty. Under
-    /// ZeRO-3 a collective: the copy is sharded like the policy (slices of its parameters only).
+    /// ZeRO-3 a collective: the copy is sharded like the policy, made one unit at a time.
     pub fn freeze_reference(&mut self) -> Result<()> {
         let mut vs = VarStore::new(self.config.device);
         vs.set_kind(self.vs.kind());
         let model = CausalLm::for_loading(&vs.root(), self.model.config());
-        self.with_whole_model(|l| {
-            vs.copy(&l.vs).map_err(|source| LearnerError::Torch {
-                context: "copying the reference policy".into(),
-                source,
-            })
-        })?;
         vs.freeze();
-        if let Some(cell) = &self.zero {
-            let vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-            cell.borrow_mut().add_frozen(&model, &vars)?;
-        }
-        self.reference = Some((vs, model));
+        let shards = match &self.zero {
+            None => {
+                vs.copy(&self.vs).map_err(|source| LearnerError::Torch {
+                    context: "copying the reference policy".into(),
+                    source,
+                })?;
+                None
+            }
+            Some(cell) => {
+                let vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+                let mut policy = cell.borrow_mut();
+                let group = policy.shared_group();
+                Some(RefCell::new(Zero3::loading(
+                    model.units(),
+                    &vars,
+                    group,
+                    None,
+                    |unit, mine| policy.copy_unit_into(unit, mine, &[]),
+                )?))
+            }
+        };
+        self.reference = Some(Reference { model, shards });
         Ok(())
     }
 
     /// Attach a PPO value model: a copy of the policy's trunk with a zero-initialised scalar
-    /// head and its own AdamW (same settings and schedule as the policy's).
+    /// head and its own AdamW (same settings and schedule as the policy's). Under ZeRO-3 a
+    /// collective: the value model is sharded like the policy, copied one unit at a time.
     pub fn attach_critic(&mut self) -> Result<()> {
-        self.unsharded("a value model is not kept under ZeRO-3 yet")?;
-        self.critic = Some(Critic::from_policy(
-            &self.vs,
-            self.model.config(),
-            self.config.adamw,
-        )?);
+        let (device, adamw) = (self.config.device, self.config.adamw);
+        self.critic = Some(match &self.zero {
+            Some(cell) => {
+                Critic::from_policy_shards(&mut cell.borrow_mut(), self.model.config(), device, adamw)?
+            }
+            None => Critic::from_policy(&self.vs, self.model.config(), adamw)?,
+        });
         Ok(())
     }
 
     /// Attach a PPO value model loaded from a reward model's directory
-    /// (`LlamaForSequenceClassification` with one label: `model.*` and `score.weight`).
+    /// (`LlamaForSequenceClassification` with one label: `model.*` and `score.weight`); under
+    /// ZeRO-3 each rank reads its shards only.
     pub fn attach_critic_from(&mut self, reward_model: &Path) -> Result<()> {
-        self.unsharded("a value model is not kept under ZeRO-3 yet")?;
-        self.critic = Some(Critic::from_reward_model(
-            reward_model,
-            self.config.device,
-            self.config.adamw,
-        )?);
+        let (device, adamw) = (self.config.device, self.config.adamw);
+        self.critic = Some(match &self.zero {
+            Some(cell) => {
+                let group = cell.borrow().shared_group();
+                Critic::from_reward_model_shards(reward_model, device, group, adamw)?
+            }
+            None => Critic::from_reward_model(reward_model, device, adamw)?,
+        });
         Ok(())
     }
 
     /// Attach a frozen reward model (a `…ForSequenceClassification` directory with one label)
-    /// that [`Learner::score`] scores each response with. Its vocabulary must be the policy's,
-    /// so every token the policy samples is one it reads.
+    /// that [`Learner::score`] scores each response with; under ZeRO-3 each rank reads its
+    /// shards only. Its vocabulary must be the policy's, so every token the policy samples is
+    /// one it reads.
     pub fn attach_reward_model(&mut self, dir: &Path) -> Result<()> {
-        self.unsharded("a reward model is not kept under ZeRO-3 yet")?;
-        let mut model = ScoreModel::load(dir, self.config.device)?;
+        let device = self.config.device;
+        let mut model = match &self.zero {
+            Some(cell) => {
+                let group = cell.borrow().shared_group();
+                ScoreModel::load_sharded(dir, device, group, None)?
+            }
+            None => ScoreModel::load(dir, device)?,
+        };
         let (theirs, ours) = (model.config().vocab_size, self.model.config().vocab_size);
         if theirs != ours {
             return Err(LearnerError::Checkpoint {

@@ -1,20 +1,23 @@
 //! ZeRO stage 3 (Rajbhandari et al., 2020): parameters, gradients and AdamW state partitioned
 //! over the ranks of a process group.
 //!
-//! Each parameter unit of the model ([`CausalLm::unit`]: the embedding, a decoder layer, the
+//! Each parameter unit of a model ([`CausalLm::unit`](crate::model::CausalLm::unit): the embedding, a decoder layer, the
 //! head) is one flat buffer, padded to a multiple of the world size; rank `r` keeps slice `r`
 //! of it, with that slice's gradient and optimiser state. A unit is all-gathered just before it
 //! runs and released after ([`Units`]); its gradients are reduce-scattered into the slices as
 //! they are made and averaged over the ranks; each rank steps AdamW on its own slices. Between
-//! passes a rank holds 1/N of the parameters, gradients and moments, plus the padding. A
-//! frozen model (RL's reference policy) can be sharded beside the trained one: slices of its
-//! parameters only, gathered unit by unit for its forward passes ([`Zero3::frozen_units`]).
+//! passes a rank holds 1/N of the parameters, gradients and moments, plus the padding. One
+//! [`Zero3`] shards one model; RL shards several over the same ranks (the policy, its frozen
+//! reference, the value model, a frozen reward model), each with its own [`Zero3`] on the
+//! shared group. A frozen model keeps slices of its parameters only.
+
+use std::sync::Arc;
 
 use rlvr_dist::{ProcessGroup, ReduceOp};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{LearnerError, Result};
-use crate::model::{CausalLm, Units};
+use crate::model::Units;
 use crate::optim::{self, wide, AdamWConfig};
 
 /// One unit's partition on this rank.
@@ -41,14 +44,13 @@ struct Unit {
     exp_avg_sq: Tensor,
 }
 
-/// A model's parameters, gradients and AdamW state sharded over `group`.
+/// A model's parameters, gradients and AdamW state sharded over `group` (its parameters only,
+/// when it is frozen).
 pub(crate) struct Zero3 {
-    group: ProcessGroup,
+    group: Arc<ProcessGroup>,
     units: Vec<Unit>,
-    /// A frozen model's units sharded over the same ranks (RL's reference policy): slices of
-    /// the parameters only.
-    frozen: Vec<Unit>,
-    config: AdamWConfig,
+    /// The optimiser's settings; `None` for a frozen model.
+    config: Option<AdamWConfig>,
     step: u64,
     /// Bytes of whole units gathered now, and the most there have been at once.
     gathered: u64,
@@ -73,42 +75,39 @@ fn bytes(t: &Tensor) -> u64 {
 }
 
 impl Zero3 {
-    /// Shard `model`, whose parameters are `vars` (checkpoint name, tensor) and equal on every
-    /// rank, over `group`; afterwards the model's parameters are released until gathered.
+    /// Shard a model whose parameter units are `units` (each a list of tensors, as
+    /// [`CausalLm::units`](crate::model::CausalLm::units) gives them) and whose named parameters are `vars`, equal on every
+    /// rank, over `group`: trained with AdamW `optimiser`, or frozen (`None`: slices of the
+    /// parameters only). Afterwards the parameters are released until gathered.
     pub fn new(
-        model: &CausalLm,
+        units: Vec<Vec<Tensor>>,
         vars: &[(String, Tensor)],
-        group: ProcessGroup,
-        config: AdamWConfig,
+        group: Arc<ProcessGroup>,
+        optimiser: Option<AdamWConfig>,
     ) -> Result<Self> {
-        Self::loading(model, vars, group, config, |_| Ok(()))
+        Self::loading(units, vars, group, optimiser, |_, _| Ok(()))
     }
 
-    /// [`Zero3::new`] for a model whose parameters are allocated but unset: `fill` reads each
-    /// unit's named parameters (from a checkpoint) just before the unit is sliced and released,
-    /// so a rank never holds more than its slices and one whole unit.
+    /// [`Zero3::new`] for a model whose parameters are allocated but unset: `fill` makes unit
+    /// `u`'s named parameters whole (reads them from a checkpoint, or copies another sharded
+    /// model's unit) just before the unit is sliced and released, so a rank never holds more
+    /// than its slices and one whole unit.
     pub fn loading(
-        model: &CausalLm,
+        units: Vec<Vec<Tensor>>,
         vars: &[(String, Tensor)],
-        group: ProcessGroup,
-        config: AdamWConfig,
-        mut fill: impl FnMut(&[(String, Tensor)]) -> Result<()>,
+        group: Arc<ProcessGroup>,
+        optimiser: Option<AdamWConfig>,
+        mut fill: impl FnMut(usize, &[(String, Tensor)]) -> Result<()>,
     ) -> Result<Self> {
-        let units = shard_units(model, vars, &group, true, &mut fill)?;
-        let mut z = Self {
+        let units = shard_units(units, vars, &group, optimiser.is_some(), &mut fill)?;
+        Ok(Self {
             group,
             units,
-            frozen: Vec::new(),
-            config,
+            config: optimiser,
             step: 0,
             gathered: 0,
             peak_gathered: 0,
-        };
-        for u in 0..z.units.len() {
-            z.release(u);
-        }
-        (z.gathered, z.peak_gathered) = (0, 0);
-        Ok(z)
+        })
     }
 
     /// The group the shards live on.
@@ -116,17 +115,34 @@ impl Zero3 {
         &self.group
     }
 
-    /// Shard a frozen `model` (parameters `vars`, equal on every rank) over the same ranks:
-    /// slices of its parameters, no gradients or optimiser state; released until gathered
-    /// through [`Zero3::frozen_units`]. One frozen model at a time.
-    pub fn add_frozen(&mut self, model: &CausalLm, vars: &[(String, Tensor)]) -> Result<()> {
-        self.frozen = shard_units(model, vars, &self.group, false, &mut |_| Ok(()))?;
-        Ok(())
+    /// The group, for another model sharded over the same ranks.
+    pub fn shared_group(&self) -> Arc<ProcessGroup> {
+        Arc::clone(&self.group)
     }
 
-    /// The frozen model's units, for its unit-by-unit forward passes.
-    pub fn frozen_units(&mut self) -> FrozenUnits<'_> {
-        FrozenUnits(self)
+    /// Copy unit `unit`, whole for the moment (a collective), into `dst`, another model's
+    /// named parameters of the same unit (the [`Zero3::loading`] fill of a model made from
+    /// this one): each by name, the names in `except` left as they are.
+    pub fn copy_unit_into(&mut self, unit: usize, dst: &[(String, Tensor)], except: &[&str]) -> Result<()> {
+        self.gather(unit)?;
+        let u = &self.units[unit];
+        let copied = dst
+            .iter()
+            .filter(|(name, _)| !except.contains(&name.as_str()))
+            .try_for_each(|(name, t)| {
+                let src = u
+                    .names
+                    .iter()
+                    .position(|n| n == name)
+                    .ok_or_else(|| LearnerError::Checkpoint {
+                        path: "ZeRO-3 shards".into(),
+                        message: format!("`{name}` has no counterpart in the model it is copied from"),
+                    })?;
+                tch::no_grad(|| t.shallow_clone().copy_(&u.params[src]));
+                Ok(())
+            });
+        self.release(unit);
+        copied
     }
 
     /// Optimiser steps taken.
@@ -170,8 +186,11 @@ impl Zero3 {
         Ok(total)
     }
 
-    /// One AdamW update of this rank's slices at rate `lr`.
-    pub fn step(&mut self, lr: f64) {
+    /// One AdamW update of this rank's slices at rate `lr` (an error for a frozen model).
+    pub fn step(&mut self, lr: f64) -> Result<()> {
+        let config = self
+            .config
+            .ok_or(LearnerError::Order("a frozen model takes no optimiser steps"))?;
         self.step += 1;
         tch::no_grad(|| {
             for u in &mut self.units {
@@ -180,7 +199,7 @@ impl Zero3 {
                     None => u.shard.shallow_clone(),
                 };
                 optim::update(
-                    &self.config,
+                    &config,
                     self.step,
                     lr,
                     &mut w,
@@ -193,6 +212,7 @@ impl Zero3 {
                 }
             }
         });
+        Ok(())
     }
 
     /// Gather every unit (a collective: every rank calls it), for saving or exporting whole
@@ -204,28 +224,6 @@ impl Zero3 {
     /// Release every unit.
     pub fn release_all(&mut self) {
         (0..self.units.len()).for_each(|u| self.release(u));
-    }
-
-    /// Take this rank's slices from the model's whole parameters (gathered, then loaded from a
-    /// checkpoint), then release them.
-    pub fn reshard(&mut self) {
-        tch::no_grad(|| {
-            let rank = self.group.rank() as i64;
-            for u in &mut self.units {
-                let flat: Vec<Tensor> = u.params.iter().map(|p| p.detach().reshape([-1])).collect();
-                let flat = Tensor::cat(&flat, 0);
-                let start = rank * u.shard_len;
-                let len = (u.numel - start).clamp(0, u.shard_len);
-                let _ = u.shard.zero_();
-                if len > 0 {
-                    u.shard.narrow(0, 0, len).copy_(&flat.narrow(0, start, len));
-                }
-                if let Some(m) = &mut u.master {
-                    m.copy_(&u.shard);
-                }
-            }
-        });
-        self.release_all();
     }
 
     /// This rank's optimiser state as named tensors: per unit, its slices (`shard`, `master`,
@@ -282,7 +280,7 @@ impl Zero3 {
     pub fn memory(&self) -> ShardMemory {
         let mut held = 0;
         let mut unsharded = 0;
-        for u in self.units.iter().chain(&self.frozen) {
+        for u in &self.units {
             let slices = [
                 Some(&u.shard),
                 Some(&u.grad),
@@ -307,14 +305,14 @@ fn p_device(params: &[Tensor]) -> Device {
 }
 
 /// What makes a unit's named parameters whole before it is sliced.
-type UnitFill<'a> = dyn FnMut(&[(String, Tensor)]) -> Result<()> + 'a;
+type UnitFill<'a> = dyn FnMut(usize, &[(String, Tensor)]) -> Result<()> + 'a;
 
-/// Shard each unit of `model` (parameters `vars`) over `group`, with gradient and AdamW slices
-/// when it `trains`. Each unit is first made whole by `fill` (given its named parameters: a
-/// checkpoint read into them, or nothing when they already hold the weights), sliced, then
-/// released, so at most one unit is whole at a time beyond what the caller held.
+/// Shard each unit (`units`, parameters named in `vars`) over `group`, with gradient and AdamW
+/// slices when it `trains`. Each unit is first made whole by `fill` (given its index and named
+/// parameters: a checkpoint read into them, or nothing when they already hold the weights),
+/// sliced, then released, so at most one unit is whole at a time beyond what the caller held.
 fn shard_units(
-    model: &CausalLm,
+    units: Vec<Vec<Tensor>>,
     vars: &[(String, Tensor)],
     group: &ProcessGroup,
     trains: bool,
@@ -322,10 +320,10 @@ fn shard_units(
 ) -> Result<Vec<Unit>> {
     let (world, rank) = (group.world_size() as i64, group.rank() as i64);
     // Every unit's names first: a released parameter no longer has its own storage to match.
-    let named: Vec<Vec<(String, Tensor)>> = (0..model.unit_count())
-        .map(|u| {
-            model
-                .unit(u)
+    let named: Vec<Vec<(String, Tensor)>> = units
+        .into_iter()
+        .map(|params| {
+            params
                 .into_iter()
                 .map(|p| {
                     vars.iter()
@@ -340,8 +338,8 @@ fn shard_units(
         .collect::<Result<_>>()?;
     let mut units = Vec::with_capacity(named.len());
     let mut gathered = 0;
-    for named in named {
-        fill(&named)?;
+    for (index, named) in named.into_iter().enumerate() {
+        fill(index, &named)?;
         let (names, params): (Vec<String>, Vec<Tensor>) = named.into_iter().unzip();
         let kind = params[0].kind();
         if params.iter().any(|p| p.kind() != kind) {
@@ -433,6 +431,9 @@ impl Units for Zero3 {
     }
 
     fn gradients(&mut self, unit: usize, grads: Vec<Tensor>) -> Result<()> {
+        if self.config.is_none() {
+            return Err(LearnerError::Order("a frozen model takes no gradients"));
+        }
         let world = self.group.world_size() as i64;
         let u = &mut self.units[unit];
         let kind = u.grad.kind();
@@ -457,31 +458,5 @@ impl Units for Zero3 {
         self.group.reduce_scatter(&mut mine, &flat, ReduceOp::Sum)?;
         let _ = u.grad.g_add_(&(mine / world as f64));
         Ok(())
-    }
-}
-
-/// The frozen model's units of a [`Zero3`], for forward passes (they take no gradients).
-pub(crate) struct FrozenUnits<'a>(&'a mut Zero3);
-
-impl Units for FrozenUnits<'_> {
-    type Error = LearnerError;
-
-    fn gather(&mut self, unit: usize) -> Result<()> {
-        let z = &mut *self.0;
-        gather_unit(
-            &mut z.frozen[unit],
-            &z.group,
-            &mut z.gathered,
-            &mut z.peak_gathered,
-        )
-    }
-
-    fn release(&mut self, unit: usize) {
-        let z = &mut *self.0;
-        release_unit(&mut z.frozen[unit], &z.group, &mut z.gathered);
-    }
-
-    fn gradients(&mut self, _unit: usize, _grads: Vec<Tensor>) -> Result<()> {
-        Err(LearnerError::Order("a frozen model takes no gradients"))
     }
 }

@@ -1,16 +1,15 @@
 //! ZeRO-3 over a real Gloo group on 127.0.0.1: two ranks, each holding half of the parameters,
 //! gradients and AdamW state and stepping on half of the batch, take the steps one unsharded
-//! learner takes on the whole batch — language-model, DPO and RL policy steps (the last two also
-//! with gradient checkpointing on one learner); a sharded checkpoint resumes exactly; each rank
-//! holds half the bytes.
+//! learner takes on the whole batch — language-model and DPO steps (the last also with
+//! gradient checkpointing on one learner); a sharded checkpoint resumes exactly; each rank
+//! holds half the bytes; ranks load their shards from a checkpoint. RL is in `zero3_rl.rs`.
 
 mod common;
 
 use std::path::Path;
 
-use rlvr_core::{PolicyBatch, PolicySample, PreferenceBatch, TrainBatch, WeightChunk, IGNORE};
+use rlvr_core::{PreferenceBatch, TrainBatch, WeightChunk, IGNORE};
 use rlvr_dist::ProcessGroup;
-use rlvr_learner::policy::{Aggregation, KlEstimator, PolicyLoss, Surrogate, TokenDistribution};
 use rlvr_learner::preference::{PreferenceLoss, PreferenceLossType};
 use rlvr_learner::{Learner, LearnerConfig, Objective, Reduction};
 use tch::Device;
@@ -260,130 +259,6 @@ fn two_sharded_ranks_and_gradient_checkpointing_take_the_dpo_steps_of_one_learne
     }
     assert!((results[0].2.loss - want_eval.loss).abs() < 1e-5);
     assert!((results[0].2.accuracy - want_eval.accuracy).abs() < 1e-12);
-}
-
-/// Two micro-batches of responses to different prompts (left-padded prompts of different
-/// lengths, responses of different lengths), with advantages of both signs and rollout
-/// log-probs a little off the policy's, so ratios move and some clip.
-fn policy_halves() -> [PolicyBatch; 2] {
-    let sample = |prompt: Vec<u32>, response: Vec<u32>, advantage: f32| PolicySample {
-        logprobs: response.iter().map(|&t| -2.5 - 0.01 * t as f32).collect(),
-        proximal_logprobs: vec![],
-        is_weights: vec![],
-        advantages: response
-            .iter()
-            .map(|&t| advantage * (1.0 + 0.1 * t as f32))
-            .collect(),
-        prompt_ids: prompt,
-        response_ids: response,
-        returns: vec![],
-        values: vec![],
-    };
-    let a = [
-        sample(vec![1, 4, 9], vec![5, 6, 7, 8], 1.0),
-        sample(vec![1, 4, 9], vec![10, 2], -0.5),
-        sample(vec![3, 3, 7, 20, 11], vec![12, 13, 14], 0.7),
-    ];
-    let b = [
-        sample(vec![2, 30], vec![15, 16, 17, 18, 19], -1.0),
-        sample(vec![2, 30], vec![21], 0.3),
-    ];
-    [PolicyBatch::from_samples(&a, 0), PolicyBatch::from_samples(&b, 0)]
-}
-
-fn policy_loss(aggregation: Aggregation, beta: f64) -> PolicyLoss {
-    PolicyLoss {
-        surrogate: Surrogate::TokenClip,
-        clip_low: 0.2,
-        clip_high: 0.28,
-        beta,
-        kl: KlEstimator::K3,
-        distribution: TokenDistribution::full(0.7),
-        vf_coef: 0.1,
-        value_clip: 0.2,
-        aggregation,
-    }
-}
-
-#[test]
-fn two_sharded_ranks_and_gradient_checkpointing_take_the_policy_steps_of_one_learner() {
-    // β > 0: the KL to a frozen reference in the loss, the reference sharded like the policy.
-    for (aggregation, beta) in [
-        (Aggregation::Token, 0.0),
-        (Aggregation::Sequence, 0.0),
-        (Aggregation::Token, 0.1),
-    ] {
-        let loss = policy_loss(aggregation, beta);
-        let [a, b] = policy_halves();
-        let with_reference = |l: &mut Learner| {
-            if beta > 0.0 {
-                l.freeze_reference().unwrap();
-            }
-        };
-        let mut one = learner(true);
-        with_reference(&mut one);
-        let want: Vec<(f64, f64, f64)> = (0..4)
-            .map(|_| {
-                let m = one.policy_step(&[a.clone(), b.clone()], &loss).unwrap();
-                (m.loss, m.pg_loss, m.grad_norm)
-            })
-            .collect();
-        let want_logprobs = one.logprobs(&a, &loss.distribution).unwrap();
-        let want_weights = one.export_weights(0).unwrap();
-
-        let mut checkpointed = learner(true);
-        with_reference(&mut checkpointed);
-        checkpointed.set_gradient_checkpointing(true);
-        for (step, want) in want.iter().enumerate() {
-            let m = checkpointed.policy_step(&[a.clone(), b.clone()], &loss).unwrap();
-            let got = (m.loss, m.pg_loss, m.grad_norm);
-            assert!(
-                (got.0 - want.0).abs() < 1e-5
-                    && (got.1 - want.1).abs() < 1e-5
-                    && (got.2 - want.2).abs() < 1e-4,
-                "{aggregation:?} β {beta} checkpointed step {step}: {got:?} vs {want:?}"
-            );
-        }
-        assert_same(
-            &checkpointed.export_weights(0).unwrap(),
-            &want_weights,
-            "checkpointed",
-        );
-
-        let results = ranks(2, true, |rank, mut l, group| {
-            l.set_zero3(group).unwrap();
-            with_reference(&mut l);
-            let half = if rank == 0 { &a } else { &b };
-            let metrics: Vec<(f64, f64, f64)> = (0..4)
-                .map(|_| {
-                    let m = l.policy_step(std::slice::from_ref(half), &loss).unwrap();
-                    (m.loss, m.pg_loss, m.grad_norm)
-                })
-                .collect();
-            let logprobs = l.logprobs(&a, &loss.distribution).unwrap();
-            (metrics, logprobs, l.export_weights(0).unwrap())
-        });
-        for (rank, (metrics, logprobs, weights)) in results.iter().enumerate() {
-            for (step, (got, want)) in metrics.iter().zip(&want).enumerate() {
-                assert!(
-                    (got.0 - want.0).abs() < 1e-5
-                        && (got.1 - want.1).abs() < 1e-5
-                        && (got.2 - want.2).abs() < 1e-4,
-                    "{aggregation:?} β {beta} rank {rank} step {step}: {got:?} vs {want:?}"
-                );
-            }
-            // Padding's log-probs are nobody's: compare the response tokens'.
-            let worst = logprobs
-                .iter()
-                .zip(&want_logprobs)
-                .zip(&a.mask)
-                .filter(|(_, &m)| m > 0.0)
-                .map(|((x, y), _)| (x - y).abs())
-                .fold(0f32, f32::max);
-            assert!(worst < 1e-5, "rank {rank}: log-probs differ by {worst}");
-            assert_same(weights, &want_weights, &format!("{aggregation:?} rank {rank}"));
-        }
-    }
 }
 
 #[test]

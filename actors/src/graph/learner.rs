@@ -7,7 +7,8 @@
 //! Over several learner ranks (`learner.world_size`: ZeRO-3 shards or data-parallel copies) the
 //! actor is rank 0: before each collective it sends the same request to the other ranks
 //! ([`RankRequest`], over a Gloo group of their own), which [`follow`] it; every rank steps on
-//! its share of each mini-batch ([`share`]).
+//! its share of each mini-batch ([`share`]), and scores (or recomputes the log-probs of) its
+//! share of a step's samples, the rows gathered back over the requests group.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -99,6 +100,8 @@ pub struct LearnerActor;
 pub enum RankRequest {
     /// Learn from one RL step's samples (each rank takes its share), then export the weights.
     Learn(Vec<PolicySample>),
+    /// Score one RL step's samples (each rank its share).
+    Score(Vec<PolicySample>),
     /// Save a checkpoint into a directory.
     Save(PathBuf),
     /// Save the model alone into a directory.
@@ -150,7 +153,10 @@ pub fn follow(mut learner: Learner, s: &LearnSettings, requests: &ProcessGroup) 
     loop {
         match receive(requests)? {
             RankRequest::Learn(samples) => {
-                learn(&mut learner, samples, s)?;
+                learn(&mut learner, samples, s, Some(requests))?;
+            }
+            RankRequest::Score(samples) => {
+                score(&learner, &samples, s, Some(requests))?;
             }
             RankRequest::Save(dir) => learner.save_checkpoint(&dir)?,
             RankRequest::SaveModel(dir) => learner.save_model(&dir)?,
@@ -186,13 +192,14 @@ fn learn(
     learner: &mut Learner,
     mut samples: Vec<PolicySample>,
     s: &LearnSettings,
+    requests: Option<&ProcessGroup>,
 ) -> anyhow::Result<LearnReport> {
     let started = std::time::Instant::now();
     // With a correction the learner's own log-probs are needed before any update; without
     // one, the first optimiser step measures the mismatch for free (its ratio is to them).
     let mut mismatch = None;
     if s.correction.is_active() {
-        let proximal = proximal_logprobs(learner, &samples, s)?;
+        let proximal = proximal_logprobs(learner, &samples, s, requests)?;
         let responses = proximal
             .iter()
             .zip(&samples)
@@ -235,50 +242,97 @@ fn learn(
     })
 }
 
+/// Rows of numbers per sample, `rows_of` each micro-batch of them: over several learner ranks,
+/// each rank takes its share ([`share`], the same number of micro-batches on every rank, so
+/// the learner's collectives pair up) and the rows are gathered back, in sample order, over
+/// the `requests` group.
+fn per_sample(
+    learner: &Learner,
+    samples: &[PolicySample],
+    s: &LearnSettings,
+    requests: Option<&ProcessGroup>,
+    mut rows_of: impl FnMut(&Learner, &[PolicySample]) -> anyhow::Result<Vec<Vec<f32>>>,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let Some(requests) = requests else {
+        let mut rows = Vec::with_capacity(samples.len());
+        for micro in samples.chunks(s.micro_batch.max(1)) {
+            rows.extend(rows_of(learner, micro)?);
+        }
+        return Ok(rows);
+    };
+    let mut rows = Vec::new();
+    for micro in share(samples, s.micro_batch, requests.rank(), requests.world_size())? {
+        rows.extend(rows_of(learner, micro)?);
+    }
+    Ok(requests.all_gather_rows(&rows)?)
+}
+
 /// Each sample's response-token log-probs under the learner's policy as it stands.
 fn proximal_logprobs(
     learner: &Learner,
     samples: &[PolicySample],
     s: &LearnSettings,
+    requests: Option<&ProcessGroup>,
 ) -> anyhow::Result<Vec<Vec<f32>>> {
-    let mut out = Vec::with_capacity(samples.len());
-    for micro in samples.chunks(s.micro_batch.max(1)) {
+    per_sample(learner, samples, s, requests, |learner, micro| {
         let batch = PolicyBatch::from_samples(micro, s.pad_id);
         let logprobs = learner.logprobs(&batch, &s.loss.distribution)?;
-        for (row, sample) in micro.iter().enumerate() {
-            let start = row * batch.cols;
-            out.push(logprobs[start..start + sample.response_ids.len()].to_vec());
-        }
-    }
-    Ok(out)
+        Ok(micro
+            .iter()
+            .enumerate()
+            .map(|(row, sample)| {
+                let start = row * batch.cols;
+                logprobs[start..start + sample.response_ids.len()].to_vec()
+            })
+            .collect())
+    })
 }
 
 /// Reference log-probs and values of each sample's response tokens, and its reward-model score.
-fn score(learner: &Learner, samples: &[PolicySample], s: &LearnSettings) -> anyhow::Result<Vec<Scores>> {
-    let mut out = Vec::with_capacity(samples.len());
-    for micro in samples.chunks(s.micro_batch.max(1)) {
+fn score(
+    learner: &Learner,
+    samples: &[PolicySample],
+    s: &LearnSettings,
+    requests: Option<&ProcessGroup>,
+) -> anyhow::Result<Vec<Scores>> {
+    // One row per sample: its reference log-probs, its values, then its reward when scored.
+    let rows = per_sample(learner, samples, s, requests, |learner, micro| {
         let batch = PolicyBatch::from_samples(micro, s.pad_id);
         let scores = learner.score(&batch, &s.loss.distribution)?;
-        for (row, sample) in micro.iter().enumerate() {
-            let start = row * batch.cols;
-            let span = start..start + sample.response_ids.len();
-            out.push(Scores {
-                reference: scores.reference[span.clone()].to_vec(),
-                values: scores.values[span].to_vec(),
-                reward_model: scores.rewards.as_ref().map(|r| r[row]),
-            });
-        }
-    }
-    Ok(out)
+        Ok(micro
+            .iter()
+            .enumerate()
+            .map(|(row, sample)| {
+                let start = row * batch.cols;
+                let span = start..start + sample.response_ids.len();
+                let mut out = scores.reference[span.clone()].to_vec();
+                out.extend(&scores.values[span]);
+                out.extend(scores.rewards.as_ref().map(|r| r[row]));
+                out
+            })
+            .collect())
+    })?;
+    Ok(rows
+        .into_iter()
+        .zip(samples)
+        .map(|(row, sample)| {
+            let n = sample.response_ids.len();
+            Scores {
+                reference: row[..n].to_vec(),
+                values: row[n..2 * n].to_vec(),
+                reward_model: row.get(2 * n).copied(),
+            }
+        })
+        .collect())
 }
 
 impl LearnerState {
     /// Run `f` on the learner on a blocking thread; with other learner ranks, `request` goes to
-    /// them first, so they join its collectives.
+    /// them first, so they join its collectives, and `f` is given the requests group.
     async fn run<T: Send + 'static>(
         &mut self,
         request: Option<RankRequest>,
-        f: impl FnOnce(&mut Learner, &LearnSettings) -> anyhow::Result<T> + Send + 'static,
+        f: impl FnOnce(&mut Learner, &LearnSettings, Option<&ProcessGroup>) -> anyhow::Result<T> + Send + 'static,
     ) -> Result<anyhow::Result<T>, ActorProcessingErr> {
         let mut learner = self.learner.take().ok_or("learner lost by an earlier failure")?;
         let settings = self.settings;
@@ -288,7 +342,8 @@ impl LearnerState {
                 (Some(ranks), Some(request)) => ranks.send(request),
                 _ => Ok(()),
             };
-            let out = sent.and_then(|()| f(&mut learner, &settings));
+            let requests = ranks.as_ref().map(|r| &r.requests);
+            let out = sent.and_then(|()| f(&mut learner, &settings, requests));
             super::memory::return_freed_memory();
             (learner, ranks, out)
         })
@@ -326,17 +381,22 @@ impl Actor for LearnerActor {
             LearnerMsg::Learn(samples, reply) => {
                 // The other ranks take the samples before they are consumed.
                 let request = state.ranks.as_ref().map(|_| RankRequest::Learn(samples.clone()));
-                let out = state.run(request, move |l, s| learn(l, samples, s)).await?;
+                let out = state
+                    .run(request, move |l, s, requests| learn(l, samples, s, requests))
+                    .await?;
                 let _ = reply.send(out);
             }
             LearnerMsg::Score(samples, reply) => {
-                let out = state.run(None, move |l, s| score(l, &samples, s)).await?;
+                let request = state.ranks.as_ref().map(|_| RankRequest::Score(samples.clone()));
+                let out = state
+                    .run(request, move |l, s, requests| score(l, &samples, s, requests))
+                    .await?;
                 let _ = reply.send(out);
             }
             LearnerMsg::Save(dir, reply) => {
                 let request = Some(RankRequest::Save(dir.clone()));
                 let out = state
-                    .run(request, move |l, _| {
+                    .run(request, move |l, _, _| {
                         l.save_checkpoint(&dir).map_err(anyhow::Error::from)
                     })
                     .await?;
@@ -345,7 +405,7 @@ impl Actor for LearnerActor {
             LearnerMsg::SaveModel(dir, reply) => {
                 let request = Some(RankRequest::SaveModel(dir.clone()));
                 let out = state
-                    .run(request, move |l, _| {
+                    .run(request, move |l, _, _| {
                         l.save_model(&dir).map_err(anyhow::Error::from)
                     })
                     .await?;

@@ -51,15 +51,6 @@ pub(super) fn layout(stage: &Recipe) -> Result<Layout> {
     })
 }
 
-/// The learner ranks `stage` runs over: the launcher's world size under a launcher, else
-/// `learner.world_size`.
-pub(crate) fn world(stage: &Recipe) -> usize {
-    match crate::ranks::is_rank() {
-        true => Rendezvous::from_env().map_or(1, |r| r.world_size),
-        false => stage.learner.world_size.max(1) as usize,
-    }
-}
-
 /// Run `stage` as this launched rank, or spawn its local ranks; returns the final model's
 /// directory.
 pub(super) fn run_ranks(stage: &Recipe, out: &Path, init: Option<&Path>, resume: bool) -> Result<PathBuf> {

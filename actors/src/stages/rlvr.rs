@@ -33,8 +33,8 @@ mod ranks;
 mod reward;
 
 use algorithm::Algorithm;
-use ranks::{check_sharded, geometry, learn_settings, policy_learner, resume_point};
 pub(crate) use ranks::{follow, LearnerRanks};
+use ranks::{geometry, learn_settings, policy_learner, resume_point};
 
 fn spec(stage: &Recipe) -> Result<&RlvrSpec> {
     stage
@@ -92,7 +92,6 @@ pub fn check(stage: &Recipe) -> Result<()> {
     let algorithm = Algorithm::from_spec(&stage.name, rl)?;
     reward::composition(&stage.name, rl, algorithm.dynamic_sampling.is_some())?;
     check_verifiers(stage, rl)?;
-    check_sharded(stage, rl, &algorithm)?;
     if rl.num_evals == 0 {
         bail!(UsageError(format!(
             "stage `{}`: rlvr.num_evals = 0: must be >= 1 (held-out evaluations over the run; 1 means at the start and the end)",

@@ -9,10 +9,14 @@ use rlvr_core::PolicyBatch;
 use rlvr_dist::ReduceOp;
 use tch::Tensor;
 
+use std::cell::RefCell;
+
 use super::parallel::sums_over;
-use super::{host_f32s, Learner};
+use super::{host_f32s, Learner, Reference};
 use crate::error::{LearnerError, Result};
+use crate::model::CausalLm;
 use crate::policy::{self, Flat, LossInputs, PolicyLoss, PolicyMetrics, Sums, TokenDistribution, Tokens};
+use crate::zero::Zero3;
 
 /// What [`Learner::score`] says of a batch of responses.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,15 +43,41 @@ impl Learner {
     /// without a reference) and the value model's estimates (zeros without one), aligned with
     /// its tokens; and the reward model's score of the whole response, when one is attached.
     /// What per-token rewards with a KL term, PPO's advantages and a learned reward are built
-    /// from.
+    /// from. Under ZeRO-3 a collective: every rank calls it, each with its own batch.
     pub fn score(&self, batch: &PolicyBatch, distribution: &TokenDistribution) -> Result<BatchScores> {
-        self.unsharded("scoring with a reference, value or reward model does not run under ZeRO-3 yet")?;
         self.check_policy_batch(batch)?;
-        let tokens = Tokens::new(batch, self.config.device);
+        let device = self.config.device;
         let zeros = || vec![0.0; batch.rows * batch.cols];
+        let lens: Vec<i64> = batch
+            .mask
+            .chunks(batch.cols)
+            .map(|row| row.iter().filter(|&&m| m > 0.0).count().max(1) as i64)
+            .collect();
+        let lens = Tensor::from_slice(&lens).to_device(device);
+        if self.zero.is_some() {
+            let flat = Flat::new(batch, device);
+            let reference = match &self.reference {
+                Some(r) => host_f32s(logprobs_by_unit(&r.model, &flat, distribution, r.shards()?)?)?,
+                None => zeros(),
+            };
+            let values = match &self.critic {
+                Some(c) => host_f32s(c.model.values_by_unit(&flat)?)?,
+                None => zeros(),
+            };
+            let rewards = match &self.reward_model {
+                Some(m) => Some(host_f32s(m.response_scores_by_unit(&flat, &lens)?)?),
+                None => None,
+            };
+            return Ok(BatchScores {
+                reference,
+                values,
+                rewards,
+            });
+        }
+        let tokens = Tokens::new(batch, device);
         tch::no_grad(|| {
             let reference = match &self.reference {
-                Some((_, r)) => host_f32s(policy::token_logprobs(r, &tokens, distribution).0)?,
+                Some(r) => host_f32s(policy::token_logprobs(&r.model, &tokens, distribution).0)?,
                 None => zeros(),
             };
             let values = match &self.critic {
@@ -55,15 +85,7 @@ impl Learner {
                 None => zeros(),
             };
             let rewards = match &self.reward_model {
-                Some(m) => {
-                    let lens: Vec<i64> = batch
-                        .mask
-                        .chunks(batch.cols)
-                        .map(|row| row.iter().filter(|&&m| m > 0.0).count().max(1) as i64)
-                        .collect();
-                    let lens = Tensor::from_slice(&lens).to_device(self.config.device);
-                    Some(host_f32s(m.response_scores(&tokens, &lens))?)
-                }
+                Some(m) => Some(host_f32s(m.response_scores(&tokens, &lens))?),
                 None => None,
             };
             Ok(BatchScores {
@@ -85,21 +107,7 @@ impl Learner {
             return tch::no_grad(|| host_f32s(policy::token_logprobs(&self.model, &tokens, distribution).0));
         };
         let flat = Flat::new(batch, self.config.device);
-        let logprobs = self.model.forward_by_unit(
-            flat.input_ids(),
-            Some(flat.documents()),
-            |h| {
-                policy::logprobs_of_states(
-                    &self.model,
-                    &flat.response_states(h),
-                    flat.responses(),
-                    distribution,
-                )
-                .0
-            },
-            &mut *cell.borrow_mut(),
-        )?;
-        host_f32s(logprobs)
+        host_f32s(logprobs_by_unit(&self.model, &flat, distribution, cell)?)
     }
 
     pub(super) fn check_policy_batch(&self, b: &PolicyBatch) -> Result<()> {
@@ -146,7 +154,7 @@ impl Learner {
             None => self.opt.zero_grad(),
         }
         if let Some(c) = &mut self.critic {
-            c.opt.zero_grad();
+            c.zero_grad();
         }
         let mut total = MicroStep::default();
         for b in micro_batches {
@@ -177,7 +185,7 @@ impl Learner {
                 let mut z = cell.borrow_mut();
                 let grad_norm = z.clip_grad_norm(self.config.max_grad_norm)?;
                 let lr = self.config.schedule.lr(z.steps_taken());
-                z.step(lr);
+                z.step(lr)?;
                 (z.steps_taken(), grad_norm, lr)
             }
             None => {
@@ -189,8 +197,7 @@ impl Learner {
             }
         };
         if let Some(c) = &mut self.critic {
-            c.opt.clip_grad_norm(self.config.max_grad_norm);
-            c.opt.step(lr);
+            c.step(self.config.max_grad_norm, lr)?;
         }
         let n = tokens as f64;
         // Each rank's loss was scaled by the world size for its gradients.
@@ -256,25 +263,19 @@ impl Learner {
             .collect();
         let input = Tokens::new(b, dev);
         let flat = (self.zero.is_some() || self.gradient_checkpointing).then(|| Flat::new(b, dev));
-        let reference = match (&self.reference, &self.zero, &flat) {
-            (Some((_, r)), Some(cell), Some(flat)) if loss.beta > 0.0 => Some(r.forward_by_unit(
-                flat.input_ids(),
-                Some(flat.documents()),
-                |h| {
-                    policy::logprobs_of_states(
-                        r,
-                        &flat.response_states(h),
-                        flat.responses(),
-                        &loss.distribution,
-                    )
-                    .0
-                },
-                &mut cell.borrow_mut().frozen_units(),
-            )?),
-            (Some((_, r)), _, _) if loss.beta > 0.0 => Some(tch::no_grad(|| {
-                policy::token_logprobs(r, &input, &loss.distribution).0
+        let reference = match (&self.reference, &flat) {
+            _ if loss.beta <= 0.0 => None,
+            (
+                Some(Reference {
+                    model,
+                    shards: Some(cell),
+                }),
+                Some(flat),
+            ) => Some(logprobs_by_unit(model, flat, &loss.distribution, cell)?),
+            (Some(r), _) => Some(tch::no_grad(|| {
+                policy::token_logprobs(&r.model, &input, &loss.distribution).0
             })),
-            _ => None,
+            (None, _) => None,
         };
         let (old_logprobs, advantages, mask) = (f32s(&b.old_logprobs), f32s(&b.advantages), f32s(&b.mask));
         let (weights, is_weights) = (f32s(&weights), f32s(&b.is_weights));
@@ -321,20 +322,41 @@ impl Learner {
         };
         out.loss = pg.double_value(&[]);
         if let Some(c) = &self.critic {
-            let (vf, took) = policy::value_loss(
-                &c.model.values(&input),
-                &f32s(&b.old_values),
-                &f32s(&b.returns),
-                &mask,
-                loss.value_clip,
-            );
-            out.vf_loss = vf.double_value(&[]);
-            out.vf_clipped = took;
+            let (old_values, returns) = (f32s(&b.old_values), f32s(&b.returns));
             // The value loss is a mean over the step's response tokens.
-            let l = vf * (loss.vf_coef / tokens as f64 * scale);
+            let coef = loss.vf_coef / tokens as f64 * scale;
+            let mut value_loss = |values: &Tensor| {
+                let (vf, took) = policy::value_loss(values, &old_values, &returns, &mask, loss.value_clip);
+                out.vf_loss = vf.double_value(&[]);
+                out.vf_clipped = took;
+                vf * coef
+            };
+            let l = match (&c.model.shards, &flat) {
+                (Some(_), Some(flat)) => c.model.backward_values_by_unit(flat, value_loss)?,
+                _ => {
+                    let l = value_loss(&c.model.values(&input));
+                    l.backward();
+                    l.detach()
+                }
+            };
             out.loss += l.double_value(&[]);
-            l.backward();
         }
         Ok(out)
     }
+}
+
+/// Log-probs `[rows, cols]` of `distribution` of each response token of `flat` under `model`,
+/// run unit by unit over its ZeRO-3 `shards` (a collective; no gradient).
+fn logprobs_by_unit(
+    model: &CausalLm,
+    flat: &Flat,
+    distribution: &TokenDistribution,
+    shards: &RefCell<Zero3>,
+) -> Result<Tensor> {
+    model.forward_by_unit(
+        flat.input_ids(),
+        Some(flat.documents()),
+        |h| policy::logprobs_of_states(model, &flat.response_states(h), flat.responses(), distribution).0,
+        &mut *shards.borrow_mut(),
+    )
 }

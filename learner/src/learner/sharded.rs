@@ -2,14 +2,18 @@
 //! steps and evaluation (and RL policy steps, in [`super::rl`]) run the model one parameter unit
 //! at a time, gathering each unit from its shards; saving and
 //! exporting gather the whole model for the moment they need it. Checkpoints hold the whole
-//! model (written by rank 0) and one optimiser-state file per rank,
-//! `optimizer-rank{R}-of-{N}.safetensors`, so a run resumes on the same world size.
+//! model (written by rank 0) and one file per rank of its slices and optimiser state,
+//! `optimizer-rank{R}-of-{N}.safetensors` (and `value-rank{R}-of-{N}.safetensors` for PPO's
+//! value model), which a resume on the same world size reads alone.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rlvr_core::{PreferenceBatch, StepMetrics, TrainBatch, WeightChunk};
 use rlvr_dist::ProcessGroup;
 use tch::Tensor;
+
+use std::cell::RefCell;
 
 use super::{Learner, LearnerConfig, Objective};
 use crate::checkpoint;
@@ -38,10 +42,15 @@ impl Learner {
             ));
         }
         let vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
-        let zero = Zero3::new(&self.model, &vars, group, self.config.adamw)?;
+        let zero = Zero3::new(
+            self.model.units(),
+            &vars,
+            Arc::new(group),
+            Some(self.config.adamw),
+        )?;
         // The whole-model optimiser state goes: the shards hold it now.
         self.opt = AdamW::new(Vec::new(), self.config.adamw);
-        self.zero = Some(std::cell::RefCell::new(zero));
+        self.zero = Some(RefCell::new(zero));
         Ok(())
     }
 
@@ -56,7 +65,13 @@ impl Learner {
         let model = CausalLm::for_loading(&vs.root(), &model_config);
         let vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         let matched = checkpoint::Matched::dir(&vars, dir)?;
-        let zero = Zero3::loading(&model, &vars, group, config.adamw, |unit| matched.read(unit))?;
+        let zero = Zero3::loading(
+            model.units(),
+            &vars,
+            Arc::new(group),
+            Some(config.adamw),
+            |_, unit| matched.read(unit),
+        )?;
         Ok(Self {
             vs,
             model,
@@ -67,7 +82,7 @@ impl Learner {
             reward_model: None,
             gradient_checkpointing: false,
             group: None,
-            zero: Some(std::cell::RefCell::new(zero)),
+            zero: Some(RefCell::new(zero)),
         })
     }
 
@@ -77,7 +92,7 @@ impl Learner {
     }
 
     /// The shards, for the ZeRO-3 paths.
-    fn shards(&self) -> Result<&std::cell::RefCell<Zero3>> {
+    fn shards(&self) -> Result<&RefCell<Zero3>> {
         self.zero.as_ref().ok_or(LearnerError::Order("no ZeRO-3 shards"))
     }
 
@@ -117,7 +132,7 @@ impl Learner {
             super::parallel::mean_over(Some(z.group()), self.config.device, loss_sum / n, tokens as f64)?;
         let grad_norm = z.clip_grad_norm(self.config.max_grad_norm)?;
         let lr = self.config.schedule.lr(z.steps_taken());
-        z.step(lr);
+        z.step(lr)?;
         Ok(StepMetrics {
             step: z.steps_taken(),
             loss,
@@ -170,7 +185,7 @@ impl Learner {
         let mut sum = super::parallel::preference_over(Some(z.group()), self.config.device, sum)?;
         sum.grad_norm = z.clip_grad_norm(self.config.max_grad_norm)?;
         sum.lr = self.config.schedule.lr(z.steps_taken());
-        z.step(sum.lr);
+        z.step(sum.lr)?;
         sum.step = z.steps_taken();
         Ok(sum)
     }
@@ -222,66 +237,90 @@ impl Learner {
         out
     }
 
-    /// This rank's optimiser-state file in a checkpoint directory.
-    fn shard_file(&self, dir: &Path) -> Option<PathBuf> {
-        let z = self.zero.as_ref()?.borrow();
+    /// This rank's file of `what` (`optimizer`: the policy's optimiser state, `value`: the
+    /// value model's slices and optimiser state) in a checkpoint directory.
+    fn shard_file(&self, dir: &Path, what: &str) -> Result<PathBuf> {
+        let z = self.shards()?.borrow();
         let g = z.group();
-        Some(dir.join(format!(
-            "optimizer-rank{}-of-{}.safetensors",
+        Ok(dir.join(format!(
+            "{what}-rank{}-of-{}.safetensors",
             g.rank(),
             g.world_size()
         )))
     }
 
+    /// The value model's shards, when there is one.
+    fn value_shards(&self) -> Option<&RefCell<Zero3>> {
+        self.critic.as_ref().and_then(|c| c.model.shards.as_ref())
+    }
+
     /// [`Learner::save_checkpoint`] under ZeRO-3: the whole model from rank 0, each rank's
-    /// optimiser shard from that rank.
+    /// optimiser shard (and value model shard) from that rank.
     pub(super) fn sharded_save_checkpoint(&self, dir: &Path) -> Result<()> {
         self.save_model(dir)?;
-        let (Some(path), Some(cell)) = (self.shard_file(dir), &self.zero) else {
-            return Err(LearnerError::Order("no ZeRO-3 shards"));
-        };
         std::fs::create_dir_all(dir).map_err(|source| LearnerError::Io {
             path: dir.display().to_string(),
             source,
         })?;
-        checkpoint::write_tensors(&cell.borrow().state(), &path)
+        let path = self.shard_file(dir, "optimizer")?;
+        checkpoint::write_tensors(&self.shards()?.borrow().state(), &path)?;
+        if let Some(value) = self.value_shards() {
+            checkpoint::write_tensors(&value.borrow().state(), &self.shard_file(dir, "value")?)?;
+        }
+        Ok(())
     }
 
-    /// [`Learner::load_checkpoint`] under ZeRO-3: every rank reads the whole model and keeps its
-    /// slices, then its own optimiser shard.
+    /// [`Learner::load_checkpoint`] under ZeRO-3: every rank reads its own shard files (the
+    /// policy's and the value model's slices and optimiser state).
     pub(super) fn sharded_load_checkpoint(&mut self, dir: &Path, steps: u64) -> Result<()> {
-        let (Some(path), Some(cell)) = (self.shard_file(dir), &self.zero) else {
-            return Err(LearnerError::Order("no ZeRO-3 shards"));
-        };
-        if !path.is_file() {
-            return Err(LearnerError::Checkpoint {
-                path: path.display().to_string(),
-                message: "no optimiser shard for this rank: the checkpoint was saved with another world size, or without ZeRO-3".into(),
-            });
-        }
-        let mut z = cell.borrow_mut();
-        z.gather_all()?;
-        let loaded = checkpoint::load_dir(&self.vs, dir);
-        z.reshard();
-        loaded?;
-        let state = checkpoint::read_tensors(&path)?;
-        if let Some(name) = z.load_state(&state, steps).first() {
-            return Err(LearnerError::Checkpoint {
-                path: path.display().to_string(),
-                message: format!("no optimiser state `{name}` of this rank's shard"),
-            });
+        restore(self.shards()?, &self.shard_file(dir, "optimizer")?, steps)?;
+        if let Some(value) = self.value_shards() {
+            restore(value, &self.shard_file(dir, "value")?, steps)?;
         }
         Ok(())
     }
 
     /// What this rank holds for parameters, gradients and optimiser state, and gathers at
-    /// most during a pass; `None` without ZeRO-3.
+    /// most during a pass, over every sharded model (the policy, and in RL its reference,
+    /// value and reward models); `None` without ZeRO-3.
     pub fn shard_memory(&self) -> Option<ShardMemory> {
-        Some(self.zero.as_ref()?.borrow().memory())
+        let reference = self.reference.as_ref().and_then(|r| r.shards.as_ref());
+        let reward = self.reward_model.as_ref().and_then(|m| m.shards.as_ref());
+        let models = [self.zero.as_ref(), reference, self.value_shards(), reward];
+        models
+            .into_iter()
+            .flatten()
+            .map(|z| z.borrow().memory())
+            .reduce(|a, b| ShardMemory {
+                held: a.held + b.held,
+                unsharded: a.unsharded + b.unsharded,
+                // One model's units are gathered at a time.
+                peak_gathered: a.peak_gathered.max(b.peak_gathered),
+            })
     }
 
     /// [`Learner::export_weights`] under ZeRO-3 (a collective).
     pub(super) fn sharded_export(&self, version: u64) -> Result<Vec<WeightChunk>> {
         self.with_whole_model(|l| checkpoint::export_chunks(&l.vs, version))
     }
+}
+
+/// Restore `shards` from this rank's state file `path`, written after `steps` optimiser steps.
+fn restore(shards: &RefCell<Zero3>, path: &Path, steps: u64) -> Result<()> {
+    if !path.is_file() {
+        return Err(LearnerError::Checkpoint {
+            path: path.display().to_string(),
+            message:
+                "no shard for this rank: the checkpoint was saved with another world size, or without ZeRO-3"
+                    .into(),
+        });
+    }
+    let state = checkpoint::read_tensors(path)?;
+    if let Some(name) = shards.borrow_mut().load_state(&state, steps).first() {
+        return Err(LearnerError::Checkpoint {
+            path: path.display().to_string(),
+            message: format!("no state `{name}` of this rank's shard"),
+        });
+    }
+    Ok(())
 }

@@ -29,6 +29,11 @@ impl CausalLm {
         self.layers.len() + 2
     }
 
+    /// Every unit's parameter tensors, in unit order.
+    pub fn units(&self) -> Vec<Vec<Tensor>> {
+        (0..self.unit_count()).map(|u| self.unit(u)).collect()
+    }
+
     /// The parameter tensors of unit `unit`: `[embedding]`, a layer's (in the block's order),
     /// or `[norm, lm_head]` (`[norm]` with a tied head).
     pub fn unit(&self, unit: usize) -> Vec<Tensor> {
@@ -96,6 +101,20 @@ impl CausalLm {
         loss: impl FnOnce(&Tensor) -> Tensor,
         units: &mut U,
     ) -> Result<Tensor, U::Error> {
+        self.backward_by_unit_with(input_ids, documents, loss, &[], units)
+    }
+
+    /// [`CausalLm::backward_by_unit`] for a loss that also reads `head_extra`, parameters
+    /// beyond the model's own that belong to its head unit (after [`CausalLm::unit`]'s): a
+    /// value or reward model's scalar head.
+    pub fn backward_by_unit_with<U: Units>(
+        &self,
+        input_ids: &Tensor,
+        documents: Option<&Documents>,
+        loss: impl FnOnce(&Tensor) -> Tensor,
+        head_extra: &[Tensor],
+        units: &mut U,
+    ) -> Result<Tensor, U::Error> {
         let ctx = self.context(input_ids.size()[1], documents);
         let head = self.layers.len() + 1;
         units.gather(0)?;
@@ -107,7 +126,8 @@ impl CausalLm {
         units.gather(head)?;
         let top = x.detach().set_requires_grad(true);
         let value = loss(&self.norm.forward(&top));
-        let head_params = self.unit(head);
+        let mut head_params = self.unit(head);
+        head_params.extend(head_extra.iter().map(Tensor::shallow_clone));
         let tied = self.lm_head.is_none();
         let mut wrt: Vec<&Tensor> = vec![&top];
         wrt.extend(&head_params);

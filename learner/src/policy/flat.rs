@@ -88,4 +88,14 @@ impl Flat {
         let r = self.responses.size()[1];
         h.narrow(1, self.prompt_cols - 1, r)
     }
+
+    /// The state after each response's last token, `[rows, hidden]`, out of the final hidden
+    /// states `h` (`lens` `[rows]`: each response's token count, at least 1).
+    pub(crate) fn last_states(&self, h: &Tensor, lens: &Tensor) -> Tensor {
+        let hidden = h.size()[2];
+        let at = (lens + (self.prompt_cols - 1))
+            .view([-1, 1, 1])
+            .expand([-1, 1, hidden], false);
+        h.gather(1, &at, false).squeeze_dim(1)
+    }
 }

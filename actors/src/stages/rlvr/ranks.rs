@@ -1,11 +1,11 @@
 //! An RLVR stage's learner as every learner rank builds it, and the ranks beyond the first:
-//! the step geometry, the policy learner (spread over the ranks, with the reference and value
-//! model the loss needs), where a resume starts, what ZeRO-3 ranks do not run yet, and the
-//! loop of a rank that follows rank 0's learner.
+//! the step geometry, the policy learner (spread over the ranks, with the reference, value and
+//! reward models the algorithm needs, all sharded under ZeRO-3), where a resume starts, and
+//! the loop of a rank that follows rank 0's learner.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use rlvr_data::Tokenizer;
 use rlvr_dist::ProcessGroup;
 use rlvr_learner::Learner;
@@ -15,49 +15,6 @@ use rlvr_recipes::Recipe;
 use super::{check, spec, Algorithm};
 use crate::graph::controller::Progress;
 use crate::graph::learner::LearnSettings;
-use crate::UsageError;
-
-/// Refuse what the learner does not run over ZeRO-3 ranks yet (`learner.world_size` > 1 with
-/// `launch.zero_stage = 3`): scoring on rank 0 alone (the reference's KL in the reward, the
-/// value model, a reward model) and the proximal log-probs of an off-policy correction. The
-/// reference's KL in the loss is sharded; data-parallel ranks run everything.
-pub(super) fn check_sharded(stage: &Recipe, rl: &RlvrSpec, algorithm: &Algorithm) -> Result<()> {
-    let world = crate::stages::ranked::world(stage);
-    if world < 2 || stage.launch.zero_stage < 3 {
-        return Ok(());
-    }
-    let unsharded = [
-        (
-            "beta",
-            rl.beta > 0.0 && algorithm.kl_in_reward.is_some(),
-            "the KL penalty in the reward (the reference scores responses on rank 0 alone)",
-        ),
-        (
-            "algorithm",
-            algorithm.estimator.needs_values(),
-            "PPO's value model",
-        ),
-        (
-            "reward_model_multiplier",
-            rl.reward_model_multiplier != 0.0,
-            "the reward model",
-        ),
-        (
-            "off_policy_correction",
-            algorithm.correction.is_active(),
-            "the proximal log-probs of an off-policy correction",
-        ),
-    ];
-    if let Some((key, _, what)) = unsharded.iter().find(|u| u.1) {
-        bail!(UsageError(format!(
-            "stage `{}`: rlvr.{key}: {what} does not run over ZeRO-3 learner ranks yet \
-             ({world} ranks, launch.zero_stage = 3): set launch.zero_stage = 0 to run the \
-             ranks data-parallel, or run on one rank",
-            stage.name
-        )));
-    }
-    Ok(())
-}
 
 /// The learner ranks of a stage spread over several: the learner's own group (ZeRO-3 or
 /// data-parallel) and a Gloo group rank 0 sends its requests over.
