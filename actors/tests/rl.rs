@@ -719,8 +719,8 @@ fn an_rlvr_stage_over_two_learner_ranks_takes_the_steps_of_one() {
         "rlvr.local_rollout_batch_size=32",
     ];
     // GRPO (the KL to a frozen reference in the loss) over ZeRO-3 shards; PPO (value model,
-    // the proximal pass of an off-policy correction) over ZeRO-3 shards; PPO with the KL in
-    // the reward over data-parallel ranks. Each against one rank. (Over ZeRO-3 the reference
+    // the proximal pass of an off-policy correction) over ZeRO-3 shards with the optimiser
+    // offloaded; PPO with the KL in the reward over data-parallel ranks. Each against one rank. (Over ZeRO-3 the reference
     // runs on whole sequences rather than with the prompt shared, which rounds differently;
     // in the first step, whose verifiable rewards are all 0, the KL reward is that rounding
     // alone, which Adam's first step would amplify into different weights. The learner's
@@ -736,10 +736,12 @@ fn an_rlvr_stage_over_two_learner_ranks_takes_the_steps_of_one() {
         .copied()
         .chain(["--set", "rlvr.off_policy_correction=tis", "--set", "rlvr.beta=0"])
         .collect();
+    let zero3 = ["--set", "launch.zero_stage=3"];
+    let offloaded = [zero3.as_slice(), &["--set", "launch.offload_optimizer=true"]].concat();
     for (name, common, layout) in [
-        ("zero3-grpo", &grpo, "launch.zero_stage=3"),
-        ("zero3-ppo", &sharded_ppo, "launch.zero_stage=3"),
-        ("dp-ppo", &ppo, "launch.zero_stage=0"),
+        ("zero3-grpo", &grpo, zero3.as_slice()),
+        ("zero3-ppo-offload", &sharded_ppo, &offloaded),
+        ("dp-ppo", &ppo, &["--set", "launch.zero_stage=0"]),
     ] {
         let one = dir.join(format!("{name}-1"));
         let out = short_rlvr(&one, 3, common);
@@ -747,9 +749,16 @@ fn an_rlvr_stage_over_two_learner_ranks_takes_the_steps_of_one() {
         let want = rl_steps(&one);
         let two = dir.join(format!("{name}-2"));
         let mut args = common.clone();
-        args.extend(["--set", "learner.world_size=2", "--set", layout]);
+        args.extend(["--set", "learner.world_size=2"]);
+        args.extend(layout);
         let out = short_rlvr(&two, 3, &args);
         assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+        if name.ends_with("offload") {
+            assert!(
+                text(&out.stderr).contains("optimiser offloaded to host memory"),
+                "{name}"
+            );
+        }
         let got = rl_steps(&two);
         assert_eq!(want.len(), 3, "{name}");
         assert!(
@@ -779,5 +788,12 @@ fn an_rlvr_stage_over_two_learner_ranks_takes_the_steps_of_one() {
             assert_eq!(rl_steps(&two), got, "resumed");
         }
     }
+    // An offloaded optimiser needs ZeRO-3 shards to offload.
+    let out = short_rlvr(
+        &dir.join("refused"),
+        1,
+        &["--set", "launch.offload_optimizer=true"],
+    );
+    assert_refused(&out, "launch.offload_optimizer");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -56,6 +56,10 @@ pub struct LearnerConfig {
     /// Element type of the model's weights (`Float`, or `BFloat16` with f32 master weights and
     /// moments in the optimiser).
     pub kind: Kind,
+    /// Under ZeRO-3, keep the optimiser state (f32 masters, gradient slices, moments) in host
+    /// memory, pinned beside a GPU, and step it there. Only sharded learners offload: an
+    /// unsharded learner with it set refuses to step.
+    pub offload_optimizer: bool,
 }
 
 impl LearnerConfig {
@@ -79,6 +83,7 @@ impl LearnerConfig {
             max_grad_norm: Some(1.0),
             device,
             kind: Kind::Float,
+            offload_optimizer: false,
         }
     }
 }
@@ -278,6 +283,7 @@ impl Learner {
     /// One optimiser step over `micro_batches` (gradient accumulation): forward, backward,
     /// clip, AdamW update at the scheduled rate.
     pub fn train_step(&mut self, micro_batches: &[TrainBatch], objective: Objective) -> Result<StepMetrics> {
+        self.check_offload()?;
         if self.zero.is_some() {
             return self.sharded_train_step(micro_batches, objective);
         }
@@ -371,7 +377,7 @@ impl Learner {
         self.critic = Some(match &self.zero {
             Some(cell) => {
                 let group = cell.borrow().shared_group();
-                Critic::from_reward_model_shards(reward_model, device, group, adamw)?
+                Critic::from_reward_model_shards(reward_model, device, group, self.training())?
             }
             None => Critic::from_reward_model(reward_model, device, adamw)?,
         });

@@ -22,7 +22,7 @@ use crate::error::{LearnerError, Result};
 use crate::model::{CausalLm, Config};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::policy::{final_states, response_states, Flat, Tokens};
-use crate::zero::Zero3;
+use crate::zero::{Training, Zero3};
 
 /// A model with a scalar head: the trunk of a causal LM and `score.weight`. A value model
 /// trains one; a reward model is one, frozen.
@@ -55,8 +55,9 @@ impl Critic {
         Ok(Self::with_optimiser(ScoreModel::load(dir, device)?, adamw))
     }
 
-    /// A critic sharded over `group` beside the policy's shards `policy`, its trunk copied
-    /// from the policy one unit at a time (a collective) and its head at zero.
+    /// A critic sharded beside the policy's shards `policy` (over its group, its optimiser
+    /// offloaded when the policy's is), its trunk copied from the policy one unit at a time (a
+    /// collective) and its head at zero.
     pub(crate) fn from_policy_shards(
         policy: &mut Zero3,
         config: &Config,
@@ -69,7 +70,10 @@ impl Critic {
             model.units(),
             &vars,
             policy.shared_group(),
-            Some(adamw),
+            Some(Training {
+                adamw,
+                offload: policy.offloads(),
+            }),
             |unit, mine| policy.copy_unit_into(unit, mine, &["score.weight"]),
         )?;
         model.shards = Some(RefCell::new(shards));
@@ -79,16 +83,17 @@ impl Critic {
         })
     }
 
-    /// A critic loaded from a reward model's directory straight into shards over `group`.
+    /// A critic loaded from a reward model's directory straight into shards over `group`,
+    /// trained as `training` says.
     pub(crate) fn from_reward_model_shards(
         dir: &Path,
         device: Device,
         group: Arc<ProcessGroup>,
-        adamw: AdamWConfig,
+        training: Training,
     ) -> Result<Self> {
         Ok(Self {
-            model: ScoreModel::load_sharded(dir, device, group, Some(adamw))?,
-            opt: AdamW::new(Vec::new(), adamw),
+            model: ScoreModel::load_sharded(dir, device, group, Some(training))?,
+            opt: AdamW::new(Vec::new(), training.adamw),
         })
     }
 
@@ -172,17 +177,17 @@ impl ScoreModel {
     }
 
     /// [`ScoreModel::load`] straight into ZeRO-3 shards over `group`, one unit at a time:
-    /// trained with `optimiser` (a value model), or frozen (`None`: a reward model).
+    /// trained as `training` says (a value model), or frozen (`None`: a reward model).
     pub(crate) fn load_sharded(
         dir: &Path,
         device: Device,
         group: Arc<ProcessGroup>,
-        optimiser: Option<AdamWConfig>,
+        training: Option<Training>,
     ) -> Result<Self> {
         let mut model = Self::allocated(&checkpoint::read_config(dir)?, device);
         let vars: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
         let matched = checkpoint::Matched::dir(&vars, dir)?;
-        let shards = Zero3::loading(model.units(), &vars, group, optimiser, |_, unit| {
+        let shards = Zero3::loading(model.units(), &vars, group, training, |_, unit| {
             matched.read(unit)
         })?;
         model.shards = Some(RefCell::new(shards));

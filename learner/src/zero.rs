@@ -10,6 +10,11 @@
 //! [`Zero3`] shards one model; RL shards several over the same ranks (the policy, its frozen
 //! reference, the value model, a frozen reward model), each with its own [`Zero3`] on the
 //! shared group. A frozen model keeps slices of its parameters only.
+//!
+//! With the optimiser offloaded ([`Training::offload`], DeepSpeed's ZeRO-Offload) the f32
+//! master slices, the gradient slices and the moments live in host memory (pinned beside a
+//! GPU) and AdamW steps there; the device keeps the parameter slices, and each step copies the
+//! updated masters into them.
 
 use std::sync::Arc;
 
@@ -44,13 +49,22 @@ struct Unit {
     exp_avg_sq: Tensor,
 }
 
+/// How a sharded model trains.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Training {
+    /// AdamW's settings.
+    pub adamw: AdamWConfig,
+    /// Keep the optimiser state (masters, gradients, moments) in host memory and step there.
+    pub offload: bool,
+}
+
 /// A model's parameters, gradients and AdamW state sharded over `group` (its parameters only,
 /// when it is frozen).
 pub(crate) struct Zero3 {
     group: Arc<ProcessGroup>,
     units: Vec<Unit>,
-    /// The optimiser's settings; `None` for a frozen model.
-    config: Option<AdamWConfig>,
+    /// How it trains; `None` for a frozen model.
+    training: Option<Training>,
     step: u64,
     /// Bytes of whole units gathered now, and the most there have been at once.
     gathered: u64,
@@ -63,6 +77,8 @@ pub struct ShardMemory {
     /// Bytes held between steps: this rank's slices of the parameters, gradients and AdamW
     /// state (f32 masters of 16-bit parameters included).
     pub held: u64,
+    /// Of `held`, the optimiser state's bytes kept in host memory (offloaded).
+    pub offloaded: u64,
     /// What an unsharded learner holds for the same.
     pub unsharded: u64,
     /// The most bytes of whole, gathered parameters alive at once during a pass.
@@ -76,16 +92,17 @@ fn bytes(t: &Tensor) -> u64 {
 
 impl Zero3 {
     /// Shard a model whose parameter units are `units` (each a list of tensors, as
-    /// [`CausalLm::units`](crate::model::CausalLm::units) gives them) and whose named parameters are `vars`, equal on every
-    /// rank, over `group`: trained with AdamW `optimiser`, or frozen (`None`: slices of the
-    /// parameters only). Afterwards the parameters are released until gathered.
+    /// [`CausalLm::units`](crate::model::CausalLm::units) gives them) and whose named
+    /// parameters are `vars`, equal on every rank, over `group`: trained as `training` says,
+    /// or frozen (`None`: slices of the parameters only). Afterwards the parameters are
+    /// released until gathered.
     pub fn new(
         units: Vec<Vec<Tensor>>,
         vars: &[(String, Tensor)],
         group: Arc<ProcessGroup>,
-        optimiser: Option<AdamWConfig>,
+        training: Option<Training>,
     ) -> Result<Self> {
-        Self::loading(units, vars, group, optimiser, |_, _| Ok(()))
+        Self::loading(units, vars, group, training, |_, _| Ok(()))
     }
 
     /// [`Zero3::new`] for a model whose parameters are allocated but unset: `fill` makes unit
@@ -96,14 +113,14 @@ impl Zero3 {
         units: Vec<Vec<Tensor>>,
         vars: &[(String, Tensor)],
         group: Arc<ProcessGroup>,
-        optimiser: Option<AdamWConfig>,
+        training: Option<Training>,
         mut fill: impl FnMut(usize, &[(String, Tensor)]) -> Result<()>,
     ) -> Result<Self> {
-        let units = shard_units(units, vars, &group, optimiser.is_some(), &mut fill)?;
+        let units = shard_units(units, vars, &group, training, &mut fill)?;
         Ok(Self {
             group,
             units,
-            config: optimiser,
+            training,
             step: 0,
             gathered: 0,
             peak_gathered: 0,
@@ -118,6 +135,16 @@ impl Zero3 {
     /// The group, for another model sharded over the same ranks.
     pub fn shared_group(&self) -> Arc<ProcessGroup> {
         Arc::clone(&self.group)
+    }
+
+    /// Whether the optimiser state is kept in host memory.
+    pub fn offloads(&self) -> bool {
+        self.training.is_some_and(|t| t.offload)
+    }
+
+    /// Where the parameter slices live (and the collectives run).
+    fn device(&self) -> Device {
+        self.units.first().map_or(Device::Cpu, |u| u.shard.device())
     }
 
     /// Copy unit `unit`, whole for the moment (a collective), into `dst`, another model's
@@ -171,7 +198,10 @@ impl Zero3 {
                 .iter()
                 .map(|u| u.grad.square().sum(Kind::Double))
                 .collect();
-            Tensor::stack(&parts, 0).sum(Kind::Double).reshape([1])
+            Tensor::stack(&parts, 0)
+                .sum(Kind::Double)
+                .reshape([1])
+                .to_device(self.device())
         });
         self.group.all_reduce(&mut sq, ReduceOp::Sum)?;
         let total = sq.double_value(&[0]).sqrt();
@@ -188,8 +218,8 @@ impl Zero3 {
 
     /// One AdamW update of this rank's slices at rate `lr` (an error for a frozen model).
     pub fn step(&mut self, lr: f64) -> Result<()> {
-        let config = self
-            .config
+        let Training { adamw: config, .. } = self
+            .training
             .ok_or(LearnerError::Order("a frozen model takes no optimiser steps"))?;
         self.step += 1;
         tch::no_grad(|| {
@@ -278,9 +308,17 @@ impl Zero3 {
 
     /// What this rank holds, and what it gathers at most.
     pub fn memory(&self) -> ShardMemory {
-        let mut held = 0;
-        let mut unsharded = 0;
+        let (mut held, mut offloaded, mut unsharded) = (0, 0, 0);
         for u in &self.units {
+            if self.offloads() {
+                let state = [
+                    Some(&u.grad),
+                    u.master.as_ref(),
+                    Some(&u.exp_avg),
+                    Some(&u.exp_avg_sq),
+                ];
+                offloaded += state.into_iter().flatten().map(bytes).sum::<u64>();
+            }
             let slices = [
                 Some(&u.shard),
                 Some(&u.grad),
@@ -294,6 +332,7 @@ impl Zero3 {
         }
         ShardMemory {
             held,
+            offloaded,
             unsharded,
             peak_gathered: self.peak_gathered,
         }
@@ -308,16 +347,18 @@ fn p_device(params: &[Tensor]) -> Device {
 type UnitFill<'a> = dyn FnMut(usize, &[(String, Tensor)]) -> Result<()> + 'a;
 
 /// Shard each unit (`units`, parameters named in `vars`) over `group`, with gradient and AdamW
-/// slices when it `trains`. Each unit is first made whole by `fill` (given its index and named
+/// slices (in host memory when offloaded) when it trains. Each unit is first made whole by `fill` (given its index and named
 /// parameters: a checkpoint read into them, or nothing when they already hold the weights),
 /// sliced, then released, so at most one unit is whole at a time beyond what the caller held.
 fn shard_units(
     units: Vec<Vec<Tensor>>,
     vars: &[(String, Tensor)],
     group: &ProcessGroup,
-    trains: bool,
+    training: Option<Training>,
     fill: &mut UnitFill<'_>,
 ) -> Result<Vec<Unit>> {
+    let trains = training.is_some();
+    let offload = training.is_some_and(|t| t.offload);
     let (world, rank) = (group.world_size() as i64, group.rank() as i64);
     // Every unit's names first: a released parameter no longer has its own storage to match.
     let named: Vec<Vec<(String, Tensor)>> = units
@@ -357,8 +398,30 @@ fn shard_units(
                 .narrow(0, rank * shard_len, shard_len)
                 .copy();
             let w = wide(kind);
-            let slice = |len: i64| Tensor::zeros([len], (w, shard.device()));
+            // The optimiser state's home: beside the parameters, or pinned host memory.
+            let on_host = |t: Tensor| match shard.device().is_cuda() {
+                true => t.pin_memory(shard.device()),
+                false => t,
+            };
+            let state_device = if offload { Device::Cpu } else { shard.device() };
+            let slice = |len: i64| {
+                let t = Tensor::zeros([len], (w, state_device));
+                if offload {
+                    on_host(t)
+                } else {
+                    t
+                }
+            };
             let state_len = if trains { shard_len } else { 0 };
+            // Offloaded f32 parameters keep an f32 master on the host too: AdamW steps there.
+            let master = (trains && (w != kind || offload)).then(|| {
+                let m = shard.to_device(state_device).to_kind(Kind::Float);
+                if offload {
+                    on_host(m)
+                } else {
+                    m
+                }
+            });
             Unit {
                 names,
                 shapes: params.iter().map(Tensor::size).collect(),
@@ -366,7 +429,7 @@ fn shard_units(
                 numel,
                 shard_len,
                 grad: slice(state_len),
-                master: (trains && w != kind).then(|| shard.to_kind(Kind::Float)),
+                master,
                 exp_avg: slice(state_len),
                 exp_avg_sq: slice(state_len),
                 shard,
@@ -431,13 +494,14 @@ impl Units for Zero3 {
     }
 
     fn gradients(&mut self, unit: usize, grads: Vec<Tensor>) -> Result<()> {
-        if self.config.is_none() {
+        if self.training.is_none() {
             return Err(LearnerError::Order("a frozen model takes no gradients"));
         }
         let world = self.group.world_size() as i64;
         let u = &mut self.units[unit];
         let kind = u.grad.kind();
-        let device = u.grad.device();
+        // Reduced where the parameters live, then added to the slice wherever it is kept.
+        let device = u.shard.device();
         let flat: Vec<Tensor> = grads
             .iter()
             .zip(&u.shapes)
@@ -456,7 +520,7 @@ impl Units for Zero3 {
         }
         let mut mine = Tensor::empty([u.shard_len], (kind, device));
         self.group.reduce_scatter(&mut mine, &flat, ReduceOp::Sum)?;
-        let _ = u.grad.g_add_(&(mine / world as f64));
+        let _ = u.grad.g_add_(&(mine / world as f64).to_device(u.grad.device()));
         Ok(())
     }
 }

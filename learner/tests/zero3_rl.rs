@@ -2,15 +2,16 @@
 //! model and stepping on half of the responses, take the steps one unsharded learner takes on
 //! all of them — GRPO-style policy steps (also with gradient checkpointing on one learner), and
 //! PPO with its frozen reference, value model (from the policy or a reward model) and a frozen
-//! reward model all sharded: their scores of each response, the policy and value steps, and a
-//! resume from a sharded checkpoint.
+//! reward model all sharded, with and without the optimiser offloaded to host memory: their
+//! scores of each response, the policy and value steps, and a resume from a sharded checkpoint.
 
 mod common;
 
 use rlvr_core::{PolicyBatch, PolicySample, PreferenceBatch, WeightChunk, IGNORE};
 use rlvr_dist::ProcessGroup;
 use rlvr_learner::policy::{Aggregation, KlEstimator, PolicyLoss, Surrogate, TokenDistribution};
-use rlvr_learner::{BatchScores, Learner};
+use rlvr_learner::{BatchScores, Learner, LearnerConfig};
+use tch::Device;
 
 fn learner(tied: bool) -> Learner {
     common::learner_of(&common::tiny(3, 41, tied), 3e-3, 5)
@@ -24,6 +25,23 @@ fn assert_same(got: &[WeightChunk], want: &[WeightChunk], what: &str) {
 /// fresh learner.
 fn ranks<T: Send>(world: usize, tied: bool, f: impl Fn(usize, Learner, ProcessGroup) -> T + Sync) -> Vec<T> {
     common::on_ranks((0..world).map(|_| learner(tied)).collect(), f)
+}
+
+/// [`ranks`] of tied models, with learners whose ZeRO-3 shards keep their optimiser state in
+/// host memory when `offload`.
+fn maybe_offloaded<T: Send>(
+    world: usize,
+    offload: bool,
+    f: impl Fn(usize, Learner, ProcessGroup) -> T + Sync,
+) -> Vec<T> {
+    let config = LearnerConfig {
+        offload_optimizer: offload,
+        ..LearnerConfig::constant(3e-3, Device::Cpu)
+    };
+    let learners = (0..world)
+        .map(|_| Learner::new(&common::tiny(3, 41, true), config, 5))
+        .collect();
+    common::on_ranks(learners, f)
 }
 
 /// Two micro-batches of responses to different prompts (left-padded prompts of different
@@ -231,7 +249,7 @@ fn ppo_with_every_model_sharded_scores_and_steps_as_one_learner_and_resumes() {
     reward_model(&rm);
     let loss = policy_loss(Aggregation::Token, 0.05);
     let [a, b] = policy_halves();
-    for value_from_rm in [false, true] {
+    for (value_from_rm, offload) in [(false, false), (true, true), (false, true)] {
         // Tülu 3's PPO: a frozen reference, a value model (from the reward model or the
         // policy) and the reward model scoring responses.
         let attach = |l: &mut Learner| {
@@ -259,9 +277,11 @@ fn ppo_with_every_model_sharded_scores_and_steps_as_one_learner_and_resumes() {
 
         // Two ranks: scores of each half before and after, three steps, a checkpoint after two.
         let _ = std::fs::remove_dir_all(&checkpoint);
-        let results = ranks(2, true, |rank, mut l, group| {
+        let results = maybe_offloaded(2, offload, |rank, mut l, group| {
             l.set_zero3(group).unwrap();
             attach(&mut l);
+            let memory = l.shard_memory().unwrap();
+            assert_eq!(memory.offloaded > 0, offload, "{memory:?}");
             let half = if rank == 0 { &a } else { &b };
             let before = l.score(half, &loss.distribution).unwrap();
             let mut metrics = Vec::new();
@@ -291,7 +311,7 @@ fn ppo_with_every_model_sharded_scores_and_steps_as_one_learner_and_resumes() {
 
         // Fresh ranks resume from the step-2 checkpoint: the third step and the value model's
         // estimates after it are the same.
-        let resumed = ranks(2, true, |rank, mut l, group| {
+        let resumed = maybe_offloaded(2, offload, |rank, mut l, group| {
             l.set_zero3(group).unwrap();
             attach(&mut l);
             l.load_checkpoint(&checkpoint, 2).unwrap();

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rlvr_core::{Encoded, TrainBatch};
 use rlvr_data::arith::Split;
@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::metrics::MetricsLog;
+use crate::UsageError;
 
 /// Held-out rows scored for `eval_loss`.
 const EVAL_ROWS: usize = 256;
@@ -168,6 +169,7 @@ pub(super) fn learner_config(stage: &Recipe, total: u64, device: tch::Device) ->
             Dtype::Bf16 => tch::Kind::BFloat16,
             Dtype::F32 => tch::Kind::Float,
         },
+        offload_optimizer: stage.launch.offload_optimizer,
     }
 }
 
@@ -187,11 +189,27 @@ pub(super) fn new_learner(
     group: Option<ProcessGroup>,
 ) -> Result<(Learner, String)> {
     let config = learner_config(stage, total, device);
+    let sharded = group.is_some() && stage.launch.zero_stage >= 3;
+    if config.offload_optimizer && !sharded {
+        bail!(UsageError(format!(
+            "stage `{}`: launch.offload_optimizer = true: the optimiser state offloaded is that of \
+             ZeRO-3 shards; this run has {}: set launch.zero_stage = 3 over learner.world_size > 1 \
+             ranks (or a launcher's), or set launch.offload_optimizer = false",
+            stage.name,
+            match &group {
+                Some(g) => format!("{} data-parallel ranks", g.world_size()),
+                None => "one learner rank".to_string(),
+            }
+        )));
+    }
     let (mut learner, layout) = match (init, group) {
         (Some(dir), Some(g)) if stage.launch.zero_stage >= 3 => {
             let world = g.world_size();
             let learner = Learner::from_pretrained_zero3(dir, config, g)?;
-            (learner, format!(", ZeRO-3 over {world} ranks"))
+            (
+                learner,
+                super::ranked::zero3_layout(world, config.offload_optimizer),
+            )
         }
         (init, group) => {
             let mut learner = match init {

@@ -116,6 +116,14 @@ pub fn run_rank(stage: &Recipe, out: &Path, init: Option<&Path>, resume: bool) -
     .map(drop)
 }
 
+/// The stage's opening words on a ZeRO-3 learner over `world` ranks.
+pub(super) fn zero3_layout(world: usize, offload: bool) -> String {
+    match offload {
+        true => format!(", ZeRO-3 over {world} ranks, optimiser offloaded to host memory"),
+        false => format!(", ZeRO-3 over {world} ranks"),
+    }
+}
+
 /// Put `learner` on `group`: ZeRO-3 when the stage asks for it, data-parallel otherwise; returns
 /// how, for the stage's opening line.
 pub(super) fn distribute(
@@ -127,7 +135,7 @@ pub(super) fn distribute(
         Some(g) if stage.launch.zero_stage >= 3 => {
             let world = g.world_size();
             learner.set_zero3(g)?;
-            format!(", ZeRO-3 over {world} ranks")
+            zero3_layout(world, stage.launch.offload_optimizer)
         }
         Some(g) => {
             let world = g.world_size();

@@ -308,7 +308,7 @@ pub(crate) fn lead(
         Some(r) => (Some(r.group), Some(Ranks { requests: r.requests })),
         None => (None, None),
     };
-    let mut learner = policy_learner(
+    let (mut learner, layout) = policy_learner(
         stage,
         rl,
         &algorithm,
@@ -326,12 +326,6 @@ pub(crate) fn lead(
             init_out
         }
     };
-    if reward.reward_model_multiplier != 0.0 {
-        let dir = super::resolve_model(&rl.reward_model_path)?;
-        learner
-            .attach_reward_model(&dir)
-            .with_context(|| format!("stage `{}`: rlvr.reward_model_path", stage.name))?;
-    }
     // Resume: the policy, its optimiser state and the loop's position from the newest
     // checkpoint; the engines start from its weights; the reference stays the stage's start.
     let ckpt_dir = out.join("checkpoints").join(&stage.name);
@@ -397,7 +391,7 @@ pub(crate) fn lead(
         mask_truncated: algorithm.mask_truncated,
     };
     tracing::info!(
-        "stage {}: {}, {} parameters on {:?}, {steps} steps of {prompts_per_step} prompts x {n} samples; {} rollout and {} verifier workers; {} train / {} held-out prompts",
+        "stage {}: {}, {} parameters on {:?}{layout}, {steps} steps of {prompts_per_step} prompts x {n} samples; {} rollout and {} verifier workers; {} train / {} held-out prompts",
         stage.name,
         Algorithm::describe(rl),
         learner.num_params(),

@@ -128,6 +128,7 @@ impl Learner {
         micro_batches: &[PreferenceBatch],
         loss: &PreferenceLoss,
     ) -> Result<PreferenceMetrics> {
+        self.check_offload()?;
         if self.zero.is_some() {
             return self.sharded_preference_step(micro_batches, loss);
         }
@@ -205,6 +206,7 @@ impl Learner {
     /// layer when gradient checkpointing is on), at the policy's schedule.
     /// Needs [`Learner::attach_critic`] first.
     pub fn reward_step(&mut self, micro_batches: &[PreferenceBatch]) -> Result<PreferenceMetrics> {
+        self.check_offload()?;
         self.unsharded("reward-model steps do not run under ZeRO-3 yet")?;
         let n = micro_batches.len().max(1) as f64;
         self.critic

@@ -138,6 +138,7 @@ impl Learner {
     /// Over several ranks a collective: each rank brings its own micro-batches, and the step
     /// is the one a single learner takes on all of them.
     pub fn policy_step(&mut self, micro_batches: &[PolicyBatch], loss: &PolicyLoss) -> Result<PolicyMetrics> {
+        self.check_offload()?;
         for b in micro_batches {
             self.check_policy_batch(b)?;
         }

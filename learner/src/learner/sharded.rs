@@ -21,7 +21,7 @@ use crate::error::{LearnerError, Result};
 use crate::model::CausalLm;
 use crate::optim::AdamW;
 use crate::preference::{self, PreferenceLoss, PreferenceMetrics};
-use crate::zero::{ShardMemory, Zero3};
+use crate::zero::{ShardMemory, Training, Zero3};
 
 impl Learner {
     /// Train with ZeRO-3 over `group`: from here on this rank holds only its shard of the
@@ -42,12 +42,7 @@ impl Learner {
             ));
         }
         let vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
-        let zero = Zero3::new(
-            self.model.units(),
-            &vars,
-            Arc::new(group),
-            Some(self.config.adamw),
-        )?;
+        let zero = Zero3::new(self.model.units(), &vars, Arc::new(group), Some(self.training()))?;
         // The whole-model optimiser state goes: the shards hold it now.
         self.opt = AdamW::new(Vec::new(), self.config.adamw);
         self.zero = Some(RefCell::new(zero));
@@ -69,7 +64,10 @@ impl Learner {
             model.units(),
             &vars,
             Arc::new(group),
-            Some(config.adamw),
+            Some(Training {
+                adamw: config.adamw,
+                offload: config.offload_optimizer,
+            }),
             |_, unit| matched.read(unit),
         )?;
         Ok(Self {
@@ -94,6 +92,24 @@ impl Learner {
     /// The shards, for the ZeRO-3 paths.
     fn shards(&self) -> Result<&RefCell<Zero3>> {
         self.zero.as_ref().ok_or(LearnerError::Order("no ZeRO-3 shards"))
+    }
+
+    /// How the learner's sharded models train.
+    pub(super) fn training(&self) -> Training {
+        Training {
+            adamw: self.config.adamw,
+            offload: self.config.offload_optimizer,
+        }
+    }
+
+    /// Refuse an offloaded optimiser without ZeRO-3 shards to offload.
+    pub(super) fn check_offload(&self) -> Result<()> {
+        match self.config.offload_optimizer && self.zero.is_none() {
+            true => Err(LearnerError::Order(
+                "offload_optimizer offloads ZeRO-3 shards: set ZeRO-3 first, or leave it off",
+            )),
+            false => Ok(()),
+        }
     }
 
     /// Refuse what ZeRO-3 does not run yet.
@@ -293,6 +309,7 @@ impl Learner {
             .map(|z| z.borrow().memory())
             .reduce(|a, b| ShardMemory {
                 held: a.held + b.held,
+                offloaded: a.offloaded + b.offloaded,
                 unsharded: a.unsharded + b.unsharded,
                 // One model's units are gathered at a time.
                 peak_gathered: a.peak_gathered.max(b.peak_gathered),

@@ -2,7 +2,8 @@
 //! optimiser slices held between steps against one unsharded learner, the most parameters
 //! gathered at once, the process's peak resident memory, and the step time — for N local
 //! ranks (spawned unless a launcher set `RANK`), or with `--unsharded` for one plain learner,
-//! the baseline to run beside it.
+//! the baseline to run beside it. `--offload-optimizer` keeps the ranks' optimiser state in
+//! host memory and reports its bytes.
 
 use std::time::Instant;
 
@@ -36,6 +37,10 @@ pub struct Zero3Args {
     /// Timed optimiser steps (after one untimed).
     #[arg(long, default_value_t = 2)]
     pub steps: usize,
+    /// Keep each rank's optimiser state (f32 masters, gradient slices, moments) in host memory
+    /// and step it there (ZeRO-Offload; `launch.offload_optimizer`).
+    #[arg(long, conflicts_with = "unsharded")]
+    pub offload_optimizer: bool,
     /// Start from this Hugging Face model directory instead of a random model of the shape:
     /// the unsharded learner loads it whole, each ZeRO-3 rank only its shards, unit by unit.
     #[arg(long)]
@@ -80,10 +85,14 @@ pub fn zero3(args: &Zero3Args) -> Result<()> {
         Some(dir) => rlvr_learner::checkpoint::read_config(dir)?,
         None => shape(&args.model.shape_from)?,
     };
+    let learner_config = LearnerConfig {
+        offload_optimizer: args.offload_optimizer,
+        ..LearnerConfig::constant(1e-5, device)
+    };
     let new_learner = || -> Result<Learner> {
         let mut l = match &args.init {
-            Some(dir) => Learner::from_pretrained(dir, LearnerConfig::constant(1e-5, device))?,
-            None => Learner::new(&config, LearnerConfig::constant(1e-5, device), 0),
+            Some(dir) => Learner::from_pretrained(dir, learner_config)?,
+            None => Learner::new(&config, learner_config, 0),
         };
         if kind == Kind::BFloat16 {
             l.set_bf16()?;
@@ -124,9 +133,7 @@ pub fn zero3(args: &Zero3Args) -> Result<()> {
     };
     let mut learner = match &args.init {
         // Each rank reads only its shards of the checkpoint.
-        Some(dir) if loads_shards => {
-            Learner::from_pretrained_zero3(dir, LearnerConfig::constant(1e-5, device), group)?
-        }
+        Some(dir) if loads_shards => Learner::from_pretrained_zero3(dir, learner_config, group)?,
         _ => {
             let mut learner = new_learner()?;
             learner.set_zero3(group)?;
@@ -136,12 +143,14 @@ pub fn zero3(args: &Zero3Args) -> Result<()> {
     let (step_s, loss) = time_steps(args, &mut learner, &mine, device)?;
     let memory = learner.shard_memory().unwrap_or(rlvr_learner::ShardMemory {
         held: 0,
+        offloaded: 0,
         unsharded: 0,
         peak_gathered: 0,
     });
     // Every rank's figures, gathered to rank 0.
     let figures = [
         memory.held as f64,
+        memory.offloaded as f64,
         memory.peak_gathered as f64,
         peak_rss_mb(),
         step_s,
@@ -156,7 +165,9 @@ pub fn zero3(args: &Zero3Args) -> Result<()> {
     if rank == 0 {
         let ranks: Vec<_> = all_figures
             .chunks(figures.len())
-            .map(|f| json!({"held_bytes": f[0], "peak_gathered_bytes": f[1], "peak_rss_mb": f[2], "step_s": f[3]}))
+            .map(|f| {
+                json!({"held_bytes": f[0], "offloaded_bytes": f[1], "peak_gathered_bytes": f[2], "peak_rss_mb": f[3], "step_s": f[4]})
+            })
             .collect();
         println!(
             "{}",

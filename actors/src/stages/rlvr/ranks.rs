@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use rlvr_data::Tokenizer;
 use rlvr_dist::ProcessGroup;
 use rlvr_learner::Learner;
@@ -55,9 +55,10 @@ pub(super) fn geometry(stage: &Recipe, rl: &RlvrSpec) -> Geometry {
 }
 
 /// The policy learner as every learner rank builds it: from `init` or initialised, spread
-/// over `group` when there is one, with the frozen reference (β > 0) and the value model (PPO)
-/// the loss needs. Without `init`, the starting model is saved to `init_out` (a collective
-/// under ZeRO-3; rank 0 writes), where the rollout engines load it.
+/// over `group` when there is one, with the frozen reference (β > 0), the value model (PPO)
+/// and the reward model (`reward_model_multiplier` ≠ 0) the algorithm needs. Without `init`,
+/// the starting model is saved to `init_out` (a collective under ZeRO-3; rank 0 writes), where
+/// the rollout engines load it. Returns it with a few words on its layout.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn policy_learner(
     stage: &Recipe,
@@ -69,9 +70,10 @@ pub(super) fn policy_learner(
     tok: &Tokenizer,
     device: tch::Device,
     group: Option<ProcessGroup>,
-) -> Result<Learner> {
+) -> Result<(Learner, String)> {
     let optimizer_steps = geometry.steps * geometry.versions_per_step;
-    let (mut learner, _) = crate::stages::lm::new_learner(stage, optimizer_steps, device, init, tok, group)?;
+    let (mut learner, layout) =
+        crate::stages::lm::new_learner(stage, optimizer_steps, device, init, tok, group)?;
     if init.is_none() {
         learner.save_model(init_out)?;
     }
@@ -84,7 +86,13 @@ pub(super) fn policy_learner(
         // Tülu 3: the value model starts as the reward model.
         learner.attach_critic_from(&crate::stages::resolve_model(&rl.reward_model_path)?)?;
     }
-    Ok(learner)
+    if rl.reward_model_multiplier != 0.0 {
+        let dir = crate::stages::resolve_model(&rl.reward_model_path)?;
+        learner
+            .attach_reward_model(&dir)
+            .with_context(|| format!("stage `{}`: rlvr.reward_model_path", stage.name))?;
+    }
+    Ok((learner, layout))
 }
 
 /// How the learner turns a step's samples into optimiser steps.
@@ -132,7 +140,7 @@ pub(crate) fn follow(
     let algorithm = Algorithm::from_spec(&stage.name, rl)?;
     let geometry = geometry(stage, rl);
     let init_out = out.join("checkpoints").join(&stage.name).join("init");
-    let mut learner = policy_learner(
+    let (mut learner, _) = policy_learner(
         stage,
         rl,
         &algorithm,
