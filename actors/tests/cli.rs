@@ -1121,7 +1121,7 @@ fn sft_over_two_zero3_ranks_takes_the_steps_of_one_process_accumulating_two_micr
 }
 
 #[test]
-fn dpo_over_two_zero3_ranks_takes_the_steps_of_one_process_accumulating_two_micro_batches() {
+fn dpo_and_reward_model_stages_over_two_zero3_ranks_take_the_steps_of_one_process_accumulating() {
     let dir = tmp("dpo-ranks");
     let (two, one) = (dir.join("two"), dir.join("one"));
     let common = [
@@ -1160,23 +1160,29 @@ fn dpo_over_two_zero3_ranks_takes_the_steps_of_one_process_accumulating_two_micr
         );
     }
     assert!(two.join("tiny-arith-dpo/model.safetensors").is_file());
-    // A reward model's value head is not sharded: refused before anything runs.
-    let out = rlvr(&[
-        "run",
-        "tiny-arith-rm",
-        "--out",
-        dir.join("rm").to_str().unwrap(),
-        "--set",
-        "learner.world_size=2",
-        "--set",
-        "launch.zero_stage=3",
-    ]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("reward models data-parallel only"),
-        "{}",
-        text(&out.stderr)
+    // A reward-model stage too: the value model sharded, its steps those of one process.
+    let (two, one) = (dir.join("rm-two"), dir.join("rm-one"));
+    run_on_two_ranks_and_accumulating("tiny-arith-rm", &two, &one, &common);
+    let rm_steps = |dir: &Path| -> Vec<(u64, f64, f64)> {
+        metrics(dir)
+            .iter()
+            .filter(|r| r["stage"] == "rm" && r.get("loss").is_some())
+            .filter_map(|r| Some((r["step"].as_u64()?, r["loss"].as_f64()?, r["accuracy"].as_f64()?)))
+            .collect()
+    };
+    let (a, b) = (rm_steps(&two), rm_steps(&one));
+    assert_eq!(
+        a.iter().map(|s| s.0).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4],
+        "{a:?}"
     );
+    for ((step, la, aa), (_, lb, ab)) in a.iter().zip(&b) {
+        assert!(
+            (la - lb).abs() < 1e-4 && (aa - ab).abs() < 1e-9,
+            "reward model step {step}: {la} vs {lb}"
+        );
+    }
+    assert!(two.join("tiny-arith-rm/model.safetensors").is_file());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

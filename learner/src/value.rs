@@ -111,6 +111,14 @@ impl Critic {
         }
     }
 
+    /// Optimiser steps taken.
+    pub(crate) fn steps_taken(&self) -> u64 {
+        match &self.model.shards {
+            Some(z) => z.borrow().steps_taken(),
+            None => self.opt.steps_taken(),
+        }
+    }
+
     /// Clip and step at rate `lr`; returns the gradient norm before clipping.
     pub(crate) fn step(&mut self, max_norm: Option<f64>, lr: f64) -> Result<f64> {
         match &self.model.shards {
@@ -227,6 +235,33 @@ impl ScoreModel {
         )
     }
 
+    /// [`ScoreModel::sequence_scores`] unit by unit over the shards (a collective).
+    pub(crate) fn sequence_scores_by_unit(&self, input_ids: &Tensor, last: &Tensor) -> Result<Tensor> {
+        self.trunk.forward_by_unit(
+            input_ids,
+            None,
+            |h| self.scores_at(h, last),
+            &mut *self.shards()?.borrow_mut(),
+        )
+    }
+
+    /// Back-propagate `loss` of [`ScoreModel::sequence_scores_by_unit`]'s scores unit by unit
+    /// into the shards' gradients (a collective); returns the loss, detached.
+    pub(crate) fn backward_scores_by_unit(
+        &self,
+        input_ids: &Tensor,
+        last: &Tensor,
+        loss: impl FnOnce(&Tensor) -> Tensor,
+    ) -> Result<Tensor> {
+        self.trunk.backward_by_unit_with(
+            input_ids,
+            None,
+            |h| loss(&self.scores_at(h, last)),
+            &[self.head.shallow_clone()],
+            &mut *self.shards()?.borrow_mut(),
+        )
+    }
+
     /// Back-propagate `loss` of [`ScoreModel::values_by_unit`]'s values unit by unit into the
     /// shards' gradients (a collective); returns the loss, detached.
     pub(crate) fn backward_values_by_unit(
@@ -283,8 +318,23 @@ impl ScoreModel {
 
     /// Save as the family's `…ForSequenceClassification` with one label (`model.*` and
     /// `score.weight`; no LM head), the form [`ScoreModel::load`] and PPO's
-    /// `rlvr.reward_model_path` read.
+    /// `rlvr.reward_model_path` read. Sharded, a collective: every rank gathers the model for
+    /// the moment, rank 0 writes.
     pub(crate) fn save(&self, dir: &Path) -> Result<()> {
+        let Some(cell) = &self.shards else {
+            return self.write(dir);
+        };
+        cell.borrow_mut().gather_all()?;
+        let written = match cell.borrow().group().rank() {
+            0 => self.write(dir),
+            _ => Ok(()),
+        };
+        cell.borrow_mut().release_all();
+        written
+    }
+
+    /// Write the whole model into `dir`.
+    fn write(&self, dir: &Path) -> Result<()> {
         let trunk = self.trunk.config();
         let mut config = trunk.to_hf_json(checkpoint::dtype_name(self.head.kind()));
         if let Some(m) = config.as_object_mut() {

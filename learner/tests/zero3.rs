@@ -1,7 +1,7 @@
 //! ZeRO-3 over a real Gloo group on 127.0.0.1: two ranks, each holding half of the parameters,
 //! gradients and AdamW state and stepping on half of the batch, take the steps one unsharded
-//! learner takes on the whole batch — language-model and DPO steps (the last also with
-//! gradient checkpointing on one learner); a sharded checkpoint resumes exactly; each rank
+//! learner takes on the whole batch — language-model, DPO (also with gradient checkpointing on
+//! one learner) and reward-model steps, the reward model saved whole; a sharded checkpoint resumes exactly; each rank
 //! holds half the bytes; ranks load their shards from a checkpoint. RL is in `zero3_rl.rs`.
 
 mod common;
@@ -259,6 +259,56 @@ fn two_sharded_ranks_and_gradient_checkpointing_take_the_dpo_steps_of_one_learne
     }
     assert!((results[0].2.loss - want_eval.loss).abs() < 1e-5);
     assert!((results[0].2.accuracy - want_eval.accuracy).abs() < 1e-12);
+}
+
+#[test]
+fn two_sharded_ranks_take_the_reward_model_steps_of_one_learner_and_save_it_whole() {
+    let dir = std::env::temp_dir().join(format!("rlvr-zero3-rm-{}", std::process::id()));
+    let [a, b] = pair_halves();
+    let mut one = learner(false);
+    one.attach_critic().unwrap();
+    let want: Vec<(f64, f64)> = (0..4)
+        .map(|_| {
+            let m = one.reward_step(&[a.clone(), b.clone()]).unwrap();
+            (m.loss, m.grad_norm)
+        })
+        .collect();
+    let want_eval = one.reward_eval(&a).unwrap();
+    let results = ranks(2, false, |rank, mut l, group| {
+        l.set_zero3(group).unwrap();
+        l.attach_critic().unwrap();
+        let half = if rank == 0 { &a } else { &b };
+        let steps: Vec<(f64, f64)> = (0..4)
+            .map(|_| {
+                let m = l.reward_step(std::slice::from_ref(half)).unwrap();
+                (m.loss, m.grad_norm)
+            })
+            .collect();
+        let eval = l.reward_eval(&a).unwrap();
+        l.save_reward_model(&dir).unwrap();
+        (steps, eval)
+    });
+    for (rank, (steps, eval)) in results.iter().enumerate() {
+        for (step, (got, want)) in steps.iter().zip(&want).enumerate() {
+            assert!(
+                (got.0 - want.0).abs() < 1e-5 && (got.1 - want.1).abs() < 1e-4,
+                "rank {rank} step {step}: {got:?} vs {want:?}"
+            );
+        }
+        assert!((eval.loss - want_eval.loss).abs() < 1e-5, "rank {rank} eval");
+    }
+    // Saved whole by rank 0: an unsharded learner loads it as a value model and scores the
+    // pairs as the one learner does.
+    let mut fresh = learner(false);
+    fresh.attach_critic_from(&dir).unwrap();
+    let again = fresh.reward_eval(&a).unwrap();
+    assert!(
+        (again.loss - want_eval.loss).abs() < 1e-5,
+        "{} vs {}",
+        again.loss,
+        want_eval.loss
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -90,21 +90,6 @@ pub fn run(
 
 /// Check that a stage can run in this build, before anything starts.
 pub fn check_available(stage: &Recipe) -> Result<()> {
-    let ranked = match stage.kind {
-        Some(StageKind::Pretrain | StageKind::Sft | StageKind::Dpo | StageKind::Rlvr) => true,
-        // The value head of a reward model is not sharded: data-parallel only.
-        Some(StageKind::Rm) => stage.launch.zero_stage < 3,
-        None => false,
-    };
-    if stage.learner.world_size > 1 && !ranked {
-        bail!(
-            "stage `{}` is not available yet: learner.world_size = {} — pretraining, SFT, DPO \
-             and RLVR stages run over several learner ranks (reward models data-parallel only, \
-             not with launch.zero_stage = 3)",
-            stage.name,
-            stage.learner.world_size
-        );
-    }
     let l = &stage.launch;
     // Under a launcher the launcher placed the ranks; launch.gpus describes the reference run.
     if l.gpus > 1 && !crate::ranks::is_rank() {

@@ -171,13 +171,16 @@ impl Learner {
     }
 
     /// The value model's reward for the chosen and the rejected side of each pair, the
-    /// Bradley–Terry loss `−log σ(r_c − r_r)` (mean over pairs) and its statistics.
+    /// Bradley–Terry loss `−log σ(r_c − r_r)` (mean over pairs) and its statistics. Under
+    /// ZeRO-3 a collective, without gradients.
     fn reward_loss(&self, pb: &PreferenceBatch) -> Result<(Tensor, PreferenceMetrics)> {
         let critic = self.critic.as_ref().ok_or(LearnerError::Missing("value model"))?;
         let last = self.reward_rows(pb)?;
-        let scores = critic
-            .model
-            .sequence_scores(&self.tensor(&pb.batch.input_ids, &pb.batch), &last);
+        let input = self.tensor(&pb.batch.input_ids, &pb.batch);
+        let scores = match &critic.model.shards {
+            Some(_) => critic.model.sequence_scores_by_unit(&input, &last)?,
+            None => critic.model.sequence_scores(&input, &last),
+        };
         Ok(reward_from_scores(&scores, pb))
     }
 
@@ -207,25 +210,28 @@ impl Learner {
     /// Needs [`Learner::attach_critic`] first.
     pub fn reward_step(&mut self, micro_batches: &[PreferenceBatch]) -> Result<PreferenceMetrics> {
         self.check_offload()?;
-        self.unsharded("reward-model steps do not run under ZeRO-3 yet")?;
         let n = micro_batches.len().max(1) as f64;
-        self.critic
-            .as_mut()
-            .ok_or(LearnerError::Missing("value model"))?
-            .opt
-            .zero_grad();
+        let critic = self.critic.as_mut().ok_or(LearnerError::Missing("value model"))?;
+        critic.zero_grad();
         let mut sum = PreferenceMetrics::default();
         for b in micro_batches {
-            let m = match (self.gradient_checkpointing, &self.critic) {
-                (true, Some(critic)) => {
+            let m = match (&self.critic, self.gradient_checkpointing) {
+                // Unit by unit over ZeRO-3 shards, or layer by layer with checkpointing.
+                (Some(critic), checkpointed) if checkpointed || critic.model.shards.is_some() => {
                     let last = self.reward_rows(b)?;
                     let mut m = PreferenceMetrics::default();
                     let input = self.tensor(&b.batch.input_ids, &b.batch);
-                    let _loss = critic.model.backward_checkpointed(&input, |h| {
-                        let (l, metrics) = reward_from_scores(&critic.model.scores_at(h, &last), b);
+                    let mut loss = |scores: &Tensor| {
+                        let (l, metrics) = reward_from_scores(scores, b);
                         m = metrics;
                         l / n
-                    });
+                    };
+                    let _loss = match &critic.model.shards {
+                        Some(_) => critic.model.backward_scores_by_unit(&input, &last, loss)?,
+                        None => critic
+                            .model
+                            .backward_checkpointed(&input, |h| loss(&critic.model.scores_at(h, &last))),
+                    };
                     m
                 }
                 _ => {
@@ -240,27 +246,36 @@ impl Learner {
             sum.rejected_reward += m.rejected_reward / n;
             sum.tokens += m.tokens;
         }
-        let (max_norm, schedule) = (self.config.max_grad_norm, self.config.schedule);
-        let mut sum = super::parallel::preference_over(self.group.as_ref(), self.config.device, sum)?;
+        let (max_norm, schedule, device) = (
+            self.config.max_grad_norm,
+            self.config.schedule,
+            self.config.device,
+        );
+        let mut sum = match self.with_group(|g| super::parallel::preference_over(Some(g), device, sum)) {
+            Some(over_ranks) => over_ranks?,
+            None => sum,
+        };
         let critic = self.critic.as_mut().ok_or(LearnerError::Missing("value model"))?;
-        // Only the value model trains here: its gradients alone are averaged over the ranks.
+        // Only the value model trains here: its gradients alone are averaged over
+        // data-parallel ranks (ZeRO-3 averaged them as it reduced them).
         if let Some(group) = &self.group {
             critic.opt.average_grads(group)?;
         }
-        sum.grad_norm = critic.opt.clip_grad_norm(max_norm);
-        sum.lr = schedule.lr(critic.opt.steps_taken());
-        critic.opt.step(sum.lr);
-        sum.step = critic.opt.steps_taken();
+        sum.lr = schedule.lr(critic.steps_taken());
+        sum.grad_norm = critic.step(max_norm, sum.lr)?;
+        sum.step = critic.steps_taken();
         Ok(sum)
     }
 
-    /// Reward-model metrics of `batch` without updating anything (held-out pairs).
+    /// Reward-model metrics of `batch` without updating anything (held-out pairs); under
+    /// ZeRO-3 a collective.
     pub fn reward_eval(&self, batch: &PreferenceBatch) -> Result<PreferenceMetrics> {
         tch::no_grad(|| self.reward_loss(batch).map(|(_, m)| m))
     }
 
     /// Save the value model as a Hugging Face reward model (`LlamaForSequenceClassification`,
-    /// one label), loadable as PPO's `rlvr.reward_model_path`.
+    /// one label), loadable as PPO's `rlvr.reward_model_path`. Under ZeRO-3 a collective
+    /// (rank 0 writes).
     pub fn save_reward_model(&self, dir: &Path) -> Result<()> {
         self.critic
             .as_ref()

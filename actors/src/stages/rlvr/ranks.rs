@@ -35,6 +35,9 @@ pub(super) struct Geometry {
     pub(super) versions_per_step: u64,
 }
 
+/// The step geometry of the recipe's learner GPUs (`actor_num_gpus_per_node`), as open-instruct
+/// sizes it: a step's prompts and a mini-batch's responses are the per-GPU (`local_…`) counts
+/// times the learner GPUs, however many ranks this run's learner has.
 pub(super) fn geometry(stage: &Recipe, rl: &RlvrSpec) -> Geometry {
     let n = rl.num_samples_per_prompt.max(1) as usize;
     let learners: u64 = rl.actor_num_gpus_per_node.iter().sum::<u64>().max(1);
@@ -44,7 +47,7 @@ pub(super) fn geometry(stage: &Recipe, rl: &RlvrSpec) -> Geometry {
         .max_steps
         .unwrap_or(rl.total_episodes / (prompts_per_step * n) as u64)
         .max(1);
-    let mini_batch = rl.local_mini_batch_size.max(1) as usize;
+    let mini_batch = (rl.local_mini_batch_size.max(1) * learners) as usize;
     Geometry {
         steps,
         prompts_per_step,
