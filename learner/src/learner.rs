@@ -208,6 +208,11 @@ impl Learner {
         Ok(Self::with_model(vs, model, config))
     }
 
+    /// Where the learner's tensors live (and its group's collectives run).
+    pub fn device(&self) -> Device {
+        self.config.device
+    }
+
     /// The model.
     pub fn model(&self) -> &CausalLm {
         &self.model

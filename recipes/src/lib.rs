@@ -9,12 +9,14 @@
 //!   through the same typed path, validation. Errors name the file, key and line.
 //! - [`plan`]: per-GPU memory and step counts before launch.
 //! - [`explain()`]: what a key means, from the spec's doc comments.
+//! - [`rehearse`]: a recipe's dress rehearsal on one CPU (its topology, a tiny model).
 
 pub mod catalog;
 mod error;
 mod explain;
 mod load;
 pub mod plan;
+pub mod rehearse;
 pub mod spec;
 
 pub use error::{RecipeError, Result};

@@ -9,6 +9,7 @@ pub mod generate;
 pub mod placement;
 pub mod plan;
 pub mod recipes;
+pub mod rehearse;
 pub mod run;
 pub mod show;
 pub mod verify;

@@ -39,6 +39,16 @@ pub struct Args {
     /// File holding the secret worker nodes must share [default: $RLVR_COOKIE_FILE].
     #[arg(long, requires = "listen")]
     pub cookie_file: Option<PathBuf>,
+    /// Dress rehearsal: run the recipe's real topology (its stages, one local rank per learner
+    /// GPU, ZeRO-3 and offload, batch geometry, schedule) with a tiny model of the same family
+    /// and a few steps of built-in data on this CPU over Gloo, then report what the real run
+    /// would hold per GPU beside what each rank held (also in OUT/rehearsal.json).
+    #[arg(long, conflicts_with_all = ["resume", "listen"])]
+    pub rehearse: bool,
+    /// The most local ranks a rehearsal starts per stage [default: what this machine's
+    /// available memory holds, 350 MiB a rank]; fewer than the real run's GPUs is said.
+    #[arg(long, requires = "rehearse")]
+    pub max_ranks: Option<u64>,
 }
 
 /// Run every stage; each starts from the model the one before it wrote.
@@ -75,6 +85,12 @@ pub fn run_with(args: &Args, verifiers: &[Arc<dyn Verifier>]) -> Result<()> {
         }
         resolved = saved;
     }
+    let rehearsal = args
+        .rehearse
+        .then(|| super::rehearse::prepare(&resolved, &out, args.max_ranks));
+    if let Some(r) = &rehearsal {
+        resolved = r.resolved.clone();
+    }
     let stages = resolved.stages();
     for stage in &stages {
         stages::check_available(stage)?;
@@ -106,17 +122,21 @@ pub fn run_with(args: &Args, verifiers: &[Arc<dyn Verifier>]) -> Result<()> {
                     .with_context(|| format!("writing {}", resolved_path.display()))?;
             }
             tracing::info!("run {} -> {}", resolved.name(), out.display());
+            if let Some(r) = &rehearsal {
+                r.start()?;
+            }
             Some(MetricsLog::open(&out.join("metrics.jsonl"))?)
         }
         false => None,
     };
+    let started = std::time::Instant::now();
 
     // Each stage starts from the policy the last policy stage made; a reward-model stage's model
     // is not a policy: it becomes the reward model of the RLVR stages after it.
     let mut previous: Option<PathBuf> = None;
     let mut reward_model: Option<PathBuf> = None;
     for stage in stages {
-        let stage = with_pipeline_reward_model(stage, reward_model.as_deref());
+        let stage = with_pipeline_reward_model(stage, reward_model.as_deref(), lead);
         let model = match &mut metrics {
             Some(metrics) => stages::run(
                 &stage,
@@ -137,21 +157,29 @@ pub fn run_with(args: &Args, verifiers: &[Arc<dyn Verifier>]) -> Result<()> {
     if let (Some(model), true) = (previous, lead) {
         tracing::info!("done: final model in {}", model.display());
     }
+    if let (Some(r), true) = (&rehearsal, lead) {
+        r.report(&out, started.elapsed().as_secs_f64())?;
+    }
     Ok(())
 }
 
 /// `stage`, an RLVR stage of a pipeline that trained a reward model before it, with that model
 /// as its `rlvr.reward_model_path` (PPO's value model and any learned reward start from it);
-/// other stages as they are.
-fn with_pipeline_reward_model(stage: &Recipe, reward_model: Option<&Path>) -> Recipe {
+/// other stages as they are. `say`: log the change.
+fn with_pipeline_reward_model(stage: &Recipe, reward_model: Option<&Path>, say: bool) -> Recipe {
     let mut stage = stage.clone();
     if let (Some(rl), Some(dir)) = (stage.rlvr.as_mut(), reward_model) {
-        tracing::info!(
-            "stage {}: reward model from this run's reward-model stage, {} (the recipe names {:?})",
-            stage.name,
-            dir.display(),
-            rl.reward_model_path
-        );
+        if rl.reward_model_path == dir.display().to_string() {
+            return stage;
+        }
+        if say {
+            tracing::info!(
+                "stage {}: reward model from this run's reward-model stage, {} (the recipe names {:?})",
+                stage.name,
+                dir.display(),
+                rl.reward_model_path
+            );
+        }
         rl.reward_model_path = dir.display().to_string();
     }
     stage
@@ -186,6 +214,10 @@ pub struct RankArgs {
     /// Continue from the stage's newest checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// The reward model an earlier stage of the pipeline trained (an RLVR stage's
+    /// `rlvr.reward_model_path`).
+    #[arg(long)]
+    pub reward_model: Option<PathBuf>,
 }
 
 /// Run one learner rank of a stage of the run in `args.out`.
@@ -196,5 +228,6 @@ pub fn rank(args: &RankArgs) -> Result<()> {
         .into_iter()
         .find(|s| s.name == args.stage)
         .with_context(|| format!("{} has no stage `{}`", args.out.display(), args.stage))?;
-    stages::ranked::run_rank(stage, &args.out, args.init.as_deref(), args.resume)
+    let stage = with_pipeline_reward_model(stage, args.reward_model.as_deref(), false);
+    stages::ranked::run_rank(&stage, &args.out, args.init.as_deref(), args.resume)
 }

@@ -58,6 +58,8 @@ pub struct LearnReport {
     pub train_s: f64,
     /// Seconds spent exporting the new weights.
     pub export_s: f64,
+    /// What each learner rank holds after the step.
+    pub ranks_memory: Vec<super::memory::RankMemory>,
 }
 
 /// What the learner says of one sample's response tokens before PPO's advantages are made.
@@ -232,13 +234,15 @@ fn learn(
         version,
         chunks: learner.export_weights(version)?,
     });
+    let export_s = started.elapsed().as_secs_f64() - train_s - proximal_s;
     Ok(LearnReport {
         steps,
         weights,
         mismatch,
         proximal_s,
         train_s,
-        export_s: started.elapsed().as_secs_f64() - train_s - proximal_s,
+        export_s,
+        ranks_memory: super::memory::ranks_memory(learner)?,
     })
 }
 

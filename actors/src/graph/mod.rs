@@ -21,7 +21,7 @@ pub mod control;
 pub mod controller;
 pub mod data;
 pub mod learner;
-mod memory;
+pub(crate) mod memory;
 pub mod pool;
 pub mod proxy;
 pub mod recruiter;

@@ -481,6 +481,9 @@ pub(super) fn train(
         }
     }
     bar.finish_and_clear();
+    // What each learner rank held (a collective).
+    let ranks = crate::graph::memory::ranks_memory(&learner)?;
+    log(json!({"stage": kind, "step": state.step, "learner_ranks": ranks}))?;
 
     let loss = eval_loss(&learner, &tok, &texts, objective)?;
     if let Some(loss) = loss {

@@ -500,6 +500,9 @@ pub(super) fn train(
         }
     }
     bar.finish_and_clear();
+    // What each learner rank held (a collective).
+    let ranks = crate::graph::memory::ranks_memory(&learner)?;
+    log(&json!({"stage": objective.name(), "step": state.step, "learner_ranks": ranks}))?;
 
     log(&evaluation.record(&learner, objective, &state)?)?;
     if lead && evaluation.scratch.exists() {

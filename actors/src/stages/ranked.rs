@@ -70,6 +70,11 @@ fn spawn(stage: &Recipe, out: &Path, init: Option<&Path>, resume: bool) -> Resul
     if resume {
         args.push("--resume".into());
     }
+    // The ranks read the stage from the resolved recipe; a reward model an earlier stage of
+    // this run trained is not in it.
+    if let Some(rl) = stage.rlvr.as_ref().filter(|rl| !rl.reward_model_path.is_empty()) {
+        args.extend(["--reward-model".into(), (&rl.reward_model_path).into()]);
+    }
     crate::ranks::spawn_local_with(stage.learner.world_size as usize, &args)?;
     Ok(out.join(&stage.name))
 }
@@ -87,8 +92,9 @@ pub fn run_rank(stage: &Recipe, out: &Path, init: Option<&Path>, resume: bool) -
         "learner",
         Duration::from_secs(1800),
     )?;
+    // Rank 0 logs, its records tagged with the stage as the run's own process tags them.
     let mut metrics = match group.rank() {
-        0 => Some(MetricsLog::open(&out.join("metrics.jsonl"))?),
+        0 => Some(MetricsLog::open(&out.join("metrics.jsonl"))?.for_stage(&stage.name)?),
         _ => None,
     };
     if stage.kind == Some(StageKind::Rlvr) {
@@ -96,10 +102,7 @@ pub fn run_rank(stage: &Recipe, out: &Path, init: Option<&Path>, resume: bool) -
         let requests = group.gloo_sibling(&rdv.host, "rlvr-requests", Duration::from_secs(7 * 24 * 3600))?;
         let ranks = rlvr::LearnerRanks { group, requests };
         return match metrics {
-            Some(log) => {
-                let log = log.for_stage(&stage.name)?;
-                rlvr::lead(stage, out, init, resume, &log, None, &[], Some(ranks)).map(drop)
-            }
+            Some(log) => rlvr::lead(stage, out, init, resume, &log, None, &[], Some(ranks)).map(drop),
             None => rlvr::follow(stage, out, init, resume, device, ranks),
         };
     }

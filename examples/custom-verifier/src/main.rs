@@ -66,6 +66,8 @@ fn main() -> anyhow::Result<()> {
         overwrite: true,
         listen: None,
         cookie_file: None,
+        rehearse: false,
+        max_ranks: None,
     };
     run_with(&args, &[Arc::new(LastNumber)])
 }

@@ -199,27 +199,7 @@ fn shape(recipe: &str) -> Result<Config> {
     Ok(crate::stages::llama_config(&r.model.config))
 }
 
-/// A `/proc/self/status` figure in MiB (`VmRSS`: resident now; `VmHWM`: the peak); 0 where
-/// /proc is missing.
-fn status_mb(key: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with(key))?;
-            line.split_whitespace().nth(1)?.parse::<f64>().ok()
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// The process's peak resident memory (`VmHWM`), in MiB.
-fn peak_rss_mb() -> f64 {
-    status_mb("VmHWM:")
-}
-
-/// The process's resident memory now (`VmRSS`), in MiB.
-fn rss_mb() -> f64 {
-    status_mb("VmRSS:")
-}
+use crate::graph::memory::{peak_rss_mb, rss_mb};
 
 /// Start the peak (`VmHWM`) over from the resident memory now (Linux's `clear_refs` 5).
 fn reset_peak_rss() {

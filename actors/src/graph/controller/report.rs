@@ -151,6 +151,7 @@ impl ControllerState {
             "completions_spanning_versions": scored.completions.iter().filter(|c| c.token_versions.windows(2).any(|w| w[0] != w[1])).count(),
             "step_s": step_s, "policy_version": self.version, "policy_version_gap": gap,
             "elapsed_s": self.started.elapsed().as_secs_f64(),
+            "learner_ranks": learned.ranks_memory,
         });
         if let Some(f) = scored.filtered {
             record["sampling"] = json!(f);
