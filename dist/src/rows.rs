@@ -8,16 +8,16 @@ use crate::group::ProcessGroup;
 
 impl ProcessGroup {
     /// Every rank's `rows`, concatenated in rank order (a collective: every rank calls it, each
-    /// with any number of rows of any length). The rows travel as host tensors, so the group
-    /// is a Gloo one.
-    pub fn all_gather_rows(&self, rows: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+    /// with any number of rows of any length). The rows travel as tensors on `device`, where
+    /// the group's collectives run (the CPU for Gloo, the rank's GPU for NCCL).
+    pub fn all_gather_rows(&self, rows: &[Vec<f32>], device: Device) -> Result<Vec<Vec<f32>>> {
         let world = self.world_size();
-        let counts = self.all_gather_i64s(&[rows.len() as i64])?;
+        let counts = self.all_gather_i64s(&[rows.len() as i64], device)?;
         let most_rows = counts.iter().copied().max().unwrap_or(0) as usize;
         // Each rank's row lengths, padded to the longest list with zeros.
         let mut lens: Vec<i64> = rows.iter().map(|r| r.len() as i64).collect();
         lens.resize(most_rows, 0);
-        let lens = self.all_gather_i64s(&lens)?;
+        let lens = self.all_gather_i64s(&lens, device)?;
         let totals: Vec<usize> = lens
             .chunks(most_rows.max(1))
             .map(|l| l.iter().sum::<i64>() as usize)
@@ -25,9 +25,9 @@ impl ProcessGroup {
         let longest = totals.iter().copied().max().unwrap_or(0);
         let mut values: Vec<f32> = rows.iter().flatten().copied().collect();
         values.resize(longest, 0.0);
-        let mut all = Tensor::zeros([(longest * world) as i64], (Kind::Float, Device::Cpu));
-        self.all_gather(&mut all, &Tensor::from_slice(&values))?;
-        let all = Vec::<f32>::try_from(&all).map_err(|e| DistError::Shape {
+        let mut all = Tensor::zeros([(longest * world) as i64], (Kind::Float, device));
+        self.all_gather(&mut all, &Tensor::from_slice(&values).to_device(device))?;
+        let all = Vec::<f32>::try_from(&all.to_device(Device::Cpu)).map_err(|e| DistError::Shape {
             op: "all_gather_rows",
             message: format!("reading the gathered rows: {e}"),
         })?;
@@ -43,13 +43,10 @@ impl ProcessGroup {
     }
 
     /// Every rank's `values` (the same number on every rank), in rank order.
-    fn all_gather_i64s(&self, values: &[i64]) -> Result<Vec<i64>> {
-        let mut all = Tensor::zeros(
-            [(values.len() * self.world_size()) as i64],
-            (Kind::Int64, Device::Cpu),
-        );
-        self.all_gather(&mut all, &Tensor::from_slice(values))?;
-        Vec::<i64>::try_from(&all).map_err(|e| DistError::Shape {
+    fn all_gather_i64s(&self, values: &[i64], device: Device) -> Result<Vec<i64>> {
+        let mut all = Tensor::zeros([(values.len() * self.world_size()) as i64], (Kind::Int64, device));
+        self.all_gather(&mut all, &Tensor::from_slice(values).to_device(device))?;
+        Vec::<i64>::try_from(&all.to_device(Device::Cpu)).map_err(|e| DistError::Shape {
             op: "all_gather_rows",
             message: format!("reading the gathered lengths: {e}"),
         })

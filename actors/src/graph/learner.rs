@@ -268,7 +268,7 @@ fn per_sample(
     for micro in share(samples, s.micro_batch, requests.rank(), requests.world_size())? {
         rows.extend(rows_of(learner, micro)?);
     }
-    Ok(requests.all_gather_rows(&rows)?)
+    Ok(requests.all_gather_rows(&rows, tch::Device::Cpu)?)
 }
 
 /// Each sample's response-token log-probs under the learner's policy as it stands.

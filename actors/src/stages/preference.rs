@@ -230,16 +230,41 @@ pub fn check(stage: &Recipe) -> Result<()> {
     Ok(())
 }
 
-/// The reference log-probabilities of `pairs`: `(chosen, rejected)` by pair.
+/// The reference log-probabilities of `pairs`: `(chosen, rejected)` by pair. Over several
+/// learner ranks each rank scores its contiguous share, in as many batches as every other rank
+/// (under ZeRO-3 each batch is a collective; a rank whose share is spent scores a stand-in
+/// pair and drops it), and the shares are gathered back in order.
 fn reference_pass(learner: &Learner, pairs: &[EncodedPair], tok: &Tokenizer) -> Result<Vec<(f64, f64)>> {
-    let mut out = Vec::with_capacity(pairs.len());
-    for chunk in pairs.chunks(REFERENCE_BATCH) {
-        let b = PreferenceBatch::from_pairs(chunk, i64::from(tok.pad_id));
-        let logps = learner.sequence_logps(&b.batch)?;
-        let (chosen, rejected) = logps.split_at(chunk.len());
-        out.extend(chosen.iter().copied().zip(rejected.iter().copied()));
+    let (rank, world) = learner
+        .with_group(|g| (g.rank(), g.world_size()))
+        .unwrap_or((0, 1));
+    let n = pairs.len();
+    if n == 0 {
+        return Ok(Vec::new());
     }
-    Ok(out)
+    let mine = &pairs[rank * n / world..(rank + 1) * n / world];
+    let batches = n.div_ceil(world).div_ceil(REFERENCE_BATCH).max(1);
+    let mut rows: Vec<Vec<f32>> = Vec::with_capacity(mine.len());
+    for part in 0..batches {
+        let chunk = &mine[part * mine.len() / batches..(part + 1) * mine.len() / batches];
+        let scored = if chunk.is_empty() { &pairs[..1] } else { chunk };
+        let b = PreferenceBatch::from_pairs(scored, i64::from(tok.pad_id));
+        let logps = learner.sequence_logps(&b.batch)?;
+        let (chosen, rejected) = logps.split_at(scored.len());
+        if !chunk.is_empty() {
+            rows.extend(
+                chosen
+                    .iter()
+                    .zip(rejected)
+                    .map(|(&c, &r)| vec![c as f32, r as f32]),
+            );
+        }
+    }
+    let rows = match learner.with_group(|g| g.all_gather_rows(&rows, learner.device())) {
+        Some(gathered) => gathered?,
+        None => rows,
+    };
+    Ok(rows.iter().map(|r| (f64::from(r[0]), f64::from(r[1]))).collect())
 }
 
 /// Pairs `rows` of `pairs` with their cached reference log-probabilities.
@@ -375,7 +400,7 @@ pub(super) fn train(
     }
 
     // The reference pass, from the starting weights (also on resume, before the checkpoint
-    // loads); every rank makes it over all pairs (under ZeRO-3 it is a collective).
+    // loads); each rank scores its share of the pairs and every rank gets them all.
     let started = Instant::now();
     let (train_ref, eval_ref) = if objective.reference().is_some() {
         let refs = (
