@@ -222,3 +222,41 @@ fn fraction_range(shares: &[f64]) -> String {
         false => format!("1/{:.1}..1/{:.1}", 1.0 / hi.max(1e-12), 1.0 / lo.max(1e-12)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plan and runtime agree on the rehearsal: every catalogue recipe's rehearsal passes the
+    /// check `rlvr run` makes before it starts, stage by stage, and each rehearsed stage keeps
+    /// the real run's ZeRO stage and offload and takes one rank per learner GPU (at most 4
+    /// here; outside RLVR a count that divides the GPUs, so the global batch is kept).
+    #[test]
+    fn every_catalogue_recipe_rehearses_with_stages_this_build_runs() {
+        let out = std::env::temp_dir().join("rlvr-rehearse-catalogue");
+        for name in rlvr_recipes::catalog::names() {
+            let real = rlvr_recipes::load(name, &[]).unwrap();
+            let r = prepare(&real, &out, Some(4));
+            let rehearsed = r.resolved.stages();
+            assert_eq!(rehearsed.len(), real.stages().len(), "{name}");
+            for (stage, real) in rehearsed.iter().zip(real.stages()) {
+                crate::stages::check_available(stage).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+                assert_eq!(stage.launch.zero_stage, real.launch.zero_stage, "{name}");
+                assert_eq!(
+                    stage.launch.offload_optimizer, real.launch.offload_optimizer,
+                    "{name}"
+                );
+                let (learners, world) = (
+                    rlvr_recipes::rehearse::learner_gpus(real),
+                    stage.learner.world_size,
+                );
+                assert!((1..=learners.min(4)).contains(&world), "{name}: {world} ranks");
+                let rl = stage.kind == Some(StageKind::Rlvr);
+                assert!(
+                    rl || learners.is_multiple_of(world),
+                    "{name}: {world} ranks for {learners}"
+                );
+            }
+        }
+    }
+}

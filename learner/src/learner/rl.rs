@@ -201,11 +201,13 @@ impl Learner {
             c.step(self.config.max_grad_norm, lr)?;
         }
         let n = tokens as f64;
-        // Each rank's loss was scaled by the world size for its gradients.
+        // The sums of the statistics over the step's tokens, as means. The loss is the step's
+        // already (each token weighed by the aggregation), each rank's scaled by the world
+        // size for its gradients.
         let per = |i: usize| summed[i] / n;
         Ok(PolicyMetrics {
             step,
-            loss: summed[0] / world as f64 / n,
+            loss: summed[0] / world as f64,
             pg_loss: per(1),
             kl: per(2),
             clipfrac: per(3),
