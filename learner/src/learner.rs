@@ -445,7 +445,8 @@ impl Learner {
     }
 
     /// Every parameter as a [`WeightChunk`] tagged with `version`, in name order: what the
-    /// rollout engines load after a step.
+    /// rollout engines load after a step. Under ZeRO-3 a collective, and rank 0 alone gets
+    /// the chunks (the other ranks an empty list).
     pub fn export_weights(&self, version: u64) -> Result<Vec<WeightChunk>> {
         if self.zero.is_some() {
             return self.sharded_export(version);
@@ -453,14 +454,13 @@ impl Learner {
         checkpoint::export_chunks(&self.vs, version)
     }
 
-    /// Save the model in Hugging Face format. Under ZeRO-3 a collective (every rank calls it)
-    /// and rank 0 writes.
+    /// Save the model in Hugging Face format. Under ZeRO-3 a collective (every rank calls it):
+    /// unit by unit, rank 0 writing, in safetensors files of at most 5 GB with an index.
     pub fn save_model(&self, dir: &Path) -> Result<()> {
-        let writer = self.zero.as_ref().is_none_or(|z| z.borrow().group().rank() == 0);
-        self.with_whole_model(|l| match writer {
-            true => checkpoint::save_model(&l.vs, l.model.config(), dir),
-            false => Ok(()),
-        })
+        if self.zero.is_some() {
+            return self.sharded_save_model(dir);
+        }
+        checkpoint::save_model(&self.vs, self.model.config(), dir)
     }
 
     /// Save model and optimiser state (`optimizer.safetensors`) for exact resume.

@@ -318,31 +318,10 @@ impl ScoreModel {
 
     /// Save as the family's `…ForSequenceClassification` with one label (`model.*` and
     /// `score.weight`; no LM head), the form [`ScoreModel::load`] and PPO's
-    /// `rlvr.reward_model_path` read. Sharded, a collective: every rank gathers the model for
-    /// the moment, rank 0 writes.
+    /// `rlvr.reward_model_path` read. Sharded, a collective: unit by unit, rank 0 writing.
     pub(crate) fn save(&self, dir: &Path) -> Result<()> {
-        let Some(cell) = &self.shards else {
-            return self.write(dir);
-        };
-        cell.borrow_mut().gather_all()?;
-        let written = match cell.borrow().group().rank() {
-            0 => self.write(dir),
-            _ => Ok(()),
-        };
-        cell.borrow_mut().release_all();
-        written
-    }
-
-    /// Write the whole model into `dir`.
-    fn write(&self, dir: &Path) -> Result<()> {
-        let trunk = self.trunk.config();
-        let mut config = trunk.to_hf_json(checkpoint::dtype_name(self.head.kind()));
-        if let Some(m) = config.as_object_mut() {
-            m.insert(
-                "architectures".into(),
-                serde_json::json!([trunk.family.sequence_classification_class()]),
-            );
-            m.insert("num_labels".into(), 1.into());
+        if let Some(cell) = &self.shards {
+            return cell.borrow_mut().save(dir, &self.hf_config());
         }
         let tensors: Vec<(String, Tensor)> = self
             .vs
@@ -353,7 +332,21 @@ impl ScoreModel {
             .into_iter()
             .map(|(n, t)| (n, t.contiguous()))
             .collect();
-        checkpoint::write_model(dir, &config, &tensors)
+        checkpoint::write_model(dir, &self.hf_config(), &tensors)
+    }
+
+    /// The `config.json` of the family's `…ForSequenceClassification` with one label.
+    fn hf_config(&self) -> serde_json::Value {
+        let trunk = self.trunk.config();
+        let mut config = trunk.to_hf_json(checkpoint::dtype_name(self.head.kind()));
+        if let Some(m) = config.as_object_mut() {
+            m.insert(
+                "architectures".into(),
+                serde_json::json!([trunk.family.sequence_classification_class()]),
+            );
+            m.insert("num_labels".into(), 1.into());
+        }
+        config
     }
 
     /// Value `[rows, cols]` of the state each response token is generated from.

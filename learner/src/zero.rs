@@ -21,6 +21,7 @@ use std::sync::Arc;
 use rlvr_dist::{ProcessGroup, ReduceOp};
 use tch::{Device, Kind, Tensor};
 
+use crate::checkpoint::ShardedWriter;
 use crate::error::{LearnerError, Result};
 use crate::model::Units;
 use crate::optim::{self, wide, AdamWConfig};
@@ -245,15 +246,52 @@ impl Zero3 {
         Ok(())
     }
 
-    /// Gather every unit (a collective: every rank calls it), for saving or exporting whole
-    /// weights; [`Zero3::release_all`] lets them go.
-    pub fn gather_all(&mut self) -> Result<()> {
-        (0..self.units.len()).try_for_each(|u| self.gather(u))
+    /// Run `f` on each unit's named parameters in turn, each whole only while `f` runs (a
+    /// collective: every rank calls it): saving and exporting without the whole model on any
+    /// rank. Every unit is visited even after `f` fails, so the ranks' collectives stay
+    /// paired; the first failure is returned.
+    pub fn visit_units(
+        &mut self,
+        mut f: impl FnMut(usize, &[String], &[Tensor]) -> Result<()>,
+    ) -> Result<()> {
+        let mut failed = None;
+        for unit in 0..self.units.len() {
+            self.gather(unit)?;
+            if failed.is_none() {
+                let u = &self.units[unit];
+                failed = f(unit, &u.names, &u.params).err();
+            }
+            self.release(unit);
+        }
+        failed.map_or(Ok(()), Err)
     }
 
-    /// Release every unit.
-    pub fn release_all(&mut self) {
-        (0..self.units.len()).for_each(|u| self.release(u));
+    /// Bytes of each unit's parameters, whole.
+    pub fn unit_bytes(&self) -> Vec<u64> {
+        self.units
+            .iter()
+            .map(|u| u.numel as u64 * u.shard.kind().elt_size_in_bytes() as u64)
+            .collect()
+    }
+
+    /// Write the model into `dir` in Hugging Face's layout (`config` as its `config.json`),
+    /// unit by unit (a collective: every rank gathers each unit, rank 0 writes it), so no rank
+    /// holds more than one unit and one safetensors file's tensors.
+    pub fn save(&mut self, dir: &std::path::Path, config: &serde_json::Value) -> Result<()> {
+        let mut writer = match self.group.rank() {
+            0 => Some(ShardedWriter::new(dir, config, &self.unit_bytes())?),
+            _ => None,
+        };
+        self.visit_units(|unit, names, params| match &mut writer {
+            Some(w) => w.add_unit(unit, names, params),
+            None => Ok(()),
+        })?;
+        writer.map_or(Ok(()), ShardedWriter::finish)
+    }
+
+    /// The parameters' element type.
+    pub fn kind(&self) -> Kind {
+        self.units.first().map_or(Kind::Float, |u| u.shard.kind())
     }
 
     /// This rank's optimiser state as named tensors: per unit, its slices (`shard`, `master`,

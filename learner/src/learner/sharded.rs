@@ -242,17 +242,6 @@ impl Learner {
         }
     }
 
-    /// Run `f` with the whole model gathered (a collective), released after.
-    pub(super) fn with_whole_model<T>(&self, f: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
-        let Some(cell) = &self.zero else {
-            return f(self);
-        };
-        cell.borrow_mut().gather_all()?;
-        let out = f(self);
-        cell.borrow_mut().release_all();
-        out
-    }
-
     /// This rank's file of `what` (`optimizer`: the policy's optimiser state, `value`: the
     /// value model's slices and optimiser state) in a checkpoint directory.
     fn shard_file(&self, dir: &Path, what: &str) -> Result<PathBuf> {
@@ -316,9 +305,29 @@ impl Learner {
             })
     }
 
-    /// [`Learner::export_weights`] under ZeRO-3 (a collective).
+    /// [`Learner::export_weights`] under ZeRO-3 (a collective): unit by unit, each copied to
+    /// the host on rank 0 while it is whole; the other ranks export nothing.
     pub(super) fn sharded_export(&self, version: u64) -> Result<Vec<WeightChunk>> {
-        self.with_whole_model(|l| checkpoint::export_chunks(&l.vs, version))
+        let mut z = self.shards()?.borrow_mut();
+        let lead = z.group().rank() == 0;
+        let mut chunks = Vec::new();
+        z.visit_units(|_, names, params| {
+            if lead {
+                for (name, t) in names.iter().zip(params) {
+                    chunks.push(checkpoint::export_chunk(name.clone(), t, version)?);
+                }
+            }
+            Ok(())
+        })?;
+        chunks.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(chunks)
+    }
+
+    /// [`Learner::save_model`] under ZeRO-3 (a collective): unit by unit, rank 0 writing.
+    pub(super) fn sharded_save_model(&self, dir: &Path) -> Result<()> {
+        let mut z = self.shards()?.borrow_mut();
+        let config = self.model.config().to_hf_json(checkpoint::dtype_name(z.kind()));
+        z.save(dir, &config)
     }
 }
 

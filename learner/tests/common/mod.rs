@@ -43,6 +43,19 @@ pub fn assert_same_weights(got: &[WeightChunk], want: &[WeightChunk], tol: f32, 
     }
 }
 
+/// Assert what ZeRO-3 rank `rank` exported: the whole model (`want`, within `tol`) on rank 0,
+/// nothing on the others.
+pub fn assert_rank_export(rank: usize, got: &[WeightChunk], want: &[WeightChunk], tol: f32, what: &str) {
+    match rank {
+        0 => assert_same_weights(got, want, tol, what),
+        _ => assert!(
+            got.is_empty(),
+            "{what}: rank {rank} exported {} tensors",
+            got.len()
+        ),
+    }
+}
+
 /// Run `f(rank, input, group)` for each of `inputs` on its own thread, the threads joined in one
 /// Gloo group; the results in rank order.
 pub fn on_ranks<I: Send, T: Send>(inputs: Vec<I>, f: impl Fn(usize, I, ProcessGroup) -> T + Sync) -> Vec<T> {
