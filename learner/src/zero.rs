@@ -540,25 +540,23 @@ impl Units for Zero3 {
         let kind = u.grad.kind();
         // Reduced where the parameters live, then added to the slice wherever it is kept.
         let device = u.shard.device();
-        let flat: Vec<Tensor> = grads
-            .iter()
-            .zip(&u.shapes)
-            .map(|(g, shape)| {
-                if g.defined() {
-                    g.to_kind(kind).reshape([-1])
-                } else {
-                    Tensor::zeros([shape.iter().product::<i64>()], (kind, device))
-                }
-            })
-            .collect();
-        let mut flat = Tensor::cat(&flat, 0);
-        let pad = u.shard_len * world - flat.numel() as i64;
-        if pad > 0 {
-            flat = Tensor::cat(&[flat, Tensor::zeros([pad], (kind, device))], 0);
+        // One padded buffer, each gradient copied into its place (no concatenated copy, no
+        // second one for the padding: a unit's gradient is the largest buffer of a pass).
+        let flat = Tensor::zeros([u.shard_len * world], (kind, device));
+        let mut offset = 0;
+        for (g, shape) in grads.iter().zip(&u.shapes) {
+            let n: i64 = shape.iter().product();
+            if g.defined() {
+                tch::no_grad(|| flat.narrow(0, offset, n).copy_(&g.reshape([-1])));
+            }
+            offset += n;
         }
+        drop(grads);
         let mut mine = Tensor::empty([u.shard_len], (kind, device));
         self.group.reduce_scatter(&mut mine, &flat, ReduceOp::Sum)?;
-        let _ = u.grad.g_add_(&(mine / world as f64).to_device(u.grad.device()));
+        drop(flat);
+        let _ = mine.g_div_scalar_(world as f64);
+        let _ = u.grad.g_add_(&mine.to_device(u.grad.device()));
         Ok(())
     }
 }
