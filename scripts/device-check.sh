@@ -8,7 +8,8 @@
 #
 #   scripts/device-check.sh BINARY OUTDIR [SECTION...]
 #
-# SECTIONs (all by default): generate train pipeline profile collectives zero3 weights workers. `profile` needs the
+# SECTIONs (all by default): generate train pipeline profile collectives zero3 weights workers
+# rlvr-nccl. `profile` needs the
 # example binary built beside BINARY's target (cargo build --release --examples -p rlvr-rollout)
 # or PROFILE=path.
 set -uo pipefail
@@ -23,7 +24,7 @@ trap 'rm -rf "$WORK"' EXIT
 
 step() { echo; echo "### $*"; }
 SECTIONS=${*:3}
-SECTIONS=${SECTIONS:-generate train pipeline profile collectives zero3 weights workers}
+SECTIONS=${SECTIONS:-generate train pipeline profile collectives zero3 weights workers rlvr-nccl}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
 step "machine"
@@ -94,4 +95,14 @@ if want workers; then
   wait $run; echo "run exit $? after $(($(date +%s) - start)) s"; wait
   grep -v "rlvr step" "$WORK/nodes.log" | tail -12; tail -3 "$WORK/rollout.log"
   cp "$WORK/nodes/metrics.jsonl" "$OUT/workers-metrics.jsonl" 2>/dev/null || true
+fi
+
+if want rlvr-nccl; then
+  step "tiny-arith-rlvr (PPO) as a launched rank: the learner over NCCL (world size 1), ZeRO-3 in bf16 with the optimiser offloaded to pinned host memory"
+  start=$(date +%s)
+  RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29660 timeout 300 "$BIN" run tiny-arith-rlvr --out "$WORK/nccl" \
+    --set train.max_steps=10 --set rlvr.algorithm=ppo --set rlvr.num_samples_per_prompt=1 --set rlvr.local_rollout_batch_size=32 \
+    --set model.dtype=bf16 --set launch.zero_stage=3 --set launch.offload_optimizer=true 2>&1 | grep -v "rlvr step" | tail -8
+  echo "run exit ${PIPESTATUS[0]} after $(($(date +%s) - start)) s"
+  cp "$WORK/nccl/metrics.jsonl" "$OUT/rlvr-nccl-metrics.jsonl" 2>/dev/null || true
 fi
