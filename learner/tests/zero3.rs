@@ -9,14 +9,11 @@ mod common;
 use std::path::Path;
 
 use rlvr_core::{PreferenceBatch, TrainBatch, WeightChunk, IGNORE};
-use rlvr_dist::ProcessGroup;
 use rlvr_learner::preference::{PreferenceLoss, PreferenceLossType};
 use rlvr_learner::{Learner, LearnerConfig, Objective, Reduction};
 use tch::Device;
 
-fn learner(tied: bool) -> Learner {
-    common::learner_of(&common::tiny(3, 41, tied), 3e-3, 5)
-}
+use common::{zero3_learner as learner, zero3_ranks as ranks};
 
 /// Two halves of a batch: different sequences, lengths and label masks.
 fn halves() -> [TrainBatch; 2] {
@@ -36,12 +33,6 @@ const OBJECTIVE: Objective = Objective::Lm(Reduction::Mean);
 
 fn assert_same(got: &[WeightChunk], want: &[WeightChunk], what: &str) {
     common::assert_same_weights(got, want, 1e-5, what);
-}
-
-/// Run `f(rank, learner, group)` on `world` threads joined in one Gloo group, each with a
-/// fresh learner.
-fn ranks<T: Send>(world: usize, tied: bool, f: impl Fn(usize, Learner, ProcessGroup) -> T + Sync) -> Vec<T> {
-    common::on_ranks((0..world).map(|_| learner(tied)).collect(), f)
 }
 
 #[test]

@@ -13,18 +13,10 @@ use rlvr_learner::policy::{Aggregation, KlEstimator, PolicyLoss, Surrogate, Toke
 use rlvr_learner::{BatchScores, Learner, LearnerConfig};
 use tch::Device;
 
-fn learner(tied: bool) -> Learner {
-    common::learner_of(&common::tiny(3, 41, tied), 3e-3, 5)
-}
+use common::{zero3_learner as learner, zero3_ranks as ranks};
 
 fn assert_same(got: &[WeightChunk], want: &[WeightChunk], what: &str) {
     common::assert_same_weights(got, want, 1e-5, what);
-}
-
-/// Run `f(rank, learner, group)` on `world` threads joined in one Gloo group, each with a
-/// fresh learner.
-fn ranks<T: Send>(world: usize, tied: bool, f: impl Fn(usize, Learner, ProcessGroup) -> T + Sync) -> Vec<T> {
-    common::on_ranks((0..world).map(|_| learner(tied)).collect(), f)
 }
 
 /// [`ranks`] of tied models, with learners whose ZeRO-3 shards keep their optimiser state in

@@ -97,3 +97,18 @@ pub fn learner_of(config: &Config, lr: f64, seed: i64) -> Learner {
         seed,
     )
 }
+
+/// The ZeRO-3 tests' learner: a 3-layer model of 41 tokens, learning at 3e-3, seed 5.
+pub fn zero3_learner(tied: bool) -> Learner {
+    learner_of(&tiny(3, 41, tied), 3e-3, 5)
+}
+
+/// Run `f(rank, learner, group)` on `world` threads joined in one Gloo group, each with a
+/// fresh [`zero3_learner`].
+pub fn zero3_ranks<T: Send>(
+    world: usize,
+    tied: bool,
+    f: impl Fn(usize, Learner, ProcessGroup) -> T + Sync,
+) -> Vec<T> {
+    on_ranks((0..world).map(|_| zero3_learner(tied)).collect(), f)
+}
