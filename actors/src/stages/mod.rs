@@ -96,8 +96,9 @@ pub fn check_available(stage: &Recipe) -> Result<()> {
         bail!(
             "stage `{}` is not available yet: it asks for {} GPUs on {} node(s) (launch.gpus, \
              launch.nodes), and rlvr run does not place ranks on GPUs and nodes itself yet. \
-             Start it under torchrun or srun (one process per GPU), or run it with \
-             launch.gpus = 1, on one device or over learner.world_size local ZeRO-3 ranks.",
+             Start it under torchrun or srun (one process per GPU), run it with \
+             launch.gpus = 1, on one device or over learner.world_size local ZeRO-3 ranks, \
+             or try its topology here with --rehearse.",
             stage.name,
             l.gpus,
             l.nodes
