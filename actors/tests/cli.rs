@@ -989,6 +989,28 @@ fn run_on_two_ranks_and_accumulating(recipe: &str, two: &Path, one: &Path, commo
 }
 
 #[test]
+fn a_launcher_that_starts_ranks_for_an_rlvr_recipe_s_engine_gpus_is_refused() {
+    // Three GPUs, two of them learners: a third rank would be a rollout engine's, and rlvr does
+    // not place engines on ranks of their own. Refused before any rendezvous.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rlvr"))
+        .args(["run", "tiny-arith-rlvr", "--out"])
+        .arg(tmp("launch-engines"))
+        .args([
+            "--set",
+            "launch.gpus=3",
+            "--set",
+            "rlvr.actor_num_gpus_per_node=[2]",
+        ])
+        .env("RANK", "0")
+        .env("WORLD_SIZE", "3")
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", "29672")
+        .output()
+        .unwrap();
+    assert_refused(&out, "launch 2 ranks");
+}
+
+#[test]
 fn ranks_started_by_a_launcher_as_torchrun_and_srun_start_them_take_the_steps_of_local_ranks() {
     let dir = tmp("launched");
     let common = [
