@@ -25,6 +25,12 @@ mod units;
 pub use cache::KvCache;
 pub use config::{Config, ConfigError, Family, Layers, NormPosition, QkNorm, RopeScaling};
 pub use layers::Fill;
+
+/// Which kernel multiplies an f32 decode step's projections on this CPU (`skinny.rs`, or
+/// libtorch's `mm`), and whether the CPU has a wider vector unit it leaves unused.
+pub fn cpu_decode_kernel() -> String {
+    skinny::kernel_name()
+}
 use layers::{param, rope_at, rope_tables, Block, RmsNorm, NORMAL};
 use linear::{project, Linear};
 use tch::nn::Path;

@@ -45,6 +45,20 @@ pub(super) fn product(ws: &[&Tensor], b: &Tensor) -> Option<Tensor> {
     applies.then(|| kernel::product(ws, b))
 }
 
+/// Which kernel multiplies an f32 decode step's projections on this CPU, and what wider vector
+/// unit it leaves unused: for benchmark reports.
+pub(super) fn kernel_name() -> String {
+    let ours = match kernel::available() {
+        true => "rlvr AVX2+FMA tiles",
+        false => "libtorch mm",
+    };
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        return format!("{ours} (the CPU has AVX-512F, which this kernel does not use)");
+    }
+    ours.to_string()
+}
+
 #[cfg(all(target_arch = "x86_64", rlvr_gomp))]
 mod kernel {
     use std::arch::x86_64::*;

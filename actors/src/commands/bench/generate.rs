@@ -165,7 +165,7 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
         "bandwidth_floor_step_ms": floor_step_s * 1e3, "fraction_of_bandwidth_bound": floor_step_s / step_s,
         "weight_update_ms": update_s * 1e3, "weight_memcpy_ms": copy_s * 1e3,
         "weight_update_over_memcpy": update_s / copy_s, "weight_bytes": total,
-        "logprob_max_abs_diff": logprob_gap,
+        "logprob_max_abs_diff": logprob_gap, "cpu_decode_kernel": rlvr_learner::model::cpu_decode_kernel(),
     });
     if args.model.json {
         println!("{report}");
@@ -174,6 +174,12 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
             "native engine, {label} model, {:?} on {device:?}",
             args.model.dtype
         );
+        if device == tch::Device::Cpu {
+            println!(
+                "  f32 decode projections: {}",
+                rlvr_learner::model::cpu_decode_kernel()
+            );
+        }
         println!(
             "  {} x {} new tokens in {:.2} s: {:.0} tokens/s ({:.1} ms per decode step)",
             args.batch,
