@@ -15,7 +15,7 @@ use crate::error::{LearnerError, Result};
 use crate::model::Config;
 
 mod writer;
-pub use writer::{ShardedWriter, SHARD_BYTES};
+pub use writer::ShardedWriter;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LearnerError + '_ {
     move |source| LearnerError::Io {

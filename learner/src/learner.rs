@@ -152,9 +152,20 @@ impl Learner {
                 .collect(),
             config.adamw,
         );
+        Self::assemble(vs, llama, opt, config, None)
+    }
+
+    /// A learner of these parts, nothing attached yet.
+    fn assemble(
+        vs: VarStore,
+        model: CausalLm,
+        opt: AdamW,
+        config: LearnerConfig,
+        zero: Option<Zero3>,
+    ) -> Self {
         Self {
             vs,
-            model: llama,
+            model,
             opt,
             config,
             reference: None,
@@ -162,7 +173,7 @@ impl Learner {
             reward_model: None,
             gradient_checkpointing: false,
             group: None,
-            zero: None,
+            zero: zero.map(RefCell::new),
         }
     }
 

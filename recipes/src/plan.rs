@@ -256,10 +256,7 @@ pub fn plan_stage(r: &Recipe, req: &PlanRequest) -> StagePlan {
     let learner_total = mem.total();
 
     // Batch: keep the recipe's global batch on the GPUs given, by changing accumulation.
-    let recipe_learners = match &r.rlvr {
-        Some(rl) if kind == StageKind::Rlvr => rl.actor_num_gpus_per_node.iter().sum::<u64>().max(1),
-        _ => r.launch.gpus,
-    };
+    let recipe_learners = r.learner_gpus();
     let global_batch = t
         .global_batch_size
         .unwrap_or(micro * t.gradient_accumulation_steps * recipe_learners);

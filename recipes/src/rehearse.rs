@@ -28,8 +28,6 @@ const REHEARSAL_SEQ_LEN: u64 = 256;
 pub struct Rehearsed {
     /// The stage.
     pub stage: String,
-    /// Its kind.
-    pub kind: StageKind,
     /// Learner GPUs of the real run.
     pub learner_gpus: u64,
     /// Nodes of the real run.
@@ -42,17 +40,6 @@ pub struct Rehearsed {
     pub shrunk: bool,
     /// What else differs from the real run, one sentence each.
     pub notes: Vec<String>,
-}
-
-/// The learner GPUs of a stage of the real run: the RLVR learners (`actor_num_gpus_per_node`,
-/// the rest of `launch.gpus` being rollout engines), or every GPU.
-pub fn learner_gpus(stage: &Recipe) -> u64 {
-    match &stage.rlvr {
-        Some(rl) if stage.kind == Some(StageKind::Rlvr) => {
-            rl.actor_num_gpus_per_node.iter().sum::<u64>().max(1)
-        }
-        _ => stage.launch.gpus.max(1),
-    }
 }
 
 /// A tiny model of `real`'s family and proportions: two layers, head width 8, two key/value
@@ -106,7 +93,7 @@ pub fn rehearsal(resolved: &Resolved, max_ranks: u64) -> (Resolved, Vec<Rehearse
 fn rehearse_stage(stage: &mut Recipe, first: bool, max_ranks: u64) -> Rehearsed {
     let kind = stage.kind.unwrap_or(StageKind::Sft);
     let (gpus, nodes) = (stage.launch.gpus.max(1), stage.launch.nodes.max(1));
-    let learners = learner_gpus(stage);
+    let learners = stage.learner_gpus();
     let mut notes = Vec::new();
     // The most ranks the machine holds that keep the real batch geometry.
     let ranks = match kind {
@@ -214,7 +201,6 @@ fn rehearse_stage(stage: &mut Recipe, first: bool, max_ranks: u64) -> Rehearsed 
     }
     Rehearsed {
         stage: stage.name.clone(),
-        kind,
         learner_gpus: learners,
         nodes,
         gpus,

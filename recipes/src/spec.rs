@@ -67,6 +67,20 @@ pub struct LearnerSpec {
     pub world_size: u64,
 }
 
+impl Recipe {
+    /// The learner GPUs of the run the recipe describes: an RLVR stage's
+    /// `rlvr.actor_num_gpus_per_node` (the rest of `launch.gpus` run rollout engines), else
+    /// every GPU.
+    pub fn learner_gpus(&self) -> u64 {
+        match &self.rlvr {
+            Some(rl) if self.kind == Some(StageKind::Rlvr) => {
+                rl.actor_num_gpus_per_node.iter().sum::<u64>().max(1)
+            }
+            _ => self.launch.gpus.max(1),
+        }
+    }
+}
+
 impl Default for LearnerSpec {
     fn default() -> Self {
         Self { world_size: 1 }

@@ -246,10 +246,7 @@ mod tests {
                     stage.launch.offload_optimizer, real.launch.offload_optimizer,
                     "{name}"
                 );
-                let (learners, world) = (
-                    rlvr_recipes::rehearse::learner_gpus(real),
-                    stage.learner.world_size,
-                );
+                let (learners, world) = (real.learner_gpus(), stage.learner.world_size);
                 assert!((1..=learners.min(4)).contains(&world), "{name}: {world} ranks");
                 let rl = stage.kind == Some(StageKind::Rlvr);
                 assert!(

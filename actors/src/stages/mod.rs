@@ -107,7 +107,7 @@ pub fn check_available(stage: &Recipe) -> Result<()> {
     // An RLVR recipe reserves GPUs beyond its learners for rollout engines, which rlvr does
     // not place on ranks of their own: a launcher that started ranks for them would make them
     // learners.
-    let learners = rlvr_recipes::rehearse::learner_gpus(stage);
+    let learners = stage.learner_gpus();
     if stage.kind == Some(StageKind::Rlvr) && crate::ranks::is_rank() && l.gpus > learners {
         let launched = rlvr_dist::Rendezvous::from_env()?.world_size as u64;
         if launched > learners {

@@ -70,18 +70,9 @@ impl Learner {
             }),
             |_, unit| matched.read(unit),
         )?;
-        Ok(Self {
-            vs,
-            model,
-            opt: AdamW::new(Vec::new(), config.adamw),
-            config,
-            reference: None,
-            critic: None,
-            reward_model: None,
-            gradient_checkpointing: false,
-            group: None,
-            zero: Some(RefCell::new(zero)),
-        })
+        // The whole-model optimiser state is the shards'.
+        let opt = AdamW::new(Vec::new(), config.adamw);
+        Ok(Self::assemble(vs, model, opt, config, Some(zero)))
     }
 
     /// Whether this learner holds ZeRO-3 shards (saving and evaluating are then collectives).

@@ -40,7 +40,7 @@ pub(super) struct Geometry {
 /// times the learner GPUs, however many ranks this run's learner has.
 pub(super) fn geometry(stage: &Recipe, rl: &RlvrSpec) -> Geometry {
     let n = rl.num_samples_per_prompt.max(1) as usize;
-    let learners: u64 = rl.actor_num_gpus_per_node.iter().sum::<u64>().max(1);
+    let learners = stage.learner_gpus();
     let prompts_per_step = (rl.local_rollout_batch_size * learners) as usize;
     let steps = stage
         .train
