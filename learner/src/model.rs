@@ -11,13 +11,16 @@
 //! (`cache.rs`), or a prompt shared by several responses for RL batches (`prefix.rs`);
 //! [`CausalLm::backward_by_unit`] (`units.rs`) runs one parameter unit at a time for ZeRO-3.
 //! Its projections (`linear.rs`) run a CPU decode step as `W · xᵀ`, kept transposed where the
-//! next operation allows, and in f32 through an AVX2 kernel of their own (`skinny.rs`).
+//! next operation allows, and in f32 through an AVX2 kernel of their own (`skinny.rs`); its
+//! attention reads each sequence's own cached positions only (`decode_attention.rs`).
 
 mod attention;
 mod cache;
 mod config;
+mod decode_attention;
 mod layers;
 mod linear;
+mod omp;
 mod prefix;
 mod skinny;
 mod units;
@@ -30,6 +33,12 @@ pub use layers::Fill;
 /// libtorch's `mm`), and whether the CPU has a wider vector unit it leaves unused.
 pub fn cpu_decode_kernel() -> String {
     skinny::kernel_name()
+}
+
+/// Which kernel attends an f32 decode step over the KV cache on this CPU
+/// (`decode_attention.rs`, or libtorch's SDPA).
+pub fn cpu_decode_attention() -> &'static str {
+    decode_attention::kernel_name()
 }
 use layers::{param, rope_at, rope_tables, Block, RmsNorm, NORMAL};
 use linear::{project, Linear};

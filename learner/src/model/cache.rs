@@ -1,6 +1,7 @@
 //! Generation's cached pass: a key/value cache allocated once per engine, and the forward pass
 //! of new tokens (a prefill, or one decode token per sequence) that writes their keys and values
-//! into it and attends over every cached position.
+//! into it and attends over every cached position (a CPU decode step in f32 over each
+//! sequence's own positions, `decode_attention.rs`).
 
 use tch::{Kind, Tensor};
 
@@ -46,7 +47,7 @@ impl KvCache {
     }
 
     /// Copy the first `len` positions of slot `from` into slot `to` (completions that share a
-    /// prompt share its prefill).
+    /// prompt share its prefill; a sequence moves into a lower free slot).
     pub fn copy_prefix(&mut self, from: i64, to: i64, len: i64) {
         for c in self.k.iter().chain(self.v.iter()) {
             let src = c.narrow(0, from, 1).narrow(2, 0, len);
@@ -94,6 +95,12 @@ impl Attention {
             let (mut ck, mut cv) = (ck.shallow_clone(), cv.shallow_clone());
             let _ = ck.index_put_(&[rows, None, pos], &k.squeeze_dim(2), false);
             let _ = cv.index_put_(&[rows, None, pos], &v.squeeze_dim(2), false);
+        }
+        if t == 1 {
+            let lens: Vec<i64> = step.starts.iter().map(|s| s + 1).collect();
+            if let Some(y) = super::decode_attention::attend(&q, ck, cv, step.first_slot, &lens) {
+                return self.output(&y);
+            }
         }
         let keys = ck.narrow(0, step.first_slot, b).narrow(2, 0, step.span);
         let values = cv.narrow(0, step.first_slot, b).narrow(2, 0, step.span);

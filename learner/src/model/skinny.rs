@@ -8,9 +8,8 @@
 //! weight broadcast one element at a time), with `B` packed once per call into `[k, m]` rounded
 //! up to 16 columns (a few hundred KB, which stay in L2). Each column tile of a row tile also
 //! prefetches a share of the next row tile's weights. The work runs on libtorch's own OpenMP
-//! threads (`GOMP_parallel`, as a `#pragma omp parallel` in libtorch does), so no second thread
-//! pool competes for the cores: each packs a share of `B`, they meet at a barrier, and each
-//! computes its share of every weight's rows.
+//! threads (`omp.rs`): each packs a share of `B`, they meet at a barrier, and each computes its
+//! share of every weight's rows.
 //!
 //! One or two columns stored contiguously (a decode step of one or two sequences) are instead
 //! multiplied as dot products, eight weights of a row against eight of a column per
@@ -62,8 +61,9 @@ pub(super) fn kernel_name() -> String {
 #[cfg(all(target_arch = "x86_64", rlvr_gomp))]
 mod kernel {
     use std::arch::x86_64::*;
-    use std::ffi::{c_int, c_uint, c_void};
     use std::sync::OnceLock;
+
+    use crate::model::omp;
 
     use tch::{Device, Kind, Tensor};
 
@@ -80,16 +80,6 @@ mod kernel {
     const DOT_COLS: usize = 2;
     /// Weight rows a dot-product tile computes.
     const DOT_ROWS: usize = 4;
-
-    // libgomp's entry points, the ones GCC emits for `#pragma omp parallel` (libtorch's
-    // `at::parallel_for` among them); `build.rs` links the `libgomp.so.1` beside libtorch.
-    extern "C" {
-        fn GOMP_parallel(f: extern "C" fn(*mut c_void), data: *mut c_void, threads: c_uint, flags: c_uint);
-        fn omp_get_thread_num() -> c_int;
-        fn omp_get_num_threads() -> c_int;
-        fn omp_in_parallel() -> c_int;
-        fn GOMP_barrier();
-    }
 
     /// Whether this CPU has AVX2 and FMA.
     pub(super) fn available() -> bool {
@@ -151,35 +141,21 @@ mod kernel {
             padded,
         };
         let threads = tch::get_num_threads().max(1) as usize;
+        let threads = if n >= 2 * TILE_ROWS * threads { threads } else { 1 };
         // SAFETY: the weights and `out` are contiguous f32 CPU tensors of the shapes `job`
         // states and `src` an f32 CPU tensor of `k × m` with the strides given, all alive until
         // this function returns, as is `packed`'s allocation of `k × padded` floats.
-        // `GOMP_parallel` returns after every thread finished `share`: each packs a disjoint
-        // range of `B`'s rows, waits at the barrier, then writes a disjoint range of output
-        // rows. AVX2 and FMA were checked by `available`.
-        unsafe {
-            if threads > 1 && n >= 2 * TILE_ROWS * threads && omp_in_parallel() == 0 {
-                GOMP_parallel(share, &job as *const Job as *mut c_void, threads as c_uint, 0);
-            } else {
-                job.run(0, 1);
-            }
-        }
+        // `omp::parallel` returns after every thread finished: each packs a disjoint range of
+        // `B`'s rows, waits at the barrier, then writes a disjoint range of output rows. AVX2
+        // and FMA were checked by `available`.
+        omp::parallel(threads, &|thread, threads| unsafe { job.run(thread, threads) });
         drop(packed);
         out
     }
 
-    /// One OpenMP thread's share of a [`Job`].
-    extern "C" fn share(data: *mut c_void) {
-        // SAFETY: `data` is the `Job` that `product` passed to `GOMP_parallel`, which outlives
-        // the parallel region.
-        unsafe {
-            let job = &*(data as *const Job);
-            job.run(
-                omp_get_thread_num() as usize,
-                omp_get_num_threads().max(1) as usize,
-            );
-        }
-    }
+    // SAFETY: the threads of `omp::parallel` read the operands and write disjoint ranges of
+    // the packed buffer and the output (see `product`).
+    unsafe impl Sync for Job {}
 
     impl Job {
         /// Thread `thread` of `threads`: its share of `B`'s rows to pack, then (once every
@@ -189,7 +165,7 @@ mod kernel {
                 let per = self.k.div_ceil(threads);
                 self.pack((thread * per).min(self.k), ((thread + 1) * per).min(self.k));
                 if threads > 1 {
-                    GOMP_barrier();
+                    omp::barrier();
                 }
             }
             let mut first = 0;

@@ -166,6 +166,7 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
         "weight_update_ms": update_s * 1e3, "weight_memcpy_ms": copy_s * 1e3,
         "weight_update_over_memcpy": update_s / copy_s, "weight_bytes": total,
         "logprob_max_abs_diff": logprob_gap, "cpu_decode_kernel": rlvr_learner::model::cpu_decode_kernel(),
+        "cpu_decode_attention": rlvr_learner::model::cpu_decode_attention(),
     });
     if args.model.json {
         println!("{report}");
@@ -178,6 +179,10 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
             println!(
                 "  f32 decode projections: {}",
                 rlvr_learner::model::cpu_decode_kernel()
+            );
+            println!(
+                "  f32 decode attention: {}",
+                rlvr_learner::model::cpu_decode_attention()
             );
         }
         println!(

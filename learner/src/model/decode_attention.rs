@@ -1,0 +1,339 @@
+//! One decode step's attention on an x86-64 CPU in f32: each sequence's new token attends over
+//! its own cached positions, and no others.
+//!
+//! libtorch's `scaled_dot_product_attention` takes the cache narrowed to the batch's longest
+//! sequence and a mask, so every row pays for the longest one; with continuous batching rows of
+//! 150 and 660 positions share a step, and at those lengths a step is bound by reading the
+//! cache (BENCHMARKS.md, "The first real post-training run"). Here each (sequence, key/value
+//! head) reads its keys once for every query head of its group, then its values once: scores,
+//! a softmax, the weighted sum. The products are 8-lane fused multiply-adds compiled for AVX2
+//! and FMA, and again for AVX-512 where the CPU has it. The work is shared over libtorch's
+//! OpenMP threads (`omp.rs`) in contiguous runs of equal cached length. Each output is the
+//! same sums in another order than SDPA's, so they differ by rounding (tests: within 1e-5).
+
+use tch::{Device, Kind, Tensor};
+
+use super::omp;
+
+/// Attention of one new token per sequence (`q`, `[B, heads, 1, head_dim]`) over the cache
+/// (`keys`, `values`: `[slots, kv_heads, capacity, head_dim]`, the whole cache) in slots
+/// `first_slot..first_slot + B`, sequence `b` over its first `lens[b]` positions:
+/// `[B, heads, 1, head_dim]`, or `None` where this kernel does not apply (not f32 on an x86-64
+/// CPU with AVX2 and FMA, a non-contiguous cache, a head size not a multiple of 8, an operand
+/// requiring a gradient, a length outside the cache).
+pub(super) fn attend(
+    q: &Tensor,
+    keys: &Tensor,
+    values: &Tensor,
+    first_slot: i64,
+    lens: &[i64],
+) -> Option<Tensor> {
+    let f32_cpu = |t: &Tensor| t.kind() == Kind::Float && t.device() == Device::Cpu && !t.requires_grad();
+    let (qs, cs) = (q.size(), keys.size());
+    let applies = kernel::available()
+        && q.dim() == 4
+        && keys.dim() == 4
+        && qs[2] == 1
+        && qs[0] == lens.len() as i64
+        && values.size() == cs
+        && [q, keys, values].into_iter().all(f32_cpu)
+        && keys.is_contiguous()
+        && values.is_contiguous()
+        && qs[3] == cs[3]
+        && cs[3] % 8 == 0
+        && cs[1] > 0
+        && qs[1] % cs[1] == 0
+        && first_slot >= 0
+        && first_slot + qs[0] <= cs[0]
+        && lens.iter().all(|&l| (1..=cs[2]).contains(&l));
+    if !applies {
+        return None;
+    }
+    let q = q.contiguous();
+    let out = Tensor::empty(qs.as_slice(), (Kind::Float, Device::Cpu));
+    let shape = Shape {
+        heads: qs[1] as usize,
+        kv_heads: cs[1] as usize,
+        capacity: cs[2] as usize,
+        dim: cs[3] as usize,
+        first_slot: first_slot as usize,
+    };
+    let job = kernel::Job {
+        q: q.data_ptr() as *const f32,
+        keys: keys.data_ptr() as *const f32,
+        values: values.data_ptr() as *const f32,
+        out: out.data_ptr() as *mut f32,
+        lens: lens.iter().map(|&l| l as usize).collect(),
+        shape,
+    };
+    kernel::run(&job);
+    Some(out)
+}
+
+/// Which kernel attends an f32 decode step on this CPU: for benchmark reports.
+pub(super) fn kernel_name() -> &'static str {
+    match (kernel::available(), kernel::wide()) {
+        (true, true) => "rlvr AVX-512F, each sequence over its own positions",
+        (true, false) => "rlvr AVX2+FMA, each sequence over its own positions",
+        (false, _) => "libtorch SDPA over the longest sequence, masked",
+    }
+}
+
+/// Sizes of one call.
+#[derive(Clone, Copy)]
+struct Shape {
+    heads: usize,
+    kv_heads: usize,
+    capacity: usize,
+    dim: usize,
+    first_slot: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+mod kernel {
+    use std::sync::OnceLock;
+
+    use super::{omp, Shape};
+
+    /// Whether this CPU has AVX2 and FMA.
+    pub(super) fn available() -> bool {
+        static AVAILABLE: OnceLock<bool> = OnceLock::new();
+        *AVAILABLE.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+
+    /// Whether this CPU has AVX-512F as well.
+    pub(super) fn wide() -> bool {
+        static WIDE: OnceLock<bool> = OnceLock::new();
+        *WIDE.get_or_init(|| is_x86_feature_detected!("avx512f"))
+    }
+
+    /// Raw views of one call's operands, valid while [`super::attend`] runs.
+    pub(super) struct Job {
+        /// `[B, heads, 1, dim]`, contiguous.
+        pub(super) q: *const f32,
+        /// `[slots, kv_heads, capacity, dim]`, contiguous.
+        pub(super) keys: *const f32,
+        pub(super) values: *const f32,
+        /// `[B, heads, 1, dim]`, written in full.
+        pub(super) out: *mut f32,
+        pub(super) lens: Vec<usize>,
+        pub(super) shape: Shape,
+    }
+
+    // SAFETY: the threads of `omp::parallel` read the operands and write disjoint heads of
+    // `out` (see `run`).
+    unsafe impl Sync for Job {}
+
+    /// Every (sequence, key/value head) of `job`, shared over libtorch's threads.
+    pub(super) fn run(job: &Job) {
+        let threads = (tch::get_num_threads().max(1) as usize).min(job.lens.len() * job.shape.kv_heads);
+        let wide = wide();
+        // SAFETY: `attend` checked the CPU's features, the operands' kinds, shapes and
+        // contiguity, that every length is within the cache and every slot within its slots;
+        // each thread writes the output heads of its own items only.
+        omp::parallel(threads, &|thread, threads| unsafe {
+            let items = job.share(thread, threads);
+            if wide {
+                job.items_avx512(items)
+            } else {
+                job.items_avx2(items)
+            }
+        });
+    }
+
+    impl Job {
+        /// Thread `thread`'s contiguous run of items (item `i`: sequence `i / kv_heads`, its
+        /// key/value head `i % kv_heads`), the runs cut where the cached positions they read
+        /// are split evenly.
+        fn share(&self, thread: usize, threads: usize) -> std::ops::Range<usize> {
+            let kv = self.shape.kv_heads;
+            let total: usize = self.lens.iter().sum::<usize>() * kv;
+            let owner = |before: usize| before * threads / total.max(1);
+            let (mut start, mut end, mut before) = (usize::MAX, 0, 0);
+            for i in 0..self.lens.len() * kv {
+                if owner(before) == thread {
+                    start = start.min(i);
+                    end = i + 1;
+                }
+                before += self.lens[i / kv];
+            }
+            start.min(end)..end
+        }
+
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn items_avx2(&self, items: std::ops::Range<usize>) {
+            self.items(items)
+        }
+
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn items_avx512(&self, items: std::ops::Range<usize>) {
+            self.items(items)
+        }
+
+        /// Attention of each item's query heads over its cached positions.
+        #[inline(always)]
+        unsafe fn items(&self, items: std::ops::Range<usize>) {
+            let Shape {
+                heads,
+                kv_heads,
+                capacity,
+                dim,
+                first_slot,
+            } = self.shape;
+            let group = heads / kv_heads;
+            let scale = 1.0 / (dim as f32).sqrt();
+            let mut scores = Vec::new();
+            let mut sums = vec![0f32; group * dim];
+            let mut totals = vec![0f32; group];
+            for i in items {
+                let (b, h) = (i / kv_heads, i % kv_heads);
+                let len = self.lens[b];
+                let cached = ((first_slot + b) * kv_heads + h) * capacity * dim;
+                let keys = std::slice::from_raw_parts(self.keys.add(cached), len * dim);
+                let values = std::slice::from_raw_parts(self.values.add(cached), len * dim);
+                let first_head = (b * heads + h * group) * dim;
+                let q = std::slice::from_raw_parts(self.q.add(first_head), group * dim);
+                let out = std::slice::from_raw_parts_mut(self.out.add(first_head), group * dim);
+                scores.clear();
+                scores.resize(group * len, 0f32);
+                for (t, key) in keys.chunks_exact(dim).enumerate() {
+                    for (r, query) in q.chunks_exact(dim).enumerate() {
+                        scores[r * len + t] = dot(query, key) * scale;
+                    }
+                }
+                for (row, total_of_row) in scores.chunks_exact_mut(len).zip(totals.iter_mut()) {
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mut total = 0f32;
+                    for s in row.iter_mut() {
+                        *s = (*s - max).exp();
+                        total += *s;
+                    }
+                    *total_of_row = total;
+                }
+                sums.fill(0.0);
+                for (t, value) in values.chunks_exact(dim).enumerate() {
+                    for (r, sum) in sums.chunks_exact_mut(dim).enumerate() {
+                        add_scaled(sum, scores[r * len + t], value);
+                    }
+                }
+                for ((o, sum), total) in out.chunks_exact_mut(dim).zip(sums.chunks_exact(dim)).zip(&totals) {
+                    let inverse = 1.0 / total;
+                    for (o, s) in o.iter_mut().zip(sum) {
+                        *o = s * inverse;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `a · b` for lengths that are multiples of 8, in eight interleaved partial sums.
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let mut acc = [0f32; 8];
+        for (a, b) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+            for l in 0..8 {
+                acc[l] = a[l].mul_add(b[l], acc[l]);
+            }
+        }
+        acc.iter().sum()
+    }
+
+    /// `sum += p · v`.
+    #[inline(always)]
+    fn add_scaled(sum: &mut [f32], p: f32, v: &[f32]) {
+        for (s, v) in sum.iter_mut().zip(v) {
+            *s = p.mul_add(*v, *s);
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod kernel {
+    /// No kernel off x86-64: [`super::attend`] declines and SDPA runs.
+    pub(super) fn available() -> bool {
+        false
+    }
+
+    pub(super) fn wide() -> bool {
+        false
+    }
+
+    pub(super) struct Job {
+        pub(super) q: *const f32,
+        pub(super) keys: *const f32,
+        pub(super) values: *const f32,
+        pub(super) out: *mut f32,
+        pub(super) lens: Vec<usize>,
+        pub(super) shape: super::Shape,
+    }
+
+    pub(super) fn run(_: &Job) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::{Device, Kind, Tensor};
+
+    /// Against SDPA over the cache narrowed to the longest sequence with a mask, as the cached
+    /// pass computes it otherwise: grouped and plain heads, head sizes 8, 64 and 128, lengths
+    /// from 1 to the whole cache, slots past the first, one thread and two.
+    #[test]
+    fn attention_matches_sdpa_over_each_sequences_own_positions() {
+        if !super::kernel::available() {
+            return;
+        }
+        let opts = (Kind::Float, Device::Cpu);
+        let default_threads = tch::get_num_threads();
+        for threads in [1, 2] {
+            tch::set_num_threads(threads);
+            for (heads, kv_heads, dim) in [(9, 3, 64), (4, 4, 8), (8, 2, 128), (3, 1, 16)] {
+                let (slots, capacity, first_slot) = (7, 40, 2);
+                let lens = [1i64, 40, 17, 3, 29];
+                let b = lens.len() as i64;
+                let q = Tensor::randn([b, heads, 1, dim], opts);
+                let keys = Tensor::randn([slots, kv_heads, capacity, dim], opts);
+                let values = Tensor::randn([slots, kv_heads, capacity, dim], opts);
+                let ours = super::attend(&q, &keys, &values, first_slot, &lens).expect("the kernel applies");
+                let span = *lens.iter().max().unwrap_or(&1);
+                let mask = Tensor::arange(span, (Kind::Int64, Device::Cpu))
+                    .view([1, 1, 1, span])
+                    .lt_tensor(&Tensor::from_slice(&lens).view([b, 1, 1, 1]));
+                let narrow = |c: &Tensor| c.narrow(0, first_slot, b).narrow(2, 0, span);
+                let theirs = Tensor::scaled_dot_product_attention(
+                    &q,
+                    &narrow(&keys),
+                    &narrow(&values),
+                    Some(&mask),
+                    0.0,
+                    false,
+                    None,
+                    true,
+                );
+                let err = f64::try_from((&ours - &theirs).abs().max()).unwrap_or(f64::MAX);
+                assert!(
+                    err <= 1e-5,
+                    "heads {heads}/{kv_heads}, dim {dim}, {threads} threads: max error {err}"
+                );
+            }
+        }
+        tch::set_num_threads(default_threads);
+        let q = Tensor::randn([1, 2, 1, 12], opts);
+        let cache = Tensor::randn([1, 1, 4, 12], opts);
+        assert!(
+            super::attend(&q, &cache, &cache, 0, &[2]).is_none(),
+            "head size 12"
+        );
+        let q = Tensor::randn([1, 2, 1, 8], opts);
+        let cache = Tensor::randn([1, 1, 4, 8], opts);
+        assert!(
+            super::attend(&q, &cache, &cache, 0, &[5]).is_none(),
+            "past the cache"
+        );
+        assert!(
+            super::attend(&q, &cache, &cache, 1, &[2]).is_none(),
+            "past the slots"
+        );
+        let double = cache.to_kind(Kind::Double);
+        assert!(super::attend(&q.to_kind(Kind::Double), &double, &double, 0, &[2]).is_none());
+    }
+}
