@@ -137,9 +137,9 @@ async fn a_rollout_worker_killed_mid_step_is_restarted_and_no_prompt_is_lost_or_
     let out = pending.await.unwrap();
 
     assert_eq!(out.len(), prompts as usize, "one output per job");
-    for (id, completions) in out.iter().enumerate() {
-        assert_eq!(completions.len(), n, "prompt {id}: {n} completions");
-        assert!(completions.iter().all(|c| c.request_id == id as u64));
+    for (id, generated) in out.iter().enumerate() {
+        assert_eq!(generated.completions.len(), n, "prompt {id}: {n} completions");
+        assert!(generated.completions.iter().all(|c| c.request_id == id as u64));
     }
     let s = stats(&pool).await;
     assert_eq!(s.restarts, 1, "the killed worker was restarted");
@@ -175,7 +175,10 @@ async fn a_broadcast_reaches_every_worker_and_later_completions_carry_its_versio
     let dir = tmp("broadcast");
     let (pool, broadcaster) = rollout_pool(&dir, 2).await;
     let before = ractor::call!(pool, PoolMsg::Run, jobs(4, 1, 8)).unwrap();
-    assert!(before.iter().flatten().all(|c| c.policy_version == 0));
+    assert!(before
+        .iter()
+        .flat_map(|g| &g.completions)
+        .all(|c| c.policy_version == 0));
     let new = learner(4);
     let weights = Arc::new(Weights {
         version: 5,
@@ -186,7 +189,10 @@ async fn a_broadcast_reaches_every_worker_and_later_completions_carry_its_versio
     // A worker started after the broadcast subscribes and gets version 5 before any job.
     pool.send_message(PoolMsg::Resize(3)).unwrap();
     let after = ractor::call!(pool, PoolMsg::Run, jobs(12, 1, 8)).unwrap();
-    assert!(after.iter().flatten().all(|c| c.policy_version == 5));
+    assert!(after
+        .iter()
+        .flat_map(|g| &g.completions)
+        .all(|c| c.policy_version == 5));
     assert_eq!(stats(&pool).await.workers.len(), 3);
 }
 

@@ -163,6 +163,33 @@ fn async_rlvr_overlaps_the_next_rollout_within_a_one_version_staleness_bound() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The in-flight batch: a step of 64 prompts × 8 samples on engines of 512 sequences decodes
+/// them together (`rollout_peak_sequences`), not in capped jobs.
+#[test]
+fn a_step_of_64_prompts_by_8_samples_decodes_every_sequence_at_once() {
+    let dir = tmp("in-flight");
+    let out = short_rlvr(
+        &dir,
+        1,
+        &[
+            "--set",
+            "rlvr.local_rollout_batch_size=64",
+            "--set",
+            "rlvr.local_mini_batch_size=512",
+            "--set",
+            "rollout.engine_batch=512",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let peaks: Vec<u64> = metrics(&dir)
+        .iter()
+        .filter_map(|r| r.get("rollout_peak_sequences")?.as_u64())
+        .collect();
+    assert_eq!(peaks.len(), 1);
+    assert!(peaks[0] >= 256, "at most {} sequences in flight", peaks[0]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn rollouts_run_at_most_max_staleness_versions_behind_with_weights_taken_in_flight() {
     let dir = tmp("staleness");

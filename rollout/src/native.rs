@@ -1,6 +1,7 @@
 //! The native backend: the learner's Llama on libtorch, a KV cache allocated once, and
 //! continuous batching — a finished completion's cache slot is refilled from the queue at once,
-//! so one long response does not idle the batch.
+//! so one long response does not idle the batch, and once the queue is empty the remaining
+//! sequences move down into the freed slots, so the batch's tail decodes them alone.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -53,6 +54,7 @@ pub struct NativeEngine {
     version: u64,
     tokenizer: Option<Tokenizer>,
     feed: Option<Arc<dyn WeightFeed>>,
+    peak_sequences: usize,
 }
 
 impl std::fmt::Debug for NativeEngine {
@@ -117,7 +119,14 @@ impl NativeEngine {
             version: 0,
             tokenizer: None,
             feed: None,
+            peak_sequences: 0,
         }
+    }
+
+    /// Most sequences one decode step of the last `generate` call carried at once (the
+    /// in-flight batch; at most `max_batch`).
+    pub fn peak_sequences(&self) -> usize {
+        self.peak_sequences
     }
 
     /// Take newer weights from `feed` between decode steps (and before each call), so that
@@ -397,6 +406,7 @@ impl NativeEngine {
             .collect();
         let starts: Vec<i64> = live.iter().map(|s| s.as_ref().map_or(0, |s| s.cached)).collect();
         let slots: Vec<i64> = (0..rows as i64).filter(|&s| live[s as usize].is_some()).collect();
+        step.peak = step.peak.max(slots.len());
         let device = self.vs.device();
         let input = Tensor::from_slice(&tokens)
             .view([rows as i64, 1])
@@ -430,9 +440,30 @@ struct Step<'a> {
     capacity: i64,
     active: Vec<Option<Active>>,
     done: Vec<Completion>,
+    /// Most sequences one decode step carried.
+    peak: usize,
 }
 
 impl Step<'_> {
+    /// With nothing left to admit, move the highest active sequences (their cached keys and
+    /// values with them) into the lowest free slots: a decode step runs over slots up to the
+    /// highest active one, so a batch's tail would otherwise decode the holes its finished
+    /// sequences left.
+    fn compact(&mut self) {
+        while let (Some(hole), Some(top)) = (
+            self.active.iter().position(Option::is_none),
+            self.active.iter().rposition(Option::is_some),
+        ) {
+            if top < hole {
+                return;
+            }
+            let seq = self.active[top].take();
+            let cached = seq.as_ref().map_or(0, |s| s.cached);
+            self.cache.copy_prefix(top as i64, hole as i64, cached);
+            self.active[hole] = seq;
+        }
+    }
+
     fn finish(&mut self, seq: Active, reason: FinishReason) {
         self.done.push(Completion {
             request_id: self.requests[seq.request].id,
@@ -488,6 +519,7 @@ impl NativeEngine {
             capacity,
             active: (0..slots).map(|_| None).collect(),
             done: Vec::with_capacity(total),
+            peak: 0,
         };
         let mut queue: VecDeque<(usize, usize)> = (0..requests.len()).map(|i| (i, 0)).collect();
         let mut reported = 0;
@@ -499,6 +531,9 @@ impl NativeEngine {
                     self.prefill(run, requests, params, &mut step)?;
                 }
                 let more = self.decode(params, &mut step)?;
+                if queue.is_empty() {
+                    step.compact();
+                }
                 if step.done.len() > reported {
                     reported = step.done.len();
                     progress(reported, total);
@@ -508,8 +543,14 @@ impl NativeEngine {
                 }
             }
         });
-        let Step { cache, mut done, .. } = step;
+        let Step {
+            cache,
+            mut done,
+            peak,
+            ..
+        } = step;
         self.cache = Some(cache);
+        self.peak_sequences = peak;
         result?;
         let order: HashMap<u64, usize> = requests.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
         done.sort_by_key(|c| (order[&c.request_id], c.index));

@@ -1,6 +1,6 @@
 //! The native engine against the learner: the parity gate (same log-probs on every path, per
 //! token), same greedy tokens as a full forward pass, reproducible sampling whatever the batch,
-//! stop conditions and weight updates.
+//! the in-flight batch, stop conditions and weight updates.
 
 use rlvr_core::{FinishReason, GenerationRequest, PolicyBatch, PolicySample, SamplingParams, TrainBatch};
 use rlvr_data::Tokenizer;
@@ -277,6 +277,60 @@ fn sampling_reproduces_whatever_the_batch() {
     );
     let again = engine(&l, 3).generate(&requests(), &params).unwrap();
     assert_eq!(again, together);
+}
+
+/// The in-flight batch: 64 prompts × 8 samples with an engine batch of 512 decode all 512
+/// sequences in one step; as stop tokens end some early, the rest move into the freed slots,
+/// and each prompt's samples are still the ones it draws alone.
+#[test]
+fn sixty_four_prompts_of_eight_samples_decode_at_once() {
+    let l = learner();
+    let params = SamplingParams {
+        temperature: 1.0,
+        max_new_tokens: 16,
+        stop_token_ids: vec![4, 9, 17, 23],
+        ..Default::default()
+    };
+    let requests: Vec<GenerationRequest> = (0..64u32)
+        .map(|i| GenerationRequest {
+            id: u64::from(i),
+            prompt_ids: vec![1, i % 50 + 2, 3],
+            n: 8,
+            seed: u64::from(i),
+        })
+        .collect();
+    let mut e = engine(&l, 512);
+    let together = e.generate(&requests, &params).unwrap();
+    let lengths: Vec<usize> = together.iter().map(|c| c.token_ids.len()).collect();
+    // Every sequence not stopped by its first token (sampled at the prefill) decodes in the
+    // first step.
+    let decoded = lengths.iter().filter(|&&n| n > 1).count();
+    assert!(decoded >= 256, "{decoded} sequences decode");
+    assert_eq!(e.peak_sequences(), decoded);
+    assert!(
+        lengths.iter().any(|&n| n < 8) && lengths.contains(&16),
+        "some stop early, some run to the limit: {lengths:?}"
+    );
+    for r in requests.iter().step_by(7) {
+        let alone = engine(&l, 8).generate(std::slice::from_ref(r), &params).unwrap();
+        let mine: Vec<_> = together.iter().filter(|c| c.request_id == r.id).collect();
+        assert_eq!(mine.len(), 8);
+        for (a, b) in alone.iter().zip(mine) {
+            assert_eq!(
+                (a.index, &a.token_ids),
+                (b.index, &b.token_ids),
+                "request {}",
+                r.id
+            );
+            let worst = a
+                .logprobs
+                .iter()
+                .zip(&b.logprobs)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(worst <= 1e-5, "request {}: log-probs differ by {worst}", r.id);
+        }
+    }
 }
 
 #[test]

@@ -12,7 +12,7 @@ use rlvr_rollout::{Engine, NativeEngine};
 use rlvr_verifiers::{Registry, Truth, Verifier};
 use tch::{Device, Kind};
 
-use super::rollout::with_engine;
+use super::rollout::{generate, with_engine};
 use super::verifier::score;
 use super::wire::{
     decode, decode_bucket, encode, Completions, RemoteMsg, RolloutRequest, RolloutSetup, Verdicts,
@@ -86,10 +86,12 @@ impl RemoteWorker {
         if state.engine.is_none() {
             return Err("a rollout job before set-up".into());
         }
-        with_engine(&mut state.engine, move |e| e.generate(&job.requests, &job.params))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+        with_engine(&mut state.engine, move |e| {
+            generate(e, &job.requests, &job.params)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
     }
 
     /// A verify job's verifier, parsed ground truth, responses and time limit.

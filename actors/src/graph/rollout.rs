@@ -7,12 +7,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use rlvr_core::{Completion, GenerationRequest, SamplingParams};
+use rlvr_core::{GenerationRequest, SamplingParams};
 use rlvr_rollout::{Engine, NativeEngine, WeightFeed};
 use tch::{Device, Kind};
 
 use super::broadcast::{BroadcastMsg, Weights};
 use super::pool::{JobId, PoolMsg, PoolWorker};
+use super::wire::Generated;
 
 /// Prompts to complete with one set of sampling settings.
 #[derive(Debug, Clone)]
@@ -61,7 +62,7 @@ pub struct RolloutWorker;
 
 impl PoolWorker for RolloutWorker {
     type Job = RolloutJob;
-    type Output = Vec<Completion>;
+    type Output = Generated;
 
     fn assign(id: JobId, job: RolloutJob) -> RolloutMsg {
         RolloutMsg::Run(id, job)
@@ -82,6 +83,19 @@ pub(crate) async fn with_engine<T: Send + 'static>(
     .await?;
     *slot = Some(engine);
     Ok(out)
+}
+
+/// Complete `requests` with `engine`, with its in-flight batch.
+pub(crate) fn generate(
+    engine: &mut NativeEngine,
+    requests: &[GenerationRequest],
+    params: &SamplingParams,
+) -> rlvr_rollout::Result<Generated> {
+    let completions = engine.generate(requests, params)?;
+    Ok(Generated {
+        completions,
+        peak_sequences: engine.peak_sequences(),
+    })
 }
 
 impl Actor for RolloutWorker {
@@ -124,7 +138,7 @@ impl Actor for RolloutWorker {
         match message {
             RolloutMsg::Run(job, work) => {
                 let output = with_engine(&mut state.engine, move |e| {
-                    e.generate(&work.requests, &work.params)
+                    generate(e, &work.requests, &work.params)
                 })
                 .await??;
                 state.pool.send_message(PoolMsg::Done { job, output })?;

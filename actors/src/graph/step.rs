@@ -20,6 +20,7 @@ use super::learner::{LearnerMsg, Scores};
 use super::pool::PoolMsg;
 use super::rollout::{RolloutJob, RolloutWorker};
 use super::verifier::{VerifierWorker, VerifyJob};
+use super::wire::Generated;
 
 /// Handles on the graph's children.
 #[derive(Clone)]
@@ -51,6 +52,8 @@ pub struct Scored {
     pub verdicts: Vec<Verdict>,
     /// Seconds spent generating.
     pub rollout_s: f64,
+    /// Most sequences one engine's decode step carried (its in-flight batch).
+    pub peak_sequences: usize,
     /// Seconds spent verifying.
     pub verify_s: f64,
     /// What dynamic sampling did, when it is on.
@@ -75,7 +78,7 @@ pub async fn rollout(
     n: usize,
     params: &SamplingParams,
     seed: u64,
-) -> Result<Vec<Completion>> {
+) -> Result<Generated> {
     let requests: Vec<GenerationRequest> = prompts
         .iter()
         .map(|p| GenerationRequest {
@@ -89,12 +92,13 @@ pub async fn rollout(
 }
 
 /// Complete `requests` with the rollout pool, dealt out in jobs of about an engine's batch of
-/// sequences each (at least one request); completions come back in request order.
+/// sequences each (at least one request); completions come back in request order, with the
+/// largest in-flight batch of any job.
 pub async fn rollout_requests(
     roles: &Roles,
     requests: Vec<GenerationRequest>,
     params: &SamplingParams,
-) -> Result<Vec<Completion>> {
+) -> Result<Generated> {
     let params = Arc::new(params.clone());
     let per_request = requests.first().map_or(1, |r| r.n.max(1));
     let per_job = (roles.job_sequences / per_request).max(1);
@@ -106,7 +110,10 @@ pub async fn rollout_requests(
         })
         .collect();
     let out = ractor::call!(roles.rollout, PoolMsg::Run, jobs).map_err(|e| anyhow!("rollout pool: {e}"))?;
-    Ok(out.into_iter().flatten().collect())
+    Ok(Generated {
+        peak_sequences: out.iter().map(|g| g.peak_sequences).max().unwrap_or(0),
+        completions: out.into_iter().flat_map(|g| g.completions).collect(),
+    })
 }
 
 /// Score every completion with its prompt's verifier (one job per prompt); returns each
@@ -165,6 +172,7 @@ pub async fn rollout_and_verify(
         texts: Vec::new(),
         verdicts: Vec::new(),
         rollout_s: 0.0,
+        peak_sequences: 0,
         verify_s: 0.0,
         filtered: None,
     };
@@ -174,6 +182,7 @@ pub async fn rollout_and_verify(
         // Dynamic sampling runs without a reward model (the recipe check refuses the two).
         let rewards = rewards(&scored, None, &settings);
         kept.rollout_s += scored.rollout_s;
+        kept.peak_sequences = kept.peak_sequences.max(scored.peak_sequences);
         kept.verify_s += scored.verify_s;
         let groups = scored.prompts.into_iter().zip(
             scored
@@ -216,7 +225,10 @@ async fn sample_round(
 ) -> Result<Scored> {
     let t = Instant::now();
     let seed = settings.seed ^ step.wrapping_mul(0x2545_f491_4f6c_dd1d);
-    let completions = rollout(
+    let Generated {
+        completions,
+        peak_sequences,
+    } = rollout(
         roles,
         &prompts,
         settings.samples_per_prompt,
@@ -233,6 +245,7 @@ async fn sample_round(
         texts,
         verdicts,
         rollout_s,
+        peak_sequences,
         verify_s: t.elapsed().as_secs_f64(),
         filtered: None,
     })

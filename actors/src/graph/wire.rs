@@ -76,8 +76,17 @@ pub struct VerifyRequest {
 
 /// Results as they travel back.
 pub type Reply<T> = Result<T, String>;
+/// What a rollout job generated.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Generated {
+    /// The job's completions, in request order, then index.
+    pub completions: Vec<Completion>,
+    /// Most sequences one decode step of the job carried (the engine's in-flight batch).
+    pub peak_sequences: usize,
+}
+
 /// A rollout job's reply.
-pub type Completions = Reply<Vec<Completion>>;
+pub type Completions = Reply<Generated>;
 /// A verify job's reply.
 pub type Verdicts = Reply<Vec<Verdict>>;
 

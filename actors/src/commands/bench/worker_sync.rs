@@ -126,7 +126,7 @@ pub fn worker_sync(args: &WeightSyncArgs) -> Result<()> {
             .await
             .map_err(|e| anyhow!("worker generation: {e}"))?;
         let theirs = decode::<Completions>(&reply, "completions").map_err(|e| anyhow!(e))?;
-        let theirs = theirs.map_err(|e| anyhow!("worker generation: {e}"))?;
+        let theirs = theirs.map_err(|e| anyhow!("worker generation: {e}"))?.completions;
         Ok::<_, anyhow::Error>((best, w, job, theirs))
     });
     runtime.shutdown_timeout(Duration::from_secs(1));

@@ -18,7 +18,9 @@ impl ControllerState {
             return Ok(());
         };
         let t = Instant::now();
-        let completions = rollout_requests(&self.roles, tasks.questions.requests(), &tasks.sampling).await?;
+        let completions = rollout_requests(&self.roles, tasks.questions.requests(), &tasks.sampling)
+            .await?
+            .completions;
         let report = tasks.questions.score(&completions, &self.tokenizer)?;
         self.metrics.write(&json!({
             "stage": "rlvr", "step": self.step, "eval_tasks": crate::evaluation::scores_json(&report.scores),
@@ -55,7 +57,9 @@ impl ControllerState {
             temperature: 0.0,
             ..self.settings.sampling.clone()
         };
-        let completions = rollout(&self.roles, &self.eval_prompts, 1, &params, 0).await?;
+        let completions = rollout(&self.roles, &self.eval_prompts, 1, &params, 0)
+            .await?
+            .completions;
         let (_, verdicts) = verify(&self.roles, &self.tokenizer, &self.eval_prompts, &completions).await?;
         let (acc, per) = accuracy(&self.eval_prompts, &verdicts);
         self.metrics.write(&json!({

@@ -144,7 +144,7 @@ impl ControllerState {
             "grad_norm": mean(|m| m.grad_norm), "lr": last.lr,
             "response_length": tokens as f64 / n, "stop_rate": stopped as f64 / n,
             "rollout_tokens_per_s": tokens as f64 / scored.rollout_s.max(1e-9),
-            "rollout_s": scored.rollout_s, "verify_s": scored.verify_s, "proximal_s": learned.proximal_s, "train_s": learned.train_s, "export_s": learned.export_s, "broadcast_s": broadcast_s,
+            "rollout_s": scored.rollout_s, "rollout_peak_sequences": scored.peak_sequences, "verify_s": scored.verify_s, "proximal_s": learned.proximal_s, "train_s": learned.train_s, "export_s": learned.export_s, "broadcast_s": broadcast_s,
             "mismatch_max_abs_logprob_diff": mismatch.max_abs_logprob_diff, "mismatch_mean_abs_logprob_diff": mismatch.mean_abs_logprob_diff,
             "mismatch_kl": mismatch.kl, "mismatch_corrected_fraction": mismatch.corrected_fraction,
             "truncated_left_out": left_out,
