@@ -540,17 +540,32 @@ impl Units for Zero3 {
         let kind = u.grad.kind();
         // Reduced where the parameters live, then added to the slice wherever it is kept.
         let device = u.shard.device();
-        // One padded buffer, each gradient copied into its place (no concatenated copy, no
-        // second one for the padding: a unit's gradient is the largest buffer of a pass).
-        let flat = Tensor::zeros([u.shard_len * world], (kind, device));
-        let mut offset = 0;
-        for (g, shape) in grads.iter().zip(&u.shapes) {
-            let n: i64 = shape.iter().product();
-            if g.defined() {
-                tch::no_grad(|| flat.narrow(0, offset, n).copy_(&g.reshape([-1])));
+        // A unit's gradient is the largest buffer of a pass (the embedding's): reduced from
+        // where autograd left it when it is the unit's one parameter and needs no padding,
+        // otherwise copied into its place in one padded buffer (no concatenated copy).
+        let whole = u.shard_len * world;
+        let flat = match grads.as_slice() {
+            [g] if g.defined()
+                && g.numel() as i64 == whole
+                && g.is_contiguous()
+                && g.kind() == kind
+                && g.device() == device =>
+            {
+                g.view([-1])
             }
-            offset += n;
-        }
+            _ => {
+                let flat = Tensor::zeros([whole], (kind, device));
+                let mut offset = 0;
+                for (g, shape) in grads.iter().zip(&u.shapes) {
+                    let n: i64 = shape.iter().product();
+                    if g.defined() {
+                        tch::no_grad(|| flat.narrow(0, offset, n).copy_(&g.reshape([-1])));
+                    }
+                    offset += n;
+                }
+                flat
+            }
+        };
         drop(grads);
         let mut mine = Tensor::empty([u.shard_len], (kind, device));
         self.group.reduce_scatter(&mut mine, &flat, ReduceOp::Sum)?;
