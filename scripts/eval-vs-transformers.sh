@@ -3,22 +3,22 @@
 # responses compared token by token, both scored by the same verifiers, and the generation time
 # of each side (BENCHMARKS.md, "rlvr eval").
 #
-#   scripts/eval-vs-transformers.sh MODEL_DIR OUT [LIMIT] [MAX_NEW_TOKENS] [BATCH]
+#   scripts/eval-vs-transformers.sh MODEL_DIR OUT [LIMIT] [MAX_NEW_TOKENS] [BATCH] [TASKS]
 #
 # MODEL_DIR: a Hugging Face model directory (scripts/smollm2.sh builds SmolLM2-135M-Instruct).
 # OUT/TASK holds `rlvr eval`'s results.json and samples.jsonl, transformers' responses and
 # their verdicts. Defaults: the first 200 questions of GSM8K and of IFEval, 512 new tokens, batches of 64 on
-# both sides, 2 threads each.
+# both sides, 2 threads each; TASKS (space-separated) defaults to "gsm8k ifeval".
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODEL="$1"; OUT="$2"; LIMIT="${3:-200}"; NEW="${4:-512}"; BATCH="${5:-64}"; THREADS=2
+MODEL="$1"; OUT="$2"; LIMIT="${3:-200}"; NEW="${4:-512}"; BATCH="${5:-64}"; TASKS="${6:-gsm8k ifeval}"; THREADS=2
 source scripts/env.sh
 source scripts/bench-venv.sh
 bench_venv "torch, transformers" torch==2.11.0 transformers
 make --no-print-directory build >/dev/null
 RLVR="$CARGO_TARGET_DIR/release/rlvr"
 mkdir -p "$OUT"
-for task in gsm8k ifeval; do
+for task in $TASKS; do
   out="$OUT/$task"
   OMP_NUM_THREADS=$THREADS "$RLVR" eval --model "$MODEL" --tasks "$task" --limit "$LIMIT" \
     --max-new-tokens "$NEW" --batch "$BATCH" --out "$out" >"$out.log" 2>&1 || { cat "$out.log"; exit 1; }
