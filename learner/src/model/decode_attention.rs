@@ -11,6 +11,8 @@
 //! OpenMP threads (`omp.rs`) in contiguous runs of equal cached length. Each output is the
 //! same sums in another order than SDPA's, so they differ by rounding (tests: within 1e-5).
 
+use std::ops::Range;
+
 use tch::{Device, Kind, Tensor};
 
 use super::omp;
@@ -58,7 +60,7 @@ pub(super) fn attend(
         dim: cs[3] as usize,
         first_slot: first_slot as usize,
     };
-    let job = kernel::Job {
+    let job = Job {
         q: q.data_ptr() as *const f32,
         keys: keys.data_ptr() as *const f32,
         values: values.data_ptr() as *const f32,
@@ -66,7 +68,7 @@ pub(super) fn attend(
         lens: lens.iter().map(|&l| l as usize).collect(),
         shape,
     };
-    kernel::run(&job);
+    job.run();
     Some(out)
 }
 
@@ -89,11 +91,137 @@ struct Shape {
     first_slot: usize,
 }
 
+/// Raw views of one call's operands, valid while [`attend`] runs.
+struct Job {
+    /// `[B, heads, 1, dim]`, contiguous.
+    q: *const f32,
+    /// `[slots, kv_heads, capacity, dim]`, contiguous.
+    keys: *const f32,
+    values: *const f32,
+    /// `[B, heads, 1, dim]`, written in full.
+    out: *mut f32,
+    lens: Vec<usize>,
+    shape: Shape,
+}
+
+// SAFETY: the threads of `omp::parallel` read the operands and write disjoint heads of `out`
+// (see `Job::run`).
+unsafe impl Sync for Job {}
+
+impl Job {
+    /// Every (sequence, key/value head), shared over libtorch's threads.
+    fn run(&self) {
+        let threads = (tch::get_num_threads().max(1) as usize).min(self.lens.len() * self.shape.kv_heads);
+        // SAFETY: `attend` checked the CPU's features, the operands' kinds, shapes and
+        // contiguity, that every length is within the cache and every slot within its slots;
+        // each thread writes the output heads of its own items only.
+        omp::parallel(threads, &|thread, threads| unsafe {
+            kernel::items(self, self.share(thread, threads))
+        });
+    }
+
+    /// Thread `thread`'s contiguous run of items (item `i`: sequence `i / kv_heads`, its
+    /// key/value head `i % kv_heads`), the runs cut where the cached positions they read are
+    /// split evenly.
+    fn share(&self, thread: usize, threads: usize) -> Range<usize> {
+        let kv = self.shape.kv_heads;
+        let total: usize = self.lens.iter().sum::<usize>() * kv;
+        let owner = |before: usize| before * threads / total.max(1);
+        let (mut start, mut end, mut before) = (usize::MAX, 0, 0);
+        for i in 0..self.lens.len() * kv {
+            if owner(before) == thread {
+                start = start.min(i);
+                end = i + 1;
+            }
+            before += self.lens[i / kv];
+        }
+        start.min(end)..end
+    }
+
+    /// Attention of each item's query heads over its cached positions; inlined into each
+    /// instruction set's copy (`kernel`).
+    #[inline(always)]
+    unsafe fn items(&self, items: Range<usize>) {
+        let Shape {
+            heads,
+            kv_heads,
+            capacity,
+            dim,
+            first_slot,
+        } = self.shape;
+        let group = heads / kv_heads;
+        let scale = 1.0 / (dim as f32).sqrt();
+        let mut scores = Vec::new();
+        let mut sums = vec![0f32; group * dim];
+        let mut totals = vec![0f32; group];
+        for i in items {
+            let (b, h) = (i / kv_heads, i % kv_heads);
+            let len = self.lens[b];
+            let cached = ((first_slot + b) * kv_heads + h) * capacity * dim;
+            let keys = std::slice::from_raw_parts(self.keys.add(cached), len * dim);
+            let values = std::slice::from_raw_parts(self.values.add(cached), len * dim);
+            let first_head = (b * heads + h * group) * dim;
+            let q = std::slice::from_raw_parts(self.q.add(first_head), group * dim);
+            let out = std::slice::from_raw_parts_mut(self.out.add(first_head), group * dim);
+            scores.clear();
+            scores.resize(group * len, 0f32);
+            for (t, key) in keys.chunks_exact(dim).enumerate() {
+                for (r, query) in q.chunks_exact(dim).enumerate() {
+                    scores[r * len + t] = dot(query, key) * scale;
+                }
+            }
+            for (row, total_of_row) in scores.chunks_exact_mut(len).zip(totals.iter_mut()) {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut total = 0f32;
+                for s in row.iter_mut() {
+                    *s = (*s - max).exp();
+                    total += *s;
+                }
+                *total_of_row = total;
+            }
+            sums.fill(0.0);
+            for (t, value) in values.chunks_exact(dim).enumerate() {
+                for (r, sum) in sums.chunks_exact_mut(dim).enumerate() {
+                    add_scaled(sum, scores[r * len + t], value);
+                }
+            }
+            for ((o, sum), total) in out.chunks_exact_mut(dim).zip(sums.chunks_exact(dim)).zip(&totals) {
+                let inverse = 1.0 / total;
+                for (o, s) in o.iter_mut().zip(sum) {
+                    *o = s * inverse;
+                }
+            }
+        }
+    }
+}
+
+/// `a · b` for lengths that are multiples of 8, in eight interleaved partial sums.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (a, b) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] = a[l].mul_add(b[l], acc[l]);
+        }
+    }
+    acc.iter().sum()
+}
+
+/// `sum += p · v`.
+#[inline(always)]
+fn add_scaled(sum: &mut [f32], p: f32, v: &[f32]) {
+    for (s, v) in sum.iter_mut().zip(v) {
+        *s = p.mul_add(*v, *s);
+    }
+}
+
+/// The CPU's vector units: [`Job::items`] compiled for AVX2 and FMA, and for AVX-512F.
 #[cfg(target_arch = "x86_64")]
 mod kernel {
+    use std::ops::Range;
     use std::sync::OnceLock;
 
-    use super::{omp, Shape};
+    use super::Job;
 
     /// Whether this CPU has AVX2 and FMA.
     pub(super) fn available() -> bool {
@@ -107,149 +235,34 @@ mod kernel {
         *WIDE.get_or_init(|| is_x86_feature_detected!("avx512f"))
     }
 
-    /// Raw views of one call's operands, valid while [`super::attend`] runs.
-    pub(super) struct Job {
-        /// `[B, heads, 1, dim]`, contiguous.
-        pub(super) q: *const f32,
-        /// `[slots, kv_heads, capacity, dim]`, contiguous.
-        pub(super) keys: *const f32,
-        pub(super) values: *const f32,
-        /// `[B, heads, 1, dim]`, written in full.
-        pub(super) out: *mut f32,
-        pub(super) lens: Vec<usize>,
-        pub(super) shape: Shape,
-    }
-
-    // SAFETY: the threads of `omp::parallel` read the operands and write disjoint heads of
-    // `out` (see `run`).
-    unsafe impl Sync for Job {}
-
-    /// Every (sequence, key/value head) of `job`, shared over libtorch's threads.
-    pub(super) fn run(job: &Job) {
-        let threads = (tch::get_num_threads().max(1) as usize).min(job.lens.len() * job.shape.kv_heads);
-        let wide = wide();
-        // SAFETY: `attend` checked the CPU's features, the operands' kinds, shapes and
-        // contiguity, that every length is within the cache and every slot within its slots;
-        // each thread writes the output heads of its own items only.
-        omp::parallel(threads, &|thread, threads| unsafe {
-            let items = job.share(thread, threads);
-            if wide {
-                job.items_avx512(items)
-            } else {
-                job.items_avx2(items)
-            }
-        });
-    }
-
-    impl Job {
-        /// Thread `thread`'s contiguous run of items (item `i`: sequence `i / kv_heads`, its
-        /// key/value head `i % kv_heads`), the runs cut where the cached positions they read
-        /// are split evenly.
-        fn share(&self, thread: usize, threads: usize) -> std::ops::Range<usize> {
-            let kv = self.shape.kv_heads;
-            let total: usize = self.lens.iter().sum::<usize>() * kv;
-            let owner = |before: usize| before * threads / total.max(1);
-            let (mut start, mut end, mut before) = (usize::MAX, 0, 0);
-            for i in 0..self.lens.len() * kv {
-                if owner(before) == thread {
-                    start = start.min(i);
-                    end = i + 1;
-                }
-                before += self.lens[i / kv];
-            }
-            start.min(end)..end
-        }
-
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn items_avx2(&self, items: std::ops::Range<usize>) {
-            self.items(items)
-        }
-
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        unsafe fn items_avx512(&self, items: std::ops::Range<usize>) {
-            self.items(items)
-        }
-
-        /// Attention of each item's query heads over its cached positions.
-        #[inline(always)]
-        unsafe fn items(&self, items: std::ops::Range<usize>) {
-            let Shape {
-                heads,
-                kv_heads,
-                capacity,
-                dim,
-                first_slot,
-            } = self.shape;
-            let group = heads / kv_heads;
-            let scale = 1.0 / (dim as f32).sqrt();
-            let mut scores = Vec::new();
-            let mut sums = vec![0f32; group * dim];
-            let mut totals = vec![0f32; group];
-            for i in items {
-                let (b, h) = (i / kv_heads, i % kv_heads);
-                let len = self.lens[b];
-                let cached = ((first_slot + b) * kv_heads + h) * capacity * dim;
-                let keys = std::slice::from_raw_parts(self.keys.add(cached), len * dim);
-                let values = std::slice::from_raw_parts(self.values.add(cached), len * dim);
-                let first_head = (b * heads + h * group) * dim;
-                let q = std::slice::from_raw_parts(self.q.add(first_head), group * dim);
-                let out = std::slice::from_raw_parts_mut(self.out.add(first_head), group * dim);
-                scores.clear();
-                scores.resize(group * len, 0f32);
-                for (t, key) in keys.chunks_exact(dim).enumerate() {
-                    for (r, query) in q.chunks_exact(dim).enumerate() {
-                        scores[r * len + t] = dot(query, key) * scale;
-                    }
-                }
-                for (row, total_of_row) in scores.chunks_exact_mut(len).zip(totals.iter_mut()) {
-                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut total = 0f32;
-                    for s in row.iter_mut() {
-                        *s = (*s - max).exp();
-                        total += *s;
-                    }
-                    *total_of_row = total;
-                }
-                sums.fill(0.0);
-                for (t, value) in values.chunks_exact(dim).enumerate() {
-                    for (r, sum) in sums.chunks_exact_mut(dim).enumerate() {
-                        add_scaled(sum, scores[r * len + t], value);
-                    }
-                }
-                for ((o, sum), total) in out.chunks_exact_mut(dim).zip(sums.chunks_exact(dim)).zip(&totals) {
-                    let inverse = 1.0 / total;
-                    for (o, s) in o.iter_mut().zip(sum) {
-                        *o = s * inverse;
-                    }
-                }
-            }
+    /// `job`'s `items` with the widest vector unit this CPU has; the caller checked
+    /// [`available`].
+    pub(super) unsafe fn items(job: &Job, items: Range<usize>) {
+        if wide() {
+            avx512(job, items)
+        } else {
+            avx2(job, items)
         }
     }
 
-    /// `a · b` for lengths that are multiples of 8, in eight interleaved partial sums.
-    #[inline(always)]
-    fn dot(a: &[f32], b: &[f32]) -> f32 {
-        let mut acc = [0f32; 8];
-        for (a, b) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-            for l in 0..8 {
-                acc[l] = a[l].mul_add(b[l], acc[l]);
-            }
-        }
-        acc.iter().sum()
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2(job: &Job, items: Range<usize>) {
+        job.items(items)
     }
 
-    /// `sum += p · v`.
-    #[inline(always)]
-    fn add_scaled(sum: &mut [f32], p: f32, v: &[f32]) {
-        for (s, v) in sum.iter_mut().zip(v) {
-            *s = p.mul_add(*v, *s);
-        }
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn avx512(job: &Job, items: Range<usize>) {
+        job.items(items)
     }
 }
 
+/// Off x86-64 the kernel declines ([`available`](kernel::available) is false) and SDPA runs.
 #[cfg(not(target_arch = "x86_64"))]
 mod kernel {
-    /// No kernel off x86-64: [`super::attend`] declines and SDPA runs.
+    use std::ops::Range;
+
+    use super::Job;
+
     pub(super) fn available() -> bool {
         false
     }
@@ -258,16 +271,9 @@ mod kernel {
         false
     }
 
-    pub(super) struct Job {
-        pub(super) q: *const f32,
-        pub(super) keys: *const f32,
-        pub(super) values: *const f32,
-        pub(super) out: *mut f32,
-        pub(super) lens: Vec<usize>,
-        pub(super) shape: super::Shape,
+    pub(super) unsafe fn items(job: &Job, items: Range<usize>) {
+        job.items(items)
     }
-
-    pub(super) fn run(_: &Job) {}
 }
 
 #[cfg(test)]
