@@ -20,7 +20,10 @@ use crate::error::{Result, RolloutError};
 use crate::sampling::{sample, sample_cdf_rows};
 use crate::{Engine, WeightFeed};
 
+mod admission;
 mod weights;
+
+use admission::Admitted;
 
 /// One completion being generated in a cache slot.
 struct Active {
@@ -33,17 +36,6 @@ struct Active {
     rng: ChaCha8Rng,
     /// Positions already in the cache (prompt + generated tokens but the last).
     cached: i64,
-}
-
-/// A request admitted into cache slots this round.
-struct Admitted {
-    request: usize,
-    /// Index of its first completion admitted now.
-    first: usize,
-    /// Slot its prompt is prefilled into (and its first completion decodes in).
-    prefill: usize,
-    /// Slots of its other completions, which copy the prefill.
-    extra: Vec<usize>,
 }
 
 /// Batched generation on libtorch.
@@ -266,40 +258,8 @@ impl NativeEngine {
 }
 
 impl NativeEngine {
-    /// Admit queued requests into free slots: one prefill slot per request, taken from the
-    /// front so that prefills batch over contiguous slots; its other completions' slots from
-    /// the back.
-    fn admit(
-        queue: &mut VecDeque<(usize, usize)>,
-        requests: &[GenerationRequest],
-        active: &[Option<Active>],
-    ) -> Vec<Admitted> {
-        let mut free: VecDeque<usize> = (0..active.len()).filter(|&s| active[s].is_none()).collect();
-        let mut admitted = Vec::new();
-        while let (Some(&(r, first)), false) = (queue.front(), free.is_empty()) {
-            let take = free.len().min(requests[r].n - first);
-            if take > 0 {
-                let prefill = free.pop_front().unwrap_or_default();
-                let extra = (1..take).filter_map(|_| free.pop_back()).collect();
-                admitted.push(Admitted {
-                    request: r,
-                    first,
-                    prefill,
-                    extra,
-                });
-            }
-            if first + take == requests[r].n {
-                queue.pop_front();
-            } else if let Some(front) = queue.front_mut() {
-                front.1 = first + take;
-            }
-        }
-        admitted.sort_by_key(|a| a.prefill);
-        admitted
-    }
-
     /// Prefill a run of admitted requests whose prefill slots are contiguous (prompts
-    /// right-padded to the longest), copy each prefix to its requests' other slots, and start
+    /// right-padded to the run's longest), copy each prefix to its requests' other slots, and start
     /// every completion with its first token.
     fn prefill(
         &self,
@@ -512,8 +472,9 @@ impl NativeEngine {
         let result = tch::no_grad(|| -> Result<()> {
             loop {
                 self.take_newer_weights()?;
-                let admitted = Self::admit(&mut queue, requests, &step.active);
-                for run in admitted.chunk_by(|a, b| b.prefill == a.prefill + 1) {
+                let free = (0..slots).filter(|&s| step.active[s].is_none()).collect();
+                let admitted = admission::admit(&mut queue, requests, free);
+                for run in admission::prefill_runs(&admitted, requests) {
                     self.prefill(run, requests, params, &mut step)?;
                 }
                 let more = self.decode(params, &mut step)?;

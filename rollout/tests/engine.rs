@@ -281,7 +281,8 @@ fn sampling_reproduces_whatever_the_batch() {
 
 /// The in-flight batch: 64 prompts × 8 samples with an engine batch of 512 decode all 512
 /// sequences in one step; as stop tokens end some early, the rest move into the freed slots,
-/// and each prompt's samples are still the ones it draws alone.
+/// and each prompt's samples are still the ones it draws alone — its prompt (2 to 24 tokens)
+/// prefilled beside prompts of other lengths.
 #[test]
 fn sixty_four_prompts_of_eight_samples_decode_at_once() {
     let l = learner();
@@ -294,7 +295,9 @@ fn sixty_four_prompts_of_eight_samples_decode_at_once() {
     let requests: Vec<GenerationRequest> = (0..64u32)
         .map(|i| GenerationRequest {
             id: u64::from(i),
-            prompt_ids: vec![1, i % 50 + 2, 3],
+            prompt_ids: std::iter::repeat_n(1, (i * 7 % 23) as usize)
+                .chain([i % 50 + 2, 3])
+                .collect(),
             n: 8,
             seed: u64::from(i),
         })
