@@ -29,9 +29,9 @@ pub use cache::KvCache;
 pub use config::{Config, ConfigError, Family, Layers, NormPosition, QkNorm, RopeScaling};
 pub use layers::Fill;
 
-/// Which kernel multiplies an f32 decode step's projections on this CPU (`skinny.rs`, or
-/// libtorch's `mm`), and whether the CPU has a wider vector unit it leaves unused.
-pub fn cpu_decode_kernel() -> String {
+/// Which kernel multiplies an f32 decode step's projections on this CPU (`skinny.rs` with its
+/// widest instruction set, or libtorch's `mm`).
+pub fn cpu_decode_kernel() -> &'static str {
     skinny::kernel_name()
 }
 

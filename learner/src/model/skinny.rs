@@ -4,23 +4,27 @@
 //!
 //! At this shape MKL's GEMM repacks the weight on every call and, with the weight streamed from
 //! memory, reaches about half of what the cores' FMA units do. This kernel reads each weight row
-//! straight from the parameter into tiles of 6 rows × 16 columns (12 AVX accumulators, the
-//! weight broadcast one element at a time), with `B` packed once per call into `[k, m]` rounded
-//! up to 16 columns (a few hundred KB, which stay in L2). Each column tile of a row tile also
+//! straight from the parameter into tiles of 6 rows × two vectors of columns (12 vector
+//! accumulators, the weight broadcast one element at a time; a last tile of one vector where
+//! the columns left fit one), with `B` packed once per call into `[k, m]` rounded up to the
+//! vector width (a few hundred KB, which stay in L2). Each column tile of a row tile also
 //! prefetches a share of the next row tile's weights. The work runs on libtorch's own OpenMP
 //! threads (`omp.rs`): each packs a share of `B`, they meet at a barrier, and each computes its
 //! share of every weight's rows.
 //!
 //! One or two columns stored contiguously (a decode step of one or two sequences) are instead
-//! multiplied as dot products, eight weights of a row against eight of a column per
-//! instruction: a 16-column tile would pad one column to sixteen, sixteen times the arithmetic
-//! for the same weight traffic (SmolLM2-135M at batch 1: 42.8 against 33.5 tokens/s; at 2,
-//! 65.6 against 58.6; even at 4, and slower from 8: BENCHMARKS.md, "Generation").
+//! multiplied as dot products, a vector of weights of a row against one of a column per
+//! instruction: a tile would pad one column to a vector's width, eight or sixteen times the
+//! arithmetic for the same weight traffic (SmolLM2-135M at batch 1: 42.8 against 33.5
+//! tokens/s; at 2, 65.6 against 58.6; even at 4, and slower from 8: BENCHMARKS.md,
+//! "Generation").
 //!
-//! It applies on a CPU with AVX2 and FMA when libtorch's lib directory holds `libgomp.so.1` (the
-//! PyPI builds; `build.rs` sets `rlvr_gomp`), and otherwise [`product`] declines and the caller
-//! uses libtorch's `mm`. Each output is one sum over `k` (in order, or in eight interleaved
-//! parts added at the end), so it differs from MKL's only by rounding.
+//! The same code is compiled twice, for 8-lane AVX2 + FMA vectors and for 16-lane AVX-512F
+//! ones, and the widest the CPU has runs (chosen at run time; `rlvr bench generate` names it).
+//! It applies when libtorch's lib directory holds `libgomp.so.1` (the PyPI builds; `build.rs`
+//! sets `rlvr_gomp`); otherwise, or on a CPU without AVX2 and FMA, [`product`] declines and the
+//! caller uses libtorch's `mm`. Each output is one sum over `k` (in order, or in a vector's
+//! width of interleaved parts added at the end), so it differs from MKL's only by rounding.
 
 use tch::{Device, Kind, Tensor};
 
@@ -30,32 +34,29 @@ const MAX_COLS: i64 = 64;
 /// `W · b` for the weights `ws` stacked by rows (`[Σ n, k]`, not materialised) as a new
 /// contiguous `[Σ n, m]` tensor, or `None` where the kernel does not apply (not f32 on a CPU
 /// with AVX2 and FMA, a weight that is not contiguous, more than 64 columns, or an operand
-/// requiring a gradient).
+/// requiring a gradient). It runs with the widest vector unit the CPU has (AVX-512F, else
+/// AVX2).
 pub(super) fn product(ws: &[&Tensor], b: &Tensor) -> Option<Tensor> {
+    product_with(ws, b, kernel::Isa::widest()?)
+}
+
+/// [`product`] with the instruction set `isa`.
+fn product_with(ws: &[&Tensor], b: &Tensor, isa: kernel::Isa) -> Option<Tensor> {
     let f32_cpu = |t: &Tensor| t.kind() == Kind::Float && t.device() == Device::Cpu && !t.requires_grad();
-    let applies = kernel::available()
-        && b.dim() == 2
+    let applies = b.dim() == 2
         && (1..=MAX_COLS).contains(&b.size()[1])
         && f32_cpu(b)
         && !ws.is_empty()
         && ws
             .iter()
             .all(|w| w.dim() == 2 && w.size()[1] == b.size()[0] && f32_cpu(w) && w.is_contiguous());
-    applies.then(|| kernel::product(ws, b))
+    applies.then(|| kernel::product(ws, b, isa))
 }
 
-/// Which kernel multiplies an f32 decode step's projections on this CPU, and what wider vector
-/// unit it leaves unused: for benchmark reports.
-pub(super) fn kernel_name() -> String {
-    let ours = match kernel::available() {
-        true => "rlvr AVX2+FMA tiles",
-        false => "libtorch mm",
-    };
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        return format!("{ours} (the CPU has AVX-512F, which this kernel does not use)");
-    }
-    ours.to_string()
+/// Which kernel multiplies an f32 decode step's projections on this CPU: for benchmark
+/// reports.
+pub(super) fn kernel_name() -> &'static str {
+    kernel::Isa::widest().map_or("libtorch mm", kernel::Isa::name)
 }
 
 #[cfg(all(target_arch = "x86_64", rlvr_gomp))]
@@ -69,22 +70,122 @@ mod kernel {
 
     /// Weight rows a tile computes.
     const TILE_ROWS: usize = 6;
-    /// Columns a tile computes: two AVX registers.
-    const TILE_COLS: usize = 16;
+    /// Vectors of columns a tile computes at most (one in a last, narrow tile).
+    const TILE_VECTORS: usize = 2;
     /// Floats per cache line.
     const LINE: usize = 16;
     /// Columns at or below which columns stored contiguously (`x` transposed, as every
-    /// projection of a decode step passes them) are multiplied as dot products instead: eight
-    /// weights of a row against eight of a column per instruction, where a 16-column tile would
-    /// pad one column to sixteen and multiply zeros.
+    /// projection of a decode step passes them) are multiplied as dot products instead: a
+    /// vector of weights of a row against one of a column per instruction, where a tile would
+    /// pad one column to a vector's width and multiply zeros.
     const DOT_COLS: usize = 2;
     /// Weight rows a dot-product tile computes.
     const DOT_ROWS: usize = 4;
 
-    /// Whether this CPU has AVX2 and FMA.
-    pub(super) fn available() -> bool {
-        static AVAILABLE: OnceLock<bool> = OnceLock::new();
-        *AVAILABLE.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    /// The instruction sets the kernel is compiled for.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(super) enum Isa {
+        /// 8-lane AVX2 vectors with FMA.
+        Avx2,
+        /// 16-lane AVX-512F vectors.
+        Avx512,
+    }
+
+    impl Isa {
+        /// Those this CPU runs, narrowest first (empty without AVX2 and FMA).
+        pub(super) fn supported() -> &'static [Isa] {
+            static SUPPORTED: OnceLock<Vec<Isa>> = OnceLock::new();
+            SUPPORTED.get_or_init(|| {
+                let mut isas = Vec::new();
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    isas.push(Isa::Avx2);
+                    if is_x86_feature_detected!("avx512f") {
+                        isas.push(Isa::Avx512);
+                    }
+                }
+                isas
+            })
+        }
+
+        /// The widest this CPU runs.
+        pub(super) fn widest() -> Option<Isa> {
+            Self::supported().last().copied()
+        }
+
+        /// What benchmark reports call it.
+        pub(super) fn name(self) -> &'static str {
+            match self {
+                Isa::Avx2 => "rlvr AVX2+FMA tiles",
+                Isa::Avx512 => "rlvr AVX-512F tiles",
+            }
+        }
+
+        fn lanes(self) -> usize {
+            match self {
+                Isa::Avx2 => <__m256 as Lanes>::WIDTH,
+                Isa::Avx512 => <__m512 as Lanes>::WIDTH,
+            }
+        }
+    }
+
+    /// One vector register of f32 lanes: the operations a tile needs, inlined into the
+    /// functions compiled for its instruction set ([`run_avx2`], [`run_avx512`]).
+    trait Lanes: Copy {
+        const WIDTH: usize;
+        unsafe fn zero() -> Self;
+        unsafe fn load(p: *const f32) -> Self;
+        unsafe fn splat(p: *const f32) -> Self;
+        /// `a · b + acc`, fused.
+        unsafe fn fma(a: Self, b: Self, acc: Self) -> Self;
+        unsafe fn store(self, p: *mut f32);
+    }
+
+    impl Lanes for __m256 {
+        const WIDTH: usize = 8;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            _mm256_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            _mm256_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn splat(p: *const f32) -> Self {
+            _mm256_broadcast_ss(&*p)
+        }
+        #[inline(always)]
+        unsafe fn fma(a: Self, b: Self, acc: Self) -> Self {
+            _mm256_fmadd_ps(a, b, acc)
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm256_storeu_ps(p, self)
+        }
+    }
+
+    impl Lanes for __m512 {
+        const WIDTH: usize = 16;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            _mm512_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            _mm512_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn splat(p: *const f32) -> Self {
+            _mm512_set1_ps(*p)
+        }
+        #[inline(always)]
+        unsafe fn fma(a: Self, b: Self, acc: Self) -> Self {
+            _mm512_fmadd_ps(a, b, acc)
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm512_storeu_ps(p, self)
+        }
     }
 
     /// One product: raw views of the operands, valid while [`product`] runs.
@@ -104,14 +205,15 @@ mod kernel {
         out: *mut f32,
         k: usize,
         m: usize,
+        /// `m` rounded up to the vector width.
         padded: usize,
     }
 
-    /// See [`super::product`]; the caller checked kinds, devices, shapes, contiguity and CPU
-    /// features.
-    pub(super) fn product(ws: &[&Tensor], b: &Tensor) -> Tensor {
+    /// See [`super::product`], with the instruction set `isa` (one of [`Isa::supported`]);
+    /// the caller checked kinds, devices, shapes and contiguity.
+    pub(super) fn product(ws: &[&Tensor], b: &Tensor, isa: Isa) -> Tensor {
         let (k, m) = (b.size()[0] as usize, b.size()[1] as usize);
-        let padded = m.div_ceil(TILE_COLS) * TILE_COLS;
+        let padded = m.div_ceil(isa.lanes()) * isa.lanes();
         let stride = b.stride();
         let dot = m <= DOT_COLS && (stride[0] == 1 || k == 1);
         let pack = !(dot || padded == m && b.is_contiguous());
@@ -146,11 +248,26 @@ mod kernel {
         // states and `src` an f32 CPU tensor of `k × m` with the strides given, all alive until
         // this function returns, as is `packed`'s allocation of `k × padded` floats.
         // `omp::parallel` returns after every thread finished: each packs a disjoint range of
-        // `B`'s rows, waits at the barrier, then writes a disjoint range of output rows. AVX2
-        // and FMA were checked by `available`.
-        omp::parallel(threads, &|thread, threads| unsafe { job.run(thread, threads) });
+        // `B`'s rows, waits at the barrier, then writes a disjoint range of output rows. The
+        // CPU runs `isa` (the caller took it from `Isa::supported`).
+        omp::parallel(threads, &|thread, threads| unsafe {
+            match isa {
+                Isa::Avx2 => run_avx2(&job, thread, threads),
+                Isa::Avx512 => run_avx512(&job, thread, threads),
+            }
+        });
         drop(packed);
         out
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn run_avx2(job: &Job, thread: usize, threads: usize) {
+        job.run::<__m256>(thread, threads)
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn run_avx512(job: &Job, thread: usize, threads: usize) {
+        job.run::<__m512>(thread, threads)
     }
 
     // SAFETY: the threads of `omp::parallel` read the operands and write disjoint ranges of
@@ -160,7 +277,8 @@ mod kernel {
     impl Job {
         /// Thread `thread` of `threads`: its share of `B`'s rows to pack, then (once every
         /// share is packed) its share of each weight's tiles.
-        unsafe fn run(&self, thread: usize, threads: usize) {
+        #[inline(always)]
+        unsafe fn run<V: Lanes>(&self, thread: usize, threads: usize) {
             if self.pack {
                 let per = self.k.div_ceil(threads);
                 self.pack((thread * per).min(self.k), ((thread + 1) * per).min(self.k));
@@ -173,9 +291,9 @@ mod kernel {
                 let per = n.div_ceil(TILE_ROWS).div_ceil(threads) * TILE_ROWS;
                 let start = (thread * per).min(n);
                 if self.dot {
-                    self.dot_rows(w, first, start, (start + per).min(n));
+                    self.dot_rows::<V>(w, first, start, (start + per).min(n));
                 } else {
-                    self.rows(w, first, start, (start + per).min(n));
+                    self.rows::<V>(w, first, start, (start + per).min(n));
                 }
                 first += n;
             }
@@ -194,88 +312,61 @@ mod kernel {
             }
         }
 
-        /// Rows `start..end` of the weight `w`, into output rows from `first + start`.
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn rows(&self, w: *const f32, first: usize, start: usize, end: usize) {
+        /// Rows `start..end` of the weight `w`, into output rows from `first + start`: tiles
+        /// of two vectors of columns, the last of one where one is enough.
+        #[inline(always)]
+        unsafe fn rows<V: Lanes>(&self, w: *const f32, first: usize, start: usize, end: usize) {
             let mut i = start;
             while i < end {
                 let rows = (end - i).min(TILE_ROWS);
                 let ahead = (end - i - rows).min(TILE_ROWS);
-                let tiles = self.m.div_ceil(TILE_COLS);
+                let tiles = self.m.div_ceil(TILE_VECTORS * V::WIDTH);
                 let tile = Tile {
                     w: w.add(i * self.k),
                     out: self.out.add((first + i) * self.m),
+                    rows,
                 };
                 for t in 0..tiles {
                     // Each column tile fetches its share of the next tile's rows.
                     let fetch = (t * ahead / tiles, (t + 1) * ahead / tiles);
-                    let j = t * TILE_COLS;
-                    match rows {
-                        6 => self.tile::<6>(&tile, j, fetch),
-                        5 => self.tile::<5>(&tile, j, fetch),
-                        4 => self.tile::<4>(&tile, j, fetch),
-                        3 => self.tile::<3>(&tile, j, fetch),
-                        2 => self.tile::<2>(&tile, j, fetch),
-                        _ => self.tile::<1>(&tile, j, fetch),
+                    let j = t * TILE_VECTORS * V::WIDTH;
+                    if self.m - j > V::WIDTH {
+                        self.tile_rows::<V, TILE_VECTORS>(&tile, j, fetch);
+                    } else {
+                        self.tile_rows::<V, 1>(&tile, j, fetch);
                     }
                 }
                 i += rows;
             }
         }
 
-        /// Rows `start..end` of the weight `w` as dot products with each column of `B`, into
-        /// output rows from `first + start`.
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn dot_rows(&self, w: *const f32, first: usize, start: usize, end: usize) {
-            let mut i = start;
-            while i < end {
-                let rows = (end - i).min(DOT_ROWS);
-                let (w, out) = (w.add(i * self.k), self.out.add((first + i) * self.m));
-                match rows {
-                    4 => self.dot_tile::<4>(w, out),
-                    3 => self.dot_tile::<3>(w, out),
-                    2 => self.dot_tile::<2>(w, out),
-                    _ => self.dot_tile::<1>(w, out),
-                }
-                i += rows;
+        /// [`Job::tile`] for the tile's row count.
+        #[inline(always)]
+        unsafe fn tile_rows<V: Lanes, const C: usize>(&self, tile: &Tile, j: usize, fetch: (usize, usize)) {
+            match tile.rows {
+                6 => self.tile::<V, 6, C>(tile, j, fetch),
+                5 => self.tile::<V, 5, C>(tile, j, fetch),
+                4 => self.tile::<V, 4, C>(tile, j, fetch),
+                3 => self.tile::<V, 3, C>(tile, j, fetch),
+                2 => self.tile::<V, 2, C>(tile, j, fetch),
+                _ => self.tile::<V, 1, C>(tile, j, fetch),
             }
         }
 
-        /// `R` weight rows from `w` against each column of `B`: eight lanes of partial sums
-        /// per row over `k`, then added across.
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn dot_tile<const R: usize>(&self, w: *const f32, out: *mut f32) {
-            let k = self.k;
-            let whole = k / 8 * 8;
-            for j in 0..self.m {
-                let col = self.src.add(j * self.stride.1);
-                let mut acc = [_mm256_setzero_ps(); R];
-                for p in (0..whole).step_by(8) {
-                    let b = _mm256_loadu_ps(col.add(p));
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        *acc = _mm256_fmadd_ps(_mm256_loadu_ps(w.add(r * k + p)), b, *acc);
-                    }
-                }
-                for (r, acc) in acc.iter().enumerate() {
-                    let mut lanes = [0f32; 8];
-                    _mm256_storeu_ps(lanes.as_mut_ptr(), *acc);
-                    let mut sum: f32 = lanes.iter().sum();
-                    for p in whole..k {
-                        sum += *w.add(r * k + p) * *col.add(p);
-                    }
-                    *out.add(r * self.m + j) = sum;
-                }
-            }
-        }
-
-        /// The tile's `R` weight rows times columns `j..j + 16` of `B` (those below `m`),
-        /// prefetching rows `fetch.0..fetch.1` of the next tile.
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn tile<const R: usize>(&self, tile: &Tile, j: usize, fetch: (usize, usize)) {
+        /// The tile's `R` weight rows times `C` vectors of columns of `B` from column `j`
+        /// (those below `m`), each weight broadcast once for all of them, prefetching rows
+        /// `fetch.0..fetch.1` of the next tile.
+        #[inline(always)]
+        unsafe fn tile<V: Lanes, const R: usize, const C: usize>(
+            &self,
+            tile: &Tile,
+            j: usize,
+            fetch: (usize, usize),
+        ) {
             let k = self.k;
             let w = tile.w;
             let next = w.add(R * k);
-            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            let mut acc = [[V::zero(); C]; R];
             for p in 0..k {
                 if p % LINE == 0 {
                     for r in fetch.0..fetch.1 {
@@ -283,46 +374,114 @@ mod kernel {
                     }
                 }
                 let b = self.b.add(p * self.padded + j);
-                let (b0, b1) = (_mm256_loadu_ps(b), _mm256_loadu_ps(b.add(8)));
+                let mut bs = [V::zero(); C];
+                for (c, v) in bs.iter_mut().enumerate() {
+                    *v = V::load(b.add(c * V::WIDTH));
+                }
                 for (r, acc) in acc.iter_mut().enumerate() {
-                    let a = _mm256_broadcast_ss(&*w.add(r * k + p));
-                    acc[0] = _mm256_fmadd_ps(a, b0, acc[0]);
-                    acc[1] = _mm256_fmadd_ps(a, b1, acc[1]);
+                    let a = V::splat(w.add(r * k + p));
+                    for (acc, &b) in acc.iter_mut().zip(&bs) {
+                        *acc = V::fma(a, b, *acc);
+                    }
                 }
             }
-            let cols = (self.m - j).min(TILE_COLS);
+            let cols = (self.m - j).min(C * V::WIDTH);
+            let mut row = [0f32; TILE_VECTORS * 16];
             for (r, acc) in acc.iter().enumerate() {
                 let out = tile.out.add(r * self.m + j);
-                if cols == TILE_COLS {
-                    _mm256_storeu_ps(out, acc[0]);
-                    _mm256_storeu_ps(out.add(8), acc[1]);
+                if cols == C * V::WIDTH {
+                    for (c, v) in acc.iter().enumerate() {
+                        v.store(out.add(c * V::WIDTH));
+                    }
                 } else {
-                    let mut row = [0f32; TILE_COLS];
-                    _mm256_storeu_ps(row.as_mut_ptr(), acc[0]);
-                    _mm256_storeu_ps(row.as_mut_ptr().add(8), acc[1]);
+                    for (c, v) in acc.iter().enumerate() {
+                        v.store(row.as_mut_ptr().add(c * V::WIDTH));
+                    }
                     std::ptr::copy_nonoverlapping(row.as_ptr(), out, cols);
+                }
+            }
+        }
+
+        /// Rows `start..end` of the weight `w` as dot products with each column of `B`, into
+        /// output rows from `first + start`.
+        #[inline(always)]
+        unsafe fn dot_rows<V: Lanes>(&self, w: *const f32, first: usize, start: usize, end: usize) {
+            let mut i = start;
+            while i < end {
+                let rows = (end - i).min(DOT_ROWS);
+                let (w, out) = (w.add(i * self.k), self.out.add((first + i) * self.m));
+                match rows {
+                    4 => self.dot_tile::<V, 4>(w, out),
+                    3 => self.dot_tile::<V, 3>(w, out),
+                    2 => self.dot_tile::<V, 2>(w, out),
+                    _ => self.dot_tile::<V, 1>(w, out),
+                }
+                i += rows;
+            }
+        }
+
+        /// `R` weight rows from `w` against each column of `B`: a vector of partial sums per
+        /// row over `k`, then added across.
+        #[inline(always)]
+        unsafe fn dot_tile<V: Lanes, const R: usize>(&self, w: *const f32, out: *mut f32) {
+            let k = self.k;
+            let whole = k / V::WIDTH * V::WIDTH;
+            for j in 0..self.m {
+                let col = self.src.add(j * self.stride.1);
+                let mut acc = [V::zero(); R];
+                for p in (0..whole).step_by(V::WIDTH) {
+                    let b = V::load(col.add(p));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        *acc = V::fma(V::load(w.add(r * k + p)), b, *acc);
+                    }
+                }
+                for (r, acc) in acc.iter().enumerate() {
+                    let mut lanes = [0f32; 16];
+                    acc.store(lanes.as_mut_ptr());
+                    let mut sum: f32 = lanes[..V::WIDTH].iter().sum();
+                    for p in whole..k {
+                        sum += *w.add(r * k + p) * *col.add(p);
+                    }
+                    *out.add(r * self.m + j) = sum;
                 }
             }
         }
     }
 
-    /// Where one tile's weight rows start and its output rows go.
+    /// Where one tile's weight rows start and its output rows go, and how many rows it has.
     struct Tile {
         w: *const f32,
         out: *mut f32,
+        rows: usize,
     }
 }
 
+/// Without x86-64 and libgomp the kernel declines ([`Isa::widest`](kernel::Isa::widest) is
+/// `None`) and the caller uses libtorch's `mm`.
 #[cfg(not(all(target_arch = "x86_64", rlvr_gomp)))]
 mod kernel {
     use tch::Tensor;
 
-    pub(super) fn available() -> bool {
-        false
+    /// No instruction set: the kernel is not compiled.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(super) enum Isa {}
+
+    impl Isa {
+        pub(super) fn supported() -> &'static [Isa] {
+            &[]
+        }
+
+        pub(super) fn widest() -> Option<Isa> {
+            None
+        }
+
+        pub(super) fn name(self) -> &'static str {
+            match self {}
+        }
     }
 
-    pub(super) fn product(ws: &[&Tensor], b: &Tensor) -> Tensor {
-        Tensor::cat(&ws.iter().map(|w| w.mm(b)).collect::<Vec<_>>(), 0)
+    pub(super) fn product(_: &[&Tensor], _: &Tensor, isa: Isa) -> Tensor {
+        match isa {}
     }
 }
 
@@ -331,15 +490,16 @@ mod tests {
     use tch::{Device, Kind, Tensor};
 
     /// Odd shapes: row tails of every size below a tile, column counts below, at and across
-    /// the 16-column tiles, strided and contiguous `B`, one thread and the default.
+    /// vector widths and tiles, strided and contiguous `B`, one thread and the default, with
+    /// every instruction set this CPU runs.
     #[test]
     fn products_match_libtorch_for_odd_shapes() {
-        if !super::kernel::available() {
-            return;
-        }
         let opts = (Kind::Float, Device::Cpu);
         let default_threads = tch::get_num_threads();
-        for threads in [1, 2] {
+        for (&isa, threads) in super::kernel::Isa::supported()
+            .iter()
+            .flat_map(|i| [(i, 1), (i, 2)])
+        {
             tch::set_num_threads(threads);
             for (n, k) in [
                 (1, 3),
@@ -350,21 +510,25 @@ mod tests {
                 (1536, 576),
                 (576, 1536),
             ] {
-                for m in [1, 2, 4, 5, 7, 16, 17, 32, 33, 64] {
+                for m in [1, 2, 4, 5, 7, 16, 17, 24, 32, 33, 48, 64] {
                     let w = Tensor::randn([n, k], opts);
                     let v = Tensor::randn([n % 7 + 1, k], opts);
                     for b in [Tensor::randn([k, m], opts), Tensor::randn([m, k], opts).tr()] {
-                        let ours = super::product(&[&w], &b).expect("the kernel applies");
+                        let ours = super::product_with(&[&w], &b, isa).expect("the kernel applies");
                         let theirs = w.mm(&b);
-                        let stacked = super::product(&[&w, &v, &w], &b).expect("the kernel applies");
+                        let stacked =
+                            super::product_with(&[&w, &v, &w], &b, isa).expect("the kernel applies");
                         let want = Tensor::cat(&[&theirs, &v.mm(&b), &theirs], 0);
                         let scale = f64::try_from(want.abs().max()).unwrap_or(1.0).max(1.0);
                         let err = f64::try_from((&stacked - &want).abs().max()).unwrap_or(f64::MAX);
-                        assert!(err <= 1e-5 * scale, "stacked n={n} k={k} m={m}: max error {err}");
+                        assert!(
+                            err <= 1e-5 * scale,
+                            "{isa:?} stacked n={n} k={k} m={m}: max error {err}"
+                        );
                         let scale = f64::try_from(theirs.abs().max()).unwrap_or(1.0).max(1.0);
                         let err = f64::try_from((&ours - &theirs).abs().max()).unwrap_or(f64::MAX);
                         assert_eq!(ours.size(), [n, m]);
-                        assert!(err <= 1e-5 * scale, "n={n} k={k} m={m}: max error {err}");
+                        assert!(err <= 1e-5 * scale, "{isa:?} n={n} k={k} m={m}: max error {err}");
                     }
                 }
             }
