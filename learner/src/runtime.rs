@@ -26,6 +26,20 @@ pub fn init() {
     });
 }
 
+/// Give glibc's free heap pages back to the OS (`malloc_trim`; elsewhere nothing to do).
+///
+/// With the thresholds [`init`] sets, memory freed in the middle of the heap stays resident
+/// until it is reused. Callers trim after work that frees much in a shape later work does not
+/// reuse: loading shards (each unit read whole, sliced, released) and, in the actor graph,
+/// each learner step and rollout job on tokio's blocking threads, each with its own arena.
+pub fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only walks glibc's own free lists; any thread may call it.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The device to train on: the first CUDA device when one is usable, else the CPU.
 pub fn default_device() -> tch::Device {
     init();

@@ -348,7 +348,7 @@ impl LearnerState {
             };
             let requests = ranks.as_ref().map(|r| &r.requests);
             let out = sent.and_then(|()| f(&mut learner, &settings, requests));
-            super::memory::return_freed_memory();
+            rlvr_learner::runtime::return_freed_memory();
             (learner, ranks, out)
         })
         .await?;

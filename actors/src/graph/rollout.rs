@@ -77,7 +77,7 @@ pub(crate) async fn with_engine<T: Send + 'static>(
     let mut engine = slot.take().ok_or("engine lost by an earlier failure")?;
     let (engine, out) = tokio::task::spawn_blocking(move || {
         let out = f(&mut engine);
-        super::memory::return_freed_memory();
+        rlvr_learner::runtime::return_freed_memory();
         (engine, out)
     })
     .await?;

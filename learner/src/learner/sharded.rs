@@ -70,6 +70,9 @@ impl Learner {
             }),
             |_, unit| matched.read(unit),
         )?;
+        // Each unit was read whole, sliced and released: 0.6 GB of freed pages at
+        // SmolLM2-135M that the pass's buffers do not reuse (BENCHMARKS.md, "Sharded loading").
+        crate::runtime::return_freed_memory();
         // The whole-model optimiser state is the shards'.
         let opt = AdamW::new(Vec::new(), config.adamw);
         Ok(Self::assemble(vs, model, opt, config, Some(zero)))
