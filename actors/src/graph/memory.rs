@@ -1,7 +1,8 @@
 //! Memory: what each learner rank holds ([`ranks_memory`], logged per step and per stage) and
 //! the process's resident memory.
 //!
-//! The graph returns freed heap memory to the OS after each learner step and rollout job. The learner and the engine run on tokio's blocking threads, and glibc's allocator gives each
+//! The graph returns freed heap memory to the OS after each learner step and rollout job. The
+//! learner and the engine run on tokio's blocking threads, and glibc's allocator gives each
 //! thread an arena that keeps what it frees for reuse. A step frees gigabytes (logits, activations,
 //! gradients of a batch) in whichever arena its thread had, and the next step, on another
 //! thread, grows another: a SmolLM2-135M GRPO run on the CPU grew by ~2 GiB a step until the OOM
