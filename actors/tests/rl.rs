@@ -11,8 +11,10 @@ use common::*;
 use serde_json::Value;
 
 /// A plug-in verifier for the recipe test: the example's judgement, each answered request
-/// logged (process, request id) to `answered`, and the process that serves the 20th request
-/// dies before answering it, once (a marker file says it happened).
+/// logged (process, request id) to `answered`, and the first process to see 19 or more answers
+/// logged dies before answering its request, once: creating the marker file exclusively picks
+/// one process even when four read the log at once (an exact `== 19` could be skipped by two
+/// processes reading 18 together).
 const JUDGE: &str = r#"
 import json, os, sys
 sys.path.insert(0, os.environ["RLVR_EXAMPLES"])
@@ -21,9 +23,12 @@ log, marker = sys.argv[1], sys.argv[2]
 for line in sys.stdin:
     request = json.loads(line)
     answered = sum(1 for _ in open(log)) if os.path.exists(log) else 0
-    if answered == 19 and not os.path.exists(marker):
-        open(marker, "w").close()
-        os._exit(9)
+    if answered >= 19:
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+            os._exit(9)
+        except FileExistsError:
+            pass
     ok, reason = judge(request["response"], request["ground_truth"])
     with open(log, "a") as f:
         f.write(f"{os.getpid()} {request['id']}\n")
