@@ -18,6 +18,7 @@ mod attention;
 mod cache;
 mod config;
 mod decode_attention;
+mod isa;
 mod layers;
 mod linear;
 mod omp;

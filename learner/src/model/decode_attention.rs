@@ -15,6 +15,7 @@ use std::ops::Range;
 
 use tch::{Device, Kind, Tensor};
 
+use super::isa::Isa;
 use super::omp;
 
 /// Attention of one new token per sequence (`q`, `[B, heads, 1, head_dim]`) over the cache
@@ -30,10 +31,10 @@ pub(super) fn attend(
     first_slot: i64,
     lens: &[i64],
 ) -> Option<Tensor> {
+    let isa = Isa::widest()?;
     let f32_cpu = |t: &Tensor| t.kind() == Kind::Float && t.device() == Device::Cpu && !t.requires_grad();
     let (qs, cs) = (q.size(), keys.size());
-    let applies = kernel::available()
-        && q.dim() == 4
+    let applies = q.dim() == 4
         && keys.dim() == 4
         && qs[2] == 1
         && qs[0] == lens.len() as i64
@@ -67,6 +68,7 @@ pub(super) fn attend(
         out: out.data_ptr() as *mut f32,
         lens: lens.iter().map(|&l| l as usize).collect(),
         shape,
+        isa,
     };
     job.run();
     Some(out)
@@ -74,10 +76,10 @@ pub(super) fn attend(
 
 /// Which kernel attends an f32 decode step on this CPU: for benchmark reports.
 pub(super) fn kernel_name() -> &'static str {
-    match (kernel::available(), kernel::wide()) {
-        (true, true) => "rlvr AVX-512F, each sequence over its own positions",
-        (true, false) => "rlvr AVX2+FMA, each sequence over its own positions",
-        (false, _) => "libtorch SDPA over the longest sequence, masked",
+    match Isa::widest() {
+        Some(Isa::Avx512) => "rlvr AVX-512F, each sequence over its own positions",
+        Some(Isa::Avx2) => "rlvr AVX2+FMA, each sequence over its own positions",
+        None => "libtorch SDPA over the longest sequence, masked",
     }
 }
 
@@ -102,6 +104,8 @@ struct Job {
     out: *mut f32,
     lens: Vec<usize>,
     shape: Shape,
+    /// The widest instruction set this CPU runs.
+    isa: Isa,
 }
 
 // SAFETY: the threads of `omp::parallel` read the operands and write disjoint heads of `out`
@@ -116,7 +120,7 @@ impl Job {
         // contiguity, that every length is within the cache and every slot within its slots;
         // each thread writes the output heads of its own items only.
         omp::parallel(threads, &|thread, threads| unsafe {
-            kernel::items(self, self.share(thread, threads))
+            kernel::items(self, self.share(thread, threads), self.isa)
         });
     }
 
@@ -219,29 +223,14 @@ fn add_scaled(sum: &mut [f32], p: f32, v: &[f32]) {
 #[cfg(target_arch = "x86_64")]
 mod kernel {
     use std::ops::Range;
-    use std::sync::OnceLock;
 
-    use super::Job;
+    use super::{Isa, Job};
 
-    /// Whether this CPU has AVX2 and FMA.
-    pub(super) fn available() -> bool {
-        static AVAILABLE: OnceLock<bool> = OnceLock::new();
-        *AVAILABLE.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-    }
-
-    /// Whether this CPU has AVX-512F as well.
-    pub(super) fn wide() -> bool {
-        static WIDE: OnceLock<bool> = OnceLock::new();
-        *WIDE.get_or_init(|| is_x86_feature_detected!("avx512f"))
-    }
-
-    /// `job`'s `items` with the widest vector unit this CPU has; the caller checked
-    /// [`available`].
-    pub(super) unsafe fn items(job: &Job, items: Range<usize>) {
-        if wide() {
-            avx512(job, items)
-        } else {
-            avx2(job, items)
+    /// `job`'s `items` with `isa`, which this CPU runs (one of [`Isa::supported`]).
+    pub(super) unsafe fn items(job: &Job, items: Range<usize>, isa: Isa) {
+        match isa {
+            Isa::Avx512 => avx512(job, items),
+            Isa::Avx2 => avx2(job, items),
         }
     }
 
@@ -256,22 +245,14 @@ mod kernel {
     }
 }
 
-/// Off x86-64 the kernel declines ([`available`](kernel::available) is false) and SDPA runs.
+/// Off x86-64 no instruction set is supported, so the kernel declines and SDPA runs.
 #[cfg(not(target_arch = "x86_64"))]
 mod kernel {
     use std::ops::Range;
 
-    use super::Job;
+    use super::{Isa, Job};
 
-    pub(super) fn available() -> bool {
-        false
-    }
-
-    pub(super) fn wide() -> bool {
-        false
-    }
-
-    pub(super) unsafe fn items(job: &Job, items: Range<usize>) {
+    pub(super) unsafe fn items(job: &Job, items: Range<usize>, _: Isa) {
         job.items(items)
     }
 }
@@ -285,7 +266,7 @@ mod tests {
     /// from 1 to the whole cache, slots past the first, one thread and two.
     #[test]
     fn attention_matches_sdpa_over_each_sequences_own_positions() {
-        if !super::kernel::available() {
+        if super::Isa::widest().is_none() {
             return;
         }
         let opts = (Kind::Float, Device::Cpu);

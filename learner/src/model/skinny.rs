@@ -28,6 +28,8 @@
 
 use tch::{Device, Kind, Tensor};
 
+use super::isa::Isa;
+
 /// Most columns `B` may have.
 const MAX_COLS: i64 = 64;
 
@@ -37,11 +39,11 @@ const MAX_COLS: i64 = 64;
 /// requiring a gradient). It runs with the widest vector unit the CPU has (AVX-512F, else
 /// AVX2).
 pub(super) fn product(ws: &[&Tensor], b: &Tensor) -> Option<Tensor> {
-    product_with(ws, b, kernel::Isa::widest()?)
+    product_with(ws, b, *kernel::compiled().last()?)
 }
 
-/// [`product`] with the instruction set `isa`.
-fn product_with(ws: &[&Tensor], b: &Tensor, isa: kernel::Isa) -> Option<Tensor> {
+/// [`product`] with the instruction set `isa` (one of [`kernel::compiled`]).
+fn product_with(ws: &[&Tensor], b: &Tensor, isa: Isa) -> Option<Tensor> {
     let f32_cpu = |t: &Tensor| t.kind() == Kind::Float && t.device() == Device::Cpu && !t.requires_grad();
     let applies = b.dim() == 2
         && (1..=MAX_COLS).contains(&b.size()[1])
@@ -56,14 +58,18 @@ fn product_with(ws: &[&Tensor], b: &Tensor, isa: kernel::Isa) -> Option<Tensor> 
 /// Which kernel multiplies an f32 decode step's projections on this CPU: for benchmark
 /// reports.
 pub(super) fn kernel_name() -> &'static str {
-    kernel::Isa::widest().map_or("libtorch mm", kernel::Isa::name)
+    match kernel::compiled().last() {
+        Some(Isa::Avx512) => "rlvr AVX-512F tiles",
+        Some(Isa::Avx2) => "rlvr AVX2+FMA tiles",
+        None => "libtorch mm",
+    }
 }
 
 #[cfg(all(target_arch = "x86_64", rlvr_gomp))]
 mod kernel {
     use std::arch::x86_64::*;
-    use std::sync::OnceLock;
 
+    use super::Isa;
     use crate::model::omp;
 
     use tch::{Device, Kind, Tensor};
@@ -82,52 +88,19 @@ mod kernel {
     /// Weight rows a dot-product tile computes.
     const DOT_ROWS: usize = 4;
 
-    /// The instruction sets the kernel is compiled for.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub(super) enum Isa {
-        /// 8-lane AVX2 vectors with FMA.
-        Avx2,
-        /// 16-lane AVX-512F vectors.
-        Avx512,
+    /// The instruction sets this CPU runs the kernel with: here it is compiled for all of
+    /// [`Isa`].
+    pub(super) fn compiled() -> &'static [Isa] {
+        Isa::supported()
     }
 
-    impl Isa {
-        /// Those this CPU runs, narrowest first (empty without AVX2 and FMA).
-        pub(super) fn supported() -> &'static [Isa] {
-            static SUPPORTED: OnceLock<Vec<Isa>> = OnceLock::new();
-            SUPPORTED.get_or_init(|| {
-                let mut isas = Vec::new();
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                    isas.push(Isa::Avx2);
-                    if is_x86_feature_detected!("avx512f") {
-                        isas.push(Isa::Avx512);
-                    }
-                }
-                isas
-            })
-        }
-
-        /// The widest this CPU runs.
-        pub(super) fn widest() -> Option<Isa> {
-            Self::supported().last().copied()
-        }
-
-        /// What benchmark reports call it.
-        pub(super) fn name(self) -> &'static str {
-            match self {
-                Isa::Avx2 => "rlvr AVX2+FMA tiles",
-                Isa::Avx512 => "rlvr AVX-512F tiles",
-            }
-        }
-
-        fn lanes(self) -> usize {
-            match self {
-                Isa::Avx2 => <__m256 as Lanes>::WIDTH,
-                Isa::Avx512 => <__m512 as Lanes>::WIDTH,
-            }
+    /// Lanes of `isa`'s vectors.
+    fn lanes(isa: Isa) -> usize {
+        match isa {
+            Isa::Avx2 => <__m256 as Lanes>::WIDTH,
+            Isa::Avx512 => <__m512 as Lanes>::WIDTH,
         }
     }
-
     /// One vector register of f32 lanes: the operations a tile needs, inlined into the
     /// functions compiled for its instruction set ([`run_avx2`], [`run_avx512`]).
     trait Lanes: Copy {
@@ -209,11 +182,11 @@ mod kernel {
         padded: usize,
     }
 
-    /// See [`super::product`], with the instruction set `isa` (one of [`Isa::supported`]);
+    /// See [`super::product`], with the instruction set `isa` (one of [`compiled`]);
     /// the caller checked kinds, devices, shapes and contiguity.
     pub(super) fn product(ws: &[&Tensor], b: &Tensor, isa: Isa) -> Tensor {
         let (k, m) = (b.size()[0] as usize, b.size()[1] as usize);
-        let padded = m.div_ceil(isa.lanes()) * isa.lanes();
+        let padded = m.div_ceil(lanes(isa)) * lanes(isa);
         let stride = b.stride();
         let dot = m <= DOT_COLS && (stride[0] == 1 || k == 1);
         let pack = !(dot || padded == m && b.is_contiguous());
@@ -249,7 +222,7 @@ mod kernel {
         // this function returns, as is `packed`'s allocation of `k × padded` floats.
         // `omp::parallel` returns after every thread finished: each packs a disjoint range of
         // `B`'s rows, waits at the barrier, then writes a disjoint range of output rows. The
-        // CPU runs `isa` (the caller took it from `Isa::supported`).
+        // CPU runs `isa` (the caller took it from `compiled`).
         omp::parallel(threads, &|thread, threads| unsafe {
             match isa {
                 Isa::Avx2 => run_avx2(&job, thread, threads),
@@ -456,32 +429,20 @@ mod kernel {
     }
 }
 
-/// Without x86-64 and libgomp the kernel declines ([`Isa::widest`](kernel::Isa::widest) is
-/// `None`) and the caller uses libtorch's `mm`.
+/// Without x86-64 and libgomp the kernel is not compiled: [`compiled`](kernel::compiled) is
+/// empty, so [`product`] declines and the caller uses libtorch's `mm`.
 #[cfg(not(all(target_arch = "x86_64", rlvr_gomp)))]
 mod kernel {
     use tch::Tensor;
 
-    /// No instruction set: the kernel is not compiled.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub(super) enum Isa {}
+    use super::Isa;
 
-    impl Isa {
-        pub(super) fn supported() -> &'static [Isa] {
-            &[]
-        }
-
-        pub(super) fn widest() -> Option<Isa> {
-            None
-        }
-
-        pub(super) fn name(self) -> &'static str {
-            match self {}
-        }
+    pub(super) fn compiled() -> &'static [Isa] {
+        &[]
     }
 
     pub(super) fn product(_: &[&Tensor], _: &Tensor, isa: Isa) -> Tensor {
-        match isa {}
+        unreachable!("{isa:?} is not compiled here: `compiled()` is empty")
     }
 }
 
@@ -496,10 +457,7 @@ mod tests {
     fn products_match_libtorch_for_odd_shapes() {
         let opts = (Kind::Float, Device::Cpu);
         let default_threads = tch::get_num_threads();
-        for (&isa, threads) in super::kernel::Isa::supported()
-            .iter()
-            .flat_map(|i| [(i, 1), (i, 2)])
-        {
+        for (&isa, threads) in super::kernel::compiled().iter().flat_map(|i| [(i, 1), (i, 2)]) {
             tch::set_num_threads(threads);
             for (n, k) in [
                 (1, 3),
