@@ -19,8 +19,8 @@ use crate::UsageError;
 /// What to evaluate and how.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Task names (`gsm8k`, `math500`, `ifeval`, `builtin:word-problems`) or data files of RLVR
-    /// rows.
+    /// Task names (`gsm8k`, `math500`, `ifeval`, `builtin:word-problems`,
+    /// `builtin:if-word-problems`) or data files of RLVR rows.
     pub tasks: Vec<String>,
     /// The first this many questions of each task.
     pub limit: Option<usize>,

@@ -1,6 +1,7 @@
 //! Data sets the project generates itself, named `builtin:NAME` in recipes.
 
 use crate::arith::{self, Split};
+use crate::constraints;
 use crate::DataError;
 
 /// A built-in data set.
@@ -21,17 +22,22 @@ pub enum Builtin {
     /// (`question`, `answer` ending in `#### N`) for real models: they go through the stage's
     /// chat template and prompt format like GSM8K's own rows ([`Builtin::row`]).
     WordProblems,
+    /// The word problems of [`Builtin::WordProblems`], each with an instruction-following
+    /// constraint ([`crate::constraints`]) as a Tülu 3 IF row (`messages`, a `ground_truth`
+    /// label, `dataset = "ifeval"`): only the constraint is scored, as in Tülu 3.
+    IfWordProblems,
 }
 
 impl Builtin {
     /// Every built-in data set with its recipe name.
-    pub const ALL: [(&'static str, Builtin); 6] = [
+    pub const ALL: [(&'static str, Builtin); 7] = [
         ("builtin:arith", Builtin::Arith),
         ("builtin:arith-chat", Builtin::ArithChat),
         ("builtin:arith-rlvr", Builtin::ArithRlvr),
         ("builtin:arith-prefs", Builtin::ArithPrefs),
         ("builtin:rlvr-sample", Builtin::RlvrSample),
         ("builtin:word-problems", Builtin::WordProblems),
+        ("builtin:if-word-problems", Builtin::IfWordProblems),
     ];
 
     /// The data set's recipe name (`builtin:…`).
@@ -73,7 +79,8 @@ impl Builtin {
     }
 
     /// Data row `index` of a generated data set whose rows read like a file's
-    /// ([`Builtin::WordProblems`]: GSM8K's `question` and `answer`); `None` for the others.
+    /// ([`Builtin::WordProblems`]: GSM8K's `question` and `answer`; [`Builtin::IfWordProblems`]:
+    /// a Tülu 3 IF row); `None` for the others.
     pub fn row(&self, seed: u64, index: u64, split: Split) -> Option<serde_json::Value> {
         match self {
             Builtin::WordProblems => {
@@ -81,6 +88,15 @@ impl Builtin {
                 Some(serde_json::json!({
                     "question": sentence_case(&p.question),
                     "answer": p.solution,
+                }))
+            }
+            Builtin::IfWordProblems => {
+                let p = arith::problem(seed, index, split);
+                let c = constraints::constrain(&sentence_case(&p.question), seed, index, split);
+                Some(serde_json::json!({
+                    "messages": [{"role": "user", "content": c.prompt}],
+                    "ground_truth": c.label.to_string(),
+                    "dataset": "ifeval",
                 }))
             }
             _ => None,
@@ -102,7 +118,8 @@ impl Builtin {
             | Builtin::ArithChat
             | Builtin::ArithPrefs
             | Builtin::RlvrSample
-            | Builtin::WordProblems => None,
+            | Builtin::WordProblems
+            | Builtin::IfWordProblems => None,
         }
     }
 
@@ -120,7 +137,11 @@ impl Builtin {
                 prompt: chat_prompt(&p.question),
                 completion: format!("{}<|im_end|>\n", p.demonstration),
             }),
-            Builtin::ArithRlvr | Builtin::ArithPrefs | Builtin::RlvrSample | Builtin::WordProblems => None,
+            Builtin::ArithRlvr
+            | Builtin::ArithPrefs
+            | Builtin::RlvrSample
+            | Builtin::WordProblems
+            | Builtin::IfWordProblems => None,
         }
     }
 

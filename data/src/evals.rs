@@ -2,8 +2,10 @@
 //! MATH-500 and IFEval's 541 prompts (sources and licences in `data/eval/README.md`) — and the
 //! prompts each [`Preset`] asks them with. A task is one of those names, `builtin:word-problems`
 //! (the held-out split of the generated one-step word problems, asked like GSM8K: the held-out
-//! set of a recipe that trains on them, given the recipe's seed), or a JSON-lines file of RLVR
-//! rows (`messages` or `prompt`, `ground_truth`, `dataset`).
+//! set of a recipe that trains on them, given the recipe's seed), `builtin:if-word-problems`
+//! (the same held-out problems, each with an instruction-following constraint, scored by the
+//! `ifeval` verifier on the constraint alone), or a JSON-lines file of RLVR rows (`messages` or
+//! `prompt`, `ground_truth`, `dataset`).
 //!
 //! The prompts, as one user turn rendered with the model's chat template:
 //!
@@ -33,9 +35,16 @@ const MATH500: &str = include_str!("../eval/math500.jsonl");
 const IFEVAL: &str = include_str!("../eval/ifeval.jsonl");
 
 /// The built-in task names.
-pub const TASKS: [&str; 4] = ["gsm8k", "math500", "ifeval", "builtin:word-problems"];
+pub const TASKS: [&str; 5] = [
+    "gsm8k",
+    "math500",
+    "ifeval",
+    "builtin:word-problems",
+    "builtin:if-word-problems",
+];
 
-/// Questions in the `builtin:word-problems` task (its generator has no end).
+/// Questions in the `builtin:word-problems` and `builtin:if-word-problems` tasks (their
+/// generator has no end).
 pub const WORD_PROBLEMS: u64 = 1000;
 
 /// How the evaluation asks its questions.
@@ -140,6 +149,21 @@ pub fn task(name: &str, preset: Preset, seed: u64) -> Result<Vec<EvalItem>, Data
                 })
             })
             .collect(),
+        "builtin:if-word-problems" => (0..WORD_PROBLEMS)
+            .filter_map(|i| Some((i, Builtin::IfWordProblems.row(seed, i, Split::Test)?)))
+            .map(|(i, row)| {
+                let at = At {
+                    path: name,
+                    row: i as usize + 1,
+                };
+                Ok(EvalItem {
+                    id: i.to_string(),
+                    messages: crate::lm_rows::messages_of(&row["messages"], at, "messages")?,
+                    verifier: "ifeval".into(),
+                    ground_truth: str_field(&row, "ground_truth").to_string(),
+                })
+            })
+            .collect(),
         path => file_task(path),
     }
 }
@@ -216,5 +240,18 @@ mod tests {
         }
         assert_eq!(asked, task("builtin:word-problems", Preset::Chat, 1).unwrap());
         assert_ne!(asked, task("builtin:word-problems", Preset::Chat, 2).unwrap());
+    }
+
+    #[test]
+    fn if_word_problems_are_the_held_out_problems_each_with_a_constraint_label() {
+        let asked = task("builtin:if-word-problems", Preset::Chat, 1).unwrap();
+        assert_eq!(asked.len(), WORD_PROBLEMS as usize);
+        for (i, q) in asked.iter().enumerate().take(50) {
+            let row = Builtin::WordProblems.row(1, i as u64, Split::Test).unwrap();
+            assert!(q.messages[0].content.contains(str_field(&row, "question")));
+            assert_eq!(q.verifier, "ifeval");
+            let label: Value = serde_json::from_str(&q.ground_truth).unwrap();
+            assert!(label["func_name"].is_string(), "{label}");
+        }
     }
 }

@@ -19,6 +19,7 @@
 pub mod arith;
 mod builtin;
 mod chat;
+pub mod constraints;
 pub mod evals;
 mod files;
 pub mod gguf;

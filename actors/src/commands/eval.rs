@@ -44,8 +44,10 @@ pub struct Args {
     #[arg(long)]
     pub model: String,
     /// Comma-separated tasks: gsm8k, math500, ifeval, builtin:word-problems (the generated
-    /// one-step word problems' held-out split, picked by --seed as by a recipe's `seed`), or data
-    /// files of RLVR rows (`messages` or `prompt`, `ground_truth`, `dataset`).
+    /// one-step word problems' held-out split, picked by --seed as by a recipe's `seed`),
+    /// builtin:if-word-problems (the same problems, each with an instruction-following
+    /// constraint; only the constraint is scored), or data files of RLVR rows (`messages` or
+    /// `prompt`, `ground_truth`, `dataset`).
     #[arg(long, value_delimiter = ',', default_value = "gsm8k,math500,ifeval")]
     pub tasks: Vec<String>,
     /// The first N questions of each task.
