@@ -21,10 +21,12 @@ use rlvr_learner::{Learner, LearnerConfig};
 use rlvr_verifiers::{Registry, Truth, TruthError, Verifier};
 use tch::Device;
 
-fn tmp(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("rlvr-graph-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+/// A fresh directory, removed when it drops.
+fn tmp(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("rlvr-graph-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn learner(seed: i64) -> Learner {
@@ -119,7 +121,7 @@ async fn stats<W: rlvr_actors::graph::pool::PoolWorker>(pool: &ActorRef<PoolMsg<
 async fn a_rollout_worker_killed_mid_step_is_restarted_and_no_prompt_is_lost_or_doubled() {
     tch::set_num_threads(1);
     let dir = tmp("kill");
-    let (pool, _b) = rollout_pool(&dir, 2).await;
+    let (pool, _b) = rollout_pool(dir.path(), 2).await;
     let (prompts, n) = (24u64, 4usize);
     let pending = {
         let pool = pool.clone();
@@ -152,7 +154,7 @@ async fn a_rollout_worker_killed_mid_step_is_restarted_and_no_prompt_is_lost_or_
 async fn workers_join_and_leave_while_a_step_runs() {
     tch::set_num_threads(1);
     let dir = tmp("resize");
-    let (pool, _b) = rollout_pool(&dir, 1).await;
+    let (pool, _b) = rollout_pool(dir.path(), 1).await;
     let pending = {
         let pool = pool.clone();
         tokio::spawn(async move { ractor::call!(pool, PoolMsg::Run, jobs(16, 2, 32)).unwrap() })
@@ -173,7 +175,7 @@ async fn workers_join_and_leave_while_a_step_runs() {
 async fn a_broadcast_reaches_every_worker_and_later_completions_carry_its_version() {
     tch::set_num_threads(1);
     let dir = tmp("broadcast");
-    let (pool, broadcaster) = rollout_pool(&dir, 2).await;
+    let (pool, broadcaster) = rollout_pool(dir.path(), 2).await;
     let before = ractor::call!(pool, PoolMsg::Run, jobs(4, 1, 8)).unwrap();
     assert!(before
         .iter()

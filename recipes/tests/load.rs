@@ -12,12 +12,14 @@ fn stage(r: Resolved) -> rlvr_recipes::Recipe {
     }
 }
 
-fn tmp(name: &str, files: &[(&str, &str)]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rlvr-load-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+/// A directory holding `files`, removed when it drops.
+fn tmp(name: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("rlvr-load-{name}-"))
+        .tempdir()
+        .unwrap();
     for (f, text) in files {
-        std::fs::write(dir.join(f), text).unwrap();
+        std::fs::write(dir.path().join(f), text).unwrap();
     }
     dir
 }
@@ -64,7 +66,7 @@ fn unknown_key_in_a_file_names_file_line_and_choices() {
             "name = \"bad\"\nkind = \"sft\"\n\n[train]\nlearning_rate = 1e-5\nlerning_rate = 2\n",
         )],
     );
-    let path = dir.join("bad.toml");
+    let path = dir.path().join("bad.toml");
     let err = load(path.to_str().unwrap(), &[]).unwrap_err();
     match &err {
         RecipeError::Parse { file, line, message } => {
@@ -85,10 +87,10 @@ fn wrong_type_names_the_line() {
         "type",
         &[("t.toml", "name = \"t\"\nkind = \"sft\"\nseed = \"seven\"\n")],
     );
-    let err = load(dir.join("t.toml").to_str().unwrap(), &[]).unwrap_err();
+    let err = load(dir.path().join("t.toml").to_str().unwrap(), &[]).unwrap_err();
     assert!(matches!(err, RecipeError::Parse { line: 3, .. }), "{err}");
     let dir = tmp("kind", &[("k.toml", "name = \"k\"\nkind = \"ppo\"\n")]);
-    let err = load(dir.join("k.toml").to_str().unwrap(), &[])
+    let err = load(dir.path().join("k.toml").to_str().unwrap(), &[])
         .unwrap_err()
         .to_string();
     assert!(err.contains(":2:") && err.contains("rlvr"), "{err}");
@@ -103,7 +105,7 @@ fn a_file_extends_a_catalogue_recipe_and_overrides_it() {
             "name = \"mine\"\nextends = \"tulu3-8b-sft\"\n[train]\nlearning_rate = 1e-5\n",
         )],
     );
-    let r = stage(load(dir.join("mine.toml").to_str().unwrap(), &[]).unwrap());
+    let r = stage(load(dir.path().join("mine.toml").to_str().unwrap(), &[]).unwrap());
     assert_eq!(r.name, "mine");
     assert_eq!(r.train.learning_rate, 1e-5);
     assert_eq!(r.train.num_train_epochs, 2, "inherited");
@@ -120,7 +122,7 @@ fn extends_cycles_are_reported() {
             ("b.toml", "name = \"b\"\nextends = \"a\"\n"),
         ],
     );
-    let err = load(dir.join("a.toml").to_str().unwrap(), &[]).unwrap_err();
+    let err = load(dir.path().join("a.toml").to_str().unwrap(), &[]).unwrap_err();
     assert!(matches!(err, RecipeError::ExtendsCycle { .. }), "{err}");
 }
 
