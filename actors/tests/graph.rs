@@ -54,6 +54,7 @@ impl Spawner<RolloutWorker> for Rollouts {
             model: self.model.clone(),
             version: 0,
             device: Device::Cpu,
+            kind: tch::Kind::Float,
             max_batch: 8,
             pool,
             broadcaster: self.broadcaster.clone(),

@@ -492,6 +492,46 @@ fn every_algorithm_and_correction_trains_and_logs_the_train_rollout_mismatch() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn rollout_engines_run_on_the_named_devices_in_bf16_and_the_mismatch_shows_its_rounding() {
+    let dir = tmp("engines");
+    let bf16 = [
+        "--set",
+        "rollout.workers=2",
+        "--set",
+        "rollout.devices=[\"cpu\", \"cpu\"]",
+        "--set",
+        "rollout.dtype=\"bf16\"",
+    ];
+    let out = short_rlvr(&dir, 2, &bf16);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let steps: Vec<Value> = metrics(&dir)
+        .into_iter()
+        .filter(|r| r.get("reward_mean").is_some())
+        .collect();
+    assert_eq!(steps.len(), 2);
+    for r in &steps {
+        // The f32 learner scores bf16 engines' samples: their log-probs differ by bf16
+        // rounding (in f32 they are equal within 1e-4, as the algorithms test checks), and no
+        // more than rounding explains.
+        let (max, mean) = (
+            r["mismatch_max_abs_logprob_diff"].as_f64().unwrap(),
+            r["mismatch_mean_abs_logprob_diff"].as_f64().unwrap(),
+        );
+        eprintln!("bf16 engines: train/rollout log-prob difference per token: max {max:.4}, mean {mean:.5}");
+        assert!(max > 1e-4 && max < 0.5 && mean < 0.05, "{r}");
+    }
+    // A device name rlvr does not know, and a GPU where there is none, are refused, naming
+    // the entry.
+    let out = short_rlvr(&dir, 1, &["--set", "rollout.devices=[\"gpu0\"]"]);
+    assert_refused(&out, "rollout.devices[0]");
+    if !rlvr_learner::runtime::default_device().is_cuda() {
+        let out = short_rlvr(&dir, 1, &["--set", "rollout.devices=[\"cpu\", \"cuda:1\"]"]);
+        assert_refused(&out, "rollout.devices[1]");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Run `tiny-arith-rlvr` with `extra` overrides into `dir`, once through and once killed after
 /// its step-4 checkpoint and resumed; both must log the same rewards.
 fn kill_and_resume(name: &str, extra: &[&str]) -> PathBuf {

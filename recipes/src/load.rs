@@ -360,6 +360,14 @@ pub fn validate(r: &Recipe) -> Result<()> {
     if r.data.mix.is_empty() {
         return bad("data.mix", "at least one dataset is needed".into());
     }
+    for (i, device) in r.rollout.devices.iter().enumerate() {
+        if !crate::spec::is_device_name(device) {
+            return bad(
+                &format!("rollout.devices[{i}]"),
+                format!("`{device}`: expected cpu, cuda or cuda:N"),
+            );
+        }
+    }
     for (i, m) in r.data.mix.iter().chain(&r.data.eval_mix).enumerate() {
         if let Amount::Fraction(f) = m.amount {
             if !(f > 0.0 && f.is_finite()) {

@@ -161,6 +161,15 @@ pub struct RolloutSpec {
     pub verifier_workers: u64,
     /// Longest one verifier call may take before the response is scored as failed.
     pub verifier_timeout_s: f64,
+    /// Devices the rollout engines run on, worker `i` on entry `i` modulo their number: `cpu`,
+    /// `cuda` or `cuda:N`. Empty: the learner's device (colocated).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+    /// Element type of the engines' weights and KV cache. Unset: `model.dtype`. In `f32` the
+    /// engines' log-probs equal the learner's; in `bf16` they differ by bf16 rounding (the
+    /// train/rollout mismatch the run logs and `rlvr.*` corrections handle).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<Dtype>,
 }
 
 impl Default for RolloutSpec {
@@ -170,8 +179,18 @@ impl Default for RolloutSpec {
             engine_batch: 64,
             verifier_workers: 2,
             verifier_timeout_s: 10.0,
+            devices: Vec::new(),
+            dtype: None,
         }
     }
+}
+
+/// Whether `device` names a device as `rollout.devices` takes them: `cpu`, `cuda` or `cuda:N`.
+pub fn is_device_name(device: &str) -> bool {
+    matches!(device, "cpu" | "cuda")
+        || device
+            .strip_prefix("cuda:")
+            .is_some_and(|n| n.parse::<usize>().is_ok())
 }
 
 impl RolloutSpec {

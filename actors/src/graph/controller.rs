@@ -127,8 +127,10 @@ pub struct ControllerArgs {
     pub verifier_workers: usize,
     /// Longest one verifier call may take.
     pub verifier_timeout: Duration,
-    /// Where the rollout engines run.
-    pub device: tch::Device,
+    /// Where the rollout engines run: worker `i` on entry `i` modulo their number.
+    pub engine_devices: Vec<tch::Device>,
+    /// Element type of the engines' weights and KV cache.
+    pub engine_kind: tch::Kind,
     /// Sequences each engine holds at once.
     pub engine_batch: usize,
     /// `metrics.jsonl`.
@@ -403,11 +405,13 @@ impl Actor for Controller {
         let rollout_setup = encode(&RolloutSetup {
             config: args.learner.model().config().clone(),
             max_batch: args.engine_batch,
+            bf16: args.engine_kind == tch::Kind::BFloat16,
         });
         let rollout_spawner = RolloutSpawner {
             model: args.model_dir,
             version: args.start.policy_version,
-            device: args.device,
+            devices: args.engine_devices,
+            kind: args.engine_kind,
             max_batch: args.engine_batch,
             broadcaster: broadcaster.clone(),
             in_flight: in_flight.map(|slot| slot as Arc<dyn rlvr_rollout::WeightFeed>),

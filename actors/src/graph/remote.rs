@@ -52,7 +52,13 @@ impl RemoteWorker {
                 let s: RolloutSetup = decode(bytes, "rollout set-up")?;
                 let device = self.device;
                 let engine = tokio::task::spawn_blocking(move || {
-                    NativeEngine::new(&s.config, device, Kind::Float, s.max_batch, 0)
+                    NativeEngine::new(
+                        &s.config,
+                        device,
+                        if s.bf16 { Kind::BFloat16 } else { Kind::Float },
+                        s.max_batch,
+                        0,
+                    )
                 })
                 .await
                 .map_err(|e| e.to_string())?;

@@ -41,6 +41,8 @@ pub struct RolloutArgs {
     pub version: u64,
     /// Where the engine runs.
     pub device: Device,
+    /// Element type of its weights and KV cache.
+    pub kind: Kind,
     /// Sequences in flight at once.
     pub max_batch: usize,
     /// The pool that deals jobs.
@@ -108,10 +110,10 @@ impl Actor for RolloutWorker {
         myself: ActorRef<RolloutMsg>,
         args: RolloutArgs,
     ) -> Result<RolloutState, ActorProcessingErr> {
-        let (model, device, max_batch, version) = (args.model, args.device, args.max_batch, args.version);
+        let (model, device, kind) = (args.model, args.device, args.kind);
+        let (max_batch, version) = (args.max_batch, args.version);
         let mut engine = tokio::task::spawn_blocking(move || {
-            NativeEngine::from_pretrained(&model, device, Kind::Float, max_batch)
-                .map(|e| e.at_version(version))
+            NativeEngine::from_pretrained(&model, device, kind, max_batch).map(|e| e.at_version(version))
         })
         .await??;
         if let Some(feed) = args.in_flight {

@@ -43,6 +43,8 @@ pub struct RolloutSetup {
     pub config: Config,
     /// Sequences in flight at once.
     pub max_batch: usize,
+    /// Whether the engine holds its weights and KV cache in bf16 (else f32).
+    pub bf16: bool,
 }
 
 /// How a remote verifier worker scores.

@@ -29,6 +29,7 @@ use crate::metrics::MetricsLog;
 use crate::UsageError;
 
 mod algorithm;
+mod engines;
 mod ranks;
 mod reward;
 
@@ -271,6 +272,7 @@ pub(crate) fn lead(
     let rl = spec(stage)?;
     let t = &stage.train;
     let device = rlvr_learner::runtime::default_device();
+    let (engine_devices, engine_kind) = engines::placement(stage, device)?;
 
     // The policy starts from `init` (the previous stage's or the recipe's model; see
     // `stages::run`) or from scratch.
@@ -428,7 +430,8 @@ pub(crate) fn lead(
         rollout_workers: stage.rollout.workers.max(u64::from(listen.is_none())) as usize,
         verifier_workers: stage.rollout.verifier_workers.max(u64::from(listen.is_none())) as usize,
         verifier_timeout: Duration::from_secs_f64(stage.rollout.verifier_timeout_s.max(0.001)),
-        device,
+        engine_devices,
+        engine_kind,
         engine_batch: stage.rollout.engine_batch.max(1) as usize,
         metrics: metrics.reopen()?,
         checkpoints: ckpt_dir,

@@ -17,18 +17,21 @@ use crate::graph::verifier::{VerifierWorker, VerifyArgs};
 pub(super) struct RolloutSpawner {
     pub(super) model: PathBuf,
     pub(super) version: u64,
-    pub(super) device: tch::Device,
+    /// Worker `i` runs on entry `i` modulo their number.
+    pub(super) devices: Vec<tch::Device>,
+    pub(super) kind: tch::Kind,
     pub(super) max_batch: usize,
     pub(super) broadcaster: ActorRef<BroadcastMsg>,
     pub(super) in_flight: Option<Arc<dyn WeightFeed>>,
 }
 
 impl Spawner<RolloutWorker> for RolloutSpawner {
-    fn make(&self, _index: usize, pool: ActorRef<PoolMsg<RolloutWorker>>) -> (RolloutWorker, RolloutArgs) {
+    fn make(&self, index: usize, pool: ActorRef<PoolMsg<RolloutWorker>>) -> (RolloutWorker, RolloutArgs) {
         let args = RolloutArgs {
             model: self.model.clone(),
             version: self.version,
-            device: self.device,
+            device: self.devices[index % self.devices.len().max(1)],
+            kind: self.kind,
             max_batch: self.max_batch,
             pool,
             broadcaster: self.broadcaster.clone(),
