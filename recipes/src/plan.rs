@@ -20,8 +20,9 @@
 //! full activations during its recomputation. The logits add `sbV × 6` bytes (bf16 logits and
 //! the fp32 log-softmax).
 //!
-//! **Rollout engine**: weights `2Ψ / tp` per GPU; the KV cache holds `2 × L × kv × 2` bytes per
-//! token (K and V, bf16), for `prompt + response` tokens per sequence. When the whole batch does
+//! **Rollout engine**: weights `eΨ / tp` per GPU; the KV cache holds `2 × L × kv × e` bytes per
+//! token (K and V), for `prompt + response` tokens per sequence, `e` the bytes of an element in
+//! the engine's dtype (`rollout.dtype`, else `model.dtype`: 2 in bf16, 4 in f32). When the whole batch does
 //! not fit, generation runs in waves; the plan says how many sequences are resident at once.
 //!
 //! A fixed 2 GiB per GPU is reserved for the CUDA context, communication buffers and
@@ -341,9 +342,12 @@ pub fn plan_stage(r: &Recipe, req: &PlanRequest) -> StagePlan {
         (Some(rl), StageKind::Rlvr) => {
             let tp = rl.vllm_tensor_parallel_size.max(1);
             let engines = rl.vllm_num_engines.max(1);
-            let weight_bytes = 2.0 * params as f64 / tp as f64;
+            // Bytes per element of the engine's weights and cache (`rollout.dtype`, else
+            // `model.dtype`), against the bf16 of `kv_bytes_per_token`.
+            let elt = r.rollout.dtype.unwrap_or(r.model.dtype).bytes() as f64;
+            let weight_bytes = elt * params as f64 / tp as f64;
             let tokens = rl.max_prompt_token_length.min(seq) + rl.response_length;
-            let per_seq = kv_bytes_per_token(c) * tokens as f64 / tp as f64;
+            let per_seq = kv_bytes_per_token(c) * elt / 2.0 * tokens as f64 / tp as f64;
             let batch_per_engine =
                 (rl.local_rollout_batch_size * recipe_learners * rl.num_samples_per_prompt.max(1))
                     .div_ceil(engines);

@@ -154,3 +154,25 @@ fn rlvr_engine_needs_gpus_of_its_own() {
         p.advice
     );
 }
+
+#[test]
+fn the_engine_plan_follows_the_engines_dtype() {
+    let req = PlanRequest {
+        gpus: 8,
+        gpu_mem_gib: 80.0,
+        nodes: 1,
+    };
+    let engine = |set: &[&str]| {
+        let sets: Vec<String> = set.iter().map(|s| s.to_string()).collect();
+        let resolved = load("tulu3-8b-rlvr", &sets).unwrap();
+        plan_stage(resolved.stages()[0], &req).engine.unwrap()
+    };
+    // tulu3-8b-rlvr trains in bf16, so its engines default to bf16: 2 bytes a parameter.
+    let (bf16, f32) = (engine(&[]), engine(&["rollout.dtype=\"f32\""]));
+    assert_eq!(
+        bf16.weight_bytes,
+        2.0 * config("tulu3-8b-rlvr").num_params() as f64
+    );
+    assert_eq!(f32.weight_bytes, 2.0 * bf16.weight_bytes);
+    assert_eq!(f32.kv_full_batch_bytes, 2.0 * bf16.kv_full_batch_bytes);
+}
