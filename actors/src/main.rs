@@ -71,6 +71,8 @@ enum Command {
     Worker(commands::worker::Args),
     /// Talk to a running RLVR stage: its status, or resize its rollout or verifier pool.
     Ctl(commands::ctl::Args),
+    /// Draw a run's reward.png again from its metrics.jsonl.
+    Plot(commands::plot::Args),
     /// Look at a recipe's data before training: rows, token lengths, rendered examples.
     #[command(subcommand)]
     Data(commands::data::Data),
@@ -103,6 +105,7 @@ fn main() -> ExitCode {
         Command::Data(data) => commands::data::run(&data),
         Command::Worker(args) => commands::worker::run(&args),
         Command::Ctl(args) => commands::ctl::run(&args),
+        Command::Plot(args) => commands::plot::run(&args),
         Command::StageRank(args) => commands::run::rank(&args),
     };
     match result {

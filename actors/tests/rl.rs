@@ -134,6 +134,16 @@ fn tiny_rlvr_sample_routes_real_rows_to_three_verifiers_and_bad_rows_name_file_a
     let names: Vec<&str> = per.keys().map(String::as_str).collect();
     assert_eq!(names, ["gsm8k", "ifeval", "math"]);
     assert_eq!(evals[0]["eval_prompts"], 24);
+    // `rlvr plot` draws the curve (with a line per verifier) again from the metrics, where the
+    // run could draw one (it needs a TrueType font); a directory without metrics is refused.
+    let again = dir.join("again.png");
+    let out = rlvr(&["plot", d, "--out", again.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    if dir.join("reward.png").is_file() {
+        let png = std::fs::read(&again).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    }
+    assert_refused(&rlvr(&["plot", &format!("{d}/nowhere")]), "metrics.jsonl");
 
     let bad = dir.join("bad.jsonl");
     let row = r#"{"messages": [{"role": "user", "content": "what is 2+2?"}], "ground_truth": "4", "dataset": "gsm8k"}"#;

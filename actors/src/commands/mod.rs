@@ -8,6 +8,7 @@ pub mod eval;
 pub mod generate;
 pub mod placement;
 pub mod plan;
+pub mod plot;
 pub mod recipes;
 pub mod rehearse;
 pub mod run;
