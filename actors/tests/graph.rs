@@ -55,6 +55,7 @@ impl Spawner<RolloutWorker> for Rollouts {
             version: 0,
             device: Device::Cpu,
             kind: tch::Kind::Float,
+            free_cache_between_jobs: false,
             max_batch: 8,
             pool,
             broadcaster: self.broadcaster.clone(),

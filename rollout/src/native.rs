@@ -157,6 +157,12 @@ impl NativeEngine {
             .sum()
     }
 
+    /// Free the KV cache (the next generation allocates it again): what an engine that shares
+    /// its device with the learner gives back while the learner steps.
+    pub fn release_cache(&mut self) {
+        self.cache = None;
+    }
+
     /// A cache with at least `slots` slots of `capacity` positions (reused when big enough).
     fn cache_for(&mut self, slots: i64, capacity: i64) -> KvCache {
         match self.cache.take() {

@@ -277,6 +277,11 @@ fn sampling_reproduces_whatever_the_batch() {
     );
     let again = engine(&l, 3).generate(&requests(), &params).unwrap();
     assert_eq!(again, together);
+    // An engine that gave its KV cache back allocates a fresh one and draws the same.
+    let mut freed = engine(&l, 3);
+    freed.generate(&requests(), &params).unwrap();
+    freed.release_cache();
+    assert_eq!(freed.generate(&requests(), &params).unwrap(), together);
 }
 
 /// The in-flight batch: 64 prompts × 8 samples with an engine batch of 512 decode all 512

@@ -412,6 +412,7 @@ impl Actor for Controller {
             version: args.start.policy_version,
             devices: args.engine_devices,
             kind: args.engine_kind,
+            learner_device: args.learner.model().device(),
             max_batch: args.engine_batch,
             broadcaster: broadcaster.clone(),
             in_flight: in_flight.map(|slot| slot as Arc<dyn rlvr_rollout::WeightFeed>),

@@ -43,6 +43,9 @@ pub struct RolloutArgs {
     pub device: Device,
     /// Element type of its weights and KV cache.
     pub kind: Kind,
+    /// Free the KV cache after each job: the engine shares its device with the learner, which
+    /// steps while the engine waits for the next job.
+    pub free_cache_between_jobs: bool,
     /// Sequences in flight at once.
     pub max_batch: usize,
     /// The pool that deals jobs.
@@ -57,6 +60,7 @@ pub struct RolloutArgs {
 pub struct RolloutState {
     engine: Option<NativeEngine>,
     pool: ActorRef<PoolMsg<RolloutWorker>>,
+    free_cache_between_jobs: bool,
 }
 
 /// The rollout worker actor.
@@ -122,6 +126,7 @@ impl Actor for RolloutWorker {
         let mut state = RolloutState {
             engine: Some(engine),
             pool: args.pool,
+            free_cache_between_jobs: args.free_cache_between_jobs,
         };
         // Subscribe before taking jobs, and start from the newest weights.
         let latest = ractor::call!(args.broadcaster, BroadcastMsg::Subscribe, myself)?;
@@ -139,8 +144,13 @@ impl Actor for RolloutWorker {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             RolloutMsg::Run(job, work) => {
+                let free_cache = state.free_cache_between_jobs;
                 let output = with_engine(&mut state.engine, move |e| {
-                    generate(e, &work.requests, &work.params)
+                    let output = generate(e, &work.requests, &work.params);
+                    if free_cache {
+                        e.release_cache();
+                    }
+                    output
                 })
                 .await??;
                 state.pool.send_message(PoolMsg::Done { job, output })?;

@@ -20,6 +20,8 @@ pub(super) struct RolloutSpawner {
     /// Worker `i` runs on entry `i` modulo their number.
     pub(super) devices: Vec<tch::Device>,
     pub(super) kind: tch::Kind,
+    /// The learner's device: an engine there frees its KV cache between jobs.
+    pub(super) learner_device: tch::Device,
     pub(super) max_batch: usize,
     pub(super) broadcaster: ActorRef<BroadcastMsg>,
     pub(super) in_flight: Option<Arc<dyn WeightFeed>>,
@@ -27,11 +29,17 @@ pub(super) struct RolloutSpawner {
 
 impl Spawner<RolloutWorker> for RolloutSpawner {
     fn make(&self, index: usize, pool: ActorRef<PoolMsg<RolloutWorker>>) -> (RolloutWorker, RolloutArgs) {
+        let device = self
+            .devices
+            .get(index % self.devices.len().max(1))
+            .copied()
+            .unwrap_or(self.learner_device);
         let args = RolloutArgs {
             model: self.model.clone(),
             version: self.version,
-            device: self.devices[index % self.devices.len().max(1)],
+            device,
             kind: self.kind,
+            free_cache_between_jobs: device == self.learner_device,
             max_batch: self.max_batch,
             pool,
             broadcaster: self.broadcaster.clone(),
