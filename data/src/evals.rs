@@ -156,12 +156,7 @@ pub fn task(name: &str, preset: Preset, seed: u64) -> Result<Vec<EvalItem>, Data
                     path: name,
                     row: i as usize + 1,
                 };
-                Ok(EvalItem {
-                    id: i.to_string(),
-                    messages: crate::lm_rows::messages_of(&row["messages"], at, "messages")?,
-                    verifier: "ifeval".into(),
-                    ground_truth: str_field(&row, "ground_truth").to_string(),
-                })
+                rlvr_item(&row, at, i.to_string())
             })
             .collect(),
         path => file_task(path),
@@ -193,33 +188,38 @@ fn file_task(path: &str) -> Result<Vec<EvalItem>, DataError> {
     rows.rows(&all)?
         .into_iter()
         .map(|(line, parsed)| {
-            let row = parsed?;
             let at = At {
                 path: rows.name(),
                 row: line,
             };
-            let messages = match (row.get("messages"), row.get("prompt")) {
-                (Some(m), _) => crate::lm_rows::messages_of(m, at, "messages")?,
-                (None, Some(Value::String(p))) => vec![Message::new("user", p)],
-                _ => return Err(at.bad("messages", "neither `messages` nor a `prompt` string")),
-            };
-            let dataset = row
-                .get("dataset")
-                .and_then(Value::as_str)
-                .ok_or_else(|| at.bad("dataset", "missing: it names the verifier"))?;
-            let ground_truth = match row.get("ground_truth") {
-                Some(Value::String(s)) => s.clone(),
-                Some(v) if !v.is_null() => v.to_string(),
-                _ => return Err(at.bad("ground_truth", "missing")),
-            };
-            Ok(EvalItem {
-                id: line.to_string(),
-                messages,
-                verifier: dataset.to_string(),
-                ground_truth,
-            })
+            rlvr_item(&parsed?, at, line.to_string())
         })
         .collect()
+}
+
+/// One RLVR row (its `messages`, or its `prompt` as a user turn; its `ground_truth`; its
+/// `dataset` as the verifier) as the item `id`; a missing field is an error naming `at`.
+fn rlvr_item(row: &Value, at: At<'_>, id: String) -> Result<EvalItem, DataError> {
+    let messages = match (row.get("messages"), row.get("prompt")) {
+        (Some(m), _) => crate::lm_rows::messages_of(m, at, "messages")?,
+        (None, Some(Value::String(p))) => vec![Message::new("user", p)],
+        _ => return Err(at.bad("messages", "neither `messages` nor a `prompt` string")),
+    };
+    let dataset = row
+        .get("dataset")
+        .and_then(Value::as_str)
+        .ok_or_else(|| at.bad("dataset", "missing: it names the verifier"))?;
+    let ground_truth = match row.get("ground_truth") {
+        Some(Value::String(s)) => s.clone(),
+        Some(v) if !v.is_null() => v.to_string(),
+        _ => return Err(at.bad("ground_truth", "missing")),
+    };
+    Ok(EvalItem {
+        id,
+        messages,
+        verifier: dataset.to_string(),
+        ground_truth,
+    })
 }
 
 #[cfg(test)]

@@ -30,16 +30,9 @@ impl Placement {
     /// The device and element type asked for (or the defaults); a GPU that is not usable here
     /// is a usage error. bf16 on the CPU runs, with a warning that says how to choose f32.
     pub fn resolve(&self) -> Result<(Device, Kind)> {
-        let here = rlvr_learner::runtime::default_device();
         let device = match self.device {
-            Some(Device::Cuda(_)) if !here.is_cuda() => {
-                return Err(UsageError(
-                    "--device cuda: no usable CUDA device here (libtorch_cuda.so not found or no GPU)".into(),
-                )
-                .into())
-            }
-            Some(d) => d,
-            None => here,
+            Some(d) => usable(d).map_err(|why| UsageError(format!("--device cuda: {why}")))?,
+            None => rlvr_learner::runtime::default_device(),
         };
         let kind = match (self.dtype, device) {
             (Some(Dtype::F32), _) => Kind::Float,
@@ -54,6 +47,22 @@ impl Placement {
             );
         }
         Ok((device, kind))
+    }
+}
+
+/// `device`, or why it cannot be used here (a GPU where libtorch finds none).
+pub fn usable(device: Device) -> Result<Device, String> {
+    if device.is_cuda() && !rlvr_learner::runtime::default_device().is_cuda() {
+        return Err("no usable CUDA device here (libtorch_cuda.so not found or no GPU)".into());
+    }
+    Ok(device)
+}
+
+/// The libtorch element type of a recipe's dtype.
+pub fn recipe_kind(dtype: rlvr_recipes::spec::Dtype) -> Kind {
+    match dtype {
+        rlvr_recipes::spec::Dtype::F32 => Kind::Float,
+        rlvr_recipes::spec::Dtype::Bf16 => Kind::BFloat16,
     }
 }
 

@@ -49,10 +49,8 @@ pub fn run(args: &Args) -> Result<()> {
     // The run never connects back (its node is not transitive), so any local port will do.
     let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let device = match args.device {
-        Some(Device::Cuda(_)) if !rlvr_learner::runtime::default_device().is_cuda() => {
-            return Err(UsageError("--device cuda: no usable CUDA device here".into()).into())
-        }
-        Some(d) => d,
+        Some(d) => crate::commands::placement::usable(d)
+            .map_err(|why| UsageError(format!("--device cuda: {why}")))?,
         None => rlvr_learner::runtime::default_device(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -19,7 +19,7 @@ use rlvr_learner::optim::AdamWConfig;
 use rlvr_learner::runtime::default_device;
 use rlvr_learner::schedule::{Schedule, Shape};
 use rlvr_learner::{Learner, LearnerConfig, Objective, Reduction};
-use rlvr_recipes::spec::{Checkpointing, Dtype, LrScheduler, ReduceLoss};
+use rlvr_recipes::spec::{Checkpointing, LrScheduler, ReduceLoss};
 use rlvr_recipes::Recipe;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -165,10 +165,7 @@ pub(super) fn learner_config(stage: &Recipe, total: u64, device: tch::Device) ->
         schedule: schedule(stage, total),
         max_grad_norm: t.max_grad_norm,
         device,
-        kind: match stage.model.dtype {
-            Dtype::Bf16 => tch::Kind::BFloat16,
-            Dtype::F32 => tch::Kind::Float,
-        },
+        kind: crate::commands::placement::recipe_kind(stage.model.dtype),
         offload_optimizer: stage.launch.offload_optimizer,
     }
 }

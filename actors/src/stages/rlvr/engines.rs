@@ -3,17 +3,15 @@
 //! `rollout.dtype` (unset: `model.dtype`).
 
 use anyhow::Result;
-use rlvr_recipes::spec::Dtype;
 use rlvr_recipes::Recipe;
 use tch::{Device, Kind};
 
-use crate::commands::placement::parse_device;
+use crate::commands::placement::{parse_device, recipe_kind, usable};
 use crate::UsageError;
 
 /// The engines' devices, in the order workers take them, and their element type. A CUDA
 /// device where none is usable is a usage error naming the entry.
 pub(crate) fn placement(stage: &Recipe, learner: Device) -> Result<(Vec<Device>, Kind)> {
-    let here = rlvr_learner::runtime::default_device();
     let mut devices = Vec::with_capacity(stage.rollout.devices.len());
     for (i, name) in stage.rollout.devices.iter().enumerate() {
         let refuse = |why: String| {
@@ -22,21 +20,12 @@ pub(crate) fn placement(stage: &Recipe, learner: Device) -> Result<(Vec<Device>,
                 stage.name
             ))
         };
-        let device = parse_device(name).map_err(refuse)?;
-        if device.is_cuda() && !here.is_cuda() {
-            return Err(
-                refuse("no usable CUDA device here (libtorch_cuda.so not found or no GPU)".into()).into(),
-            );
-        }
-        devices.push(device);
+        devices.push(parse_device(name).and_then(usable).map_err(refuse)?);
     }
     if devices.is_empty() {
         devices.push(learner);
     }
-    let kind = match stage.rollout.dtype.unwrap_or(stage.model.dtype) {
-        Dtype::F32 => Kind::Float,
-        Dtype::Bf16 => Kind::BFloat16,
-    };
+    let kind = recipe_kind(stage.rollout.dtype.unwrap_or(stage.model.dtype));
     if kind == Kind::BFloat16 && devices.contains(&Device::Cpu) {
         tracing::warn!(
             "stage `{}`: bf16 rollout engines on the CPU are several times slower than f32 \
