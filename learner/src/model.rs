@@ -7,7 +7,7 @@
 //! implementation of each layer (`layers.rs`: RMSNorm, rotary embeddings, the SwiGLU MLP, the
 //! decoder block with the family's norm placement; `attention.rs`: grouped-query attention
 //! with the family's biases and query/key norms). The passes differ only in where attention's
-//! keys and values come from: the full sequence (here), a KV cache for generation
+//! keys and values come from: the full sequence (here), a paged KV cache for generation
 //! (`cache.rs`), or a prompt shared by several responses for RL batches (`prefix.rs`);
 //! [`CausalLm::backward_by_unit`] (`units.rs`) runs one parameter unit at a time for ZeRO-3.
 //! Its projections (`linear.rs`) run a CPU decode step as `W · xᵀ`, kept transposed where the
@@ -26,7 +26,7 @@ mod prefix;
 mod skinny;
 mod units;
 
-pub use cache::KvCache;
+pub use cache::{CachedRow, KvCache};
 pub use config::{Config, ConfigError, Family, Layers, NormPosition, QkNorm, RopeScaling};
 pub use layers::Fill;
 

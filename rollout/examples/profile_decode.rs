@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use rlvr_learner::model::{CausalLm, Config, KvCache};
+use rlvr_learner::model::{CachedRow, CausalLm, Config, KvCache};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
@@ -58,7 +58,19 @@ fn main() {
     // As the engine does: parameters outside autograd, which the CPU decode kernel requires.
     vs.freeze();
     let rows = 32;
-    let mut cache = KvCache::new(&config, rows, 144, kind, device);
+    // 32 sequences of 144 positions in blocks of 16, each its own.
+    let mut cache = KvCache::new(&config, rows * 9, 16, kind, device);
+    let tables: Vec<Vec<i64>> = (0..rows).map(|r| (r * 9..r * 9 + 9).collect()).collect();
+    let at = |start: i64, len: i64| -> Vec<CachedRow> {
+        tables
+            .iter()
+            .map(|t| CachedRow {
+                blocks: t,
+                start,
+                len,
+            })
+            .collect()
+    };
     let time = |name: &str, reps: u32, f: &dyn Fn()| time(device, name, reps, f);
     tch::no_grad(|| {
         let prompt = Tensor::zeros([rows, 16], (Kind::Int64, device));
@@ -67,14 +79,14 @@ fn main() {
         time("prefill 32 x 16 tokens, no LM head", 3, &|| {
             drop(
                 model
-                    .forward_cached(&prompt, 0, &[0; 32], &mut cache.borrow_mut())
+                    .forward_cached(&prompt, &at(0, 16), &mut cache.borrow_mut())
                     .expect("prefill"),
             );
         });
         time("decode step before the LM head, 32 rows", 10, &|| {
             drop(
                 model
-                    .forward_cached(&one, 0, &[80; 32], &mut cache.borrow_mut())
+                    .forward_cached(&one, &at(80, 1), &mut cache.borrow_mut())
                     .expect("decode"),
             );
         });

@@ -19,6 +19,9 @@ pub enum RolloutError {
         /// What is wrong.
         message: String,
     },
+    /// A KV cache that cannot be set up as asked.
+    #[error("KV cache: {0}")]
+    Cache(String),
     /// Loading the model failed.
     #[error(transparent)]
     Model(#[from] rlvr_learner::LearnerError),

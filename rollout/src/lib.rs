@@ -6,7 +6,8 @@
 //! between decode steps, each token tagged with the version that produced it.
 //!
 //! The first backend, [`NativeEngine`], runs the learner's own model code on libtorch with a
-//! preallocated KV cache and continuous batching, so the log-probs it reports are the ones the
+//! paged KV cache (completions share their prompt's blocks, prompts their common prefix) and
+//! continuous batching, so the log-probs it reports are the ones the
 //! learner recomputes, and a weight update is a copy.
 
 mod error;
@@ -14,7 +15,7 @@ mod native;
 pub mod sampling;
 
 pub use error::{Result, RolloutError};
-pub use native::NativeEngine;
+pub use native::{NativeEngine, DEFAULT_BLOCK_SIZE};
 use rlvr_core::{Completion, GenerationRequest, SamplingParams, WeightChunk};
 use rlvr_data::Tokenizer;
 use rlvr_learner::model::Config;

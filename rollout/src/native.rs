@@ -1,7 +1,9 @@
-//! The native backend: the learner's Llama on libtorch, a KV cache allocated once, and
-//! continuous batching — a finished completion's cache slot is refilled from the queue at once,
-//! so one long response does not idle the batch, and once the queue is empty the remaining
-//! sequences move down into the freed slots, so the batch's tail decodes them alone.
+//! The native backend: the learner's Llama on libtorch, a paged KV cache allocated once, and
+//! continuous batching — a finished completion's blocks go back to the pool and the queue's
+//! next completions start at once, so one long response does not idle the batch. The
+//! completions of a prompt share its blocks, prompts share their common leading blocks
+//! (`admission.rs`, `blocks.rs`), and the cache's size is either what `max_batch` sequences of
+//! the call need or a fixed budget that admission respects.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -12,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use rlvr_core::{Completion, FinishReason, GenerationRequest, SamplingParams, WeightChunk};
 use rlvr_data::Tokenizer;
 use rlvr_learner::checkpoint;
-use rlvr_learner::model::{CausalLm, Config, KvCache};
+use rlvr_learner::model::{CachedRow, CausalLm, Config, KvCache};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
@@ -21,11 +23,16 @@ use crate::sampling::{sample, sample_cdf_rows};
 use crate::{Engine, WeightFeed};
 
 mod admission;
+mod blocks;
 mod weights;
 
-use admission::Admitted;
+use admission::{Admitted, Limits};
+use blocks::Blocks;
 
-/// One completion being generated in a cache slot.
+/// Positions per KV cache block unless [`NativeEngine::set_block_size`] says otherwise.
+pub const DEFAULT_BLOCK_SIZE: usize = 16;
+
+/// One completion being generated.
 struct Active {
     request: usize,
     index: usize,
@@ -36,6 +43,10 @@ struct Active {
     rng: ChaCha8Rng,
     /// Positions already in the cache (prompt + generated tokens but the last).
     cached: i64,
+    /// Its blocks, in position order, each held for it.
+    table: Vec<i64>,
+    /// Positions it may fill (prompt and new tokens, within the model's).
+    capacity: i64,
 }
 
 /// Batched generation on libtorch.
@@ -48,7 +59,10 @@ pub struct NativeEngine {
     version: u64,
     tokenizer: Option<Tokenizer>,
     feed: Option<Arc<dyn WeightFeed>>,
+    block_size: usize,
+    kv_budget: Option<u64>,
     peak_sequences: usize,
+    peak_blocks: usize,
 }
 
 impl std::fmt::Debug for NativeEngine {
@@ -113,8 +127,35 @@ impl NativeEngine {
             version: 0,
             tokenizer: None,
             feed: None,
+            block_size: DEFAULT_BLOCK_SIZE,
+            kv_budget: None,
             peak_sequences: 0,
+            peak_blocks: 0,
         }
+    }
+
+    /// Give the KV cache a fixed size in bytes (`None`: enough for `max_batch` sequences of
+    /// each call's longest prompt and `max_new_tokens`). Admission then waits for blocks to
+    /// free before it starts more completions.
+    pub fn set_kv_budget(&mut self, bytes: Option<u64>) {
+        self.kv_budget = bytes;
+        self.cache = None;
+    }
+
+    /// Positions per KV cache block (at least 1).
+    pub fn set_block_size(&mut self, positions: usize) {
+        self.block_size = positions.max(1);
+        self.cache = None;
+    }
+
+    /// Bytes one KV cache block takes.
+    pub fn block_bytes(&self) -> u64 {
+        KvCache::block_bytes(self.model.config(), self.block_size as i64, self.kind)
+    }
+
+    /// Most KV cache blocks the last `generate` call held at once.
+    pub fn peak_blocks(&self) -> usize {
+        self.peak_blocks
     }
 
     /// Most sequences one decode step of the last `generate` call carried at once (the
@@ -163,12 +204,33 @@ impl NativeEngine {
         self.cache = None;
     }
 
-    /// A cache with at least `slots` slots of `capacity` positions (reused when big enough).
-    fn cache_for(&mut self, slots: i64, capacity: i64) -> KvCache {
-        match self.cache.take() {
-            Some(c) if c.slots() >= slots && c.capacity() >= capacity => c,
-            _ => KvCache::new(self.model.config(), slots, capacity, self.kind, self.vs.device()),
+    /// The cache for a call whose sequences fill up to `capacity` positions: the budget's
+    /// blocks, or enough blocks for `sequences` of them (reused when big enough).
+    fn cache_for(&mut self, sequences: usize, capacity: usize) -> Result<KvCache> {
+        let blocks = match self.kv_budget {
+            Some(bytes) => (bytes / self.block_bytes().max(1)) as i64,
+            None => (sequences * capacity.div_ceil(self.block_size)) as i64,
+        };
+        if blocks < 1 {
+            return Err(RolloutError::Cache(format!(
+                "a budget of {} bytes holds no block of {} bytes",
+                self.kv_budget.unwrap_or_default(),
+                self.block_bytes()
+            )));
         }
+        Ok(match self.cache.take() {
+            Some(c) if c.blocks() >= blocks && c.block_size() == self.block_size as i64 => c,
+            _ => {
+                drop(self.cache.take());
+                KvCache::new(
+                    self.model.config(),
+                    blocks,
+                    self.block_size as i64,
+                    self.kind,
+                    self.vs.device(),
+                )
+            }
+        })
     }
 
     /// Pick the next token of each sequence from its row of `logits` (`[seqs.len(), vocab]`).
@@ -220,7 +282,6 @@ impl NativeEngine {
         seq: &mut Active,
         (token, lp): (u32, f32),
         params: &SamplingParams,
-        capacity: i64,
     ) -> Option<FinishReason> {
         seq.tokens.push(token);
         seq.logprobs.push(lp);
@@ -234,7 +295,7 @@ impl NativeEngine {
                 return Some(FinishReason::Stop);
             }
         }
-        (seq.tokens.len() >= params.max_new_tokens || seq.cached + 1 >= capacity)
+        (seq.tokens.len() >= params.max_new_tokens || seq.cached + 1 >= seq.capacity)
             .then_some(FinishReason::Length)
     }
 
@@ -264,121 +325,114 @@ impl NativeEngine {
 }
 
 impl NativeEngine {
-    /// Prefill a run of admitted requests whose prefill slots are contiguous (prompts
-    /// right-padded to the run's longest), copy each prefix to its requests' other slots, and start
-    /// every completion with its first token.
-    fn prefill(
-        &self,
-        run: &[Admitted],
-        requests: &[GenerationRequest],
-        params: &SamplingParams,
-        step: &mut Step,
-    ) -> Result<()> {
-        let lens: Vec<i64> = run
+    /// Prefill a run of admitted requests (the uncached part of each prompt, right-padded to
+    /// the run's longest), give each completion its copy of the prompt's partial block, and
+    /// start every completion with its first token.
+    fn prefill(&self, run: &[Admitted], params: &SamplingParams, step: &mut Step) -> Result<()> {
+        let requests = step.requests;
+        let lens: Vec<usize> = run
             .iter()
-            .map(|a| requests[a.request].prompt_ids.len() as i64)
+            .map(|a| requests[a.request].prompt_ids.len() - a.cached)
             .collect();
-        let width = lens.iter().copied().max().unwrap_or(1) as usize;
+        let width = lens.iter().copied().max().unwrap_or(1);
         let mut ids = vec![0i64; run.len() * width];
         for (row, a) in run.iter().enumerate() {
-            for (col, &t) in requests[a.request].prompt_ids.iter().enumerate() {
+            for (col, &t) in requests[a.request].prompt_ids[a.cached..].iter().enumerate() {
                 ids[row * width + col] = i64::from(t);
             }
         }
+        let rows: Vec<CachedRow> = run
+            .iter()
+            .zip(&lens)
+            .map(|(a, &len)| CachedRow {
+                blocks: &a.prompt_blocks,
+                start: a.cached as i64,
+                len: len as i64,
+            })
+            .collect();
         let device = self.vs.device();
         let input = Tensor::from_slice(&ids)
             .view([run.len() as i64, width as i64])
             .to_device(device);
-        let hidden = self.model.forward_cached(
-            &input,
-            run[0].prefill as i64,
-            &vec![0; run.len()],
-            &mut step.cache,
-        )?;
+        let hidden = self.model.forward_cached(&input, &rows, &mut step.cache)?;
         let last: Vec<Tensor> = lens
             .iter()
             .enumerate()
-            .map(|(row, &len)| hidden.get(row as i64).get(len - 1))
+            .map(|(row, &len)| hidden.get(row as i64).get(len as i64 - 1))
             .collect();
         let logits = self.model.logits(&Tensor::stack(&last, 0));
         // One logits row per completion: its request's row, repeated.
+        let size = step.cache.block_size() as usize;
         let mut rows = Vec::new();
         let mut seqs = Vec::new();
-        for (row, (a, &len)) in run.iter().zip(&lens).enumerate() {
-            let seed = requests[a.request].seed;
-            for (j, slot) in std::iter::once(a.prefill)
-                .chain(a.extra.iter().copied())
-                .enumerate()
-            {
-                if j > 0 {
-                    step.cache.copy_prefix(a.prefill as i64, slot as i64, len);
+        for (row, a) in run.iter().enumerate() {
+            let (seed, len) = (requests[a.request].seed, requests[a.request].prompt_ids.len());
+            let full = len / size;
+            for (j, tail) in a.tails.iter().enumerate() {
+                if j > 0 && len % size != 0 {
+                    step.cache.copy_block(a.prompt_blocks[full], tail[0]);
                 }
                 let index = a.first + j;
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
                 rng.set_stream(index as u64);
                 rows.push(row as i64);
-                seqs.push((
-                    slot,
-                    Active {
-                        request: a.request,
-                        index,
-                        tokens: Vec::new(),
-                        logprobs: Vec::new(),
-                        versions: Vec::new(),
-                        rng,
-                        cached: len,
-                    },
-                ));
+                seqs.push(Active {
+                    request: a.request,
+                    index,
+                    tokens: Vec::new(),
+                    logprobs: Vec::new(),
+                    versions: Vec::new(),
+                    rng,
+                    cached: len as i64,
+                    table: [&a.prompt_blocks[..full], tail.as_slice()].concat(),
+                    capacity: a.capacity as i64,
+                });
             }
         }
         let logits = logits.index_select(0, &Tensor::from_slice(&rows).to_device(device));
-        let mut refs: Vec<&mut Active> = seqs.iter_mut().map(|(_, s)| s).collect();
+        let mut refs: Vec<&mut Active> = seqs.iter_mut().collect();
         let chosen = self.choose(&logits, params, &mut refs);
-        for ((slot, mut seq), pick) in seqs.into_iter().zip(chosen) {
-            match self.push(&mut seq, pick, params, step.capacity) {
+        for (mut seq, pick) in seqs.into_iter().zip(chosen) {
+            match self.push(&mut seq, pick, params) {
                 Some(reason) => step.finish(seq, reason),
-                None => step.active[slot] = Some(seq),
+                None => step.active.push(seq),
             }
         }
         Ok(())
     }
 
-    /// One decode step over slots `0..=highest active`; returns false when nothing is active.
+    /// One decode step over every active sequence; returns false when none is.
     fn decode(&self, params: &SamplingParams, step: &mut Step) -> Result<bool> {
-        let Some(rows) = step.active.iter().rposition(Option::is_some).map(|i| i + 1) else {
+        if step.active.is_empty() {
             return Ok(false);
-        };
-        let live = &step.active[..rows];
-        let tokens: Vec<i64> = live
+        }
+        step.peak = step.peak.max(step.active.len());
+        let tokens: Vec<i64> = step
+            .active
             .iter()
-            .map(|s| {
-                s.as_ref()
-                    .map_or(0, |s| i64::from(*s.tokens.last().unwrap_or(&0)))
+            .map(|s| i64::from(*s.tokens.last().unwrap_or(&0)))
+            .collect();
+        let rows: Vec<CachedRow> = step
+            .active
+            .iter()
+            .map(|s| CachedRow {
+                blocks: &s.table,
+                start: s.cached,
+                len: 1,
             })
             .collect();
-        let starts: Vec<i64> = live.iter().map(|s| s.as_ref().map_or(0, |s| s.cached)).collect();
-        let slots: Vec<i64> = (0..rows as i64).filter(|&s| live[s as usize].is_some()).collect();
-        step.peak = step.peak.max(slots.len());
-        let device = self.vs.device();
         let input = Tensor::from_slice(&tokens)
-            .view([rows as i64, 1])
-            .to_device(device);
-        let hidden = self.model.forward_cached(&input, 0, &starts, &mut step.cache)?;
-        let hidden = hidden
-            .squeeze_dim(1)
-            .index_select(0, &Tensor::from_slice(&slots).to_device(device));
-        let logits = self.model.logits(&hidden);
-        let mut taken: Vec<(usize, Active)> = slots
-            .iter()
-            .filter_map(|&s| step.active[s as usize].take().map(|a| (s as usize, a)))
-            .collect();
-        let mut refs: Vec<&mut Active> = taken.iter_mut().map(|(_, s)| s).collect();
+            .view([tokens.len() as i64, 1])
+            .to_device(self.vs.device());
+        let hidden = self.model.forward_cached(&input, &rows, &mut step.cache)?;
+        let logits = self.model.logits(&hidden.squeeze_dim(1));
+        let mut refs: Vec<&mut Active> = step.active.iter_mut().collect();
         let chosen = self.choose(&logits, params, &mut refs);
-        for ((slot, mut seq), pick) in taken.into_iter().zip(chosen) {
+        for (mut seq, pick) in std::mem::take(&mut step.active).into_iter().zip(chosen) {
             seq.cached += 1;
-            match self.push(&mut seq, pick, params, step.capacity) {
+            match self.push(&mut seq, pick, params) {
                 Some(reason) => step.finish(seq, reason),
-                None => step.active[slot] = Some(seq),
+                None => step.active.push(seq),
             }
         }
         Ok(true)
@@ -389,34 +443,17 @@ impl NativeEngine {
 struct Step<'a> {
     requests: &'a [GenerationRequest],
     cache: KvCache,
-    capacity: i64,
-    active: Vec<Option<Active>>,
+    blocks: Blocks,
+    active: Vec<Active>,
     done: Vec<Completion>,
     /// Most sequences one decode step carried.
     peak: usize,
 }
 
 impl Step<'_> {
-    /// With nothing left to admit, move the highest active sequences (their cached keys and
-    /// values with them) into the lowest free slots: a decode step runs over slots up to the
-    /// highest active one, so a batch's tail would otherwise decode the holes its finished
-    /// sequences left.
-    fn compact(&mut self) {
-        while let (Some(hole), Some(top)) = (
-            self.active.iter().position(Option::is_none),
-            self.active.iter().rposition(Option::is_some),
-        ) {
-            if top < hole {
-                return;
-            }
-            let seq = self.active[top].take();
-            let cached = seq.as_ref().map_or(0, |s| s.cached);
-            self.cache.copy_prefix(top as i64, hole as i64, cached);
-            self.active[hole] = seq;
-        }
-    }
-
+    /// A finished completion: its blocks go back to the pool.
     fn finish(&mut self, seq: Active, reason: FinishReason) {
+        self.blocks.release(&seq.table);
         self.done.push(Completion {
             request_id: self.requests[seq.request].id,
             index: seq.index,
@@ -461,15 +498,20 @@ impl NativeEngine {
         if total == 0 {
             return Ok(Vec::new());
         }
-        let longest = requests.iter().map(|r| r.prompt_ids.len()).max().unwrap_or(0) as i64;
-        let capacity =
-            (longest + params.max_new_tokens as i64).min(self.model.config().max_position_embeddings);
-        let slots = total.min(self.max_batch);
+        let longest = requests.iter().map(|r| r.prompt_ids.len()).max().unwrap_or(0);
+        let limits = Limits {
+            max_new_tokens: params.max_new_tokens,
+            max_positions: self.model.config().max_position_embeddings.max(1) as usize,
+        };
+        let cache = self.cache_for(
+            total.min(self.max_batch),
+            (longest + limits.max_new_tokens.max(1)).min(limits.max_positions),
+        )?;
         let mut step = Step {
             requests,
-            cache: self.cache_for(slots as i64, capacity),
-            capacity,
-            active: (0..slots).map(|_| None).collect(),
+            blocks: Blocks::new(cache.blocks() as usize, cache.block_size() as usize),
+            cache,
+            active: Vec::new(),
             done: Vec::with_capacity(total),
             peak: 0,
         };
@@ -477,16 +519,30 @@ impl NativeEngine {
         let mut reported = 0;
         let result = tch::no_grad(|| -> Result<()> {
             loop {
+                let version = self.version;
                 self.take_newer_weights()?;
-                let free = (0..slots).filter(|&s| step.active[s].is_none()).collect();
-                let admitted = admission::admit(&mut queue, requests, free);
+                if self.version != version {
+                    step.blocks.forget_prefixes();
+                }
+                let rows = self.max_batch - step.active.len();
+                let admitted = admission::admit(&mut queue, requests, rows, &mut step.blocks, &limits);
+                if let (true, true, Some(&(r, _))) =
+                    (admitted.is_empty(), step.active.is_empty(), queue.front())
+                {
+                    return Err(RolloutError::Request {
+                        id: requests[r].id,
+                        message: format!(
+                            "one completion needs more of the KV cache than its {} blocks of {} positions ({} bytes each)",
+                            step.blocks.count(),
+                            step.blocks.size(),
+                            self.block_bytes()
+                        ),
+                    });
+                }
                 for run in admission::prefill_runs(&admitted, requests) {
-                    self.prefill(run, requests, params, &mut step)?;
+                    self.prefill(run, params, &mut step)?;
                 }
                 let more = self.decode(params, &mut step)?;
-                if queue.is_empty() {
-                    step.compact();
-                }
                 if step.done.len() > reported {
                     reported = step.done.len();
                     progress(reported, total);
@@ -500,10 +556,12 @@ impl NativeEngine {
             cache,
             mut done,
             peak,
+            blocks,
             ..
         } = step;
         self.cache = Some(cache);
         self.peak_sequences = peak;
+        self.peak_blocks = blocks.peak();
         result?;
         let order: HashMap<u64, usize> = requests.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
         done.sort_by_key(|c| (order[&c.request_id], c.index));

@@ -4,35 +4,14 @@
 
 use rlvr_core::{FinishReason, GenerationRequest, PolicyBatch, PolicySample, SamplingParams, TrainBatch};
 use rlvr_data::Tokenizer;
-use rlvr_learner::model::{Config, Documents};
+use rlvr_learner::model::Documents;
 use rlvr_learner::policy::TokenDistribution;
 use rlvr_learner::{Learner, LearnerConfig};
-use rlvr_rollout::{Engine, NativeEngine, WeightFeed};
+use rlvr_rollout::{Engine, WeightFeed};
 use tch::{Device, Kind, Tensor};
 
-fn config() -> Config {
-    serde_json::from_value(serde_json::json!({
-        "model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 60,
-        "max_position_embeddings": 64, "tie_word_embeddings": true
-    }))
-    .unwrap()
-}
-
-fn learner() -> Learner {
-    let cfg = LearnerConfig {
-        max_grad_norm: None,
-        ..LearnerConfig::constant(1e-3, Device::Cpu)
-    };
-    Learner::new(&config(), cfg, 11)
-}
-
-/// An engine holding the learner's weights, loaded through `load_weights`.
-fn engine(l: &Learner, max_batch: usize) -> NativeEngine {
-    let mut e = NativeEngine::new(&config(), Device::Cpu, Kind::Float, max_batch, 99);
-    e.load_weights(&l.export_weights(7).unwrap(), 7).unwrap();
-    e
-}
+mod common;
+use common::{config, engine, learner, learner_logprobs, worst};
 
 fn requests() -> Vec<GenerationRequest> {
     vec![
@@ -55,24 +34,6 @@ fn requests() -> Vec<GenerationRequest> {
             seed: 3,
         },
     ]
-}
-
-/// Log-probs of `tokens` after `prompt` from one full forward pass of the learner's model.
-fn learner_logprobs(l: &Learner, prompt: &[u32], tokens: &[u32], temperature: f64) -> Vec<f32> {
-    let all: Vec<i64> = prompt.iter().chain(tokens).map(|&t| i64::from(t)).collect();
-    let n = all.len() as i64;
-    let input = Tensor::from_slice(&all[..all.len() - 1]).view([1, n - 1]);
-    let logits = tch::no_grad(|| l.model().forward(&input)) / temperature;
-    let logp = logits.log_softmax(-1, Kind::Float).squeeze_dim(0);
-    let p = prompt.len() as i64;
-    (0..tokens.len() as i64)
-        .map(|i| logp.double_value(&[p - 1 + i, i64::from(tokens[i as usize])]) as f32)
-        .collect()
-}
-
-/// The largest difference between two aligned runs of log-probs.
-fn worst(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 /// The parity gate, per token and as a maximum (never a mean), in f32 on the CPU: the engine's

@@ -1,7 +1,13 @@
-//! Generation's cached pass: a key/value cache allocated once per engine, and the forward pass
-//! of new tokens (a prefill, or one decode token per sequence) that writes their keys and values
-//! into it and attends over every cached position (a CPU decode step in f32 over each
-//! sequence's own positions, `decode_attention.rs`).
+//! Generation's cached pass: a paged key/value cache allocated once per engine, and the forward
+//! pass of new tokens (a prefill, or one decode token per sequence) that writes their keys and
+//! values into it and attends over every cached position of its own sequence.
+//!
+//! The cache is a pool of fixed-size blocks; a sequence is a list of blocks (its block table),
+//! so sequences that share a prompt share the blocks that hold it and a block holds the same
+//! positions whichever sequences read it. Which blocks a sequence owns is the caller's business
+//! (the rollout engine's allocator): the pass only reads and writes where the tables say. A CPU
+//! decode step in f32 reads each sequence's blocks in place (`decode_attention.rs`); other
+//! passes gather a batch's blocks into one tensor for `scaled_dot_product_attention`.
 
 use tch::{Kind, Tensor};
 
@@ -9,20 +15,20 @@ use super::attention::Attention;
 use super::config::Config;
 use super::CausalLm;
 
-/// Keys and values of past positions for generation: per layer `[slots, kv_heads, capacity,
+/// Keys and values of past positions for generation: per layer `[blocks, kv_heads, block_size,
 /// head_dim]`, allocated once and written in place.
 #[derive(Debug)]
 pub struct KvCache {
     k: Vec<Tensor>,
     v: Vec<Tensor>,
-    slots: i64,
-    capacity: i64,
+    blocks: i64,
+    block_size: i64,
 }
 
 impl KvCache {
-    /// A cache of `slots` sequences of up to `capacity` positions.
-    pub fn new(config: &Config, slots: i64, capacity: i64, kind: Kind, device: tch::Device) -> Self {
-        let shape = [slots, config.kv_heads(), capacity, config.head_dim];
+    /// A cache of `blocks` blocks of `block_size` positions each.
+    pub fn new(config: &Config, blocks: i64, block_size: i64, kind: Kind, device: tch::Device) -> Self {
+        let shape = [blocks, config.kv_heads(), block_size, config.head_dim];
         let make = || {
             (0..config.num_hidden_layers)
                 .map(|_| Tensor::zeros(shape, (kind, device)))
@@ -31,46 +37,69 @@ impl KvCache {
         Self {
             k: make(),
             v: make(),
-            slots,
-            capacity,
+            blocks,
+            block_size,
         }
     }
 
-    /// Sequences it holds.
-    pub fn slots(&self) -> i64 {
-        self.slots
+    /// Bytes one block takes: keys and values of `block_size` positions in every layer.
+    pub fn block_bytes(config: &Config, block_size: i64, kind: Kind) -> u64 {
+        let elements = 2 * config.num_hidden_layers * config.kv_heads() * block_size * config.head_dim;
+        elements.max(0) as u64 * kind.elt_size_in_bytes() as u64
     }
 
-    /// Positions per sequence.
-    pub fn capacity(&self) -> i64 {
-        self.capacity
+    /// Blocks it holds.
+    pub fn blocks(&self) -> i64 {
+        self.blocks
     }
 
-    /// Copy the first `len` positions of slot `from` into slot `to` (completions that share a
-    /// prompt share its prefill; a sequence moves into a lower free slot).
-    pub fn copy_prefix(&mut self, from: i64, to: i64, len: i64) {
+    /// Positions per block.
+    pub fn block_size(&self) -> i64 {
+        self.block_size
+    }
+
+    /// Copy block `from` into block `to` in every layer (a sequence's private copy of a shared
+    /// block it is about to write into).
+    pub fn copy_block(&mut self, from: i64, to: i64) {
         for c in self.k.iter().chain(self.v.iter()) {
-            let src = c.narrow(0, from, 1).narrow(2, 0, len);
-            c.narrow(0, to, 1).narrow(2, 0, len).copy_(&src);
+            c.narrow(0, to, 1).copy_(&c.narrow(0, from, 1));
         }
     }
 }
 
-/// Where the tokens of one cached forward pass go.
+/// One row of a cached forward pass: the sequence's block table, the position its new tokens
+/// start at, and how many of the row's tokens are real (the rest is right-padding).
+#[derive(Debug, Clone, Copy)]
+pub struct CachedRow<'a> {
+    /// The sequence's blocks, position `p` in block `blocks[p / block_size]`.
+    pub blocks: &'a [i64],
+    /// Position of the row's first new token (positions before it are cached).
+    pub start: i64,
+    /// Real tokens in the row; the rest of the row is padding, neither written nor used.
+    pub len: i64,
+}
+
+/// Where the tokens of one cached forward pass go and what they read.
 struct CacheStep {
-    first_slot: i64,
-    same_start: bool,
-    starts: Vec<i64>,
-    rows: Tensor,
-    start_tensor: Tensor,
+    /// Index of each real token in the flattened `[B * T]` batch.
+    real: Tensor,
+    /// Block and offset within it of each real token.
+    write_block: Tensor,
+    write_offset: Tensor,
+    /// CPU f32 decode kernel's view: each row's blocks and cached length after the step.
+    tables: Vec<Vec<i64>>,
+    lens: Vec<i64>,
+    /// `[B * M]`: each row's first `M` blocks (padded with block 0) for the gathered pass.
+    gather: Tensor,
+    /// `[B, 1, T, M * block_size]`: a key is visible to a query at or after its position.
     mask: Tensor,
-    span: i64,
+    gathered_blocks: i64,
+    decode: bool,
 }
 
 impl Attention {
-    /// Attention of new tokens over the cache: writes their keys and values at their positions
-    /// in slots `first_slot..first_slot + B`, then attends to every cached position up to
-    /// each query's own (`mask`, `[B, 1, T, L]`).
+    /// Attention of new tokens over the cache: writes the real tokens' keys and values at their
+    /// positions, then attends each query to its own sequence's positions up to its own.
     fn forward_cached(
         &self,
         x: &Tensor,
@@ -79,35 +108,34 @@ impl Attention {
         ck: &Tensor,
         cv: &Tensor,
     ) -> Tensor {
-        let b = x.size()[0];
-        let t = x.size()[1];
+        let (b, t) = (x.size()[0], x.size()[1]);
         let (q, k, v) = self.qkv(x, rope);
-        if step.same_start {
-            ck.narrow(0, step.first_slot, b)
-                .narrow(2, step.starts[0], t)
-                .copy_(&k);
-            cv.narrow(0, step.first_slot, b)
-                .narrow(2, step.starts[0], t)
-                .copy_(&v);
-        } else {
-            let rows = Some(&step.rows);
-            let pos = Some(&step.start_tensor);
-            let (mut ck, mut cv) = (ck.shallow_clone(), cv.shallow_clone());
-            let _ = ck.index_put_(&[rows, None, pos], &k.squeeze_dim(2), false);
-            let _ = cv.index_put_(&[rows, None, pos], &v.squeeze_dim(2), false);
-        }
-        if t == 1 {
-            let lens: Vec<i64> = step.starts.iter().map(|s| s + 1).collect();
-            if let Some(y) = super::decode_attention::attend(&q, ck, cv, step.first_slot, &lens) {
+        // `[B, kv, T, d]` to one `[kv, d]` row per real token.
+        let rows = |y: &Tensor| {
+            y.transpose(1, 2)
+                .reshape([b * t, self.n_kv, self.head_dim])
+                .index_select(0, &step.real)
+        };
+        let index = [Some(&step.write_block), None, Some(&step.write_offset)];
+        let (mut ck, mut cv) = (ck.shallow_clone(), cv.shallow_clone());
+        let _ = ck.index_put_(&index, &rows(&k), false);
+        let _ = cv.index_put_(&index, &rows(&v), false);
+        if step.decode {
+            if let Some(y) = super::decode_attention::attend(&q, &ck, &cv, &step.tables, &step.lens) {
                 return self.output(&y);
             }
         }
-        let keys = ck.narrow(0, step.first_slot, b).narrow(2, 0, step.span);
-        let values = cv.narrow(0, step.first_slot, b).narrow(2, 0, step.span);
+        let gathered = |c: &Tensor| {
+            let bs = c.size()[2];
+            c.index_select(0, &step.gather)
+                .view([b, step.gathered_blocks, self.n_kv, bs, self.head_dim])
+                .permute([0, 2, 1, 3, 4])
+                .reshape([b, self.n_kv, step.gathered_blocks * bs, self.head_dim])
+        };
         let y = Tensor::scaled_dot_product_attention(
             &q,
-            &keys,
-            &values,
+            &gathered(&ck),
+            &gathered(&cv),
             Some(&step.mask),
             0.0,
             false,
@@ -120,52 +148,23 @@ impl Attention {
 
 impl CausalLm {
     /// Final hidden states `[B, T, hidden]` (feed [`CausalLm::logits`] the positions you need)
-    /// of new tokens `[B, T]` that continue sequences held in cache
-    /// slots `first_slot..first_slot + B`, row `b` starting at position `starts[b]`. Either all
-    /// rows start at the same position (the prefill of right-padded prompts: padding only
-    /// writes cache positions past a row's end, which that row's later queries never attend to
-    /// before they are overwritten) or each row brings one token (`T = 1`, a decode step).
+    /// of new tokens `[B, T]` continuing the sequences `rows` describe: row `b`'s first
+    /// `rows[b].len` tokens take positions `rows[b].start..`, their keys and values written
+    /// into its blocks, and attend to its cached positions before them. Rows may start at
+    /// different positions and bring different numbers of tokens (a prefill after a shared
+    /// prefix, a decode step's one token each); padding is neither written nor attended to.
     pub fn forward_cached(
         &self,
         input_ids: &Tensor,
-        first_slot: i64,
-        starts: &[i64],
+        rows: &[CachedRow],
         cache: &mut KvCache,
     ) -> crate::Result<Tensor> {
-        let (b, t) = (input_ids.size()[0], input_ids.size()[1]);
-        let bad = |m: String| Err(crate::LearnerError::Batch(m));
-        let same_start = starts.iter().all(|&s| Some(&s) == starts.first());
-        if !(same_start || t == 1) || starts.len() as i64 != b || first_slot + b > cache.slots {
-            return bad(format!(
-                "cached forward of {b}x{t} tokens from slot {first_slot} with {} starts: need equal starts or one token per sequence within {} slots",
-                starts.len(),
-                cache.slots
-            ));
-        }
+        let step = self.cache_step(input_ids, rows, cache)?;
         let device = input_ids.device();
-        let start_tensor = Tensor::from_slice(starts).to_device(device);
-        let positions = start_tensor.unsqueeze(1) + Tensor::arange(t, (Kind::Int64, device)).unsqueeze(0);
-        let span = starts.iter().max().copied().unwrap_or(0) + t;
-        if span > cache.capacity {
-            return bad(format!(
-                "sequence of {span} positions is longer than the cache ({})",
-                cache.capacity
-            ));
-        }
-        let key_pos = Tensor::arange(span, (Kind::Int64, device));
-        let mask = key_pos
-            .view([1, 1, 1, span])
-            .le_tensor(&positions.view([b, 1, t, 1]));
-        let rope = super::layers::rope_at(&self.inv_freq, &positions, self.embed_tokens.kind());
-        let step = CacheStep {
-            first_slot,
-            same_start,
-            starts: starts.to_vec(),
-            rows: Tensor::arange_start(first_slot, first_slot + b, (Kind::Int64, device)),
-            start_tensor,
-            mask,
-            span,
-        };
+        let (b, t) = (input_ids.size()[0], input_ids.size()[1]);
+        let starts = Tensor::from_slice(&rows.iter().map(|r| r.start).collect::<Vec<_>>()).to_device(device);
+        let positions = starts.unsqueeze(1) + Tensor::arange(t, (Kind::Int64, device)).unsqueeze(0);
+        let rope = super::layers::rope_at(&self.inv_freq, &positions.view([b, t]), self.embed_tokens.kind());
         let mut x = self.embed(input_ids);
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward_with(&x, |attn, h| {
@@ -173,5 +172,70 @@ impl CausalLm {
             });
         }
         Ok(self.norm.forward(&x))
+    }
+
+    /// Check `rows` against the batch and the cache and lay out where the pass writes and
+    /// reads.
+    fn cache_step(
+        &self,
+        input_ids: &Tensor,
+        rows: &[CachedRow],
+        cache: &KvCache,
+    ) -> crate::Result<CacheStep> {
+        let (b, t) = (input_ids.size()[0], input_ids.size()[1]);
+        let bs = cache.block_size;
+        let bad = |m: String| Err(crate::LearnerError::Batch(m));
+        if rows.len() as i64 != b {
+            return bad(format!(
+                "cached forward of {b} rows given {} block tables",
+                rows.len()
+            ));
+        }
+        let (mut real, mut write_block, mut write_offset) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, r) in rows.iter().enumerate() {
+            let end = r.start + r.len;
+            if !(1..=t).contains(&r.len) || r.start < 0 || end > r.blocks.len() as i64 * bs {
+                return bad(format!(
+                    "row {i}: {} tokens from position {} in a batch of {t} need more than its {} blocks of {bs}",
+                    r.len,
+                    r.start,
+                    r.blocks.len()
+                ));
+            }
+            if let Some(x) = r.blocks.iter().find(|&&x| !(0..cache.blocks).contains(&x)) {
+                return bad(format!("row {i}: block {x} outside the cache's {}", cache.blocks));
+            }
+            for p in r.start..end {
+                real.push(i as i64 * t + p - r.start);
+                write_block.push(r.blocks[(p / bs) as usize]);
+                write_offset.push(p % bs);
+            }
+        }
+        let device = input_ids.device();
+        let lens: Vec<i64> = rows.iter().map(|r| r.start + r.len).collect();
+        let span = lens.iter().copied().max().unwrap_or(1);
+        let m = (span + bs - 1) / bs;
+        let gather: Vec<i64> = rows
+            .iter()
+            .flat_map(|r| (0..m as usize).map(|j| r.blocks.get(j).copied().unwrap_or(0)))
+            .collect();
+        let starts = Tensor::from_slice(&rows.iter().map(|r| r.start).collect::<Vec<_>>()).to_device(device);
+        let query_pos =
+            starts.view([b, 1, 1, 1]) + Tensor::arange(t, (Kind::Int64, device)).view([1, 1, t, 1]);
+        let mask = Tensor::arange(m * bs, (Kind::Int64, device))
+            .view([1, 1, 1, m * bs])
+            .le_tensor(&query_pos);
+        let on = |v: &[i64]| Tensor::from_slice(v).to_device(device);
+        Ok(CacheStep {
+            real: on(&real),
+            write_block: on(&write_block),
+            write_offset: on(&write_offset),
+            tables: rows.iter().map(|r| r.blocks.to_vec()).collect(),
+            lens,
+            gather: on(&gather),
+            mask,
+            gathered_blocks: m,
+            decode: t == 1,
+        })
     }
 }

@@ -1,15 +1,16 @@
 //! One decode step's attention on an x86-64 CPU in f32: each sequence's new token attends over
-//! its own cached positions, and no others.
+//! its own cached positions, read in place from the blocks of the paged cache, and no others.
 //!
-//! libtorch's `scaled_dot_product_attention` takes the cache narrowed to the batch's longest
-//! sequence and a mask, so every row pays for the longest one; with continuous batching rows of
-//! 150 and 660 positions share a step, and at those lengths a step is bound by reading the
-//! cache (BENCHMARKS.md, "The first real post-training run"). Here each (sequence, key/value
-//! head) reads its keys once for every query head of its group, then its values once: scores,
-//! a softmax, the weighted sum. The products are 8-lane fused multiply-adds compiled for AVX2
-//! and FMA, and again for AVX-512 where the CPU has it. The work is shared over libtorch's
-//! OpenMP threads (`omp.rs`) in contiguous runs of equal cached length. Each output is the
-//! same sums in another order than SDPA's, so they differ by rounding (tests: within 1e-5).
+//! The gathered path (`cache.rs`) copies a batch's blocks into one tensor padded to the
+//! longest sequence and masks it for libtorch's `scaled_dot_product_attention`, so every row
+//! pays for the longest one; with continuous batching rows of 150 and 660 positions share a
+//! step, and at those lengths a step is bound by reading the cache (BENCHMARKS.md, "The first
+//! real post-training run"). Here each (sequence, key/value head) reads its keys once for every
+//! query head of its group, block by block, then its values once: scores, a softmax, the
+//! weighted sum. The products are 8-lane fused multiply-adds compiled for AVX2 and FMA, and
+//! again for AVX-512 where the CPU has it. The work is shared over libtorch's OpenMP threads
+//! (`omp.rs`) in contiguous runs of equal cached length. Each output is the same sums in
+//! another order than SDPA's, so they differ by rounding (tests: within 1e-5).
 
 use std::ops::Range;
 
@@ -18,17 +19,17 @@ use tch::{Device, Kind, Tensor};
 use super::isa::Isa;
 use super::omp;
 
-/// Attention of one new token per sequence (`q`, `[B, heads, 1, head_dim]`) over the cache
-/// (`keys`, `values`: `[slots, kv_heads, capacity, head_dim]`, the whole cache) in slots
-/// `first_slot..first_slot + B`, sequence `b` over its first `lens[b]` positions:
+/// Attention of one new token per sequence (`q`, `[B, heads, 1, head_dim]`) over the paged
+/// cache (`keys`, `values`: `[blocks, kv_heads, block_size, head_dim]`), sequence `b` over its
+/// first `lens[b]` positions, position `p` in block `tables[b][p / block_size]`:
 /// `[B, heads, 1, head_dim]`, or `None` where this kernel does not apply (not f32 on an x86-64
 /// CPU with AVX2 and FMA, a non-contiguous cache, a head size not a multiple of 8, an operand
-/// requiring a gradient, a length outside the cache).
+/// requiring a gradient, a length past a sequence's blocks or a block outside the cache).
 pub(super) fn attend(
     q: &Tensor,
     keys: &Tensor,
     values: &Tensor,
-    first_slot: i64,
+    tables: &[Vec<i64>],
     lens: &[i64],
 ) -> Option<Tensor> {
     let isa = Isa::widest()?;
@@ -38,6 +39,7 @@ pub(super) fn attend(
         && keys.dim() == 4
         && qs[2] == 1
         && qs[0] == lens.len() as i64
+        && tables.len() == lens.len()
         && values.size() == cs
         && [q, keys, values].into_iter().all(f32_cpu)
         && keys.is_contiguous()
@@ -46,9 +48,9 @@ pub(super) fn attend(
         && cs[3] % 8 == 0
         && cs[1] > 0
         && qs[1] % cs[1] == 0
-        && first_slot >= 0
-        && first_slot + qs[0] <= cs[0]
-        && lens.iter().all(|&l| (1..=cs[2]).contains(&l));
+        && tables.iter().zip(lens).all(|(table, &l)| {
+            l >= 1 && l <= table.len() as i64 * cs[2] && table.iter().all(|b| (0..cs[0]).contains(b))
+        });
     if !applies {
         return None;
     }
@@ -57,15 +59,15 @@ pub(super) fn attend(
     let shape = Shape {
         heads: qs[1] as usize,
         kv_heads: cs[1] as usize,
-        capacity: cs[2] as usize,
+        block_size: cs[2] as usize,
         dim: cs[3] as usize,
-        first_slot: first_slot as usize,
     };
     let job = Job {
         q: q.data_ptr() as *const f32,
         keys: keys.data_ptr() as *const f32,
         values: values.data_ptr() as *const f32,
         out: out.data_ptr() as *mut f32,
+        tables,
         lens: lens.iter().map(|&l| l as usize).collect(),
         shape,
         isa,
@@ -88,20 +90,21 @@ pub(super) fn kernel_name() -> &'static str {
 struct Shape {
     heads: usize,
     kv_heads: usize,
-    capacity: usize,
+    block_size: usize,
     dim: usize,
-    first_slot: usize,
 }
 
 /// Raw views of one call's operands, valid while [`attend`] runs.
-struct Job {
+struct Job<'a> {
     /// `[B, heads, 1, dim]`, contiguous.
     q: *const f32,
-    /// `[slots, kv_heads, capacity, dim]`, contiguous.
+    /// `[blocks, kv_heads, block_size, dim]`, contiguous.
     keys: *const f32,
     values: *const f32,
     /// `[B, heads, 1, dim]`, written in full.
     out: *mut f32,
+    /// Each sequence's blocks.
+    tables: &'a [Vec<i64>],
     lens: Vec<usize>,
     shape: Shape,
     /// The widest instruction set this CPU runs.
@@ -110,9 +113,9 @@ struct Job {
 
 // SAFETY: the threads of `omp::parallel` read the operands and write disjoint heads of `out`
 // (see `Job::run`).
-unsafe impl Sync for Job {}
+unsafe impl Sync for Job<'_> {}
 
-impl Job {
+impl Job<'_> {
     /// Every (sequence, key/value head), shared over libtorch's threads.
     fn run(&self) {
         let threads = (tch::get_num_threads().max(1) as usize).min(self.lens.len() * self.shape.kv_heads);
@@ -149,9 +152,8 @@ impl Job {
         let Shape {
             heads,
             kv_heads,
-            capacity,
+            block_size,
             dim,
-            first_slot,
         } = self.shape;
         let group = heads / kv_heads;
         let scale = 1.0 / (dim as f32).sqrt();
@@ -161,17 +163,25 @@ impl Job {
         for i in items {
             let (b, h) = (i / kv_heads, i % kv_heads);
             let len = self.lens[b];
-            let cached = ((first_slot + b) * kv_heads + h) * capacity * dim;
-            let keys = std::slice::from_raw_parts(self.keys.add(cached), len * dim);
-            let values = std::slice::from_raw_parts(self.values.add(cached), len * dim);
+            // Block `j`'s keys (or values) of head `h`: `[positions, dim]`, the last block
+            // cut at the sequence's length.
+            let block = |base: *const f32, j: usize| {
+                let start = (self.tables[b][j] as usize * kv_heads + h) * block_size * dim;
+                let positions = block_size.min(len - j * block_size);
+                std::slice::from_raw_parts(base.add(start), positions * dim)
+            };
+            let blocks = len.div_ceil(block_size);
             let first_head = (b * heads + h * group) * dim;
             let q = std::slice::from_raw_parts(self.q.add(first_head), group * dim);
             let out = std::slice::from_raw_parts_mut(self.out.add(first_head), group * dim);
             scores.clear();
             scores.resize(group * len, 0f32);
-            for (t, key) in keys.chunks_exact(dim).enumerate() {
-                for (r, query) in q.chunks_exact(dim).enumerate() {
-                    scores[r * len + t] = dot(query, key) * scale;
+            for j in 0..blocks {
+                for (i, key) in block(self.keys, j).chunks_exact(dim).enumerate() {
+                    let t = j * block_size + i;
+                    for (r, query) in q.chunks_exact(dim).enumerate() {
+                        scores[r * len + t] = dot(query, key) * scale;
+                    }
                 }
             }
             for (row, total_of_row) in scores.chunks_exact_mut(len).zip(totals.iter_mut()) {
@@ -184,9 +194,12 @@ impl Job {
                 *total_of_row = total;
             }
             sums.fill(0.0);
-            for (t, value) in values.chunks_exact(dim).enumerate() {
-                for (r, sum) in sums.chunks_exact_mut(dim).enumerate() {
-                    add_scaled(sum, scores[r * len + t], value);
+            for j in 0..blocks {
+                for (i, value) in block(self.values, j).chunks_exact(dim).enumerate() {
+                    let t = j * block_size + i;
+                    for (r, sum) in sums.chunks_exact_mut(dim).enumerate() {
+                        add_scaled(sum, scores[r * len + t], value);
+                    }
                 }
             }
             for ((o, sum), total) in out.chunks_exact_mut(dim).zip(sums.chunks_exact(dim)).zip(&totals) {
@@ -227,7 +240,7 @@ mod kernel {
     use super::{Isa, Job};
 
     /// `job`'s `items` with `isa`, which this CPU runs (one of [`Isa::supported`]).
-    pub(super) unsafe fn items(job: &Job, items: Range<usize>, isa: Isa) {
+    pub(super) unsafe fn items(job: &Job<'_>, items: Range<usize>, isa: Isa) {
         match isa {
             Isa::Avx512 => avx512(job, items),
             Isa::Avx2 => avx2(job, items),
@@ -235,12 +248,12 @@ mod kernel {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2(job: &Job, items: Range<usize>) {
+    unsafe fn avx2(job: &Job<'_>, items: Range<usize>) {
         job.items(items)
     }
 
     #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn avx512(job: &Job, items: Range<usize>) {
+    unsafe fn avx512(job: &Job<'_>, items: Range<usize>) {
         job.items(items)
     }
 }
@@ -252,7 +265,7 @@ mod kernel {
 
     use super::{Isa, Job};
 
-    pub(super) unsafe fn items(job: &Job, items: Range<usize>, _: Isa) {
+    pub(super) unsafe fn items(job: &Job<'_>, items: Range<usize>, _: Isa) {
         job.items(items)
     }
 }
@@ -261,35 +274,56 @@ mod kernel {
 mod tests {
     use tch::{Device, Kind, Tensor};
 
-    /// Against SDPA over the cache narrowed to the longest sequence with a mask, as the cached
-    /// pass computes it otherwise: grouped and plain heads, head sizes 8, 64 and 128, lengths
-    /// from 1 to the whole cache, slots past the first, one thread and two.
+    /// Against SDPA over each sequence's blocks gathered in order and masked past its length,
+    /// as the cached pass computes it otherwise: grouped and plain heads, head sizes 8, 64 and
+    /// 128, lengths from 1 to a whole table, blocks shared between sequences and out of order,
+    /// one thread and two.
     #[test]
-    fn attention_matches_sdpa_over_each_sequences_own_positions() {
+    fn attention_matches_sdpa_over_each_sequences_own_blocks() {
         if super::Isa::widest().is_none() {
             return;
         }
         let opts = (Kind::Float, Device::Cpu);
         let default_threads = tch::get_num_threads();
+        let (blocks, block_size) = (12, 8);
+        let tables: Vec<Vec<i64>> = vec![
+            vec![3],
+            vec![0, 5, 7, 1, 2],
+            vec![11, 5, 4],
+            vec![3, 6],
+            vec![9, 8, 10, 3],
+        ];
+        let lens = [1i64, 40, 17, 3, 29];
+        let b = lens.len() as i64;
+        let span = 40;
         for threads in [1, 2] {
             tch::set_num_threads(threads);
             for (heads, kv_heads, dim) in [(9, 3, 64), (4, 4, 8), (8, 2, 128), (3, 1, 16)] {
-                let (slots, capacity, first_slot) = (7, 40, 2);
-                let lens = [1i64, 40, 17, 3, 29];
-                let b = lens.len() as i64;
                 let q = Tensor::randn([b, heads, 1, dim], opts);
-                let keys = Tensor::randn([slots, kv_heads, capacity, dim], opts);
-                let values = Tensor::randn([slots, kv_heads, capacity, dim], opts);
-                let ours = super::attend(&q, &keys, &values, first_slot, &lens).expect("the kernel applies");
-                let span = *lens.iter().max().unwrap_or(&1);
+                let keys = Tensor::randn([blocks, kv_heads, block_size, dim], opts);
+                let values = Tensor::randn([blocks, kv_heads, block_size, dim], opts);
+                let ours = super::attend(&q, &keys, &values, &tables, &lens).expect("the kernel applies");
+                let gathered = |c: &Tensor| {
+                    let rows: Vec<Tensor> = tables
+                        .iter()
+                        .map(|t| {
+                            let mut t = t.clone();
+                            t.resize(5, 0);
+                            c.index_select(0, &Tensor::from_slice(&t))
+                                .permute([1, 0, 2, 3])
+                                .reshape([kv_heads, 5 * block_size, dim])
+                                .narrow(1, 0, span)
+                        })
+                        .collect();
+                    Tensor::stack(&rows, 0)
+                };
                 let mask = Tensor::arange(span, (Kind::Int64, Device::Cpu))
                     .view([1, 1, 1, span])
                     .lt_tensor(&Tensor::from_slice(&lens).view([b, 1, 1, 1]));
-                let narrow = |c: &Tensor| c.narrow(0, first_slot, b).narrow(2, 0, span);
                 let theirs = Tensor::scaled_dot_product_attention(
                     &q,
-                    &narrow(&keys),
-                    &narrow(&values),
+                    &gathered(&keys),
+                    &gathered(&values),
                     Some(&mask),
                     0.0,
                     false,
@@ -305,22 +339,22 @@ mod tests {
         }
         tch::set_num_threads(default_threads);
         let q = Tensor::randn([1, 2, 1, 12], opts);
-        let cache = Tensor::randn([1, 1, 4, 12], opts);
+        let cache = Tensor::randn([2, 1, 4, 12], opts);
         assert!(
-            super::attend(&q, &cache, &cache, 0, &[2]).is_none(),
+            super::attend(&q, &cache, &cache, &[vec![0]], &[2]).is_none(),
             "head size 12"
         );
         let q = Tensor::randn([1, 2, 1, 8], opts);
-        let cache = Tensor::randn([1, 1, 4, 8], opts);
+        let cache = Tensor::randn([2, 1, 4, 8], opts);
         assert!(
-            super::attend(&q, &cache, &cache, 0, &[5]).is_none(),
-            "past the cache"
+            super::attend(&q, &cache, &cache, &[vec![0]], &[5]).is_none(),
+            "past the sequence's blocks"
         );
         assert!(
-            super::attend(&q, &cache, &cache, 1, &[2]).is_none(),
-            "past the slots"
+            super::attend(&q, &cache, &cache, &[vec![2]], &[2]).is_none(),
+            "a block past the cache"
         );
         let double = cache.to_kind(Kind::Double);
-        assert!(super::attend(&q.to_kind(Kind::Double), &double, &double, 0, &[2]).is_none());
+        assert!(super::attend(&q.to_kind(Kind::Double), &double, &double, &[vec![0]], &[2]).is_none());
     }
 }

@@ -1,79 +1,148 @@
-//! Admission: which queued completions enter which free cache slots, and which of the admitted
-//! prompts are prefilled together.
+//! Admission: which queued completions start now, the cache blocks each gets, and which of the
+//! admitted prompts are prefilled together.
 //!
-//! Each admitted request gets one prefill slot, taken from the front of the free slots so that
-//! prefills batch over contiguous slots, and its other completions' slots from the back (they
-//! copy the prefilled prompt). Among one round's admissions the longest prompts take the lowest
-//! prefill slots, so a run of contiguous slots holds prompts of falling length, and it is cut
+//! A request's completions share its prompt: its full blocks are prefilled once and listed in
+//! every completion's block table; the partial last block (if any) is the first completion's,
+//! and each other completion gets a copy of it once the prompt is prefilled (copy on write).
+//! Leading full blocks another prompt already cached are reused (the prefix cache), so only the
+//! rest is prefilled. Admission reserves every block a completion can need (prompt and
+//! `max_new_tokens`), so a running sequence never waits for memory; the queue is served in
+//! order and stops at the first request that does not fit.
+//!
+//! A prompt may reuse blocks another prompt of the same round is about to prefill; it then
+//! prefills in a later phase. Within a phase the longest prompts go first, and a run is cut
 //! where right-padding every prompt to the run's longest would add more than a quarter to the
 //! positions computed.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use rlvr_core::GenerationRequest;
 
-/// A request admitted into cache slots this round.
+use super::blocks::Blocks;
+
+/// A request admitted this round.
 pub(super) struct Admitted {
     /// Its index in the call's requests.
     pub request: usize,
     /// Index of its first completion admitted now.
     pub first: usize,
-    /// Slot its prompt is prefilled into (and its first completion decodes in).
-    pub prefill: usize,
-    /// Slots of its other completions, which copy the prefill.
-    pub extra: Vec<usize>,
+    /// The blocks of its prompt: reused ones, then those this round prefills.
+    pub prompt_blocks: Vec<i64>,
+    /// Prompt positions already in reused blocks (prefill starts there).
+    pub cached: usize,
+    /// Each admitted completion's blocks past the prompt's full blocks; the first
+    /// completion's start with the prompt's partial block, if it has one.
+    pub tails: Vec<Vec<i64>>,
+    /// Positions each completion may fill (prompt and new tokens).
+    pub capacity: usize,
+    /// Prefill phase: after every prompt whose blocks it reuses.
+    phase: usize,
 }
 
-/// Admit queued `(request, next completion index)` entries into the `free` slots (ascending),
-/// in slot order; the queue keeps what did not fit.
+/// What admission needs to know of the call.
+pub(super) struct Limits {
+    /// New tokens a completion may generate.
+    pub max_new_tokens: usize,
+    /// Positions the model allows.
+    pub max_positions: usize,
+}
+
+/// Admit queued `(request, next completion index)` entries while `rows` more sequences may run
+/// and `blocks` has room; the queue keeps what did not fit.
 pub(super) fn admit(
     queue: &mut VecDeque<(usize, usize)>,
     requests: &[GenerationRequest],
-    mut free: VecDeque<usize>,
+    mut rows: usize,
+    blocks: &mut Blocks,
+    limits: &Limits,
 ) -> Vec<Admitted> {
+    let size = blocks.size();
     let mut admitted = Vec::new();
-    while let (Some(&(r, first)), false) = (queue.front(), free.is_empty()) {
-        let take = free.len().min(requests[r].n - first);
-        if take > 0 {
-            let prefill = free.pop_front().unwrap_or_default();
-            let extra = (1..take).filter_map(|_| free.pop_back()).collect();
-            admitted.push(Admitted {
-                request: r,
-                first,
-                prefill,
-                extra,
-            });
+    // Blocks this round prefills, with the phase that prefills them.
+    let mut pending: HashMap<i64, usize> = HashMap::new();
+    while let (Some(&(r, first)), true) = (queue.front(), rows > 0) {
+        if first >= requests[r].n {
+            queue.pop_front();
+            continue;
         }
+        let prompt = &requests[r].prompt_ids;
+        let len = prompt.len();
+        // The first token comes from the prefill and is not cached, but one is always drawn.
+        let capacity = (len + limits.max_new_tokens.max(1)).min(limits.max_positions);
+        let (full, prompt_count, sequence) = (len / size, len.div_ceil(size), capacity.div_ceil(size));
+        // At least the prompt's last token is computed: its logits start every completion.
+        let reused = blocks.lookup(prompt, (len - 1) / size);
+        let first_needs = (prompt_count - reused.len()) + (sequence - prompt_count);
+        let next_needs = sequence - full;
+        let available = blocks.available();
+        if available < first_needs {
+            blocks.release(&reused);
+            break;
+        }
+        let take = (1 + (available - first_needs) / next_needs)
+            .min(rows)
+            .min(requests[r].n - first);
+        let Some(mut fresh) = blocks.allocate(first_needs + (take - 1) * next_needs) else {
+            blocks.release(&reused);
+            break;
+        };
+        let phase = reused
+            .iter()
+            .filter_map(|b| pending.get(b).map(|p| p + 1))
+            .max()
+            .unwrap_or(0);
+        let mut prompt_blocks = reused;
+        let cached = prompt_blocks.len() * size;
+        prompt_blocks.extend(fresh.drain(..prompt_count - prompt_blocks.len()));
+        for &b in &prompt_blocks[cached / size..] {
+            pending.insert(b, phase);
+        }
+        let mut tails = vec![prompt_blocks[full..].to_vec()];
+        tails[0].extend(fresh.drain(..sequence - prompt_count));
+        for _ in 1..take {
+            tails.push(fresh.drain(..next_needs).collect());
+            blocks.hold(&prompt_blocks[..full]);
+        }
+        blocks.remember(prompt, &prompt_blocks[..full]);
+        admitted.push(Admitted {
+            request: r,
+            first,
+            prompt_blocks,
+            cached,
+            tails,
+            capacity,
+            phase,
+        });
+        rows -= take;
         if first + take == requests[r].n {
             queue.pop_front();
         } else if let Some(front) = queue.front_mut() {
             front.1 = first + take;
         }
     }
-    let mut slots: Vec<usize> = admitted.iter().map(|a| a.prefill).collect();
-    slots.sort_unstable();
-    admitted.sort_by_key(|a| std::cmp::Reverse(requests[a.request].prompt_ids.len()));
-    for (a, slot) in admitted.iter_mut().zip(slots) {
-        a.prefill = slot;
-    }
+    admitted.sort_by_key(|a| (a.phase, std::cmp::Reverse(uncached(a, requests))));
     admitted
 }
 
-/// `admitted` (as [`admit`] orders it) cut into runs to prefill together: contiguous prefill
-/// slots, and at most a quarter more positions, once each prompt is right-padded to the run's
-/// first (longest), than the prompts hold.
+/// Prompt tokens `a` prefills.
+fn uncached(a: &Admitted, requests: &[GenerationRequest]) -> usize {
+    requests[a.request].prompt_ids.len() - a.cached
+}
+
+/// `admitted` (as [`admit`] orders it) cut into runs to prefill together: one phase, and at
+/// most a quarter more positions, once each prompt is right-padded to the run's first
+/// (longest), than the prompts bring.
 pub(super) fn prefill_runs<'a>(
     admitted: &'a [Admitted],
     requests: &[GenerationRequest],
 ) -> Vec<&'a [Admitted]> {
-    let len = |a: &Admitted| requests[a.request].prompt_ids.len();
+    let len = |a: &Admitted| uncached(a, requests);
     let mut runs = Vec::new();
     let (mut start, mut tokens) = (0, 0);
     for (i, a) in admitted.iter().enumerate() {
         if i > start {
-            let contiguous = a.prefill == admitted[i - 1].prefill + 1;
             let padded = len(&admitted[start]) * (i - start + 1);
-            if !contiguous || 4 * padded > 5 * (tokens + len(a)) {
+            if a.phase != admitted[start].phase || 4 * padded > 5 * (tokens + len(a)) {
                 runs.push(&admitted[start..i]);
                 (start, tokens) = (i, 0);
             }
@@ -90,52 +159,62 @@ pub(super) fn prefill_runs<'a>(
 mod tests {
     use super::*;
 
-    fn request(id: u64, len: usize, n: usize) -> GenerationRequest {
+    fn request(id: u64, prompt_ids: Vec<u32>, n: usize) -> GenerationRequest {
         GenerationRequest {
             id,
-            prompt_ids: vec![1; len],
+            prompt_ids,
             n,
             seed: id,
         }
     }
 
-    /// Prompts of 18, 100, 48, 95 (three samples), 50, 90 and 20 tokens (two samples) into
-    /// slots 0–4 and 6–9: prefill slots from the front, extra samples' from the back, the
-    /// longest prompts in the lowest prefill slots; runs stop at the hole at slot 5 and where
-    /// padding would add more than a quarter; the last request's second sample waits.
+    const LIMITS: Limits = Limits {
+        max_new_tokens: 6,
+        max_positions: 1000,
+    };
+
+    /// Blocks of 4 positions. A prompt of 10 tokens with three completions (16 positions each):
+    /// prompt blocks 3, the first completion's tail the partial block and one more, the others
+    /// 2 blocks each (a copy of the partial block, one more). A second prompt sharing its first
+    /// 8 tokens reuses those two blocks and prefills after it; a third of 8 tokens reuses one
+    /// block only (its last token is recomputed). A fourth does not fit and waits.
     #[test]
-    fn longest_prompts_first_and_runs_cut_where_padding_wastes() {
-        let requests: Vec<_> = [(18, 1), (100, 1), (48, 1), (95, 3), (50, 1), (90, 1), (20, 2)]
-            .iter()
-            .enumerate()
-            .map(|(i, &(len, n))| request(i as u64, len, n))
-            .collect();
+    fn completions_share_their_prompt_and_prompts_their_common_prefix() {
+        let shared: Vec<u32> = (0..8).collect();
+        let with = |tail: &[u32]| [shared.as_slice(), tail].concat();
+        let requests = vec![
+            request(0, with(&[8, 9]), 3),
+            request(1, with(&[20, 21, 22, 23, 24]), 1),
+            request(2, shared.clone(), 1),
+            request(3, (100..140).collect(), 1),
+        ];
         let mut queue: VecDeque<_> = (0..requests.len()).map(|r| (r, 0)).collect();
-        let free: VecDeque<usize> = [0, 1, 2, 3, 4, 6, 7, 8, 9].into();
-        let admitted = admit(&mut queue, &requests, free);
+        let mut blocks = Blocks::new(20, 4);
+        let admitted = admit(&mut queue, &requests, 64, &mut blocks, &LIMITS);
+        assert_eq!(queue, [(3, 0)]);
         let placed: Vec<_> = admitted
             .iter()
-            .map(|a| (a.request, a.first, a.prefill, a.extra.clone()))
+            .map(|a| (a.request, a.phase, a.cached, a.prompt_blocks.len(), a.tails.len()))
             .collect();
+        assert_eq!(placed, [(0, 0, 0, 3, 3), (1, 1, 8, 4, 1), (2, 1, 4, 2, 1)]);
+        let [zero, one, two] = &admitted[..] else {
+            panic!("three admitted");
+        };
+        assert_eq!(one.prompt_blocks[..2], zero.prompt_blocks[..2]);
+        assert_eq!(two.prompt_blocks[0], zero.prompt_blocks[0]);
+        assert_ne!(two.prompt_blocks[1], zero.prompt_blocks[1]);
         assert_eq!(
-            placed,
-            [
-                (1, 0, 0, vec![]),
-                (3, 0, 1, vec![9, 8]),
-                (5, 0, 2, vec![]),
-                (4, 0, 3, vec![]),
-                (2, 0, 4, vec![]),
-                (6, 0, 6, vec![]),
-                (0, 0, 7, vec![]),
-            ]
+            zero.tails[0][0], zero.prompt_blocks[2],
+            "the partial block is the first's"
         );
-        assert_eq!(queue, [(6, 1)]);
+        assert!(zero.tails.iter().all(|t| t.len() == 2));
+        // 3 + 1 + 2 + 2 for request 0, 2 + 1 for request 1 (19 positions: 5 blocks, 2 reused),
+        // 1 + 2 for request 2 (14 positions: 4 blocks, 1 reused); request 3 needs 12 of 6.
+        assert_eq!(blocks.count() - blocks.available(), 14);
         let runs: Vec<Vec<usize>> = prefill_runs(&admitted, &requests)
             .iter()
             .map(|run| run.iter().map(|a| a.request).collect())
             .collect();
-        // 100, 95, 90, 50 pad to 400 positions for 335 tokens (within a quarter), adding 48
-        // would pad 500 for 383; 20 and 18 pad 40 for 38.
-        assert_eq!(runs, [vec![1, 3, 5, 4], vec![2], vec![6, 0]]);
+        assert_eq!(runs, [vec![0], vec![1, 2]]);
     }
 }
