@@ -57,6 +57,7 @@ impl Spawner<RolloutWorker> for Rollouts {
             kind: tch::Kind::Float,
             free_cache_between_jobs: false,
             max_batch: 8,
+            kv_cache_bytes: None,
             pool,
             broadcaster: self.broadcaster.clone(),
             in_flight: None,

@@ -179,29 +179,36 @@ fn async_rlvr_overlaps_the_next_rollout_within_a_one_version_staleness_bound() {
 }
 
 /// The in-flight batch: a step of 64 prompts × 8 samples on engines of 512 sequences decodes
-/// them together (`rollout_peak_sequences`), not in capped jobs.
+/// them together (`rollout_peak_sequences`), not in capped jobs; with `rollout.kv_cache_gib`
+/// at 512 KiB (64 blocks of 16 positions of this model in f32, 8 KiB each) admission holds it
+/// to at most 64 sequences at once (every sequence holds a block of its own) and the step
+/// still completes.
 #[test]
 fn a_step_of_64_prompts_by_8_samples_decodes_every_sequence_at_once() {
     let dir = tmp("in-flight");
-    let out = short_rlvr(
-        &dir,
-        1,
-        &[
+    let peak = |extra: &[&str]| {
+        let mut args = vec![
             "--set",
             "rlvr.local_rollout_batch_size=64",
             "--set",
             "rlvr.local_mini_batch_size=512",
             "--set",
             "rollout.engine_batch=512",
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let peaks: Vec<u64> = metrics(&dir)
-        .iter()
-        .filter_map(|r| r.get("rollout_peak_sequences")?.as_u64())
-        .collect();
-    assert_eq!(peaks.len(), 1);
-    assert!(peaks[0] >= 256, "at most {} sequences in flight", peaks[0]);
+        ];
+        args.extend(extra);
+        let out = short_rlvr(&dir, 1, &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let peaks: Vec<u64> = metrics(&dir)
+            .iter()
+            .filter_map(|r| r.get("rollout_peak_sequences")?.as_u64())
+            .collect();
+        assert_eq!(peaks.len(), 1);
+        peaks[0]
+    };
+    let unbounded = peak(&[]);
+    assert!(unbounded >= 256, "at most {unbounded} sequences in flight");
+    let bounded = peak(&["--set", "rollout.kv_cache_gib=0.00048828125"]);
+    assert!((1..=64).contains(&bounded), "{bounded} sequences in 64 blocks");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

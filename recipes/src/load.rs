@@ -360,6 +360,14 @@ pub fn validate(r: &Recipe) -> Result<()> {
     if r.data.mix.is_empty() {
         return bad("data.mix", "at least one dataset is needed".into());
     }
+    if let Some(g) = r.rollout.kv_cache_gib {
+        if !(g > 0.0 && g.is_finite()) {
+            return bad(
+                "rollout.kv_cache_gib",
+                format!("must be a positive number of GiB, got {g}"),
+            );
+        }
+    }
     for (i, device) in r.rollout.devices.iter().enumerate() {
         if !crate::spec::is_device_name(device) {
             return bad(

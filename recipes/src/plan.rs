@@ -21,9 +21,11 @@
 //! the fp32 log-softmax).
 //!
 //! **Rollout engine**: weights `eΨ / tp` per GPU; the KV cache holds `2 × L × kv × e` bytes per
-//! token (K and V), for `prompt + response` tokens per sequence, `e` the bytes of an element in
-//! the engine's dtype (`rollout.dtype`, else `model.dtype`: 2 in bf16, 4 in f32). When the whole batch does
-//! not fit, generation runs in waves; the plan says how many sequences are resident at once.
+//! token (K and V), `e` the bytes of an element in the engine's dtype (`rollout.dtype`, else
+//! `model.dtype`: 2 in bf16, 4 in f32), for `prompt / n + response` tokens per sequence (the n
+//! samples of a prompt share its blocks). The cache is what is left of the GPU, or
+//! `rollout.kv_cache_gib` when set. When the whole batch does not fit, generation runs in
+//! waves; the plan says how many sequences are resident at once.
 //!
 //! A fixed 2 GiB per GPU is reserved for the CUDA context, communication buffers and
 //! fragmentation.
@@ -346,12 +348,25 @@ pub fn plan_stage(r: &Recipe, req: &PlanRequest) -> StagePlan {
             // `model.dtype`), against the bf16 of `kv_bytes_per_token`.
             let elt = r.rollout.dtype.unwrap_or(r.model.dtype).bytes() as f64;
             let weight_bytes = elt * params as f64 / tp as f64;
-            let tokens = rl.max_prompt_token_length.min(seq) + rl.response_length;
-            let per_seq = kv_bytes_per_token(c) * elt / 2.0 * tokens as f64 / tp as f64;
+            let samples = rl.num_samples_per_prompt.max(1);
+            let tokens =
+                rl.max_prompt_token_length.min(seq) as f64 / samples as f64 + rl.response_length as f64;
+            let per_seq = kv_bytes_per_token(c) * elt / 2.0 * tokens / tp as f64;
             let batch_per_engine =
-                (rl.local_rollout_batch_size * recipe_learners * rl.num_samples_per_prompt.max(1))
-                    .div_ceil(engines);
-            let free = gpu_bytes - weight_bytes - RESERVE_BYTES;
+                (rl.local_rollout_batch_size * recipe_learners * samples).div_ceil(engines);
+            let mut free = gpu_bytes - weight_bytes - RESERVE_BYTES;
+            if let Some(budget) = r.rollout.kv_cache_bytes() {
+                let budget = budget as f64 / tp as f64;
+                if budget > free {
+                    fits = false;
+                    advice.push(format!(
+                        "rollout.kv_cache_gib asks {:.1} GiB per GPU where {:.1} GiB are left beside the engine's weights",
+                        budget / GIB,
+                        free.max(0.0) / GIB
+                    ));
+                }
+                free = free.min(budget);
+            }
             let resident = if free > 0.0 {
                 (free / per_seq).floor() as u64
             } else {

@@ -176,3 +176,40 @@ fn the_engine_plan_follows_the_engines_dtype() {
     assert_eq!(f32.weight_bytes, 2.0 * bf16.weight_bytes);
     assert_eq!(f32.kv_full_batch_bytes, 2.0 * bf16.kv_full_batch_bytes);
 }
+
+/// `rollout.kv_cache_gib` bounds the sequences resident at once (a sequence holds its response
+/// and its share of the prompt, which its prompt's samples share); a budget larger than what
+/// the weights leave of the GPU does not fit, and a non-positive one is refused at load.
+#[test]
+fn the_kv_cache_budget_bounds_resident_sequences() {
+    let req = PlanRequest {
+        gpus: 8,
+        gpu_mem_gib: 80.0,
+        nodes: 1,
+    };
+    let stage = |set: &[&str]| {
+        let sets: Vec<String> = set.iter().map(|s| s.to_string()).collect();
+        let resolved = load("tulu3-8b-rlvr", &sets).unwrap();
+        plan_stage(resolved.stages()[0], &req)
+    };
+    let free = stage(&[]).engine.unwrap();
+    let per_seq = free.kv_full_batch_bytes / free.batch_per_engine as f64;
+    let budget = stage(&["rollout.kv_cache_gib=1"]);
+    let one_gib = budget.engine.unwrap();
+    assert_eq!(
+        one_gib.resident_sequences,
+        ((1u64 << 30) as f64 / per_seq).floor() as u64
+    );
+    assert!(one_gib.resident_sequences < free.resident_sequences);
+    let too_big = stage(&["rollout.kv_cache_gib=500"]);
+    assert!(!too_big.fits);
+    assert!(
+        too_big.advice.iter().any(|a| a.contains("rollout.kv_cache_gib")),
+        "{:?}",
+        too_big.advice
+    );
+    let err = load("tulu3-8b-rlvr", &["rollout.kv_cache_gib=0".to_string()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rollout.kv_cache_gib"), "{err}");
+}

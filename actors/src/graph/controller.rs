@@ -133,6 +133,8 @@ pub struct ControllerArgs {
     pub engine_kind: tch::Kind,
     /// Sequences each engine holds at once.
     pub engine_batch: usize,
+    /// Size of each engine's KV cache in bytes (unset: what `engine_batch` sequences need).
+    pub kv_cache_bytes: Option<u64>,
     /// `metrics.jsonl`.
     pub metrics: MetricsLog,
     /// Checkpoint directory of the stage.
@@ -405,6 +407,7 @@ impl Actor for Controller {
         let rollout_setup = encode(&RolloutSetup {
             config: args.learner.model().config().clone(),
             max_batch: args.engine_batch,
+            kv_cache_bytes: args.kv_cache_bytes,
             bf16: args.engine_kind == tch::Kind::BFloat16,
         });
         let rollout_spawner = RolloutSpawner {
@@ -414,6 +417,7 @@ impl Actor for Controller {
             kind: args.engine_kind,
             learner_device: args.learner.model().device(),
             max_batch: args.engine_batch,
+            kv_cache_bytes: args.kv_cache_bytes,
             broadcaster: broadcaster.clone(),
             in_flight: in_flight.map(|slot| slot as Arc<dyn rlvr_rollout::WeightFeed>),
         };

@@ -52,13 +52,15 @@ impl RemoteWorker {
                 let s: RolloutSetup = decode(bytes, "rollout set-up")?;
                 let device = self.device;
                 let engine = tokio::task::spawn_blocking(move || {
-                    NativeEngine::new(
+                    let mut engine = NativeEngine::new(
                         &s.config,
                         device,
                         if s.bf16 { Kind::BFloat16 } else { Kind::Float },
                         s.max_batch,
                         0,
-                    )
+                    );
+                    engine.set_kv_budget(s.kv_cache_bytes);
+                    engine
                 })
                 .await
                 .map_err(|e| e.to_string())?;

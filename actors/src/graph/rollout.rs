@@ -48,6 +48,8 @@ pub struct RolloutArgs {
     pub free_cache_between_jobs: bool,
     /// Sequences in flight at once.
     pub max_batch: usize,
+    /// Size of the KV cache in bytes (unset: what `max_batch` sequences of a job need).
+    pub kv_cache_bytes: Option<u64>,
     /// The pool that deals jobs.
     pub pool: ActorRef<PoolMsg<RolloutWorker>>,
     /// Where newer weights come from.
@@ -120,6 +122,7 @@ impl Actor for RolloutWorker {
             NativeEngine::from_pretrained(&model, device, kind, max_batch).map(|e| e.at_version(version))
         })
         .await??;
+        engine.set_kv_budget(args.kv_cache_bytes);
         if let Some(feed) = args.in_flight {
             engine.set_weight_feed(feed);
         }

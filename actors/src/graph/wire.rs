@@ -43,6 +43,8 @@ pub struct RolloutSetup {
     pub config: Config,
     /// Sequences in flight at once.
     pub max_batch: usize,
+    /// Size of the KV cache in bytes (unset: what `max_batch` sequences of a job need).
+    pub kv_cache_bytes: Option<u64>,
     /// Whether the engine holds its weights and KV cache in bf16 (else f32).
     pub bf16: bool,
 }

@@ -433,6 +433,7 @@ pub(crate) fn lead(
         engine_devices,
         engine_kind,
         engine_batch: stage.rollout.engine_batch.max(1) as usize,
+        kv_cache_bytes: stage.rollout.kv_cache_bytes(),
         metrics: metrics.reopen()?,
         checkpoints: ckpt_dir,
         bar: bar.clone(),

@@ -13,8 +13,14 @@ use super::Dtype;
 pub struct RolloutSpec {
     /// Rollout workers, each with its own inference engine.
     pub workers: u64,
-    /// Sequences each engine holds at once (its KV cache slots).
+    /// Sequences each engine decodes at once.
     pub engine_batch: u64,
+    /// Size of each engine's paged KV cache in GiB; admission waits for free blocks when it is
+    /// full. Unset: enough for `engine_batch` sequences of a job's longest prompt and
+    /// `response_length` (a sample's prompt blocks are shared with its prompt's other samples
+    /// either way).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv_cache_gib: Option<f64>,
     /// Verifier workers.
     pub verifier_workers: u64,
     /// Longest one verifier call may take before the response is scored as failed.
@@ -35,6 +41,7 @@ impl Default for RolloutSpec {
         Self {
             workers: 1,
             engine_batch: 64,
+            kv_cache_gib: None,
             verifier_workers: 2,
             verifier_timeout_s: 10.0,
             devices: Vec::new(),
@@ -55,5 +62,10 @@ impl RolloutSpec {
     /// Whether every value is the default (then `rlvr show` leaves the table out).
     pub fn is_default(&self) -> bool {
         *self == Self::default()
+    }
+
+    /// `kv_cache_gib` in bytes.
+    pub fn kv_cache_bytes(&self) -> Option<u64> {
+        self.kv_cache_gib.map(|g| (g * (1u64 << 30) as f64) as u64)
     }
 }

@@ -86,6 +86,7 @@ pub fn worker_sync(args: &WeightSyncArgs) -> Result<()> {
         let setup = encode(&RolloutSetup {
             config: config.clone(),
             max_batch: 1,
+            kv_cache_bytes: None,
             bf16: false,
         });
         call_status(&remote, |r| RemoteMsg::Setup(setup, r))

@@ -23,6 +23,7 @@ pub(super) struct RolloutSpawner {
     /// The learner's device: an engine there frees its KV cache between jobs.
     pub(super) learner_device: tch::Device,
     pub(super) max_batch: usize,
+    pub(super) kv_cache_bytes: Option<u64>,
     pub(super) broadcaster: ActorRef<BroadcastMsg>,
     pub(super) in_flight: Option<Arc<dyn WeightFeed>>,
 }
@@ -41,6 +42,7 @@ impl Spawner<RolloutWorker> for RolloutSpawner {
             kind: self.kind,
             free_cache_between_jobs: device == self.learner_device,
             max_batch: self.max_batch,
+            kv_cache_bytes: self.kv_cache_bytes,
             pool,
             broadcaster: self.broadcaster.clone(),
             in_flight: self.in_flight.clone(),
