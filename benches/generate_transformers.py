@@ -1,5 +1,5 @@
 """Baseline for `rlvr bench generate`: transformers' `generate` on the same model directory,
-batch, prompt length, new tokens and sampling (temperature 1, no top-k/top-p, EOS ignored), with
+batch, samples per prompt (`num_return_sequences`), prompt length, new tokens and sampling (temperature 1, no top-k/top-p, EOS ignored), with
 the same torch 2.11 on the same device (CPU, or CUDA with --device cuda) and dtype. Prints one
 JSON object."""
 import argparse
@@ -16,6 +16,7 @@ def main():
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--prompt-len", type=int, default=16)
     p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--samples", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
@@ -27,7 +28,8 @@ def main():
     ids = torch.randint(0, vocab, (a.batch, a.prompt_len), device=a.device)
     mask = torch.ones_like(ids)
     sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
-    kw = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, pad_token_id=0, eos_token_id=None)
+    kw = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, pad_token_id=0, eos_token_id=None,
+              num_return_sequences=a.samples)
     with torch.inference_mode():
         model.generate(ids, attention_mask=mask, max_new_tokens=4, min_new_tokens=4, **kw)
         best = float("inf")
@@ -38,8 +40,8 @@ def main():
                                  min_new_tokens=a.new_tokens, **kw)
             sync()
             best = min(best, time.perf_counter() - t)
-            assert out.shape == (a.batch, a.prompt_len + a.new_tokens), out.shape
-    tokens = a.batch * a.new_tokens
+            assert out.shape == (a.batch * a.samples, a.prompt_len + a.new_tokens), out.shape
+    tokens = a.batch * a.samples * a.new_tokens
     print(json.dumps({"engine": "transformers", "version": __import__("transformers").__version__,
                       "torch": torch.__version__, "device": a.device, "dtype": a.dtype, "threads": torch.get_num_threads(),
                       "seconds": best, "tokens_per_s": tokens / best}))

@@ -2,6 +2,7 @@
 # Generation throughput of rlvr's native engine against transformers' `generate`, side by side
 # in one session on the same machine, model, batch and sampling, with the same torch 2.11.
 # MODEL_DIR=DIR benchmarks a real checkpoint (both sides load it) instead of random weights.
+# BATCH prompts x SAMPLES completions each (the RL shape: SAMPLES=8), PROMPT_LEN, NEW_TOKENS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -16,7 +17,7 @@ else
   trap 'rm -rf "$MODEL"' EXIT
   OURS=(--save-model "$MODEL")
 fi
-ARGS=(--batch "${BATCH:-32}" --prompt-len "${PROMPT_LEN:-16}" --new-tokens "${NEW_TOKENS:-128}" --repeats "${REPEATS:-1}")
+ARGS=(--batch "${BATCH:-32}" --samples "${SAMPLES:-1}" --prompt-len "${PROMPT_LEN:-16}" --new-tokens "${NEW_TOKENS:-128}" --repeats "${REPEATS:-1}")
 # The two sides alternate, ROUNDS times each: this machine's speed drifts over minutes, and
 # back-to-back blocks of one side then the other would compare different phases of it. Each
 # round rebuilds the same seeded model; the best round of each side is reported.

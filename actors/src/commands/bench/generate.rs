@@ -23,9 +23,12 @@ pub struct GenerateArgs {
     /// Tokens per prompt.
     #[arg(long, default_value_t = 16)]
     pub prompt_len: usize,
-    /// New tokens per prompt (EOS is ignored so every completion has this many).
+    /// New tokens per completion (EOS is ignored so every completion has this many).
     #[arg(long, default_value_t = 128)]
     pub new_tokens: usize,
+    /// Completions per prompt (GRPO's group size): they share the prompt's KV cache blocks.
+    #[arg(long, default_value_t = 1)]
+    pub samples: usize,
     /// Timed repetitions; the best is reported.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
@@ -83,17 +86,27 @@ fn logprob_gap(learner: &Learner, requests: &[GenerationRequest], out: &[Complet
 }
 
 pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
-    if args.batch == 0 || args.prompt_len == 0 || args.new_tokens == 0 || args.repeats == 0 {
-        return Err(
-            UsageError("--batch, --prompt-len, --new-tokens and --repeats must be positive".into()).into(),
-        );
+    if [
+        args.batch,
+        args.prompt_len,
+        args.new_tokens,
+        args.samples,
+        args.repeats,
+    ]
+    .contains(&0)
+    {
+        return Err(UsageError(
+            "--batch, --prompt-len, --new-tokens, --samples and --repeats must be positive".into(),
+        )
+        .into());
     }
+    let sequences = args.batch * args.samples;
     let (device, kind) = (args.model.device.device()?, args.model.dtype.kind());
     // The weights reach the engine from a learner, as a weight broadcast carries them.
     let (learner, label) = super::learner(&args.model, device, kind)?;
     let config = learner.model().config().clone();
     let chunks = learner.export_weights(1)?;
-    let mut engine = NativeEngine::new(&config, device, kind, args.batch, 0);
+    let mut engine = NativeEngine::new(&config, device, kind, sequences, 0);
     engine.load_weights(&chunks, 1)?;
     if let Some(dir) = &args.model.save_model {
         engine.save_model(dir)?;
@@ -105,7 +118,7 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
             prompt_ids: (0..args.prompt_len)
                 .map(|_| rng.gen_range(0..config.vocab_size as u32))
                 .collect(),
-            n: 1,
+            n: args.samples,
             seed: id,
         })
         .collect();
@@ -129,7 +142,8 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
         sync(device);
         best = best.min(t.elapsed().as_secs_f64());
     }
-    let tokens = (args.batch * args.new_tokens) as f64;
+    let (peak_blocks, block_bytes) = (engine.peak_blocks(), engine.block_bytes());
+    let tokens = (sequences * args.new_tokens) as f64;
     let tokens_per_s = tokens / best;
     let logprob_gap = logprob_gap(&learner, &requests, &out, 8);
     drop(learner);
@@ -140,8 +154,9 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
     let weight_bytes = engine.weight_bytes() as f64;
     let kv_per_token =
         (2 * config.num_hidden_layers * config.kv_heads() * config.head_dim * elt as i64) as f64;
-    let mean_len = args.prompt_len as f64 + args.new_tokens as f64 / 2.0;
-    let step_bytes = weight_bytes + kv_per_token * mean_len * args.batch as f64;
+    // Each prompt's cached positions once (its samples share them), each completion's own.
+    let kv_tokens = (args.prompt_len * args.batch) as f64 + args.new_tokens as f64 / 2.0 * sequences as f64;
+    let step_bytes = weight_bytes + kv_per_token * kv_tokens;
     let floor_step_s = step_bytes / bandwidth;
     let step_s = best / args.new_tokens as f64;
 
@@ -160,6 +175,7 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
     let report = json!({
         "device": format!("{device:?}"), "dtype": format!("{:?}", args.model.dtype), "model": label,
         "batch": args.batch, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
+        "samples": args.samples, "kv_peak_bytes": peak_blocks as u64 * block_bytes,
         "params": weight_bytes / elt as f64, "seconds": best, "tokens_per_s": tokens_per_s,
         "step_ms": step_s * 1e3, "bandwidth_gb_s": bandwidth / 1e9, "bytes_per_step": step_bytes,
         "bandwidth_floor_step_ms": floor_step_s * 1e3, "fraction_of_bandwidth_bound": floor_step_s / step_s,
@@ -186,12 +202,17 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
             );
         }
         println!(
-            "  {} x {} new tokens in {:.2} s: {:.0} tokens/s ({:.1} ms per decode step)",
+            "  {} prompts x {} samples x {} new tokens in {:.2} s: {:.0} tokens/s ({:.1} ms per decode step)",
             args.batch,
+            args.samples,
             args.new_tokens,
             best,
             tokens_per_s,
             step_s * 1e3
+        );
+        println!(
+            "  KV cache held at the peak: {:.1} MB ({peak_blocks} blocks)",
+            (peak_blocks as u64 * block_bytes) as f64 / 1e6
         );
         println!("  memory bandwidth (copy) {:.1} GB/s; a step reads {:.0} MB: floor {:.2} ms, we are at {:.0}% of the bound", bandwidth / 1e9, step_bytes / 1e6, floor_step_s * 1e3, 100.0 * floor_step_s / step_s);
         println!(
