@@ -988,26 +988,87 @@ fn run_on_two_ranks_and_accumulating(recipe: &str, two: &Path, one: &Path, commo
     }
 }
 
+/// A launcher that starts three ranks for an RLVR recipe whose learners take two GPUs: ranks 0
+/// and 1 learn over ZeRO-3, rank 2 runs the rollout engine, as a worker node of rank 0's run
+/// (rank 0 holds no engine: every step's rollout pool is one remote worker, none local). All
+/// three exit when the stage ends. A secret an earlier run left in the directory does not stop
+/// it (rank 0 replaces it; an engine rank that read it first is refused and reads again).
 #[test]
-fn a_launcher_that_starts_ranks_for_an_rlvr_recipe_s_engine_gpus_is_refused() {
-    // Three GPUs, two of them learners: a third rank would be a rollout engine's, and rlvr does
-    // not place engines on ranks of their own. Refused before any rendezvous.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rlvr"))
-        .args(["run", "tiny-arith-rlvr", "--out"])
-        .arg(tmp("launch-engines"))
-        .args([
-            "--set",
-            "launch.gpus=3",
-            "--set",
-            "rlvr.actor_num_gpus_per_node=[2]",
-        ])
-        .env("RANK", "0")
-        .env("WORLD_SIZE", "3")
-        .env("MASTER_ADDR", "127.0.0.1")
-        .env("MASTER_PORT", "29672")
-        .output()
-        .unwrap();
-    assert_refused(&out, "launch 2 ranks");
+fn launched_ranks_past_an_rlvr_stage_s_learners_run_its_rollout_engines() {
+    let dir = tmp("launch-engines");
+    std::fs::create_dir_all(&dir).unwrap();
+    let stale = dir.join(".engine-ranks.cookie");
+    std::fs::write(&stale, "a secret of an earlier run").unwrap();
+    #[cfg(unix)]
+    std::fs::set_permissions(&stale, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let ranks: Vec<std::process::Child> = (0..3)
+        .map(|rank| {
+            Command::new(env!("CARGO_BIN_EXE_rlvr"))
+                .args(["run", "tiny-arith-rlvr", "--out", dir.to_str().unwrap()])
+                .args([
+                    "--set",
+                    "launch.gpus=3",
+                    "--set",
+                    "rlvr.actor_num_gpus_per_node=[2]",
+                    "--set",
+                    "launch.zero_stage=3",
+                    "--set",
+                    "train.max_steps=2",
+                    "--set",
+                    "rlvr.local_rollout_batch_size=4",
+                    "--set",
+                    "rlvr.local_mini_batch_size=32",
+                    "--set",
+                    "data.eval_mix=[{dataset = \"builtin:arith-rlvr\", amount = 8, split = \"test\"}]",
+                ])
+                .env("OMP_NUM_THREADS", "1")
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", &port)
+                .env("RANK", rank.to_string())
+                .env("WORLD_SIZE", "3")
+                .env("LOCAL_RANK", rank.to_string())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let logs: Vec<String> = ranks
+        .into_iter()
+        .enumerate()
+        .map(|(rank, child)| {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "rank {rank}: {}", text(&out.stderr));
+            text(&out.stderr)
+        })
+        .collect();
+    assert!(
+        logs[0].contains("1 launched rank(s) run the rollout engines"),
+        "{}",
+        logs[0]
+    );
+    assert!(logs[0].contains("ZeRO-3 over 2 ranks"), "{}", logs[0]);
+    assert!(logs[2].contains("rank 2 runs a rollout engine"), "{}", logs[2]);
+    let steps: Vec<Value> = metrics(&dir)
+        .into_iter()
+        .filter(|r| r.get("reward_mean").is_some())
+        .collect();
+    assert_eq!(steps.len(), 2);
+    for r in &steps {
+        let rollout = &r["workers"]["rollout"];
+        assert_eq!(
+            (rollout["live"].as_u64(), rollout["remote"].as_u64()),
+            (Some(1), Some(1)),
+            "{r}"
+        );
+    }
+    assert!(dir.join("tiny-arith-rlvr/model.safetensors").is_file());
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! current weights); it exits when the run ends, and with an error when the run refuses its
 //! secret or cannot be reached.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -39,37 +40,80 @@ pub struct Args {
     pub wait_s: u64,
 }
 
+/// A node of workers joining a run.
+pub(crate) struct Node {
+    /// The run's address.
+    pub run_addr: SocketAddr,
+    /// What the workers do.
+    pub role: Role,
+    /// Workers on this node.
+    pub workers: usize,
+    /// The run's shared secret.
+    pub cookie: String,
+    /// Where rollout engines run.
+    pub device: Device,
+    /// How long to keep trying to reach the run.
+    pub wait: Duration,
+}
+
+/// How a node's session with the run ended.
+pub(crate) enum Ended {
+    /// The run closed the connection (its RLVR stage ended).
+    Closed,
+    /// The run refused the node's secret.
+    Refused,
+}
+
 /// Join the run and serve until it ends.
 pub fn run(args: &Args) -> Result<()> {
     if args.workers == 0 {
         return Err(UsageError("--workers must be at least 1".into()).into());
     }
-    let cookie = read_cookie(&cookie_file(args.cookie_file.as_ref())?)?;
-    let run_addr = resolve(&args.join, "--join")?;
-    // The run never connects back (its node is not transitive), so any local port will do.
-    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let device = match args.device {
         Some(d) => crate::commands::placement::usable(d)
             .map_err(|why| UsageError(format!("--device cuda: {why}")))?,
         None => rlvr_learner::runtime::default_device(),
     };
+    let node = Node {
+        run_addr: resolve(&args.join, "--join")?,
+        role: args.role,
+        workers: args.workers,
+        cookie: read_cookie(&cookie_file(args.cookie_file.as_ref())?)?,
+        device,
+        wait: Duration::from_secs(args.wait_s),
+    };
+    match serve(&node)? {
+        Ended::Closed => Ok(()),
+        Ended::Refused => bail!(
+            "the run at {} refused this node: its cookie file does not hold the run's secret",
+            node.run_addr
+        ),
+    }
+}
+
+/// Start `node`'s workers, join the run, and serve until the run closes the connection or
+/// refuses the secret.
+pub(crate) fn serve(node: &Node) -> Result<Ended> {
+    // The run never connects back (its node is not transitive), so any local port will do.
+    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let run_addr = node.run_addr;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the actor runtime")?;
     let outcome = runtime.block_on(async {
-        let role = match args.role {
+        let role = match node.role {
             Role::Rollout => "rollout",
             Role::Verifier => "verifier",
         };
         let name = format!("rlvr-worker-{role}-{}", std::process::id());
-        let (node, mut events) = start_node(name, listen, cookie, "worker", None).await?;
-        let mut cells = Vec::with_capacity(args.workers);
-        for _ in 0..args.workers {
+        let (cluster, mut events) = start_node(name, listen, node.cookie.clone(), "worker", None).await?;
+        let mut cells = Vec::with_capacity(node.workers);
+        for _ in 0..node.workers {
             let worker = RemoteWorker {
-                role: args.role,
-                device: if args.role == Role::Rollout {
-                    device
+                role: node.role,
+                device: if node.role == Role::Rollout {
+                    node.device
                 } else {
                     Device::Cpu
                 },
@@ -79,33 +123,35 @@ pub fn run(args: &Args) -> Result<()> {
                 .context("starting a worker")?;
             cells.push(actor.get_cell());
         }
-        let group = match args.role {
+        let group = match node.role {
             Role::Rollout => ROLLOUT_GROUP,
             Role::Verifier => VERIFIER_GROUP,
         };
-        ractor::pg::join(group.to_string(), cells);
-        connect(&node, run_addr, Duration::from_secs(args.wait_s)).await?;
+        ractor::pg::join(group.to_string(), cells.clone());
+        connect(&cluster, run_addr, node.wait).await?;
         let mut joined = false;
-        while let Some(event) = events.recv().await {
-            match event {
-                NodeEvent::Joined(_) if !joined => {
+        let ended = loop {
+            match events.recv().await {
+                Some(NodeEvent::Joined(_)) if !joined => {
                     joined = true;
                     tracing::info!(
                         "worker: {} {role} worker(s) joined the run at {run_addr}",
-                        args.workers
+                        node.workers
                     );
                 }
-                NodeEvent::Left(_) => {
+                Some(NodeEvent::Left(_)) => {
                     tracing::info!("worker: the run at {run_addr} closed the connection; exiting");
-                    return Ok(());
+                    break Ended::Closed;
                 }
-                NodeEvent::Refused(_) => bail!(
-                    "the run at {run_addr} refused this node: its cookie file does not hold the run's secret"
-                ),
-                NodeEvent::Joined(_) => {}
+                Some(NodeEvent::Refused(_)) => break Ended::Refused,
+                Some(NodeEvent::Joined(_)) => {}
+                None => bail!("the cluster node stopped"),
             }
+        };
+        for cell in cells {
+            cell.stop(None);
         }
-        bail!("the cluster node stopped")
+        Ok(ended)
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
     outcome

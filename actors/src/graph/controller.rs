@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use super::broadcast::{BroadcastMsg, Broadcaster, LatestWeights, Weights};
 use super::control::{self, ControlSocket, Controls};
 use super::data::{DataActor, DataArgs, DataMsg, Prompt};
-use super::learner::{LearnSettings, LearnerActor, LearnerMsg, Ranks};
+use super::learner::{LearnSettings, LearnerActor, LearnerMsg, RankRequest, Ranks};
 use super::pool::{Pool, PoolArgs};
 use super::recruiter::{Recruiter, RecruiterArgs};
 use super::rollout::RolloutWorker;
@@ -387,12 +387,19 @@ impl Actor for Controller {
         let cell = myself.get_cell();
         // A worker finishes its current job before it loads new weights: allow a long one.
         let timeout = Duration::from_secs(600);
-        // Workers on other nodes cannot read the model directory: they start from these.
+        // Workers on other nodes cannot read the model directory: they start from these
+        // (gathered with the other learner ranks, when the learner is spread over several).
         let seed = match &args.listen {
-            Some(_) => Some(Arc::new(Weights {
-                version: args.start.policy_version,
-                chunks: args.learner.export_weights(args.start.policy_version)?,
-            })),
+            Some(_) => {
+                let version = args.start.policy_version;
+                if let Some(ranks) = &args.ranks {
+                    ranks.send(&RankRequest::Export(version))?;
+                }
+                Some(Arc::new(Weights {
+                    version,
+                    chunks: args.learner.export_weights(version)?,
+                }))
+            }
             None => None,
         };
         let in_flight = args

@@ -108,6 +108,8 @@ pub enum RankRequest {
     Save(PathBuf),
     /// Save the model alone into a directory.
     SaveModel(PathBuf),
+    /// Export the weights as this policy version (worker nodes start from them).
+    Export(u64),
     /// The stage is over.
     Stop,
 }
@@ -162,6 +164,7 @@ pub fn follow(mut learner: Learner, s: &LearnSettings, requests: &ProcessGroup) 
             }
             RankRequest::Save(dir) => learner.save_checkpoint(&dir)?,
             RankRequest::SaveModel(dir) => learner.save_model(&dir)?,
+            RankRequest::Export(version) => drop(learner.export_weights(version)?),
             RankRequest::Stop => return Ok(()),
         }
     }

@@ -2,6 +2,7 @@
 //! stages drive the learner directly (data → learner); RLVR stages run the actor graph of
 //! [`crate::graph`].
 
+mod engine_ranks;
 mod eval;
 pub mod lm;
 pub mod preference;
@@ -103,22 +104,6 @@ pub fn check_available(stage: &Recipe) -> Result<()> {
             l.gpus,
             l.nodes
         );
-    }
-    // An RLVR recipe reserves GPUs beyond its learners for rollout engines, which rlvr does
-    // not place on ranks of their own: a launcher that started ranks for them would make them
-    // learners.
-    let learners = stage.learner_gpus();
-    if stage.kind == Some(StageKind::Rlvr) && crate::ranks::is_rank() && l.gpus > learners {
-        let launched = rlvr_dist::Rendezvous::from_env()?.world_size as u64;
-        if launched > learners {
-            bail!(crate::UsageError(format!(
-                "stage `{}`: the launcher started {launched} ranks, but {learners} of the recipe's \
-                 {} GPUs learn (rlvr.actor_num_gpus_per_node) and the rest run rollout engines, \
-                 which rlvr does not place on ranks of their own yet: launch {learners} ranks (the \
-                 engines then run in rank 0's process, on its device)",
-                stage.name, l.gpus
-            )));
-        }
     }
     match stage.kind {
         Some(StageKind::Pretrain | StageKind::Sft) => lm::check(stage),

@@ -15,7 +15,7 @@ use rlvr_learner::Learner;
 use rlvr_recipes::spec::StageKind;
 use rlvr_recipes::Recipe;
 
-use super::{lm, preference, rlvr};
+use super::{engine_ranks, lm, preference, rlvr};
 use crate::metrics::MetricsLog;
 use crate::UsageError;
 
@@ -31,16 +31,20 @@ pub(super) enum Layout {
 
 /// Where `stage` runs: as one rank of the group a launcher started this process in, over
 /// `learner.world_size` local ranks, or alone. Under a launcher the recipe's
-/// `learner.world_size`, when set above 1, must equal the launcher's world size.
+/// `learner.world_size`, when set above 1, must equal the launched ranks that learn (all of
+/// them, or an RLVR stage's learner GPUs when the launcher started more: the rest run engines,
+/// `engine_ranks.rs`).
 pub(super) fn layout(stage: &Recipe) -> Result<Layout> {
     if crate::ranks::is_rank() {
         let rdv = Rendezvous::from_env()?;
+        let learners = engine_ranks::split(stage, rdv.world_size).learners;
         let asked = stage.learner.world_size;
-        if asked > 1 && asked as usize != rdv.world_size {
+        if asked > 1 && asked as usize != learners {
             bail!(UsageError(format!(
-                "stage `{}`: learner.world_size = {asked}, but the launcher started {} ranks \
-                 (WORLD_SIZE): set learner.world_size = {} or leave it at 1",
-                stage.name, rdv.world_size, rdv.world_size
+                "stage `{}`: learner.world_size = {asked}, but {learners} of the {} ranks the \
+                 launcher started learn (WORLD_SIZE; an RLVR stage's learners are \
+                 rlvr.actor_num_gpus_per_node): set learner.world_size = {learners} or leave it at 1",
+                stage.name, rdv.world_size
             )));
         }
         return Ok(Layout::Launched);
@@ -79,9 +83,18 @@ fn spawn(stage: &Recipe, out: &Path, init: Option<&Path>, resume: bool) -> Resul
     Ok(out.join(&stage.name))
 }
 
-/// One rank of a stage: join the group and train.
+/// One rank of a stage: join the learner group and train, or, past an RLVR stage's learners,
+/// run a rollout engine for them.
 pub fn run_rank(stage: &Recipe, out: &Path, init: Option<&Path>, resume: bool) -> Result<()> {
-    let rdv = Rendezvous::from_env()?;
+    let launched = Rendezvous::from_env()?;
+    let split = engine_ranks::split(stage, launched.world_size);
+    if launched.rank >= split.learners {
+        return engine_ranks::serve(stage, out, &launched);
+    }
+    let rdv = Rendezvous {
+        world_size: split.learners,
+        ..launched
+    };
     let device = match default_device() {
         tch::Device::Cuda(_) => tch::Device::Cuda(rdv.local_rank),
         d => d,
@@ -101,10 +114,23 @@ pub fn run_rank(stage: &Recipe, out: &Path, init: Option<&Path>, resume: bool) -
         // Rank 0's requests wait out a whole step's rollouts: no short timeout.
         let requests = group.gloo_sibling(&rdv.host, "rlvr-requests", Duration::from_secs(7 * 24 * 3600))?;
         let ranks = rlvr::LearnerRanks { group, requests };
-        return match metrics {
-            Some(log) => rlvr::lead(stage, out, init, resume, &log, None, &[], Some(ranks)).map(drop),
-            None => rlvr::follow(stage, out, init, resume, device, ranks),
+        let Some(log) = metrics else {
+            return rlvr::follow(stage, out, init, resume, device, ranks);
         };
+        // With engine ranks, rank 0 holds no engine of its own and listens for theirs.
+        let (listen, stage) = match split.engines {
+            0 => (None, stage.clone()),
+            n => {
+                tracing::info!(
+                    "stage `{}`: {n} launched rank(s) run the rollout engines",
+                    stage.name
+                );
+                let mut learners_only = stage.clone();
+                learners_only.rollout.workers = 0;
+                (Some(engine_ranks::listen(&rdv, out)?), learners_only)
+            }
+        };
+        return rlvr::lead(&stage, out, init, resume, &log, listen.as_ref(), &[], Some(ranks)).map(drop);
     }
     let metrics = metrics.as_mut();
     match stage.kind {
