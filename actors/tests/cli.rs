@@ -129,17 +129,27 @@ fn every_subcommand_has_help() {
     }
 }
 
+/// `tulu3-8b` starts with an SFT stage on 64 GPUs over 8 nodes: outside a launcher it is
+/// refused, naming the stage and what to do, before anything runs; so is a one-node stage
+/// asking for more GPUs than this machine has.
 #[test]
-fn stages_not_built_yet_are_refused_before_anything_runs() {
+fn stages_this_machine_cannot_place_are_refused_before_anything_runs() {
     let dir = tmp("unavailable");
     let out = rlvr(&["run", "tulu3-8b", "--out", dir.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_refused(&out, "tulu3-8b-sft");
     assert!(
-        text(&out.stderr).contains("tulu3-8b-sft"),
+        text(&out.stderr).contains("torchrun or srun"),
         "{}",
         text(&out.stderr)
     );
     assert!(!dir.exists(), "nothing was started");
+    // tulu3-8b-rlvr: 8 GPUs on one node.
+    let gpus = tch::Cuda::device_count();
+    if gpus < 8 {
+        let out = rlvr(&["run", "tulu3-8b-rlvr", "--out", dir.to_str().unwrap()]);
+        assert_refused(&out, &format!("this machine has {gpus}"));
+        assert!(!dir.exists(), "nothing was started");
+    }
 }
 
 const SMALL: [&str; 6] = [
@@ -992,7 +1002,8 @@ fn run_on_two_ranks_and_accumulating(recipe: &str, two: &Path, one: &Path, commo
 /// and 1 learn over ZeRO-3, rank 2 runs the rollout engine, as a worker node of rank 0's run
 /// (rank 0 holds no engine: every step's rollout pool is one remote worker, none local). All
 /// three exit when the stage ends. A secret an earlier run left in the directory does not stop
-/// it (rank 0 replaces it; an engine rank that read it first is refused and reads again).
+/// it: the engine rank, started first, reads it and is refused, and reads again the secret rank
+/// 0 wrote.
 #[test]
 fn launched_ranks_past_an_rlvr_stage_s_learners_run_its_rollout_engines() {
     let dir = tmp("launch-engines");
@@ -1007,8 +1018,13 @@ fn launched_ranks_past_an_rlvr_stage_s_learners_run_its_rollout_engines() {
         .unwrap()
         .port()
         .to_string();
-    let ranks: Vec<std::process::Child> = (0..3)
+    // The engine rank starts first, so it reads the stale secret before rank 0 replaces it.
+    let ranks: Vec<std::process::Child> = [2, 0, 1]
+        .into_iter()
         .map(|rank| {
+            if rank == 0 {
+                std::thread::sleep(Duration::from_secs(2));
+            }
             Command::new(env!("CARGO_BIN_EXE_rlvr"))
                 .args(["run", "tiny-arith-rlvr", "--out", dir.to_str().unwrap()])
                 .args([
@@ -1040,20 +1056,21 @@ fn launched_ranks_past_an_rlvr_stage_s_learners_run_its_rollout_engines() {
         .collect();
     let logs: Vec<String> = ranks
         .into_iter()
-        .enumerate()
-        .map(|(rank, child)| {
+        .zip([2, 0, 1])
+        .map(|(child, rank)| {
             let out = child.wait_with_output().unwrap();
             assert!(out.status.success(), "rank {rank}: {}", text(&out.stderr));
             text(&out.stderr)
         })
         .collect();
+    let (engine, lead) = (&logs[0], &logs[1]);
     assert!(
-        logs[0].contains("1 launched rank(s) run the rollout engines"),
-        "{}",
-        logs[0]
+        lead.contains("1 launched rank(s) run the rollout engines"),
+        "{lead}"
     );
-    assert!(logs[0].contains("ZeRO-3 over 2 ranks"), "{}", logs[0]);
-    assert!(logs[2].contains("rank 2 runs a rollout engine"), "{}", logs[2]);
+    assert!(lead.contains("ZeRO-3 over 2 ranks"), "{lead}");
+    assert!(lead.contains("refused node"), "the stale secret: {lead}");
+    assert!(engine.contains("rank 2 runs a rollout engine"), "{engine}");
     let steps: Vec<Value> = metrics(&dir)
         .into_iter()
         .filter(|r| r.get("reward_mean").is_some())

@@ -14,7 +14,8 @@
 //!
 //! The pools ([`pool`]) restart a local worker that dies and re-queue its job, and re-queue the
 //! job of a remote one whose node dies, so no prompt is lost or scored twice. Worker nodes
-//! (`rlvr worker`) run [`remote`] workers and talk to their proxies in [`wire`] messages.
+//! ([`node`]: `rlvr worker`, and launched engine ranks) run [`remote`] workers and talk to
+//! their proxies in [`wire`] messages.
 
 pub mod broadcast;
 pub mod control;
@@ -22,6 +23,7 @@ pub mod controller;
 pub mod data;
 pub mod learner;
 pub(crate) mod memory;
+pub mod node;
 pub mod pool;
 pub mod proxy;
 pub mod recruiter;

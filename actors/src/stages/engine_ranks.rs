@@ -20,7 +20,7 @@ use rlvr_recipes::spec::StageKind;
 use rlvr_recipes::Recipe;
 
 use crate::cluster::{read_cookie, resolve, Listen};
-use crate::commands::worker::{serve as serve_node, Ended, Node};
+use crate::graph::node::{serve as serve_node, Ended, Node};
 use crate::graph::remote::Role;
 
 /// How long an engine rank waits for rank 0 to listen and write the secret.
@@ -35,12 +35,13 @@ pub(super) struct Split {
     pub engines: usize,
 }
 
-/// How `stage` splits `world` launched ranks: an RLVR stage's learners take
-/// [`Recipe::learner_gpus`] and engines the rest; every other stage's ranks all learn.
+/// How `stage` splits `world` ranks: on an RLVR stage's GPUs (`launch.gpus` above 1) its
+/// learners take [`Recipe::learner_gpus`] and engines the rest; otherwise (every other stage,
+/// and `learner.world_size` ranks on this machine's device) all learn.
 pub(super) fn split(stage: &Recipe, world: usize) -> Split {
     let learners = stage.learner_gpus() as usize;
     match stage.kind {
-        Some(StageKind::Rlvr) if world > learners => Split {
+        Some(StageKind::Rlvr) if stage.launch.gpus > 1 && world > learners => Split {
             learners,
             engines: world - learners,
         },

@@ -91,20 +91,9 @@ pub fn run(
 
 /// Check that a stage can run in this build, before anything starts.
 pub fn check_available(stage: &Recipe) -> Result<()> {
-    let l = &stage.launch;
-    // Under a launcher the launcher placed the ranks; launch.gpus describes the reference run.
-    if l.gpus > 1 && !crate::ranks::is_rank() {
-        bail!(
-            "stage `{}` is not available yet: it asks for {} GPUs on {} node(s) (launch.gpus, \
-             launch.nodes), and rlvr run does not place ranks on GPUs and nodes itself yet. \
-             Start it under torchrun or srun (one process per GPU), run it with \
-             launch.gpus = 1, on one device or over learner.world_size local ZeRO-3 ranks, \
-             or try its topology here with --rehearse.",
-            stage.name,
-            l.gpus,
-            l.nodes
-        );
-    }
+    // Where its ranks run: a launcher's, one local rank per GPU of launch.gpus, or
+    // learner.world_size local ranks; refused here when this machine cannot hold them.
+    ranked::layout(stage)?;
     match stage.kind {
         Some(StageKind::Pretrain | StageKind::Sft) => lm::check(stage),
         Some(StageKind::Dpo | StageKind::Rm) => preference::check(stage),

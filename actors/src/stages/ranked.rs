@@ -1,8 +1,10 @@
-//! A stage spread over `learner.world_size` local ranks: `rlvr run` starts that many processes
-//! of the hidden `rlvr stage-rank`, each of which joins the group torchrun's variables describe
-//! (Gloo on CPU, NCCL on each rank's GPU) and trains its share of every batch, with ZeRO-3
-//! (`launch.zero_stage = 3`) or data-parallel; rank 0 keeps the log and writes the records. In
-//! an RLVR stage rank 0 also runs the actor graph, and the other ranks follow its learner.
+//! A stage spread over local ranks — one per GPU of `launch.gpus` on one node, else
+//! `learner.world_size` — or over the ranks a launcher started: `rlvr run` starts the local
+//! ones as processes of the hidden `rlvr stage-rank`, and each rank joins the group torchrun's
+//! variables describe (Gloo on CPU, NCCL on each rank's GPU) and trains its share of every
+//! batch, with ZeRO-3 (`launch.zero_stage = 3`) or data-parallel; rank 0 keeps the log and
+//! writes the records. In an RLVR stage rank 0 also runs the actor graph, the other learner
+//! ranks follow its learner, and ranks past the learners run its engines (`engine_ranks.rs`).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -49,10 +51,53 @@ pub(super) fn layout(stage: &Recipe) -> Result<Layout> {
         }
         return Ok(Layout::Launched);
     }
-    Ok(match stage.learner.world_size {
+    Ok(match local_world(stage, visible_gpus())? {
         0 | 1 => Layout::Alone,
         _ => Layout::Local,
     })
+}
+
+/// GPUs this process sees.
+fn visible_gpus() -> usize {
+    usize::try_from(tch::Cuda::device_count()).unwrap_or(0)
+}
+
+/// The local ranks `rlvr run` starts for `stage` outside a launcher, on a machine with `gpus`
+/// GPUs: one per GPU of `launch.gpus` on one node (an RLVR stage's learners, then its engine
+/// ranks), else `learner.world_size` (learners on this machine's device). More GPUs than the
+/// machine has, or several nodes, are refused: a launcher starts those ranks.
+pub(super) fn local_world(stage: &Recipe, gpus: usize) -> Result<usize> {
+    let l = &stage.launch;
+    if l.gpus <= 1 {
+        return Ok(stage.learner.world_size.max(1) as usize);
+    }
+    if l.nodes > 1 {
+        bail!(UsageError(format!(
+            "stage `{}` asks for {} GPUs on {} nodes (launch.gpus, launch.nodes): start it \
+             under torchrun or srun on every node (one process per GPU), or try its topology \
+             here with --rehearse",
+            stage.name, l.gpus, l.nodes
+        )));
+    }
+    let world = l.gpus as usize;
+    if gpus < world {
+        bail!(UsageError(format!(
+            "stage `{}` asks for {world} GPUs (launch.gpus) and this machine has {gpus}: run it \
+             where it has them, set launch.gpus = 1 (one device, or learner.world_size local \
+             ranks), or try its topology here with --rehearse",
+            stage.name
+        )));
+    }
+    let learners = engine_ranks::split(stage, world).learners;
+    let asked = stage.learner.world_size;
+    if asked > 1 && asked as usize != learners {
+        bail!(UsageError(format!(
+            "stage `{}`: learner.world_size = {asked}, but {learners} of its {world} GPUs \
+             (launch.gpus) learn: set learner.world_size = {learners} or leave it at 1",
+            stage.name
+        )));
+    }
+    Ok(world)
 }
 
 /// Run `stage` as this launched rank, or spawn its local ranks; returns the final model's
@@ -79,7 +124,7 @@ fn spawn(stage: &Recipe, out: &Path, init: Option<&Path>, resume: bool) -> Resul
     if let Some(rl) = stage.rlvr.as_ref().filter(|rl| !rl.reward_model_path.is_empty()) {
         args.extend(["--reward-model".into(), (&rl.reward_model_path).into()]);
     }
-    crate::ranks::spawn_local_with(stage.learner.world_size as usize, &args)?;
+    crate::ranks::spawn_local_with(local_world(stage, visible_gpus())?, &args)?;
     Ok(out.join(&stage.name))
 }
 
@@ -173,4 +218,58 @@ pub(super) fn distribute(
         }
         None => String::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::engine_ranks::{split, Split};
+    use super::local_world;
+
+    fn stage(sets: &[&str]) -> rlvr_recipes::Recipe {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let resolved = rlvr_recipes::load("tiny-arith-rlvr", &sets).unwrap();
+        resolved.stages()[0].clone()
+    }
+
+    /// Eight GPUs on one node, seven of them learners: eight local ranks, the last an engine
+    /// rank; fewer GPUs than that, several nodes, or a learner count the GPUs do not give are
+    /// refused with what to do; without `launch.gpus` the learner ranks are
+    /// `learner.world_size`.
+    #[test]
+    fn one_local_rank_per_gpu_of_one_node() {
+        let eight = stage(&["launch.gpus=8", "rlvr.actor_num_gpus_per_node=[7]"]);
+        assert_eq!(local_world(&eight, 8).unwrap(), 8);
+        assert_eq!(
+            split(&eight, 8),
+            Split {
+                learners: 7,
+                engines: 1
+            }
+        );
+        let refused = |s: &rlvr_recipes::Recipe, gpus: usize| local_world(s, gpus).unwrap_err().to_string();
+        assert!(
+            refused(&eight, 2).contains("this machine has 2"),
+            "{}",
+            refused(&eight, 2)
+        );
+        let nodes = stage(&["launch.gpus=16", "launch.nodes=2"]);
+        assert!(refused(&nodes, 16).contains("torchrun or srun"));
+        let mismatch = stage(&[
+            "launch.gpus=8",
+            "rlvr.actor_num_gpus_per_node=[7]",
+            "learner.world_size=4",
+        ]);
+        assert!(refused(&mismatch, 8).contains("set learner.world_size = 7"));
+        let two = stage(&["learner.world_size=2"]);
+        assert_eq!(local_world(&two, 0).unwrap(), 2);
+        assert_eq!(
+            split(&two, 2),
+            Split {
+                learners: 2,
+                engines: 0
+            },
+            "learner ranks all learn"
+        );
+        assert_eq!(local_world(&stage(&[]), 0).unwrap(), 1);
+    }
 }
