@@ -1012,12 +1012,7 @@ fn launched_ranks_past_an_rlvr_stage_s_learners_run_its_rollout_engines() {
     std::fs::write(&stale, "a secret of an earlier run").unwrap();
     #[cfg(unix)]
     std::fs::set_permissions(&stale, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let port = free_port().to_string();
     // The engine rank starts first, so it reads the stale secret before rank 0 replaces it.
     let ranks: Vec<std::process::Child> = [2, 0, 1]
         .into_iter()
@@ -1114,12 +1109,7 @@ fn ranks_started_by_a_launcher_as_torchrun_and_srun_start_them_take_the_steps_of
         ("srun", ["SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"]),
     ] {
         let launched = dir.join(name);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-            .to_string();
+        let port = free_port().to_string();
         let ranks: Vec<std::process::Child> = (0..2)
             .map(|rank| {
                 let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlvr"));
@@ -1466,11 +1456,7 @@ fn worker_nodes_join_a_run_a_wrong_secret_is_refused_and_a_killed_node_loses_no_
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let out = dir.join("run");
     let steps = 60;

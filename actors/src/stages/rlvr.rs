@@ -242,10 +242,10 @@ pub fn run(
     if !matches!(super::ranked::layout(stage)?, super::ranked::Layout::Alone) {
         if listen.is_some() || !extra_verifiers.is_empty() {
             bail!(UsageError(format!(
-                "stage `{}`: learner.world_size = {} runs the stage in rank processes, which \
-                 neither listen for worker nodes nor hold a library caller's verifiers: use one \
-                 learner rank with --listen or extra verifiers",
-                stage.name, stage.learner.world_size
+                "stage `{}` runs in rank processes (learner.world_size = {}, launch.gpus = {}), \
+                 which neither listen for worker nodes nor hold a library caller's verifiers: \
+                 use one learner rank with --listen or extra verifiers",
+                stage.name, stage.learner.world_size, stage.launch.gpus
             )));
         }
         return super::ranked::run_ranks(stage, out, init, resume);

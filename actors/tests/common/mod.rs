@@ -22,6 +22,15 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// A port free on 127.0.0.1 now (for a rendezvous or a run's `--listen`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rlvr-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
