@@ -218,19 +218,18 @@ impl NativeEngine {
                 self.block_bytes()
             )));
         }
-        Ok(match self.cache.take() {
-            Some(c) if c.blocks() >= blocks && c.block_size() == self.block_size as i64 => c,
-            _ => {
-                drop(self.cache.take());
-                KvCache::new(
-                    self.model.config(),
-                    blocks,
-                    self.block_size as i64,
-                    self.kind,
-                    self.vs.device(),
-                )
-            }
-        })
+        // A cache too small is freed before the new one is allocated.
+        let fits = |c: &KvCache| c.blocks() >= blocks && c.block_size() == self.block_size as i64;
+        if let Some(cache) = self.cache.take().filter(fits) {
+            return Ok(cache);
+        }
+        Ok(KvCache::new(
+            self.model.config(),
+            blocks,
+            self.block_size as i64,
+            self.kind,
+            self.vs.device(),
+        ))
     }
 
     /// Pick the next token of each sequence from its row of `logits` (`[seqs.len(), vocab]`).

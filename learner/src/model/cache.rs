@@ -80,14 +80,14 @@ pub struct CachedRow<'a> {
 }
 
 /// Where the tokens of one cached forward pass go and what they read.
-struct CacheStep {
-    /// Index of each real token in the flattened `[B * T]` batch.
-    real: Tensor,
+struct CacheStep<'a> {
+    /// Index of each real token in the flattened `[B * T]` batch, unless every token is real.
+    real: Option<Tensor>,
     /// Block and offset within it of each real token.
     write_block: Tensor,
     write_offset: Tensor,
     /// CPU f32 decode kernel's view: each row's blocks and cached length after the step.
-    tables: Vec<Vec<i64>>,
+    tables: Vec<&'a [i64]>,
     lens: Vec<i64>,
     /// `[B * M]`: each row's first `M` blocks (padded with block 0) for the gathered pass.
     gather: Tensor,
@@ -112,9 +112,11 @@ impl Attention {
         let (q, k, v) = self.qkv(x, rope);
         // `[B, kv, T, d]` to one `[kv, d]` row per real token.
         let rows = |y: &Tensor| {
-            y.transpose(1, 2)
-                .reshape([b * t, self.n_kv, self.head_dim])
-                .index_select(0, &step.real)
+            let all = y.transpose(1, 2).reshape([b * t, self.n_kv, self.head_dim]);
+            match &step.real {
+                Some(real) => all.index_select(0, real),
+                None => all,
+            }
         };
         let index = [Some(&step.write_block), None, Some(&step.write_offset)];
         let (mut ck, mut cv) = (ck.shallow_clone(), cv.shallow_clone());
@@ -176,12 +178,12 @@ impl CausalLm {
 
     /// Check `rows` against the batch and the cache and lay out where the pass writes and
     /// reads.
-    fn cache_step(
+    fn cache_step<'a>(
         &self,
         input_ids: &Tensor,
-        rows: &[CachedRow],
+        rows: &[CachedRow<'a>],
         cache: &KvCache,
-    ) -> crate::Result<CacheStep> {
+    ) -> crate::Result<CacheStep<'a>> {
         let (b, t) = (input_ids.size()[0], input_ids.size()[1]);
         let bs = cache.block_size;
         let bad = |m: String| Err(crate::LearnerError::Batch(m));
@@ -227,10 +229,10 @@ impl CausalLm {
             .le_tensor(&query_pos);
         let on = |v: &[i64]| Tensor::from_slice(v).to_device(device);
         Ok(CacheStep {
-            real: on(&real),
+            real: (real.len() as i64 != b * t).then(|| on(&real)),
             write_block: on(&write_block),
             write_offset: on(&write_offset),
-            tables: rows.iter().map(|r| r.blocks.to_vec()).collect(),
+            tables: rows.iter().map(|r| r.blocks).collect(),
             lens,
             gather: on(&gather),
             mask,

@@ -29,7 +29,7 @@ pub(super) fn attend(
     q: &Tensor,
     keys: &Tensor,
     values: &Tensor,
-    tables: &[Vec<i64>],
+    tables: &[&[i64]],
     lens: &[i64],
 ) -> Option<Tensor> {
     let isa = Isa::widest()?;
@@ -104,7 +104,7 @@ struct Job<'a> {
     /// `[B, heads, 1, dim]`, written in full.
     out: *mut f32,
     /// Each sequence's blocks.
-    tables: &'a [Vec<i64>],
+    tables: &'a [&'a [i64]],
     lens: Vec<usize>,
     shape: Shape,
     /// The widest instruction set this CPU runs.
@@ -302,7 +302,8 @@ mod tests {
                 let q = Tensor::randn([b, heads, 1, dim], opts);
                 let keys = Tensor::randn([blocks, kv_heads, block_size, dim], opts);
                 let values = Tensor::randn([blocks, kv_heads, block_size, dim], opts);
-                let ours = super::attend(&q, &keys, &values, &tables, &lens).expect("the kernel applies");
+                let slices: Vec<&[i64]> = tables.iter().map(Vec::as_slice).collect();
+                let ours = super::attend(&q, &keys, &values, &slices, &lens).expect("the kernel applies");
                 let gathered = |c: &Tensor| {
                     let rows: Vec<Tensor> = tables
                         .iter()
@@ -341,20 +342,20 @@ mod tests {
         let q = Tensor::randn([1, 2, 1, 12], opts);
         let cache = Tensor::randn([2, 1, 4, 12], opts);
         assert!(
-            super::attend(&q, &cache, &cache, &[vec![0]], &[2]).is_none(),
+            super::attend(&q, &cache, &cache, &[&[0][..]], &[2]).is_none(),
             "head size 12"
         );
         let q = Tensor::randn([1, 2, 1, 8], opts);
         let cache = Tensor::randn([2, 1, 4, 8], opts);
         assert!(
-            super::attend(&q, &cache, &cache, &[vec![0]], &[5]).is_none(),
+            super::attend(&q, &cache, &cache, &[&[0][..]], &[5]).is_none(),
             "past the sequence's blocks"
         );
         assert!(
-            super::attend(&q, &cache, &cache, &[vec![2]], &[2]).is_none(),
+            super::attend(&q, &cache, &cache, &[&[2][..]], &[2]).is_none(),
             "a block past the cache"
         );
         let double = cache.to_kind(Kind::Double);
-        assert!(super::attend(&q.to_kind(Kind::Double), &double, &double, &[vec![0]], &[2]).is_none());
+        assert!(super::attend(&q.to_kind(Kind::Double), &double, &double, &[&[0][..]], &[2]).is_none());
     }
 }
