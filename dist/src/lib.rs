@@ -20,4 +20,4 @@ mod weights;
 
 pub use error::{DistError, Result};
 pub use group::{Backend, ProcessGroup, ReduceOp, Rendezvous};
-pub use weights::{SyncStats, WeightSync};
+pub use weights::{ReceivedTensors, SyncStats, WeightSync};

@@ -222,6 +222,59 @@ fn weights_reach_every_rank_in_buckets_whole_and_in_order() {
 }
 
 #[test]
+fn device_resident_weights_arrive_as_tensors_equal_to_the_root_s() {
+    use rlvr_dist::WeightSync;
+    // Mixed element types and odd sizes (so members need aligned offsets inside a bucket), one
+    // tensor larger than a bucket (broadcast from its own memory), one empty, one strided.
+    let tensors = || -> Vec<(String, Tensor)> {
+        let opts = (Kind::Float, Device::Cpu);
+        vec![
+            (
+                "a.bf16".to_string(),
+                Tensor::arange(7, opts).to_kind(Kind::BFloat16),
+            ),
+            ("b.f32".to_string(), Tensor::arange(15, opts).view([3, 5]) * 0.5),
+            ("c.big".to_string(), Tensor::arange(200, opts).view([10, 20])),
+            ("d.empty".to_string(), Tensor::zeros([0, 4], opts)),
+            (
+                "e.f16".to_string(),
+                (Tensor::arange(9, opts) - 4.0).to_kind(Kind::Half),
+            ),
+            (
+                "f.strided".to_string(),
+                Tensor::arange(12, opts).view([3, 4]).transpose(0, 1),
+            ),
+        ]
+    };
+    let results = on_ranks(3, |group| {
+        let sync = WeightSync::new(&group, 0, 100, Device::Cpu);
+        if group.rank() == 0 {
+            let stats = sync.send_tensors(&tensors(), 7).unwrap();
+            (Vec::new(), 7, stats)
+        } else {
+            let received = sync.receive_tensors().unwrap();
+            (received.tensors, received.version, received.stats)
+        }
+    });
+    let want = tensors();
+    let bytes: u64 = want
+        .iter()
+        .map(|(_, t)| (t.numel() * t.kind().elt_size_in_bytes()) as u64)
+        .sum();
+    // 14 + 60 bytes share a bucket, 800 travel alone, 18 + 48 share the last one.
+    assert!(results.iter().all(|(_, _, s)| s.bytes == bytes && s.buckets == 3));
+    for (rank, (got, version, _)) in results.iter().enumerate().skip(1) {
+        assert_eq!(*version, 7, "rank {rank}");
+        assert_eq!(got.len(), want.len());
+        for ((name, t), (want_name, w)) in got.iter().zip(&want) {
+            assert_eq!(name, want_name);
+            assert_eq!((t.kind(), t.size()), (w.kind(), w.size()), "{name}");
+            assert!(t.equal(w), "{name} on rank {rank}");
+        }
+    }
+}
+
+#[test]
 fn a_sibling_group_lives_beside_its_parent_on_the_same_store() {
     let results = on_ranks(2, |g| {
         let side = g
