@@ -465,6 +465,23 @@ impl Learner {
         checkpoint::export_chunks(&self.vs, version)
     }
 
+    /// Every parameter copied on the learner's device, in name order: a snapshot the next
+    /// step does not change, which local engines load device to device and a device-resident
+    /// sync broadcasts, never staged in host memory. It holds the whole model once more on
+    /// the device, so a ZeRO-3 learner refuses ([`Learner::export_weights`] assembles its
+    /// weights in host memory, unit by unit).
+    pub fn device_weights(&self) -> Result<Vec<(String, Tensor)>> {
+        if self.zero.is_some() {
+            return Err(LearnerError::Order(
+                "device_weights: a ZeRO-3 learner's whole model is never assembled on a device; use export_weights",
+            ));
+        }
+        let vars: std::collections::BTreeMap<String, Tensor> = self.vs.variables().into_iter().collect();
+        Ok(tch::no_grad(|| {
+            vars.into_iter().map(|(name, t)| (name, t.copy())).collect()
+        }))
+    }
+
     /// Save the model in Hugging Face format. Under ZeRO-3 a collective (every rank calls it):
     /// unit by unit, rank 0 writing, in safetensors files of at most 5 GB with an index.
     pub fn save_model(&self, dir: &Path) -> Result<()> {

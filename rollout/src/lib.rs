@@ -19,6 +19,7 @@ pub use native::{NativeEngine, DEFAULT_BLOCK_SIZE};
 use rlvr_core::{Completion, GenerationRequest, SamplingParams, WeightChunk};
 use rlvr_data::Tokenizer;
 use rlvr_learner::model::Config;
+use tch::Tensor;
 
 /// Every token id generation from a model stops on: its tokenizer's EOS and the
 /// `eos_token_id`s of its `generation_config.json` ([`Tokenizer::stop_ids`]) and of its
@@ -33,14 +34,28 @@ pub fn stop_token_ids(tok: &Tokenizer, config: &Config) -> Vec<u32> {
     ids
 }
 
+/// Weights as an engine takes them: host bytes (what travels between processes), or tensors on
+/// any device (a learner's snapshot), copied device to device without passing through host
+/// memory.
+#[derive(Debug, Clone, Copy)]
+pub enum WeightSource<'a> {
+    /// Every parameter as host bytes.
+    Chunks(&'a [WeightChunk]),
+    /// Every parameter as a named tensor.
+    Tensors(&'a [(String, Tensor)]),
+}
+
 /// Where an engine looks for newer weights between decode steps (in-flight weight updates):
 /// a long completion then spans policy versions, its cached keys and values computed by the
 /// weights of their time, and each token records the version that produced it.
 pub trait WeightFeed: Send + Sync {
     /// Call `load` with the newest weights and their version when they are newer than
     /// `version`; do nothing otherwise.
-    fn load_newer(&self, version: u64, load: &mut dyn FnMut(&[WeightChunk], u64) -> Result<()>)
-        -> Result<()>;
+    fn load_newer(
+        &self,
+        version: u64,
+        load: &mut dyn FnMut(WeightSource<'_>, u64) -> Result<()>,
+    ) -> Result<()>;
 }
 
 /// A generation backend.

@@ -7,7 +7,7 @@ use rlvr_data::Tokenizer;
 use rlvr_learner::model::Documents;
 use rlvr_learner::policy::TokenDistribution;
 use rlvr_learner::{Learner, LearnerConfig};
-use rlvr_rollout::{Engine, WeightFeed};
+use rlvr_rollout::{Engine, WeightFeed, WeightSource};
 use tch::{Device, Kind, Tensor};
 
 mod common;
@@ -351,6 +351,14 @@ fn weight_updates_are_checked_and_versioned() {
     let mut chunks = l.export_weights(8).unwrap();
     chunks[0].name = "model.nope.weight".into();
     assert!(e.load_weights(&chunks, 8).is_err());
+    let mut tensors = l.device_weights().unwrap();
+    tensors[1].1 = tensors[1].1.narrow(0, 0, 1);
+    let err = e
+        .load(WeightSource::Tensors(&tensors), 8)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&tensors[1].0) && err.contains("shape"), "{err}");
+    assert_eq!(e.policy_version(), 7);
     e.load_weights(&l.export_weights(9).unwrap(), 9).unwrap();
     assert_eq!(e.policy_version(), 9);
     let bad = GenerationRequest {
@@ -369,9 +377,30 @@ fn weight_updates_are_checked_and_versioned() {
     assert!(e.generate(&[oov], &SamplingParams::default()).is_err());
 }
 
-/// A feed that publishes `weights` as version 8 once the engine has asked `after` times.
+/// Host bytes and a learner's tensor snapshot load the same weights; the snapshot is a copy,
+/// which a later step of the learner leaves as it was.
+#[test]
+fn weights_load_alike_from_host_bytes_and_from_a_tensor_snapshot() {
+    let l = learner();
+    let mut other = Learner::new(&config(), LearnerConfig::constant(1e-2, Device::Cpu), 12);
+    let snapshot = other.device_weights().unwrap();
+    let chunks = other.export_weights(8).unwrap();
+    let (mut from_bytes, mut from_tensors) = (engine(&l, 2), engine(&l, 2));
+    from_bytes.load_weights(&chunks, 8).unwrap();
+    let batch = TrainBatch::from_sequences(&[vec![1, 5, 9, 2, 7, 7]], 0);
+    let lm = rlvr_learner::Objective::Lm(rlvr_learner::Reduction::Mean);
+    other.train_step(&[batch], lm).unwrap();
+    assert_ne!(other.export_weights(8).unwrap(), chunks, "the learner stepped");
+    from_tensors.load(WeightSource::Tensors(&snapshot), 8).unwrap();
+    assert_eq!(from_tensors.policy_version(), 8);
+    assert_eq!(from_tensors.export_weights(8).unwrap(), chunks);
+    assert_eq!(from_bytes.export_weights(8).unwrap(), chunks);
+}
+
+/// A feed that publishes `weights` (a learner's snapshot, as a run's feed does) as version 8
+/// once the engine has asked `after` times.
 struct LateWeights {
-    weights: Vec<rlvr_core::WeightChunk>,
+    weights: std::sync::Mutex<Vec<(String, Tensor)>>,
     after: usize,
     asked: std::sync::atomic::AtomicUsize,
 }
@@ -380,11 +409,11 @@ impl WeightFeed for LateWeights {
     fn load_newer(
         &self,
         version: u64,
-        load: &mut dyn FnMut(&[rlvr_core::WeightChunk], u64) -> rlvr_rollout::Result<()>,
+        load: &mut dyn FnMut(WeightSource<'_>, u64) -> rlvr_rollout::Result<()>,
     ) -> rlvr_rollout::Result<()> {
         let asked = self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if asked >= self.after && version < 8 {
-            load(&self.weights, 8)?;
+            load(WeightSource::Tensors(&self.weights.lock().unwrap()), 8)?;
         }
         Ok(())
     }
@@ -403,7 +432,7 @@ fn in_flight_updates_switch_weights_between_decode_steps() {
     let before = engine(&l, 3).generate(reqs, &params).unwrap();
     let mut e = engine(&l, 3);
     e.set_weight_feed(std::sync::Arc::new(LateWeights {
-        weights: other.export_weights(8).unwrap(),
+        weights: other.device_weights().unwrap().into(),
         after: 6,
         asked: Default::default(),
     }));

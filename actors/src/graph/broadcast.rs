@@ -4,22 +4,76 @@
 //! in a shared slot ([`LatestWeights`]) the local engines read between decode steps, and a
 //! publication returns as soon as they are there.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rlvr_core::WeightChunk;
-use rlvr_rollout::WeightFeed;
+use rlvr_learner::checkpoint::export_chunk;
+use rlvr_rollout::{WeightFeed, WeightSource};
+use tch::Tensor;
 
 use super::rollout::RolloutMsg;
 
-/// One version of the policy's weights.
+/// One version of the policy's weights: a snapshot of the learner's tensors on its device,
+/// which local engines copy device to device, or host bytes (a run's starting weights, what
+/// arrives on a worker node). Engines on worker nodes need host bytes; they are made from the
+/// tensors once, on first use.
 #[derive(Debug)]
 pub struct Weights {
     /// Policy version (learner steps taken).
     pub version: u64,
-    /// Every parameter.
-    pub chunks: Vec<WeightChunk>,
+    /// The snapshot (`Mutex`: libtorch tensors are `Send` but not `Sync`; engines only read it).
+    tensors: Option<Mutex<Vec<(String, Tensor)>>>,
+    /// Host bytes: given, or made from the snapshot on first use.
+    chunks: OnceLock<Vec<WeightChunk>>,
+}
+
+impl Weights {
+    /// Weights as host bytes.
+    pub fn from_chunks(version: u64, chunks: Vec<WeightChunk>) -> Self {
+        Self {
+            version,
+            tensors: None,
+            chunks: OnceLock::from(chunks),
+        }
+    }
+
+    /// Weights as a snapshot of named tensors ([`rlvr_learner::Learner::device_weights`]).
+    pub fn from_tensors(version: u64, tensors: Vec<(String, Tensor)>) -> Self {
+        Self {
+            version,
+            tensors: Some(Mutex::new(tensors)),
+            chunks: OnceLock::new(),
+        }
+    }
+
+    /// Call `f` with the weights as an engine loads them: the tensors when there are some.
+    pub fn with_source<R>(&self, f: impl FnOnce(WeightSource<'_>) -> R) -> R {
+        match &self.tensors {
+            Some(tensors) => f(WeightSource::Tensors(&lock(tensors))),
+            None => f(WeightSource::Chunks(self.chunks.get().map_or(&[], Vec::as_slice))),
+        }
+    }
+
+    /// The weights as host bytes, for a worker node (copied out of the snapshot once).
+    pub fn chunks(&self) -> rlvr_learner::Result<&[WeightChunk]> {
+        if let Some(chunks) = self.chunks.get() {
+            return Ok(chunks);
+        }
+        let made = match &self.tensors {
+            Some(tensors) => lock(tensors)
+                .iter()
+                .map(|(name, t)| export_chunk(name.clone(), t, self.version))
+                .collect::<rlvr_learner::Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
+        Ok(self.chunks.get_or_init(|| made))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The newest published weights, read by local engines between decode steps.
@@ -37,7 +91,7 @@ impl WeightFeed for LatestWeights {
     fn load_newer(
         &self,
         version: u64,
-        load: &mut dyn FnMut(&[WeightChunk], u64) -> rlvr_rollout::Result<()>,
+        load: &mut dyn FnMut(WeightSource<'_>, u64) -> rlvr_rollout::Result<()>,
     ) -> rlvr_rollout::Result<()> {
         let newest = self
             .0
@@ -45,7 +99,7 @@ impl WeightFeed for LatestWeights {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone();
         match newest {
-            Some(w) if w.version > version => load(&w.chunks, w.version),
+            Some(w) if w.version > version => w.with_source(|source| load(source, w.version)),
             _ => Ok(()),
         }
     }

@@ -395,10 +395,10 @@ impl Actor for Controller {
                 if let Some(ranks) = &args.ranks {
                     ranks.send(&RankRequest::Export(version))?;
                 }
-                Some(Arc::new(Weights {
+                Some(Arc::new(Weights::from_chunks(
                     version,
-                    chunks: args.learner.export_weights(version)?,
-                }))
+                    args.learner.export_weights(version)?,
+                )))
             }
             None => None,
         };

@@ -233,9 +233,13 @@ fn learn(
     let mismatch =
         mismatch.unwrap_or_else(|| steps.first().map(Mismatch::from_first_step).unwrap_or_default());
     let version = learner.steps_taken();
-    let weights = Arc::new(Weights {
-        version,
-        chunks: learner.export_weights(version)?,
+    // An unsharded learner's snapshot stays on its device (local engines copy it device to
+    // device); a ZeRO-3 learner's is assembled in host memory unit by unit, so that no device
+    // ever holds its whole model.
+    let weights = Arc::new(if learner.is_sharded() {
+        Weights::from_chunks(version, learner.export_weights(version)?)
+    } else {
+        Weights::from_tensors(version, learner.device_weights()?)
     });
     let export_s = started.elapsed().as_secs_f64() - train_s - proximal_s;
     Ok(LearnReport {

@@ -76,7 +76,7 @@ pub(crate) async fn send_weights(
     w: &Weights,
     bucket_bytes: usize,
 ) -> Result<usize, ActorProcessingErr> {
-    let buckets = encode_buckets(&w.chunks, bucket_bytes);
+    let buckets = encode_buckets(w.chunks()?, bucket_bytes);
     let n = buckets.len();
     for bucket in buckets {
         remote.send_message(RemoteMsg::Bucket(bucket))?;

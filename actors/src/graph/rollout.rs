@@ -134,7 +134,10 @@ impl Actor for RolloutWorker {
         // Subscribe before taking jobs, and start from the newest weights.
         let latest = ractor::call!(args.broadcaster, BroadcastMsg::Subscribe, myself)?;
         if let Some(w) = latest {
-            with_engine(&mut state.engine, move |e| e.load_weights(&w.chunks, w.version)).await??;
+            with_engine(&mut state.engine, move |e| {
+                w.with_source(|source| e.load(source, w.version))
+            })
+            .await??;
         }
         Ok(state)
     }
@@ -162,7 +165,7 @@ impl Actor for RolloutWorker {
                 // An engine fed in flight may already hold these weights, or newer ones.
                 let version = with_engine(&mut state.engine, move |e| {
                     if e.policy_version() < w.version {
-                        e.load_weights(&w.chunks, w.version)?;
+                        w.with_source(|source| e.load(source, w.version))?;
                     }
                     Ok::<u64, rlvr_rollout::RolloutError>(e.policy_version())
                 })

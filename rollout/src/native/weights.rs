@@ -2,6 +2,7 @@
 //! `generate` calls ([`Engine::load_weights`](crate::Engine::load_weights)), or between decode
 //! steps from a [`WeightFeed`] (in flight), each tagged with its policy version.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rlvr_core::{DType, WeightChunk};
@@ -9,7 +10,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::NativeEngine;
 use crate::error::{Result, RolloutError};
-use crate::WeightFeed;
+use crate::{WeightFeed, WeightSource};
 
 impl NativeEngine {
     /// Take newer weights from `feed` between decode steps (and before each call), so that
@@ -23,9 +24,15 @@ impl NativeEngine {
         let Some(feed) = self.feed.clone() else {
             return Ok(());
         };
-        feed.load_newer(self.version, &mut |chunks, version| {
-            self.load_chunks(chunks, version)
-        })
+        feed.load_newer(self.version, &mut |source, version| self.load(source, version))
+    }
+
+    /// Load `source` in place of the current weights and hold `version`.
+    pub fn load(&mut self, source: WeightSource<'_>, version: u64) -> Result<()> {
+        match source {
+            WeightSource::Chunks(chunks) => self.load_chunks(chunks, version),
+            WeightSource::Tensors(tensors) => self.load_tensors(tensors, version),
+        }
     }
 
     /// [`Engine::load_weights`](crate::Engine::load_weights).
@@ -34,33 +41,23 @@ impl NativeEngine {
         let tied = self.model.config().tie_word_embeddings;
         tch::no_grad(|| {
             for chunk in chunks {
-                let bad = |message: String| {
-                    Err(RolloutError::Weights {
-                        name: chunk.name.clone(),
-                        message,
-                    })
-                };
-                let Some(var) = vars.get(&chunk.name) else {
-                    if tied && chunk.name == "lm_head.weight" {
-                        continue;
-                    }
-                    return bad("no such parameter in this model".into());
-                };
-                if var.size() != chunk.shape {
-                    return bad(format!("shape {:?}, the model has {:?}", chunk.shape, var.size()));
-                }
                 let kind = match chunk.dtype {
                     DType::F32 => Kind::Float,
                     DType::Bf16 => Kind::BFloat16,
                     DType::F16 => Kind::Half,
                 };
                 let numel: i64 = chunk.shape.iter().product();
-                if chunk.data.len() != numel as usize * chunk.dtype.size() {
-                    return bad(format!(
-                        "{} bytes for {numel} {:?} elements",
-                        chunk.data.len(),
-                        chunk.dtype
-                    ));
+                if chunk.data.len() != numel.max(0) as usize * chunk.dtype.size() {
+                    return Err(RolloutError::Weights {
+                        name: chunk.name.clone(),
+                        message: format!(
+                            "{} bytes, where shape {:?} of {:?} needs {}",
+                            chunk.data.len(),
+                            chunk.shape,
+                            chunk.dtype,
+                            numel.max(0) as usize * chunk.dtype.size()
+                        ),
+                    });
                 }
                 if (chunk.data.as_ptr() as usize).is_multiple_of(chunk.dtype.size()) {
                     let mut strides = vec![1i64; chunk.shape.len()];
@@ -73,10 +70,10 @@ impl NativeEngine {
                     let src = unsafe {
                         Tensor::from_blob(chunk.data.as_ptr(), &chunk.shape, &strides, kind, Device::Cpu)
                     };
-                    var.shallow_clone().copy_(&src);
+                    copy_into(&vars, tied, &chunk.name, &src)?;
                 } else {
                     let src = Tensor::from_data_size(&chunk.data, &chunk.shape, kind);
-                    var.shallow_clone().copy_(&src);
+                    copy_into(&vars, tied, &chunk.name, &src)?;
                 }
             }
             Ok(())
@@ -84,4 +81,40 @@ impl NativeEngine {
         self.version = version;
         Ok(())
     }
+
+    /// Load weights that are tensors already (on any device: a learner's snapshot, a
+    /// device-resident sync's), copied device to device, never through host memory.
+    fn load_tensors(&mut self, tensors: &[(String, Tensor)], version: u64) -> Result<()> {
+        let vars = self.vs.variables();
+        let tied = self.model.config().tie_word_embeddings;
+        tch::no_grad(|| {
+            tensors
+                .iter()
+                .try_for_each(|(name, src)| copy_into(&vars, tied, name, src))
+        })?;
+        self.version = version;
+        Ok(())
+    }
+}
+
+/// Copy `src` into the parameter `name` in place, converting its element type and device; the
+/// tied head (`lm_head.weight` when the embedding is shared) is skipped.
+fn copy_into(vars: &HashMap<String, Tensor>, tied: bool, name: &str, src: &Tensor) -> Result<()> {
+    let bad = |message: String| {
+        Err(RolloutError::Weights {
+            name: name.to_string(),
+            message,
+        })
+    };
+    let Some(var) = vars.get(name) else {
+        if tied && name == "lm_head.weight" {
+            return Ok(());
+        }
+        return bad("no such parameter in this model".into());
+    };
+    if var.size() != src.size() {
+        return bad(format!("shape {:?}, the model has {:?}", src.size(), var.size()));
+    }
+    var.shallow_clone().copy_(src);
+    Ok(())
 }

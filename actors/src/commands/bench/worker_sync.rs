@@ -96,10 +96,8 @@ pub fn worker_sync(args: &WeightSyncArgs) -> Result<()> {
         let mut last = None;
         for version in 1..=args.repeats as u64 {
             let t = Instant::now();
-            let w = Weights {
-                version,
-                chunks: learner.export_weights(version)?,
-            };
+            // As a run does: the learner's snapshot, made host bytes for the node.
+            let w = Weights::from_tensors(version, learner.device_weights()?);
             let buckets = send_weights(&remote, &w, args.bucket_mib << 20)
                 .await
                 .map_err(|e| anyhow!("weight sync: {e}"))?;
@@ -136,12 +134,12 @@ pub fn worker_sync(args: &WeightSyncArgs) -> Result<()> {
     let ((seconds, buckets), w, job, theirs) = outcome?;
 
     let mut engine = NativeEngine::new(&config, Device::Cpu, Kind::Float, 1, 0);
-    engine.load_weights(&w.chunks, w.version)?;
+    engine.load_weights(w.chunks()?, w.version)?;
     let ours: Vec<Completion> = engine.generate(&job.requests, &job.params)?;
     if ours != theirs {
         bail!("the worker node's completion differs from a local engine's with the same weights");
     }
-    let bytes: usize = w.chunks.iter().map(|c| c.data.len()).sum();
+    let bytes: usize = w.chunks()?.iter().map(|c| c.data.len()).sum();
     let copy_s = bytes as f64 / (copy_bandwidth(Device::Cpu) / 2.0);
     println!(
         "{}",
