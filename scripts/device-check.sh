@@ -8,10 +8,10 @@
 #
 #   scripts/device-check.sh BINARY OUTDIR [SECTION...]
 #
-# SECTIONs (all by default): generate train pipeline profile collectives zero3 weights workers
-# rlvr-nccl. `profile` needs the
-# example binary built beside BINARY's target (cargo build --release --examples -p rlvr-rollout)
-# or PROFILE=path.
+# SECTIONs (all by default): generate train pipeline profile collectives zero3 weights
+# rlvr-local workers rlvr-nccl smollm2-rlvr. `profile` needs the example binary built beside BINARY's target
+# (cargo build --release --examples -p rlvr-rollout) or PROFILE=path; `smollm2-rlvr` needs
+# GGUF=path to SmolLM2-135M-Instruct.Q4_1.gguf (scripts/smollm2.sh downloads it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=$(realpath "${1:?usage: device-check.sh BINARY OUTDIR}")
@@ -24,7 +24,7 @@ trap 'rm -rf "$WORK"' EXIT
 
 step() { echo; echo "### $*"; }
 SECTIONS=${*:3}
-SECTIONS=${SECTIONS:-generate train pipeline profile collectives zero3 weights workers rlvr-nccl}
+SECTIONS=${SECTIONS:-generate train pipeline profile collectives zero3 weights rlvr-local workers rlvr-nccl smollm2-rlvr}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
 step "machine"
@@ -33,10 +33,14 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 ls "$TORCH_LIB" | grep -E '^lib(torch_cuda|c10_cuda)\.so$'
 "$PY" -c 'import os, torch, glob; print(*glob.glob(os.path.join(os.path.dirname(torch.__file__), "..", "nvidia", "*", "lib", "libnccl.so*")))'
 
-want generate && step "generation: 32 prompts x 128 new tokens, rlvr native engine vs transformers generate"
-want generate && for dt in bf16 f32; do
-  timeout 300 "$BIN" bench generate --device cuda --dtype "$dt" --save-model "$WORK/gen-$dt" --json | tee -a "$OUT/results.jsonl"
-  timeout 300 "$PY" benches/generate_transformers.py "$WORK/gen-$dt" --device cuda --dtype "$dt" 2>/dev/null | tee -a "$OUT/results.jsonl"
+want generate && step "generation: rlvr native engine (paged KV cache) vs transformers generate, SmolLM2-135M shape"
+# PROMPTS SAMPLES PROMPT_LEN DTYPE: 32, 128 and 512 sequences of 16 + 128 tokens, and the RL
+# shape (64 prompts x 8 samples of 128 + 128 tokens, samples sharing their prompt's blocks).
+want generate && for shape in "32 1 16 bf16" "32 1 16 f32" "128 1 16 bf16" "512 1 16 bf16" "64 8 128 bf16"; do
+  read -r prompts samples prompt_len dt <<< "$shape"
+  args=(--batch "$prompts" --samples "$samples" --prompt-len "$prompt_len" --new-tokens 128 --repeats 2 --device cuda --dtype "$dt")
+  timeout 300 "$BIN" bench generate "${args[@]}" --save-model "$WORK/gen-$dt" --json | tee -a "$OUT/results.jsonl"
+  timeout 300 "$PY" benches/generate_transformers.py "$WORK/gen-$dt" "${args[@]}" 2>/dev/null | tee -a "$OUT/results.jsonl"
 done
 
 want train && step "training: 8 x 1024 tokens per step, rlvr learner vs PyTorch eager"
@@ -76,10 +80,19 @@ if want zero3; then
 fi
 
 if want weights; then
-  step "weight sync over NCCL: export, bucketed broadcast, load into an engine (one rank: NCCL takes one per GPU)"
-  for dt in f32 bf16; do
-    timeout 120 "$BIN" bench weight-sync --device cuda --dtype "$dt" --ranks 1 --repeats 3 | tee -a "$OUT/results.jsonl"
+  step "weight sync over NCCL, host-staged chunks vs device-resident tensors: export, bucketed broadcast, load into an engine (one rank: NCCL takes one per GPU)"
+  for shape in "smollm2-135m-sft f32" "smollm2-135m-sft bf16" "smollm2-1.7b-sft bf16"; do
+    read -r recipe dt <<< "$shape"
+    timeout 180 "$BIN" bench weight-sync --device cuda --dtype "$dt" --shape-from "$recipe" --ranks 1 --repeats 3 | tee -a "$OUT/results.jsonl"
   done
+fi
+
+if want rlvr-local; then
+  step "tiny-arith-rlvr with its rollout engines in the process on the GPU: each version reaches them as a snapshot on the device"
+  start=$(date +%s)
+  timeout 180 "$BIN" run tiny-arith-rlvr --out "$WORK/local" --set train.max_steps=20 2>&1 | grep -v "rlvr step" | tail -6
+  echo "run exit ${PIPESTATUS[0]} after $(($(date +%s) - start)) s"
+  cp "$WORK/local/metrics.jsonl" "$OUT/rlvr-local-metrics.jsonl" 2>/dev/null || true
 fi
 
 if want workers; then
@@ -105,4 +118,14 @@ if want rlvr-nccl; then
     --set model.dtype=bf16 --set launch.zero_stage=3 --set launch.offload_optimizer=true 2>&1 | grep -v "rlvr step" | tail -8
   echo "run exit ${PIPESTATUS[0]} after $(($(date +%s) - start)) s"
   cp "$WORK/nccl/metrics.jsonl" "$OUT/rlvr-nccl-metrics.jsonl" 2>/dev/null || true
+fi
+
+if want smollm2-rlvr; then
+  step "smollm2-135m-rlvr (GRPO from SmolLM2-135M-Instruct) as a launched rank: the learner over NCCL (world size 1) in bf16, the engine on the same GPU"
+  "$BIN" convert "${GGUF:?smollm2-rlvr needs GGUF=path}" --out "$WORK/smollm2" 2>&1 | tail -2
+  start=$(date +%s)
+  RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29670 timeout 420 "$BIN" run smollm2-135m-rlvr --out "$WORK/smol" \
+    --set model.name_or_path="$WORK/smollm2" --set model.dtype=bf16 2>&1 | grep -v "rlvr step" | tail -20
+  echo "run exit ${PIPESTATUS[0]} after $(($(date +%s) - start)) s"
+  cp "$WORK/smol/metrics.jsonl" "$OUT/smollm2-rlvr-metrics.jsonl" 2>/dev/null || true
 fi
