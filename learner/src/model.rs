@@ -24,6 +24,7 @@ mod linear;
 mod omp;
 mod prefix;
 mod skinny;
+pub mod tensor_parallel;
 mod units;
 
 pub use cache::{CachedRow, KvCache};
@@ -41,8 +42,11 @@ pub fn cpu_decode_kernel() -> &'static str {
 pub fn cpu_decode_attention() -> &'static str {
     decode_attention::kernel_name()
 }
+use std::sync::Arc;
+
 use layers::{param, rope_at, rope_tables, Block, RmsNorm, NORMAL};
 use linear::{project, Linear};
+use rlvr_dist::ProcessGroup;
 use tch::nn::Path;
 use tch::{Kind, Tensor};
 pub use units::Units;
@@ -121,6 +125,15 @@ impl CausalLm {
             lm_head,
             inv_freq,
             config: config.clone(),
+        }
+    }
+
+    /// Make this model one rank's share of a tensor-parallel model over `group`: built from
+    /// [`tensor_parallel::shard_config`] of the whole model's configuration, its layers then
+    /// complete their partial sums over the group.
+    pub fn set_tensor_parallel(&mut self, group: Arc<ProcessGroup>) {
+        for layer in &mut self.layers {
+            layer.tensor_parallel = Some(group.clone());
         }
     }
 

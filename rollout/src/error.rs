@@ -19,6 +19,10 @@ pub enum RolloutError {
         /// What is wrong.
         message: String,
     },
+    /// A tensor-parallel engine asked for what it cannot do (a model that does not split, the
+    /// whole model from one rank's share).
+    #[error("tensor parallelism: {0}")]
+    TensorParallel(String),
     /// A KV cache that cannot be set up as asked.
     #[error("KV cache: {0}")]
     Cache(String),

@@ -24,6 +24,7 @@ use crate::{Engine, WeightFeed};
 
 mod admission;
 mod blocks;
+mod tensor_parallel;
 mod weights;
 
 use admission::{Admitted, Limits};
@@ -63,6 +64,8 @@ pub struct NativeEngine {
     kv_budget: Option<u64>,
     peak_sequences: usize,
     peak_blocks: usize,
+    /// This engine's (rank, world size) in a tensor-parallel group.
+    shard: Option<(usize, usize)>,
 }
 
 impl std::fmt::Debug for NativeEngine {
@@ -131,6 +134,7 @@ impl NativeEngine {
             kv_budget: None,
             peak_sequences: 0,
             peak_blocks: 0,
+            shard: None,
         }
     }
 
@@ -181,11 +185,13 @@ impl NativeEngine {
 
     /// Every parameter as weight chunks tagged with `version`.
     pub fn export_weights(&self, version: u64) -> Result<Vec<WeightChunk>> {
+        self.whole("export_weights")?;
         Ok(checkpoint::export_chunks(&self.vs, version)?)
     }
 
     /// Save the weights in Hugging Face format into `dir`.
     pub fn save_model(&self, dir: &Path) -> Result<()> {
+        self.whole("save_model")?;
         Ok(checkpoint::save_model(&self.vs, self.model.config(), dir)?)
     }
 

@@ -2,13 +2,16 @@
 //! for a checkpoint), RMSNorm, rotary embeddings, the SwiGLU MLP, and the decoder block, which
 //! puts the norms where the family does ([`NormPosition`]). Attention is in `attention.rs`.
 
+use std::sync::Arc;
+
+use rlvr_dist::ProcessGroup;
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
 
 use super::attention::Attention;
 use super::config::{Config, NormPosition};
 use super::linear::{few_rows, project_all_t, times, untranspose, Linear};
-use super::Context;
+use super::{tensor_parallel, Context};
 
 /// How a new model's parameters are filled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +149,8 @@ pub(super) struct Block {
     mlp_norm: RmsNorm,
     mlp: Mlp,
     norms: NormPosition,
+    /// The tensor-parallel group whose ranks hold the rest of this layer's heads and channels.
+    pub(super) tensor_parallel: Option<Arc<ProcessGroup>>,
 }
 
 impl Block {
@@ -164,6 +169,7 @@ impl Block {
             mlp_norm,
             mlp: Mlp::new(&p / "mlp", c, fill),
             norms,
+            tensor_parallel: None,
         }
     }
 
@@ -175,6 +181,12 @@ impl Block {
         xs: &[Tensor],
         attend: impl FnOnce(&Attention, &[Tensor]) -> Vec<Tensor>,
     ) -> Vec<Tensor> {
+        // Under tensor parallelism attention's and the MLP's outputs are partial sums over
+        // this rank's heads and channels, completed before they join the residual stream.
+        let whole = |t: Tensor| match &self.tensor_parallel {
+            Some(group) => tensor_parallel::all_reduce(group, t),
+            None => t,
+        };
         match self.norms {
             NormPosition::Pre => {
                 let normed: Vec<Tensor> = xs.iter().map(|x| self.attn_norm.forward(x)).collect();
@@ -182,8 +194,8 @@ impl Block {
                 xs.iter()
                     .zip(attended)
                     .map(|(x, a)| {
-                        let h = x + a;
-                        &h + self.mlp.forward(&self.mlp_norm.forward(&h))
+                        let h = x + whole(a);
+                        &h + whole(self.mlp.forward(&self.mlp_norm.forward(&h)))
                     })
                     .collect()
             }
@@ -192,8 +204,8 @@ impl Block {
                 xs.iter()
                     .zip(attended)
                     .map(|(x, a)| {
-                        let h = x + self.attn_norm.forward(&a);
-                        &h + self.mlp_norm.forward(&self.mlp.forward(&h))
+                        let h = x + self.attn_norm.forward(&whole(a));
+                        &h + self.mlp_norm.forward(&whole(self.mlp.forward(&h)))
                     })
                     .collect()
             }

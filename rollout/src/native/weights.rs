@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use rlvr_core::{DType, WeightChunk};
+use rlvr_learner::model::tensor_parallel::shard_of;
 use tch::{Device, Kind, Tensor};
 
 use super::NativeEngine;
@@ -70,10 +71,10 @@ impl NativeEngine {
                     let src = unsafe {
                         Tensor::from_blob(chunk.data.as_ptr(), &chunk.shape, &strides, kind, Device::Cpu)
                     };
-                    copy_into(&vars, tied, &chunk.name, &src)?;
+                    copy_into(&vars, tied, self.shard, &chunk.name, &src)?;
                 } else {
                     let src = Tensor::from_data_size(&chunk.data, &chunk.shape, kind);
-                    copy_into(&vars, tied, &chunk.name, &src)?;
+                    copy_into(&vars, tied, self.shard, &chunk.name, &src)?;
                 }
             }
             Ok(())
@@ -90,16 +91,23 @@ impl NativeEngine {
         tch::no_grad(|| {
             tensors
                 .iter()
-                .try_for_each(|(name, src)| copy_into(&vars, tied, name, src))
+                .try_for_each(|(name, src)| copy_into(&vars, tied, self.shard, name, src))
         })?;
         self.version = version;
         Ok(())
     }
 }
 
-/// Copy `src` into the parameter `name` in place, converting its element type and device; the
-/// tied head (`lm_head.weight` when the embedding is shared) is skipped.
-fn copy_into(vars: &HashMap<String, Tensor>, tied: bool, name: &str, src: &Tensor) -> Result<()> {
+/// Copy `src` into the parameter `name` in place, converting its element type and device (on a
+/// tensor-parallel rank, `shard` = (rank, world), its part of the whole `src`); the tied head
+/// (`lm_head.weight` when the embedding is shared) is skipped.
+fn copy_into(
+    vars: &HashMap<String, Tensor>,
+    tied: bool,
+    shard: Option<(usize, usize)>,
+    name: &str,
+    src: &Tensor,
+) -> Result<()> {
     let bad = |message: String| {
         Err(RolloutError::Weights {
             name: name.to_string(),
@@ -112,9 +120,13 @@ fn copy_into(vars: &HashMap<String, Tensor>, tied: bool, name: &str, src: &Tenso
         }
         return bad("no such parameter in this model".into());
     };
+    let src = match shard {
+        Some((rank, world)) => shard_of(name, src, rank, world),
+        None => src.shallow_clone(),
+    };
     if var.size() != src.size() {
         return bad(format!("shape {:?}, the model has {:?}", src.size(), var.size()));
     }
-    var.shallow_clone().copy_(src);
+    var.shallow_clone().copy_(&src);
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! What the engine's test files share: a tiny Llama, a learner holding its weights, an engine
 //! loaded from the learner, and the learner's log-probs of a completion from one full forward.
+//! Each test file uses some of them.
+#![allow(dead_code)]
 
 use rlvr_learner::model::Config;
 use rlvr_learner::{Learner, LearnerConfig};
