@@ -1294,9 +1294,12 @@ fn bench_weight_sync_reaches_a_rollout_engine_in_another_process() {
     let report: Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
     assert_eq!(report["checksums_equal"], true);
     assert_eq!(report["world_size"], 3);
-    // 96,576 f32 parameters: 386,304 bytes in one 1 MiB bucket.
+    // 96,576 f32 parameters: 386,304 bytes in one 1 MiB bucket, host-staged and on the device.
     assert_eq!(report["bytes"], 386_304);
-    assert_eq!(report["buckets"], 1);
+    assert_eq!(
+        (report["buckets"].as_u64(), report["resident_buckets"].as_u64()),
+        (Some(1), Some(1))
+    );
     // Alone, rank 0 broadcasts to itself and loads its own engine (NCCL on a one-GPU machine).
     let out = rlvr(&[
         "bench",
@@ -1313,6 +1316,59 @@ fn bench_weight_sync_reaches_a_rollout_engine_in_another_process() {
     assert_eq!(
         (report["world_size"].as_u64(), report["checksums_equal"].as_bool()),
         (Some(1), Some(true))
+    );
+}
+
+#[test]
+fn bench_generate_splits_an_engine_over_tensor_parallel_ranks_drawing_the_whole_engine_s_tokens() {
+    let out = rlvr(&[
+        "bench",
+        "generate",
+        "--tensor-parallel",
+        "2",
+        "--shape-from",
+        "tiny-arith-sft",
+        "--batch",
+        "3",
+        "--samples",
+        "2",
+        "--new-tokens",
+        "8",
+        "--repeats",
+        "1",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(
+        (report["tensor_parallel"].as_u64(), report["completions"].as_u64()),
+        (Some(2), Some(6))
+    );
+    assert_eq!(report["same_tokens_greedy"], 6, "{report}");
+    assert!(
+        report["logprob_max_abs_diff_vs_whole"].as_f64().unwrap() < 1e-5,
+        "{report}"
+    );
+    assert!(
+        report["logprob_max_abs_diff_vs_learner"].as_f64().unwrap() < 1e-5,
+        "{report}"
+    );
+    // SmolLM2-135M's 9 heads do not split over 2 ranks: refused, naming the field.
+    let out = rlvr(&[
+        "bench",
+        "generate",
+        "--tensor-parallel",
+        "2",
+        "--batch",
+        "1",
+        "--new-tokens",
+        "1",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("num_attention_heads"),
+        "{}",
+        text(&out.stderr)
     );
 }
 

@@ -6,6 +6,7 @@ use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rlvr_core::{Completion, GenerationRequest, SamplingParams, WeightChunk};
+use rlvr_learner::model::Config;
 use rlvr_learner::Learner;
 use rlvr_rollout::{Engine, NativeEngine};
 use serde_json::json;
@@ -32,6 +33,10 @@ pub struct GenerateArgs {
     /// Timed repetitions; the best is reported.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// Split the engine over this many local ranks (tensor parallelism over Gloo on the CPU,
+    /// NCCL on GPUs), measured against one whole engine on rank 0.
+    #[arg(long, default_value_t = 1)]
+    pub tensor_parallel: usize,
     /// Model, device and output.
     #[command(flatten)]
     pub model: ModelArgs,
@@ -59,7 +64,12 @@ fn weight_copy_seconds(chunks: &[WeightChunk], device: Device) -> f64 {
 
 /// Largest difference between the engine's sampled-token log-probs and the learner's, recomputed
 /// by one full forward pass over each of the first `k` completions.
-fn logprob_gap(learner: &Learner, requests: &[GenerationRequest], out: &[Completion], k: usize) -> f64 {
+pub(super) fn logprob_gap(
+    learner: &Learner,
+    requests: &[GenerationRequest],
+    out: &[Completion],
+    k: usize,
+) -> f64 {
     let device = learner.model().device();
     out.iter()
         .take(k)
@@ -85,6 +95,51 @@ fn logprob_gap(learner: &Learner, requests: &[GenerationRequest], out: &[Complet
         .fold(0.0, f64::max)
 }
 
+/// The benchmark's prompts (random tokens, seeded) and sampling (temperature 1, EOS ignored).
+pub(super) fn workload(args: &GenerateArgs, config: &Config) -> (Vec<GenerationRequest>, SamplingParams) {
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let requests = (0..args.batch as u64)
+        .map(|id| GenerationRequest {
+            id,
+            prompt_ids: (0..args.prompt_len)
+                .map(|_| rng.gen_range(0..config.vocab_size as u32))
+                .collect(),
+            n: args.samples,
+            seed: id,
+        })
+        .collect();
+    let params = SamplingParams {
+        temperature: 1.0,
+        max_new_tokens: args.new_tokens,
+        ..Default::default()
+    };
+    (requests, params)
+}
+
+/// A short warm-up call, then the fastest of `repeats` timed calls: its seconds and completions.
+pub(super) fn timed(
+    engine: &mut NativeEngine,
+    requests: &[GenerationRequest],
+    params: &SamplingParams,
+    repeats: usize,
+    device: Device,
+) -> Result<(f64, Vec<Completion>)> {
+    let warm_up = SamplingParams {
+        max_new_tokens: 4,
+        ..params.clone()
+    };
+    engine.generate(requests, &warm_up)?;
+    let (mut best, mut out) = (f64::INFINITY, Vec::new());
+    for _ in 0..repeats {
+        sync(device);
+        let t = Instant::now();
+        out = engine.generate(requests, params)?;
+        sync(device);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok((best, out))
+}
+
 pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
     if [
         args.batch,
@@ -100,6 +155,9 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
         )
         .into());
     }
+    if args.tensor_parallel > 1 {
+        return super::tensor_parallel::generate(args);
+    }
     let sequences = args.batch * args.samples;
     let (device, kind) = (args.model.device.device()?, args.model.dtype.kind());
     // The weights reach the engine from a learner, as a weight broadcast carries them.
@@ -111,37 +169,8 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
     if let Some(dir) = &args.model.save_model {
         engine.save_model(dir)?;
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let requests: Vec<GenerationRequest> = (0..args.batch as u64)
-        .map(|id| GenerationRequest {
-            id,
-            prompt_ids: (0..args.prompt_len)
-                .map(|_| rng.gen_range(0..config.vocab_size as u32))
-                .collect(),
-            n: args.samples,
-            seed: id,
-        })
-        .collect();
-    let params = SamplingParams {
-        temperature: 1.0,
-        max_new_tokens: args.new_tokens,
-        ..Default::default()
-    };
-    engine.generate(
-        &requests,
-        &SamplingParams {
-            max_new_tokens: 4,
-            ..params.clone()
-        },
-    )?;
-    let (mut best, mut out) = (f64::INFINITY, Vec::new());
-    for _ in 0..args.repeats {
-        sync(device);
-        let t = Instant::now();
-        out = engine.generate(&requests, &params)?;
-        sync(device);
-        best = best.min(t.elapsed().as_secs_f64());
-    }
+    let (requests, params) = workload(args, &config);
+    let (best, out) = timed(&mut engine, &requests, &params, args.repeats, device)?;
     let (peak_blocks, block_bytes) = (engine.peak_blocks(), engine.block_bytes());
     let tokens = (sequences * args.new_tokens) as f64;
     let tokens_per_s = tokens / best;

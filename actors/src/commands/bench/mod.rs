@@ -16,6 +16,7 @@ use crate::UsageError;
 mod collectives;
 mod generate;
 mod load;
+mod tensor_parallel;
 mod train;
 mod verify;
 mod weights;
