@@ -1083,6 +1083,129 @@ fn launched_ranks_past_an_rlvr_stage_s_learners_run_its_rollout_engines() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `world` launched ranks of `tiny-arith-rlvr` (one learner, the rest engine ranks, split into
+/// engines of `tensor_parallel` ranks), all started at once: each rank's log, rank by rank.
+fn launch_engine_ranks(dir: &Path, world: usize, tensor_parallel: usize) -> Vec<String> {
+    let port = free_port().to_string();
+    let ranks: Vec<std::process::Child> = (0..world)
+        .map(|rank| {
+            Command::new(env!("CARGO_BIN_EXE_rlvr"))
+                .args(["run", "tiny-arith-rlvr", "--out", dir.to_str().unwrap()])
+                .args(["--set", &format!("launch.gpus={world}")])
+                .args(["--set", "rlvr.actor_num_gpus_per_node=[1]"])
+                .args([
+                    "--set",
+                    &format!("rlvr.vllm_tensor_parallel_size={tensor_parallel}"),
+                ])
+                .args([
+                    "--set",
+                    "train.max_steps=2",
+                    "--set",
+                    "rlvr.local_rollout_batch_size=4",
+                ])
+                .args(["--set", "rlvr.local_mini_batch_size=32"])
+                .args([
+                    "--set",
+                    "data.eval_mix=[{dataset = \"builtin:arith-rlvr\", amount = 8, split = \"test\"}]",
+                ])
+                .env("OMP_NUM_THREADS", "1")
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", &port)
+                .env("RANK", rank.to_string())
+                .env("WORLD_SIZE", world.to_string())
+                .env("LOCAL_RANK", rank.to_string())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    ranks
+        .into_iter()
+        .enumerate()
+        .map(|(rank, child)| {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "rank {rank}: {}", text(&out.stderr));
+            text(&out.stderr)
+        })
+        .collect()
+}
+
+#[test]
+fn an_engine_split_over_two_tensor_parallel_ranks_rolls_out_what_one_engine_rank_does() {
+    let dir = tmp("launch-tp");
+    let rewards = |dir: &Path| -> Vec<Value> {
+        let steps: Vec<Value> = metrics(dir)
+            .into_iter()
+            .filter(|r| r.get("reward_mean").is_some())
+            .collect();
+        for r in &steps {
+            // One remote rollout worker: the engine rank, or the tensor-parallel group's leader.
+            assert_eq!(r["workers"]["rollout"]["remote"].as_u64(), Some(1), "{r}");
+        }
+        // What the step's completions decide: their rewards and lengths, what the learner made
+        // of their tokens (entropy), and the loss, which also reads the engine's log-probs.
+        steps
+            .iter()
+            .map(|r| serde_json::json!([r["reward_mean"], r["response_length"], r["entropy"], r["loss"]]))
+            .collect()
+    };
+    let (one, split) = (dir.join("one"), dir.join("split"));
+    std::fs::create_dir_all(&one).unwrap();
+    std::fs::create_dir_all(&split).unwrap();
+    launch_engine_ranks(&one, 2, 1);
+    let logs = launch_engine_ranks(&split, 3, 2);
+    assert!(
+        logs[2].contains("holds part 2 of 2 of a tensor-parallel rollout engine"),
+        "{}",
+        logs[2]
+    );
+    let (want, got) = (rewards(&one), rewards(&split));
+    assert_eq!(want.len(), 2);
+    assert!(want.iter().all(|w| w[2].as_f64().unwrap() > 0.0), "{want:?}");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(
+            (&g[0], &g[1], &g[2]),
+            (&w[0], &w[1], &w[2]),
+            "the split engine drew the whole engine's completions"
+        );
+        // The split engine sums each layer in another order: its log-probs, and so the loss,
+        // differ in the last bits.
+        let (lg, lw) = (g[3].as_f64().unwrap(), w[3].as_f64().unwrap());
+        assert!((lg - lw).abs() < 1e-6, "loss {lg} against {lw}");
+    }
+    // Three engine ranks do not make two engines of two: refused before anything runs.
+    let odd = dir.join("odd");
+    std::fs::create_dir_all(&odd).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rlvr"))
+        .args(["run", "tiny-arith-rlvr", "--out", odd.to_str().unwrap()])
+        .args([
+            "--set",
+            "launch.gpus=4",
+            "--set",
+            "rlvr.actor_num_gpus_per_node=[1]",
+        ])
+        .args([
+            "--set",
+            "rlvr.vllm_num_engines=2",
+            "--set",
+            "rlvr.vllm_tensor_parallel_size=2",
+        ])
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", free_port().to_string())
+        .env("RANK", "3")
+        .env("WORLD_SIZE", "4")
+        .env("LOCAL_RANK", "3")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("3 engine ranks do not make engines"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn ranks_started_by_a_launcher_as_torchrun_and_srun_start_them_take_the_steps_of_local_ranks() {
     let dir = tmp("launched");

@@ -290,6 +290,7 @@ async fn a_job_a_worker_node_cannot_score_is_scored_by_its_proxy() {
         RemoteWorker {
             role: Role::Verifier,
             device: Device::Cpu,
+            tensor_parallel: None,
         },
         (),
     )

@@ -360,6 +360,21 @@ pub fn validate(r: &Recipe) -> Result<()> {
     if r.data.mix.is_empty() {
         return bad("data.mix", "at least one dataset is needed".into());
     }
+    if let (Some(rl), StageKind::Rlvr) = (&r.rlvr, kind) {
+        let tp = rl.vllm_tensor_parallel_size;
+        if tp == 0 {
+            return bad("rlvr.vllm_tensor_parallel_size", "must be >= 1".into());
+        }
+        if tp > 1 && r.launch.gpus <= 1 {
+            return bad(
+                "rlvr.vllm_tensor_parallel_size",
+                format!(
+                    "{tp} splits each engine over {tp} launched engine ranks, which need launch.gpus > 1 (here {}); with one device the engines run whole: set it to 1",
+                    r.launch.gpus
+                ),
+            );
+        }
+    }
     if let Some(g) = r.rollout.kv_cache_gib {
         if !(g > 0.0 && g.is_finite()) {
             return bad(

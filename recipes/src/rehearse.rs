@@ -194,9 +194,10 @@ fn rehearse_stage(stage: &mut Recipe, first: bool, max_ranks: u64) -> Rehearsed 
         stage.rollout.workers = engines;
         if rl.vllm_tensor_parallel_size > 1 {
             notes.push(format!(
-                "rollout: {engines} engine(s) of tensor parallelism {} run unsplit (tensor parallelism is not built)",
+                "rollout: {engines} engine(s) of tensor parallelism {} run whole here (launched engine ranks split them)",
                 rl.vllm_tensor_parallel_size
             ));
+            rl.vllm_tensor_parallel_size = 1;
         }
     }
     Rehearsed {

@@ -164,6 +164,16 @@ fn set_overrides_go_through_the_typed_path() {
 
     let err = load("tulu3-8b-sft", &["no_equals_sign".into()]).unwrap_err();
     assert!(matches!(&err, RecipeError::Override { .. }), "{err}");
+
+    // Engines split over launched ranks need GPUs to launch them on.
+    let err = load("tiny-arith-rlvr", &["rlvr.vllm_tensor_parallel_size=2".into()]).unwrap_err();
+    assert!(
+        matches!(&err, RecipeError::Invalid { key, message, .. }
+            if key == "rlvr.vllm_tensor_parallel_size" && message.contains("launch.gpus > 1")),
+        "{err}"
+    );
+    let sets = ["rlvr.vllm_tensor_parallel_size=2".into(), "launch.gpus=3".into()];
+    assert!(load("tiny-arith-rlvr", &sets).is_ok());
 }
 
 #[test]

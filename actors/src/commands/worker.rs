@@ -56,6 +56,7 @@ pub fn run(args: &Args) -> Result<()> {
         cookie,
         device,
         wait: Duration::from_secs(args.wait_s),
+        tensor_parallel: None,
     };
     match serve(&node)? {
         Ended::Closed => Ok(()),

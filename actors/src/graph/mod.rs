@@ -30,5 +30,6 @@ pub mod recruiter;
 pub mod remote;
 pub mod rollout;
 pub mod step;
+pub mod tensor_parallel;
 pub mod verifier;
 pub mod wire;

@@ -12,6 +12,7 @@ use ractor::Actor;
 use tch::Device;
 
 use super::remote::{RemoteWorker, Role};
+use super::tensor_parallel::Group;
 use super::wire::{ROLLOUT_GROUP, VERIFIER_GROUP};
 use crate::cluster::{connect, start_node, NodeEvent};
 
@@ -29,6 +30,8 @@ pub struct Node {
     pub device: Device,
     /// How long to keep trying to reach the run.
     pub wait: Duration,
+    /// The tensor-parallel group its one rollout worker leads.
+    pub tensor_parallel: Option<Group>,
 }
 
 /// How a node's session with the run ended.
@@ -65,6 +68,7 @@ pub fn serve(node: &Node) -> Result<Ended> {
                 } else {
                     Device::Cpu
                 },
+                tensor_parallel: node.tensor_parallel.clone(),
             };
             let (actor, _) = Actor::spawn(None, worker, ())
                 .await

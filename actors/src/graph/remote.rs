@@ -2,6 +2,8 @@
 //! `ractor_cluster` mirrors on the run's node, and serves [`RemoteMsg`]s from the run's proxy
 //! for it — a rollout worker builds its engine from the run's config and the weights the run
 //! sends, then completes jobs; a verifier worker scores responses with the built-in verifiers.
+//! A rollout worker that leads a tensor-parallel group relays each message to the group's other
+//! ranks first (`tensor_parallel.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,9 +12,10 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rlvr_core::WeightChunk;
 use rlvr_rollout::{Engine, NativeEngine};
 use rlvr_verifiers::{Registry, Truth, Verifier};
-use tch::{Device, Kind};
+use tch::Device;
 
 use super::rollout::{generate, with_engine};
+use super::tensor_parallel::{build_engine, Group, Relayed};
 use super::verifier::score;
 use super::wire::{
     decode, decode_bucket, encode, Completions, RemoteMsg, RolloutRequest, RolloutSetup, Verdicts,
@@ -34,6 +37,9 @@ pub struct RemoteWorker {
     pub role: Role,
     /// Where a rollout worker's engine runs.
     pub device: Device,
+    /// The tensor-parallel group a rollout worker leads (its engine is split over the group,
+    /// and it relays each message to the other ranks first).
+    pub tensor_parallel: Option<Group>,
 }
 
 /// State of a remote worker: set up by the run's first message.
@@ -50,19 +56,15 @@ impl RemoteWorker {
         match self.role {
             Role::Rollout => {
                 let s: RolloutSetup = decode(bytes, "rollout set-up")?;
-                let device = self.device;
+                let (device, group, bytes) = (self.device, self.tensor_parallel.clone(), bytes.to_vec());
                 let engine = tokio::task::spawn_blocking(move || {
-                    let mut engine = NativeEngine::new(
-                        &s.config,
-                        device,
-                        if s.bf16 { Kind::BFloat16 } else { Kind::Float },
-                        s.max_batch,
-                        0,
-                    );
-                    engine.set_kv_budget(s.kv_cache_bytes);
-                    engine
+                    if let Some(g) = &group {
+                        g.relay(&Relayed::Setup(bytes), &[])?;
+                    }
+                    build_engine(&s, device, group.as_ref())
                 })
                 .await
+                .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
                 state.engine = Some(engine);
             }
@@ -83,10 +85,16 @@ impl RemoteWorker {
         if state.engine.is_none() {
             return Err("weights before set-up".into());
         }
-        with_engine(&mut state.engine, move |e| e.load_weights(&chunks, version))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+        let group = self.tensor_parallel.clone();
+        with_engine(&mut state.engine, move |e| {
+            if let Some(g) = &group {
+                g.relay(&Relayed::Load(version), &chunks)
+                    .map_err(|e| e.to_string())?;
+            }
+            e.load_weights(&chunks, version).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 
     async fn generate(&self, bytes: &[u8], state: &mut RemoteState) -> Completions {
@@ -94,12 +102,16 @@ impl RemoteWorker {
         if state.engine.is_none() {
             return Err("a rollout job before set-up".into());
         }
+        let (group, bytes) = (self.tensor_parallel.clone(), bytes.to_vec());
         with_engine(&mut state.engine, move |e| {
-            generate(e, &job.requests, &job.params)
+            if let Some(g) = &group {
+                g.relay(&Relayed::Generate(bytes), &[])
+                    .map_err(|e| e.to_string())?;
+            }
+            generate(e, &job.requests, &job.params).map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
     }
 
     /// A verify job's verifier, parsed ground truth, responses and time limit.

@@ -6,15 +6,18 @@
 //! 0's node as a rollout worker node on its own device (what `rlvr worker --role rollout`
 //! does), at `MASTER_ADDR`, port `MASTER_PORT + 1`, with a secret rank 0 writes into the run's
 //! output directory (which the ranks share, as they share checkpoints), and serves until the
-//! stage ends. In the other stages every rank learns.
+//! stage ends. With `rlvr.vllm_tensor_parallel_size = N` every N consecutive engine ranks are
+//! one engine split over them: the first joins rank 0 and relays to the others
+//! (`graph/tensor_parallel.rs`). In the other stages every rank learns.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use rand::Rng;
-use rlvr_dist::Rendezvous;
+use rlvr_dist::{Backend, ProcessGroup, Rendezvous};
 use rlvr_learner::runtime::default_device;
 use rlvr_recipes::spec::StageKind;
 use rlvr_recipes::Recipe;
@@ -22,6 +25,8 @@ use rlvr_recipes::Recipe;
 use crate::cluster::{read_cookie, resolve, Listen};
 use crate::graph::node::{serve as serve_node, Ended, Node};
 use crate::graph::remote::Role;
+use crate::graph::tensor_parallel::{follow, Group, Relayed};
+use crate::UsageError;
 
 /// How long an engine rank waits for rank 0 to listen and write the secret.
 const WAIT: Duration = Duration::from_secs(1800);
@@ -33,23 +38,53 @@ pub(super) struct Split {
     pub learners: usize,
     /// Ranks after them run rollout engines.
     pub engines: usize,
+    /// Engine ranks per engine (`rlvr.vllm_tensor_parallel_size`): consecutive engine ranks
+    /// form one engine's tensor-parallel group.
+    pub tensor_parallel: usize,
 }
 
 /// How `stage` splits `world` ranks: on an RLVR stage's GPUs (`launch.gpus` above 1) its
-/// learners take [`Recipe::learner_gpus`] and engines the rest; otherwise (every other stage,
-/// and `learner.world_size` ranks on this machine's device) all learn.
+/// learners take [`Recipe::learner_gpus`] and engines the next `rlvr.vllm_num_engines` ×
+/// `rlvr.vllm_tensor_parallel_size` (as many as are left); otherwise (every other stage, and
+/// `learner.world_size` ranks on this machine's device) all learn.
 pub(super) fn split(stage: &Recipe, world: usize) -> Split {
     let learners = stage.learner_gpus() as usize;
-    match stage.kind {
-        Some(StageKind::Rlvr) if stage.launch.gpus > 1 && world > learners => Split {
-            learners,
-            engines: world - learners,
-        },
+    match (stage.kind, &stage.rlvr) {
+        (Some(StageKind::Rlvr), Some(rl)) if stage.launch.gpus > 1 => {
+            let tensor_parallel = rl.vllm_tensor_parallel_size.max(1) as usize;
+            let asked = rl.vllm_num_engines.max(1) as usize * tensor_parallel;
+            Split {
+                learners: learners.min(world),
+                engines: asked.min(world.saturating_sub(learners)),
+                tensor_parallel,
+            }
+        }
         _ => Split {
             learners: world,
             engines: 0,
+            tensor_parallel: 1,
         },
     }
+}
+
+/// Refuse a split of `world` ranks that cannot make whole engines: engine ranks that are not a
+/// multiple of `rlvr.vllm_tensor_parallel_size`, or a split engine with no engine rank left.
+pub(super) fn check(stage: &Recipe, world: usize) -> Result<()> {
+    let s = split(stage, world);
+    let tp = s.tensor_parallel;
+    if stage.kind == Some(StageKind::Rlvr) && tp > 1 && s.engines == 0 {
+        bail!(UsageError(format!(
+            "stage `{}`: rlvr.vllm_tensor_parallel_size = {tp} splits each engine over {tp} launched              ranks, and the {} learners (rlvr.actor_num_gpus_per_node) leave none of the {world}:              give the stage more GPUs (launch.gpus) or set it to 1",
+            stage.name, s.learners
+        )));
+    }
+    if !s.engines.is_multiple_of(tp) {
+        bail!(UsageError(format!(
+            "stage `{}`: {} engine ranks do not make engines of rlvr.vllm_tensor_parallel_size =              {tp} ranks; launch a multiple of {tp} ranks past the {} learners",
+            stage.name, s.engines, s.learners
+        )));
+    }
+    Ok(())
 }
 
 /// The file rank 0 writes the engine ranks' secret into.
@@ -105,11 +140,26 @@ pub(super) fn serve(stage: &Recipe, out: &Path, rdv: &Rendezvous) -> Result<()> 
         tch::Device::Cuda(_) => tch::Device::Cuda(rdv.local_rank),
         d => d,
     };
+    let tensor_parallel = tensor_parallel_group(stage, rdv, device)?;
+    if let Some(g) = tensor_parallel.as_ref().filter(|g| g.group.rank() > 0) {
+        tracing::info!(
+            "stage `{}`: rank {} holds part {} of {} of a tensor-parallel rollout engine",
+            stage.name,
+            rdv.rank,
+            g.group.rank() + 1,
+            g.group.world_size()
+        );
+        return follow(g);
+    }
     let run_addr = resolve(&format!("{}:{}", rdv.host, port(rdv)?), "MASTER_ADDR")?;
     let path = cookie_path(out);
     let deadline = Instant::now() + WAIT;
+    let split_over = match &tensor_parallel {
+        Some(g) => format!(" (part 1 of {}, tensor parallel)", g.group.world_size()),
+        None => String::new(),
+    };
     tracing::info!(
-        "stage `{}`: rank {} runs a rollout engine on {device:?} for the learners at {run_addr}",
+        "stage `{}`: rank {} runs a rollout engine{split_over} on {device:?} for the learners at {run_addr}",
         stage.name,
         rdv.rank
     );
@@ -135,10 +185,59 @@ pub(super) fn serve(stage: &Recipe, out: &Path, rdv: &Rendezvous) -> Result<()> 
             cookie,
             device,
             wait: left,
+            tensor_parallel: tensor_parallel.clone(),
         };
         match serve_node(&node)? {
-            Ended::Closed => return Ok(()),
+            Ended::Closed => {
+                if let Some(g) = &tensor_parallel {
+                    g.relay(&Relayed::Stop, &[])?;
+                }
+                return Ok(());
+            }
             Ended::Refused => std::thread::sleep(Duration::from_secs(1)),
         }
     }
+}
+
+/// The tensor-parallel group of this engine rank's engine, when the stage splits its engines
+/// (`rlvr.vllm_tensor_parallel_size` above 1): consecutive engine ranks on one node, the first
+/// leading, the group's store at 127.0.0.1, port `MASTER_PORT + 2 +` the engine's index.
+fn tensor_parallel_group(stage: &Recipe, rdv: &Rendezvous, device: tch::Device) -> Result<Option<Group>> {
+    let split = split(stage, rdv.world_size);
+    let tp = split.tensor_parallel;
+    if tp <= 1 {
+        return Ok(None);
+    }
+    let index = rdv.rank - split.learners;
+    let (engine, part) = (index / tp, index % tp);
+    if rdv.local_rank < part {
+        bail!(
+            "stage `{}`: rank {}'s tensor-parallel engine spans two nodes (its LOCAL_RANK is {}); place a multiple of {tp} engine ranks on each node",
+            stage.name,
+            rdv.rank,
+            rdv.local_rank
+        );
+    }
+    let port = rdv
+        .port
+        .checked_add(2 + engine as u16)
+        .context("MASTER_PORT too high for the tensor-parallel groups' ports above it")?;
+    let group_rdv = Rendezvous {
+        host: "127.0.0.1".into(),
+        port,
+        rank: part,
+        world_size: tp,
+        local_rank: rdv.local_rank,
+    };
+    // Followers wait for the leader's next message through a whole learner step: no short timeout.
+    let group = ProcessGroup::new(
+        &group_rdv,
+        Backend::for_device(device),
+        "tensor-parallel",
+        Duration::from_secs(7 * 24 * 3600),
+    )?;
+    Ok(Some(Group {
+        group: Arc::new(group),
+        device,
+    }))
 }

@@ -39,6 +39,7 @@ pub(super) enum Layout {
 pub(super) fn layout(stage: &Recipe) -> Result<Layout> {
     if crate::ranks::is_rank() {
         let rdv = Rendezvous::from_env()?;
+        engine_ranks::check(stage, rdv.world_size)?;
         let learners = engine_ranks::split(stage, rdv.world_size).learners;
         let asked = stage.learner.world_size;
         if asked > 1 && asked as usize != learners {
@@ -88,6 +89,7 @@ pub(super) fn local_world(stage: &Recipe, gpus: usize) -> Result<usize> {
             stage.name
         )));
     }
+    engine_ranks::check(stage, world)?;
     let learners = engine_ranks::split(stage, world).learners;
     let asked = stage.learner.world_size;
     if asked > 1 && asked as usize != learners {
@@ -133,6 +135,17 @@ fn spawn(stage: &Recipe, out: &Path, init: Option<&Path>, resume: bool) -> Resul
 pub fn run_rank(stage: &Recipe, out: &Path, init: Option<&Path>, resume: bool) -> Result<()> {
     let launched = Rendezvous::from_env()?;
     let split = engine_ranks::split(stage, launched.world_size);
+    if launched.rank >= split.learners + split.engines {
+        tracing::info!(
+            "stage `{}`: its {} learners and {} engine ranks (rlvr.vllm_num_engines x rlvr.vllm_tensor_parallel_size) take ranks 0..{}; rank {} has nothing to do",
+            stage.name,
+            split.learners,
+            split.engines,
+            split.learners + split.engines,
+            launched.rank
+        );
+        return Ok(());
+    }
     if launched.rank >= split.learners {
         return engine_ranks::serve(stage, out, &launched);
     }
@@ -222,7 +235,7 @@ pub(super) fn distribute(
 
 #[cfg(test)]
 mod tests {
-    use super::engine_ranks::{split, Split};
+    use super::engine_ranks::{check, split, Split};
     use super::local_world;
 
     fn stage(sets: &[&str]) -> rlvr_recipes::Recipe {
@@ -243,9 +256,49 @@ mod tests {
             split(&eight, 8),
             Split {
                 learners: 7,
-                engines: 1
+                engines: 1,
+                tensor_parallel: 1
             }
         );
+        let four = stage(&[
+            "launch.gpus=8",
+            "rlvr.actor_num_gpus_per_node=[4]",
+            "rlvr.vllm_num_engines=2",
+            "rlvr.vllm_tensor_parallel_size=2",
+        ]);
+        assert_eq!(
+            split(&four, 8),
+            Split {
+                learners: 4,
+                engines: 4,
+                tensor_parallel: 2
+            },
+            "two engines of two ranks"
+        );
+        // One engine of two ranks: the last two ranks have nothing to do.
+        let one = stage(&[
+            "launch.gpus=8",
+            "rlvr.actor_num_gpus_per_node=[4]",
+            "rlvr.vllm_tensor_parallel_size=2",
+        ]);
+        assert_eq!(split(&one, 8).engines, 2);
+        assert!(check(&one, 8).is_ok());
+        // Three ranks left for two engines of two: refused, as is a split engine with none.
+        let three = stage(&[
+            "launch.gpus=8",
+            "rlvr.actor_num_gpus_per_node=[5]",
+            "rlvr.vllm_num_engines=2",
+            "rlvr.vllm_tensor_parallel_size=2",
+        ]);
+        let err = check(&three, 8).unwrap_err().to_string();
+        assert!(err.contains("3 engine ranks do not make engines"), "{err}");
+        let none = stage(&[
+            "launch.gpus=8",
+            "rlvr.actor_num_gpus_per_node=[8]",
+            "rlvr.vllm_tensor_parallel_size=2",
+        ]);
+        let err = check(&none, 8).unwrap_err().to_string();
+        assert!(err.contains("leave none of the 8"), "{err}");
         let refused = |s: &rlvr_recipes::Recipe, gpus: usize| local_world(s, gpus).unwrap_err().to_string();
         assert!(
             refused(&eight, 2).contains("this machine has 2"),
@@ -266,7 +319,8 @@ mod tests {
             split(&two, 2),
             Split {
                 learners: 2,
-                engines: 0
+                engines: 0,
+                tensor_parallel: 1
             },
             "learner ranks all learn"
         );

@@ -1,0 +1,128 @@
+//! A rollout engine split over tensor-parallel ranks of a worker node: the group's first rank
+//! (the leader) is the node's one rollout worker and relays every set-up, weight load and job
+//! the run sends it to the other ranks (the followers) over the group before it acts on it
+//! itself; each follower builds the same engine, loads the same weights and runs the same jobs
+//! ([`rlvr_rollout::NativeEngine::tensor_parallel`]: the ranks move in lockstep), and only the
+//! leader answers the run. The relay is three broadcasts from the leader: a header (what, a
+//! version, a payload's length), the payload, and for a load the weights ([`WeightSync`]).
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use rlvr_core::WeightChunk;
+use rlvr_dist::{ProcessGroup, WeightSync};
+use rlvr_rollout::{Engine, NativeEngine};
+use tch::{Device, Kind, Tensor};
+
+use super::rollout::generate;
+use super::wire::{decode, RolloutRequest, RolloutSetup};
+
+/// Bytes per weight broadcast to the followers.
+const BUCKET_BYTES: usize = 64 << 20;
+
+/// What the leader relays.
+#[derive(Debug)]
+pub enum Relayed {
+    /// Build the engine ([`RolloutSetup`], encoded).
+    Setup(Vec<u8>),
+    /// Load the weights that follow, as this policy version.
+    Load(u64),
+    /// Run this job ([`RolloutRequest`], encoded).
+    Generate(Vec<u8>),
+    /// The run is over.
+    Stop,
+}
+
+/// A tensor-parallel group of a worker node and the device its collectives stage on.
+#[derive(Clone)]
+pub struct Group {
+    /// The group: rank 0 leads.
+    pub group: Arc<ProcessGroup>,
+    /// This rank's device (NCCL needs its tensors there).
+    pub device: Device,
+}
+
+impl Group {
+    /// On the leader: send `what` (and, for a load, `weights`) to every follower.
+    pub fn relay(&self, what: &Relayed, weights: &[WeightChunk]) -> Result<()> {
+        let (tag, version, payload): (i64, u64, &[u8]) = match what {
+            Relayed::Setup(bytes) => (0, 0, bytes),
+            Relayed::Load(version) => (1, *version, &[]),
+            Relayed::Generate(bytes) => (2, 0, bytes),
+            Relayed::Stop => (3, 0, &[]),
+        };
+        let header = [tag, version as i64, payload.len() as i64];
+        let mut t = Tensor::from_slice(&header).to_device(self.device);
+        self.group.broadcast(&mut t, 0)?;
+        if !payload.is_empty() {
+            let mut t = Tensor::from_slice(payload).to_device(self.device);
+            self.group.broadcast(&mut t, 0)?;
+        }
+        if let Relayed::Load(_) = what {
+            WeightSync::new(&self.group, 0, BUCKET_BYTES, self.device).send(weights)?;
+        }
+        Ok(())
+    }
+
+    /// On a follower: the leader's next message, and for a load its weights.
+    fn receive(&self) -> Result<(Relayed, Vec<WeightChunk>)> {
+        let mut header = Tensor::zeros([3], (Kind::Int64, self.device));
+        self.group.broadcast(&mut header, 0)?;
+        let header = Vec::<i64>::try_from(header.to_device(Device::Cpu))?;
+        let (tag, version, len) = (header[0], header[1] as u64, header[2].max(0));
+        let mut payload = vec![0u8; len as usize];
+        if len > 0 {
+            let mut t = Tensor::zeros([len], (Kind::Uint8, self.device));
+            self.group.broadcast(&mut t, 0)?;
+            t.to_device(Device::Cpu).copy_data_u8(&mut payload, len as usize);
+        }
+        Ok(match tag {
+            0 => (Relayed::Setup(payload), Vec::new()),
+            1 => {
+                let (chunks, _) = WeightSync::new(&self.group, 0, BUCKET_BYTES, self.device).receive()?;
+                (Relayed::Load(version), chunks)
+            }
+            2 => (Relayed::Generate(payload), Vec::new()),
+            3 => (Relayed::Stop, Vec::new()),
+            other => bail!("tensor-parallel relay: unknown message {other}"),
+        })
+    }
+}
+
+/// The engine a rollout set-up asks for: whole, or this rank's share over `group`.
+pub fn build_engine(setup: &RolloutSetup, device: Device, group: Option<&Group>) -> Result<NativeEngine> {
+    let kind = if setup.bf16 { Kind::BFloat16 } else { Kind::Float };
+    let mut engine = match group {
+        Some(g) => {
+            NativeEngine::tensor_parallel(&setup.config, device, kind, setup.max_batch, 0, g.group.clone())?
+        }
+        None => NativeEngine::new(&setup.config, device, kind, setup.max_batch, 0),
+    };
+    engine.set_kv_budget(setup.kv_cache_bytes);
+    Ok(engine)
+}
+
+/// A follower's life: do what the leader relays until it says stop.
+pub fn follow(group: &Group) -> Result<()> {
+    let mut engine = None;
+    loop {
+        let (what, weights) = group.receive()?;
+        match what {
+            Relayed::Setup(bytes) => {
+                let setup: RolloutSetup = decode(&bytes, "rollout set-up").map_err(anyhow::Error::msg)?;
+                engine = Some(build_engine(&setup, group.device, Some(group))?);
+            }
+            Relayed::Load(version) => {
+                let e = engine.as_mut().context("weights before set-up")?;
+                e.load_weights(&weights, version)?;
+            }
+            Relayed::Generate(bytes) => {
+                let job: RolloutRequest = decode(&bytes, "rollout job").map_err(anyhow::Error::msg)?;
+                let e = engine.as_mut().context("a rollout job before set-up")?;
+                // The leader answers the run; a follower's completions are the same.
+                generate(e, &job.requests, &job.params)?;
+            }
+            Relayed::Stop => return Ok(()),
+        }
+    }
+}
