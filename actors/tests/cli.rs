@@ -1083,8 +1083,9 @@ fn launched_ranks_past_an_rlvr_stage_s_learners_run_its_rollout_engines() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// `world` launched ranks of `tiny-arith-rlvr` (one learner, the rest engine ranks, split into
-/// engines of `tensor_parallel` ranks), all started at once: each rank's log, rank by rank.
+/// `world` launched ranks of `tiny-arith-rlvr` (two learners over ZeRO-3, the rest engine
+/// ranks, split into engines of `tensor_parallel` ranks), all started at once: each rank's log,
+/// rank by rank.
 fn launch_engine_ranks(dir: &Path, world: usize, tensor_parallel: usize) -> Vec<String> {
     let port = free_port().to_string();
     let ranks: Vec<std::process::Child> = (0..world)
@@ -1092,7 +1093,12 @@ fn launch_engine_ranks(dir: &Path, world: usize, tensor_parallel: usize) -> Vec<
             Command::new(env!("CARGO_BIN_EXE_rlvr"))
                 .args(["run", "tiny-arith-rlvr", "--out", dir.to_str().unwrap()])
                 .args(["--set", &format!("launch.gpus={world}")])
-                .args(["--set", "rlvr.actor_num_gpus_per_node=[1]"])
+                .args([
+                    "--set",
+                    "rlvr.actor_num_gpus_per_node=[2]",
+                    "--set",
+                    "launch.zero_stage=3",
+                ])
                 .args([
                     "--set",
                     &format!("rlvr.vllm_tensor_parallel_size={tensor_parallel}"),
@@ -1152,12 +1158,14 @@ fn an_engine_split_over_two_tensor_parallel_ranks_rolls_out_what_one_engine_rank
     let (one, split) = (dir.join("one"), dir.join("split"));
     std::fs::create_dir_all(&one).unwrap();
     std::fs::create_dir_all(&split).unwrap();
-    launch_engine_ranks(&one, 2, 1);
-    let logs = launch_engine_ranks(&split, 3, 2);
+    // The weights go from the learners' ZeRO-3 shards (gathered) to the engine's tensor-parallel
+    // shards (each engine rank's slice).
+    launch_engine_ranks(&one, 3, 1);
+    let logs = launch_engine_ranks(&split, 4, 2);
     assert!(
-        logs[2].contains("holds part 2 of 2 of a tensor-parallel rollout engine"),
+        logs[3].contains("holds part 2 of 2 of a tensor-parallel rollout engine"),
         "{}",
-        logs[2]
+        logs[3]
     );
     let (want, got) = (rewards(&one), rewards(&split));
     assert_eq!(want.len(), 2);
