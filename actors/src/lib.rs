@@ -22,6 +22,7 @@ pub mod commands;
 pub mod evaluation;
 pub mod graph;
 pub mod metrics;
+pub mod placement;
 pub mod plot;
 pub mod ranks;
 pub mod stages;

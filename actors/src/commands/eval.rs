@@ -13,9 +13,9 @@ use rlvr_rollout::NativeEngine;
 use rlvr_verifiers::Mode;
 use serde_json::json;
 
-use crate::commands::placement::Placement;
 use crate::commands::verify::ModeArg;
 use crate::evaluation::{self, Settings};
+use crate::placement::Placement;
 use crate::UsageError;
 
 /// How questions are asked (see `rlvr_data::evals` for the prompts).

@@ -11,7 +11,7 @@ use rlvr_data::{ChatTemplate, Message, Tokenizer};
 use rlvr_rollout::{Engine, NativeEngine};
 use serde_json::{json, Value};
 
-use crate::commands::placement::Placement;
+use crate::placement::Placement;
 use crate::UsageError;
 
 /// Arguments of `rlvr generate`.

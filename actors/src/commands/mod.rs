@@ -6,7 +6,6 @@ pub mod ctl;
 pub mod data;
 pub mod eval;
 pub mod generate;
-pub mod placement;
 pub mod plan;
 pub mod plot;
 pub mod recipes;

@@ -31,7 +31,7 @@ pub struct Args {
     pub cookie_file: Option<PathBuf>,
     /// Where a rollout node's engines run: `cpu`, `cuda` or `cuda:N` [default: the first GPU
     /// when there is one, else the CPU].
-    #[arg(long, value_parser = crate::commands::placement::parse_device)]
+    #[arg(long, value_parser = crate::placement::parse_device)]
     pub device: Option<Device>,
     /// Seconds to keep trying to reach the run (it may still be in an earlier stage).
     #[arg(long, default_value_t = 600)]
@@ -44,8 +44,7 @@ pub fn run(args: &Args) -> Result<()> {
         return Err(UsageError("--workers must be at least 1".into()).into());
     }
     let device = match args.device {
-        Some(d) => crate::commands::placement::usable(d)
-            .map_err(|why| UsageError(format!("--device cuda: {why}")))?,
+        Some(d) => crate::placement::usable(d).map_err(|why| UsageError(format!("--device cuda: {why}")))?,
         None => rlvr_learner::runtime::default_device(),
     };
     let cookie = read_cookie(&cookie_file(args.cookie_file.as_ref())?)?;

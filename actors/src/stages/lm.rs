@@ -165,7 +165,7 @@ pub(super) fn learner_config(stage: &Recipe, total: u64, device: tch::Device) ->
         schedule: schedule(stage, total),
         max_grad_norm: t.max_grad_norm,
         device,
-        kind: crate::commands::placement::recipe_kind(stage.model.dtype),
+        kind: crate::placement::recipe_kind(stage.model.dtype),
         offload_optimizer: stage.launch.offload_optimizer,
     }
 }

@@ -12,7 +12,7 @@ use rlvr_rollout::NativeEngine;
 use serde_json::json;
 
 use super::{best_of, peak_rss_mb, reset_peak_rss, rss_mb, sync};
-use crate::commands::placement::Placement;
+use crate::placement::Placement;
 
 /// Arguments of `rlvr bench load`.
 #[derive(Debug, clap::Args)]
@@ -73,7 +73,7 @@ pub fn load(args: &LoadArgs) -> Result<()> {
     let weight_mb = weight_bytes / (1 << 20) as f64;
     let report = json!({
         "model": dir.display().to_string(), "device": format!("{device:?}"),
-        "dtype": crate::commands::placement::dtype_name(kind),
+        "dtype": crate::placement::dtype_name(kind),
         "file_mb": file_bytes as f64 / (1 << 20) as f64, "weights_mb": weight_mb,
         "load_s": load_s, "cat_s": cat_s, "load_over_cat": load_s / cat_s,
         "rss_added_mb": added_mb, "rss_added_over_weights": added_mb / weight_mb,
@@ -88,7 +88,7 @@ pub fn load(args: &LoadArgs) -> Result<()> {
         dir.display(),
         file_bytes as f64 / (1 << 20) as f64,
         weight_mb,
-        crate::commands::placement::dtype_name(kind)
+        crate::placement::dtype_name(kind)
     );
     println!(
         "  time    {load_s:.3} s (best of {}), cat > /dev/null {cat_s:.3} s: {:.2}x",

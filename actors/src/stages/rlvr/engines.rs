@@ -6,7 +6,7 @@ use anyhow::Result;
 use rlvr_recipes::Recipe;
 use tch::{Device, Kind};
 
-use crate::commands::placement::{parse_device, recipe_kind, usable};
+use crate::placement::{parse_device, recipe_kind, usable};
 use crate::UsageError;
 
 /// The engines' devices, in the order workers take them, and their element type. A CUDA

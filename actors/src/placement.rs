@@ -1,5 +1,6 @@
 //! Where a command's model runs and in what element type — `--device cpu|cuda|cuda:N` and
-//! `--dtype f32|bf16` — shared by `generate`, `eval` and `worker`.
+//! `--dtype f32|bf16` — shared by `generate`, `eval` and `worker`, and the element type of a
+//! recipe's dtype, which the stages read.
 
 use anyhow::Result;
 use tch::{Device, Kind};
