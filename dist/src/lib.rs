@@ -6,7 +6,8 @@
 //! launchers work unchanged.
 //!
 //! [`WeightSync`] broadcasts a model's weights from one rank to the others in buckets (a
-//! learner to rollout workers in other processes).
+//! learner to rollout workers in other processes). [`on_thread_ranks`] runs ranks as threads of
+//! one process (the tests' way).
 //!
 //! The C++ side is a small shim (`csrc/c10d.cpp`) over `c10d::Backend`; every C++ exception
 //! comes back as a [`DistError::C10d`] with libtorch's message (a rendezvous that times out, a
@@ -16,8 +17,10 @@ mod error;
 mod ffi;
 mod group;
 mod rows;
+mod threads;
 mod weights;
 
 pub use error::{DistError, Result};
 pub use group::{Backend, ProcessGroup, ReduceOp, Rendezvous};
+pub use threads::on_thread_ranks;
 pub use weights::{ReceivedTensors, SyncStats, WeightSync};

@@ -14,32 +14,9 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// Run `f(group)` on `world` ranks at once and return each rank's result, in rank order.
+/// Run `f(group)` on `world` thread ranks; each rank's result, in rank order.
 fn on_ranks<T: Send>(world: usize, f: impl Fn(ProcessGroup) -> T + Sync) -> Vec<T> {
-    let port = free_port();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..world)
-            .map(|rank| {
-                let f = &f;
-                s.spawn(move || {
-                    let rdv = Rendezvous {
-                        host: "127.0.0.1".into(),
-                        port,
-                        rank,
-                        world_size: world,
-                        local_rank: rank,
-                    };
-                    let group = ProcessGroup::new(&rdv, Backend::Gloo, "test", Duration::from_secs(30))
-                        .expect("join the group");
-                    f(group)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("rank thread"))
-            .collect()
-    })
+    rlvr_dist::on_thread_ranks(world, f).expect("join the group")
 }
 
 fn values(t: &Tensor) -> Vec<f32> {

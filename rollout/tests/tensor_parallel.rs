@@ -2,12 +2,10 @@
 //! real TCPStore) hold half of every layer's heads and channels and draw what one whole engine
 //! draws, with its log-probs.
 
-use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rlvr_core::{Completion, GenerationRequest, SamplingParams};
-use rlvr_dist::{Backend, ProcessGroup, Rendezvous};
+use rlvr_dist::ProcessGroup;
 use rlvr_learner::model::tensor_parallel::shard_config;
 use rlvr_learner::model::Config;
 use rlvr_learner::{Learner, LearnerConfig};
@@ -17,36 +15,9 @@ use tch::{Device, Kind};
 mod common;
 use common::{config, learner_logprobs, worst};
 
-/// Run `f(group)` on `world` ranks at once, each a thread with its own Gloo group; results in
-/// rank order.
+/// Run `f(group)` on `world` thread ranks of one Gloo group; results in rank order.
 fn on_ranks<T: Send>(world: usize, f: impl Fn(Arc<ProcessGroup>) -> T + Sync) -> Vec<T> {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..world)
-            .map(|rank| {
-                let f = &f;
-                s.spawn(move || {
-                    let rdv = Rendezvous {
-                        host: "127.0.0.1".into(),
-                        port,
-                        rank,
-                        world_size: world,
-                        local_rank: rank,
-                    };
-                    let group = ProcessGroup::new(&rdv, Backend::Gloo, "tp", Duration::from_secs(30))
-                        .expect("join the group");
-                    f(Arc::new(group))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("rank thread"))
-            .collect()
-    })
+    rlvr_dist::on_thread_ranks(world, |group| f(Arc::new(group))).expect("join the group")
 }
 
 fn requests() -> Vec<GenerationRequest> {

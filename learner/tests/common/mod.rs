@@ -2,11 +2,8 @@
 //! threads joined in one Gloo group on 127.0.0.1. (Each test binary uses some of them.)
 #![allow(dead_code)]
 
-use std::net::TcpListener;
-use std::time::Duration;
-
 use rlvr_core::WeightChunk;
-use rlvr_dist::{Backend, ProcessGroup, Rendezvous};
+use rlvr_dist::ProcessGroup;
 use rlvr_learner::model::Config;
 use rlvr_learner::Learner;
 
@@ -59,34 +56,13 @@ pub fn assert_rank_export(rank: usize, got: &[WeightChunk], want: &[WeightChunk]
 /// Run `f(rank, input, group)` for each of `inputs` on its own thread, the threads joined in one
 /// Gloo group; the results in rank order.
 pub fn on_ranks<I: Send, T: Send>(inputs: Vec<I>, f: impl Fn(usize, I, ProcessGroup) -> T + Sync) -> Vec<T> {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let world = inputs.len();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = inputs
-            .into_iter()
-            .enumerate()
-            .map(|(rank, input)| {
-                let f = &f;
-                s.spawn(move || {
-                    let rdv = Rendezvous {
-                        host: "127.0.0.1".into(),
-                        port,
-                        rank,
-                        world_size: world,
-                        local_rank: rank,
-                    };
-                    let group =
-                        ProcessGroup::new(&rdv, Backend::Gloo, "test", Duration::from_secs(30)).unwrap();
-                    f(rank, input, group)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    let inputs: Vec<std::sync::Mutex<Option<I>>> = inputs.into_iter().map(|i| Some(i).into()).collect();
+    rlvr_dist::on_thread_ranks(inputs.len(), |group| {
+        let rank = group.rank();
+        let input = inputs[rank].lock().unwrap().take().unwrap();
+        f(rank, input, group)
     })
+    .unwrap()
 }
 
 /// A learner of `config` from `seed`, learning at a constant `lr` on the CPU.
