@@ -140,7 +140,8 @@ pub struct StagePlan {
     pub activation_bytes: f64,
     /// Activations the other way round (for comparison).
     pub activation_bytes_alt: f64,
-    /// Extra models on the learner GPUs (reference policy, value model), bytes per GPU.
+    /// Extra models on the learner GPUs (reference policy, value model, and an unsharded RLVR
+    /// learner's copy of each policy version for its engines), bytes per GPU.
     pub extra_model_bytes: f64,
     /// Total per learner GPU, reserve included.
     pub learner_total_bytes: f64,
@@ -217,6 +218,11 @@ fn learner_memory(r: &Recipe, n: u64) -> LearnerMemory {
         extra += model_state_bytes(params, dtype, stage, n, true).weights;
     }
     if let (Some(rl), StageKind::Rlvr) = (&r.rlvr, kind) {
+        if stage < 3 {
+            // Each policy version's weights, copied on the learner's device for the engines
+            // (a ZeRO-3 learner assembles them in host memory instead).
+            extra += params * dtype.bytes() as f64;
+        }
         if rl.algorithm == RlAlgorithm::Ppo {
             // The value model trains too, with a scalar head instead of logits.
             let vc = rl.value_model_config.as_ref().unwrap_or(c);
@@ -465,7 +471,7 @@ pub fn render(p: &StagePlan, req: &PlanRequest) -> String {
         g(p.activation_bytes_alt).trim()
     );
     if p.extra_model_bytes > 0.0 {
-        let _ = writeln!(s, "    reference/value    {}", g(p.extra_model_bytes));
+        let _ = writeln!(s, "    ref/value/version  {}", g(p.extra_model_bytes));
     }
     let _ = writeln!(s, "    reserve            {}", g(RESERVE_BYTES));
     let _ = writeln!(

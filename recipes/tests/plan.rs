@@ -155,6 +155,29 @@ fn rlvr_engine_needs_gpus_of_its_own() {
     );
 }
 
+/// An unsharded RLVR learner holds each policy version's weights once more for its engines (a
+/// copy on its device); a ZeRO-3 learner assembles them in host memory.
+#[test]
+fn an_unsharded_rlvr_learner_counts_its_copy_of_each_version() {
+    let req = PlanRequest {
+        gpus: 8,
+        gpu_mem_gib: 80.0,
+        nodes: 1,
+    };
+    let extra = |set: &[&str]| {
+        let sets: Vec<String> = set.iter().map(|s| s.to_string()).collect();
+        plan_stage(load("tulu3-8b-rlvr", &sets).unwrap().stages()[0], &req).extra_model_bytes
+    };
+    let weights = 2.0 * config("tulu3-8b-rlvr").num_params() as f64;
+    let (unsharded, sharded) = (
+        extra(&["launch.zero_stage=0", "rlvr.algorithm=\"grpo\""]),
+        extra(&["launch.zero_stage=3", "rlvr.algorithm=\"grpo\""]),
+    );
+    // Unsharded: the reference and the copy, each whole; ZeRO-3: the reference's shard alone.
+    assert_eq!(unsharded, 2.0 * weights);
+    assert_eq!(sharded, weights / 7.0);
+}
+
 #[test]
 fn the_engine_plan_follows_the_engines_dtype() {
     let req = PlanRequest {
