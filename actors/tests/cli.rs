@@ -1066,10 +1066,7 @@ fn launched_ranks_past_an_rlvr_stage_s_learners_run_its_rollout_engines() {
     assert!(lead.contains("ZeRO-3 over 2 ranks"), "{lead}");
     assert!(lead.contains("refused node"), "the stale secret: {lead}");
     assert!(engine.contains("rank 2 runs a rollout engine"), "{engine}");
-    let steps: Vec<Value> = metrics(&dir)
-        .into_iter()
-        .filter(|r| r.get("reward_mean").is_some())
-        .collect();
+    let steps: Vec<Value> = step_metrics(&dir);
     assert_eq!(steps.len(), 2);
     for r in &steps {
         let rollout = &r["workers"]["rollout"];
@@ -1140,10 +1137,7 @@ fn launch_engine_ranks(dir: &Path, world: usize, tensor_parallel: usize) -> Vec<
 fn an_engine_split_over_two_tensor_parallel_ranks_rolls_out_what_one_engine_rank_does() {
     let dir = tmp("launch-tp");
     let rewards = |dir: &Path| -> Vec<Value> {
-        let steps: Vec<Value> = metrics(dir)
-            .into_iter()
-            .filter(|r| r.get("reward_mean").is_some())
-            .collect();
+        let steps: Vec<Value> = step_metrics(dir);
         for r in &steps {
             // One remote rollout worker: the engine rank, or the tensor-parallel group's leader.
             assert_eq!(r["workers"]["rollout"]["remote"].as_u64(), Some(1), "{r}");

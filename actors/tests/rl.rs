@@ -446,10 +446,7 @@ fn every_algorithm_and_correction_trains_and_logs_the_train_rollout_mismatch() {
     for extra in runs {
         let out = short_rlvr(&dir, 2, extra);
         assert!(out.status.success(), "{extra:?}: {}", text(&out.stderr));
-        let steps: Vec<Value> = metrics(&dir)
-            .into_iter()
-            .filter(|r| r.get("reward_mean").is_some())
-            .collect();
+        let steps: Vec<Value> = step_metrics(&dir);
         assert_eq!(steps.len(), 2, "{extra:?}");
         let dapo = extra.contains(&"rlvr.algorithm=dapo");
         for r in &steps {
@@ -522,10 +519,7 @@ fn rollout_engines_run_on_the_named_devices_in_bf16_and_the_mismatch_shows_its_r
     ];
     let out = short_rlvr(&dir, 2, &bf16);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let steps: Vec<Value> = metrics(&dir)
-        .into_iter()
-        .filter(|r| r.get("reward_mean").is_some())
-        .collect();
+    let steps: Vec<Value> = step_metrics(&dir);
     assert_eq!(steps.len(), 2);
     for r in &steps {
         // The f32 learner scores bf16 engines' samples: their log-probs differ by bf16

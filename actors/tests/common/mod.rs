@@ -55,6 +55,14 @@ pub fn metrics(dir: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The records of an RL stage's steps in `dir/metrics.jsonl` (those with a reward).
+pub fn step_metrics(dir: &Path) -> Vec<Value> {
+    metrics(dir)
+        .into_iter()
+        .filter(|r| r.get("reward_mean").is_some())
+        .collect()
+}
+
 /// Start `rlvr ARGS` and kill it as soon as `checkpoint` is complete (its trainer_state.json,
 /// written last, exists).
 pub fn kill_after(args: &[&str], checkpoint: &Path) {
