@@ -1001,9 +1001,11 @@ fn run_on_two_ranks_and_accumulating(recipe: &str, two: &Path, one: &Path, commo
 /// A launcher that starts three ranks for an RLVR recipe whose learners take two GPUs: ranks 0
 /// and 1 learn over ZeRO-3, rank 2 runs the rollout engine, as a worker node of rank 0's run
 /// (rank 0 holds no engine: every step's rollout pool is one remote worker, none local). All
-/// three exit when the stage ends. A secret an earlier run left in the directory does not stop
-/// it: the engine rank, started first, reads it and is refused, and reads again the secret rank
-/// 0 wrote.
+/// three exit when the stage ends. Every policy version reaches the engine over the run's weight
+/// group (a c10d group of rank 0 and the engine rank), and each step's rollouts come from the
+/// learner's weights of that step (f32: the log-probs agree). A secret an earlier run left in
+/// the directory does not stop it: the engine rank, started first, reads the secret only once
+/// the weight group has met, after rank 0 wrote this run's.
 #[test]
 fn launched_ranks_past_an_rlvr_stage_s_learners_run_its_rollout_engines() {
     let dir = tmp("launch-engines");
@@ -1013,7 +1015,7 @@ fn launched_ranks_past_an_rlvr_stage_s_learners_run_its_rollout_engines() {
     #[cfg(unix)]
     std::fs::set_permissions(&stale, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let port = free_port().to_string();
-    // The engine rank starts first, so it reads the stale secret before rank 0 replaces it.
+    // The engine rank starts first; the secret it reads must be the one rank 0 writes.
     let ranks: Vec<std::process::Child> = [2, 0, 1]
         .into_iter()
         .map(|rank| {
@@ -1064,11 +1066,20 @@ fn launched_ranks_past_an_rlvr_stage_s_learners_run_its_rollout_engines() {
         "{lead}"
     );
     assert!(lead.contains("ZeRO-3 over 2 ranks"), "{lead}");
-    assert!(lead.contains("refused node"), "the stale secret: {lead}");
+    assert!(!lead.contains("refused node"), "the stale secret: {lead}");
     assert!(engine.contains("rank 2 runs a rollout engine"), "{engine}");
     let steps: Vec<Value> = step_metrics(&dir);
     assert_eq!(steps.len(), 2);
+    for version in 0..=2 {
+        let arrived = format!("policy version {version} arrived over the run's weight group");
+        assert!(engine.contains(&arrived), "{arrived}: {engine}");
+    }
     for r in &steps {
+        let mismatch = r["mismatch_max_abs_logprob_diff"].as_f64().unwrap();
+        assert!(
+            mismatch < 1e-4,
+            "the engine's log-probs against the learner's: {r}"
+        );
         let rollout = &r["workers"]["rollout"];
         assert_eq!(
             (rollout["live"].as_u64(), rollout["remote"].as_u64()),
@@ -1080,10 +1091,17 @@ fn launched_ranks_past_an_rlvr_stage_s_learners_run_its_rollout_engines() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// `world` launched ranks of `tiny-arith-rlvr` (two learners over ZeRO-3, the rest engine
-/// ranks, split into engines of `tensor_parallel` ranks), all started at once: each rank's log,
-/// rank by rank.
-fn launch_engine_ranks(dir: &Path, world: usize, tensor_parallel: usize) -> Vec<String> {
+/// `world` launched ranks of `tiny-arith-rlvr` (`learners` over ZeRO-3 at `zero_stage`, the
+/// rest engine ranks, split into engines of `tensor_parallel` ranks; 2 steps, then the `extra`
+/// arguments), all started at once: each rank's log, rank by rank.
+fn launch_engine_ranks(
+    dir: &Path,
+    world: usize,
+    learners: usize,
+    zero_stage: u8,
+    tensor_parallel: usize,
+    extra: &[&str],
+) -> Vec<String> {
     let port = free_port().to_string();
     let ranks: Vec<std::process::Child> = (0..world)
         .map(|rank| {
@@ -1092,13 +1110,15 @@ fn launch_engine_ranks(dir: &Path, world: usize, tensor_parallel: usize) -> Vec<
                 .args(["--set", &format!("launch.gpus={world}")])
                 .args([
                     "--set",
-                    "rlvr.actor_num_gpus_per_node=[2]",
+                    &format!("rlvr.actor_num_gpus_per_node=[{learners}]"),
                     "--set",
-                    "launch.zero_stage=3",
+                    &format!("launch.zero_stage={zero_stage}"),
                 ])
                 .args([
                     "--set",
                     &format!("rlvr.vllm_tensor_parallel_size={tensor_parallel}"),
+                    "--set",
+                    &format!("rlvr.vllm_num_engines={}", (world - learners) / tensor_parallel),
                 ])
                 .args([
                     "--set",
@@ -1111,6 +1131,7 @@ fn launch_engine_ranks(dir: &Path, world: usize, tensor_parallel: usize) -> Vec<
                     "--set",
                     "data.eval_mix=[{dataset = \"builtin:arith-rlvr\", amount = 8, split = \"test\"}]",
                 ])
+                .args(extra)
                 .env("OMP_NUM_THREADS", "1")
                 .env("MASTER_ADDR", "127.0.0.1")
                 .env("MASTER_PORT", &port)
@@ -1131,6 +1152,62 @@ fn launch_engine_ranks(dir: &Path, world: usize, tensor_parallel: usize) -> Vec<
             text(&out.stderr)
         })
         .collect()
+}
+
+/// One learner rank, unsharded, and two engine ranks: rank 0 sends each version from its
+/// snapshot on its device, tensors into each engine rank's buckets (not host bytes), to both
+/// engines in one broadcast; every step's rollouts come from that step's weights.
+#[test]
+fn an_unsharded_learner_sends_each_version_to_two_engine_ranks_device_to_device() {
+    let dir = tmp("launch-tensors");
+    std::fs::create_dir_all(&dir).unwrap();
+    let logs = launch_engine_ranks(&dir, 3, 1, 0, 1, &[]);
+    for engine in &logs[1..] {
+        for version in 1..=2 {
+            let arrived = format!("policy version {version} arrived over the run's weight group");
+            let line = engine.lines().find(|l| l.contains(&arrived));
+            assert!(
+                line.is_some_and(|l| l.contains("device to device")),
+                "{arrived}: {engine}"
+            );
+        }
+    }
+    let steps: Vec<Value> = step_metrics(&dir);
+    assert_eq!(steps.len(), 2);
+    for r in &steps {
+        assert_eq!(r["workers"]["rollout"]["remote"].as_u64(), Some(2), "{r}");
+        let mismatch = r["mismatch_max_abs_logprob_diff"].as_f64().unwrap();
+        assert!(
+            mismatch < 1e-4,
+            "the engines' log-probs against the learner's: {r}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// With in-flight updates (`rlvr.max_staleness`) a launched engine rank takes each new version
+/// from its weight group between decode steps, and rollouts stay within the bound.
+#[test]
+fn launched_engine_ranks_take_new_weights_in_flight_within_max_staleness() {
+    let dir = tmp("launch-in-flight");
+    std::fs::create_dir_all(&dir).unwrap();
+    let in_flight = [
+        "--set",
+        "rlvr.async_mode=true",
+        "--set",
+        "rlvr.max_staleness=2",
+        "--set",
+        "train.max_steps=4",
+    ];
+    let logs = launch_engine_ranks(&dir, 2, 1, 0, 1, &in_flight);
+    let fed = "takes newer weights from the run's weight group between decode steps";
+    assert!(logs[1].contains(fed), "{}", logs[1]);
+    let steps: Vec<Value> = step_metrics(&dir);
+    assert_eq!(steps.len(), 4);
+    for r in &steps {
+        assert!(r["policy_version_gap"].as_u64().unwrap() <= 2, "{r}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -1154,8 +1231,8 @@ fn an_engine_split_over_two_tensor_parallel_ranks_rolls_out_what_one_engine_rank
     std::fs::create_dir_all(&split).unwrap();
     // The weights go from the learners' ZeRO-3 shards (gathered) to the engine's tensor-parallel
     // shards (each engine rank's slice).
-    launch_engine_ranks(&one, 3, 1);
-    let logs = launch_engine_ranks(&split, 4, 2);
+    launch_engine_ranks(&one, 3, 2, 3, 1, &[]);
+    let logs = launch_engine_ranks(&split, 4, 2, 3, 2, &[]);
     assert!(
         logs[3].contains("holds part 2 of 2 of a tensor-parallel rollout engine"),
         "{}",

@@ -76,6 +76,7 @@ async fn rollout_pool(
         Broadcaster {
             timeout: Duration::from_secs(60),
             in_flight: None,
+            engines: None,
         },
         None,
     )
@@ -291,6 +292,7 @@ async fn a_job_a_worker_node_cannot_score_is_scored_by_its_proxy() {
             role: Role::Verifier,
             device: Device::Cpu,
             tensor_parallel: None,
+            inbox: None,
         },
         (),
     )

@@ -56,6 +56,7 @@ pub fn run(args: &Args) -> Result<()> {
         device,
         wait: Duration::from_secs(args.wait_s),
         tensor_parallel: None,
+        inbox: None,
     };
     match serve(&node)? {
         Ended::Closed => Ok(()),

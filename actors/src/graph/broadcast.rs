@@ -14,6 +14,7 @@ use rlvr_rollout::{WeightFeed, WeightSource};
 use tch::Tensor;
 
 use super::rollout::RolloutMsg;
+use super::weight_group::WeightGroup;
 
 /// One version of the policy's weights: a snapshot of the learner's tensors on its device,
 /// which local engines copy device to device, or host bytes (a run's starting weights, what
@@ -136,6 +137,35 @@ pub struct Broadcaster {
     pub timeout: Duration,
     /// The slot local engines read between decode steps, when updates are in flight.
     pub in_flight: Option<Arc<LatestWeights>>,
+    /// The run's weight group to its launched engine ranks (this process is its rank 0).
+    pub engines: Option<WeightGroup>,
+}
+
+impl Broadcaster {
+    /// Send `weights` over the weight group to the launched engine ranks, if there are some.
+    async fn to_engine_ranks(&self, weights: &Arc<Weights>) -> Result<(), ActorProcessingErr> {
+        let Some(group) = self.engines.clone() else {
+            return Ok(());
+        };
+        let w = weights.clone();
+        let stats =
+            tokio::task::spawn_blocking(move || w.with_source(|source| group.send(source, w.version)))
+                .await?
+                .map_err(|e| {
+                    format!(
+                        "sending policy version {} to the engine ranks: {e:#}",
+                        weights.version
+                    )
+                })?;
+        tracing::debug!(
+            "policy version {} to the engine ranks: {} bytes in {} broadcasts, {:.3} s",
+            weights.version,
+            stats.bytes,
+            stats.buckets,
+            stats.seconds
+        );
+        Ok(())
+    }
 }
 
 impl Actor for Broadcaster {
@@ -150,6 +180,9 @@ impl Actor for Broadcaster {
         _myself: ActorRef<BroadcastMsg>,
         latest: Option<Arc<Weights>>,
     ) -> Result<BroadcastState, ActorProcessingErr> {
+        if let Some(w) = &latest {
+            self.to_engine_ranks(w).await?;
+        }
         Ok(BroadcastState {
             latest,
             subscribers: Vec::new(),
@@ -169,6 +202,7 @@ impl Actor for Broadcaster {
             }
             BroadcastMsg::Publish(weights, reply) => {
                 let started = Instant::now();
+                self.to_engine_ranks(&weights).await?;
                 state.latest = Some(weights.clone());
                 let mut reply = Some(reply);
                 if let Some(slot) = &self.in_flight {

@@ -33,6 +33,7 @@ use super::recruiter::{Recruiter, RecruiterArgs};
 use super::rollout::RolloutWorker;
 use super::step::{policy_samples, rollout_and_verify, samples, Roles, Scored};
 use super::verifier::VerifierWorker;
+use super::weight_group::WeightGroup;
 use super::wire::{encode, RolloutSetup, VerifierSetup};
 use crate::cluster::Listen;
 use crate::evaluation::Questions;
@@ -151,6 +152,8 @@ pub struct ControllerArgs {
     pub earlier_evals: Vec<(u64, f64)>,
     /// Where worker nodes join (`rlvr run --listen`), if they may.
     pub listen: Option<Listen>,
+    /// The weight group to the launched engine ranks, if there are some.
+    pub engine_weights: Option<WeightGroup>,
     /// The rules the verifiers follow (for verifier workers on other nodes).
     pub verifier_mode: Mode,
     /// Where to open the control socket for `rlvr ctl`, if anywhere.
@@ -409,6 +412,7 @@ impl Actor for Controller {
         let broadcaster = Broadcaster {
             timeout,
             in_flight: in_flight.clone(),
+            engines: args.engine_weights,
         };
         let (broadcaster, _) = Actor::spawn_linked(None, broadcaster, seed, cell.clone()).await?;
         let rollout_setup = encode(&RolloutSetup {
@@ -416,6 +420,7 @@ impl Actor for Controller {
             max_batch: args.engine_batch,
             kv_cache_bytes: args.kv_cache_bytes,
             bf16: args.engine_kind == tch::Kind::BFloat16,
+            in_flight: args.settings.in_flight,
         });
         let rollout_spawner = RolloutSpawner {
             model: args.model_dir,

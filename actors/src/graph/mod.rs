@@ -7,7 +7,8 @@
 //!             ├─ verifier pool ─┬─ verifier workers (per-call timeout)
 //!             │                 └─ verifier proxies ── remote workers on worker nodes
 //!             ├─ learner         policy + frozen reference
-//!             ├─ broadcaster     new weights to every rollout worker and proxy
+//!             ├─ broadcaster     new weights to every rollout worker and proxy (and,
+//!             │                  to launched engine ranks, over the run's weight group)
 //!             ├─ recruiter       (with --listen) the cluster node; adopts remote workers
 //!             └─ control socket  `control.sock` for `rlvr ctl`: status, pool resizing
 //! ```
@@ -15,7 +16,8 @@
 //! The pools ([`pool`]) restart a local worker that dies and re-queue its job, and re-queue the
 //! job of a remote one whose node dies, so no prompt is lost or scored twice. Worker nodes
 //! ([`node`]: `rlvr worker`, and launched engine ranks) run [`remote`] workers and talk to
-//! their proxies in [`wire`] messages.
+//! their proxies in [`wire`] messages; launched engine ranks take each version over a c10d
+//! group instead ([`weight_group`]).
 
 pub mod broadcast;
 pub mod control;
@@ -32,4 +34,5 @@ pub mod rollout;
 pub mod step;
 pub mod tensor_parallel;
 pub mod verifier;
+pub mod weight_group;
 pub mod wire;

@@ -5,6 +5,7 @@
 //! secret.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -12,8 +13,8 @@ use ractor::Actor;
 use tch::Device;
 
 use super::remote::{RemoteWorker, Role};
-use super::tensor_parallel::Group;
-use super::wire::{ROLLOUT_GROUP, VERIFIER_GROUP};
+use super::weight_group::{Inbox, WeightGroup};
+use super::wire::{ROLLOUT_GROUP, SYNCED_ROLLOUT_GROUP, VERIFIER_GROUP};
 use crate::cluster::{connect, start_node, NodeEvent};
 
 /// A node of workers joining a run.
@@ -31,7 +32,10 @@ pub struct Node {
     /// How long to keep trying to reach the run.
     pub wait: Duration,
     /// The tensor-parallel group its one rollout worker leads.
-    pub tensor_parallel: Option<Group>,
+    pub tensor_parallel: Option<WeightGroup>,
+    /// Where its rollout workers' policy versions arrive, when it is a launched engine rank
+    /// (the run's weight group); else they come as messages.
+    pub inbox: Option<Arc<Inbox>>,
 }
 
 /// How a node's session with the run ended.
@@ -69,15 +73,17 @@ pub fn serve(node: &Node) -> Result<Ended> {
                     Device::Cpu
                 },
                 tensor_parallel: node.tensor_parallel.clone(),
+                inbox: node.inbox.clone(),
             };
             let (actor, _) = Actor::spawn(None, worker, ())
                 .await
                 .context("starting a worker")?;
             workers.push(actor);
         }
-        let group = match node.role {
-            Role::Rollout => ROLLOUT_GROUP,
-            Role::Verifier => VERIFIER_GROUP,
+        let group = match (node.role, &node.inbox) {
+            (Role::Rollout, None) => ROLLOUT_GROUP,
+            (Role::Rollout, Some(_)) => SYNCED_ROLLOUT_GROUP,
+            (Role::Verifier, _) => VERIFIER_GROUP,
         };
         ractor::pg::join(group.to_string(), workers.iter().map(|w| w.get_cell()).collect());
         connect(&cluster, run_addr, node.wait).await?;

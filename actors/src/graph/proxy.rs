@@ -1,6 +1,7 @@
 //! The run's stand-ins for workers on worker nodes. A proxy is a pool worker like a local one —
 //! the rollout pool deals it jobs, the broadcaster sends it weights — and passes each on to its
-//! remote worker as a [`RemoteMsg`], weights in buckets. When the remote call fails (its node
+//! remote worker as a [`RemoteMsg`], weights in buckets (or, to a launched engine rank, which
+//! received them over the run's weight group, only the word to load them). When the remote call fails (its node
 //! died, the connection dropped, it timed out) the proxy fails, and the pool re-queues its job.
 
 use std::time::Duration;
@@ -67,6 +68,19 @@ pub struct ProxyState<P: PoolWorker> {
 pub struct RolloutProxy {
     /// Where weights come from.
     pub broadcaster: ActorRef<BroadcastMsg>,
+    /// The worker is a launched engine rank's: every version the broadcaster holds went to it
+    /// over the run's weight group.
+    pub synced: bool,
+}
+
+impl RolloutProxy {
+    /// Have `remote` load `w`: from its weight group, or sent in buckets.
+    async fn deliver(&self, remote: &ActorRef<RemoteMsg>, w: &Weights) -> Result<(), ActorProcessingErr> {
+        match self.synced {
+            true => call_status(remote, |r| RemoteMsg::LoadSynced(w.version, r)).await,
+            false => send_weights(remote, w, BUCKET_BYTES).await.map(drop),
+        }
+    }
 }
 
 /// Send `w` to `remote` in buckets of about `bucket_bytes`, then have it load them; returns
@@ -100,7 +114,7 @@ impl Actor for RolloutProxy {
         // The run seeds the broadcaster with its starting weights, so there are always some.
         let latest = ractor::call!(self.broadcaster, BroadcastMsg::Subscribe, myself)?
             .ok_or("the broadcaster holds no weights for a remote worker")?;
-        send_weights(&remote, &latest, BUCKET_BYTES).await?;
+        self.deliver(&remote, &latest).await?;
         Ok(ProxyState {
             remote,
             pool: args.pool,
@@ -124,7 +138,7 @@ impl Actor for RolloutProxy {
                 state.pool.send_message(PoolMsg::Done { job, output })?;
             }
             RolloutMsg::LoadWeights(w, reply) => {
-                send_weights(&state.remote, &w, BUCKET_BYTES).await?;
+                self.deliver(&state.remote, &w).await?;
                 let _ = reply.send(w.version);
             }
         }

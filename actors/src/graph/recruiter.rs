@@ -1,7 +1,8 @@
 //! Recruiter: the run's door to worker nodes. It starts the run's cluster node, watches the
 //! rollout and verifier process groups that `ractor_cluster` mirrors from joined nodes, and
 //! gives each remote worker that appears a proxy in the matching pool — so a node that joins
-//! mid-run takes jobs from the next one on. When a node leaves or dies its workers leave the
+//! mid-run takes jobs from the next one on. Rollout workers of launched engine ranks join a
+//! group of their own: their proxies have them load each version from the run's weight group. When a node leaves or dies its workers leave the
 //! groups; their proxies are stopped and the pool re-queues whatever they held.
 
 use std::collections::HashMap;
@@ -15,7 +16,7 @@ use super::pool::PoolMsg;
 use super::proxy::{ProxyArgs, RolloutProxy, VerifierProxy};
 use super::rollout::RolloutWorker;
 use super::verifier::VerifierWorker;
-use super::wire::{RemoteMsg, ROLLOUT_GROUP, VERIFIER_GROUP};
+use super::wire::{RemoteMsg, ROLLOUT_GROUP, SYNCED_ROLLOUT_GROUP, VERIFIER_GROUP};
 use crate::cluster::{start_node, Listen};
 
 /// Start-up arguments of the recruiter.
@@ -58,9 +59,10 @@ impl RecruiterState {
         let id = remote.get_id();
         let remote: ActorRef<RemoteMsg> = remote.into();
         let a = &self.args;
-        let proxy = if group == ROLLOUT_GROUP {
+        let proxy = if group == ROLLOUT_GROUP || group == SYNCED_ROLLOUT_GROUP {
             let proxy = RolloutProxy {
                 broadcaster: a.broadcaster.clone(),
+                synced: group == SYNCED_ROLLOUT_GROUP,
             };
             let args = ProxyArgs {
                 remote,
@@ -126,7 +128,7 @@ impl Actor for Recruiter {
             args,
             proxies: HashMap::new(),
         };
-        for group in [ROLLOUT_GROUP, VERIFIER_GROUP] {
+        for group in [ROLLOUT_GROUP, SYNCED_ROLLOUT_GROUP, VERIFIER_GROUP] {
             ractor::pg::monitor(group.to_string(), myself.get_cell());
             for member in ractor::pg::get_members(&group.to_string()) {
                 state.adopt(group, member).await;

@@ -3,20 +3,23 @@
 //! for it — a rollout worker builds its engine from the run's config and the weights the run
 //! sends, then completes jobs; a verifier worker scores responses with the built-in verifiers.
 //! A rollout worker that leads a tensor-parallel group relays each message to the group's other
-//! ranks first (`tensor_parallel.rs`).
+//! ranks first (`tensor_parallel.rs`). A launched engine rank's worker takes each policy version
+//! from its [`Inbox`] (the run's weight group), not from weight messages.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rlvr_core::WeightChunk;
-use rlvr_rollout::{Engine, NativeEngine};
+use rlvr_rollout::{Engine, NativeEngine, WeightSource};
 use rlvr_verifiers::{Registry, Truth, Verifier};
 use tch::Device;
 
+use super::proxy::SETUP_TIMEOUT;
 use super::rollout::{generate, with_engine};
-use super::tensor_parallel::{build_engine, Group, Relayed};
+use super::tensor_parallel::{build_engine, Relayed};
 use super::verifier::score;
+use super::weight_group::{Inbox, WeightGroup};
 use super::wire::{
     decode, decode_bucket, encode, Completions, RemoteMsg, RolloutRequest, RolloutSetup, Verdicts,
     VerifierSetup, VerifyRequest,
@@ -39,13 +42,17 @@ pub struct RemoteWorker {
     pub device: Device,
     /// The tensor-parallel group a rollout worker leads (its engine is split over the group,
     /// and it relays each message to the other ranks first).
-    pub tensor_parallel: Option<Group>,
+    pub tensor_parallel: Option<WeightGroup>,
+    /// Where a launched engine rank's policy versions arrive (the run's weight group).
+    pub inbox: Option<Arc<Inbox>>,
 }
 
 /// State of a remote worker: set up by the run's first message.
 #[derive(Default)]
 pub struct RemoteState {
     engine: Option<NativeEngine>,
+    /// Whether the engine holds the run's weights yet (it is built with random ones).
+    loaded: bool,
     pending: Vec<WeightChunk>,
     bad_bucket: Option<String>,
     verifiers: Option<(Registry, Duration)>,
@@ -56,16 +63,32 @@ impl RemoteWorker {
         match self.role {
             Role::Rollout => {
                 let s: RolloutSetup = decode(bytes, "rollout set-up")?;
+                let in_flight = s.in_flight;
                 let (device, group, bytes) = (self.device, self.tensor_parallel.clone(), bytes.to_vec());
-                let engine = tokio::task::spawn_blocking(move || {
+                let mut engine = tokio::task::spawn_blocking(move || {
                     if let Some(g) = &group {
-                        g.relay(&Relayed::Setup(bytes), &[])?;
+                        g.relay(&Relayed::Setup(bytes))?;
                     }
                     build_engine(&s, device, group.as_ref())
                 })
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
+                match (&self.inbox, &self.tensor_parallel) {
+                    (Some(inbox), None) if in_flight => {
+                        tracing::info!(
+                            "engine: takes newer weights from the run's weight group between decode steps"
+                        );
+                        engine.set_weight_feed(inbox.clone());
+                    }
+                    // Its other ranks would have to swap at the same decode step.
+                    (Some(_), Some(_)) if in_flight => {
+                        tracing::info!(
+                            "engine: split over tensor-parallel ranks, it takes newer weights between jobs"
+                        )
+                    }
+                    _ => {}
+                }
                 state.engine = Some(engine);
             }
             Role::Verifier => {
@@ -87,14 +110,37 @@ impl RemoteWorker {
         }
         let group = self.tensor_parallel.clone();
         with_engine(&mut state.engine, move |e| {
-            if let Some(g) = &group {
-                g.relay(&Relayed::Load(version), &chunks)
-                    .map_err(|e| e.to_string())?;
-            }
-            e.load_weights(&chunks, version).map_err(|e| e.to_string())
+            load(e, group.as_ref(), WeightSource::Chunks(&chunks), version)
         })
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())??;
+        state.loaded = true;
+        Ok(())
+    }
+
+    /// Load policy `version` (or a newer one) from the inbox, unless the engine holds it.
+    async fn load_synced(&self, version: u64, state: &mut RemoteState) -> Result<(), String> {
+        let inbox = self
+            .inbox
+            .clone()
+            .ok_or("this worker is not in the run's weight group")?;
+        if state.engine.is_none() {
+            return Err("weights before set-up".into());
+        }
+        let (group, loaded) = (self.tensor_parallel.clone(), state.loaded);
+        with_engine(&mut state.engine, move |e| {
+            // The proxy waits SETUP_TIMEOUT for the reply; give up a little before it does.
+            let wait = SETUP_TIMEOUT.saturating_sub(Duration::from_secs(10));
+            let have = loaded.then(|| e.policy_version());
+            match inbox.take(version, have, wait)? {
+                Some(arrived) => load(e, group.as_ref(), arrived.source(), arrived.version()),
+                None => Ok(()),
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        state.loaded = true;
+        Ok(())
     }
 
     async fn generate(&self, bytes: &[u8], state: &mut RemoteState) -> Completions {
@@ -105,8 +151,7 @@ impl RemoteWorker {
         let (group, bytes) = (self.tensor_parallel.clone(), bytes.to_vec());
         with_engine(&mut state.engine, move |e| {
             if let Some(g) = &group {
-                g.relay(&Relayed::Generate(bytes), &[])
-                    .map_err(|e| e.to_string())?;
+                g.relay(&Relayed::Generate(bytes)).map_err(|e| e.to_string())?;
             }
             generate(e, &job.requests, &job.params).map_err(|e| e.to_string())
         })
@@ -122,6 +167,20 @@ impl RemoteWorker {
         let truth = verifier.parse_truth(&job.label).map_err(|e| e.to_string())?;
         Ok((verifier, Arc::new(truth), job.responses, *timeout))
     }
+}
+
+/// Load `weights` into `engine` as `version`, having the tensor-parallel `group`'s other ranks
+/// load them first.
+fn load(
+    engine: &mut NativeEngine,
+    group: Option<&WeightGroup>,
+    weights: WeightSource<'_>,
+    version: u64,
+) -> Result<(), String> {
+    if let Some(g) = group {
+        g.relay_load(weights, version).map_err(|e| format!("{e:#}"))?;
+    }
+    engine.load(weights, version).map_err(|e| e.to_string())
 }
 
 type VerifyWork = (Arc<dyn Verifier>, Arc<Truth>, Vec<String>, Duration);
@@ -159,6 +218,9 @@ impl Actor for RemoteWorker {
             },
             RemoteMsg::Load(version, reply) => {
                 let _ = reply.send(status(self.load(version, state).await));
+            }
+            RemoteMsg::LoadSynced(version, reply) => {
+                let _ = reply.send(status(self.load_synced(version, state).await));
             }
             RemoteMsg::Generate(bytes, reply) => {
                 let _ = reply.send(encode(&self.generate(&bytes, state).await));

@@ -3,22 +3,17 @@
 //! the run sends it to the other ranks (the followers) over the group before it acts on it
 //! itself; each follower builds the same engine, loads the same weights and runs the same jobs
 //! ([`rlvr_rollout::NativeEngine::tensor_parallel`]: the ranks move in lockstep), and only the
-//! leader answers the run. The relay is three broadcasts from the leader: a header (what, a
-//! version, a payload's length), the payload, and for a load the weights ([`WeightSync`]).
-
-use std::sync::Arc;
+//! leader answers the run. The relay is broadcasts from the leader: a header (what, a version,
+//! a payload's length), the payload, and for a load the weights as the leader got them (tensors
+//! on the device, or host chunks: [`WeightGroup::send`]).
 
 use anyhow::{bail, Context, Result};
-use rlvr_core::WeightChunk;
-use rlvr_dist::{ProcessGroup, WeightSync};
-use rlvr_rollout::{Engine, NativeEngine};
+use rlvr_rollout::{NativeEngine, WeightSource};
 use tch::{Device, Kind, Tensor};
 
 use super::rollout::generate;
+use super::weight_group::WeightGroup;
 use super::wire::{decode, RolloutRequest, RolloutSetup};
-
-/// Bytes per weight broadcast to the followers.
-const BUCKET_BYTES: usize = 64 << 20;
 
 /// What the leader relays.
 #[derive(Debug)]
@@ -33,18 +28,16 @@ pub enum Relayed {
     Stop,
 }
 
-/// A tensor-parallel group of a worker node and the device its collectives stage on.
-#[derive(Clone)]
-pub struct Group {
-    /// The group: rank 0 leads.
-    pub group: Arc<ProcessGroup>,
-    /// This rank's device (NCCL needs its tensors there).
-    pub device: Device,
-}
+/// The relay over a tensor-parallel engine's group (rank 0 leads).
+impl WeightGroup {
+    /// On the leader: have every follower load `weights` as policy `version`.
+    pub fn relay_load(&self, weights: WeightSource<'_>, version: u64) -> Result<()> {
+        self.relay(&Relayed::Load(version))?;
+        self.send(weights, version).map(drop)
+    }
 
-impl Group {
-    /// On the leader: send `what` (and, for a load, `weights`) to every follower.
-    pub fn relay(&self, what: &Relayed, weights: &[WeightChunk]) -> Result<()> {
+    /// On the leader: send `what` to every follower (a load: [`WeightGroup::relay_load`]).
+    pub fn relay(&self, what: &Relayed) -> Result<()> {
         let (tag, version, payload): (i64, u64, &[u8]) = match what {
             Relayed::Setup(bytes) => (0, 0, bytes),
             Relayed::Load(version) => (1, *version, &[]),
@@ -58,14 +51,11 @@ impl Group {
             let mut t = Tensor::from_slice(payload).to_device(self.device);
             self.group.broadcast(&mut t, 0)?;
         }
-        if let Relayed::Load(_) = what {
-            WeightSync::new(&self.group, 0, BUCKET_BYTES, self.device).send(weights)?;
-        }
         Ok(())
     }
 
-    /// On a follower: the leader's next message, and for a load its weights.
-    fn receive(&self) -> Result<(Relayed, Vec<WeightChunk>)> {
+    /// On a follower: the leader's next message.
+    fn next(&self) -> Result<Relayed> {
         let mut header = Tensor::zeros([3], (Kind::Int64, self.device));
         self.group.broadcast(&mut header, 0)?;
         let header = Vec::<i64>::try_from(header.to_device(Device::Cpu))?;
@@ -77,20 +67,21 @@ impl Group {
             t.to_device(Device::Cpu).copy_data_u8(&mut payload, len as usize);
         }
         Ok(match tag {
-            0 => (Relayed::Setup(payload), Vec::new()),
-            1 => {
-                let (chunks, _) = WeightSync::new(&self.group, 0, BUCKET_BYTES, self.device).receive()?;
-                (Relayed::Load(version), chunks)
-            }
-            2 => (Relayed::Generate(payload), Vec::new()),
-            3 => (Relayed::Stop, Vec::new()),
+            0 => Relayed::Setup(payload),
+            1 => Relayed::Load(version),
+            2 => Relayed::Generate(payload),
+            3 => Relayed::Stop,
             other => bail!("tensor-parallel relay: unknown message {other}"),
         })
     }
 }
 
 /// The engine a rollout set-up asks for: whole, or this rank's share over `group`.
-pub fn build_engine(setup: &RolloutSetup, device: Device, group: Option<&Group>) -> Result<NativeEngine> {
+pub fn build_engine(
+    setup: &RolloutSetup,
+    device: Device,
+    group: Option<&WeightGroup>,
+) -> Result<NativeEngine> {
     let kind = if setup.bf16 { Kind::BFloat16 } else { Kind::Float };
     let mut engine = match group {
         Some(g) => {
@@ -103,18 +94,18 @@ pub fn build_engine(setup: &RolloutSetup, device: Device, group: Option<&Group>)
 }
 
 /// A follower's life: do what the leader relays until it says stop.
-pub fn follow(group: &Group) -> Result<()> {
+pub fn follow(group: &WeightGroup) -> Result<()> {
     let mut engine = None;
     loop {
-        let (what, weights) = group.receive()?;
-        match what {
+        match group.next()? {
             Relayed::Setup(bytes) => {
                 let setup: RolloutSetup = decode(&bytes, "rollout set-up").map_err(anyhow::Error::msg)?;
                 engine = Some(build_engine(&setup, group.device, Some(group))?);
             }
             Relayed::Load(version) => {
+                let weights = group.receive()?.context("the leader ended its weights")?;
                 let e = engine.as_mut().context("weights before set-up")?;
-                e.load_weights(&weights, version)?;
+                e.load(weights.source(), version)?;
             }
             Relayed::Generate(bytes) => {
                 let job: RolloutRequest = decode(&bytes, "rollout job").map_err(anyhow::Error::msg)?;

@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 
 /// Process group the rollout workers of worker nodes join.
 pub const ROLLOUT_GROUP: &str = "rlvr.rollout";
+/// Process group the rollout workers of launched engine ranks join: they take each policy
+/// version over the run's weight group.
+pub const SYNCED_ROLLOUT_GROUP: &str = "rlvr.rollout.synced";
 /// Process group the verifier workers of worker nodes join.
 pub const VERIFIER_GROUP: &str = "rlvr.verifier";
 
@@ -28,6 +31,10 @@ pub enum RemoteMsg {
     /// Load the buckets received since the last load as this policy version.
     #[rpc]
     Load(u64, RpcReplyPort<String>),
+    /// Load this policy version (or a newer one) from what arrived over the run's weight group
+    /// (a launched engine rank's worker; see `weight_group.rs`).
+    #[rpc]
+    LoadSynced(u64, RpcReplyPort<String>),
     /// Complete a JSON [`RolloutRequest`]; replies JSON `Result<Vec<Completion>, String>`.
     #[rpc]
     Generate(Vec<u8>, RpcReplyPort<Vec<u8>>),
@@ -47,6 +54,10 @@ pub struct RolloutSetup {
     pub kv_cache_bytes: Option<u64>,
     /// Whether the engine holds its weights and KV cache in bf16 (else f32).
     pub bf16: bool,
+    /// Whether the run's engines take newer weights between decode steps (`rlvr.max_staleness`),
+    /// which a launched engine rank does from its weight group.
+    #[serde(default)]
+    pub in_flight: bool,
 }
 
 /// How a remote verifier worker scores.

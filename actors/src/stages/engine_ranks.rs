@@ -9,6 +9,12 @@
 //! stage ends. With `rlvr.vllm_tensor_parallel_size = N` every N consecutive engine ranks are
 //! one engine split over them: the first joins rank 0 and relays to the others
 //! (`graph/tensor_parallel.rs`). In the other stages every rank learns.
+//!
+//! Weights do not travel as actor messages: rank 0 and the first rank of each engine form the
+//! run's weight group (c10d: NCCL between GPUs, Gloo on the CPU; its store at `MASTER_ADDR`,
+//! port `MASTER_PORT + 2`), over which rank 0 broadcasts each policy version once to every
+//! engine (`graph/weight_group.rs`); a tensor-parallel engine's group has its store on the
+//! engine's node at port `MASTER_PORT + 3 +` the engine's index.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,11 +31,16 @@ use rlvr_recipes::Recipe;
 use crate::cluster::{read_cookie, resolve, Listen};
 use crate::graph::node::{serve as serve_node, Ended, Node};
 use crate::graph::remote::Role;
-use crate::graph::tensor_parallel::{follow, Group, Relayed};
+use crate::graph::tensor_parallel::{follow, Relayed};
+use crate::graph::weight_group::{Inbox, WeightGroup};
 use crate::UsageError;
 
 /// How long an engine rank waits for rank 0 to listen and write the secret.
 const WAIT: Duration = Duration::from_secs(1800);
+/// How long a group whose ranks wait for each other through a whole learner step waits.
+const GROUP_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long an engine rank waits, once rank 0 has closed the run, for the end of its weights.
+const END_WAIT: Duration = Duration::from_secs(60);
 
 /// How a stage splits the launched ranks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,9 +143,10 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
 }
 
 /// An engine rank's side of `stage`: a rollout worker node on this rank's device (its
-/// `LOCAL_RANK`'s GPU, or the CPU) that joins rank 0 and serves until the stage ends. A secret
-/// left by an earlier run in the same directory is refused; the rank reads the file again
-/// until rank 0 has written this run's.
+/// `LOCAL_RANK`'s GPU, or the CPU) that joins rank 0 and serves until the stage ends. It joins
+/// the run's weight group first, which rank 0 joins after writing this run's secret, so it
+/// reads that secret; one it still finds stale (a shared file system's cache) is refused, and
+/// the rank reads the file again.
 pub(super) fn serve(stage: &Recipe, out: &Path, rdv: &Rendezvous) -> Result<()> {
     let device = match default_device() {
         tch::Device::Cuda(_) => tch::Device::Cuda(rdv.local_rank),
@@ -151,6 +163,7 @@ pub(super) fn serve(stage: &Recipe, out: &Path, rdv: &Rendezvous) -> Result<()> 
         );
         return follow(g);
     }
+    let inbox = Inbox::start(weight_group(stage, rdv, rdv.world_size, device)?);
     let run_addr = resolve(&format!("{}:{}", rdv.host, port(rdv)?), "MASTER_ADDR")?;
     let path = cookie_path(out);
     let deadline = Instant::now() + WAIT;
@@ -186,11 +199,20 @@ pub(super) fn serve(stage: &Recipe, out: &Path, rdv: &Rendezvous) -> Result<()> 
             device,
             wait: left,
             tensor_parallel: tensor_parallel.clone(),
+            inbox: Some(inbox.clone()),
         };
         match serve_node(&node)? {
             Ended::Closed => {
                 if let Some(g) = &tensor_parallel {
-                    g.relay(&Relayed::Stop, &[])?;
+                    g.relay(&Relayed::Stop)?;
+                }
+                if !inbox.wait_end(END_WAIT) {
+                    tracing::warn!(
+                        "stage `{}`: rank {} heard no end of the run's weights within {} s of the run closing; exiting",
+                        stage.name,
+                        rdv.rank,
+                        END_WAIT.as_secs()
+                    );
                 }
                 return Ok(());
             }
@@ -199,10 +221,45 @@ pub(super) fn serve(stage: &Recipe, out: &Path, rdv: &Rendezvous) -> Result<()> 
     }
 }
 
+/// The run's weight group, joined by launched rank `rdv.rank` of `world`: rank 0 (the group's
+/// rank 0, which sends) or the first rank of an engine (rank 1 + the engine's index).
+pub(super) fn weight_group(
+    stage: &Recipe,
+    rdv: &Rendezvous,
+    world: usize,
+    device: tch::Device,
+) -> Result<WeightGroup> {
+    let split = split(stage, world);
+    let engines = split.engines / split.tensor_parallel;
+    let rank = match rdv.rank {
+        0 => 0,
+        r => 1 + (r - split.learners) / split.tensor_parallel,
+    };
+    let group_rdv = Rendezvous {
+        host: rdv.host.clone(),
+        port: rdv
+            .port
+            .checked_add(2)
+            .context("MASTER_PORT too high for the weight group's port above it")?,
+        rank,
+        world_size: 1 + engines,
+        local_rank: rdv.local_rank,
+    };
+    let group = ProcessGroup::new(&group_rdv, Backend::for_device(device), "weights", GROUP_TIMEOUT)?;
+    Ok(WeightGroup {
+        group: Arc::new(group),
+        device,
+    })
+}
+
 /// The tensor-parallel group of this engine rank's engine, when the stage splits its engines
 /// (`rlvr.vllm_tensor_parallel_size` above 1): consecutive engine ranks on one node, the first
-/// leading, the group's store at 127.0.0.1, port `MASTER_PORT + 2 +` the engine's index.
-fn tensor_parallel_group(stage: &Recipe, rdv: &Rendezvous, device: tch::Device) -> Result<Option<Group>> {
+/// leading, the group's store at 127.0.0.1, port `MASTER_PORT + 3 +` the engine's index.
+fn tensor_parallel_group(
+    stage: &Recipe,
+    rdv: &Rendezvous,
+    device: tch::Device,
+) -> Result<Option<WeightGroup>> {
     let split = split(stage, rdv.world_size);
     let tp = split.tensor_parallel;
     if tp <= 1 {
@@ -220,7 +277,7 @@ fn tensor_parallel_group(stage: &Recipe, rdv: &Rendezvous, device: tch::Device) 
     }
     let port = rdv
         .port
-        .checked_add(2 + engine as u16)
+        .checked_add(3 + engine as u16)
         .context("MASTER_PORT too high for the tensor-parallel groups' ports above it")?;
     let group_rdv = Rendezvous {
         host: "127.0.0.1".into(),
@@ -234,9 +291,9 @@ fn tensor_parallel_group(stage: &Recipe, rdv: &Rendezvous, device: tch::Device) 
         &group_rdv,
         Backend::for_device(device),
         "tensor-parallel",
-        Duration::from_secs(7 * 24 * 3600),
+        GROUP_TIMEOUT,
     )?;
-    Ok(Some(Group {
+    Ok(Some(WeightGroup {
         group: Arc::new(group),
         device,
     }))

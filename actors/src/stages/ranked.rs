@@ -149,6 +149,7 @@ pub fn run_rank(stage: &Recipe, out: &Path, init: Option<&Path>, resume: bool) -
     if launched.rank >= split.learners {
         return engine_ranks::serve(stage, out, &launched);
     }
+    let launched_world = launched.world_size;
     let rdv = Rendezvous {
         world_size: split.learners,
         ..launched
@@ -171,11 +172,16 @@ pub fn run_rank(stage: &Recipe, out: &Path, init: Option<&Path>, resume: bool) -
     if stage.kind == Some(StageKind::Rlvr) {
         // Rank 0's requests wait out a whole step's rollouts: no short timeout.
         let requests = group.gloo_sibling(&rdv.host, "rlvr-requests", Duration::from_secs(7 * 24 * 3600))?;
-        let ranks = rlvr::LearnerRanks { group, requests };
+        let mut ranks = rlvr::LearnerRanks {
+            group,
+            requests,
+            engines: None,
+        };
         let Some(log) = metrics else {
             return rlvr::follow(stage, out, init, resume, device, ranks);
         };
-        // With engine ranks, rank 0 holds no engine of its own and listens for theirs.
+        // With engine ranks, rank 0 holds no engine of its own, listens for theirs, and sends
+        // them each policy version over the weight group.
         let (listen, stage) = match split.engines {
             0 => (None, stage.clone()),
             n => {
@@ -185,7 +191,10 @@ pub fn run_rank(stage: &Recipe, out: &Path, init: Option<&Path>, resume: bool) -
                 );
                 let mut learners_only = stage.clone();
                 learners_only.rollout.workers = 0;
-                (Some(engine_ranks::listen(&rdv, out)?), learners_only)
+                // The secret first: an engine rank reads it once the weight group has met.
+                let listen = engine_ranks::listen(&rdv, out)?;
+                ranks.engines = Some(engine_ranks::weight_group(stage, &rdv, launched_world, device)?);
+                (Some(listen), learners_only)
             }
         };
         return rlvr::lead(&stage, out, init, resume, &log, listen.as_ref(), &[], Some(ranks)).map(drop);

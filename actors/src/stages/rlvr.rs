@@ -306,9 +306,9 @@ pub(crate) fn lead(
     let reward = reward::composition(&stage.name, rl, algorithm.dynamic_sampling.is_some())?;
     // Rollout engines load the starting weights from a directory.
     let init_out = out.join("checkpoints").join(&stage.name).join("init");
-    let (group, requests) = match ranks {
-        Some(r) => (Some(r.group), Some(Ranks { requests: r.requests })),
-        None => (None, None),
+    let (group, requests, engine_weights) = match ranks {
+        Some(r) => (Some(r.group), Some(Ranks { requests: r.requests }), r.engines),
+        None => (None, None, None),
     };
     let (mut learner, layout) = policy_learner(
         stage,
@@ -442,6 +442,7 @@ pub(crate) fn lead(
         start,
         earlier_evals,
         listen: listen.cloned(),
+        engine_weights: engine_weights.clone(),
         verifier_mode: verifier_mode(rl),
         control: Some(out.join("control.sock")),
     };
@@ -459,6 +460,10 @@ pub(crate) fn lead(
     runtime.shutdown_timeout(Duration::from_secs(1));
     bar.finish_and_clear();
     let summary = summary?;
+    // The engine ranks' weight threads wait for more until told there is none.
+    if let Some(g) = &engine_weights {
+        g.end()?;
+    }
 
     tok.save(&model_dir)?;
     let png = out.join("reward.png");

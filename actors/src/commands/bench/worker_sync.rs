@@ -88,6 +88,7 @@ pub fn worker_sync(args: &WeightSyncArgs) -> Result<()> {
             max_batch: 1,
             kv_cache_bytes: None,
             bf16: false,
+            in_flight: false,
         });
         call_status(&remote, |r| RemoteMsg::Setup(setup, r))
             .await

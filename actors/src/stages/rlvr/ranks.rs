@@ -15,14 +15,18 @@ use rlvr_recipes::Recipe;
 use super::{check, spec, Algorithm};
 use crate::graph::controller::Progress;
 use crate::graph::learner::LearnSettings;
+use crate::graph::weight_group::WeightGroup;
 
 /// The learner ranks of a stage spread over several: the learner's own group (ZeRO-3 or
-/// data-parallel) and a Gloo group rank 0 sends its requests over.
+/// data-parallel), a Gloo group rank 0 sends its requests over, and rank 0's weight group to
+/// the launched engine ranks.
 pub(crate) struct LearnerRanks {
     /// The group the learner trains over.
     pub group: ProcessGroup,
     /// Rank 0's requests to the others.
     pub requests: ProcessGroup,
+    /// On rank 0, with launched engine ranks: the group it sends each policy version over.
+    pub engines: Option<WeightGroup>,
 }
 
 /// How many steps a stage takes and what each holds.
