@@ -20,7 +20,9 @@
 //! full activations during its recomputation. The logits add `sbV × 6` bytes (bf16 logits and
 //! the fp32 log-softmax).
 //!
-//! **Rollout engine**: weights `eΨ / tp` per GPU; the KV cache holds `2 × L × kv × e` bytes per
+//! **Rollout engine**: weights `eΨ / tp` per GPU, and on an engine's first GPU the next policy
+//! version as it arrived (whole, in the learner's dtype) when an unsharded learner sends it
+//! device to device; the KV cache holds `2 × L × kv × e` bytes per
 //! token (K and V), `e` the bytes of an element in the engine's dtype (`rollout.dtype`, else
 //! `model.dtype`: 2 in bf16, 4 in f32), for `prompt / n + response` tokens per sequence (the n
 //! samples of a prompt share its blocks). The cache is what is left of the GPU, or
@@ -170,6 +172,10 @@ pub struct EnginePlan {
     pub tensor_parallel: u64,
     /// Weight bytes per GPU.
     pub weight_bytes: f64,
+    /// A policy version received and not yet loaded, on the engine's first GPU: whole, in the
+    /// learner's element type, when an unsharded learner sends it device to device (a ZeRO-3
+    /// learner's versions arrive in host memory: 0).
+    pub received_bytes: f64,
     /// KV bytes per GPU for the whole batch resident at once.
     pub kv_full_batch_bytes: f64,
     /// Sequences per engine in one rollout batch.
@@ -360,7 +366,11 @@ pub fn plan_stage(r: &Recipe, req: &PlanRequest) -> StagePlan {
             let per_seq = kv_bytes_per_token(c) * elt / 2.0 * tokens / tp as f64;
             let batch_per_engine =
                 (rl.local_rollout_batch_size * recipe_learners * samples).div_ceil(engines);
-            let mut free = gpu_bytes - weight_bytes - RESERVE_BYTES;
+            let received_bytes = match r.launch.zero_stage {
+                3.. => 0.0,
+                _ => params as f64 * r.model.dtype.bytes() as f64,
+            };
+            let mut free = gpu_bytes - weight_bytes - received_bytes - RESERVE_BYTES;
             if let Some(budget) = r.rollout.kv_cache_bytes() {
                 let budget = budget as f64 / tp as f64;
                 if budget > free {
@@ -390,6 +400,7 @@ pub fn plan_stage(r: &Recipe, req: &PlanRequest) -> StagePlan {
                 engines,
                 tensor_parallel: tp,
                 weight_bytes,
+                received_bytes,
                 kv_full_batch_bytes: per_seq * batch_per_engine as f64,
                 batch_per_engine,
                 resident_sequences: resident.min(batch_per_engine),
@@ -487,6 +498,13 @@ pub fn render(p: &StagePlan, req: &PlanRequest) -> String {
             e.engines, e.tensor_parallel
         );
         let _ = writeln!(s, "    weights per GPU    {}", g(e.weight_bytes));
+        if e.received_bytes > 0.0 {
+            let _ = writeln!(
+                s,
+                "    next version       {}   (first GPU of an engine, until loaded)",
+                g(e.received_bytes)
+            );
+        }
         let _ = writeln!(
             s,
             "    KV, whole batch    {}   ({} sequences per engine)",

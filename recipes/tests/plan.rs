@@ -178,6 +178,31 @@ fn an_unsharded_rlvr_learner_counts_its_copy_of_each_version() {
     assert_eq!(sharded, weights / 7.0);
 }
 
+/// An unsharded learner sends each version device to device: the engine's first GPU holds it
+/// whole (in the learner's bf16) until it loads it, and has that much less for its KV cache; a
+/// ZeRO-3 learner's versions arrive in host memory.
+#[test]
+fn an_engine_counts_the_version_an_unsharded_learner_sends_it() {
+    let req = PlanRequest {
+        gpus: 8,
+        gpu_mem_gib: 80.0,
+        nodes: 1,
+    };
+    let engine = |set: &str| {
+        let sets = vec![set.to_string(), "rlvr.algorithm=\"grpo\"".to_string()];
+        plan_stage(load("tulu3-8b-rlvr", &sets).unwrap().stages()[0], &req)
+            .engine
+            .unwrap()
+    };
+    let (unsharded, sharded) = (engine("launch.zero_stage=0"), engine("launch.zero_stage=3"));
+    assert_eq!(
+        unsharded.received_bytes,
+        2.0 * config("tulu3-8b-rlvr").num_params() as f64
+    );
+    assert_eq!(sharded.received_bytes, 0.0);
+    assert!(unsharded.resident_sequences < sharded.resident_sequences);
+}
+
 #[test]
 fn the_engine_plan_follows_the_engines_dtype() {
     let req = PlanRequest {
