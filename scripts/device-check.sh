@@ -121,11 +121,16 @@ if want rlvr-nccl; then
 fi
 
 if want smollm2-rlvr; then
-  step "smollm2-135m-rlvr (GRPO from SmolLM2-135M-Instruct) as a launched rank: the learner over NCCL (world size 1) in bf16, the engine on the same GPU"
+  # f32 and bf16 side by side: at the recipe's lr (3e-6) a bf16 weight moves only once its f32
+  # master has moved half a bf16 step, which 10 steps allow for ~4% of SmolLM2's weights
+  # (scripts/bf16-reach.py); the bf16 run of 2026-12-04 did not learn where f32 on the CPU did.
   "$BIN" convert "${GGUF:?smollm2-rlvr needs GGUF=path}" --out "$WORK/smollm2" 2>&1 | tail -2
-  start=$(date +%s)
-  RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29670 timeout 420 "$BIN" run smollm2-135m-rlvr --out "$WORK/smol" \
-    --set model.name_or_path="$WORK/smollm2" --set model.dtype=bf16 2>&1 | grep -v "rlvr step" | tail -20
-  echo "run exit ${PIPESTATUS[0]} after $(($(date +%s) - start)) s"
-  cp "$WORK/smol/metrics.jsonl" "$OUT/smollm2-rlvr-metrics.jsonl" 2>/dev/null || true
+  for dt in ${SMOLLM2_DTYPES:-f32 bf16}; do
+    step "smollm2-135m-rlvr (GRPO from SmolLM2-135M-Instruct) as a launched rank in $dt: the learner over NCCL (world size 1), the engine on the same GPU"
+    start=$(date +%s)
+    RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29670 timeout 300 "$BIN" run smollm2-135m-rlvr --out "$WORK/smol-$dt" \
+      --set model.name_or_path="$WORK/smollm2" --set model.dtype="$dt" 2>&1 | grep -v "rlvr step" | tail -12
+    echo "run exit ${PIPESTATUS[0]} after $(($(date +%s) - start)) s"
+    cp "$WORK/smol-$dt/metrics.jsonl" "$OUT/smollm2-rlvr-$dt-metrics.jsonl" 2>/dev/null || true
+  done
 fi
