@@ -103,7 +103,7 @@ pub fn follow(group: &WeightGroup) -> Result<()> {
                 engine = Some(build_engine(&setup, group.device, Some(group))?);
             }
             Relayed::Load(version) => {
-                let weights = group.receive()?.context("the leader ended its weights")?;
+                let (weights, _) = group.receive()?.context("the leader ended its weights")?;
                 let e = engine.as_mut().context("weights before set-up")?;
                 e.load(weights.source(), version)?;
             }

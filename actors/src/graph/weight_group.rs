@@ -63,13 +63,6 @@ impl Arrived {
             Arrived::Tensors(received) => WeightSource::Tensors(&received.tensors),
         }
     }
-
-    fn bytes(&self) -> u64 {
-        match self {
-            Arrived::Chunks(chunks, _) => chunks.iter().map(|c| c.data.len() as u64).sum(),
-            Arrived::Tensors(received) => received.stats.bytes,
-        }
-    }
 }
 
 impl WeightGroup {
@@ -104,13 +97,21 @@ impl WeightGroup {
         self.header(END, 0).map(drop)
     }
 
-    /// On every other rank: the next weights rank 0 sends, or `None` at its end.
-    pub fn receive(&self) -> Result<Option<Arrived>> {
+    /// On every other rank: the next weights rank 0 sends and what moving them took (from
+    /// their first broadcast to their last), or `None` at its end.
+    pub fn receive(&self) -> Result<Option<(Arrived, SyncStats)>> {
         let (what, version) = self.header(END, 0)?;
         Ok(match what {
             END => None,
-            CHUNKS => Some(Arrived::Chunks(self.sync().receive()?.0, version)),
-            TENSORS => Some(Arrived::Tensors(self.sync().receive_tensors()?)),
+            CHUNKS => {
+                let (chunks, stats) = self.sync().receive()?;
+                Some((Arrived::Chunks(chunks, version), stats))
+            }
+            TENSORS => {
+                let received = self.sync().receive_tensors()?;
+                let stats = received.stats;
+                Some((Arrived::Tensors(received), stats))
+            }
             other => bail!("weights over a c10d group: unknown header {other}"),
         })
     }
@@ -143,20 +144,19 @@ impl Inbox {
         });
         let filled = inbox.clone();
         std::thread::spawn(move || loop {
-            let started = Instant::now();
             let next = group.receive();
             let mut state = filled.lock();
             match next {
-                Ok(Some(arrived)) => {
+                Ok(Some((arrived, stats))) => {
                     tracing::info!(
                         "engine: policy version {} arrived over the run's weight group ({:.1} MB {} in {:.3} s)",
                         arrived.version(),
-                        arrived.bytes() as f64 / 1e6,
+                        stats.bytes as f64 / 1e6,
                         match arrived {
                             Arrived::Chunks(..) => "staged through host memory",
                             Arrived::Tensors(_) => "device to device",
                         },
-                        started.elapsed().as_secs_f64()
+                        stats.seconds
                     );
                     state.received = Some(arrived.version());
                     state.newest = Some(arrived);
@@ -331,7 +331,7 @@ mod tests {
                 g.end().unwrap();
                 return Vec::new();
             }
-            std::iter::from_fn(|| g.receive().unwrap()).collect()
+            std::iter::from_fn(|| g.receive().unwrap().map(|(arrived, _)| arrived)).collect()
         })
         .unwrap();
         for arrived in &received[1..] {
