@@ -67,6 +67,39 @@ fn every_subcommand_exits_2_on_bad_input_and_names_it() {
     }
 }
 
+/// A bf16 stage whose learning rate and steps cannot move most bf16 weights says so (at the
+/// recipe's learning rate it does not).
+#[test]
+fn a_bf16_stage_whose_updates_cannot_change_most_of_its_weights_says_so() {
+    let out = std::env::temp_dir().join(format!("rlvr-stall-{}", std::process::id()));
+    let run = |lr: &str| {
+        let o = rlvr(&[
+            "run",
+            "tiny-arith-pretrain",
+            "--out",
+            out.to_str().unwrap(),
+            "--overwrite",
+            "--set",
+            "model.dtype=bf16",
+            "--set",
+            "train.max_steps=2",
+            "--set",
+            lr,
+        ]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        text(&o.stderr)
+    };
+    let stalled = run("train.learning_rate=1e-7");
+    assert!(
+        stalled.contains("learning rate of 1e-7 for 2 optimiser step(s)")
+            && stalled.contains("can change at all"),
+        "{stalled}"
+    );
+    let moving = run("train.learning_rate=1e-3");
+    assert!(!moving.contains("can change at all"), "{moving}");
+    let _ = std::fs::remove_dir_all(out);
+}
+
 #[test]
 fn a_bf16_stage_on_the_cpu_and_an_rl_step_with_no_finished_answer_say_so() {
     let out = std::env::temp_dir().join(format!("rlvr-warn-{}", std::process::id()));

@@ -249,6 +249,18 @@ impl Learner {
             .sum::<usize>() as i64
     }
 
+    /// With bf16 weights, the share of them (this rank's slices under ZeRO-3) whose bf16 value
+    /// updates that move each f32 master by at most `displacement` can change
+    /// ([`crate::bf16_reach`]); `None` for f32 weights.
+    pub fn bf16_movable_share(&self, displacement: f64) -> Option<f64> {
+        let weights = match &self.zero {
+            Some(z) => z.borrow().shards(),
+            None => self.vs.trainable_variables(),
+        };
+        (weights.first()?.kind() == Kind::BFloat16)
+            .then(|| crate::bf16_reach::movable_share(&weights, displacement))
+    }
+
     fn tensor(&self, data: &[i64], b: &TrainBatch) -> Tensor {
         Tensor::from_slice(data)
             .view([b.rows as i64, b.cols as i64])

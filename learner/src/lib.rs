@@ -19,8 +19,10 @@
 //!   rollout's behaviour policy and the learner's, and the mismatch between them.
 //! - [`checkpoint`]: Hugging Face safetensors in and out, plus optimiser state for resume.
 //! - [`runtime`]: libtorch start-up (CUDA registration, threads).
+//! - [`bf16_reach`]: how much of a bf16 model a run's updates can move at all.
 
 pub mod advantage;
+pub mod bf16_reach;
 pub mod checkpoint;
 mod error;
 mod learner;

@@ -289,6 +289,11 @@ impl Zero3 {
         writer.map_or(Ok(()), ShardedWriter::finish)
     }
 
+    /// This rank's slice of each unit's flat parameters, in the model's kind.
+    pub fn shards(&self) -> Vec<Tensor> {
+        self.units.iter().map(|u| u.shard.shallow_clone()).collect()
+    }
+
     /// The parameters' element type.
     pub fn kind(&self) -> Kind {
         self.units.first().map_or(Kind::Float, |u| u.shard.kind())

@@ -186,6 +186,7 @@ pub(super) fn new_learner(
     group: Option<ProcessGroup>,
 ) -> Result<(Learner, String)> {
     let config = learner_config(stage, total, device);
+    let lead = group.as_ref().is_none_or(|g| g.rank() == 0);
     let sharded = group.is_some() && stage.launch.zero_stage >= 3;
     if config.offload_optimizer && !sharded {
         bail!(UsageError(format!(
@@ -218,7 +219,30 @@ pub(super) fn new_learner(
         }
     };
     learner.set_gradient_checkpointing(stage.train.gradient_checkpointing);
+    if lead {
+        warn_if_bf16_stalls(stage, &learner, total);
+    }
     Ok((learner, layout))
+}
+
+/// Warn when most of a bf16 learner's weights cannot change in the stage at all: AdamW moves a
+/// weight by about the learning rate a step, and a bf16 weight changes only once its f32 master
+/// has moved half a bf16 step ([`rlvr_learner::bf16_reach`]). Counted on this rank's weights.
+fn warn_if_bf16_stalls(stage: &Recipe, learner: &Learner, optimizer_steps: u64) {
+    let lr = stage.train.learning_rate;
+    let Some(share) = learner.bf16_movable_share(lr * optimizer_steps as f64) else {
+        return;
+    };
+    if share < 0.5 {
+        tracing::warn!(
+            "stage `{}` trains bf16 weights at a peak learning rate of {lr:e} for {optimizer_steps} optimiser step(s): \
+             AdamW moves a weight by about the learning rate a step, and a bf16 weight changes only once its f32 master \
+             has moved half a bf16 step, so at most {:.1}% of this model's weights can change at all in this stage. \
+             Train in f32 (--set model.dtype=f32), raise train.learning_rate, or take more steps",
+            stage.name,
+            100.0 * share
+        );
+    }
 }
 
 /// The training batch of sampler rows `rows`: examples padded to the longest, or packed rows
