@@ -1014,53 +1014,8 @@ fn launched_ranks_past_an_rlvr_stage_s_learners_run_its_rollout_engines() {
     std::fs::write(&stale, "a secret of an earlier run").unwrap();
     #[cfg(unix)]
     std::fs::set_permissions(&stale, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let port = free_port().to_string();
-    // The engine rank starts first; the secret it reads must be the one rank 0 writes.
-    let ranks: Vec<std::process::Child> = [2, 0, 1]
-        .into_iter()
-        .map(|rank| {
-            if rank == 0 {
-                std::thread::sleep(Duration::from_secs(2));
-            }
-            Command::new(env!("CARGO_BIN_EXE_rlvr"))
-                .args(["run", "tiny-arith-rlvr", "--out", dir.to_str().unwrap()])
-                .args([
-                    "--set",
-                    "launch.gpus=3",
-                    "--set",
-                    "rlvr.actor_num_gpus_per_node=[2]",
-                    "--set",
-                    "launch.zero_stage=3",
-                    "--set",
-                    "train.max_steps=2",
-                    "--set",
-                    "rlvr.local_rollout_batch_size=4",
-                    "--set",
-                    "rlvr.local_mini_batch_size=32",
-                    "--set",
-                    "data.eval_mix=[{dataset = \"builtin:arith-rlvr\", amount = 8, split = \"test\"}]",
-                ])
-                .env("OMP_NUM_THREADS", "1")
-                .env("MASTER_ADDR", "127.0.0.1")
-                .env("MASTER_PORT", &port)
-                .env("RANK", rank.to_string())
-                .env("WORLD_SIZE", "3")
-                .env("LOCAL_RANK", rank.to_string())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let logs: Vec<String> = ranks
-        .into_iter()
-        .zip([2, 0, 1])
-        .map(|(child, rank)| {
-            let out = child.wait_with_output().unwrap();
-            assert!(out.status.success(), "rank {rank}: {}", text(&out.stderr));
-            text(&out.stderr)
-        })
-        .collect();
-    let (engine, lead) = (&logs[0], &logs[1]);
+    let logs = launch_engine_ranks(&dir, 3, 2, 3, 1, &[]);
+    let (engine, lead) = (&logs[2], &logs[0]);
     assert!(
         lead.contains("1 launched rank(s) run the rollout engines"),
         "{lead}"
@@ -1093,7 +1048,7 @@ fn launched_ranks_past_an_rlvr_stage_s_learners_run_its_rollout_engines() {
 
 /// `world` launched ranks of `tiny-arith-rlvr` (`learners` over ZeRO-3 at `zero_stage`, the
 /// rest engine ranks, split into engines of `tensor_parallel` ranks; 2 steps, then the `extra`
-/// arguments), all started at once: each rank's log, rank by rank.
+/// arguments), started at once, the last rank first: each rank's log, in rank order.
 fn launch_engine_ranks(
     dir: &Path,
     world: usize,
@@ -1103,7 +1058,8 @@ fn launch_engine_ranks(
     extra: &[&str],
 ) -> Vec<String> {
     let port = free_port().to_string();
-    let ranks: Vec<std::process::Child> = (0..world)
+    let mut ranks: Vec<std::process::Child> = (0..world)
+        .rev()
         .map(|rank| {
             Command::new(env!("CARGO_BIN_EXE_rlvr"))
                 .args(["run", "tiny-arith-rlvr", "--out", dir.to_str().unwrap()])
@@ -1143,6 +1099,7 @@ fn launch_engine_ranks(
                 .unwrap()
         })
         .collect();
+    ranks.reverse();
     ranks
         .into_iter()
         .enumerate()
