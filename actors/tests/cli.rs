@@ -1143,11 +1143,12 @@ fn an_unsharded_learner_sends_each_version_to_two_engine_ranks_device_to_device(
 }
 
 /// With in-flight updates (`rlvr.max_staleness`) a launched engine rank takes each new version
-/// from its weight group between decode steps, and rollouts stay within the bound.
+/// from its weight group between decode steps, and rollouts stay within the bound; so does an
+/// engine split over two ranks, whose leader tells its follower at each of those points whether
+/// weights follow (the ranks would deadlock or part ways otherwise).
 #[test]
 fn launched_engine_ranks_take_new_weights_in_flight_within_max_staleness() {
     let dir = tmp("launch-in-flight");
-    std::fs::create_dir_all(&dir).unwrap();
     let in_flight = [
         "--set",
         "rlvr.async_mode=true",
@@ -1156,13 +1157,18 @@ fn launched_engine_ranks_take_new_weights_in_flight_within_max_staleness() {
         "--set",
         "train.max_steps=4",
     ];
-    let logs = launch_engine_ranks(&dir, 2, 1, 0, 1, &in_flight);
     let fed = "takes newer weights from the run's weight group between decode steps";
-    assert!(logs[1].contains(fed), "{}", logs[1]);
-    let steps: Vec<Value> = step_metrics(&dir);
-    assert_eq!(steps.len(), 4);
-    for r in &steps {
-        assert!(r["policy_version_gap"].as_u64().unwrap() <= 2, "{r}");
+    // (world, learners, tensor parallel): one whole engine rank, one engine of two ranks.
+    for (world, learners, tp) in [(2, 1, 1), (3, 1, 2)] {
+        let run = dir.join(format!("tp{tp}"));
+        std::fs::create_dir_all(&run).unwrap();
+        let logs = launch_engine_ranks(&run, world, learners, 0, tp, &in_flight);
+        assert!(logs[learners].contains(fed), "{}", logs[learners]);
+        let steps: Vec<Value> = step_metrics(&run);
+        assert_eq!(steps.len(), 4);
+        for r in &steps {
+            assert!(r["policy_version_gap"].as_u64().unwrap() <= 2, "{r}");
+        }
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -17,7 +17,7 @@ use tch::Device;
 
 use super::proxy::SETUP_TIMEOUT;
 use super::rollout::{generate, with_engine};
-use super::tensor_parallel::{build_engine, Relayed};
+use super::tensor_parallel::{build_engine, LeaderFeed, Relayed};
 use super::verifier::score;
 use super::weight_group::{Inbox, WeightGroup};
 use super::wire::{
@@ -74,20 +74,17 @@ impl RemoteWorker {
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
-                match (&self.inbox, &self.tensor_parallel) {
-                    (Some(inbox), None) if in_flight => {
-                        tracing::info!(
-                            "engine: takes newer weights from the run's weight group between decode steps"
-                        );
-                        engine.set_weight_feed(inbox.clone());
+                if let (Some(inbox), true) = (&self.inbox, in_flight) {
+                    tracing::info!(
+                        "engine: takes newer weights from the run's weight group between decode steps"
+                    );
+                    match &self.tensor_parallel {
+                        Some(group) => engine.set_weight_feed(Arc::new(LeaderFeed {
+                            inbox: inbox.clone(),
+                            group: group.clone(),
+                        })),
+                        None => engine.set_weight_feed(inbox.clone()),
                     }
-                    // Its other ranks would have to swap at the same decode step.
-                    (Some(_), Some(_)) if in_flight => {
-                        tracing::info!(
-                            "engine: split over tensor-parallel ranks, it takes newer weights between jobs"
-                        )
-                    }
-                    _ => {}
                 }
                 state.engine = Some(engine);
             }

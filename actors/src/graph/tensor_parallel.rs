@@ -3,16 +3,19 @@
 //! the run sends it to the other ranks (the followers) over the group before it acts on it
 //! itself; each follower builds the same engine, loads the same weights and runs the same jobs
 //! ([`rlvr_rollout::NativeEngine::tensor_parallel`]: the ranks move in lockstep), and only the
-//! leader answers the run. The relay is broadcasts from the leader: a header (what, a version,
+//! leader answers the run. With in-flight updates the leader also tells them, at every point
+//! where an engine takes newer weights, whether a new version follows ([`LeaderFeed`]). The relay is broadcasts from the leader: a header (what, a version,
 //! a payload's length), the payload, and for a load the weights as the leader got them (tensors
 //! on the device, or host chunks: [`WeightGroup::send`]).
 
+use std::sync::Arc;
+
 use anyhow::{bail, Context, Result};
-use rlvr_rollout::{NativeEngine, WeightSource};
+use rlvr_rollout::{NativeEngine, RolloutError, WeightFeed, WeightSource};
 use tch::{Device, Kind, Tensor};
 
 use super::rollout::generate;
-use super::weight_group::WeightGroup;
+use super::weight_group::{Arrived, Inbox, WeightGroup};
 use super::wire::{decode, RolloutRequest, RolloutSetup};
 
 /// What the leader relays.
@@ -26,6 +29,9 @@ pub enum Relayed {
     Generate(Vec<u8>),
     /// The run is over.
     Stop,
+    /// Between two decode steps of a job, with in-flight updates: the weights of this version
+    /// follow (load them now), or none.
+    Step(Option<u64>),
 }
 
 /// The relay over a tensor-parallel engine's group (rank 0 leads).
@@ -43,6 +49,8 @@ impl WeightGroup {
             Relayed::Load(version) => (1, *version, &[]),
             Relayed::Generate(bytes) => (2, 0, bytes),
             Relayed::Stop => (3, 0, &[]),
+            Relayed::Step(None) => (4, 0, &[]),
+            Relayed::Step(Some(version)) => (5, *version, &[]),
         };
         let header = [tag, version as i64, payload.len() as i64];
         let mut t = Tensor::from_slice(&header).to_device(self.device);
@@ -71,6 +79,8 @@ impl WeightGroup {
             1 => Relayed::Load(version),
             2 => Relayed::Generate(payload),
             3 => Relayed::Stop,
+            4 => Relayed::Step(None),
+            5 => Relayed::Step(Some(version)),
             other => bail!("tensor-parallel relay: unknown message {other}"),
         })
     }
@@ -100,7 +110,11 @@ pub fn follow(group: &WeightGroup) -> Result<()> {
         match group.next()? {
             Relayed::Setup(bytes) => {
                 let setup: RolloutSetup = decode(&bytes, "rollout set-up").map_err(anyhow::Error::msg)?;
-                engine = Some(build_engine(&setup, group.device, Some(group))?);
+                let mut built = build_engine(&setup, group.device, Some(group))?;
+                if setup.in_flight {
+                    built.set_weight_feed(Arc::new(FollowerFeed(group.clone())));
+                }
+                engine = Some(built);
             }
             Relayed::Load(version) => {
                 let (weights, _) = group.receive()?.context("the leader ended its weights")?;
@@ -114,6 +128,69 @@ pub fn follow(group: &WeightGroup) -> Result<()> {
                 generate(e, &job.requests, &job.params)?;
             }
             Relayed::Stop => return Ok(()),
+            Relayed::Step(_) => bail!("tensor-parallel relay: a decode step's weights outside a job"),
+        }
+    }
+}
+
+/// In-flight updates on a split engine's leader: at each point where an engine takes newer
+/// weights (before a job and between its decode steps, the same points on every rank, which
+/// move in lockstep), it tells its followers whether a newer version from the inbox follows,
+/// sends it, and loads it with them.
+pub struct LeaderFeed {
+    /// Where the leader's versions arrive.
+    pub inbox: Arc<Inbox>,
+    /// The engine's tensor-parallel group.
+    pub group: WeightGroup,
+}
+
+fn relay_error(e: anyhow::Error) -> RolloutError {
+    RolloutError::TensorParallel(format!("in-flight weights: {e:#}"))
+}
+
+impl WeightFeed for LeaderFeed {
+    fn load_newer(
+        &self,
+        version: u64,
+        load: &mut dyn FnMut(WeightSource<'_>, u64) -> rlvr_rollout::Result<()>,
+    ) -> rlvr_rollout::Result<()> {
+        let newer = self.inbox.take_newer(version);
+        let step = Relayed::Step(newer.as_ref().map(Arrived::version));
+        self.group.relay(&step).map_err(relay_error)?;
+        match newer {
+            Some(arrived) => {
+                self.group
+                    .send(arrived.source(), arrived.version())
+                    .map_err(relay_error)?;
+                load(arrived.source(), arrived.version())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// In-flight updates on a split engine's follower: at the same points, what the leader says.
+struct FollowerFeed(WeightGroup);
+
+impl WeightFeed for FollowerFeed {
+    fn load_newer(
+        &self,
+        _version: u64,
+        load: &mut dyn FnMut(WeightSource<'_>, u64) -> rlvr_rollout::Result<()>,
+    ) -> rlvr_rollout::Result<()> {
+        match self.0.next().map_err(relay_error)? {
+            Relayed::Step(None) => Ok(()),
+            Relayed::Step(Some(version)) => {
+                let (weights, _) = self
+                    .0
+                    .receive()
+                    .map_err(relay_error)?
+                    .ok_or_else(|| relay_error(anyhow::anyhow!("the leader ended its weights")))?;
+                load(weights.source(), version)
+            }
+            other => Err(relay_error(anyhow::anyhow!(
+                "expected a decode step's word from the leader, got {other:?}"
+            ))),
         }
     }
 }

@@ -210,6 +210,15 @@ impl Inbox {
         })
     }
 
+    /// The newest version, taken, if one newer than `version` is waiting; never waits.
+    pub fn take_newer(&self, version: u64) -> Option<Arrived> {
+        let mut state = self.lock();
+        match &state.newest {
+            Some(arrived) if arrived.version() > version => state.newest.take(),
+            _ => None,
+        }
+    }
+
     /// Wait up to `wait` for rank 0's end (or a failure); whether it came.
     pub fn wait_end(&self, wait: Duration) -> bool {
         let state = self.lock();
@@ -229,14 +238,7 @@ impl WeightFeed for Inbox {
         version: u64,
         load: &mut dyn FnMut(WeightSource<'_>, u64) -> rlvr_rollout::Result<()>,
     ) -> rlvr_rollout::Result<()> {
-        let newer = {
-            let mut state = self.lock();
-            match &state.newest {
-                Some(arrived) if arrived.version() > version => state.newest.take(),
-                _ => None,
-            }
-        };
-        match newer {
+        match self.take_newer(version) {
             Some(arrived) => load(arrived.source(), arrived.version()),
             None => Ok(()),
         }
