@@ -173,6 +173,23 @@ impl Packing {
     }
 }
 
+/// Where bytes `start..start + len` of the stream that concatenates segments of lengths `lens`
+/// lie: per segment touched, (segment, offset in it, offset in the range, bytes).
+fn pieces(lens: &[usize], start: usize, len: usize) -> Vec<(usize, usize, usize, usize)> {
+    let (end, mut out, mut seg_start) = (start + len, Vec::new(), 0);
+    for (i, &l) in lens.iter().enumerate() {
+        let (a, b) = (start.max(seg_start), end.min(seg_start + l));
+        if a < b {
+            out.push((i, a - seg_start, a - start, b - a));
+        }
+        seg_start += l;
+        if seg_start >= end {
+            break;
+        }
+    }
+    out
+}
+
 /// A tensor's bytes as a flat `u8` tensor on its device (a view when it is contiguous).
 fn bytes_of(name: &str, t: &Tensor) -> Result<Tensor> {
     t.contiguous()
@@ -206,23 +223,15 @@ impl<'a> WeightSync<'a> {
         Vec::<i64>::try_from(t.to_device(Device::Cpu)).map_err(|e| DistError::C10d(e.to_string()))
     }
 
-    /// Broadcast `total` bytes in buckets: the root reads them from `data`, every other rank
-    /// writes them there.
-    fn buckets(&self, data: &mut [u8]) -> Result<u64> {
-        let mut count = 0;
-        for piece in data.chunks_mut(self.bucket_bytes) {
-            let mut t = Tensor::from_slice(piece).to_device(self.device);
-            self.group.broadcast(&mut t, self.root)?;
-            if self.group.rank() != self.root {
-                let t = t.to_device(Device::Cpu);
-                t.copy_data_u8(piece, piece.len());
-            }
-            count += 1;
-        }
-        Ok(count)
+    /// The buckets of a stream of `total` bytes: (start, length) of each, in order.
+    fn bucket_ranges(&self, total: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..total)
+            .step_by(self.bucket_bytes)
+            .map(move |start| (start, self.bucket_bytes.min(total - start)))
     }
 
-    /// On the root: send `chunks` (all of one version) to every other rank.
+    /// On the root: send `chunks` (all of one version) to every other rank, one bucket at a
+    /// time (beyond the chunks, the root holds one bucket of their bytes, never a copy of all).
     pub fn send(&self, chunks: &[WeightChunk]) -> Result<SyncStats> {
         let started = Instant::now();
         let version = chunks.first().map_or(0, |c| c.version);
@@ -235,38 +244,55 @@ impl<'a> WeightSync<'a> {
             })
             .collect();
         self.table(Some(encode_table(version, &entries)))?;
-        let mut data = Vec::with_capacity(chunks.iter().map(|c| c.data.len()).sum());
-        for c in chunks {
-            data.extend_from_slice(&c.data);
+        let lens: Vec<usize> = chunks.iter().map(|c| c.data.len()).collect();
+        let total: usize = lens.iter().sum();
+        let mut staging = vec![0u8; self.bucket_bytes.min(total)];
+        let mut buckets = 0;
+        for (start, len) in self.bucket_ranges(total) {
+            let bucket = &mut staging[..len];
+            for (i, from, to, n) in pieces(&lens, start, len) {
+                bucket[to..to + n].copy_from_slice(&chunks[i].data[from..from + n]);
+            }
+            let mut t = Tensor::from_slice(bucket).to_device(self.device);
+            self.group.broadcast(&mut t, self.root)?;
+            buckets += 1;
         }
-        let buckets = self.buckets(&mut data)?;
         Ok(SyncStats {
-            bytes: data.len() as u64,
+            bytes: total as u64,
             buckets,
             seconds: started.elapsed().as_secs_f64(),
         })
     }
 
-    /// On every other rank: receive the root's weights.
+    /// On every other rank: receive the root's weights, each bucket's bytes copied straight
+    /// into the chunks they belong to (beyond the chunks, one bucket in host memory).
     pub fn receive(&self) -> Result<(Vec<WeightChunk>, SyncStats)> {
         let started = Instant::now();
         let (version, entries) = decode_table(self.table(None)?)?;
-        let total: usize = entries.iter().map(Entry::bytes).sum();
-        let mut data = vec![0u8; total];
-        let buckets = self.buckets(&mut data)?;
-        let mut offset = 0;
+        let lens: Vec<usize> = entries.iter().map(Entry::bytes).collect();
+        let total: usize = lens.iter().sum();
+        let mut data: Vec<Vec<u8>> = lens.iter().map(|&n| vec![0u8; n]).collect();
+        let mut staging = vec![0u8; self.bucket_bytes.min(total)];
+        let mut buckets = 0;
+        for (start, len) in self.bucket_ranges(total) {
+            let mut t = Tensor::zeros([len as i64], (Kind::Uint8, self.device));
+            self.group.broadcast(&mut t, self.root)?;
+            let bucket = &mut staging[..len];
+            t.to_device(Device::Cpu).copy_data_u8(bucket, len);
+            for (i, from, to, n) in pieces(&lens, start, len) {
+                data[i][from..from + n].copy_from_slice(&bucket[to..to + n]);
+            }
+            buckets += 1;
+        }
         let chunks = entries
             .into_iter()
-            .map(|e| {
-                let n = e.bytes();
-                offset += n;
-                WeightChunk {
-                    data: data[offset - n..offset].to_vec(),
-                    name: e.name,
-                    dtype: e.dtype,
-                    shape: e.shape,
-                    version,
-                }
+            .zip(data)
+            .map(|(e, data)| WeightChunk {
+                data,
+                name: e.name,
+                dtype: e.dtype,
+                shape: e.shape,
+                version,
             })
             .collect();
         Ok((

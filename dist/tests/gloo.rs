@@ -162,6 +162,7 @@ fn weights_reach_every_rank_in_buckets_whole_and_in_order() {
         ("model.embed_tokens.weight", DType::F32, vec![37, 5]),
         ("model.layers.0.self_attn.q_proj.weight", DType::Bf16, vec![9, 11]),
         ("model.norm.weight", DType::F16, vec![13]),
+        ("model.empty", DType::F32, vec![0]),
         ("lm_head.weight", DType::F32, vec![3, 7, 2]),
     ]
     .into_iter()
