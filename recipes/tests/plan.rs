@@ -1,8 +1,21 @@
 //! The planner's formulas against published figures, and its verdicts on the shipped recipes.
 
-use rlvr_recipes::plan::{activation_bytes, kv_bytes_per_token, model_state_bytes, plan_stage, PlanRequest};
+use rlvr_recipes::plan::{
+    activation_bytes, kv_bytes_per_token, model_state_bytes, plan_stage, PlanRequest, StagePlan,
+};
 use rlvr_recipes::spec::{Dtype, ModelConfig};
 use rlvr_recipes::{load, Resolved};
+
+/// `tulu3-8b-rlvr` with the `sets` overrides, planned on one node of 8 GPUs of 80 GiB.
+fn tulu3_8b_rlvr(sets: &[&str]) -> StagePlan {
+    let req = PlanRequest {
+        gpus: 8,
+        gpu_mem_gib: 80.0,
+        nodes: 1,
+    };
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    plan_stage(load("tulu3-8b-rlvr", &sets).unwrap().stages()[0], &req)
+}
 
 fn config(name: &str) -> ModelConfig {
     match load(name, &[]).unwrap() {
@@ -159,15 +172,7 @@ fn rlvr_engine_needs_gpus_of_its_own() {
 /// copy on its device); a ZeRO-3 learner assembles them in host memory.
 #[test]
 fn an_unsharded_rlvr_learner_counts_its_copy_of_each_version() {
-    let req = PlanRequest {
-        gpus: 8,
-        gpu_mem_gib: 80.0,
-        nodes: 1,
-    };
-    let extra = |set: &[&str]| {
-        let sets: Vec<String> = set.iter().map(|s| s.to_string()).collect();
-        plan_stage(load("tulu3-8b-rlvr", &sets).unwrap().stages()[0], &req).extra_model_bytes
-    };
+    let extra = |set: &[&str]| tulu3_8b_rlvr(set).extra_model_bytes;
     let weights = 2.0 * config("tulu3-8b-rlvr").num_params() as f64;
     let (unsharded, sharded) = (
         extra(&["launch.zero_stage=0", "rlvr.algorithm=\"grpo\""]),
@@ -183,17 +188,7 @@ fn an_unsharded_rlvr_learner_counts_its_copy_of_each_version() {
 /// ZeRO-3 learner's versions arrive in host memory.
 #[test]
 fn an_engine_counts_the_version_an_unsharded_learner_sends_it() {
-    let req = PlanRequest {
-        gpus: 8,
-        gpu_mem_gib: 80.0,
-        nodes: 1,
-    };
-    let engine = |set: &str| {
-        let sets = vec![set.to_string(), "rlvr.algorithm=\"grpo\"".to_string()];
-        plan_stage(load("tulu3-8b-rlvr", &sets).unwrap().stages()[0], &req)
-            .engine
-            .unwrap()
-    };
+    let engine = |set: &str| tulu3_8b_rlvr(&[set, "rlvr.algorithm=\"grpo\""]).engine.unwrap();
     let (unsharded, sharded) = (engine("launch.zero_stage=0"), engine("launch.zero_stage=3"));
     assert_eq!(
         unsharded.received_bytes,
@@ -205,16 +200,7 @@ fn an_engine_counts_the_version_an_unsharded_learner_sends_it() {
 
 #[test]
 fn the_engine_plan_follows_the_engines_dtype() {
-    let req = PlanRequest {
-        gpus: 8,
-        gpu_mem_gib: 80.0,
-        nodes: 1,
-    };
-    let engine = |set: &[&str]| {
-        let sets: Vec<String> = set.iter().map(|s| s.to_string()).collect();
-        let resolved = load("tulu3-8b-rlvr", &sets).unwrap();
-        plan_stage(resolved.stages()[0], &req).engine.unwrap()
-    };
+    let engine = |set: &[&str]| tulu3_8b_rlvr(set).engine.unwrap();
     // tulu3-8b-rlvr trains in bf16, so its engines default to bf16: 2 bytes a parameter.
     let (bf16, f32) = (engine(&[]), engine(&["rollout.dtype=\"f32\""]));
     assert_eq!(
@@ -230,16 +216,7 @@ fn the_engine_plan_follows_the_engines_dtype() {
 /// the weights leave of the GPU does not fit, and a non-positive one is refused at load.
 #[test]
 fn the_kv_cache_budget_bounds_resident_sequences() {
-    let req = PlanRequest {
-        gpus: 8,
-        gpu_mem_gib: 80.0,
-        nodes: 1,
-    };
-    let stage = |set: &[&str]| {
-        let sets: Vec<String> = set.iter().map(|s| s.to_string()).collect();
-        let resolved = load("tulu3-8b-rlvr", &sets).unwrap();
-        plan_stage(resolved.stages()[0], &req)
-    };
+    let stage = tulu3_8b_rlvr;
     let free = stage(&[]).engine.unwrap();
     let per_seq = free.kv_full_batch_bytes / free.batch_per_engine as f64;
     let budget = stage(&["rollout.kv_cache_gib=1"]);
