@@ -4,9 +4,10 @@
 //! itself; each follower builds the same engine, loads the same weights and runs the same jobs
 //! ([`rlvr_rollout::NativeEngine::tensor_parallel`]: the ranks move in lockstep), and only the
 //! leader answers the run. With in-flight updates the leader also tells them, at every point
-//! where an engine takes newer weights, whether a new version follows ([`LeaderFeed`]). The relay is broadcasts from the leader: a header (what, a version,
-//! a payload's length), the payload, and for a load the weights as the leader got them (tensors
-//! on the device, or host chunks: [`WeightGroup::send`]).
+//! where an engine takes newer weights, whether a new version follows ([`LeaderFeed`]). The
+//! relay is broadcasts from the leader: a header (what, a version, a payload's length), the
+//! payload, and for a load the weights as the leader got them (tensors on the device, or host
+//! chunks: [`WeightGroup::send`]).
 
 use std::sync::Arc;
 
