@@ -22,7 +22,8 @@
 //!
 //! **Rollout engine**: weights `eΨ / tp` per GPU, and on an engine's first GPU the next policy
 //! version as it arrived (whole, in the learner's dtype) when an unsharded learner sends it
-//! device to device; the KV cache holds `2 × L × kv × e` bytes per
+//! device to device (a ZeRO-3 learner's arrives whole in each engine rank's host memory, after
+//! rank 0 has gathered it whole in its own); the KV cache holds `2 × L × kv × e` bytes per
 //! token (K and V), `e` the bytes of an element in the engine's dtype (`rollout.dtype`, else
 //! `model.dtype`: 2 in bf16, 4 in f32), for `prompt / n + response` tokens per sequence (the n
 //! samples of a prompt share its blocks). The cache is what is left of the GPU, or
@@ -176,6 +177,10 @@ pub struct EnginePlan {
     /// learner's element type, when an unsharded learner sends it device to device (a ZeRO-3
     /// learner's versions arrive in host memory: 0).
     pub received_bytes: f64,
+    /// Host memory per engine rank for a ZeRO-3 learner's policy version, which arrives whole
+    /// in host memory and waits there until the engine loads it (rank 0 gathers it whole in
+    /// host memory too); 0 when an unsharded learner sends it device to device.
+    pub received_host_bytes: f64,
     /// KV bytes per GPU for the whole batch resident at once.
     pub kv_full_batch_bytes: f64,
     /// Sequences per engine in one rollout batch.
@@ -366,9 +371,10 @@ pub fn plan_stage(r: &Recipe, req: &PlanRequest) -> StagePlan {
             let per_seq = kv_bytes_per_token(c) * elt / 2.0 * tokens / tp as f64;
             let batch_per_engine =
                 (rl.local_rollout_batch_size * recipe_learners * samples).div_ceil(engines);
-            let received_bytes = match r.launch.zero_stage {
-                3.. => 0.0,
-                _ => params as f64 * r.model.dtype.bytes() as f64,
+            let version_bytes = params as f64 * r.model.dtype.bytes() as f64;
+            let (received_bytes, received_host_bytes) = match r.launch.zero_stage {
+                3.. => (0.0, version_bytes),
+                _ => (version_bytes, 0.0),
             };
             let mut free = gpu_bytes - weight_bytes - received_bytes - RESERVE_BYTES;
             if let Some(budget) = r.rollout.kv_cache_bytes() {
@@ -401,6 +407,7 @@ pub fn plan_stage(r: &Recipe, req: &PlanRequest) -> StagePlan {
                 tensor_parallel: tp,
                 weight_bytes,
                 received_bytes,
+                received_host_bytes,
                 kv_full_batch_bytes: per_seq * batch_per_engine as f64,
                 batch_per_engine,
                 resident_sequences: resident.min(batch_per_engine),
@@ -503,6 +510,13 @@ pub fn render(p: &StagePlan, req: &PlanRequest) -> String {
                 s,
                 "    next version       {}   (first GPU of an engine, until loaded)",
                 g(e.received_bytes)
+            );
+        }
+        if e.received_host_bytes > 0.0 {
+            let _ = writeln!(
+                s,
+                "    host, per rank     {}   (each policy version whole, until loaded; rank 0 gathers it whole too)",
+                g(e.received_host_bytes)
             );
         }
         let _ = writeln!(

@@ -196,6 +196,11 @@ fn an_engine_counts_the_version_an_unsharded_learner_sends_it() {
     );
     assert_eq!(sharded.received_bytes, 0.0);
     assert!(unsharded.resident_sequences < sharded.resident_sequences);
+    // Under ZeRO-3 the version waits whole in each engine rank's host memory instead.
+    assert_eq!(
+        (unsharded.received_host_bytes, sharded.received_host_bytes),
+        (0.0, unsharded.received_bytes)
+    );
 }
 
 #[test]
