@@ -1,8 +1,9 @@
 //! The run's stand-ins for workers on worker nodes. A proxy is a pool worker like a local one —
 //! the rollout pool deals it jobs, the broadcaster sends it weights — and passes each on to its
 //! remote worker as a [`RemoteMsg`], weights in buckets (or, to a launched engine rank, which
-//! received them over the run's weight group, only the word to load them). When the remote call fails (its node
-//! died, the connection dropped, it timed out) the proxy fails, and the pool re-queues its job.
+//! received them over the run's weight group, only the word to load them). When the remote
+//! call fails (its node died, the connection dropped, it timed out) the proxy fails, and the
+//! pool re-queues its job.
 
 use std::time::Duration;
 

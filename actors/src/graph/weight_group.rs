@@ -180,7 +180,8 @@ impl Inbox {
 
     /// Wait up to `wait` for policy `version` or a newer one to arrive; take the newest when
     /// it is newer than `have` (the engine's version; `None` when it holds no weights yet),
-    /// else `None` (the engine holds it already).
+    /// else `None` (the engine holds it already). An engine holding no weights gets an error
+    /// when nothing is left to take.
     pub fn take(&self, version: u64, have: Option<u64>, wait: Duration) -> Result<Option<Arrived>, String> {
         let deadline = Instant::now() + wait;
         let mut state = self.lock();
@@ -204,10 +205,14 @@ impl Inbox {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .0;
         }
-        Ok(match state.newest.take() {
-            Some(arrived) if have.is_none_or(|v| arrived.version() > v) => Some(arrived),
-            _ => None,
-        })
+        match (state.newest.take(), have) {
+            (Some(arrived), have) if have.is_none_or(|v| arrived.version() > v) => Ok(Some(arrived)),
+            // An engine with no weights yet must get some: what arrived went elsewhere.
+            (None, None) => Err(format!(
+                "policy version {version} arrived over the run's weight group but was taken before this engine loaded any weights"
+            )),
+            _ => Ok(None),
+        }
     }
 
     /// The newest version, taken, if one newer than `version` is waiting; never waits.
@@ -375,6 +380,8 @@ mod tests {
                 None => assert_eq!(have, 3, "nothing newer than {have} left"),
             }
             assert!(inbox.take(3, Some(3), wait).unwrap().is_none());
+            let err = inbox.take(3, None, wait).unwrap_err();
+            assert!(err.contains("taken before this engine loaded any"), "{err}");
             let err = inbox.take(4, Some(3), wait).unwrap_err();
             err.contains("ended before policy version 4")
         })
