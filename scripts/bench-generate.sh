@@ -3,6 +3,9 @@
 # in one session on the same machine, model, batch and sampling, with the same torch 2.11.
 # MODEL_DIR=DIR benchmarks a real checkpoint (both sides load it) instead of random weights.
 # BATCH prompts x SAMPLES completions each (the RL shape: SAMPLES=8), PROMPT_LEN, NEW_TOKENS.
+# KV_CACHE_GIB fixes rlvr's KV cache (its samples share their prompt's blocks); PROMPTS_PER_CALL
+# runs transformers' batch in calls of that many prompts, for shapes whose unshared cache does
+# not fit in memory at once (the 256-prompt RL shape on a 24 GiB machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -23,10 +26,10 @@ ARGS=(--batch "${BATCH:-32}" --samples "${SAMPLES:-1}" --prompt-len "${PROMPT_LE
 # round rebuilds the same seeded model; the best round of each side is reported.
 ours=() theirs=()
 for _ in $(seq "${ROUNDS:-3}"); do
-  ours+=("$("$CARGO_TARGET_DIR/release/rlvr" bench generate "${ARGS[@]}" "${OURS[@]}" --json)")
+  ours+=("$("$CARGO_TARGET_DIR/release/rlvr" bench generate "${ARGS[@]}" "${OURS[@]}" ${KV_CACHE_GIB:+--kv-cache-gib "$KV_CACHE_GIB"} --json)")
   # rlvr turns on libtorch's huge pages for large CPU buffers (actors/src/main.rs); transformers
   # gets the same setting, so the ratio compares the engines on the same libtorch configuration.
-  theirs+=("$(THP_MEM_ALLOC_ENABLE=1 "$BENCH_PYTHON" benches/generate_transformers.py "$MODEL" "${ARGS[@]}" 2>/dev/null)")
+  theirs+=("$(THP_MEM_ALLOC_ENABLE=1 "$BENCH_PYTHON" benches/generate_transformers.py "$MODEL" "${ARGS[@]}" ${PROMPTS_PER_CALL:+--prompts-per-call "$PROMPTS_PER_CALL"} 2>/dev/null)")
   echo "round: rlvr ${ours[-1]}"
   echo "round: transformers ${theirs[-1]}"
 done

@@ -37,6 +37,10 @@ pub struct GenerateArgs {
     /// NCCL on GPUs), measured against one whole engine on rank 0.
     #[arg(long, default_value_t = 1)]
     pub tensor_parallel: usize,
+    /// Fix the KV cache at this many GiB (as `rollout.kv_cache_gib` does in a run): sequences
+    /// past it wait for room. Without it the cache holds every sequence's positions unshared.
+    #[arg(long)]
+    pub kv_cache_gib: Option<f64>,
     /// Model, device and output.
     #[command(flatten)]
     pub model: ModelArgs,
@@ -95,6 +99,16 @@ pub(super) fn logprob_gap(
         .fold(0.0, f64::max)
 }
 
+/// A new engine for the benchmark's `sequences`, its KV cache fixed by `--kv-cache-gib`.
+pub(super) fn engine(
+    args: &GenerateArgs,
+    new: impl FnOnce(usize) -> rlvr_rollout::Result<NativeEngine>,
+) -> Result<NativeEngine> {
+    let mut engine = new(args.batch * args.samples)?;
+    engine.set_kv_budget(args.kv_cache_gib.map(|g| (g * (1u64 << 30) as f64) as u64));
+    Ok(engine)
+}
+
 /// The benchmark's prompts (random tokens, seeded) and sampling (temperature 1, EOS ignored).
 pub(super) fn workload(args: &GenerateArgs, config: &Config) -> (Vec<GenerationRequest>, SamplingParams) {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
@@ -149,9 +163,11 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
         args.repeats,
     ]
     .contains(&0)
+        || args.kv_cache_gib.is_some_and(|g| !(g.is_finite() && g > 0.0))
     {
         return Err(UsageError(
-            "--batch, --prompt-len, --new-tokens, --samples and --repeats must be positive".into(),
+            "--batch, --prompt-len, --new-tokens, --samples, --repeats and --kv-cache-gib must be positive"
+                .into(),
         )
         .into());
     }
@@ -164,7 +180,7 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
     let (learner, label) = super::learner(&args.model, device, kind)?;
     let config = learner.model().config().clone();
     let chunks = learner.export_weights(1)?;
-    let mut engine = NativeEngine::new(&config, device, kind, sequences, 0);
+    let mut engine = engine(args, |max| Ok(NativeEngine::new(&config, device, kind, max, 0)))?;
     engine.load_weights(&chunks, 1)?;
     if let Some(dir) = &args.model.save_model {
         engine.save_model(dir)?;
@@ -205,6 +221,7 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
         "device": format!("{device:?}"), "dtype": format!("{:?}", args.model.dtype), "model": label,
         "batch": args.batch, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
         "samples": args.samples, "kv_peak_bytes": peak_blocks as u64 * block_bytes,
+        "kv_cache_gib": args.kv_cache_gib,
         "params": weight_bytes / elt as f64, "seconds": best, "tokens_per_s": tokens_per_s,
         "step_ms": step_s * 1e3, "bandwidth_gb_s": bandwidth / 1e9, "bytes_per_step": step_bytes,
         "bandwidth_floor_step_ms": floor_step_s * 1e3, "fraction_of_bandwidth_bound": floor_step_s / step_s,

@@ -11,7 +11,7 @@ use rlvr_core::{Completion, SamplingParams};
 use rlvr_rollout::{Engine, NativeEngine};
 use serde_json::json;
 
-use super::generate::{logprob_gap, timed, workload, GenerateArgs};
+use super::generate::{engine, logprob_gap, timed, workload, GenerateArgs};
 
 /// Run as one rank, or spawn the ranks and print rank 0's report.
 pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
@@ -34,7 +34,7 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
         // The ranks split the cores; alone, the whole engine gets all of them.
         let threads = tch::get_num_threads();
         tch::set_num_threads(threads * world as i32);
-        let mut engine = NativeEngine::new(&config, device, kind, sequences, 0);
+        let mut engine = engine(args, |max| Ok(NativeEngine::new(&config, device, kind, max, 0)))?;
         engine.load_weights(&chunks, 1)?;
         let (seconds, out) = timed(&mut engine, &requests, &params, args.repeats, device)?;
         let greedy = engine.generate(&requests, &greedy)?;
@@ -44,7 +44,9 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
         None
     };
     group.barrier()?;
-    let mut engine = NativeEngine::tensor_parallel(&config, device, kind, sequences, 0, group.clone())?;
+    let mut engine = engine(args, |max| {
+        NativeEngine::tensor_parallel(&config, device, kind, max, 0, group.clone())
+    })?;
     engine.load_weights(&chunks, 1)?;
     let (seconds, out) = timed(&mut engine, &requests, &params, args.repeats, device)?;
     let split_greedy = engine.generate(&requests, &greedy)?;
