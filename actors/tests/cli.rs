@@ -1002,7 +1002,8 @@ fn run_on_two_ranks_and_accumulating(recipe: &str, two: &Path, one: &Path, commo
 /// and 1 learn over ZeRO-3, rank 2 runs the rollout engine, as a worker node of rank 0's run
 /// (rank 0 holds no engine: every step's rollout pool is one remote worker, none local). All
 /// three exit when the stage ends. Every policy version reaches the engine over the run's weight
-/// group (a c10d group of rank 0 and the engine rank), and each step's rollouts come from the
+/// group (a c10d group of rank 0 and the engine rank), as tensors into its host memory, sent
+/// while the learner ranks gathered them unit by unit; each step's rollouts come from the
 /// learner's weights of that step (f32: the log-probs agree). A secret an earlier run left in
 /// the directory does not stop it: the engine rank, started first, reads the secret only once
 /// the weight group has met, after rank 0 wrote this run's.
@@ -1027,7 +1028,11 @@ fn launched_ranks_past_an_rlvr_stage_s_learners_run_its_rollout_engines() {
     assert_eq!(steps.len(), 2);
     for version in 0..=2 {
         let arrived = format!("policy version {version} arrived over the run's weight group");
-        assert!(engine.contains(&arrived), "{arrived}: {engine}");
+        let line = engine.lines().find(|l| l.contains(&arrived));
+        assert!(
+            line.is_some_and(|l| l.contains("into host memory")),
+            "{arrived}: {engine}"
+        );
     }
     for r in &steps {
         let mismatch = r["mismatch_max_abs_logprob_diff"].as_f64().unwrap();

@@ -23,4 +23,4 @@ mod weights;
 pub use error::{DistError, Result};
 pub use group::{Backend, ProcessGroup, ReduceOp, Rendezvous};
 pub use threads::on_thread_ranks;
-pub use weights::{ReceivedTensors, SyncStats, WeightSync};
+pub use weights::{ReceivedTensors, SyncStats, TensorStream, WeightSync};

@@ -8,7 +8,8 @@
 //! - [`WeightSync::send_tensors`] / [`WeightSync::receive_tensors`]: tensors that stay on the
 //!   device — the root packs its tensors' bytes into device buckets (a tensor larger than a
 //!   bucket is broadcast from its own memory), the receivers get views into the buckets they
-//!   received, and no byte passes through host memory.
+//!   received, and no byte passes through host memory (unless a receiver asks for its copy
+//!   there). [`WeightSync::stream`] sends the same way tensors that are made one at a time.
 
 use std::time::Instant;
 
@@ -41,6 +42,7 @@ pub struct ReceivedTensors {
 
 /// Broadcasts weights from rank `root` of a group, in buckets staged on `device` (the CPU for
 /// Gloo, the rank's GPU for NCCL).
+#[derive(Clone, Copy)]
 pub struct WeightSync<'a> {
     group: &'a ProcessGroup,
     root: usize,
@@ -305,87 +307,200 @@ impl<'a> WeightSync<'a> {
         ))
     }
 
-    /// On the root: send `tensors` (name and tensor, each on this sync's device) of policy
-    /// `version` to every other rank without staging them in host memory.
+    /// On the root: send `tensors` (name and tensor) of policy `version` to every other rank
+    /// without staging them in host memory when they are on this sync's device.
     pub fn send_tensors(&self, tensors: &[(String, Tensor)], version: u64) -> Result<SyncStats> {
-        let started = Instant::now();
-        let entries = tensors
+        let table = tensors
             .iter()
-            .map(|(name, t)| {
-                if t.device() != self.device {
-                    return Err(bad_table(format!(
-                        "`{name}` is on {:?}; this sync's buckets are on {:?}",
-                        t.device(),
-                        self.device
-                    )));
-                }
+            .map(|(name, t)| (name.clone(), t.kind(), t.size()))
+            .collect::<Vec<_>>();
+        let mut stream = self.stream(&table, version)?;
+        for (name, t) in tensors {
+            stream.push(name, t)?;
+        }
+        stream.finish()
+    }
+
+    /// On the root: start sending policy `version`, whose tensors' names, element types and
+    /// shapes are `table`, to every other rank, the tensors given one at a time in the table's
+    /// order ([`TensorStream::push`]); they receive it as [`WeightSync::send_tensors`]'. A
+    /// sender that makes each tensor just before it goes (a ZeRO-3 learner gathering one unit
+    /// at a time) holds at most one bucket of the version beyond what it makes.
+    pub fn stream(&self, table: &[(String, Kind, Vec<i64>)], version: u64) -> Result<TensorStream<'a>> {
+        let entries = table
+            .iter()
+            .map(|(name, kind, shape)| {
                 Ok(Entry {
                     name: name.clone(),
-                    dtype: dtype_of_kind(name, t.kind())?,
-                    shape: t.size(),
+                    dtype: dtype_of_kind(name, *kind)?,
+                    shape: shape.clone(),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let started = Instant::now();
         self.table(Some(encode_table(version, &entries)))?;
         let packing = Packing::new(&entries, self.bucket_bytes);
-        for (bytes, members) in &packing.buckets {
-            let mut bucket = if let [(i, _)] = members.as_slice() {
-                bytes_of(&tensors[*i].0, &tensors[*i].1)?
-            } else {
-                let bucket = Tensor::empty([*bytes as i64], (Kind::Uint8, self.device));
-                for &(i, offset) in members {
-                    let (name, t) = &tensors[i];
-                    let src = bytes_of(name, t)?;
-                    bucket.narrow(0, offset as i64, src.numel() as i64).copy_(&src);
-                }
-                bucket
-            };
-            self.group.broadcast(&mut bucket, self.root)?;
+        let mut place = vec![None; entries.len()];
+        for (b, (_, members)) in packing.buckets.iter().enumerate() {
+            for &(i, offset) in members {
+                place[i] = Some((b, offset));
+            }
         }
-        Ok(SyncStats {
-            bytes: entries.iter().map(Entry::bytes).sum::<usize>() as u64,
-            buckets: packing.buckets.len() as u64,
-            seconds: started.elapsed().as_secs_f64(),
+        Ok(TensorStream {
+            sync: *self,
+            entries,
+            packing,
+            place,
+            next: 0,
+            bucket: None,
+            started,
         })
     }
 
-    /// On every other rank: receive the root's tensors, on this sync's device (views into the
-    /// buckets they arrived in), with their policy version.
-    pub fn receive_tensors(&self) -> Result<ReceivedTensors> {
+    /// On every other rank: receive the root's tensors onto `into` (views into the buckets
+    /// they arrived in, each moved there from this sync's device when `into` is another: the
+    /// host, for a version too large to sit beside an engine on its GPU), with their policy
+    /// version.
+    pub fn receive_tensors(&self, into: Device) -> Result<ReceivedTensors> {
+        let mut tensors = Vec::new();
+        let (version, stats) = self.receive_each(into, |name, t| {
+            tensors.push((name, t));
+            Ok::<_, DistError>(())
+        })?;
+        Ok(ReceivedTensors {
+            tensors,
+            version,
+            stats,
+        })
+    }
+
+    /// On every other rank: receive the root's tensors one at a time onto `into` (as
+    /// [`WeightSync::receive_tensors`]), each given to `f` as soon as its bucket has arrived,
+    /// in the root's order; returns their policy version and what the sync moved. Beyond what
+    /// `f` keeps, a receiver holds one bucket at a time.
+    pub fn receive_each<E: From<DistError>>(
+        &self,
+        into: Device,
+        mut f: impl FnMut(String, Tensor) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(u64, SyncStats), E> {
         let started = Instant::now();
         let (version, entries) = decode_table(self.table(None)?)?;
         let packing = Packing::new(&entries, self.bucket_bytes);
-        let mut tensors: Vec<Option<Tensor>> = entries.iter().map(|_| None).collect();
+        // Entries of no bytes travel in no bucket: each is given in its turn, empty.
+        let empty = |e: &Entry| Tensor::empty(&e.shape, (kind_of(e.dtype), into));
+        let mut next = 0;
         for (bytes, members) in &packing.buckets {
             let mut bucket = Tensor::empty([*bytes as i64], (Kind::Uint8, self.device));
             self.group.broadcast(&mut bucket, self.root)?;
+            let bucket = match into == self.device {
+                true => bucket,
+                false => bucket.to_device(into),
+            };
             for &(i, offset) in members {
+                for e in &entries[next..i] {
+                    f(e.name.clone(), empty(e))?;
+                }
                 let e = &entries[i];
                 let view = bucket
                     .narrow(0, offset as i64, e.bytes() as i64)
                     .f_view_dtype(kind_of(e.dtype))
                     .and_then(|t| t.f_reshape(&e.shape))
                     .map_err(|err| bad_table(format!("`{}`: {err}", e.name)))?;
-                tensors[i] = Some(view);
+                f(e.name.clone(), view)?;
+                next = i + 1;
             }
+        }
+        for e in &entries[next..] {
+            f(e.name.clone(), empty(e))?;
         }
         let stats = SyncStats {
             bytes: entries.iter().map(Entry::bytes).sum::<usize>() as u64,
             buckets: packing.buckets.len() as u64,
             seconds: started.elapsed().as_secs_f64(),
         };
-        let tensors = entries
-            .into_iter()
-            .zip(tensors)
-            .map(|(e, t)| {
-                let t = t.unwrap_or_else(|| Tensor::empty(&e.shape, (kind_of(e.dtype), self.device)));
-                (e.name, t)
-            })
-            .collect();
-        Ok(ReceivedTensors {
-            tensors,
-            version,
-            stats,
+        Ok((version, stats))
+    }
+}
+
+/// A version going out one tensor at a time ([`WeightSync::stream`]): each tensor is copied
+/// into its bucket as it comes (or, larger than a bucket, broadcast from its own memory), and
+/// each bucket is broadcast once its last tensor is in.
+pub struct TensorStream<'a> {
+    sync: WeightSync<'a>,
+    entries: Vec<Entry>,
+    packing: Packing,
+    /// Each entry's bucket and offset in it (`None`: no bytes).
+    place: Vec<Option<(usize, usize)>>,
+    /// The next entry expected.
+    next: usize,
+    /// The bucket being filled.
+    bucket: Option<Tensor>,
+    started: Instant,
+}
+
+impl TensorStream<'_> {
+    /// The next tensor of the table: `name`, of the table's element type and shape, on any
+    /// device (moved to the sync's when it is elsewhere).
+    pub fn push(&mut self, name: &str, t: &Tensor) -> Result<()> {
+        let i = self.next;
+        let Some(e) = self.entries.get(i) else {
+            return Err(bad_table(format!(
+                "`{name}` is past the table's {} tensors",
+                self.entries.len()
+            )));
+        };
+        if e.name != name || dtype_of_kind(name, t.kind())? != e.dtype || t.size() != e.shape {
+            return Err(bad_table(format!(
+                "`{name}` ({:?}, {:?}) where the table has `{}` ({:?}, {:?}) next",
+                t.kind(),
+                t.size(),
+                e.name,
+                e.dtype,
+                e.shape
+            )));
+        }
+        self.next += 1;
+        let Some((b, offset)) = self.place[i] else {
+            return Ok(());
+        };
+        let device = self.sync.device;
+        let t = match t.device() == device {
+            true => t.shallow_clone(),
+            false => t.to_device(device),
+        };
+        let (bytes, members) = &self.packing.buckets[b];
+        if members.len() == 1 {
+            return self
+                .sync
+                .group
+                .broadcast(&mut bytes_of(name, &t)?, self.sync.root);
+        }
+        let bucket = self
+            .bucket
+            .get_or_insert_with(|| Tensor::empty([*bytes as i64], (Kind::Uint8, device)));
+        let src = bytes_of(name, &t)?;
+        bucket.narrow(0, offset as i64, src.numel() as i64).copy_(&src);
+        if members.last().is_some_and(|&(last, _)| last == i) {
+            let mut full = self.bucket.take().unwrap_or_default();
+            self.sync.group.broadcast(&mut full, self.sync.root)?;
+        }
+        Ok(())
+    }
+
+    /// After the table's last tensor: what the sync moved. An error if some were not given.
+    pub fn finish(self) -> Result<SyncStats> {
+        if let Some(e) = self.entries.get(self.next) {
+            return Err(bad_table(format!(
+                "the stream ended before `{}` ({} of {} tensors given)",
+                e.name,
+                self.next,
+                self.entries.len()
+            )));
+        }
+        Ok(SyncStats {
+            bytes: self.entries.iter().map(Entry::bytes).sum::<usize>() as u64,
+            buckets: self.packing.buckets.len() as u64,
+            seconds: self.started.elapsed().as_secs_f64(),
         })
     }
 }

@@ -4,7 +4,7 @@
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use rlvr_dist::{Backend, DistError, ProcessGroup, ReduceOp, Rendezvous};
+use rlvr_dist::{Backend, DistError, ProcessGroup, ReceivedTensors, ReduceOp, Rendezvous};
 use tch::{Device, Kind, Tensor};
 
 fn free_port() -> u16 {
@@ -199,57 +199,135 @@ fn weights_reach_every_rank_in_buckets_whole_and_in_order() {
     }
 }
 
-#[test]
-fn device_resident_weights_arrive_as_tensors_equal_to_the_root_s() {
-    use rlvr_dist::WeightSync;
-    // Mixed element types and odd sizes (so members need aligned offsets inside a bucket), one
-    // tensor larger than a bucket (broadcast from its own memory), one empty, one strided.
-    let tensors = || -> Vec<(String, Tensor)> {
-        let opts = (Kind::Float, Device::Cpu);
-        vec![
-            (
-                "a.bf16".to_string(),
-                Tensor::arange(7, opts).to_kind(Kind::BFloat16),
-            ),
-            ("b.f32".to_string(), Tensor::arange(15, opts).view([3, 5]) * 0.5),
-            ("c.big".to_string(), Tensor::arange(200, opts).view([10, 20])),
-            ("d.empty".to_string(), Tensor::zeros([0, 4], opts)),
-            (
-                "e.f16".to_string(),
-                (Tensor::arange(9, opts) - 4.0).to_kind(Kind::Half),
-            ),
-            (
-                "f.strided".to_string(),
-                Tensor::arange(12, opts).view([3, 4]).transpose(0, 1),
-            ),
-        ]
-    };
-    let results = on_ranks(3, |group| {
-        let sync = WeightSync::new(&group, 0, 100, Device::Cpu);
-        if group.rank() == 0 {
-            let stats = sync.send_tensors(&tensors(), 7).unwrap();
-            (Vec::new(), 7, stats)
-        } else {
-            let received = sync.receive_tensors().unwrap();
-            (received.tensors, received.version, received.stats)
-        }
-    });
-    let want = tensors();
+/// Mixed element types and odd sizes (so members need aligned offsets inside a bucket of 100
+/// bytes), one tensor larger than a bucket (broadcast from its own memory), one empty, one
+/// strided.
+fn mixed_tensors() -> Vec<(String, Tensor)> {
+    let opts = (Kind::Float, Device::Cpu);
+    vec![
+        (
+            "a.bf16".to_string(),
+            Tensor::arange(7, opts).to_kind(Kind::BFloat16),
+        ),
+        ("b.f32".to_string(), Tensor::arange(15, opts).view([3, 5]) * 0.5),
+        ("c.big".to_string(), Tensor::arange(200, opts).view([10, 20])),
+        ("d.empty".to_string(), Tensor::zeros([0, 4], opts)),
+        (
+            "e.f16".to_string(),
+            (Tensor::arange(9, opts) - 4.0).to_kind(Kind::Half),
+        ),
+        (
+            "f.strided".to_string(),
+            Tensor::arange(12, opts).view([3, 4]).transpose(0, 1),
+        ),
+    ]
+}
+
+fn table_of(tensors: &[(String, Tensor)]) -> Vec<(String, Kind, Vec<i64>)> {
+    tensors
+        .iter()
+        .map(|(name, t)| (name.clone(), t.kind(), t.size()))
+        .collect()
+}
+
+/// What the root reports of a sync, in the receivers' shape.
+fn sent(version: u64, stats: rlvr_dist::SyncStats) -> ReceivedTensors {
+    ReceivedTensors {
+        tensors: Vec::new(),
+        version,
+        stats,
+    }
+}
+
+/// Every receiver got [`mixed_tensors`] as policy `version`, in three broadcasts.
+fn assert_received_mixed(results: &[ReceivedTensors], version: u64) {
+    let want = mixed_tensors();
     let bytes: u64 = want
         .iter()
         .map(|(_, t)| (t.numel() * t.kind().elt_size_in_bytes()) as u64)
         .sum();
     // 14 + 60 bytes share a bucket, 800 travel alone, 18 + 48 share the last one.
-    assert!(results.iter().all(|(_, _, s)| s.bytes == bytes && s.buckets == 3));
-    for (rank, (got, version, _)) in results.iter().enumerate().skip(1) {
-        assert_eq!(*version, 7, "rank {rank}");
-        assert_eq!(got.len(), want.len());
-        for ((name, t), (want_name, w)) in got.iter().zip(&want) {
+    assert!(results
+        .iter()
+        .all(|r| r.stats.bytes == bytes && r.stats.buckets == 3));
+    for (rank, got) in results.iter().enumerate().skip(1) {
+        assert_eq!(got.version, version, "rank {rank}");
+        assert_eq!(got.tensors.len(), want.len());
+        for ((name, t), (want_name, w)) in got.tensors.iter().zip(&want) {
             assert_eq!(name, want_name);
             assert_eq!((t.kind(), t.size()), (w.kind(), w.size()), "{name}");
             assert!(t.equal(w), "{name} on rank {rank}");
         }
     }
+}
+
+#[test]
+fn device_resident_weights_arrive_as_tensors_equal_to_the_root_s() {
+    use rlvr_dist::WeightSync;
+    let results = on_ranks(3, |group| {
+        let sync = WeightSync::new(&group, 0, 100, Device::Cpu);
+        if group.rank() == 0 {
+            let stats = sync.send_tensors(&mixed_tensors(), 7).unwrap();
+            sent(7, stats)
+        } else {
+            sync.receive_tensors(Device::Cpu).unwrap()
+        }
+    });
+    assert_received_mixed(&results, 7);
+}
+
+/// A sender that makes each tensor just before it goes (as a ZeRO-3 learner gathers a unit)
+/// and lets it go after: the receivers get what `send_tensors` would have sent.
+#[test]
+fn a_stream_of_tensors_made_one_at_a_time_arrives_as_sent_all_at_once() {
+    use rlvr_dist::WeightSync;
+    let results = on_ranks(3, |group| {
+        let sync = WeightSync::new(&group, 0, 100, Device::Cpu);
+        if group.rank() == 0 {
+            let table = table_of(&mixed_tensors());
+            let mut stream = sync.stream(&table, 9).unwrap();
+            for i in 0..table.len() {
+                let (name, t) = mixed_tensors().swap_remove(i);
+                stream.push(&name, &t).unwrap();
+            }
+            sent(9, stream.finish().unwrap())
+        } else {
+            sync.receive_tensors(Device::Cpu).unwrap()
+        }
+    });
+    assert_received_mixed(&results, 9);
+}
+
+/// A stream takes its table's tensors in order, each as the table describes it, and all of
+/// them.
+#[test]
+fn a_stream_refuses_tensors_out_of_its_table_and_an_early_finish() {
+    use rlvr_dist::WeightSync;
+    let errors = on_ranks(1, |group| {
+        let sync = WeightSync::new(&group, 0, 100, Device::Cpu);
+        let tensors = mixed_tensors();
+        let table = table_of(&tensors);
+        let mut stream = sync.stream(&table, 1).unwrap();
+        let skipped = stream.push(&tensors[1].0, &tensors[1].1).unwrap_err();
+        let mut stream = sync.stream(&table, 1).unwrap();
+        let retyped = stream.push(&tensors[0].0, &tensors[1].1).unwrap_err();
+        stream.push(&tensors[0].0, &tensors[0].1).unwrap();
+        let early = stream.finish().unwrap_err();
+        [skipped, retyped, early].map(|e| e.to_string())
+    });
+    let [skipped, retyped, early] = &errors[0];
+    assert!(
+        skipped.contains("`b.f32`") && skipped.contains("the table has `a.bf16`"),
+        "{skipped}"
+    );
+    assert!(
+        retyped.contains("the table has `a.bf16` (Bf16, [7])"),
+        "{retyped}"
+    );
+    assert!(
+        early.contains("ended before `b.f32` (1 of 6 tensors given)"),
+        "{early}"
+    );
 }
 
 #[test]

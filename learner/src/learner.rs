@@ -472,9 +472,42 @@ impl Learner {
     /// the chunks (the other ranks an empty list).
     pub fn export_weights(&self, version: u64) -> Result<Vec<WeightChunk>> {
         if self.zero.is_some() {
-            return self.sharded_export(version);
+            let mut chunks = Vec::new();
+            self.visit_weights(|name, t| {
+                chunks.push(checkpoint::export_chunk(name.to_string(), t, version)?);
+                Ok(())
+            })?;
+            chunks.sort_by(|a, b| a.name.cmp(&b.name));
+            return Ok(chunks);
         }
         checkpoint::export_chunks(&self.vs, version)
+    }
+
+    /// Every parameter's name, element type and shape, in the order [`Learner::visit_weights`]
+    /// gives them.
+    pub fn weight_table(&self) -> Result<Vec<(String, Kind, Vec<i64>)>> {
+        if self.zero.is_some() {
+            return self.sharded_table();
+        }
+        let vars: std::collections::BTreeMap<String, Tensor> = self.vs.variables().into_iter().collect();
+        Ok(vars
+            .into_iter()
+            .map(|(name, t)| (name, t.kind(), t.size()))
+            .collect())
+    }
+
+    /// Call `f` with every parameter, whole, on the learner's device, in the order of
+    /// [`Learner::weight_table`] (by name; under ZeRO-3 unit by unit). Under ZeRO-3 a
+    /// collective: each unit is gathered for the calls of its parameters and let go after, so
+    /// no rank ever holds the whole model, and rank 0 alone calls `f`.
+    pub fn visit_weights(&self, mut f: impl FnMut(&str, &Tensor) -> Result<()>) -> Result<()> {
+        tch::no_grad(|| {
+            if self.zero.is_some() {
+                return self.sharded_visit(f);
+            }
+            let vars: std::collections::BTreeMap<String, Tensor> = self.vs.variables().into_iter().collect();
+            vars.iter().try_for_each(|(name, t)| f(name, t))
+        })
     }
 
     /// Every parameter copied on the learner's device, in name order: a snapshot the next

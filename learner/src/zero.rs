@@ -266,6 +266,15 @@ impl Zero3 {
         failed.map_or(Ok(()), Err)
     }
 
+    /// Every parameter's checkpoint name and whole shape, unit by unit in the order
+    /// [`Zero3::visit_units`] gathers them.
+    pub fn tensors(&self) -> Vec<(String, Vec<i64>)> {
+        self.units
+            .iter()
+            .flat_map(|u| u.names.iter().cloned().zip(u.shapes.iter().cloned()))
+            .collect()
+    }
+
     /// Bytes of each unit's parameters, whole.
     pub fn unit_bytes(&self) -> Vec<u64> {
         self.units

@@ -22,8 +22,9 @@
 //!
 //! **Rollout engine**: weights `eΨ / tp` per GPU, and on an engine's first GPU the next policy
 //! version as it arrived (whole, in the learner's dtype) when an unsharded learner sends it
-//! device to device (a ZeRO-3 learner's arrives whole in each engine rank's host memory, after
-//! rank 0 has gathered it whole in its own); the KV cache holds `2 × L × kv × e` bytes per
+//! device to device (a ZeRO-3 learner's arrives whole in the host memory of each engine's first
+//! rank, sent as the learner ranks gather it unit by unit, so rank 0 never holds it whole, and
+//! relayed to the engine's other ranks tensor by tensor); the KV cache holds `2 × L × kv × e` bytes per
 //! token (K and V), `e` the bytes of an element in the engine's dtype (`rollout.dtype`, else
 //! `model.dtype`: 2 in bf16, 4 in f32), for `prompt / n + response` tokens per sequence (the n
 //! samples of a prompt share its blocks). The cache is what is left of the GPU, or
@@ -177,9 +178,11 @@ pub struct EnginePlan {
     /// learner's element type, when an unsharded learner sends it device to device (a ZeRO-3
     /// learner's versions arrive in host memory: 0).
     pub received_bytes: f64,
-    /// Host memory per engine rank for a ZeRO-3 learner's policy version, which arrives whole
-    /// in host memory and waits there until the engine loads it (rank 0 gathers it whole in
-    /// host memory too); 0 when an unsharded learner sends it device to device.
+    /// Host memory on each engine's first rank for a ZeRO-3 learner's policy version, which
+    /// arrives whole in host memory and waits there until the engine loads it (rank 0 sends it
+    /// as the learner ranks gather it, unit by unit; the engine's other tensor-parallel ranks
+    /// load each tensor as it arrives and hold none of it); 0 when an unsharded learner sends
+    /// it device to device.
     pub received_host_bytes: f64,
     /// KV bytes per GPU for the whole batch resident at once.
     pub kv_full_batch_bytes: f64,
@@ -515,7 +518,7 @@ pub fn render(p: &StagePlan, req: &PlanRequest) -> String {
         if e.received_host_bytes > 0.0 {
             let _ = writeln!(
                 s,
-                "    host, per rank     {}   (each policy version whole, until loaded; rank 0 gathers it whole too)",
+                "    host, per engine   {}   (its first rank: each policy version whole, until loaded)",
                 g(e.received_host_bytes)
             );
         }

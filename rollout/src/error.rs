@@ -23,6 +23,14 @@ pub enum RolloutError {
     /// whole model from one rank's share).
     #[error("tensor parallelism: {0}")]
     TensorParallel(String),
+    /// Weights asked of a source that does not hold them.
+    #[error("weights of policy version {version}: {message}")]
+    Unavailable {
+        /// The version asked for.
+        version: u64,
+        /// Why they are not there.
+        message: String,
+    },
     /// A KV cache that cannot be set up as asked.
     #[error("KV cache: {0}")]
     Cache(String),

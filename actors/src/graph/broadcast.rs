@@ -18,17 +18,24 @@ use super::weight_group::WeightGroup;
 
 /// One version of the policy's weights: a snapshot of the learner's tensors on its device,
 /// which local engines copy device to device, or host bytes (a run's starting weights, what
-/// arrives on a worker node). Engines on worker nodes need host bytes; they are made from the
-/// tensors once, on first use.
+/// arrives on a worker node), or nothing at all when the version went to the launched engine
+/// ranks as the learner gathered it ([`Weights::at_engine_ranks`]). Engines on worker nodes
+/// need host bytes; they are made from the tensors once, on first use.
 #[derive(Debug)]
 pub struct Weights {
     /// Policy version (learner steps taken).
     pub version: u64,
     /// The snapshot (`Mutex`: libtorch tensors are `Send` but not `Sync`; engines only read it).
     tensors: Option<Mutex<Vec<(String, Tensor)>>>,
-    /// Host bytes: given, or made from the snapshot on first use.
+    /// Host bytes: given, or made from the snapshot on first use (never set when there is
+    /// neither).
     chunks: OnceLock<Vec<WeightChunk>>,
 }
+
+/// Why a version sent to the launched engine ranks cannot reach any other engine.
+const ONLY_AT_ENGINE_RANKS: &str =
+    "it went to the launched engine ranks as the ZeRO-3 learner gathered it and is held nowhere else; \
+     only engine ranks of this run (`rlvr.vllm_num_engines`) can take this run's weights";
 
 impl Weights {
     /// Weights as host bytes.
@@ -49,26 +56,51 @@ impl Weights {
         }
     }
 
-    /// Call `f` with the weights as an engine loads them: the tensors when there are some.
-    pub fn with_source<R>(&self, f: impl FnOnce(WeightSource<'_>) -> R) -> R {
-        match &self.tensors {
-            Some(tensors) => f(WeightSource::Tensors(&lock(tensors))),
-            None => f(WeightSource::Chunks(self.chunks.get().map_or(&[], Vec::as_slice))),
+    /// A version already sent to the launched engine ranks over the run's weight group while
+    /// the learner gathered it ([`super::weight_group::WeightGroup::send_learner`]): it holds
+    /// no weights, and nothing but those ranks can load it.
+    pub fn at_engine_ranks(version: u64) -> Self {
+        Self {
+            version,
+            tensors: None,
+            chunks: OnceLock::new(),
         }
     }
 
-    /// The weights as host bytes, for a worker node (copied out of the snapshot once).
-    pub fn chunks(&self) -> rlvr_learner::Result<&[WeightChunk]> {
+    /// Whether the version went to the engine ranks already and is held nowhere here.
+    pub fn only_at_engine_ranks(&self) -> bool {
+        self.tensors.is_none() && self.chunks.get().is_none()
+    }
+
+    /// Call `f` with the weights as an engine loads them: the tensors when there are some. An
+    /// error for a version held only at the engine ranks.
+    pub fn with_source<R>(
+        &self,
+        f: impl FnOnce(WeightSource<'_>) -> rlvr_rollout::Result<R>,
+    ) -> rlvr_rollout::Result<R> {
+        match (&self.tensors, self.chunks.get()) {
+            (Some(tensors), _) => f(WeightSource::Tensors(&lock(tensors))),
+            (None, Some(chunks)) => f(WeightSource::Chunks(chunks)),
+            (None, None) => Err(rlvr_rollout::RolloutError::Unavailable {
+                version: self.version,
+                message: ONLY_AT_ENGINE_RANKS.into(),
+            }),
+        }
+    }
+
+    /// The weights as host bytes, for a worker node (copied out of the snapshot once). An
+    /// error for a version held only at the engine ranks.
+    pub fn chunks(&self) -> anyhow::Result<&[WeightChunk]> {
         if let Some(chunks) = self.chunks.get() {
             return Ok(chunks);
         }
-        let made = match &self.tensors {
-            Some(tensors) => lock(tensors)
-                .iter()
-                .map(|(name, t)| export_chunk(name.clone(), t, self.version))
-                .collect::<rlvr_learner::Result<Vec<_>>>()?,
-            None => Vec::new(),
+        let Some(tensors) = &self.tensors else {
+            anyhow::bail!("policy version {}: {ONLY_AT_ENGINE_RANKS}", self.version);
         };
+        let made = lock(tensors)
+            .iter()
+            .map(|(name, t)| export_chunk(name.clone(), t, self.version))
+            .collect::<rlvr_learner::Result<Vec<_>>>()?;
         Ok(self.chunks.get_or_init(|| made))
     }
 }
@@ -147,16 +179,20 @@ impl Broadcaster {
         let Some(group) = self.engines.clone() else {
             return Ok(());
         };
+        if weights.only_at_engine_ranks() {
+            return Ok(());
+        }
         let w = weights.clone();
-        let stats =
-            tokio::task::spawn_blocking(move || w.with_source(|source| group.send(source, w.version)))
-                .await?
-                .map_err(|e| {
-                    format!(
-                        "sending policy version {} to the engine ranks: {e:#}",
-                        weights.version
-                    )
-                })?;
+        let stats = tokio::task::spawn_blocking(move || -> anyhow::Result<rlvr_dist::SyncStats> {
+            w.with_source(|source| Ok(group.send(source, w.version)))?
+        })
+        .await?
+        .map_err(|e| {
+            format!(
+                "sending policy version {} to the engine ranks: {e:#}",
+                weights.version
+            )
+        })?;
         tracing::debug!(
             "policy version {} to the engine ranks: {} bytes in {} broadcasts, {:.3} s",
             weights.version,
@@ -235,5 +271,26 @@ impl Actor for Broadcaster {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Weights;
+
+    /// A version a ZeRO-3 learner sent to the engine ranks as it gathered it holds no weights:
+    /// an engine or a worker node asking for them gets an error, not an empty load.
+    #[test]
+    fn a_version_held_only_at_the_engine_ranks_loads_nowhere_else() {
+        let w = Weights::at_engine_ranks(3);
+        assert!(w.only_at_engine_ranks());
+        let err = w.with_source(|_| Ok(())).unwrap_err().to_string();
+        assert!(
+            err.contains("policy version 3") && err.contains("held nowhere else"),
+            "{err}"
+        );
+        let err = w.chunks().unwrap_err().to_string();
+        assert!(err.contains("only engine ranks of this run"), "{err}");
+        assert!(!Weights::from_chunks(3, Vec::new()).only_at_engine_ranks());
     }
 }

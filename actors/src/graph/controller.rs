@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use super::broadcast::{BroadcastMsg, Broadcaster, LatestWeights, Weights};
 use super::control::{self, ControlSocket, Controls};
 use super::data::{DataActor, DataArgs, DataMsg, Prompt};
-use super::learner::{LearnSettings, LearnerActor, LearnerMsg, RankRequest, Ranks};
+use super::learner::{LearnSettings, LearnerActor, LearnerArgs, LearnerMsg, RankRequest, Ranks};
 use super::pool::{Pool, PoolArgs};
 use super::recruiter::{Recruiter, RecruiterArgs};
 use super::rollout::RolloutWorker;
@@ -392,16 +392,22 @@ impl Actor for Controller {
         let timeout = Duration::from_secs(600);
         // Workers on other nodes cannot read the model directory: they start from these
         // (gathered with the other learner ranks, when the learner is spread over several).
+        // A ZeRO-3 learner sends them (and every later version) to launched engine ranks as
+        // its ranks gather them, and they are held nowhere here.
+        let only_at_engine_ranks = args.engine_weights.is_some() && args.learner.is_sharded();
         let seed = match &args.listen {
             Some(_) => {
                 let version = args.start.policy_version;
                 if let Some(ranks) = &args.ranks {
                     ranks.send(&RankRequest::Export(version))?;
                 }
-                Some(Arc::new(Weights::from_chunks(
-                    version,
-                    args.learner.export_weights(version)?,
-                )))
+                Some(Arc::new(match &args.engine_weights {
+                    Some(group) if only_at_engine_ranks => {
+                        group.send_learner(&args.learner, version)?;
+                        Weights::at_engine_ranks(version)
+                    }
+                    _ => Weights::from_chunks(version, args.learner.export_weights(version)?),
+                }))
             }
             None => None,
         };
@@ -412,7 +418,7 @@ impl Actor for Controller {
         let broadcaster = Broadcaster {
             timeout,
             in_flight: in_flight.clone(),
-            engines: args.engine_weights,
+            engines: args.engine_weights.clone(),
         };
         let (broadcaster, _) = Actor::spawn_linked(None, broadcaster, seed, cell.clone()).await?;
         let rollout_setup = encode(&RolloutSetup {
@@ -475,11 +481,17 @@ impl Actor for Controller {
                     timeout_s: args.verifier_timeout.as_secs_f64(),
                 }),
                 verifier_timeout: args.verifier_timeout,
+                weights_only_at_engine_ranks: only_at_engine_ranks,
             };
             Actor::spawn_linked(None, Recruiter, recruiter, cell.clone()).await?;
         }
-        let (learner, _) =
-            Actor::spawn_linked(None, LearnerActor, (args.learner, args.learn, args.ranks), cell).await?;
+        let learner_args = LearnerArgs {
+            learner: args.learner,
+            settings: args.learn,
+            ranks: args.ranks,
+            engines: args.engine_weights,
+        };
+        let (learner, _) = Actor::spawn_linked(None, LearnerActor, learner_args, cell).await?;
         let control = match &args.control {
             Some(path) => {
                 let progress = Arc::new(Mutex::new(control::Progress {

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::broadcast::Weights;
+use super::weight_group::WeightGroup;
 
 /// How the learner turns one RL step's samples into optimiser steps.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +93,20 @@ pub struct LearnerState {
     learner: Option<Learner>,
     settings: LearnSettings,
     ranks: Option<Ranks>,
+    engines: Option<WeightGroup>,
+}
+
+/// What the learner actor starts with.
+pub struct LearnerArgs {
+    /// The learner (rank 0's, with other ranks).
+    pub learner: Learner,
+    /// How it learns.
+    pub settings: LearnSettings,
+    /// The other learner ranks, if any.
+    pub ranks: Option<Ranks>,
+    /// The run's weight group to its launched engine ranks, if it has some: a ZeRO-3
+    /// learner sends each new version over it as it gathers it.
+    pub engines: Option<WeightGroup>,
 }
 
 /// The learner actor.
@@ -157,7 +172,7 @@ pub fn follow(mut learner: Learner, s: &LearnSettings, requests: &ProcessGroup) 
     loop {
         match receive(requests)? {
             RankRequest::Learn(samples) => {
-                learn(&mut learner, samples, s, Some(requests))?;
+                learn(&mut learner, samples, s, Some(requests), None)?;
             }
             RankRequest::Score(samples) => {
                 score(&learner, &samples, s, Some(requests))?;
@@ -193,11 +208,14 @@ pub fn share(
         .collect())
 }
 
+/// Learn from one RL step's `samples`, then export the new weights: to the launched engine
+/// ranks over `engines` (rank 0 of a run that has some), or for this process's broadcaster.
 fn learn(
     learner: &mut Learner,
     mut samples: Vec<PolicySample>,
     s: &LearnSettings,
     requests: Option<&ProcessGroup>,
+    engines: Option<&WeightGroup>,
 ) -> anyhow::Result<LearnReport> {
     let started = std::time::Instant::now();
     // With a correction the learner's own log-probs are needed before any update; without
@@ -234,12 +252,22 @@ fn learn(
         mismatch.unwrap_or_else(|| steps.first().map(Mismatch::from_first_step).unwrap_or_default());
     let version = learner.steps_taken();
     // An unsharded learner's snapshot stays on its device (local engines copy it device to
-    // device); a ZeRO-3 learner's is assembled in host memory unit by unit, so that no device
-    // ever holds its whole model.
-    let weights = Arc::new(if learner.is_sharded() {
-        Weights::from_chunks(version, learner.export_weights(version)?)
-    } else {
-        Weights::from_tensors(version, learner.device_weights()?)
+    // device). A ZeRO-3 learner's goes to the launched engine ranks as its ranks gather it,
+    // unit by unit, or is assembled in host memory unit by unit: no device, and with engine
+    // ranks no host either, ever holds its whole model.
+    let weights = Arc::new(match (learner.is_sharded(), engines) {
+        (true, Some(group)) => {
+            let sent = group.send_learner(learner, version)?;
+            tracing::debug!(
+                "policy version {version} to the engine ranks as it was gathered: {} bytes in {} broadcasts, {:.3} s",
+                sent.bytes,
+                sent.buckets,
+                sent.seconds
+            );
+            Weights::at_engine_ranks(version)
+        }
+        (true, None) => Weights::from_chunks(version, learner.export_weights(version)?),
+        (false, _) => Weights::from_tensors(version, learner.device_weights()?),
     });
     let export_s = started.elapsed().as_secs_f64() - train_s - proximal_s;
     Ok(LearnReport {
@@ -368,17 +396,18 @@ impl LearnerState {
 impl Actor for LearnerActor {
     type Msg = LearnerMsg;
     type State = LearnerState;
-    type Arguments = (Learner, LearnSettings, Option<Ranks>);
+    type Arguments = LearnerArgs;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<LearnerMsg>,
-        (learner, settings, ranks): (Learner, LearnSettings, Option<Ranks>),
+        args: LearnerArgs,
     ) -> Result<LearnerState, ActorProcessingErr> {
         Ok(LearnerState {
-            learner: Some(learner),
-            settings,
-            ranks,
+            learner: Some(args.learner),
+            settings: args.settings,
+            ranks: args.ranks,
+            engines: args.engines,
         })
     }
 
@@ -392,8 +421,11 @@ impl Actor for LearnerActor {
             LearnerMsg::Learn(samples, reply) => {
                 // The other ranks take the samples before they are consumed.
                 let request = state.ranks.as_ref().map(|_| RankRequest::Learn(samples.clone()));
+                let engines = state.engines.clone();
                 let out = state
-                    .run(request, move |l, s, requests| learn(l, samples, s, requests))
+                    .run(request, move |l, s, requests| {
+                        learn(l, samples, s, requests, engines.as_ref())
+                    })
                     .await?;
                 let _ = reply.send(out);
             }

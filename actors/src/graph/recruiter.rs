@@ -35,6 +35,9 @@ pub struct RecruiterArgs {
     pub verifier_setup: Vec<u8>,
     /// Longest one verify call may take, for jobs a verifier proxy scores itself.
     pub verifier_timeout: Duration,
+    /// The run's weights go only to its launched engine ranks (a ZeRO-3 learner sends them as
+    /// it gathers them): rollout workers of plain worker nodes are turned away.
+    pub weights_only_at_engine_ranks: bool,
 }
 
 /// State of the recruiter.
@@ -59,6 +62,12 @@ impl RecruiterState {
         let id = remote.get_id();
         let remote: ActorRef<RemoteMsg> = remote.into();
         let a = &self.args;
+        if group == ROLLOUT_GROUP && a.weights_only_at_engine_ranks {
+            tracing::warn!(
+                "{group}: remote worker {id} not adopted: this run's ZeRO-3 learner sends its weights only to the run's launched engine ranks (`rlvr.vllm_num_engines`), as it gathers them"
+            );
+            return;
+        }
         let proxy = if group == ROLLOUT_GROUP || group == SYNCED_ROLLOUT_GROUP {
             let proxy = RolloutProxy {
                 broadcaster: a.broadcaster.clone(),

@@ -6,8 +6,9 @@
 //! leader answers the run. With in-flight updates the leader also tells them, at every point
 //! where an engine takes newer weights, whether a new version follows ([`LeaderFeed`]). The
 //! relay is broadcasts from the leader: a header (what, a version, a payload's length), the
-//! payload, and for a load the weights as the leader got them (tensors on the device, or host
-//! chunks: [`WeightGroup::send`]).
+//! payload, and for a load the weights as the leader got them (tensors on the device or in host
+//! memory, or host chunks: [`WeightGroup::send`]), which a follower copies into its engine
+//! tensor by tensor as they arrive, keeping only its share ([`WeightGroup::receive_loading`]).
 
 use std::sync::Arc;
 
@@ -118,9 +119,10 @@ pub fn follow(group: &WeightGroup) -> Result<()> {
                 engine = Some(built);
             }
             Relayed::Load(version) => {
-                let (weights, _) = group.receive()?.context("the leader ended its weights")?;
                 let e = engine.as_mut().context("weights before set-up")?;
-                e.load(weights.source(), version)?;
+                if !group.receive_loading(|source| Ok(e.load(source, version)?))? {
+                    bail!("the leader ended its weights");
+                }
             }
             Relayed::Generate(bytes) => {
                 let job: RolloutRequest = decode(&bytes, "rollout job").map_err(anyhow::Error::msg)?;
@@ -182,12 +184,14 @@ impl WeightFeed for FollowerFeed {
         match self.0.next().map_err(relay_error)? {
             Relayed::Step(None) => Ok(()),
             Relayed::Step(Some(version)) => {
-                let (weights, _) = self
+                let loaded = self
                     .0
-                    .receive()
-                    .map_err(relay_error)?
-                    .ok_or_else(|| relay_error(anyhow::anyhow!("the leader ended its weights")))?;
-                load(weights.source(), version)
+                    .receive_loading(|source| Ok(load(source, version)?))
+                    .map_err(relay_error)?;
+                match loaded {
+                    true => Ok(()),
+                    false => Err(relay_error(anyhow::anyhow!("the leader ended its weights"))),
+                }
             }
             other => Err(relay_error(anyhow::anyhow!(
                 "expected a decode step's word from the leader, got {other:?}"

@@ -3,8 +3,11 @@
 //! engine ranks (the run's *weight group*, as open-instruct and OpenRLHF broadcast to their
 //! vLLM engines), and how a tensor-parallel engine's leader relays what it loads to its other
 //! ranks. A learner's snapshot on its device goes as tensors that never touch host memory; a
-//! version in host memory (a ZeRO-3 learner's gathered weights, a run's starting weights) goes
-//! as chunks staged bucket by bucket ([`rlvr_dist::WeightSync`]).
+//! ZeRO-3 learner's weights go as tensors straight from its device while its ranks gather
+//! them unit by unit ([`WeightGroup::send_learner`]), and arrive in the engines' host memory
+//! (a large model's whole version does not sit beside the engine on its GPU); a version in
+//! host memory (a run's starting weights) goes as chunks staged bucket by bucket
+//! ([`rlvr_dist::WeightSync`]).
 //!
 //! An engine rank's leader receives on a thread of its own ([`Inbox`]), so rank 0's broadcast
 //! never waits for the engine to finish a job: the newest version waits in the inbox until the
@@ -17,16 +20,19 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use rlvr_core::WeightChunk;
 use rlvr_dist::{ProcessGroup, ReceivedTensors, SyncStats, WeightSync};
+use rlvr_learner::Learner;
 use rlvr_rollout::{WeightFeed, WeightSource};
 use tch::{Device, Tensor};
 
 /// Bytes per broadcast.
 const BUCKET_BYTES: usize = 64 << 20;
 
-/// What the header before each sync says follows.
+/// What the header before each sync says follows: the end, host chunks, tensors that stay on
+/// the receivers' devices, or tensors the receivers keep in host memory.
 const END: i64 = 0;
 const CHUNKS: i64 = 1;
 const TENSORS: i64 = 2;
+const HOST_TENSORS: i64 = 3;
 
 /// A c10d group whose rank 0 sends weights to the others, and the device its collectives stage
 /// on (NCCL needs its tensors on the rank's GPU).
@@ -45,6 +51,8 @@ pub enum Arrived {
     Chunks(Vec<WeightChunk>, u64),
     /// Tensors on this rank's device (views into the buckets they arrived in).
     Tensors(ReceivedTensors),
+    /// Tensors in host memory (each bucket moved there as it arrived).
+    HostTensors(ReceivedTensors),
 }
 
 impl Arrived {
@@ -52,7 +60,16 @@ impl Arrived {
     pub fn version(&self) -> u64 {
         match self {
             Arrived::Chunks(_, version) => *version,
-            Arrived::Tensors(received) => received.version,
+            Arrived::Tensors(received) | Arrived::HostTensors(received) => received.version,
+        }
+    }
+
+    /// How they came, for the log.
+    fn route(&self) -> &'static str {
+        match self {
+            Arrived::Chunks(..) => "staged through host memory",
+            Arrived::Tensors(_) => "device to device",
+            Arrived::HostTensors(_) => "into host memory",
         }
     }
 
@@ -60,7 +77,9 @@ impl Arrived {
     pub fn source(&self) -> WeightSource<'_> {
         match self {
             Arrived::Chunks(chunks, _) => WeightSource::Chunks(chunks),
-            Arrived::Tensors(received) => WeightSource::Tensors(&received.tensors),
+            Arrived::Tensors(received) | Arrived::HostTensors(received) => {
+                WeightSource::Tensors(&received.tensors)
+            }
         }
     }
 }
@@ -78,7 +97,9 @@ impl WeightGroup {
         Ok((header[0], header[1] as u64))
     }
 
-    /// On rank 0: send `source` as policy `version` to every other rank.
+    /// On rank 0: send `source` as policy `version` to every other rank. Tensors arrive where
+    /// they are here: on the receivers' devices, or in their host memory when these are in
+    /// host memory.
     pub fn send(&self, source: WeightSource<'_>, version: u64) -> Result<SyncStats> {
         Ok(match source {
             WeightSource::Chunks(chunks) => {
@@ -86,10 +107,25 @@ impl WeightGroup {
                 self.sync().send(chunks)?
             }
             WeightSource::Tensors(tensors) => {
-                self.header(TENSORS, version)?;
+                let on_host = self.device != Device::Cpu
+                    && tensors.first().is_some_and(|(_, t)| t.device() == Device::Cpu);
+                self.header(if on_host { HOST_TENSORS } else { TENSORS }, version)?;
                 self.sync().send_tensors(tensors, version)?
             }
         })
+    }
+
+    /// On rank 0: send `learner`'s weights as policy `version` while it gathers them, one
+    /// tensor at a time from its device ([`Learner::visit_weights`]). Under ZeRO-3 this is a
+    /// collective of the learner's ranks, which the others join by exporting the same version
+    /// ([`Learner::export_weights`]): each unit is whole only while its tensors go out, so no
+    /// rank ever holds the whole model. The other ranks of this group keep it in host memory.
+    pub fn send_learner(&self, learner: &Learner, version: u64) -> Result<SyncStats> {
+        let table = learner.weight_table()?;
+        self.header(HOST_TENSORS, version)?;
+        let mut stream = self.sync().stream(&table, version)?;
+        learner.visit_weights(|name, t| Ok(stream.push(name, t)?))?;
+        Ok(stream.finish()?)
     }
 
     /// On rank 0: tell the other ranks that no more weights follow.
@@ -108,12 +144,40 @@ impl WeightGroup {
                 Some((Arrived::Chunks(chunks, version), stats))
             }
             TENSORS => {
-                let received = self.sync().receive_tensors()?;
+                let received = self.sync().receive_tensors(self.device)?;
                 let stats = received.stats;
                 Some((Arrived::Tensors(received), stats))
             }
+            HOST_TENSORS => {
+                let received = self.sync().receive_tensors(Device::Cpu)?;
+                let stats = received.stats;
+                Some((Arrived::HostTensors(received), stats))
+            }
             other => bail!("weights over a c10d group: unknown header {other}"),
         })
+    }
+
+    /// On every other rank: the next weights rank 0 sends, each piece given to `load` as soon
+    /// as it has arrived (tensors one at a time, host chunks all at once), so that a rank that
+    /// loads them straight into its engine (a tensor-parallel follower, which keeps only its
+    /// share of each tensor) never holds a whole version; `false` at the group's end.
+    pub fn receive_loading(&self, mut load: impl FnMut(WeightSource<'_>) -> Result<()>) -> Result<bool> {
+        let (what, _) = self.header(END, 0)?;
+        let into = match what {
+            END => return Ok(false),
+            CHUNKS => {
+                let (chunks, _) = self.sync().receive()?;
+                load(WeightSource::Chunks(&chunks))?;
+                return Ok(true);
+            }
+            // Each tensor is held only until it is loaded: on this rank's device, wherever
+            // rank 0's were.
+            TENSORS | HOST_TENSORS => self.device,
+            other => bail!("weights over a c10d group: unknown header {other}"),
+        };
+        self.sync()
+            .receive_each(into, |name, t| load(WeightSource::Tensors(&[(name, t)])))?;
+        Ok(true)
     }
 }
 
@@ -152,10 +216,7 @@ impl Inbox {
                         "engine: policy version {} arrived over the run's weight group ({:.1} MB {} in {:.3} s)",
                         arrived.version(),
                         stats.bytes as f64 / 1e6,
-                        match arrived {
-                            Arrived::Chunks(..) => "staged through host memory",
-                            Arrived::Tensors(_) => "device to device",
-                        },
+                        arrived.route(),
                         stats.seconds
                     );
                     state.received = Some(arrived.version());
@@ -350,6 +411,48 @@ mod tests {
                 assert!(same(&as_tensors(a), &tensors(version)), "version {version}");
             }
         }
+    }
+
+    /// A rank that loads as it receives gets tensors one at a time (never a whole version at
+    /// once) and host chunks all at once, each as sent, then rank 0's end.
+    #[test]
+    fn a_loading_receiver_gets_tensors_one_at_a_time_and_chunks_at_once() {
+        let received = rlvr_dist::on_thread_ranks(2, |g| {
+            let g = group(g);
+            if g.group.rank() == 0 {
+                g.send(WeightSource::Tensors(&tensors(1)), 1).unwrap();
+                g.send(WeightSource::Chunks(&chunks(&tensors(2), 2)), 2).unwrap();
+                g.end().unwrap();
+                return Vec::new();
+            }
+            let mut calls: Vec<Vec<(String, Tensor)>> = Vec::new();
+            let mut more = true;
+            while more {
+                more = g
+                    .receive_loading(|source| {
+                        calls.push(match source {
+                            WeightSource::Tensors(t) => {
+                                t.iter().map(|(n, t)| (n.clone(), t.copy())).collect()
+                            }
+                            WeightSource::Chunks(c) => as_tensors(&Arrived::Chunks(c.to_vec(), 2)),
+                        });
+                        Ok(())
+                    })
+                    .unwrap();
+            }
+            calls
+        })
+        .unwrap();
+        let calls = &received[1];
+        assert_eq!(calls.len(), 3, "two tensors, then one call with both chunks");
+        let one_by_one: Vec<(String, Tensor)> = calls[..2]
+            .iter()
+            .flatten()
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect();
+        assert!(calls[..2].iter().all(|c| c.len() == 1));
+        assert!(same(&one_by_one, &tensors(1)));
+        assert!(same(&calls[2], &tensors(2)));
     }
 
     /// An inbox keeps the newest version rank 0 sent; it gives it to an engine that holds an

@@ -1,7 +1,8 @@
 //! The learner under ZeRO-3 ([`crate::zero`]): language-model and preference-pair (DPO-family)
 //! steps and evaluation (and RL policy steps, in [`super::rl`]) run the model one parameter unit
-//! at a time, gathering each unit from its shards; saving and
-//! exporting gather the whole model for the moment they need it. Checkpoints hold the whole
+//! at a time, gathering each unit from its shards; saving, exporting and visiting the weights
+//! gather them the same way, one unit at a time (an export then holds the whole model in rank
+//! 0's host memory; a visit holds nothing past the unit). Checkpoints hold the whole
 //! model (written by rank 0) and one file per rank of its slices and optimiser state,
 //! `optimizer-rank{R}-of-{N}.safetensors` (and `value-rank{R}-of-{N}.safetensors` for PPO's
 //! value model), which a resume on the same world size reads alone.
@@ -9,9 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rlvr_core::{PreferenceBatch, StepMetrics, TrainBatch, WeightChunk};
+use rlvr_core::{PreferenceBatch, StepMetrics, TrainBatch};
 use rlvr_dist::ProcessGroup;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use std::cell::RefCell;
 
@@ -299,22 +300,25 @@ impl Learner {
             })
     }
 
-    /// [`Learner::export_weights`] under ZeRO-3 (a collective): unit by unit, each copied to
-    /// the host on rank 0 while it is whole; the other ranks export nothing.
-    pub(super) fn sharded_export(&self, version: u64) -> Result<Vec<WeightChunk>> {
+    /// [`Learner::visit_weights`] under ZeRO-3 (a collective): unit by unit, `f` called with
+    /// each of its parameters on rank 0 while it is whole.
+    pub(super) fn sharded_visit(&self, mut f: impl FnMut(&str, &Tensor) -> Result<()>) -> Result<()> {
         let mut z = self.shards()?.borrow_mut();
         let lead = z.group().rank() == 0;
-        let mut chunks = Vec::new();
-        z.visit_units(|_, names, params| {
-            if lead {
-                for (name, t) in names.iter().zip(params) {
-                    chunks.push(checkpoint::export_chunk(name.clone(), t, version)?);
-                }
-            }
-            Ok(())
-        })?;
-        chunks.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(chunks)
+        z.visit_units(|_, names, params| match lead {
+            true => names.iter().zip(params).try_for_each(|(name, t)| f(name, t)),
+            false => Ok(()),
+        })
+    }
+
+    /// [`Learner::weight_table`] under ZeRO-3.
+    pub(super) fn sharded_table(&self) -> Result<Vec<(String, Kind, Vec<i64>)>> {
+        let z = self.shards()?.borrow();
+        let kind = z.kind();
+        Ok(z.tensors()
+            .into_iter()
+            .map(|(name, shape)| (name, kind, shape))
+            .collect())
     }
 
     /// [`Learner::save_model`] under ZeRO-3 (a collective): unit by unit, rank 0 writing.

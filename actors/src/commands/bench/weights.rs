@@ -181,7 +181,7 @@ pub fn weight_sync(args: &WeightSyncArgs) -> Result<()> {
                 Ok(stats)
             })?;
             timed(&mut resident, &mut || {
-                let received = sync_on.receive_tensors()?;
+                let received = sync_on.receive_tensors(device)?;
                 engine.load(WeightSource::Tensors(&received.tensors), received.version)?;
                 Ok(received.stats)
             })?;
