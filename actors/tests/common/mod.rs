@@ -22,13 +22,25 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// A port free on 127.0.0.1 now (for a rendezvous or a run's `--listen`).
+/// A port free on 127.0.0.1 now, with the seven after it (for a rendezvous, whose run opens
+/// more stores at `MASTER_PORT + 1`, `+ 2`, ..., or a run's `--listen`). Taken below the
+/// kernel's range for outgoing connections (32768 and up on Linux), so that none of the many
+/// connections the tests open meanwhile takes one of them; a base where one of the eight is
+/// bound already is skipped.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Each test binary starts at its own place in 20000..32000, each call 8 ports on.
+    let start = 20_000 + (std::process::id() % 1_500) as u16 * 8;
+    for _ in 0..1_500 {
+        let offset = NEXT.fetch_add(8, Ordering::Relaxed) % 12_000;
+        let base = 20_000 + (start - 20_000 + offset) % 12_000;
+        let free = (base..base + 8).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if free {
+            return base;
+        }
+    }
+    panic!("no 8 consecutive free ports in 20000..32000")
 }
 
 pub fn tmp(name: &str) -> PathBuf {
