@@ -11,7 +11,7 @@ use rlvr_rollout::{Engine, WeightFeed, WeightSource};
 use tch::{Device, Kind, Tensor};
 
 mod common;
-use common::{config, engine, learner, learner_logprobs, worst};
+use common::{config, engine, engine_of, learner, learner_logprobs, learner_of, worst};
 
 fn requests() -> Vec<GenerationRequest> {
     vec![
@@ -243,6 +243,47 @@ fn sampling_reproduces_whatever_the_batch() {
     freed.generate(&requests(), &params).unwrap();
     freed.release_cache();
     assert_eq!(freed.generate(&requests(), &params).unwrap(), together);
+}
+
+/// On the CPU a batch is sampled in slices of rows whose `[rows, vocab]` temporaries stay
+/// within 16 MB: with a vocabulary of 16,384, 256 rows. 64 prompts × 8 samples (two slices, at
+/// the prefill's first token and at every decode step) draw what each prompt draws alone (one
+/// slice), prompts of the second slice too.
+#[test]
+fn a_batch_sampled_in_slices_draws_what_each_prompt_draws_alone() {
+    let mut model = config();
+    model.vocab_size = 16_384;
+    let l = learner_of(&model);
+    let params = SamplingParams {
+        temperature: 1.0,
+        max_new_tokens: 6,
+        ..Default::default()
+    };
+    let requests: Vec<GenerationRequest> = (0..64u32)
+        .map(|i| GenerationRequest {
+            id: u64::from(i),
+            prompt_ids: vec![i * 97 % 16_384, i + 1, 3],
+            n: 8,
+            seed: u64::from(i),
+        })
+        .collect();
+    let together = engine_of(&model, &l, 512).generate(&requests, &params).unwrap();
+    assert_eq!(together.len(), 512);
+    for r in requests.iter().step_by(9) {
+        let alone = engine_of(&model, &l, 8)
+            .generate(std::slice::from_ref(r), &params)
+            .unwrap();
+        let mine: Vec<_> = together.iter().filter(|c| c.request_id == r.id).collect();
+        for (a, b) in alone.iter().zip(mine) {
+            assert_eq!(
+                (a.index, &a.token_ids),
+                (b.index, &b.token_ids),
+                "request {}",
+                r.id
+            );
+            assert!(worst(&a.logprobs, &b.logprobs) <= 1e-5, "request {}", r.id);
+        }
+    }
 }
 
 /// The in-flight batch: 64 prompts × 8 samples with an engine batch of 512 decode all 512

@@ -20,16 +20,26 @@ pub fn config() -> Config {
 
 /// A learner on the CPU with seeded weights.
 pub fn learner() -> Learner {
+    learner_of(&config())
+}
+
+/// A learner of the model `model` on the CPU with seeded weights.
+pub fn learner_of(model: &Config) -> Learner {
     let cfg = LearnerConfig {
         max_grad_norm: None,
         ..LearnerConfig::constant(1e-3, Device::Cpu)
     };
-    Learner::new(&config(), cfg, 11)
+    Learner::new(model, cfg, 11)
 }
 
 /// An engine holding the learner's weights, loaded through `load_weights`.
 pub fn engine(l: &Learner, max_batch: usize) -> NativeEngine {
-    let mut e = NativeEngine::new(&config(), Device::Cpu, Kind::Float, max_batch, 99);
+    engine_of(&config(), l, max_batch)
+}
+
+/// An engine of the model `model` holding the learner's weights.
+pub fn engine_of(model: &Config, l: &Learner, max_batch: usize) -> NativeEngine {
+    let mut e = NativeEngine::new(model, Device::Cpu, Kind::Float, max_batch, 99);
     e.load_weights(&l.export_weights(7).unwrap(), 7).unwrap();
     e
 }
