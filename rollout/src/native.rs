@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rlvr_core::{Completion, FinishReason, GenerationRequest, SamplingParams, WeightChunk};
 use rlvr_data::Tokenizer;
@@ -19,11 +19,11 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Result, RolloutError};
-use crate::sampling::{sample, sample_cdf_rows};
 use crate::{Engine, WeightFeed};
 
 mod admission;
 mod blocks;
+mod choose;
 mod tensor_parallel;
 mod weights;
 
@@ -49,10 +49,6 @@ struct Active {
     /// Positions it may fill (prompt and new tokens, within the model's).
     capacity: i64,
 }
-
-/// Bytes of each `[rows, vocab]` temporary of the sampling on the CPU
-/// ([`NativeEngine::choose_in_slices`]): small enough for glibc's heap to keep for reuse.
-const SAMPLED_BYTES: usize = 16 << 20;
 
 /// Batched generation on libtorch.
 pub struct NativeEngine {
@@ -242,73 +238,6 @@ impl NativeEngine {
         ))
     }
 
-    /// [`Self::choose`] on the CPU a slice of rows at a time, each slice's temporaries (the
-    /// log-probabilities, their exponentials and running sums: `[rows, vocab]` each) at most
-    /// [`SAMPLED_BYTES`]: whole, at 2,048 rows of SmolLM2's vocabulary each was 400 MB of fresh
-    /// pages that the kernel zeroed every decode step, a fifth of the step in a profile. On a
-    /// GPU (whose allocator reuses them, and whose step is bound by launches) all rows at once.
-    fn choose_in_slices(
-        &self,
-        logits: &Tensor,
-        params: &SamplingParams,
-        seqs: &mut [&mut Active],
-    ) -> Vec<(u32, f32)> {
-        let row_bytes = logits.size()[1].max(1) as usize * 4;
-        let rows = match logits.device() {
-            Device::Cpu => (SAMPLED_BYTES / row_bytes).max(1),
-            _ => seqs.len().max(1),
-        };
-        let mut chosen = Vec::with_capacity(seqs.len());
-        for (i, slice) in seqs.chunks_mut(rows).enumerate() {
-            let part = logits.narrow(0, (i * rows) as i64, slice.len() as i64);
-            chosen.extend(self.choose(&part, params, slice));
-        }
-        chosen
-    }
-
-    /// Pick the next token of each sequence from its row of `logits` (`[seqs.len(), vocab]`).
-    /// Returns each token with its log-probability under the distribution it was drawn from
-    /// (temperature-scaled; renormalised over the kept tokens under top-k/top-p).
-    ///
-    /// Greedy decoding and plain temperature sampling (the RL setting) stay on the device: each
-    /// row of the cumulative distribution is searched there with the sequence's own random
-    /// draw, and only the chosen tokens and their log-probabilities come back to the host.
-    /// Top-k/top-p copy the log-probabilities and filter on the CPU.
-    fn choose(&self, logits: &Tensor, params: &SamplingParams, seqs: &mut [&mut Active]) -> Vec<(u32, f32)> {
-        let t = if params.temperature > 0.0 {
-            params.temperature
-        } else {
-            1.0
-        };
-        let logits = logits.to_kind(Kind::Float);
-        let logp = if t == 1.0 { logits } else { logits / t }.log_softmax(-1, Kind::Float);
-        let (rows, vocab) = (seqs.len(), logp.size()[1] as usize);
-        let index = if params.temperature <= 0.0 {
-            logp.argmax(-1, true)
-        } else if params.top_k == 0 && params.top_p >= 1.0 {
-            let draws: Vec<f32> = seqs.iter_mut().map(|s| s.rng.gen::<f32>()).collect();
-            sample_cdf_rows(&logp.exp().cumsum(-1, Kind::Float), &draws)
-        } else {
-            let mut flat = vec![0f32; rows * vocab];
-            logp.to_device(Device::Cpu)
-                .contiguous()
-                .copy_data(&mut flat, rows * vocab);
-            return flat
-                .chunks(vocab)
-                .zip(seqs.iter_mut())
-                .map(|(row, seq)| sample(row, params, &mut seq.rng))
-                .collect();
-        };
-        // Tokens and log-probs come back in one copy, as f64 (exact for both).
-        let chosen = logp.gather(1, &index, false);
-        let packed = Tensor::cat(&[index.to_kind(Kind::Double), chosen.to_kind(Kind::Double)], 1);
-        let packed = Vec::<f64>::try_from(packed.to_device(Device::Cpu).view([-1])).unwrap_or_default();
-        packed
-            .chunks(2)
-            .map(|pair| (pair[0] as u32, pair[1] as f32))
-            .collect()
-    }
-
     /// Append a chosen token; `Some(reason)` when the completion is finished.
     fn push(
         &self,
@@ -424,7 +353,7 @@ impl NativeEngine {
         }
         let logits = logits.index_select(0, &Tensor::from_slice(&rows).to_device(device));
         let mut refs: Vec<&mut Active> = seqs.iter_mut().collect();
-        let chosen = self.choose(&logits, params, &mut refs);
+        let chosen = self.choose_in_slices(&logits, params, &mut refs);
         for (mut seq, pick) in seqs.into_iter().zip(chosen) {
             match self.push(&mut seq, pick, params) {
                 Some(reason) => step.finish(seq, reason),

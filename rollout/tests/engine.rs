@@ -2,7 +2,9 @@
 //! token), same greedy tokens as a full forward pass, reproducible sampling whatever the batch,
 //! the in-flight batch, stop conditions and weight updates.
 
-use rlvr_core::{FinishReason, GenerationRequest, PolicyBatch, PolicySample, SamplingParams, TrainBatch};
+use rlvr_core::{
+    Completion, FinishReason, GenerationRequest, PolicyBatch, PolicySample, SamplingParams, TrainBatch,
+};
 use rlvr_data::Tokenizer;
 use rlvr_learner::model::Documents;
 use rlvr_learner::policy::TokenDistribution;
@@ -270,19 +272,20 @@ fn a_batch_sampled_in_slices_draws_what_each_prompt_draws_alone() {
     let together = engine_of(&model, &l, 512).generate(&requests, &params).unwrap();
     assert_eq!(together.len(), 512);
     for r in requests.iter().step_by(9) {
-        let alone = engine_of(&model, &l, 8)
-            .generate(std::slice::from_ref(r), &params)
-            .unwrap();
-        let mine: Vec<_> = together.iter().filter(|c| c.request_id == r.id).collect();
-        for (a, b) in alone.iter().zip(mine) {
-            assert_eq!(
-                (a.index, &a.token_ids),
-                (b.index, &b.token_ids),
-                "request {}",
-                r.id
-            );
-            assert!(worst(&a.logprobs, &b.logprobs) <= 1e-5, "request {}", r.id);
-        }
+        let alone = engine_of(&model, &l, 8).generate(std::slice::from_ref(r), &params);
+        assert_drawn_alone(&alone.unwrap(), &together, r.id);
+    }
+}
+
+/// The completions of request `id` among `together` are `alone`'s: the same tokens, and
+/// log-probs within 1e-5.
+fn assert_drawn_alone(alone: &[Completion], together: &[Completion], id: u64) {
+    let mine: Vec<_> = together.iter().filter(|c| c.request_id == id).collect();
+    assert_eq!(mine.len(), alone.len(), "request {id}");
+    for (a, b) in alone.iter().zip(mine) {
+        assert_eq!((a.index, &a.token_ids), (b.index, &b.token_ids), "request {id}");
+        let worst = worst(&a.logprobs, &b.logprobs);
+        assert!(worst <= 1e-5, "request {id}: log-probs differ by {worst}");
     }
 }
 
@@ -323,23 +326,8 @@ fn sixty_four_prompts_of_eight_samples_decode_at_once() {
     );
     for r in requests.iter().step_by(7) {
         let alone = engine(&l, 8).generate(std::slice::from_ref(r), &params).unwrap();
-        let mine: Vec<_> = together.iter().filter(|c| c.request_id == r.id).collect();
-        assert_eq!(mine.len(), 8);
-        for (a, b) in alone.iter().zip(mine) {
-            assert_eq!(
-                (a.index, &a.token_ids),
-                (b.index, &b.token_ids),
-                "request {}",
-                r.id
-            );
-            let worst = a
-                .logprobs
-                .iter()
-                .zip(&b.logprobs)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0f32, f32::max);
-            assert!(worst <= 1e-5, "request {}: log-probs differ by {worst}", r.id);
-        }
+        assert_eq!(alone.len(), 8);
+        assert_drawn_alone(&alone, &together, r.id);
     }
 }
 
