@@ -388,15 +388,20 @@ mod tests {
         }
     }
 
+    /// On rank 0: version 1 as tensors, version 2 as host chunks, then the end.
+    fn send_tensors_then_chunks(g: &WeightGroup) {
+        g.send(WeightSource::Tensors(&tensors(1)), 1).unwrap();
+        g.send(WeightSource::Chunks(&chunks(&tensors(2), 2)), 2).unwrap();
+        g.end().unwrap();
+    }
+
     /// Rank 0 sends tensors, then host chunks, then its end; the others receive each as sent.
     #[test]
     fn weights_go_over_a_group_as_tensors_or_as_chunks_until_rank_0_ends() {
         let received = rlvr_dist::on_thread_ranks(3, |g| {
             let g = group(g);
             if g.group.rank() == 0 {
-                g.send(WeightSource::Tensors(&tensors(1)), 1).unwrap();
-                g.send(WeightSource::Chunks(&chunks(&tensors(2), 2)), 2).unwrap();
-                g.end().unwrap();
+                send_tensors_then_chunks(&g);
                 return Vec::new();
             }
             std::iter::from_fn(|| g.receive().unwrap().map(|(arrived, _)| arrived)).collect()
@@ -420,9 +425,7 @@ mod tests {
         let received = rlvr_dist::on_thread_ranks(2, |g| {
             let g = group(g);
             if g.group.rank() == 0 {
-                g.send(WeightSource::Tensors(&tensors(1)), 1).unwrap();
-                g.send(WeightSource::Chunks(&chunks(&tensors(2), 2)), 2).unwrap();
-                g.end().unwrap();
+                send_tensors_then_chunks(&g);
                 return Vec::new();
             }
             let mut calls: Vec<Vec<(String, Tensor)>> = Vec::new();
