@@ -1,4 +1,5 @@
-//! Compiles the c10d shim (`csrc/c10d.cpp`) against the headers of the libtorch that `torch-sys`
+//! Compiles the c10d shim (`csrc/c10d.cpp`) and, with feature `nccl`, the CUDA graph shim
+//! (`csrc/cuda_graph.cpp`) against the headers of the libtorch that `torch-sys`
 //! links (it publishes its `lib` directory as `DEP_TCH_LIBTORCH_LIB`; the headers sit beside it
 //! in `include`), and embeds an rpath to that directory. With feature `nccl` the shim also
 //! builds `ProcessGroupNCCL`, which lives in `libtorch_cuda.so` and needs the CUDA runtime and
@@ -36,7 +37,8 @@ fn main() {
         build
             .define("USE_C10D_NCCL", None)
             .define("USE_CUDA", None)
-            .define("RLVR_NCCL", None);
+            .define("RLVR_NCCL", None)
+            .file("csrc/cuda_graph.cpp");
         // Nothing in Rust names these libraries, so --as-needed would drop them.
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
         println!("cargo:rustc-link-lib=dylib=torch_cuda");

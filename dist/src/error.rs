@@ -14,6 +14,9 @@ pub enum DistError {
         /// What does not fit.
         message: String,
     },
+    /// Capturing or replaying a CUDA graph failed, or this build has none.
+    #[error("CUDA graph: {0}")]
+    CudaGraph(String),
     /// A torchrun variable is missing or malformed.
     #[error("environment variable {name}: {message}")]
     Env {

@@ -55,3 +55,15 @@ extern "C" {
     ) -> c_int;
     pub fn rlvr_c10d_barrier(group: *mut c_void, err: *mut *mut c_char) -> c_int;
 }
+
+#[cfg(feature = "nccl")]
+extern "C" {
+    pub fn rlvr_cuda_graph_pool(first: *mut u64, second: *mut u64);
+    pub fn rlvr_cuda_graph_enter(device: c_int, err: *mut *mut c_char) -> *mut c_void;
+    pub fn rlvr_cuda_graph_begin(graph: *mut c_void, first: u64, second: u64, err: *mut *mut c_char)
+        -> c_int;
+    pub fn rlvr_cuda_graph_end(graph: *mut c_void, err: *mut *mut c_char) -> c_int;
+    pub fn rlvr_cuda_graph_leave(graph: *mut c_void);
+    pub fn rlvr_cuda_graph_replay(graph: *mut c_void, err: *mut *mut c_char) -> c_int;
+    pub fn rlvr_cuda_graph_free(graph: *mut c_void);
+}

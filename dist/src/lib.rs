@@ -9,10 +9,16 @@
 //! learner to rollout workers in other processes). [`on_thread_ranks`] runs ranks as threads of
 //! one process (the tests' way).
 //!
+//! [`CudaGraph`] captures the kernels of a step on one GPU and replays them with one launch
+//! (libtorch's `at::cuda::CUDAGraph`, in the crate's CUDA build): the rollout engine's decode
+//! steps. It lives here beside the process groups because both are C++ shims over the parts of
+//! libtorch that tch does not bind.
+//!
 //! The C++ side is a small shim (`csrc/c10d.cpp`) over `c10d::Backend`; every C++ exception
 //! comes back as a [`DistError::C10d`] with libtorch's message (a rendezvous that times out, a
 //! peer that died), never a crash.
 
+mod cuda_graph;
 mod error;
 mod ffi;
 mod group;
@@ -20,6 +26,7 @@ mod rows;
 mod threads;
 mod weights;
 
+pub use cuda_graph::{CudaGraph, GraphPool};
 pub use error::{DistError, Result};
 pub use group::{Backend, ProcessGroup, ReduceOp, Rendezvous};
 pub use threads::on_thread_ranks;
