@@ -8,7 +8,8 @@
 //! decoder block with the family's norm placement; `attention.rs`: grouped-query attention
 //! with the family's biases and query/key norms). The passes differ only in where attention's
 //! keys and values come from: the full sequence (here), a paged KV cache for generation
-//! (`cache.rs`), or a prompt shared by several responses for RL batches (`prefix.rs`);
+//! (`cache.rs`; on a GPU as a fixed-shape step a CUDA graph captures, `fixed_decode.rs`), or
+//! a prompt shared by several responses for RL batches (`prefix.rs`);
 //! [`CausalLm::backward_by_unit`] (`units.rs`) runs one parameter unit at a time for ZeRO-3.
 //! Its projections (`linear.rs`) run a CPU decode step as `W · xᵀ`, kept transposed where the
 //! next operation allows, and in f32 through an AVX2 kernel of their own (`skinny.rs`); its
@@ -18,6 +19,7 @@ mod attention;
 mod cache;
 mod config;
 mod decode_attention;
+mod fixed_decode;
 mod isa;
 mod layers;
 mod linear;
@@ -29,6 +31,7 @@ mod units;
 
 pub use cache::{CachedRow, KvCache};
 pub use config::{Config, ConfigError, Family, Layers, NormPosition, QkNorm, RopeScaling};
+pub use fixed_decode::FixedDecode;
 pub use layers::Fill;
 
 /// Which kernel multiplies an f32 decode step's projections on this CPU (`skinny.rs` with its

@@ -15,8 +15,10 @@ use super::attention::Attention;
 use super::config::Config;
 use super::CausalLm;
 
-/// Keys and values of past positions for generation: per layer `[blocks, kv_heads, block_size,
-/// head_dim]`, allocated once and written in place.
+/// Keys and values of past positions for generation: per layer `[blocks + 1, kv_heads,
+/// block_size, head_dim]`, allocated once and written in place. The last block is scratch: no
+/// sequence owns it; the padding rows of a fixed-shape decode step (`fixed_decode.rs`) write
+/// and read only there.
 #[derive(Debug)]
 pub struct KvCache {
     k: Vec<Tensor>,
@@ -28,7 +30,7 @@ pub struct KvCache {
 impl KvCache {
     /// A cache of `blocks` blocks of `block_size` positions each.
     pub fn new(config: &Config, blocks: i64, block_size: i64, kind: Kind, device: tch::Device) -> Self {
-        let shape = [blocks, config.kv_heads(), block_size, config.head_dim];
+        let shape = [blocks + 1, config.kv_heads(), block_size, config.head_dim];
         let make = || {
             (0..config.num_hidden_layers)
                 .map(|_| Tensor::zeros(shape, (kind, device)))
@@ -48,9 +50,19 @@ impl KvCache {
         elements.max(0) as u64 * kind.elt_size_in_bytes() as u64
     }
 
-    /// Blocks it holds.
+    /// Blocks it holds for sequences (the scratch block not counted).
     pub fn blocks(&self) -> i64 {
         self.blocks
+    }
+
+    /// The block no sequence owns, where padding rows write.
+    pub(super) fn scratch_block(&self) -> i64 {
+        self.blocks
+    }
+
+    /// Keys and values of layer `layer`.
+    fn layer(&self, layer: usize) -> (&Tensor, &Tensor) {
+        (&self.k[layer], &self.v[layer])
     }
 
     /// Positions per block.
@@ -79,22 +91,35 @@ pub struct CachedRow<'a> {
     pub len: i64,
 }
 
-/// Where the tokens of one cached forward pass go and what they read.
-struct CacheStep<'a> {
+/// Where the tokens of one cached forward pass go and what they read: tensors on the model's
+/// device (and, for the CPU decode kernel, the host's view of the block tables).
+pub(super) struct CacheStep<'a> {
     /// Index of each real token in the flattened `[B * T]` batch, unless every token is real.
-    real: Option<Tensor>,
+    pub(super) real: Option<Tensor>,
+    /// `[B]`: the position of each row's first token.
+    pub(super) starts: Tensor,
     /// Block and offset within it of each real token.
-    write_block: Tensor,
-    write_offset: Tensor,
-    /// CPU f32 decode kernel's view: each row's blocks and cached length after the step.
-    tables: Vec<&'a [i64]>,
-    lens: Vec<i64>,
+    pub(super) write_block: Tensor,
+    pub(super) write_offset: Tensor,
+    /// CPU f32 decode kernel's view: each row's blocks and cached length after the step (empty
+    /// where the pass reads only device tensors).
+    pub(super) tables: Vec<&'a [i64]>,
+    pub(super) lens: Vec<i64>,
     /// `[B * M]`: each row's first `M` blocks (padded with block 0) for the gathered pass.
-    gather: Tensor,
+    pub(super) gather: Tensor,
+    /// `M`.
+    pub(super) gathered_blocks: i64,
+}
+
+/// What every layer's gathered attention reads, laid out once per pass.
+struct Reads {
     /// `[B, 1, T, M * block_size]`: a key is visible to a query at or after its position.
     mask: Tensor,
-    gathered_blocks: i64,
-    decode: bool,
+    /// The mask's complement: the keys a query does not see.
+    hidden: Tensor,
+    /// `[B * kv * M]`: row `block * kv + head` of the cache seen as `[blocks * kv, block_size,
+    /// d]`, for each row's key/value heads and gathered blocks.
+    head_blocks: Tensor,
 }
 
 impl Attention {
@@ -105,8 +130,8 @@ impl Attention {
         x: &Tensor,
         rope: &(Tensor, Tensor),
         step: &CacheStep,
-        ck: &Tensor,
-        cv: &Tensor,
+        reads: &Reads,
+        (ck, cv): (&Tensor, &Tensor),
     ) -> Tensor {
         let (b, t) = (x.size()[0], x.size()[1]);
         let (q, k, v) = self.qkv(x, rope);
@@ -122,28 +147,46 @@ impl Attention {
         let (mut ck, mut cv) = (ck.shallow_clone(), cv.shallow_clone());
         let _ = ck.index_put_(&index, &rows(&k), false);
         let _ = cv.index_put_(&index, &rows(&v), false);
-        if step.decode {
+        if t == 1 && !step.tables.is_empty() {
             if let Some(y) = super::decode_attention::attend(&q, &ck, &cv, &step.tables, &step.lens) {
                 return self.output(&y);
             }
         }
+        // The cache seen as `[blocks * kv, block_size, d]`: one row per (block, key/value head),
+        // gathered straight into `[B, kv, M * block_size, d]`, with no copy to reorder it.
         let gathered = |c: &Tensor| {
-            let bs = c.size()[2];
-            c.index_select(0, &step.gather)
-                .view([b, step.gathered_blocks, self.n_kv, bs, self.head_dim])
-                .permute([0, 2, 1, 3, 4])
-                .reshape([b, self.n_kv, step.gathered_blocks * bs, self.head_dim])
+            let (bs, d) = (c.size()[2], self.head_dim);
+            c.view([-1, bs, d]).index_select(0, &reads.head_blocks).view([
+                b,
+                self.n_kv,
+                step.gathered_blocks * bs,
+                d,
+            ])
         };
-        let y = Tensor::scaled_dot_product_attention(
-            &q,
-            &gathered(&ck),
-            &gathered(&cv),
-            Some(&step.mask),
-            0.0,
-            false,
-            None,
-            true,
-        );
+        let (keys, values) = (gathered(&ck), gathered(&cv));
+        let y = if t == 1 {
+            // One query per sequence: the query heads that share a key/value head attend as that
+            // head's queries, so keys and values are read once, not copied per query head. Two
+            // batched products and a softmax in f32, whatever attention kernels the device has.
+            let (group, d) = (self.n_head / self.n_kv, self.head_dim);
+            let grouped = q.reshape([b, self.n_kv, group, d]) * (1.0 / (d as f64).sqrt());
+            let scores = grouped
+                .matmul(&keys.transpose(-2, -1))
+                .masked_fill(&reads.hidden, f64::NEG_INFINITY);
+            let weights = scores.softmax(-1, Kind::Float).to_kind(values.kind());
+            weights.matmul(&values).reshape([b, self.n_head, 1, d])
+        } else {
+            Tensor::scaled_dot_product_attention(
+                &q,
+                &keys,
+                &values,
+                Some(&reads.mask),
+                0.0,
+                false,
+                None,
+                true,
+            )
+        };
         self.output(&y)
     }
 }
@@ -162,18 +205,36 @@ impl CausalLm {
         cache: &mut KvCache,
     ) -> crate::Result<Tensor> {
         let step = self.cache_step(input_ids, rows, cache)?;
+        Ok(self.forward_laid_out(input_ids, &step, cache))
+    }
+
+    /// [`CausalLm::forward_cached`] of a pass laid out already: reads nothing from the host, so
+    /// a fixed-shape decode step can be captured into a CUDA graph.
+    pub(super) fn forward_laid_out(&self, input_ids: &Tensor, step: &CacheStep, cache: &KvCache) -> Tensor {
         let device = input_ids.device();
         let (b, t) = (input_ids.size()[0], input_ids.size()[1]);
-        let starts = Tensor::from_slice(&rows.iter().map(|r| r.start).collect::<Vec<_>>()).to_device(device);
-        let positions = starts.unsqueeze(1) + Tensor::arange(t, (Kind::Int64, device)).unsqueeze(0);
+        let steps = Tensor::arange(t, (Kind::Int64, device));
+        let positions = step.starts.unsqueeze(1) + steps.unsqueeze(0);
         let rope = super::layers::rope_at(&self.inv_freq, &positions.view([b, t]), self.embed_tokens.kind());
+        let span = step.gathered_blocks * cache.block_size;
+        let kv = self.layers.first().map_or(1, |l| l.self_attn.n_kv);
+        let mask = Tensor::arange(span, (Kind::Int64, device))
+            .view([1, 1, 1, span])
+            .le_tensor(&positions.view([b, 1, t, 1]));
+        let reads = Reads {
+            hidden: mask.logical_not(),
+            mask,
+            head_blocks: (step.gather.view([b, 1, -1]) * kv
+                + Tensor::arange(kv, (Kind::Int64, device)).view([1, kv, 1]))
+            .view([-1]),
+        };
         let mut x = self.embed(input_ids);
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward_with(&x, |attn, h| {
-                attn.forward_cached(h, &rope, &step, &cache.k[i], &cache.v[i])
+                attn.forward_cached(h, &rope, step, &reads, cache.layer(i))
             });
         }
-        Ok(self.norm.forward(&x))
+        self.norm.forward(&x)
     }
 
     /// Check `rows` against the batch and the cache and lay out where the pass writes and
@@ -221,23 +282,16 @@ impl CausalLm {
             .iter()
             .flat_map(|r| (0..m as usize).map(|j| r.blocks.get(j).copied().unwrap_or(0)))
             .collect();
-        let starts = Tensor::from_slice(&rows.iter().map(|r| r.start).collect::<Vec<_>>()).to_device(device);
-        let query_pos =
-            starts.view([b, 1, 1, 1]) + Tensor::arange(t, (Kind::Int64, device)).view([1, 1, t, 1]);
-        let mask = Tensor::arange(m * bs, (Kind::Int64, device))
-            .view([1, 1, 1, m * bs])
-            .le_tensor(&query_pos);
         let on = |v: &[i64]| Tensor::from_slice(v).to_device(device);
         Ok(CacheStep {
             real: (real.len() as i64 != b * t).then(|| on(&real)),
+            starts: on(&rows.iter().map(|r| r.start).collect::<Vec<_>>()),
             write_block: on(&write_block),
             write_offset: on(&write_offset),
             tables: rows.iter().map(|r| r.blocks).collect(),
             lens,
             gather: on(&gather),
-            mask,
             gathered_blocks: m,
-            decode: t == 1,
         })
     }
 }
