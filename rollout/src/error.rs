@@ -34,6 +34,9 @@ pub enum RolloutError {
     /// A KV cache that cannot be set up as asked.
     #[error("KV cache: {0}")]
     Cache(String),
+    /// A decode mode this engine cannot run, or a CUDA graph that failed.
+    #[error("decode steps: {0}")]
+    Decode(String),
     /// Loading the model failed.
     #[error(transparent)]
     Model(#[from] rlvr_learner::LearnerError),

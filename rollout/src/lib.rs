@@ -8,14 +8,15 @@
 //! The first backend, [`NativeEngine`], runs the learner's own model code on libtorch with a
 //! paged KV cache (completions share their prompt's blocks, prompts their common prefix) and
 //! continuous batching, so the log-probs it reports are the ones the
-//! learner recomputes, and a weight update is a copy.
+//! learner recomputes, and a weight update is a copy. On a GPU its decode steps replay CUDA
+//! graphs ([`DecodeMode`]).
 
 mod error;
 mod native;
 pub mod sampling;
 
 pub use error::{Result, RolloutError};
-pub use native::{NativeEngine, DEFAULT_BLOCK_SIZE};
+pub use native::{DecodeMode, NativeEngine, DEFAULT_BLOCK_SIZE};
 use rlvr_core::{Completion, GenerationRequest, SamplingParams, WeightChunk};
 use rlvr_data::Tokenizer;
 use rlvr_learner::model::Config;

@@ -24,11 +24,14 @@ use crate::{Engine, WeightFeed};
 mod admission;
 mod blocks;
 mod choose;
+mod decode_steps;
 mod tensor_parallel;
 mod weights;
 
 use admission::{Admitted, Limits};
 use blocks::Blocks;
+pub use decode_steps::DecodeMode;
+use decode_steps::DecodeSteps;
 
 /// Positions per KV cache block unless [`NativeEngine::set_block_size`] says otherwise.
 pub const DEFAULT_BLOCK_SIZE: usize = 16;
@@ -54,7 +57,9 @@ struct Active {
 pub struct NativeEngine {
     vs: VarStore,
     model: CausalLm,
-    cache: Option<KvCache>,
+    /// The KV cache and the decode steps laid out on it, kept between calls.
+    cache: Option<(KvCache, DecodeSteps)>,
+    decode_mode: DecodeMode,
     max_batch: usize,
     kind: Kind,
     version: u64,
@@ -121,10 +126,15 @@ impl NativeEngine {
 
     fn with_model(mut vs: VarStore, model: CausalLm, kind: Kind, max_batch: usize) -> Self {
         vs.freeze();
+        let decode_mode = match vs.device() {
+            Device::Cuda(_) if rlvr_dist::CudaGraph::available() => DecodeMode::CudaGraphs,
+            _ => DecodeMode::Eager,
+        };
         Self {
             vs,
             model,
             cache: None,
+            decode_mode,
             max_batch: max_batch.max(1),
             kind,
             version: 0,
@@ -144,6 +154,40 @@ impl NativeEngine {
     pub fn set_kv_budget(&mut self, bytes: Option<u64>) {
         self.kv_budget = bytes;
         self.cache = None;
+    }
+
+    /// Run decode steps as `mode` says. The default is CUDA graphs on a CUDA device in a build
+    /// that has them, eager otherwise; CUDA graphs are refused elsewhere and on a
+    /// tensor-parallel rank (its steps all-reduce between layers).
+    pub fn set_decode_mode(&mut self, mode: DecodeMode) -> Result<()> {
+        if mode == DecodeMode::CudaGraphs {
+            let why = if !self.vs.device().is_cuda() {
+                Some(format!("the engine runs on {:?}", self.vs.device()))
+            } else if !rlvr_dist::CudaGraph::available() {
+                Some("this build has none (cargo feature `nccl` against a CUDA libtorch: scripts/build-nccl.sh)".into())
+            } else if self.shard.is_some() {
+                Some("a tensor-parallel rank all-reduces between its layers".into())
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(RolloutError::Decode(format!("no CUDA graphs: {why}")));
+            }
+        }
+        self.decode_mode = mode;
+        self.cache = None;
+        Ok(())
+    }
+
+    /// How decode steps run.
+    pub fn decode_mode(&self) -> DecodeMode {
+        self.decode_mode
+    }
+
+    /// Fixed decode shapes laid out on the current KV cache (under CUDA graphs, graphs
+    /// captured).
+    pub fn decode_shapes(&self) -> usize {
+        self.cache.as_ref().map_or(0, |(_, steps)| steps.shapes())
     }
 
     /// Positions per KV cache block (at least 1).
@@ -211,8 +255,9 @@ impl NativeEngine {
     }
 
     /// The cache for a call whose sequences fill up to `capacity` positions: the budget's
-    /// blocks, or enough blocks for `sequences` of them (reused when big enough).
-    fn cache_for(&mut self, sequences: usize, capacity: usize) -> Result<KvCache> {
+    /// blocks, or enough blocks for `sequences` of them (reused when big enough, with the
+    /// decode steps laid out on it).
+    fn cache_for(&mut self, sequences: usize, capacity: usize) -> Result<(KvCache, DecodeSteps)> {
         let blocks = match self.kv_budget {
             Some(bytes) => (bytes / self.block_bytes().max(1)) as i64,
             None => (sequences * capacity.div_ceil(self.block_size)) as i64,
@@ -225,17 +270,20 @@ impl NativeEngine {
             )));
         }
         // A cache too small is freed before the new one is allocated.
-        let fits = |c: &KvCache| c.blocks() >= blocks && c.block_size() == self.block_size as i64;
+        let fits = |(c, _): &(KvCache, DecodeSteps)| {
+            c.blocks() >= blocks && c.block_size() == self.block_size as i64
+        };
         if let Some(cache) = self.cache.take().filter(fits) {
             return Ok(cache);
         }
-        Ok(KvCache::new(
+        let cache = KvCache::new(
             self.model.config(),
             blocks,
             self.block_size as i64,
             self.kind,
             self.vs.device(),
-        ))
+        );
+        Ok((cache, DecodeSteps::new(self.decode_mode)))
     }
 
     /// Append a chosen token; `Some(reason)` when the completion is finished.
@@ -383,11 +431,10 @@ impl NativeEngine {
                 len: 1,
             })
             .collect();
-        let input = Tensor::from_slice(&tokens)
-            .view([tokens.len() as i64, 1])
-            .to_device(self.vs.device());
-        let hidden = self.model.forward_cached(&input, &rows, &mut step.cache)?;
-        let logits = self.model.logits(&hidden.squeeze_dim(1));
+        let hidden = step
+            .steps
+            .hidden(&self.model, &mut step.cache, &tokens, &rows, self.max_batch)?;
+        let logits = self.model.logits(&hidden);
         let mut refs: Vec<&mut Active> = step.active.iter_mut().collect();
         let chosen = self.choose_in_slices(&logits, params, &mut refs);
         for (mut seq, pick) in std::mem::take(&mut step.active).into_iter().zip(chosen) {
@@ -405,6 +452,7 @@ impl NativeEngine {
 struct Step<'a> {
     requests: &'a [GenerationRequest],
     cache: KvCache,
+    steps: DecodeSteps,
     blocks: Blocks,
     active: Vec<Active>,
     done: Vec<Completion>,
@@ -465,7 +513,7 @@ impl NativeEngine {
             max_new_tokens: params.max_new_tokens,
             max_positions: self.model.config().max_position_embeddings.max(1) as usize,
         };
-        let cache = self.cache_for(
+        let (cache, steps) = self.cache_for(
             total.min(self.max_batch),
             (longest + limits.max_new_tokens.max(1)).min(limits.max_positions),
         )?;
@@ -473,6 +521,7 @@ impl NativeEngine {
             requests,
             blocks: Blocks::new(cache.blocks() as usize, cache.block_size() as usize),
             cache,
+            steps,
             active: Vec::new(),
             done: Vec::with_capacity(total),
             peak: 0,
@@ -516,12 +565,13 @@ impl NativeEngine {
         });
         let Step {
             cache,
+            steps,
             mut done,
             peak,
             blocks,
             ..
         } = step;
-        self.cache = Some(cache);
+        self.cache = Some((cache, steps));
         self.peak_sequences = peak;
         self.peak_blocks = blocks.peak();
         result?;

@@ -38,6 +38,7 @@ impl NativeEngine {
         model.set_tensor_parallel(group);
         let mut engine = Self::with_model(vs, model, kind, max_batch);
         engine.shard = Some((rank, world));
+        engine.decode_mode = super::DecodeMode::Eager;
         Ok(engine)
     }
 
