@@ -8,7 +8,7 @@
 #
 #   scripts/device-check.sh BINARY OUTDIR [SECTION...]
 #
-# SECTIONs (all by default): generate train pipeline profile collectives zero3 weights
+# SECTIONs (all by default; GENERATE_SHAPES and EAGER narrow `generate`, see there): generate train pipeline profile collectives zero3 weights
 # rlvr-local workers rlvr-nccl smollm2-rlvr. `profile` needs the example binary built beside BINARY's target
 # (cargo build --release --examples -p rlvr-rollout) or PROFILE=path; `smollm2-rlvr` needs
 # GGUF=path to SmolLM2-135M-Instruct.Q4_1.gguf (scripts/smollm2.sh downloads it).
@@ -33,13 +33,16 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 ls "$TORCH_LIB" | grep -E '^lib(torch_cuda|c10_cuda)\.so$'
 "$PY" -c 'import os, torch, glob; print(*glob.glob(os.path.join(os.path.dirname(torch.__file__), "..", "nvidia", "*", "lib", "libnccl.so*")))'
 
-want generate && step "generation: rlvr native engine (paged KV cache) vs transformers generate, SmolLM2-135M shape"
+want generate && step "generation: rlvr native engine (paged KV cache; decode steps replayed from CUDA graphs, then eager) vs transformers generate, SmolLM2-135M shape"
 # PROMPTS SAMPLES PROMPT_LEN DTYPE: 32, 128 and 512 sequences of 16 + 128 tokens, and the RL
 # shape (64 prompts x 8 samples of 128 + 128 tokens, samples sharing their prompt's blocks).
-want generate && for shape in "32 1 16 bf16" "32 1 16 f32" "128 1 16 bf16" "512 1 16 bf16" "64 8 128 bf16"; do
+# GENERATE_SHAPES="32 1 16 bf16;512 1 16 bf16" picks shapes; EAGER=0 leaves out the eager runs.
+IFS=';' read -r -a shapes <<< "${GENERATE_SHAPES:-32 1 16 bf16;32 1 16 f32;128 1 16 bf16;512 1 16 bf16;64 8 128 bf16}"
+want generate && for shape in "${shapes[@]}"; do
   read -r prompts samples prompt_len dt <<< "$shape"
   args=(--batch "$prompts" --samples "$samples" --prompt-len "$prompt_len" --new-tokens 128 --repeats 2 --device cuda --dtype "$dt")
   timeout 300 "$BIN" bench generate "${args[@]}" --save-model "$WORK/gen-$dt" --json | tee -a "$OUT/results.jsonl"
+  [ "${EAGER:-1}" = 0 ] || timeout 300 "$BIN" bench generate "${args[@]}" --eager --json | tee -a "$OUT/results.jsonl"
   timeout 300 "$PY" benches/generate_transformers.py "$WORK/gen-$dt" "${args[@]}" 2>/dev/null | tee -a "$OUT/results.jsonl"
 done
 

@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use rlvr_core::{Completion, GenerationRequest, SamplingParams, WeightChunk};
 use rlvr_learner::model::Config;
 use rlvr_learner::Learner;
-use rlvr_rollout::{Engine, NativeEngine};
+use rlvr_rollout::{DecodeMode, Engine, NativeEngine};
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
@@ -41,6 +41,10 @@ pub struct GenerateArgs {
     /// past it wait for room. Without it the cache holds every sequence's positions unshared.
     #[arg(long)]
     pub kv_cache_gib: Option<f64>,
+    /// Run every decode step op by op, as its batch is (on a GPU the default replays each
+    /// step's shape from a CUDA graph; this measures the engine without them).
+    #[arg(long)]
+    pub eager: bool,
     /// Model, device and output.
     #[command(flatten)]
     pub model: ModelArgs,
@@ -67,7 +71,8 @@ fn weight_copy_seconds(chunks: &[WeightChunk], device: Device) -> f64 {
 }
 
 /// Largest difference between the engine's sampled-token log-probs and the learner's, recomputed
-/// by one full forward pass over each of the first `k` completions.
+/// by one full forward pass over each of the first `k` completions; NaN if either side has one
+/// (a plain `max` would hide it).
 pub(super) fn logprob_gap(
     learner: &Learner,
     requests: &[GenerationRequest],
@@ -96,7 +101,13 @@ pub(super) fn logprob_gap(
             let got = Tensor::from_slice(&c.logprobs).to_device(device);
             Some((got - want).abs().max().double_value(&[]))
         })
-        .fold(0.0, f64::max)
+        .fold(0.0, |worst, gap| {
+            if worst.is_nan() || gap.is_nan() {
+                f64::NAN
+            } else {
+                worst.max(gap)
+            }
+        })
 }
 
 /// A new engine for the benchmark's `sequences`, its KV cache fixed by `--kv-cache-gib`.
@@ -106,6 +117,9 @@ pub(super) fn engine(
 ) -> Result<NativeEngine> {
     let mut engine = new(args.batch * args.samples)?;
     engine.set_kv_budget(args.kv_cache_gib.map(|g| (g * (1u64 << 30) as f64) as u64));
+    if args.eager {
+        engine.set_decode_mode(DecodeMode::Eager)?;
+    }
     Ok(engine)
 }
 
@@ -229,6 +243,7 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
         "weight_update_over_memcpy": update_s / copy_s, "weight_bytes": total,
         "logprob_max_abs_diff": logprob_gap, "cpu_decode_kernel": rlvr_learner::model::cpu_decode_kernel(),
         "cpu_decode_attention": rlvr_learner::model::cpu_decode_attention(),
+        "decode": format!("{:?}", engine.decode_mode()), "decode_shapes": engine.decode_shapes(),
     });
     if args.model.json {
         println!("{report}");
@@ -247,6 +262,11 @@ pub(super) fn generate(args: &GenerateArgs) -> Result<()> {
                 rlvr_learner::model::cpu_decode_attention()
             );
         }
+        println!(
+            "  decode steps: {:?} ({} fixed shapes)",
+            engine.decode_mode(),
+            engine.decode_shapes()
+        );
         println!(
             "  {} prompts x {} samples x {} new tokens in {:.2} s: {:.0} tokens/s ({:.1} ms per decode step)",
             args.batch,
