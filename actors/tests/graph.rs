@@ -14,7 +14,7 @@ use rlvr_actors::graph::proxy::{ProxyArgs, VerifierProxy};
 use rlvr_actors::graph::remote::{RemoteWorker, Role};
 use rlvr_actors::graph::rollout::{RolloutArgs, RolloutJob, RolloutWorker};
 use rlvr_actors::graph::verifier::{VerifierWorker, VerifyArgs, VerifyJob};
-use rlvr_actors::graph::wire::{encode, VerifierSetup};
+use rlvr_actors::graph::wire::{encode, EngineOptions, VerifierSetup};
 use rlvr_core::{GenerationRequest, SamplingParams, Verdict};
 use rlvr_learner::model::Config;
 use rlvr_learner::{Learner, LearnerConfig};
@@ -57,7 +57,10 @@ impl Spawner<RolloutWorker> for Rollouts {
             kind: tch::Kind::Float,
             free_cache_between_jobs: false,
             max_batch: 8,
-            kv_cache_bytes: None,
+            options: EngineOptions {
+                kv_cache_bytes: None,
+                cuda_graphs: true,
+            },
             pool,
             broadcaster: self.broadcaster.clone(),
             in_flight: None,

@@ -34,7 +34,7 @@ use super::rollout::RolloutWorker;
 use super::step::{policy_samples, rollout_and_verify, samples, Roles, Scored};
 use super::verifier::VerifierWorker;
 use super::weight_group::WeightGroup;
-use super::wire::{encode, RolloutSetup, VerifierSetup};
+use super::wire::{encode, EngineOptions, RolloutSetup, VerifierSetup};
 use crate::cluster::Listen;
 use crate::evaluation::Questions;
 use crate::metrics::MetricsLog;
@@ -134,8 +134,8 @@ pub struct ControllerArgs {
     pub engine_kind: tch::Kind,
     /// Sequences each engine holds at once.
     pub engine_batch: usize,
-    /// Size of each engine's KV cache in bytes (unset: what `engine_batch` sequences need).
-    pub kv_cache_bytes: Option<u64>,
+    /// Each engine's KV cache and decode steps.
+    pub engine_options: EngineOptions,
     /// `metrics.jsonl`.
     pub metrics: MetricsLog,
     /// Checkpoint directory of the stage.
@@ -424,7 +424,7 @@ impl Actor for Controller {
         let rollout_setup = encode(&RolloutSetup {
             config: args.learner.model().config().clone(),
             max_batch: args.engine_batch,
-            kv_cache_bytes: args.kv_cache_bytes,
+            engine: args.engine_options,
             bf16: args.engine_kind == tch::Kind::BFloat16,
             in_flight: args.settings.in_flight,
         });
@@ -435,7 +435,7 @@ impl Actor for Controller {
             kind: args.engine_kind,
             learner_device: args.learner.model().device(),
             max_batch: args.engine_batch,
-            kv_cache_bytes: args.kv_cache_bytes,
+            options: args.engine_options,
             broadcaster: broadcaster.clone(),
             in_flight: in_flight.map(|slot| slot as Arc<dyn rlvr_rollout::WeightFeed>),
         };

@@ -13,7 +13,7 @@ use tch::{Device, Kind};
 
 use super::broadcast::{BroadcastMsg, Weights};
 use super::pool::{JobId, PoolMsg, PoolWorker};
-use super::wire::Generated;
+use super::wire::{EngineOptions, Generated};
 
 /// Prompts to complete with one set of sampling settings.
 #[derive(Debug, Clone)]
@@ -48,8 +48,8 @@ pub struct RolloutArgs {
     pub free_cache_between_jobs: bool,
     /// Sequences in flight at once.
     pub max_batch: usize,
-    /// Size of the KV cache in bytes (unset: what `max_batch` sequences of a job need).
-    pub kv_cache_bytes: Option<u64>,
+    /// Its KV cache and decode steps.
+    pub options: EngineOptions,
     /// The pool that deals jobs.
     pub pool: ActorRef<PoolMsg<RolloutWorker>>,
     /// Where newer weights come from.
@@ -122,7 +122,7 @@ impl Actor for RolloutWorker {
             NativeEngine::from_pretrained(&model, device, kind, max_batch).map(|e| e.at_version(version))
         })
         .await??;
-        engine.set_kv_budget(args.kv_cache_bytes);
+        args.options.apply(&mut engine)?;
         if let Some(feed) = args.in_flight {
             engine.set_weight_feed(feed);
         }

@@ -101,7 +101,7 @@ pub fn build_engine(
         }
         None => NativeEngine::new(&setup.config, device, kind, setup.max_batch, 0),
     };
-    engine.set_kv_budget(setup.kv_cache_bytes);
+    setup.engine.apply(&mut engine)?;
     Ok(engine)
 }
 

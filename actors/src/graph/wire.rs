@@ -7,6 +7,7 @@ use ractor::RpcReplyPort;
 use ractor_cluster::RactorClusterMessage;
 use rlvr_core::{Completion, DType, GenerationRequest, SamplingParams, Verdict, WeightChunk};
 use rlvr_learner::model::Config;
+use rlvr_rollout::{DecodeMode, NativeEngine};
 use rlvr_verifiers::Mode;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -43,6 +44,28 @@ pub enum RemoteMsg {
     Verify(Vec<u8>, RpcReplyPort<Vec<u8>>),
 }
 
+/// How a run's engines hold their KV cache and run their decode steps (`rollout.kv_cache_gib`,
+/// `rollout.cuda_graphs`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EngineOptions {
+    /// Size of the KV cache in bytes (unset: what the engine's batch of a job needs).
+    pub kv_cache_bytes: Option<u64>,
+    /// Replay decode steps from CUDA graphs where the engine can (a GPU, a build with them,
+    /// not a tensor-parallel rank); false runs them op by op.
+    pub cuda_graphs: bool,
+}
+
+impl EngineOptions {
+    /// Set up a new engine as the options say.
+    pub fn apply(&self, engine: &mut NativeEngine) -> rlvr_rollout::Result<()> {
+        engine.set_kv_budget(self.kv_cache_bytes);
+        if !self.cuda_graphs {
+            engine.set_decode_mode(DecodeMode::Eager)?;
+        }
+        Ok(())
+    }
+}
+
 /// What a remote rollout worker builds its engine from (the weights follow as buckets).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RolloutSetup {
@@ -50,8 +73,8 @@ pub struct RolloutSetup {
     pub config: Config,
     /// Sequences in flight at once.
     pub max_batch: usize,
-    /// Size of the KV cache in bytes (unset: what `max_batch` sequences of a job need).
-    pub kv_cache_bytes: Option<u64>,
+    /// Its KV cache and decode steps.
+    pub engine: EngineOptions,
     /// Whether the engine holds its weights and KV cache in bf16 (else f32).
     pub bf16: bool,
     /// Whether the run's engines take newer weights between decode steps (`rlvr.max_staleness`),

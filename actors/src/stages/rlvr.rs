@@ -25,6 +25,7 @@ use crate::cluster::Listen;
 use crate::graph::controller::{Controller, ControllerArgs, EvalTasks, LoopSettings, Progress};
 use crate::graph::data::Prompt;
 use crate::graph::learner::Ranks;
+use crate::graph::wire::EngineOptions;
 use crate::metrics::MetricsLog;
 use crate::UsageError;
 
@@ -433,7 +434,10 @@ pub(crate) fn lead(
         engine_devices,
         engine_kind,
         engine_batch: stage.rollout.engine_batch.max(1) as usize,
-        kv_cache_bytes: stage.rollout.kv_cache_bytes(),
+        engine_options: EngineOptions {
+            kv_cache_bytes: stage.rollout.kv_cache_bytes(),
+            cuda_graphs: stage.rollout.cuda_graphs,
+        },
         metrics: metrics.reopen()?,
         checkpoints: ckpt_dir,
         bar: bar.clone(),

@@ -21,6 +21,10 @@ pub struct RolloutSpec {
     /// either way).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kv_cache_gib: Option<f64>,
+    /// Replay each decode step of a GPU engine from a CUDA graph captured once per batch shape
+    /// (vLLM's `enforce_eager = false`); false runs every step op by op. CPU engines and
+    /// tensor-parallel ranks always run op by op.
+    pub cuda_graphs: bool,
     /// Verifier workers.
     pub verifier_workers: u64,
     /// Longest one verifier call may take before the response is scored as failed.
@@ -42,6 +46,7 @@ impl Default for RolloutSpec {
             workers: 1,
             engine_batch: 64,
             kv_cache_gib: None,
+            cuda_graphs: true,
             verifier_workers: 2,
             verifier_timeout_s: 10.0,
             devices: Vec::new(),

@@ -21,7 +21,7 @@ use crate::cluster::start_node;
 use crate::graph::broadcast::Weights;
 use crate::graph::proxy::{call, call_status, send_weights, SETUP_TIMEOUT};
 use crate::graph::wire::{
-    decode, encode, Completions, RemoteMsg, RolloutRequest, RolloutSetup, ROLLOUT_GROUP,
+    decode, encode, Completions, EngineOptions, RemoteMsg, RolloutRequest, RolloutSetup, ROLLOUT_GROUP,
 };
 
 /// Kills the worker node when the benchmark ends, however it ends.
@@ -86,7 +86,10 @@ pub fn worker_sync(args: &WeightSyncArgs) -> Result<()> {
         let setup = encode(&RolloutSetup {
             config: config.clone(),
             max_batch: 1,
-            kv_cache_bytes: None,
+            engine: EngineOptions {
+                kv_cache_bytes: None,
+                cuda_graphs: true,
+            },
             bf16: false,
             in_flight: false,
         });

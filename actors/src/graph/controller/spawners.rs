@@ -11,6 +11,7 @@ use crate::graph::broadcast::BroadcastMsg;
 use crate::graph::pool::{PoolMsg, Spawner};
 use crate::graph::rollout::{RolloutArgs, RolloutWorker};
 use crate::graph::verifier::{VerifierWorker, VerifyArgs};
+use crate::graph::wire::EngineOptions;
 
 /// Starts rollout workers (again, after a crash) from the run's starting weights; each then
 /// loads the newest from the broadcaster.
@@ -23,7 +24,7 @@ pub(super) struct RolloutSpawner {
     /// The learner's device: an engine there frees its KV cache between jobs.
     pub(super) learner_device: tch::Device,
     pub(super) max_batch: usize,
-    pub(super) kv_cache_bytes: Option<u64>,
+    pub(super) options: EngineOptions,
     pub(super) broadcaster: ActorRef<BroadcastMsg>,
     pub(super) in_flight: Option<Arc<dyn WeightFeed>>,
 }
@@ -42,7 +43,7 @@ impl Spawner<RolloutWorker> for RolloutSpawner {
             kind: self.kind,
             free_cache_between_jobs: device == self.learner_device,
             max_batch: self.max_batch,
-            kv_cache_bytes: self.kv_cache_bytes,
+            options: self.options,
             pool,
             broadcaster: self.broadcaster.clone(),
             in_flight: self.in_flight.clone(),
