@@ -90,25 +90,17 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> DistError {
 
 #[cfg(feature = "nccl")]
 mod imp {
-    use std::ffi::{c_char, CStr};
+    use std::ffi::c_char;
 
     use super::CudaGraph;
     use crate::error::{DistError, Result};
     use crate::ffi;
 
     fn check(ok: i32, err: *mut c_char) -> Result<()> {
-        if ok == 1 {
-            return Ok(());
+        match ok {
+            1 => Ok(()),
+            _ => Err(DistError::CudaGraph(ffi::take_error(err))),
         }
-        let message = if err.is_null() {
-            "unknown error".to_string()
-        } else {
-            // SAFETY: the shim returns a NUL-terminated malloc'ed string, freed here once.
-            let text = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
-            unsafe { ffi::rlvr_c10d_free_error(err) };
-            text
-        };
-        Err(DistError::CudaGraph(message))
     }
 
     pub(super) fn pool() -> Result<(u64, u64)> {

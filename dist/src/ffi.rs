@@ -1,7 +1,7 @@
 //! The shim's C interface (`csrc/c10d.cpp`). Tensors are passed as `at::Tensor*`, which is what
 //! a tch `Tensor` holds.
 
-use std::ffi::{c_char, c_int, c_long, c_void};
+use std::ffi::{c_char, c_int, c_long, c_void, CStr};
 
 use torch_sys::C_tensor;
 
@@ -66,4 +66,16 @@ extern "C" {
     pub fn rlvr_cuda_graph_leave(graph: *mut c_void);
     pub fn rlvr_cuda_graph_replay(graph: *mut c_void, err: *mut *mut c_char) -> c_int;
     pub fn rlvr_cuda_graph_free(graph: *mut c_void);
+}
+
+/// The message of a failed shim call (`err`, malloc'ed by the shim, freed here), or "unknown
+/// error" where it left none.
+pub(crate) fn take_error(err: *mut c_char) -> String {
+    if err.is_null() {
+        return "unknown error".into();
+    }
+    // SAFETY: the shim returns a NUL-terminated malloc'ed string, freed here once.
+    let text = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
+    unsafe { rlvr_c10d_free_error(err) };
+    text
 }

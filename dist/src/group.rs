@@ -1,6 +1,6 @@
 //! A process group: rendezvous, backend choice and the collectives.
 
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{c_char, c_void, CString};
 use std::time::Duration;
 
 use tch::{Device, Tensor};
@@ -148,18 +148,10 @@ unsafe impl Sync for ProcessGroup {}
 
 /// Turn the shim's `(ok, err)` convention into a `Result`.
 fn check(ok: i32, err: *mut c_char) -> Result<()> {
-    if ok == 1 {
-        return Ok(());
+    match ok {
+        1 => Ok(()),
+        _ => Err(DistError::C10d(ffi::take_error(err))),
     }
-    let message = if err.is_null() {
-        "unknown error".to_string()
-    } else {
-        // SAFETY: the shim returns a NUL-terminated malloc'ed string, freed here once.
-        let text = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
-        unsafe { ffi::rlvr_c10d_free_error(err) };
-        text
-    };
-    Err(DistError::C10d(message))
 }
 
 /// `s` as a C string for the shim; a NUL byte in it is an error about `name`.
