@@ -30,16 +30,6 @@ impl FixedDecode {
         }
     }
 
-    /// Sequences a step carries (real and padding).
-    pub fn rows(&self) -> i64 {
-        self.rows
-    }
-
-    /// Blocks each sequence attends over.
-    pub fn blocks(&self) -> i64 {
-        self.blocks
-    }
-
     /// Write the next step into the inputs: `tokens[i]` continues `rows[i]`, which brings one
     /// token (`len` 1) at position `start`; the rows past `rows.len()` are padding.
     pub fn set(&self, tokens: &[i64], rows: &[CachedRow], cache: &KvCache) -> Result<()> {
