@@ -69,13 +69,10 @@ impl DecodeSteps {
         let size = cache.block_size();
         let blocks = rows.iter().map(|r| r.start / size + 1).max().unwrap_or(1);
         let key = (bucket(n).min(max_batch.max(rows.len()) as i64), bucket(blocks));
-        let shape = match self.shapes.entry(key) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(Shape {
-                inputs: FixedDecode::new(key.0, key.1, model.device()),
-                graph: None,
-            }),
-        };
+        let shape = self.shapes.entry(key).or_insert_with(|| Shape {
+            inputs: FixedDecode::new(key.0, key.1, model.device()),
+            graph: None,
+        });
         shape.inputs.set(tokens, rows, cache)?;
         let hidden = match (self.mode, &shape.graph) {
             (DecodeMode::CudaGraphs, Some((graph, hidden))) => {
