@@ -189,7 +189,7 @@ async fn a_broadcast_reaches_every_worker_and_later_completions_carry_its_versio
         .flat_map(|g| &g.completions)
         .all(|c| c.policy_version == 0));
     let new = learner(4);
-    let weights = Arc::new(Weights::from_tensors(5, new.device_weights().unwrap()));
+    let weights = Arc::new(Weights::snapshot(&new, 5).unwrap());
     let report = ractor::call!(broadcaster, BroadcastMsg::Publish, weights).unwrap();
     assert_eq!(report.workers, 2);
     // A worker started after the broadcast subscribes and gets version 5 before any job.

@@ -18,6 +18,7 @@
 //! comes back as a [`DistError::C10d`] with libtorch's message (a rendezvous that times out, a
 //! peer that died), never a crash.
 
+mod buckets;
 mod cuda_graph;
 mod error;
 mod ffi;
@@ -26,6 +27,7 @@ mod rows;
 mod threads;
 mod weights;
 
+pub use buckets::{PackedWeights, WeightPacker};
 pub use cuda_graph::{CudaGraph, GraphPool};
 pub use error::{DistError, Result};
 pub use group::{Backend, ProcessGroup, ReduceOp, Rendezvous};

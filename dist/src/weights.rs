@@ -16,6 +16,7 @@ use std::time::Instant;
 use rlvr_core::{DType, WeightChunk};
 use tch::{Device, Kind, Tensor};
 
+use crate::buckets::{entries_of, Entry, Filled, PackedWeights, Packer, Packing};
 use crate::{DistError, ProcessGroup, Result};
 
 /// What one sync moved.
@@ -69,7 +70,7 @@ fn dtype_of(code: i64) -> Result<DType> {
     }
 }
 
-fn kind_of(d: DType) -> Kind {
+pub(crate) fn kind_of(d: DType) -> Kind {
     match d {
         DType::F32 => Kind::Float,
         DType::Bf16 => Kind::BFloat16,
@@ -77,7 +78,7 @@ fn kind_of(d: DType) -> Kind {
     }
 }
 
-fn dtype_of_kind(name: &str, kind: Kind) -> Result<DType> {
+pub(crate) fn dtype_of_kind(name: &str, kind: Kind) -> Result<DType> {
     match kind {
         Kind::Float => Ok(DType::F32),
         Kind::BFloat16 => Ok(DType::Bf16),
@@ -89,23 +90,10 @@ fn dtype_of_kind(name: &str, kind: Kind) -> Result<DType> {
     }
 }
 
-fn bad_table(message: impl Into<String>) -> DistError {
+pub(crate) fn bad_table(message: impl Into<String>) -> DistError {
     DistError::Shape {
         op: "weight sync",
         message: message.into(),
-    }
-}
-
-/// One tensor of a sync, as the table describes it.
-struct Entry {
-    name: String,
-    dtype: DType,
-    shape: Vec<i64>,
-}
-
-impl Entry {
-    fn bytes(&self) -> usize {
-        self.shape.iter().product::<i64>().max(0) as usize * self.dtype.size()
     }
 }
 
@@ -143,38 +131,6 @@ fn decode_table(table: Vec<i64>) -> Result<(u64, Vec<Entry>)> {
     Ok((version, entries))
 }
 
-/// Where each tensor lies in the device buckets: consecutive tensors share a bucket of at most
-/// `bucket_bytes`, each at an offset aligned to [`ALIGN`] so it can be viewed in its own type; a
-/// tensor larger than a bucket travels alone. Both sides compute it from the table.
-struct Packing {
-    /// Per bucket: its bytes and the (tensor index, offset) of each member.
-    buckets: Vec<(usize, Vec<(usize, usize)>)>,
-}
-
-/// Byte alignment of a tensor inside a device bucket (enough for every element type).
-const ALIGN: usize = 16;
-
-impl Packing {
-    fn new(entries: &[Entry], bucket_bytes: usize) -> Self {
-        let mut buckets: Vec<(usize, Vec<(usize, usize)>)> = Vec::new();
-        for (i, e) in entries.iter().enumerate() {
-            let bytes = e.bytes();
-            if bytes == 0 {
-                continue;
-            }
-            match buckets.last_mut() {
-                Some((used, members)) if used.next_multiple_of(ALIGN) + bytes <= bucket_bytes => {
-                    let offset = used.next_multiple_of(ALIGN);
-                    members.push((i, offset));
-                    *used = offset + bytes;
-                }
-                _ => buckets.push((bytes, vec![(i, 0)])),
-            }
-        }
-        Self { buckets }
-    }
-}
-
 /// Where bytes `start..start + len` of the stream that concatenates segments of lengths `lens`
 /// lie: per segment touched, (segment, offset in it, offset in the range, bytes).
 fn pieces(lens: &[usize], start: usize, len: usize) -> Vec<(usize, usize, usize, usize)> {
@@ -190,14 +146,6 @@ fn pieces(lens: &[usize], start: usize, len: usize) -> Vec<(usize, usize, usize,
         }
     }
     out
-}
-
-/// A tensor's bytes as a flat `u8` tensor on its device (a view when it is contiguous).
-fn bytes_of(name: &str, t: &Tensor) -> Result<Tensor> {
-    t.contiguous()
-        .reshape([-1])
-        .f_view_dtype(Kind::Uint8)
-        .map_err(|e| bad_table(format!("`{name}`: {e}")))
 }
 
 impl<'a> WeightSync<'a> {
@@ -327,33 +275,39 @@ impl<'a> WeightSync<'a> {
     /// sender that makes each tensor just before it goes (a ZeRO-3 learner gathering one unit
     /// at a time) holds at most one bucket of the version beyond what it makes.
     pub fn stream(&self, table: &[(String, Kind, Vec<i64>)], version: u64) -> Result<TensorStream<'a>> {
-        let entries = table
-            .iter()
-            .map(|(name, kind, shape)| {
-                Ok(Entry {
-                    name: name.clone(),
-                    dtype: dtype_of_kind(name, *kind)?,
-                    shape: shape.clone(),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let entries = entries_of(table)?;
         let started = Instant::now();
         self.table(Some(encode_table(version, &entries)))?;
-        let packing = Packing::new(&entries, self.bucket_bytes);
-        let mut place = vec![None; entries.len()];
-        for (b, (_, members)) in packing.buckets.iter().enumerate() {
-            for &(i, offset) in members {
-                place[i] = Some((b, offset));
-            }
-        }
         Ok(TensorStream {
             sync: *self,
-            entries,
-            packing,
-            place,
-            next: 0,
-            bucket: None,
+            packer: Packer::new(entries, self.bucket_bytes, self.device),
             started,
+        })
+    }
+
+    /// On the root: send a version packed for this sync ([`crate::WeightPacker`], the same
+    /// bucket size, on this sync's device) to every other rank, each bucket broadcast as it
+    /// lies; they receive it as [`WeightSync::send_tensors`]'.
+    pub fn send_packed(&self, packed: &PackedWeights) -> Result<SyncStats> {
+        if packed.bucket_bytes() != self.bucket_bytes || packed.device() != self.device {
+            return Err(bad_table(format!(
+                "policy version {} was packed in buckets of {} bytes on {:?}; this sync sends buckets of {} bytes on {:?}",
+                packed.version(),
+                packed.bucket_bytes(),
+                packed.device(),
+                self.bucket_bytes,
+                self.device
+            )));
+        }
+        let started = Instant::now();
+        self.table(Some(encode_table(packed.version(), &packed.entries)))?;
+        for bucket in &packed.buckets {
+            self.group.broadcast(&mut bucket.shallow_clone(), self.root)?;
+        }
+        Ok(SyncStats {
+            bytes: packed.entries.iter().map(Entry::bytes).sum::<usize>() as u64,
+            buckets: packed.buckets.len() as u64,
+            seconds: started.elapsed().as_secs_f64(),
         })
     }
 
@@ -387,7 +341,6 @@ impl<'a> WeightSync<'a> {
         let (version, entries) = decode_table(self.table(None)?)?;
         let packing = Packing::new(&entries, self.bucket_bytes);
         // Entries of no bytes travel in no bucket: each is given in its turn, empty.
-        let empty = |e: &Entry| Tensor::empty(&e.shape, (kind_of(e.dtype), into));
         let mut next = 0;
         for (bytes, members) in &packing.buckets {
             let mut bucket = Tensor::empty([*bytes as i64], (Kind::Uint8, self.device));
@@ -398,20 +351,15 @@ impl<'a> WeightSync<'a> {
             };
             for &(i, offset) in members {
                 for e in &entries[next..i] {
-                    f(e.name.clone(), empty(e))?;
+                    f(e.name.clone(), e.empty(into))?;
                 }
                 let e = &entries[i];
-                let view = bucket
-                    .narrow(0, offset as i64, e.bytes() as i64)
-                    .f_view_dtype(kind_of(e.dtype))
-                    .and_then(|t| t.f_reshape(&e.shape))
-                    .map_err(|err| bad_table(format!("`{}`: {err}", e.name)))?;
-                f(e.name.clone(), view)?;
+                f(e.name.clone(), e.view(&bucket, offset)?)?;
                 next = i + 1;
             }
         }
         for e in &entries[next..] {
-            f(e.name.clone(), empty(e))?;
+            f(e.name.clone(), e.empty(into))?;
         }
         let stats = SyncStats {
             bytes: entries.iter().map(Entry::bytes).sum::<usize>() as u64,
@@ -422,19 +370,11 @@ impl<'a> WeightSync<'a> {
     }
 }
 
-/// A version going out one tensor at a time ([`WeightSync::stream`]): each tensor is copied
-/// into its bucket as it comes (or, larger than a bucket, broadcast from its own memory), and
-/// each bucket is broadcast once its last tensor is in.
+/// A version going out one tensor at a time ([`WeightSync::stream`]): each bucket is broadcast
+/// once its last tensor is in (a tensor larger than a bucket from its own memory).
 pub struct TensorStream<'a> {
     sync: WeightSync<'a>,
-    entries: Vec<Entry>,
-    packing: Packing,
-    /// Each entry's bucket and offset in it (`None`: no bytes).
-    place: Vec<Option<(usize, usize)>>,
-    /// The next entry expected.
-    next: usize,
-    /// The bucket being filled.
-    bucket: Option<Tensor>,
+    packer: Packer,
     started: Instant,
 }
 
@@ -442,64 +382,20 @@ impl TensorStream<'_> {
     /// The next tensor of the table: `name`, of the table's element type and shape, on any
     /// device (moved to the sync's when it is elsewhere).
     pub fn push(&mut self, name: &str, t: &Tensor) -> Result<()> {
-        let i = self.next;
-        let Some(e) = self.entries.get(i) else {
-            return Err(bad_table(format!(
-                "`{name}` is past the table's {} tensors",
-                self.entries.len()
-            )));
-        };
-        if e.name != name || dtype_of_kind(name, t.kind())? != e.dtype || t.size() != e.shape {
-            return Err(bad_table(format!(
-                "`{name}` ({:?}, {:?}) where the table has `{}` ({:?}, {:?}) next",
-                t.kind(),
-                t.size(),
-                e.name,
-                e.dtype,
-                e.shape
-            )));
+        match self.packer.push(name, t)? {
+            Filled::Nothing => Ok(()),
+            Filled::Bucket(mut bytes) | Filled::Alone(mut bytes) => {
+                self.sync.group.broadcast(&mut bytes, self.sync.root)
+            }
         }
-        self.next += 1;
-        let Some((b, offset)) = self.place[i] else {
-            return Ok(());
-        };
-        let device = self.sync.device;
-        let t = match t.device() == device {
-            true => t.shallow_clone(),
-            false => t.to_device(device),
-        };
-        let (bytes, members) = &self.packing.buckets[b];
-        if members.len() == 1 {
-            return self
-                .sync
-                .group
-                .broadcast(&mut bytes_of(name, &t)?, self.sync.root);
-        }
-        let bucket = self
-            .bucket
-            .get_or_insert_with(|| Tensor::empty([*bytes as i64], (Kind::Uint8, device)));
-        let src = bytes_of(name, &t)?;
-        bucket.narrow(0, offset as i64, src.numel() as i64).copy_(&src);
-        if members.last().is_some_and(|&(last, _)| last == i) {
-            let mut full = self.bucket.take().unwrap_or_default();
-            self.sync.group.broadcast(&mut full, self.sync.root)?;
-        }
-        Ok(())
     }
 
     /// After the table's last tensor: what the sync moved. An error if some were not given.
     pub fn finish(self) -> Result<SyncStats> {
-        if let Some(e) = self.entries.get(self.next) {
-            return Err(bad_table(format!(
-                "the stream ended before `{}` ({} of {} tensors given)",
-                e.name,
-                self.next,
-                self.entries.len()
-            )));
-        }
+        self.packer.finished()?;
         Ok(SyncStats {
-            bytes: self.entries.iter().map(Entry::bytes).sum::<usize>() as u64,
-            buckets: self.packing.buckets.len() as u64,
+            bytes: self.packer.entries.iter().map(Entry::bytes).sum::<usize>() as u64,
+            buckets: self.packer.packing.buckets.len() as u64,
             seconds: self.started.elapsed().as_secs_f64(),
         })
     }

@@ -298,6 +298,41 @@ fn a_stream_of_tensors_made_one_at_a_time_arrives_as_sent_all_at_once() {
     assert_received_mixed(&results, 9);
 }
 
+/// A packed version is a snapshot (later changes to the tensors it was packed from, the one
+/// larger than a bucket included, do not reach it), its tensors are views equal to the
+/// originals, and it arrives as sent all at once, in the same buckets; a sync with another
+/// bucket size refuses it.
+#[test]
+fn a_packed_version_is_a_snapshot_that_arrives_as_sent_all_at_once() {
+    use rlvr_dist::{WeightPacker, WeightSync};
+    let results = on_ranks(3, |group| {
+        let sync = WeightSync::new(&group, 0, 100, Device::Cpu);
+        if group.rank() != 0 {
+            return sync.receive_tensors(Device::Cpu).unwrap();
+        }
+        let tensors = mixed_tensors();
+        let mut packer = WeightPacker::new(&table_of(&tensors), 11, 100, Device::Cpu).unwrap();
+        for (name, t) in &tensors {
+            packer.push(name, t).unwrap();
+        }
+        let packed = packer.finish().unwrap();
+        for (_, t) in &tensors {
+            let _ = t.shallow_clone().fill_(-1.0);
+        }
+        for ((name, got), (_, want)) in packed.tensors().iter().zip(mixed_tensors()) {
+            assert_eq!((got.kind(), got.size()), (want.kind(), want.size()), "{name}");
+            assert!(got.equal(&want), "{name} changed with its source");
+        }
+        let refused = WeightSync::new(&group, 0, 200, Device::Cpu)
+            .send_packed(&packed)
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("buckets of 100 bytes"), "{refused}");
+        sent(11, sync.send_packed(&packed).unwrap())
+    });
+    assert_received_mixed(&results, 11);
+}
+
 /// A stream takes its table's tensors in order, each as the table describes it, and all of
 /// them.
 #[test]

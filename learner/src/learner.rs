@@ -511,10 +511,11 @@ impl Learner {
     }
 
     /// Every parameter copied on the learner's device, in name order: a snapshot the next
-    /// step does not change, which local engines load device to device and a device-resident
-    /// sync broadcasts, never staged in host memory. It holds the whole model once more on
-    /// the device, so a ZeRO-3 learner refuses ([`Learner::export_weights`] assembles its
-    /// weights in host memory, unit by unit).
+    /// step does not change, which an engine loads device to device, never staged in host
+    /// memory (a run packs its snapshot in broadcast buckets instead, from
+    /// [`Learner::visit_weights`]). It holds the whole model once more on the device, so a
+    /// ZeRO-3 learner refuses ([`Learner::export_weights`] assembles its weights in host
+    /// memory, unit by unit).
     pub fn device_weights(&self) -> Result<Vec<(String, Tensor)>> {
         if self.zero.is_some() {
             return Err(LearnerError::Order(

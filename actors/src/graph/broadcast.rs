@@ -9,15 +9,18 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rlvr_core::WeightChunk;
+use rlvr_dist::{PackedWeights, WeightPacker};
 use rlvr_learner::checkpoint::export_chunk;
+use rlvr_learner::Learner;
 use rlvr_rollout::{WeightFeed, WeightSource};
-use tch::Tensor;
 
 use super::rollout::RolloutMsg;
-use super::weight_group::WeightGroup;
+use super::weight_group::{WeightGroup, BUCKET_BYTES};
 
 /// One version of the policy's weights: a snapshot of the learner's tensors on its device,
-/// which local engines copy device to device, or host bytes (a run's starting weights, what
+/// packed in the buckets the weight group broadcasts ([`Weights::snapshot`]), which local
+/// engines copy device to device and the launched engine ranks receive as they lie, or host
+/// bytes (a run's starting weights, what
 /// arrives on a worker node), or nothing at all when the version went to the launched engine
 /// ranks as the learner gathered it ([`Weights::at_engine_ranks`]). Engines on worker nodes
 /// need host bytes; they are made from the tensors once, on first use.
@@ -26,7 +29,7 @@ pub struct Weights {
     /// Policy version (learner steps taken).
     pub version: u64,
     /// The snapshot (`Mutex`: libtorch tensors are `Send` but not `Sync`; engines only read it).
-    tensors: Option<Mutex<Vec<(String, Tensor)>>>,
+    packed: Option<Mutex<PackedWeights>>,
     /// Host bytes: given, or made from the snapshot on first use (never set when there is
     /// neither).
     chunks: OnceLock<Vec<WeightChunk>>,
@@ -42,18 +45,22 @@ impl Weights {
     pub fn from_chunks(version: u64, chunks: Vec<WeightChunk>) -> Self {
         Self {
             version,
-            tensors: None,
+            packed: None,
             chunks: OnceLock::from(chunks),
         }
     }
 
-    /// Weights as a snapshot of named tensors ([`rlvr_learner::Learner::device_weights`]).
-    pub fn from_tensors(version: u64, tensors: Vec<(String, Tensor)>) -> Self {
-        Self {
+    /// A snapshot of an unsharded `learner`'s weights as policy `version`, on its device, in
+    /// the weight group's buckets: the one copy a version costs on the learner's side.
+    pub fn snapshot(learner: &Learner, version: u64) -> anyhow::Result<Self> {
+        let mut packer =
+            WeightPacker::new(&learner.weight_table()?, version, BUCKET_BYTES, learner.device())?;
+        learner.visit_weights(|name, t| Ok(packer.push(name, t)?))?;
+        Ok(Self {
             version,
-            tensors: Some(Mutex::new(tensors)),
+            packed: Some(Mutex::new(packer.finish()?)),
             chunks: OnceLock::new(),
-        }
+        })
     }
 
     /// A version already sent to the launched engine ranks over the run's weight group while
@@ -62,14 +69,14 @@ impl Weights {
     pub fn at_engine_ranks(version: u64) -> Self {
         Self {
             version,
-            tensors: None,
+            packed: None,
             chunks: OnceLock::new(),
         }
     }
 
     /// Whether the version went to the engine ranks already and is held nowhere here.
     pub fn only_at_engine_ranks(&self) -> bool {
-        self.tensors.is_none() && self.chunks.get().is_none()
+        self.packed.is_none() && self.chunks.get().is_none()
     }
 
     /// Call `f` with the weights as an engine loads them: the tensors when there are some. An
@@ -78,8 +85,8 @@ impl Weights {
         &self,
         f: impl FnOnce(WeightSource<'_>) -> rlvr_rollout::Result<R>,
     ) -> rlvr_rollout::Result<R> {
-        match (&self.tensors, self.chunks.get()) {
-            (Some(tensors), _) => f(WeightSource::Tensors(&lock(tensors))),
+        match (&self.packed, self.chunks.get()) {
+            (Some(packed), _) => f(WeightSource::Tensors(lock(packed).tensors())),
             (None, Some(chunks)) => f(WeightSource::Chunks(chunks)),
             (None, None) => Err(rlvr_rollout::RolloutError::Unavailable {
                 version: self.version,
@@ -94,10 +101,11 @@ impl Weights {
         if let Some(chunks) = self.chunks.get() {
             return Ok(chunks);
         }
-        let Some(tensors) = &self.tensors else {
+        let Some(packed) = &self.packed else {
             anyhow::bail!("policy version {}: {ONLY_AT_ENGINE_RANKS}", self.version);
         };
-        let made = lock(tensors)
+        let made = lock(packed)
+            .tensors()
             .iter()
             .map(|(name, t)| export_chunk(name.clone(), t, self.version))
             .collect::<rlvr_learner::Result<Vec<_>>>()?;
@@ -184,7 +192,10 @@ impl Broadcaster {
         }
         let w = weights.clone();
         let stats = tokio::task::spawn_blocking(move || -> anyhow::Result<rlvr_dist::SyncStats> {
-            w.with_source(|source| Ok(group.send(source, w.version)))?
+            match &w.packed {
+                Some(packed) => group.send_packed(&lock(packed)),
+                None => w.with_source(|source| Ok(group.send(source, w.version)))?,
+            }
         })
         .await?
         .map_err(|e| {

@@ -251,8 +251,8 @@ fn learn(
     let mismatch =
         mismatch.unwrap_or_else(|| steps.first().map(Mismatch::from_first_step).unwrap_or_default());
     let version = learner.steps_taken();
-    // An unsharded learner's snapshot stays on its device (local engines copy it device to
-    // device). A ZeRO-3 learner's goes to the launched engine ranks as its ranks gather it,
+    // An unsharded learner's snapshot stays on its device, packed as the weight group sends it
+    // (local engines copy it device to device). A ZeRO-3 learner's goes to the launched engine ranks as its ranks gather it,
     // unit by unit, or is assembled in host memory unit by unit: no device, and with engine
     // ranks no host either, ever holds its whole model.
     let weights = Arc::new(match (learner.is_sharded(), engines) {
@@ -267,7 +267,7 @@ fn learn(
             Weights::at_engine_ranks(version)
         }
         (true, None) => Weights::from_chunks(version, learner.export_weights(version)?),
-        (false, _) => Weights::from_tensors(version, learner.device_weights()?),
+        (false, _) => Weights::snapshot(learner, version)?,
     });
     let export_s = started.elapsed().as_secs_f64() - train_s - proximal_s;
     Ok(LearnReport {

@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use rlvr_core::WeightChunk;
-use rlvr_dist::{ProcessGroup, ReceivedTensors, SyncStats, WeightSync};
+use rlvr_dist::{PackedWeights, ProcessGroup, ReceivedTensors, SyncStats, WeightSync};
 use rlvr_learner::Learner;
 use rlvr_rollout::{WeightFeed, WeightSource};
 use tch::{Device, Tensor};
 
 /// Bytes per broadcast.
-const BUCKET_BYTES: usize = 64 << 20;
+pub(super) const BUCKET_BYTES: usize = 64 << 20;
 
 /// What the header before each sync says follows: the end, host chunks, tensors that stay on
 /// the receivers' devices, or tensors the receivers keep in host memory.
@@ -113,6 +113,17 @@ impl WeightGroup {
                 self.sync().send_tensors(tensors, version)?
             }
         })
+    }
+
+    /// On rank 0: send a version packed for this group ([`super::broadcast::Weights::snapshot`]),
+    /// its buckets as they lie, or, packed on another device than this group's, its tensors
+    /// as [`WeightGroup::send`] sends them.
+    pub fn send_packed(&self, packed: &PackedWeights) -> Result<SyncStats> {
+        if packed.device() != self.device {
+            return self.send(WeightSource::Tensors(packed.tensors()), packed.version());
+        }
+        self.header(TENSORS, packed.version())?;
+        Ok(self.sync().send_packed(packed)?)
     }
 
     /// On rank 0: send `learner`'s weights as policy `version` while it gathers them, one
@@ -388,30 +399,42 @@ mod tests {
         }
     }
 
-    /// On rank 0: version 1 as tensors, version 2 as host chunks, then the end.
-    fn send_tensors_then_chunks(g: &WeightGroup) {
+    /// On rank 0: version 1 as tensors, version 2 as host chunks, version 3 packed as a
+    /// learner's snapshot is, then the end.
+    fn send_each_way(g: &WeightGroup) {
         g.send(WeightSource::Tensors(&tensors(1)), 1).unwrap();
         g.send(WeightSource::Chunks(&chunks(&tensors(2), 2)), 2).unwrap();
+        let table: Vec<_> = tensors(3)
+            .iter()
+            .map(|(n, t)| (n.clone(), t.kind(), t.size()))
+            .collect();
+        let mut packer = rlvr_dist::WeightPacker::new(&table, 3, super::BUCKET_BYTES, Device::Cpu).unwrap();
+        for (name, t) in tensors(3) {
+            packer.push(&name, &t).unwrap();
+        }
+        g.send_packed(&packer.finish().unwrap()).unwrap();
         g.end().unwrap();
     }
 
-    /// Rank 0 sends tensors, then host chunks, then its end; the others receive each as sent.
+    /// Rank 0 sends tensors, host chunks and a packed version, then its end; the others
+    /// receive each as sent.
     #[test]
-    fn weights_go_over_a_group_as_tensors_or_as_chunks_until_rank_0_ends() {
+    fn weights_go_over_a_group_as_tensors_chunks_or_packed_until_rank_0_ends() {
         let received = rlvr_dist::on_thread_ranks(3, |g| {
             let g = group(g);
             if g.group.rank() == 0 {
-                send_tensors_then_chunks(&g);
+                send_each_way(&g);
                 return Vec::new();
             }
             std::iter::from_fn(|| g.receive().unwrap().map(|(arrived, _)| arrived)).collect()
         })
         .unwrap();
         for arrived in &received[1..] {
-            assert_eq!(arrived.len(), 2);
+            assert_eq!(arrived.len(), 3);
             assert!(matches!(arrived[0], Arrived::Tensors(_)));
             assert!(matches!(arrived[1], Arrived::Chunks(..)));
-            for (a, version) in arrived.iter().zip([1, 2]) {
+            assert!(matches!(arrived[2], Arrived::Tensors(_)));
+            for (a, version) in arrived.iter().zip([1, 2, 3]) {
                 assert_eq!(a.version(), version);
                 assert!(same(&as_tensors(a), &tensors(version)), "version {version}");
             }
@@ -425,7 +448,7 @@ mod tests {
         let received = rlvr_dist::on_thread_ranks(2, |g| {
             let g = group(g);
             if g.group.rank() == 0 {
-                send_tensors_then_chunks(&g);
+                send_each_way(&g);
                 return Vec::new();
             }
             let mut calls: Vec<Vec<(String, Tensor)>> = Vec::new();
@@ -447,15 +470,22 @@ mod tests {
         })
         .unwrap();
         let calls = &received[1];
-        assert_eq!(calls.len(), 3, "two tensors, then one call with both chunks");
-        let one_by_one: Vec<(String, Tensor)> = calls[..2]
-            .iter()
-            .flatten()
-            .map(|(n, t)| (n.clone(), t.shallow_clone()))
-            .collect();
-        assert!(calls[..2].iter().all(|c| c.len() == 1));
-        assert!(same(&one_by_one, &tensors(1)));
+        assert_eq!(
+            calls.len(),
+            5,
+            "two tensors, one call with both chunks, two tensors"
+        );
+        let one_by_one = |calls: &[Vec<(String, Tensor)>]| -> Vec<(String, Tensor)> {
+            assert!(calls.iter().all(|c| c.len() == 1));
+            calls
+                .iter()
+                .flatten()
+                .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                .collect()
+        };
+        assert!(same(&one_by_one(&calls[..2]), &tensors(1)));
         assert!(same(&calls[2], &tensors(2)));
+        assert!(same(&one_by_one(&calls[3..]), &tensors(3)));
     }
 
     /// An inbox keeps the newest version rank 0 sent; it gives it to an engine that holds an

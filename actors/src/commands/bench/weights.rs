@@ -2,14 +2,14 @@
 //! 0 exports them and broadcasts them in buckets ([`WeightSync`]), every other rank receives
 //! them and loads them into its engine in place — against a memory copy of the same bytes. Two
 //! paths alternate in each repeat: chunks staged through host memory, and tensors that stay on
-//! the device.
+//! the device (a snapshot packed in the buckets that go out, as a run's learner makes it).
 //! Every receiver checks what it loaded against rank 0's checksum. `--over cluster` measures the
 //! other path, to a worker node ([`super::worker_sync`]).
 
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use rlvr_dist::{ReduceOp, SyncStats, WeightSync};
+use rlvr_dist::{ReduceOp, SyncStats, WeightPacker, WeightSync};
 use rlvr_learner::{Learner, LearnerConfig};
 use rlvr_rollout::{Engine, NativeEngine, WeightSource};
 use serde_json::json;
@@ -124,7 +124,8 @@ pub fn weight_sync(args: &WeightSyncArgs) -> Result<()> {
     };
     let backend = group.backend();
     let config = shape(&args.model.shape_from)?;
-    let sync_on = WeightSync::new(&group, 0, args.bucket_mib << 20, device);
+    let bucket_bytes = args.bucket_mib << 20;
+    let sync_on = WeightSync::new(&group, 0, bucket_bytes, device);
     // Both paths, alternating within each repeat: host-staged chunks (what the actor messages
     // carry) and device-resident tensors.
     let (mut staged, mut resident) = (Best::default(), Best::default());
@@ -158,10 +159,14 @@ pub fn weight_sync(args: &WeightSyncArgs) -> Result<()> {
             })?;
             expect_version(own_engine.as_ref(), version)?;
             timed(&mut resident, &mut || {
-                let tensors = learner.device_weights()?;
-                let stats = sync_on.send_tensors(&tensors, version + 1)?;
+                // As a run does: the learner's snapshot, packed in the buckets that go out.
+                let mut packer =
+                    WeightPacker::new(&learner.weight_table()?, version + 1, bucket_bytes, device)?;
+                learner.visit_weights(|name, t| Ok(packer.push(name, t)?))?;
+                let packed = packer.finish()?;
+                let stats = sync_on.send_packed(&packed)?;
                 if let Some(engine) = &mut own_engine {
-                    engine.load(WeightSource::Tensors(&tensors), version + 1)?;
+                    engine.load(WeightSource::Tensors(packed.tensors()), version + 1)?;
                 }
                 Ok(stats)
             })?;

@@ -101,7 +101,7 @@ pub fn worker_sync(args: &WeightSyncArgs) -> Result<()> {
         for version in 1..=args.repeats as u64 {
             let t = Instant::now();
             // As a run does: the learner's snapshot, made host bytes for the node.
-            let w = Weights::from_tensors(version, learner.device_weights()?);
+            let w = Weights::snapshot(&learner, version)?;
             let buckets = send_weights(&remote, &w, args.bucket_mib << 20)
                 .await
                 .map_err(|e| anyhow!("weight sync: {e}"))?;
