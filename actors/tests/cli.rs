@@ -1006,27 +1006,60 @@ fn run_on_two_ranks_and_accumulating(recipe: &str, two: &Path, one: &Path, commo
 /// while the learner ranks gathered them unit by unit; each step's rollouts come from the
 /// learner's weights of that step (f32: the log-probs agree). A secret an earlier run left in
 /// the directory does not stop it: the engine rank, started first, reads the secret only once
-/// the weight group has met, after rank 0 wrote this run's.
+/// the weight group has met, after rank 0 wrote this run's. A plain worker node that joins
+/// with this run's secret is turned away (it could never get the weights) and the run goes on
+/// with its engine rank.
 #[test]
 fn launched_ranks_past_an_rlvr_stage_s_learners_run_its_rollout_engines() {
     let dir = tmp("launch-engines");
     std::fs::create_dir_all(&dir).unwrap();
-    let stale = dir.join(".engine-ranks.cookie");
-    std::fs::write(&stale, "a secret of an earlier run").unwrap();
+    let secret = dir.join(".engine-ranks.cookie");
+    let earlier = "a secret of an earlier run";
+    std::fs::write(&secret, earlier).unwrap();
     #[cfg(unix)]
-    std::fs::set_permissions(&stale, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let logs = launch_engine_ranks(&dir, 3, 2, 3, 1, &[]);
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    // Six steps, not two: time for the plain worker node to start and join.
+    let (port, steps) = (free_port(), 6);
+    let max_steps = format!("train.max_steps={steps}");
+    let ranks = spawn_engine_ranks(&dir, port, 3, 2, 3, 1, &["--set", &max_steps]);
+    wait_until("this run's secret", || {
+        let now = read(&secret);
+        !now.is_empty() && now != earlier
+    });
+    let join = format!("127.0.0.1:{}", port + 1);
+    let mut plain = spawn_logged(
+        &[
+            "worker",
+            "--join",
+            &join,
+            "--role",
+            "rollout",
+            "--cookie-file",
+            secret.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ],
+        &dir.join("plain.log"),
+    );
+    let logs = wait_ranks(ranks);
+    let _ = plain.kill();
+    let _ = plain.wait();
     let (engine, lead) = (&logs[2], &logs[0]);
     assert!(
         lead.contains("1 launched rank(s) run the rollout engines"),
         "{lead}"
     );
+    assert!(
+        lead.contains("not adopted: this run's ZeRO-3 learner sends its weights only to the run's launched engine ranks"),
+        "the plain worker node: {lead}\n{}",
+        read(&dir.join("plain.log"))
+    );
     assert!(lead.contains("ZeRO-3 over 2 ranks"), "{lead}");
     assert!(!lead.contains("refused node"), "the stale secret: {lead}");
     assert!(engine.contains("rank 2 runs a rollout engine"), "{engine}");
-    let steps: Vec<Value> = step_metrics(&dir);
-    assert_eq!(steps.len(), 2);
-    for version in 0..=2 {
+    let metrics: Vec<Value> = step_metrics(&dir);
+    assert_eq!(metrics.len(), steps);
+    for version in 0..=steps {
         let arrived = format!("policy version {version} arrived over the run's weight group");
         let line = engine.lines().find(|l| l.contains(&arrived));
         assert!(
@@ -1034,7 +1067,7 @@ fn launched_ranks_past_an_rlvr_stage_s_learners_run_its_rollout_engines() {
             "{arrived}: {engine}"
         );
     }
-    for r in &steps {
+    for r in &metrics {
         let mismatch = r["mismatch_max_abs_logprob_diff"].as_f64().unwrap();
         assert!(
             mismatch < 1e-4,
@@ -1062,7 +1095,29 @@ fn launch_engine_ranks(
     tensor_parallel: usize,
     extra: &[&str],
 ) -> Vec<String> {
-    let port = free_port().to_string();
+    let port = free_port();
+    wait_ranks(spawn_engine_ranks(
+        dir,
+        port,
+        world,
+        learners,
+        zero_stage,
+        tensor_parallel,
+        extra,
+    ))
+}
+
+/// [`launch_engine_ranks`]' ranks, started (the launcher's `MASTER_PORT` is `port`).
+fn spawn_engine_ranks(
+    dir: &Path,
+    port: u16,
+    world: usize,
+    learners: usize,
+    zero_stage: u8,
+    tensor_parallel: usize,
+    extra: &[&str],
+) -> Vec<std::process::Child> {
+    let port = port.to_string();
     let mut ranks: Vec<std::process::Child> = (0..world)
         .rev()
         .map(|rank| {
@@ -1105,6 +1160,11 @@ fn launch_engine_ranks(
         })
         .collect();
     ranks.reverse();
+    ranks
+}
+
+/// Each rank's log, in rank order, once all have succeeded.
+fn wait_ranks(ranks: Vec<std::process::Child>) -> Vec<String> {
     ranks
         .into_iter()
         .enumerate()
