@@ -1,5 +1,5 @@
 //! A model rlvr does not implement is refused, never guessed at: each kind of refusal names
-//! the directory or file, the field or tensor, and what is supported. (`actors/tests/cli.rs`
+//! the directory or file, the field or tensor, and what is supported. (`actors/tests/cli/`
 //! checks that the command exits 2 on them.)
 
 use std::path::{Path, PathBuf};
