@@ -181,7 +181,8 @@ impl<'a> WeightSync<'a> {
     }
 
     /// On the root: send `chunks` (all of one version) to every other rank, one bucket at a
-    /// time (beyond the chunks, the root holds one bucket of their bytes, never a copy of all).
+    /// time, each byte copied once into it (beyond the chunks, the root holds one bucket of
+    /// their bytes, never a copy of all).
     pub fn send(&self, chunks: &[WeightChunk]) -> Result<SyncStats> {
         let started = Instant::now();
         let version = chunks.first().map_or(0, |c| c.version);
@@ -196,14 +197,24 @@ impl<'a> WeightSync<'a> {
         self.table(Some(encode_table(version, &entries)))?;
         let lens: Vec<usize> = chunks.iter().map(|c| c.data.len()).collect();
         let total: usize = lens.iter().sum();
-        let mut staging = vec![0u8; self.bucket_bytes.min(total)];
+        let staging = Tensor::empty([self.bucket_bytes.min(total) as i64], (Kind::Uint8, Device::Cpu));
         let mut buckets = 0;
         for (start, len) in self.bucket_ranges(total) {
-            let bucket = &mut staging[..len];
+            let bucket = staging.narrow(0, 0, len as i64);
             for (i, from, to, n) in pieces(&lens, start, len) {
-                bucket[to..to + n].copy_from_slice(&chunks[i].data[from..from + n]);
+                let piece = &chunks[i].data[from..from + n];
+                // SAFETY: `view` reads `piece` in place, and is dropped (after `f_copy_` has read
+                // it) before this iteration ends, while `chunks` is still borrowed.
+                let view = unsafe {
+                    Tensor::f_from_blob(piece.as_ptr(), &[n as i64], &[1], Kind::Uint8, Device::Cpu)
+                };
+                view.and_then(|view| bucket.narrow(0, to as i64, n as i64).f_copy_(&view))
+                    .map_err(|e| DistError::C10d(e.to_string()))?;
             }
-            let mut t = Tensor::from_slice(bucket).to_device(self.device);
+            let mut t = match self.device {
+                Device::Cpu => bucket,
+                device => bucket.to_device(device),
+            };
             self.group.broadcast(&mut t, self.root)?;
             buckets += 1;
         }
@@ -222,15 +233,15 @@ impl<'a> WeightSync<'a> {
         let lens: Vec<usize> = entries.iter().map(Entry::bytes).collect();
         let total: usize = lens.iter().sum();
         let mut data: Vec<Vec<u8>> = lens.iter().map(|&n| vec![0u8; n]).collect();
-        let mut staging = vec![0u8; self.bucket_bytes.min(total)];
         let mut buckets = 0;
         for (start, len) in self.bucket_ranges(total) {
-            let mut t = Tensor::zeros([len as i64], (Kind::Uint8, self.device));
+            let mut t = Tensor::empty([len as i64], (Kind::Uint8, self.device));
             self.group.broadcast(&mut t, self.root)?;
-            let bucket = &mut staging[..len];
-            t.to_device(Device::Cpu).copy_data_u8(bucket, len);
+            let bucket = t.to_device(Device::Cpu);
             for (i, from, to, n) in pieces(&lens, start, len) {
-                data[i][from..from + n].copy_from_slice(&bucket[to..to + n]);
+                bucket
+                    .narrow(0, to as i64, n as i64)
+                    .copy_data_u8(&mut data[i][from..from + n], n);
             }
             buckets += 1;
         }
