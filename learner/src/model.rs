@@ -131,6 +131,19 @@ impl CausalLm {
         }
     }
 
+    /// Lay out each layer's projections that read one input (q/k/v, gate/up) as one product
+    /// each, where the weights do not train (an inference engine's: call it after
+    /// `VarStore::freeze`). The weights stay under their names as views of the stacks, so
+    /// weights loaded by name land there; a pass finds a stack no longer backing its views
+    /// (a conversion gave a weight memory of its own) and projects one by one. On a GPU it
+    /// takes three kernels off each layer; on the CPU it saves nothing (one product of the
+    /// stack took as long as the three), and a decode step stacks its own there (`linear.rs`).
+    pub fn fuse_projections(&mut self) {
+        for layer in &mut self.layers {
+            layer.fuse();
+        }
+    }
+
     /// Make this model one rank's share of a tensor-parallel model over `group`: built from
     /// [`tensor_parallel::shard_config`] of the whole model's configuration, its layers then
     /// complete their partial sums over the group.

@@ -9,15 +9,18 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 fn tiny(tied: bool) -> Config {
-    serde_json::from_value(serde_json::json!({
+    serde_json::from_value(tiny_json(tied)).unwrap()
+}
+
+fn tiny_json(tied: bool) -> serde_json::Value {
+    serde_json::json!({
         "model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 40,
         "tie_word_embeddings": tied, "rope_theta": 10000.0,
         "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                          "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
         "eos_token_id": [2, 3]
-    }))
-    .unwrap()
+    })
 }
 
 fn learner_config(lr: f64) -> LearnerConfig {
@@ -78,6 +81,81 @@ fn few_row_products_match_the_batched_path() {
     let (many, few) = tch::no_grad(|| (m.forward(&ids), m.forward(&ids.narrow(1, 0, 40))));
     let diff = (many.narrow(1, 0, 40) - few).abs().max().double_value(&[]);
     assert!(diff < 1e-5, "largest logit difference {diff}");
+}
+
+/// An engine's model lays q/k/v and gate/up out as one product each. Past the few-row path its
+/// logits are the unfused model's; weights loaded by name afterwards land in the stacks (the
+/// logits follow them); a weight given memory of its own afterwards is noticed (that layer
+/// projects one by one, and the logits follow its new values, not the stale stack). A model
+/// whose weights train is left as it is.
+#[test]
+fn fused_projections_give_the_unfused_logits_and_follow_loaded_weights() {
+    let mut json = tiny_json(false);
+    json["attention_bias"] = serde_json::json!(true);
+    json["mlp_bias"] = serde_json::json!(true);
+    for config in [tiny(false), serde_json::from_value::<Config>(json).unwrap()] {
+        let build = |seed| {
+            rlvr_learner::runtime::seeded(seed, || {
+                let mut vs = VarStore::new(Device::Cpu);
+                let m = CausalLm::new(&vs.root(), &config);
+                vs.freeze();
+                // Biases start at 0: random ones, so that a stack that drops them shows.
+                let mut names: Vec<_> = vs.variables().into_iter().collect();
+                names.sort_by(|a, b| a.0.cmp(&b.0));
+                for (name, mut t) in names {
+                    if name.ends_with(".bias") {
+                        t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.1));
+                    }
+                }
+                (vs, m)
+            })
+        };
+        let ((vs, mut fused), (plain_vs, plain)) = (build(3), build(3));
+        fused.fuse_projections();
+        let ids = Tensor::randint(40, [2, 50], (Kind::Int64, Device::Cpu));
+        let gap = |fused: &CausalLm, plain: &CausalLm| {
+            let (a, b) = tch::no_grad(|| (fused.forward(&ids), plain.forward(&ids)));
+            (a - b).abs().max().double_value(&[])
+        };
+        assert!(gap(&fused, &plain) < 1e-5, "fused: {}", gap(&fused, &plain));
+        let load = |from: &VarStore, only: Option<&str>| {
+            let (into, plain) = (vs.variables(), plain_vs.variables());
+            for (name, t) in from.variables() {
+                if only.is_none_or(|n| n == name) {
+                    tch::no_grad(|| {
+                        into[&name].shallow_clone().copy_(&t);
+                        plain[&name].shallow_clone().copy_(&t);
+                    });
+                }
+            }
+        };
+        let before = tch::no_grad(|| fused.forward(&ids));
+        load(&build(4).0, None);
+        let moved = tch::no_grad(|| (fused.forward(&ids) - &before).abs().max().double_value(&[]));
+        assert!(moved > 1e-3, "the loaded weights reach the fused model: {moved}");
+        assert!(
+            gap(&fused, &plain) < 1e-5,
+            "after a load: {}",
+            gap(&fused, &plain)
+        );
+        let q = "model.layers.1.self_attn.q_proj.weight";
+        let mut own = vs.variables()[q].shallow_clone();
+        own.set_data(&own.copy());
+        load(&build(5).0, Some(q));
+        assert!(
+            gap(&fused, &plain) < 1e-5,
+            "a weight on its own: {}",
+            gap(&fused, &plain)
+        );
+    }
+    let vs = VarStore::new(Device::Cpu);
+    let mut trains = CausalLm::new(&vs.root(), &tiny(false));
+    let q = vs.variables()["model.layers.0.self_attn.q_proj.weight"].data_ptr();
+    trains.fuse_projections();
+    assert_eq!(
+        vs.variables()["model.layers.0.self_attn.q_proj.weight"].data_ptr(),
+        q
+    );
 }
 
 #[test]

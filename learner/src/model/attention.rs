@@ -9,7 +9,7 @@ use tch::Tensor;
 
 use super::config::{Config, QkNorm};
 use super::layers::{apply_rope, Fill, RmsNorm};
-use super::linear::{few_rows, project_all_t, untranspose, Linear};
+use super::linear::{few_rows, project_all_t, untranspose, Fused, Linear};
 use super::Context;
 
 #[derive(Debug)]
@@ -18,6 +18,8 @@ pub(super) struct Attention {
     k_proj: Linear,
     v_proj: Linear,
     o_proj: Linear,
+    /// q, k and v as one product, in an inference engine ([`Attention::fuse`]).
+    fused: Option<Fused>,
     /// Query and key norms (Qwen3 per head, OLMo 2 over the whole projection).
     qk_norm: Option<(RmsNorm, RmsNorm)>,
     per_head_norm: bool,
@@ -46,6 +48,7 @@ impl Attention {
             k_proj: Linear::new(&p / "k_proj", h, n_kv * hd, layers.qkv_bias, fill),
             v_proj: Linear::new(&p / "v_proj", h, n_kv * hd, layers.qkv_bias, fill),
             o_proj: Linear::new(&p / "o_proj", n_head * hd, h, layers.o_bias, fill),
+            fused: None,
             qk_norm,
             per_head_norm: layers.qk_norm == QkNorm::PerHead,
             n_head,
@@ -72,7 +75,10 @@ impl Attention {
             // cache or a concatenation, which strided copies fill as well.
             [next().contiguous(), next(), next()]
         } else {
-            projs.map(|p| p.forward(x))
+            let fused = self.fused.as_ref().and_then(|f| f.forward(&projs, x));
+            fused
+                .and_then(|ys| <[Tensor; 3]>::try_from(ys).ok())
+                .unwrap_or_else(|| projs.map(|p| p.forward(x)))
         };
         let heads = |y: &Tensor, n: i64| y.reshape([b, t, n, self.head_dim]);
         let (q, k) = match &self.qk_norm {
@@ -90,6 +96,12 @@ impl Attention {
         let q = apply_rope(&q.transpose(1, 2), rope);
         let k = apply_rope(&k.transpose(1, 2), rope);
         (q, k, v)
+    }
+
+    /// Lay q, k and v out as one projection (weights that do not train: an inference
+    /// engine's), so that every pass but a CPU decode step makes them with one product.
+    pub(super) fn fuse(&mut self) {
+        self.fused = Fused::new(&[&self.q_proj, &self.k_proj, &self.v_proj]);
     }
 
     /// Keys or values of the key/value heads repeated for every query head that reads them.

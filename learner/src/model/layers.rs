@@ -10,7 +10,7 @@ use tch::{Kind, Tensor};
 
 use super::attention::Attention;
 use super::config::{Config, NormPosition};
-use super::linear::{few_rows, project_all_t, times, untranspose, Linear};
+use super::linear::{few_rows, project_all_t, times, untranspose, Fused, Linear};
 use super::{tensor_parallel, Context};
 
 /// How a new model's parameters are filled.
@@ -104,6 +104,8 @@ pub(super) struct Mlp {
     gate_proj: Linear,
     up_proj: Linear,
     down_proj: Linear,
+    /// Gate and up as one product, in an inference engine ([`Block::fuse`]).
+    fused: Option<Fused>,
 }
 
 impl Mlp {
@@ -113,6 +115,7 @@ impl Mlp {
             gate_proj: Linear::new(&p / "gate_proj", h, i, bias, fill),
             up_proj: Linear::new(&p / "up_proj", h, i, bias, fill),
             down_proj: Linear::new(&p / "down_proj", i, h, bias, fill),
+            fused: None,
         }
     }
 
@@ -125,6 +128,15 @@ impl Mlp {
             let a = g.add_bias_t(&gate_up[0]).silu() * u.add_bias_t(&gate_up[1]);
             let down = self.down_proj.add_bias_t(&times(&self.down_proj.weight, &a));
             return untranspose(&down, x);
+        }
+        let gate_up = [&self.gate_proj, &self.up_proj];
+        if let Some([gate, up]) = self
+            .fused
+            .as_ref()
+            .and_then(|f| f.forward(&gate_up, x))
+            .and_then(|ys| <[Tensor; 2]>::try_from(ys).ok())
+        {
+            return self.down_proj.forward(&(gate.silu() * up));
         }
         self.down_proj
             .forward(&(self.gate_proj.forward(x).silu() * self.up_proj.forward(x)))
@@ -225,6 +237,13 @@ impl Block {
     /// The layer on full sequences (`ctx`: their rotary tables and mask).
     pub(super) fn forward(&self, x: &Tensor, ctx: &Context) -> Tensor {
         self.forward_with(x, |attn, h| attn.forward(h, ctx))
+    }
+
+    /// Lay out the projections that read one input (q/k/v, gate/up) as one each, for weights
+    /// that do not train (an inference engine's).
+    pub(super) fn fuse(&mut self) {
+        self.self_attn.fuse();
+        self.mlp.fused = Fused::new(&[&self.mlp.gate_proj, &self.mlp.up_proj]);
     }
 
     /// The layer's parameters, in a fixed order (the unit order of ZeRO-3).

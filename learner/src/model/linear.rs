@@ -54,6 +54,90 @@ impl Linear {
     }
 }
 
+/// Projections of one input whose weights (and biases) lie in one tensor, so that one product
+/// makes all their outputs: an inference engine's q/k/v and gate/up
+/// ([`crate::model::CausalLm::fuse_projections`]). Each projection's weight becomes a view of
+/// the stack, so weights loaded into it by name land in the stack.
+#[derive(Debug)]
+pub(super) struct Fused {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    /// Output features of each projection, in order.
+    sizes: Vec<i64>,
+    /// Where each projection's weight and bias must still point for the stack to be theirs.
+    views: Vec<(usize, Option<usize>)>,
+}
+
+impl Fused {
+    /// Stack `linears` (weights of one element type and input size, all with biases or none)
+    /// and make each weight and bias a view of the stack. `None`, changing nothing, where that
+    /// does not apply: weights that train (autograd needs their own leaves), or mixed ones.
+    pub(super) fn new(linears: &[&Linear]) -> Option<Self> {
+        let first = &linears.first()?.weight;
+        let alike = linears.iter().all(|l| {
+            let w = &l.weight;
+            !w.requires_grad()
+                && (w.kind(), w.device()) == (first.kind(), first.device())
+                && w.size().get(1) == first.size().get(1)
+                && l.bias.is_some() == linears[0].bias.is_some()
+        });
+        if !alike {
+            return None;
+        }
+        let weight = Tensor::cat(&linears.iter().map(|l| &l.weight).collect::<Vec<_>>(), 0);
+        let bias = linears[0].bias.as_ref().map(|_| {
+            Tensor::cat(
+                &linears.iter().filter_map(|l| l.bias.as_ref()).collect::<Vec<_>>(),
+                0,
+            )
+        });
+        let sizes: Vec<i64> = linears.iter().map(|l| l.weight.size()[0]).collect();
+        let mut views = Vec::with_capacity(linears.len());
+        let mut first_row = 0;
+        for (l, &rows) in linears.iter().zip(&sizes) {
+            let mut w = l.weight.shallow_clone();
+            w.set_data(&weight.narrow(0, first_row, rows));
+            let b = l.bias.as_ref().zip(bias.as_ref()).map(|(b, stack)| {
+                let mut b = b.shallow_clone();
+                b.set_data(&stack.narrow(0, first_row, rows));
+                b.data_ptr() as usize
+            });
+            views.push((w.data_ptr() as usize, b));
+            first_row += rows;
+        }
+        Some(Self {
+            weight,
+            bias,
+            sizes,
+            views,
+        })
+    }
+
+    /// Each projection's output for `x` (`[..., in]`): views of one product. `None` once a
+    /// weight or bias no longer is its view of the stack (a conversion gave it memory of its
+    /// own), so the caller projects one by one instead.
+    pub(super) fn forward(&self, linears: &[&Linear], x: &Tensor) -> Option<Vec<Tensor>> {
+        let intact = linears.len() == self.views.len()
+            && linears.iter().zip(&self.views).all(|(l, &(w, b))| {
+                l.weight.data_ptr() as usize == w && l.bias.as_ref().map(|b| b.data_ptr() as usize) == b
+            });
+        if !intact {
+            return None;
+        }
+        let y = x.linear(&self.weight, self.bias.as_ref());
+        let mut first = 0;
+        Some(
+            self.sizes
+                .iter()
+                .map(|&n| {
+                    first += n;
+                    y.narrow(-1, first - n, n)
+                })
+                .collect(),
+        )
+    }
+}
+
 /// Rows at or below which a CPU projection is computed as `W · xᵀ` (see [`project_t`]).
 const FEW_ROWS: i64 = 64;
 
