@@ -15,7 +15,7 @@ pub const SHARD_BYTES: u64 = 5_000_000_000;
 
 /// A model written unit by unit into Hugging Face's sharded layout, as a ZeRO-3 rank gathers
 /// one unit at a time: consecutive units fill `model-0000i-of-0000N.safetensors` files of at
-/// most [`SHARD_BYTES`] (a unit never split), indexed by `model.safetensors.index.json`; one
+/// most 5 GB (`SHARD_BYTES`; a unit is never split), indexed by `model.safetensors.index.json`; one
 /// file is plain `model.safetensors`. The writer holds one file's tensors at a time.
 pub struct ShardedWriter {
     dir: PathBuf,
