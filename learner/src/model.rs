@@ -47,7 +47,7 @@ pub fn cpu_decode_attention() -> &'static str {
 }
 use std::sync::Arc;
 
-use layers::{param, rope_at, rope_tables, Block, RmsNorm, NORMAL};
+use layers::{param, Block, RmsNorm, Rope, NORMAL};
 use linear::{project, Linear};
 use rlvr_dist::ProcessGroup;
 use tch::nn::Path;
@@ -68,7 +68,7 @@ pub struct Documents {
 /// What every layer of a full-sequence pass needs: rotary tables and, for packed rows, the
 /// `[B, 1, T, T]` mask (causal within a document); without one, attention is plainly causal.
 struct Context {
-    rope: (Tensor, Tensor),
+    rope: Rope,
     mask: Option<Tensor>,
 }
 
@@ -194,7 +194,7 @@ impl CausalLm {
         let kind = self.embed_tokens.kind();
         match documents {
             None => Context {
-                rope: rope_tables(&self.inv_freq, 0, t, kind),
+                rope: Rope::positions(&self.inv_freq, 0, t, kind),
                 mask: None,
             },
             Some(d) => {
@@ -202,7 +202,7 @@ impl CausalLm {
                 let causal = Tensor::ones([t, t], (Kind::Bool, ids.device())).tril(0);
                 let same = ids.unsqueeze(2).eq_tensor(&ids.unsqueeze(1));
                 Context {
-                    rope: rope_at(&self.inv_freq, &d.position_ids, kind),
+                    rope: Rope::at(&self.inv_freq, &d.position_ids, kind),
                     mask: Some(same.logical_and(&causal).unsqueeze(1)),
                 }
             }

@@ -8,7 +8,7 @@ use tch::nn::Path;
 use tch::Tensor;
 
 use super::config::{Config, QkNorm};
-use super::layers::{apply_rope, Fill, RmsNorm};
+use super::layers::{Fill, RmsNorm, Rope};
 use super::linear::{few_rows, project_all_t, untranspose, Fused, Linear};
 use super::Context;
 
@@ -59,9 +59,9 @@ impl Attention {
 
     /// Queries `[B, heads, T, head_dim]` and keys and values `[B, kv_heads, T, head_dim]` of
     /// `x` (`[B, T, hidden]`): projected (with biases), normed where the family norms them,
-    /// queries and keys rotated by `rope`. With few rows on the CPU (a decode step) the three
-    /// projections are one product and stay views of `W · xᵀ`.
-    pub(super) fn qkv(&self, x: &Tensor, rope: &(Tensor, Tensor)) -> (Tensor, Tensor, Tensor) {
+    /// queries and keys rotated by `rope` together (views of one tensor). With few rows on the
+    /// CPU (a decode step) the three projections are one product and stay views of `W · xᵀ`.
+    pub(super) fn qkv(&self, x: &Tensor, rope: &Rope) -> (Tensor, Tensor, Tensor) {
         let (b, t) = (x.size()[0], x.size()[1]);
         let projs = [&self.q_proj, &self.k_proj, &self.v_proj];
         let [q, k, v] = if few_rows(x) {
@@ -70,10 +70,10 @@ impl Attention {
                 .iter()
                 .zip(&ys)
                 .map(|(p, y)| untranspose(&p.add_bias_t(y), x));
+            // Strided views: the rotation's concatenation, the cache and the attention
+            // products read them as they are.
             let mut next = || out.next().unwrap_or_default();
-            // The query goes on to the attention product whole; keys and values only into the
-            // cache or a concatenation, which strided copies fill as well.
-            [next().contiguous(), next(), next()]
+            [next(), next(), next()]
         } else {
             let fused = self.fused.as_ref().and_then(|f| f.forward(&projs, x));
             fused
@@ -93,9 +93,12 @@ impl Attention {
             ),
         };
         let v = heads(&v, self.n_kv).transpose(1, 2);
-        let q = apply_rope(&q.transpose(1, 2), rope);
-        let k = apply_rope(&k.transpose(1, 2), rope);
-        (q, k, v)
+        let qk = rope.rotate(&q.transpose(1, 2), &k.transpose(1, 2));
+        (
+            qk.narrow(1, 0, self.n_head),
+            qk.narrow(1, self.n_head, self.n_kv),
+            v,
+        )
     }
 
     /// Lay q, k and v out as one projection (weights that do not train: an inference

@@ -13,6 +13,7 @@ use tch::{Kind, Tensor};
 
 use super::attention::Attention;
 use super::config::Config;
+use super::layers::Rope;
 use super::CausalLm;
 
 /// Keys and values of past positions for generation: per layer `[blocks + 1, kv_heads,
@@ -128,7 +129,7 @@ impl Attention {
     fn forward_cached(
         &self,
         x: &Tensor,
-        rope: &(Tensor, Tensor),
+        rope: &Rope,
         step: &CacheStep,
         reads: &Reads,
         (ck, cv): (&Tensor, &Tensor),
@@ -215,7 +216,7 @@ impl CausalLm {
         let (b, t) = (input_ids.size()[0], input_ids.size()[1]);
         let steps = Tensor::arange(t, (Kind::Int64, device));
         let positions = step.starts.unsqueeze(1) + steps.unsqueeze(0);
-        let rope = super::layers::rope_at(&self.inv_freq, &positions.view([b, t]), self.embed_tokens.kind());
+        let rope = Rope::at(&self.inv_freq, &positions.view([b, t]), self.embed_tokens.kind());
         let span = step.gathered_blocks * cache.block_size;
         let kv = self.layers.first().map_or(1, |l| l.self_attn.n_kv);
         let mask = Tensor::arange(span, (Kind::Int64, device))

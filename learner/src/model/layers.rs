@@ -69,34 +69,49 @@ impl RmsNorm {
     }
 }
 
-/// Rotary embedding tables for positions `start..start+len`: `(cos, sin)`, each `[len, head_dim]`,
-/// computed in f32 and stored in the model's `kind`, as transformers does.
-pub(super) fn rope_tables(inv_freq: &Tensor, start: i64, len: i64, kind: Kind) -> (Tensor, Tensor) {
-    let pos = Tensor::arange_start(start, start + len, (Kind::Float, inv_freq.device()));
-    let freqs = pos.unsqueeze(1) * inv_freq.unsqueeze(0);
-    let emb = Tensor::cat(&[&freqs, &freqs], -1);
-    (emb.cos().to_kind(kind), emb.sin().to_kind(kind))
+/// Rotary embedding tables, computed in f32 and stored in the model's element type, as
+/// transformers does: `cos`, and `sin` with its first half negated, so that a rotation is
+/// `x · cos + swap(x) · sin` (`swap` exchanging the halves of each head) — transformers'
+/// `x · cos + rotate_half(x) · sin` to the bit (the sign moves from `x` to the table) in
+/// five kernels for queries and keys together, where rotating each took five.
+#[derive(Debug)]
+pub(super) struct Rope {
+    cos: Tensor,
+    sin: Tensor,
 }
 
-/// Rotary tables for per-row positions `[B, T]`: `(cos, sin)`, each `[B, 1, T, head_dim]` in
-/// `kind`.
-pub(super) fn rope_at(inv_freq: &Tensor, positions: &Tensor, kind: Kind) -> (Tensor, Tensor) {
-    let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv_freq.view([1, 1, -1]);
-    let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
-    (emb.cos().to_kind(kind), emb.sin().to_kind(kind))
-}
+impl Rope {
+    /// The tables of `freqs` (`[..., head_dim / 2]`, f32): `[..., head_dim]` in `kind`, each
+    /// computed over the doubled angles as transformers computes it (the same bits).
+    fn of(freqs: &Tensor, kind: Kind) -> Self {
+        let angles = Tensor::cat(&[freqs, freqs], -1);
+        let (sin, half) = (angles.sin(), freqs.size().last().copied().unwrap_or(0));
+        Self {
+            cos: angles.cos().to_kind(kind),
+            sin: Tensor::cat(&[sin.narrow(-1, 0, half).neg(), sin.narrow(-1, half, half)], -1).to_kind(kind),
+        }
+    }
 
-fn rotate_half(x: &Tensor) -> Tensor {
-    let half = x.size()[3] / 2;
-    let x1 = x.narrow(3, 0, half);
-    let x2 = x.narrow(3, half, half);
-    Tensor::cat(&[&x2.neg(), &x1], -1)
-}
+    /// Tables for positions `start..start+len`: each `[len, head_dim]`.
+    pub(super) fn positions(inv_freq: &Tensor, start: i64, len: i64, kind: Kind) -> Self {
+        let pos = Tensor::arange_start(start, start + len, (Kind::Float, inv_freq.device()));
+        Self::of(&(pos.unsqueeze(1) * inv_freq.unsqueeze(0)), kind)
+    }
 
-/// Rotate `x` (`[B, heads, T, head_dim]`) by tables of its own kind (transformers'
-/// `apply_rotary_pos_emb`).
-pub(super) fn apply_rope(x: &Tensor, (cos, sin): &(Tensor, Tensor)) -> Tensor {
-    x * cos + rotate_half(x) * sin
+    /// Tables for per-row positions `[B, T]`: each `[B, 1, T, head_dim]`.
+    pub(super) fn at(inv_freq: &Tensor, positions: &Tensor, kind: Kind) -> Self {
+        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv_freq.view([1, 1, -1]);
+        Self::of(&freqs.unsqueeze(1), kind)
+    }
+
+    /// Queries `[B, heads, T, head_dim]` and keys `[B, kv_heads, T, head_dim]` rotated, as one
+    /// tensor of their heads side by side (split it at `heads`).
+    pub(super) fn rotate(&self, q: &Tensor, k: &Tensor) -> Tensor {
+        let x = Tensor::cat(&[q, k], 1);
+        let half = x.size()[3] / 2;
+        let swapped = Tensor::cat(&[x.narrow(3, half, half), x.narrow(3, 0, half)], -1);
+        &x * &self.cos + swapped * &self.sin
+    }
 }
 
 #[derive(Debug)]
@@ -253,5 +268,35 @@ impl Block {
         params.push(self.mlp_norm.weight.shallow_clone());
         params.extend(self.mlp.parameters());
         params
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rope;
+    use tch::{Device, Kind, Tensor};
+
+    /// Queries and keys rotated together equal transformers' `apply_rotary_pos_emb` (tables
+    /// `cat(freqs, freqs)`'s cos and sin, `x · cos + rotate_half(x) · sin`) to the bit, in f32
+    /// and in bf16.
+    #[test]
+    fn rotating_together_is_transformers_rotation_to_the_bit() {
+        let inv_freq = Tensor::from_slice(&[1.0f32, 0.3, 0.05, 0.001]);
+        let positions = Tensor::from_slice(&[0i64, 5, 17, 4000, 3, 9]).view([2, 3]);
+        for kind in [Kind::Float, Kind::BFloat16] {
+            let rope = Rope::at(&inv_freq, &positions, kind);
+            let q = Tensor::randn([2, 4, 3, 8], (Kind::Float, Device::Cpu)).to_kind(kind);
+            let k = Tensor::randn([2, 2, 3, 8], (Kind::Float, Device::Cpu)).to_kind(kind);
+            let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv_freq.view([1, 1, -1]);
+            let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
+            let (cos, sin) = (emb.cos().to_kind(kind), emb.sin().to_kind(kind));
+            let transformers = |x: &Tensor| {
+                let rotated = Tensor::cat(&[x.narrow(3, 4, 4).neg(), x.narrow(3, 0, 4)], -1);
+                x * &cos + rotated * &sin
+            };
+            let both = rope.rotate(&q, &k);
+            assert!(both.narrow(1, 0, 4).equal(&transformers(&q)), "{kind:?} queries");
+            assert!(both.narrow(1, 4, 2).equal(&transformers(&k)), "{kind:?} keys");
+        }
     }
 }

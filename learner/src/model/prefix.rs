@@ -7,13 +7,13 @@
 use tch::{Kind, Tensor};
 
 use super::attention::Attention;
-use super::layers::rope_at;
+use super::layers::Rope;
 use super::CausalLm;
 
 /// What every layer needs: rotary tables, masks and the group of each response row.
 struct Layout {
-    prompt_rope: (Tensor, Tensor),
-    response_rope: (Tensor, Tensor),
+    prompt_rope: Rope,
+    response_rope: Rope,
     /// `[G, 1, P, P]`: causal over real prompt tokens (a padding query sees itself only).
     prompt_mask: Tensor,
     /// `[N, 1, R, P + R]`: the group's real prompt tokens, then causal over the response.
@@ -87,8 +87,8 @@ impl CausalLm {
             .expand([n, r, p], false);
         let response_mask = Tensor::cat(&[seen, causal(r).unsqueeze(0).expand([n, r, r], false)], 2);
         let layout = Layout {
-            prompt_rope: rope_at(&self.inv_freq, &prompt_pos, self.embed_tokens.kind()),
-            response_rope: rope_at(&self.inv_freq, &response_pos, self.embed_tokens.kind()),
+            prompt_rope: Rope::at(&self.inv_freq, &prompt_pos, self.embed_tokens.kind()),
+            response_rope: Rope::at(&self.inv_freq, &response_pos, self.embed_tokens.kind()),
             prompt_mask: prompt_mask.unsqueeze(1),
             response_mask: response_mask.unsqueeze(1),
             group_of: group_of.shallow_clone(),
