@@ -27,7 +27,7 @@ pub enum RemoteMsg {
     /// Set the worker up: a JSON [`RolloutSetup`] or [`VerifierSetup`], by its role.
     #[rpc]
     Setup(Vec<u8>, RpcReplyPort<String>),
-    /// One bucket of a weight update ([`encode_bucket`]); buckets collect until `Load`.
+    /// One bucket of a weight update (`encode_bucket`); buckets collect until `Load`.
     Bucket(Vec<u8>),
     /// Load the buckets received since the last load as this policy version.
     #[rpc]

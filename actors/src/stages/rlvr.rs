@@ -1,8 +1,8 @@
 //! RLVR stages: build the actor graph from the recipe (data actor, rollout and verifier pools,
 //! learner, broadcaster under one controller), run it on a tokio runtime, and write the final
 //! model and the held-out accuracy curve. The algorithm (`rlvr.algorithm`: PPO, GRPO, DAPO,
-//! GSPO, CISPO, RLOO, REINFORCE++) is read in [`algorithm`], the reward's composition in
-//! [`reward`], the learner every rank builds (and the ranks beyond the first) in [`ranks`];
+//! GSPO, CISPO, RLOO, REINFORCE++) is read in `algorithm.rs`, the reward's composition in
+//! `reward.rs`, the learner every rank builds (and the ranks beyond the first) in `ranks.rs`;
 //! resumes from the newest checkpoint.
 
 use std::path::{Path, PathBuf};
@@ -230,7 +230,7 @@ pub(crate) fn inspect(
 
 /// Run the stage; returns the directory of the final model. With `learner.world_size` > 1 the
 /// stage runs as that many local learner ranks ([`super::ranked`]): rank 0 runs the actor
-/// graph ([`lead`]), the others [`follow`] its learner.
+/// graph (`lead`), the others follow its learner (`follow`).
 pub fn run(
     stage: &Recipe,
     out: &Path,
