@@ -168,13 +168,15 @@ impl Attention {
         let y = if t == 1 {
             // One query per sequence: the query heads that share a key/value head attend as that
             // head's queries, so keys and values are read once, not copied per query head. Two
-            // batched products and a softmax in f32, whatever attention kernels the device has.
+            // batched products and a softmax, whatever attention kernels the device has. The
+            // softmax of bf16 scores sums in f32 and rounds once, as casting to f32 and back
+            // did, in one kernel where that took three.
             let (group, d) = (self.n_head / self.n_kv, self.head_dim);
             let grouped = q.reshape([b, self.n_kv, group, d]) * (1.0 / (d as f64).sqrt());
             let scores = grouped
                 .matmul(&keys.transpose(-2, -1))
                 .masked_fill(&reads.hidden, f64::NEG_INFINITY);
-            let weights = scores.softmax(-1, Kind::Float).to_kind(values.kind());
+            let weights = scores.softmax(-1, scores.kind());
             weights.matmul(&values).reshape([b, self.n_head, 1, d])
         } else {
             Tensor::scaled_dot_product_attention(
