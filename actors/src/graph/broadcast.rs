@@ -19,11 +19,11 @@ use super::weight_group::{WeightGroup, BUCKET_BYTES};
 
 /// One version of the policy's weights: a snapshot of the learner's tensors on its device,
 /// packed in the buckets the weight group broadcasts ([`Weights::snapshot`]), which local
-/// engines copy device to device and the launched engine ranks receive as they lie, or host
-/// bytes (a run's starting weights, what
-/// arrives on a worker node), or nothing at all when the version went to the launched engine
-/// ranks as the learner gathered it ([`Weights::at_engine_ranks`]). Engines on worker nodes
-/// need host bytes; they are made from the tensors once, on first use.
+/// engines copy device to device and the launched engine ranks receive as they lie; or host
+/// bytes (a run's starting weights, what arrives on a worker node); or nothing at all when the
+/// version went to the launched engine ranks as the learner gathered it
+/// ([`Weights::at_engine_ranks`]). Engines on worker nodes need host bytes; they are made from
+/// the tensors once, on first use.
 #[derive(Debug)]
 pub struct Weights {
     /// Policy version (learner steps taken).

@@ -252,9 +252,9 @@ fn learn(
         mismatch.unwrap_or_else(|| steps.first().map(Mismatch::from_first_step).unwrap_or_default());
     let version = learner.steps_taken();
     // An unsharded learner's snapshot stays on its device, packed as the weight group sends it
-    // (local engines copy it device to device). A ZeRO-3 learner's goes to the launched engine ranks as its ranks gather it,
-    // unit by unit, or is assembled in host memory unit by unit: no device, and with engine
-    // ranks no host either, ever holds its whole model.
+    // (local engines copy it device to device). A ZeRO-3 learner's goes to the launched engine
+    // ranks as its ranks gather it, unit by unit, or is assembled in host memory unit by unit:
+    // no device, and with engine ranks no host either, ever holds its whole model.
     let weights = Arc::new(match (learner.is_sharded(), engines) {
         (true, Some(group)) => {
             let sent = group.send_learner(learner, version)?;
