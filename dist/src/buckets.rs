@@ -1,7 +1,9 @@
 //! Where a version's tensors lie in the device buckets a [`crate::WeightSync`] broadcasts, and
 //! the filling of those buckets. Both sides compute the layout from the table alone
-//! ([`Packing`]); the sender fills each bucket with one concatenation once its last tensor has
-//! come ([`Packer`]), so a bucket costs a launch or two, not one per tensor.
+//! ([`Packing`]); the sender fills each bucket ([`Packer`]) either with each tensor as it comes
+//! (a stream of tensors made one at a time, none held past its copy) or with one
+//! concatenation once its last tensor has come (a snapshot: a launch or two a bucket, not one
+//! a tensor).
 //!
 //! [`WeightPacker`] keeps the filled buckets: a [`PackedWeights`] is a snapshot of a version
 //! (the learner steps on while engines load it) that is also exactly what goes over the wire,
@@ -105,6 +107,17 @@ pub(crate) enum Filled {
     Alone(Tensor),
 }
 
+/// How a [`Packer`] fills a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Filling {
+    /// Each tensor copied in as it comes: a stream's tensors (a ZeRO-3 learner's gathered
+    /// units) are let go as soon as they are in.
+    AsTheyCome,
+    /// All at once, one concatenation when the bucket's last tensor has come: its tensors
+    /// outlive the packing anyway (a snapshot of a learner's parameters).
+    AtOnce,
+}
+
 /// Fills the buckets of a table's tensors, given one at a time in the table's order, on
 /// `device`.
 pub(crate) struct Packer {
@@ -115,14 +128,17 @@ pub(crate) struct Packer {
     /// The next entry expected.
     next: usize,
     device: Device,
-    /// The bytes of the bucket being filled so far (its members and the gaps between them).
+    filling: Filling,
+    /// The bucket being filled as its tensors come.
+    bucket: Option<Tensor>,
+    /// The bytes of the bucket to fill at once so far (its members and the gaps between them).
     pieces: Vec<Tensor>,
     /// How many bytes of that bucket `pieces` cover.
     filled: usize,
 }
 
 impl Packer {
-    pub(crate) fn new(entries: Vec<Entry>, bucket_bytes: usize, device: Device) -> Self {
+    pub(crate) fn new(entries: Vec<Entry>, bucket_bytes: usize, device: Device, filling: Filling) -> Self {
         let packing = Packing::new(&entries, bucket_bytes);
         let mut place = vec![None; entries.len()];
         for (b, (_, members)) in packing.buckets.iter().enumerate() {
@@ -136,6 +152,8 @@ impl Packer {
             place,
             next: 0,
             device,
+            filling,
+            bucket: None,
             pieces: Vec::new(),
             filled: 0,
         }
@@ -173,19 +191,35 @@ impl Packer {
         if members.len() == 1 {
             return Ok(Filled::Alone(bytes));
         }
-        if offset > self.filled {
-            let gap = (offset - self.filled) as i64;
-            self.pieces.push(Tensor::zeros([gap], (Kind::Uint8, self.device)));
+        let fail = |err: tch::TchError| bad_table(format!("bucket {index}: {err}"));
+        let new_bucket = || Tensor::empty([*size as i64], (Kind::Uint8, self.device));
+        match self.filling {
+            Filling::AsTheyCome => {
+                let bucket = self.bucket.get_or_insert_with(new_bucket);
+                bucket
+                    .narrow(0, offset as i64, e.bytes() as i64)
+                    .f_copy_(&bytes)
+                    .map_err(fail)?;
+            }
+            Filling::AtOnce => {
+                if offset > self.filled {
+                    let gap = (offset - self.filled) as i64;
+                    self.pieces.push(Tensor::zeros([gap], (Kind::Uint8, self.device)));
+                }
+                self.filled = offset + e.bytes();
+                self.pieces.push(bytes);
+            }
         }
-        self.filled = offset + e.bytes();
-        self.pieces.push(bytes);
         if members.last().is_none_or(|&(last, _)| last != i) {
             return Ok(Filled::Nothing);
         }
-        let out = Tensor::empty([*size as i64], (Kind::Uint8, self.device));
-        let bucket = Tensor::f_cat_out(&out, &std::mem::take(&mut self.pieces), 0)
-            .map_err(|err| bad_table(format!("bucket {index}: {err}")))?;
-        self.filled = 0;
+        let bucket = match (self.filling, self.bucket.take()) {
+            (Filling::AsTheyCome, Some(bucket)) => bucket,
+            _ => {
+                self.filled = 0;
+                Tensor::f_cat_out(&new_bucket(), &std::mem::take(&mut self.pieces), 0).map_err(fail)?
+            }
+        };
         Ok(Filled::Bucket(bucket))
     }
 
@@ -224,7 +258,7 @@ impl WeightPacker {
     ) -> Result<Self> {
         let bucket_bytes = bucket_bytes.max(1);
         Ok(Self {
-            packer: Packer::new(entries_of(table)?, bucket_bytes, device),
+            packer: Packer::new(entries_of(table)?, bucket_bytes, device, Filling::AtOnce),
             version,
             bucket_bytes,
             buckets: Vec::new(),

@@ -16,7 +16,7 @@ use std::time::Instant;
 use rlvr_core::{DType, WeightChunk};
 use tch::{Device, Kind, Tensor};
 
-use crate::buckets::{entries_of, Entry, Filled, PackedWeights, Packer, Packing};
+use crate::buckets::{entries_of, Entry, Filled, Filling, PackedWeights, Packer, Packing};
 use crate::{DistError, ProcessGroup, Result};
 
 /// What one sync moved.
@@ -291,7 +291,7 @@ impl<'a> WeightSync<'a> {
         self.table(Some(encode_table(version, &entries)))?;
         Ok(TensorStream {
             sync: *self,
-            packer: Packer::new(entries, self.bucket_bytes, self.device),
+            packer: Packer::new(entries, self.bucket_bytes, self.device, Filling::AsTheyCome),
             started,
         })
     }
@@ -381,8 +381,9 @@ impl<'a> WeightSync<'a> {
     }
 }
 
-/// A version going out one tensor at a time ([`WeightSync::stream`]): each bucket is broadcast
-/// once its last tensor is in (a tensor larger than a bucket from its own memory).
+/// A version going out one tensor at a time ([`WeightSync::stream`]): each tensor is copied
+/// into its bucket as it comes, and each bucket is broadcast once its last tensor is in (a
+/// tensor larger than a bucket from its own memory).
 pub struct TensorStream<'a> {
     sync: WeightSync<'a>,
     packer: Packer,

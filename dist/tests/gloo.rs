@@ -277,7 +277,8 @@ fn device_resident_weights_arrive_as_tensors_equal_to_the_root_s() {
 }
 
 /// A sender that makes each tensor just before it goes (as a ZeRO-3 learner gathers a unit)
-/// and lets it go after: the receivers get what `send_tensors` would have sent.
+/// and reuses its memory after (here: overwrites it): the receivers get what `send_tensors`
+/// would have sent.
 #[test]
 fn a_stream_of_tensors_made_one_at_a_time_arrives_as_sent_all_at_once() {
     use rlvr_dist::WeightSync;
@@ -289,6 +290,7 @@ fn a_stream_of_tensors_made_one_at_a_time_arrives_as_sent_all_at_once() {
             for i in 0..table.len() {
                 let (name, t) = mixed_tensors().swap_remove(i);
                 stream.push(&name, &t).unwrap();
+                let _ = t.shallow_clone().fill_(-1.0);
             }
             sent(9, stream.finish().unwrap())
         } else {
