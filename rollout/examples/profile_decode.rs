@@ -1,10 +1,11 @@
-//! Where a decode step's time goes, for a SmolLM2-135M-shaped model at 32 rows: the whole
+//! Where a decode step's time goes, for a SmolLM2-135M-shaped model at 32 rows (or as many as
+//! the third argument says): the whole
 //! cached step, single operations of it (a GPU step is bound by how many kernels it launches,
 //! so the cheapest one sets the floor), the model's LM head, and projections through libtorch
 //! computed as `x · Wᵀ` (`linear`) against `(W · xᵀ)ᵀ`, the form the model uses for few rows on
-//! the CPU where its own f32 kernel does not apply (see `learner/src/llama/linear.rs`).
+//! the CPU where its own f32 kernel does not apply (see `learner/src/model/linear.rs`).
 //!
-//! `cargo run --release -p rlvr-rollout --example profile_decode [cpu|cuda] [f32|bf16]`
+//! `cargo run --release -p rlvr-rollout --example profile_decode [cpu|cuda] [f32|bf16] [ROWS]`
 
 use std::time::Instant;
 
@@ -57,8 +58,8 @@ fn main() {
     vs.set_kind(kind);
     // As the engine does: parameters outside autograd, which the CPU decode kernel requires.
     vs.freeze();
-    let rows = 32;
-    // 32 sequences of 144 positions in blocks of 16, each its own.
+    let rows: i64 = args.get(3).and_then(|r| r.parse().ok()).unwrap_or(32);
+    // `rows` sequences of 144 positions in blocks of 16, each its own.
     let mut cache = KvCache::new(&config, rows * 9, 16, kind, device);
     let tables: Vec<Vec<i64>> = (0..rows).map(|r| (r * 9..r * 9 + 9).collect()).collect();
     let at = |start: i64, len: i64| -> Vec<CachedRow> {
@@ -76,28 +77,36 @@ fn main() {
         let prompt = Tensor::zeros([rows, 16], (Kind::Int64, device));
         let one = Tensor::zeros([rows, 1], (Kind::Int64, device));
         let cache = std::cell::RefCell::new(&mut cache);
-        time("prefill 32 x 16 tokens, no LM head", 3, &|| {
+        time(&format!("prefill {rows} x 16 tokens, no LM head"), 3, &|| {
             drop(
                 model
                     .forward_cached(&prompt, &at(0, 16), &mut cache.borrow_mut())
                     .expect("prefill"),
             );
         });
-        time("decode step before the LM head, 32 rows", 10, &|| {
-            drop(
-                model
-                    .forward_cached(&one, &at(80, 1), &mut cache.borrow_mut())
-                    .expect("decode"),
-            );
-        });
+        time(
+            &format!("decode step before the LM head, {rows} rows"),
+            10,
+            &|| {
+                drop(
+                    model
+                        .forward_cached(&one, &at(80, 1), &mut cache.borrow_mut())
+                        .expect("decode"),
+                );
+            },
+        );
         let x = Tensor::randn([rows, 576], (kind, device));
-        time("LM head of the model, 32 rows", 20, &|| drop(model.logits(&x)));
+        time(&format!("LM head of the model, {rows} rows"), 20, &|| {
+            drop(model.logits(&x))
+        });
         let w = Tensor::ones([576], (kind, device));
-        time("one elementwise add [32, 576]", 200, &|| drop(&x + 1.0));
-        time("rms_norm [32, 576]", 200, &|| {
+        time(&format!("one elementwise add [{rows}, 576]"), 200, &|| {
+            drop(&x + 1.0)
+        });
+        time(&format!("rms_norm [{rows}, 576]"), 200, &|| {
             drop(x.rms_norm([576], Some(&w), 1e-5))
         });
-        time("rms_norm [32, 576] as 8 single ops", 200, &|| {
+        time(&format!("rms_norm [{rows}, 576] as 8 single ops"), 200, &|| {
             let xf = x.to_kind(Kind::Float);
             let var = xf.pow_tensor_scalar(2).mean_dim(&[-1i64][..], true, Kind::Float);
             drop(&w * (xf * (var + 1e-5).rsqrt()).to_kind(kind))
@@ -105,18 +114,22 @@ fn main() {
         let q = Tensor::randn([rows, 9, 1, 64], (kind, device));
         let k = Tensor::randn([rows, 9, 96, 64], (kind, device));
         let mask = Tensor::ones([rows, 1, 1, 96], (Kind::Bool, device));
-        time("attention, 32 x 9 heads x 96 keys, masked", 200, &|| {
-            drop(Tensor::scaled_dot_product_attention(
-                &q,
-                &k,
-                &k,
-                Some(&mask),
-                0.0,
-                false,
-                None,
-                true,
-            ))
-        });
+        time(
+            &format!("attention, {rows} x 9 heads x 96 keys, masked"),
+            200,
+            &|| {
+                drop(Tensor::scaled_dot_product_attention(
+                    &q,
+                    &k,
+                    &k,
+                    Some(&mask),
+                    0.0,
+                    false,
+                    None,
+                    true,
+                ))
+            },
+        );
         for (name, out) in [("MLP gate (1536 x 576)", 1536), ("LM head (49152 x 576)", 49152)] {
             let w = Tensor::randn([out, 576], (kind, device));
             time(&format!("{name}: x . W^T"), 20, &|| {
