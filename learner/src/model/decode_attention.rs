@@ -7,7 +7,8 @@
 //! step, and at those lengths a step is bound by reading the cache (BENCHMARKS.md, "The first
 //! real post-training run"). Here each (sequence, key/value head) reads its keys once for every
 //! query head of its group, block by block, then its values once: scores, a softmax, the
-//! weighted sum. The products are 8-lane fused multiply-adds compiled for AVX2 and FMA, and
+//! weighted sum. The products are fused multiply-adds 16 lanes wide, four keys at a time, and
+//! the softmax's exponentials a polynomial that vectorises, compiled for AVX2 and FMA and
 //! again for AVX-512 where the CPU has it. The work is shared over libtorch's OpenMP threads
 //! (`omp.rs`) in contiguous runs of equal cached length. Each output is the same sums in
 //! another order than SDPA's, so they differ by rounding (tests: within 1e-5).
@@ -17,14 +18,20 @@ use std::ops::Range;
 use tch::{Device, Kind, Tensor};
 
 use super::isa::Isa;
+#[cfg(target_arch = "x86_64")]
+use super::isa::Lanes;
 use super::omp;
+
+/// What head sizes must be a multiple of: the lanes of the widest vectors (AVX-512's 16).
+const HEAD_MULTIPLE: i64 = 16;
 
 /// Attention of one new token per sequence (`q`, `[B, heads, 1, head_dim]`) over the paged
 /// cache (`keys`, `values`: `[blocks, kv_heads, block_size, head_dim]`), sequence `b` over its
 /// first `lens[b]` positions, position `p` in block `tables[b][p / block_size]`:
 /// `[B, heads, 1, head_dim]`, or `None` where this kernel does not apply (not f32 on an x86-64
-/// CPU with AVX2 and FMA, a non-contiguous cache, a head size not a multiple of 8, an operand
-/// requiring a gradient, a length past a sequence's blocks or a block outside the cache).
+/// CPU with AVX2 and FMA, a non-contiguous cache, a head size not a multiple of 16, an operand
+/// requiring a gradient, a length past a sequence's blocks or a block outside the cache). It
+/// runs with the widest vector unit the CPU has (AVX-512F, else AVX2).
 pub(super) fn attend(
     q: &Tensor,
     keys: &Tensor,
@@ -32,7 +39,18 @@ pub(super) fn attend(
     tables: &[&[i64]],
     lens: &[i64],
 ) -> Option<Tensor> {
-    let isa = Isa::widest()?;
+    attend_with(q, keys, values, tables, lens, Isa::widest()?)
+}
+
+/// [`attend`] with the instruction set `isa` (one of [`Isa::supported`]).
+fn attend_with(
+    q: &Tensor,
+    keys: &Tensor,
+    values: &Tensor,
+    tables: &[&[i64]],
+    lens: &[i64],
+    isa: Isa,
+) -> Option<Tensor> {
     let f32_cpu = |t: &Tensor| t.kind() == Kind::Float && t.device() == Device::Cpu && !t.requires_grad();
     let (qs, cs) = (q.size(), keys.size());
     let applies = q.dim() == 4
@@ -45,7 +63,7 @@ pub(super) fn attend(
         && keys.is_contiguous()
         && values.is_contiguous()
         && qs[3] == cs[3]
-        && cs[3] % 8 == 0
+        && cs[3] % HEAD_MULTIPLE == 0
         && cs[1] > 0
         && qs[1] % cs[1] == 0
         && tables.iter().zip(lens).all(|(table, &l)| {
@@ -145,10 +163,30 @@ impl Job<'_> {
         start.min(end)..end
     }
 
-    /// Attention of each item's query heads over its cached positions; inlined into each
-    /// instruction set's copy (`kernel`).
+    /// Item `i`'s blocks in order: where each starts among the keys (and the values), in
+    /// floats, and how many positions it holds (the last is cut at the sequence's length).
+    #[cfg(target_arch = "x86_64")]
+    fn blocks(&self, i: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let Shape {
+            kv_heads,
+            block_size,
+            dim,
+            ..
+        } = self.shape;
+        let (b, h) = (i / kv_heads, i % kv_heads);
+        let len = self.lens[b];
+        let table = &self.tables[b][..len.div_ceil(block_size)];
+        table.iter().enumerate().map(move |(j, &block)| {
+            let start = (block as usize * kv_heads + h) * block_size * dim;
+            (start, block_size.min(len - j * block_size))
+        })
+    }
+
+    /// Attention of each item's query heads over its cached positions, in `V`'s vectors;
+    /// inlined into each instruction set's copy (`kernel`).
+    #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn items(&self, items: Range<usize>) {
+    unsafe fn items<V: Lanes>(&self, items: Range<usize>) {
         let Shape {
             heads,
             kv_heads,
@@ -163,78 +201,219 @@ impl Job<'_> {
         for i in items {
             let (b, h) = (i / kv_heads, i % kv_heads);
             let len = self.lens[b];
-            // Block `j`'s keys (or values) of head `h`: `[positions, dim]`, the last block
-            // cut at the sequence's length.
-            let block = |base: *const f32, j: usize| {
-                let start = (self.tables[b][j] as usize * kv_heads + h) * block_size * dim;
-                let positions = block_size.min(len - j * block_size);
-                std::slice::from_raw_parts(base.add(start), positions * dim)
-            };
-            let blocks = len.div_ceil(block_size);
             let first_head = (b * heads + h * group) * dim;
-            let q = std::slice::from_raw_parts(self.q.add(first_head), group * dim);
-            let out = std::slice::from_raw_parts_mut(self.out.add(first_head), group * dim);
+            let (q, out) = (self.q.add(first_head), self.out.add(first_head));
+            // The next item's keys and values into L2 while this one computes: its own blocks
+            // are not in any cache, and a block (a few KB) is too short for the hardware's
+            // prefetchers to catch up on.
+            if i + 1 < self.lens.len() * kv_heads {
+                for (start, positions) in self.blocks(i + 1) {
+                    prefetch(self.keys.add(start), positions * dim);
+                    prefetch(self.values.add(start), positions * dim);
+                }
+            }
             scores.clear();
             scores.resize(group * len, 0f32);
-            for j in 0..blocks {
-                for (i, key) in block(self.keys, j).chunks_exact(dim).enumerate() {
-                    let t = j * block_size + i;
-                    for (r, query) in q.chunks_exact(dim).enumerate() {
-                        scores[r * len + t] = dot(query, key) * scale;
-                    }
+            for (j, (start, positions)) in self.blocks(i).enumerate() {
+                for r in 0..group {
+                    let row = scores.as_mut_ptr().add(r * len + j * block_size);
+                    score::<V>(q.add(r * dim), self.keys.add(start), positions, dim, scale, row);
                 }
             }
-            for (row, total_of_row) in scores.chunks_exact_mut(len).zip(totals.iter_mut()) {
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut total = 0f32;
-                for s in row.iter_mut() {
-                    *s = (*s - max).exp();
-                    total += *s;
-                }
-                *total_of_row = total;
+            for (row, total) in scores.chunks_exact_mut(len).zip(totals.iter_mut()) {
+                *total = exponentiate::<V>(row);
             }
             sums.fill(0.0);
-            for j in 0..blocks {
-                for (i, value) in block(self.values, j).chunks_exact(dim).enumerate() {
-                    let t = j * block_size + i;
-                    for (r, sum) in sums.chunks_exact_mut(dim).enumerate() {
-                        add_scaled(sum, scores[r * len + t], value);
-                    }
-                }
+            for (j, (start, positions)) in self.blocks(i).enumerate() {
+                let (weights, values) = (scores.as_ptr().add(j * block_size), self.values.add(start));
+                add_weighted::<V>(sums.as_mut_ptr(), weights, len, group, values, positions, dim);
             }
-            for ((o, sum), total) in out.chunks_exact_mut(dim).zip(sums.chunks_exact(dim)).zip(&totals) {
+            for (r, (sum, total)) in sums.chunks_exact(dim).zip(&totals).enumerate() {
                 let inverse = 1.0 / total;
-                for (o, s) in o.iter_mut().zip(sum) {
-                    *o = s * inverse;
+                for (c, s) in sum.iter().enumerate() {
+                    *out.add(r * dim + c) = s * inverse;
                 }
             }
         }
     }
 }
 
-/// `a · b` for lengths that are multiples of 8, in eight interleaved partial sums.
+/// Ask for the cache lines of `floats` floats from `p` to be brought into L2.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    for (a, b) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        for l in 0..8 {
-            acc[l] = a[l].mul_add(b[l], acc[l]);
-        }
+unsafe fn prefetch(p: *const f32, floats: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+    for i in (0..floats).step_by(LINE) {
+        _mm_prefetch::<_MM_HINT_T1>(p.add(i).cast());
     }
-    acc.iter().sum()
 }
 
-/// `sum += p · v`.
+/// Floats per cache line.
+#[cfg(target_arch = "x86_64")]
+const LINE: usize = 16;
+
+/// Keys (or values) taken at once: independent chains of fused multiply-adds, so none waits
+/// on the last one's result.
+#[cfg(target_arch = "x86_64")]
+const KEYS: usize = 4;
+
+/// `out[t] = scale · query · key t` for the `positions` keys of one block (`[positions, dim]`
+/// from `keys`): [`KEYS`] keys at a time, then one at a time.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn add_scaled(sum: &mut [f32], p: f32, v: &[f32]) {
-    for (s, v) in sum.iter_mut().zip(v) {
-        *s = p.mul_add(*v, *s);
+unsafe fn score<V: Lanes>(
+    query: *const f32,
+    keys: *const f32,
+    positions: usize,
+    dim: usize,
+    scale: f32,
+    out: *mut f32,
+) {
+    let whole = positions / KEYS * KEYS;
+    for t in (0..whole).step_by(KEYS) {
+        score_run::<V, KEYS>(query, keys.add(t * dim), dim, scale, out.add(t));
     }
+    for t in whole..positions {
+        score_run::<V, 1>(query, keys.add(t * dim), dim, scale, out.add(t));
+    }
+}
+
+/// [`score`] for `N` consecutive keys: a vector of partial sums per key over the head, then
+/// added across.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn score_run<V: Lanes, const N: usize>(
+    query: *const f32,
+    keys: *const f32,
+    dim: usize,
+    scale: f32,
+    out: *mut f32,
+) {
+    let mut acc = [V::zero(); N];
+    for c in (0..dim).step_by(V::WIDTH) {
+        let q = V::load(query.add(c));
+        for (k, acc) in acc.iter_mut().enumerate() {
+            *acc = V::fma(q, V::load(keys.add(k * dim + c)), *acc);
+        }
+    }
+    for (k, acc) in acc.iter().enumerate() {
+        *out.add(k) = acc.sum() * scale;
+    }
+}
+
+/// `sums[r] += Σ_t weights[r · stride + t] · value t` for each of the `group` query heads `r`
+/// over the `positions` values of one block (`[positions, dim]` from `values`): [`KEYS`]
+/// values at a time, then one at a time.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn add_weighted<V: Lanes>(
+    sums: *mut f32,
+    weights: *const f32,
+    stride: usize,
+    group: usize,
+    values: *const f32,
+    positions: usize,
+    dim: usize,
+) {
+    let whole = positions / KEYS * KEYS;
+    for t in (0..whole).step_by(KEYS) {
+        add_weighted_run::<V, KEYS>(sums, weights.add(t), stride, group, values.add(t * dim), dim);
+    }
+    for t in whole..positions {
+        add_weighted_run::<V, 1>(sums, weights.add(t), stride, group, values.add(t * dim), dim);
+    }
+}
+
+/// [`add_weighted`] for `N` consecutive values, read in order (a vector of each value at a
+/// time, for every query head of the group) so that the cache's lines stream in.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn add_weighted_run<V: Lanes, const N: usize>(
+    sums: *mut f32,
+    weights: *const f32,
+    stride: usize,
+    group: usize,
+    values: *const f32,
+    dim: usize,
+) {
+    for c in (0..dim).step_by(V::WIDTH) {
+        let value: [V; N] = std::array::from_fn(|k| V::load(values.add(k * dim + c)));
+        for r in 0..group {
+            let (sum, weights) = (sums.add(r * dim + c), weights.add(r * stride));
+            let mut acc = V::load(sum);
+            for (k, &value) in value.iter().enumerate() {
+                acc = V::fma(V::splat(*weights.add(k)), value, acc);
+            }
+            acc.store(sum);
+        }
+    }
+}
+
+/// Replace a row of scores by `exp(score - max)`, returning their sum: the softmax before its
+/// division. The last part-vector goes through a vector padded with `-∞` (which the
+/// exponential maps to nothing the sum counts).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn exponentiate<V: Lanes>(row: &mut [f32]) -> f32 {
+    let (len, p) = (row.len(), row.as_mut_ptr());
+    let whole = len / V::WIDTH * V::WIDTH;
+    let mut maxes = V::splat(f32::NEG_INFINITY);
+    for i in (0..whole).step_by(V::WIDTH) {
+        maxes = V::max(maxes, V::load(p.add(i)));
+    }
+    let mut lanes = [0f32; 16];
+    maxes.store(lanes.as_mut_ptr());
+    let max = lanes[..V::WIDTH]
+        .iter()
+        .chain(&row[whole..])
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    let (max, mut totals) = (V::splat(-max), V::zero());
+    for i in (0..whole).step_by(V::WIDTH) {
+        let e = exp_below_zero(V::add(V::load(p.add(i)), max));
+        e.store(p.add(i));
+        totals = V::add(totals, e);
+    }
+    let mut total = totals.sum();
+    let tail = len - whole;
+    if tail > 0 {
+        let mut lanes = [f32::NEG_INFINITY; 16];
+        lanes[..tail].copy_from_slice(&row[whole..]);
+        exp_below_zero(V::add(V::load(lanes.as_ptr()), max)).store(lanes.as_mut_ptr());
+        row[whole..].copy_from_slice(&lanes[..tail]);
+        total += lanes[..tail].iter().sum::<f32>();
+    }
+    total
+}
+
+/// `e^x` lane by lane for `x ≤ 0`, within 2 ulp, where libm's `expf` is a call per element:
+/// `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`, `e^r` by its Taylor series to the `r^6` term (error
+/// below 2e-7 relative), times `2^n` built in the exponent bits. Below -87 (`e^x` under
+/// 2^-125, a weight no f32 softmax sum can see) it gives `e^-87`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn exp_below_zero<V: Lanes>(x: V) -> V {
+    // Adding and subtracting 1.5 · 2^23 rounds to the nearest integer in f32.
+    const ROUND: f32 = 12_582_912.0;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let x = V::max(x, V::splat(-87.0));
+    let n = V::add(
+        V::fma(x, V::splat(std::f32::consts::LOG2_E), V::splat(ROUND)),
+        V::splat(-ROUND),
+    );
+    let r = V::fma(n, V::splat(-LN2_LO), V::fma(n, V::splat(-LN2_HI), x));
+    let mut p = V::splat(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = V::fma(p, r, V::splat(c));
+    }
+    V::mul(p, V::exp2_of_integers(n))
 }
 
 /// The CPU's vector units: [`Job::items`] compiled for AVX2 and FMA, and for AVX-512F.
 #[cfg(target_arch = "x86_64")]
 mod kernel {
+    use std::arch::x86_64::{__m256, __m512};
     use std::ops::Range;
 
     use super::{Isa, Job};
@@ -249,24 +428,25 @@ mod kernel {
 
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2(job: &Job<'_>, items: Range<usize>) {
-        job.items(items)
+        job.items::<__m256>(items)
     }
 
     #[target_feature(enable = "avx512f,avx2,fma")]
     unsafe fn avx512(job: &Job<'_>, items: Range<usize>) {
-        job.items(items)
+        job.items::<__m512>(items)
     }
 }
 
-/// Off x86-64 no instruction set is supported, so the kernel declines and SDPA runs.
+/// Off x86-64 no instruction set is supported ([`Isa::widest`] is `None`), so [`attend`]
+/// declines before a job exists and SDPA runs.
 #[cfg(not(target_arch = "x86_64"))]
 mod kernel {
     use std::ops::Range;
 
     use super::{Isa, Job};
 
-    pub(super) unsafe fn items(job: &Job<'_>, items: Range<usize>, _: Isa) {
-        job.items(items)
+    pub(super) unsafe fn items(_: &Job<'_>, _: Range<usize>, _: Isa) {
+        unreachable!("no instruction set is supported off x86-64")
     }
 }
 
@@ -275,14 +455,11 @@ mod tests {
     use tch::{Device, Kind, Tensor};
 
     /// Against SDPA over each sequence's blocks gathered in order and masked past its length,
-    /// as the cached pass computes it otherwise: grouped and plain heads, head sizes 8, 64 and
-    /// 128, lengths from 1 to a whole table, blocks shared between sequences and out of order,
-    /// one thread and two.
+    /// as the cached pass computes it otherwise: grouped and plain heads, head sizes 16, 32, 64
+    /// and 128, lengths from 1 to a whole table, blocks shared between sequences and out of order,
+    /// one thread and two, with each instruction set this CPU runs.
     #[test]
     fn attention_matches_sdpa_over_each_sequences_own_blocks() {
-        if super::Isa::widest().is_none() {
-            return;
-        }
         let opts = (Kind::Float, Device::Cpu);
         let default_threads = tch::get_num_threads();
         let (blocks, block_size) = (12, 8);
@@ -296,14 +473,15 @@ mod tests {
         let lens = [1i64, 40, 17, 3, 29];
         let b = lens.len() as i64;
         let span = 40;
-        for threads in [1, 2] {
+        for (&isa, threads) in super::Isa::supported().iter().flat_map(|i| [(i, 1), (i, 2)]) {
             tch::set_num_threads(threads);
-            for (heads, kv_heads, dim) in [(9, 3, 64), (4, 4, 8), (8, 2, 128), (3, 1, 16)] {
+            for (heads, kv_heads, dim) in [(9, 3, 64), (4, 4, 16), (8, 2, 128), (3, 1, 32)] {
                 let q = Tensor::randn([b, heads, 1, dim], opts);
                 let keys = Tensor::randn([blocks, kv_heads, block_size, dim], opts);
                 let values = Tensor::randn([blocks, kv_heads, block_size, dim], opts);
                 let slices: Vec<&[i64]> = tables.iter().map(Vec::as_slice).collect();
-                let ours = super::attend(&q, &keys, &values, &slices, &lens).expect("the kernel applies");
+                let ours =
+                    super::attend_with(&q, &keys, &values, &slices, &lens, isa).expect("the kernel applies");
                 let gathered = |c: &Tensor| {
                     let rows: Vec<Tensor> = tables
                         .iter()
@@ -334,19 +512,19 @@ mod tests {
                 let err = f64::try_from((&ours - &theirs).abs().max()).unwrap_or(f64::MAX);
                 assert!(
                     err <= 1e-5,
-                    "heads {heads}/{kv_heads}, dim {dim}, {threads} threads: max error {err}"
+                    "{isa:?}, heads {heads}/{kv_heads}, dim {dim}, {threads} threads: max error {err}"
                 );
             }
         }
         tch::set_num_threads(default_threads);
-        let q = Tensor::randn([1, 2, 1, 12], opts);
-        let cache = Tensor::randn([2, 1, 4, 12], opts);
+        let q = Tensor::randn([1, 2, 1, 24], opts);
+        let cache = Tensor::randn([2, 1, 4, 24], opts);
         assert!(
             super::attend(&q, &cache, &cache, &[&[0][..]], &[2]).is_none(),
-            "head size 12"
+            "head size 24"
         );
-        let q = Tensor::randn([1, 2, 1, 8], opts);
-        let cache = Tensor::randn([2, 1, 4, 8], opts);
+        let q = Tensor::randn([1, 2, 1, 16], opts);
+        let cache = Tensor::randn([2, 1, 4, 16], opts);
         assert!(
             super::attend(&q, &cache, &cache, &[&[0][..]], &[5]).is_none(),
             "past the sequence's blocks"

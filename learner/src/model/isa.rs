@@ -1,5 +1,6 @@
 //! The x86-64 vector instruction sets the CPU kernels (`skinny.rs`, `decode_attention.rs`) are
-//! compiled for, and which of them this CPU runs: detected once, shared by both.
+//! compiled for, which of them this CPU runs (detected once), and [`Lanes`]: the vector
+//! operations both kernels are written in, once for each set.
 
 /// An instruction set a kernel is compiled for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,5 +38,133 @@ impl Isa {
     /// The widest this CPU runs.
     pub(super) fn widest() -> Option<Isa> {
         Self::supported().last().copied()
+    }
+}
+
+/// One vector register of f32 lanes: the operations the kernels need, inlined into the
+/// functions each kernel compiles for an instruction set (`__m256` for [`Isa::Avx2`],
+/// `__m512` for [`Isa::Avx512`]). Callers must run on a CPU with that set.
+#[cfg(target_arch = "x86_64")]
+pub(super) trait Lanes: Copy {
+    /// Lanes per vector.
+    const WIDTH: usize;
+    /// All lanes zero.
+    unsafe fn zero() -> Self;
+    /// All lanes `x`.
+    unsafe fn splat(x: f32) -> Self;
+    /// `WIDTH` floats from `p`.
+    unsafe fn load(p: *const f32) -> Self;
+    /// The lanes to `WIDTH` floats at `p`.
+    unsafe fn store(self, p: *mut f32);
+    /// `a · b + acc`, fused.
+    unsafe fn fma(a: Self, b: Self, acc: Self) -> Self;
+    /// Lane by lane `a + b`.
+    unsafe fn add(a: Self, b: Self) -> Self;
+    /// Lane by lane `a · b`.
+    unsafe fn mul(a: Self, b: Self) -> Self;
+    /// Lane by lane the larger of `a` and `b`.
+    unsafe fn max(a: Self, b: Self) -> Self;
+    /// `2^n` for lanes holding integers in `-126..=127`: `n + 127` put in the exponent bits.
+    unsafe fn exp2_of_integers(n: Self) -> Self;
+    /// The sum of the lanes.
+    unsafe fn sum(self) -> f32;
+}
+
+#[cfg(target_arch = "x86_64")]
+mod lanes {
+    use std::arch::x86_64::*;
+
+    use super::Lanes;
+
+    impl Lanes for __m256 {
+        const WIDTH: usize = 8;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            _mm256_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            _mm256_set1_ps(x)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            _mm256_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm256_storeu_ps(p, self)
+        }
+        #[inline(always)]
+        unsafe fn fma(a: Self, b: Self, acc: Self) -> Self {
+            _mm256_fmadd_ps(a, b, acc)
+        }
+        #[inline(always)]
+        unsafe fn add(a: Self, b: Self) -> Self {
+            _mm256_add_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn mul(a: Self, b: Self) -> Self {
+            _mm256_mul_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn max(a: Self, b: Self) -> Self {
+            _mm256_max_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn exp2_of_integers(n: Self) -> Self {
+            let biased = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+            _mm256_castsi256_ps(_mm256_slli_epi32::<23>(biased))
+        }
+        #[inline(always)]
+        unsafe fn sum(self) -> f32 {
+            let half = _mm_add_ps(_mm256_castps256_ps128(self), _mm256_extractf128_ps::<1>(self));
+            let quarter = _mm_add_ps(half, _mm_movehl_ps(half, half));
+            _mm_cvtss_f32(_mm_add_ss(quarter, _mm_movehdup_ps(quarter)))
+        }
+    }
+
+    impl Lanes for __m512 {
+        const WIDTH: usize = 16;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            _mm512_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            _mm512_set1_ps(x)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            _mm512_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm512_storeu_ps(p, self)
+        }
+        #[inline(always)]
+        unsafe fn fma(a: Self, b: Self, acc: Self) -> Self {
+            _mm512_fmadd_ps(a, b, acc)
+        }
+        #[inline(always)]
+        unsafe fn add(a: Self, b: Self) -> Self {
+            _mm512_add_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn mul(a: Self, b: Self) -> Self {
+            _mm512_mul_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn max(a: Self, b: Self) -> Self {
+            _mm512_max_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn exp2_of_integers(n: Self) -> Self {
+            let biased = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
+            _mm512_castsi512_ps(_mm512_slli_epi32::<23>(biased))
+        }
+        #[inline(always)]
+        unsafe fn sum(self) -> f32 {
+            _mm512_reduce_add_ps(self)
+        }
     }
 }

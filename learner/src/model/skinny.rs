@@ -67,9 +67,10 @@ pub(super) fn kernel_name() -> &'static str {
 
 #[cfg(all(target_arch = "x86_64", rlvr_gomp))]
 mod kernel {
-    use std::arch::x86_64::*;
+    use std::arch::x86_64::{__m256, __m512, _mm_prefetch, _MM_HINT_T0};
 
     use super::Isa;
+    use crate::model::isa::Lanes;
     use crate::model::omp;
 
     use tch::{Device, Kind, Tensor};
@@ -99,65 +100,6 @@ mod kernel {
         match isa {
             Isa::Avx2 => <__m256 as Lanes>::WIDTH,
             Isa::Avx512 => <__m512 as Lanes>::WIDTH,
-        }
-    }
-    /// One vector register of f32 lanes: the operations a tile needs, inlined into the
-    /// functions compiled for its instruction set ([`run_avx2`], [`run_avx512`]).
-    trait Lanes: Copy {
-        const WIDTH: usize;
-        unsafe fn zero() -> Self;
-        unsafe fn load(p: *const f32) -> Self;
-        unsafe fn splat(p: *const f32) -> Self;
-        /// `a · b + acc`, fused.
-        unsafe fn fma(a: Self, b: Self, acc: Self) -> Self;
-        unsafe fn store(self, p: *mut f32);
-    }
-
-    impl Lanes for __m256 {
-        const WIDTH: usize = 8;
-        #[inline(always)]
-        unsafe fn zero() -> Self {
-            _mm256_setzero_ps()
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> Self {
-            _mm256_loadu_ps(p)
-        }
-        #[inline(always)]
-        unsafe fn splat(p: *const f32) -> Self {
-            _mm256_broadcast_ss(&*p)
-        }
-        #[inline(always)]
-        unsafe fn fma(a: Self, b: Self, acc: Self) -> Self {
-            _mm256_fmadd_ps(a, b, acc)
-        }
-        #[inline(always)]
-        unsafe fn store(self, p: *mut f32) {
-            _mm256_storeu_ps(p, self)
-        }
-    }
-
-    impl Lanes for __m512 {
-        const WIDTH: usize = 16;
-        #[inline(always)]
-        unsafe fn zero() -> Self {
-            _mm512_setzero_ps()
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> Self {
-            _mm512_loadu_ps(p)
-        }
-        #[inline(always)]
-        unsafe fn splat(p: *const f32) -> Self {
-            _mm512_set1_ps(*p)
-        }
-        #[inline(always)]
-        unsafe fn fma(a: Self, b: Self, acc: Self) -> Self {
-            _mm512_fmadd_ps(a, b, acc)
-        }
-        #[inline(always)]
-        unsafe fn store(self, p: *mut f32) {
-            _mm512_storeu_ps(p, self)
         }
     }
 
@@ -352,7 +294,7 @@ mod kernel {
                     *v = V::load(b.add(c * V::WIDTH));
                 }
                 for (r, acc) in acc.iter_mut().enumerate() {
-                    let a = V::splat(w.add(r * k + p));
+                    let a = V::splat(*w.add(r * k + p));
                     for (acc, &b) in acc.iter_mut().zip(&bs) {
                         *acc = V::fma(a, b, *acc);
                     }
