@@ -12,8 +12,10 @@
 //! a prompt shared by several responses for RL batches (`prefix.rs`);
 //! [`CausalLm::backward_by_unit`] (`units.rs`) runs one parameter unit at a time for ZeRO-3.
 //! Its projections (`linear.rs`) run a CPU decode step as `W · xᵀ`, kept transposed where the
-//! next operation allows, and in f32 through an AVX2 kernel of their own (`skinny.rs`); its
-//! attention reads each sequence's own cached positions only (`decode_attention.rs`).
+//! next operation allows, and in f32 through an AVX2/AVX-512 kernel of their own
+//! (`skinny.rs`); its attention reads each sequence's own cached positions only
+//! (`decode_attention.rs`), and [`choose_tokens`] picks each row's next token from its logits
+//! in two passes (`token_choice.rs`).
 
 mod attention;
 mod cache;
@@ -27,12 +29,14 @@ mod omp;
 mod prefix;
 mod skinny;
 pub mod tensor_parallel;
+mod token_choice;
 mod units;
 
 pub use cache::{CachedRow, KvCache};
 pub use config::{Config, ConfigError, Family, Layers, NormPosition, QkNorm, RopeScaling};
 pub use fixed_decode::FixedDecode;
 pub use layers::Fill;
+pub use token_choice::choose_tokens;
 
 /// Which kernel multiplies an f32 decode step's projections on this CPU (`skinny.rs` with its
 /// widest instruction set, or libtorch's `mm`).

@@ -19,7 +19,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::isa::Isa;
 #[cfg(target_arch = "x86_64")]
-use super::isa::Lanes;
+use super::isa::{exp_below_zero, Lanes};
 use super::omp;
 
 /// What head sizes must be a multiple of: the lanes of the widest vectors (AVX-512's 16).
@@ -384,31 +384,6 @@ unsafe fn exponentiate<V: Lanes>(row: &mut [f32]) -> f32 {
         total += lanes[..tail].iter().sum::<f32>();
     }
     total
-}
-
-/// `e^x` lane by lane for `x ≤ 0`, where libm's `expf` is a call per element: `x = n·ln 2 + r`
-/// with `|r| ≤ ln 2 / 2`, `e^r` by its Taylor series to the `r^6` term (truncation below 2e-7
-/// relative), times `2^n` built in the exponent bits; within 2.3e-7 of `e^x` relative, a few
-/// ulp (the test measures it). Below -87 (`e^x` under
-/// 2^-125, a weight no f32 softmax sum can see) it gives `e^-87`.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn exp_below_zero<V: Lanes>(x: V) -> V {
-    // Adding and subtracting 1.5 · 2^23 rounds to the nearest integer in f32.
-    const ROUND: f32 = 12_582_912.0;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    let x = V::max(x, V::splat(-87.0));
-    let n = V::add(
-        V::fma(x, V::splat(std::f32::consts::LOG2_E), V::splat(ROUND)),
-        V::splat(-ROUND),
-    );
-    let r = V::fma(n, V::splat(-LN2_LO), V::fma(n, V::splat(-LN2_HI), x));
-    let mut p = V::splat(1.0 / 720.0);
-    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-        p = V::fma(p, r, V::splat(c));
-    }
-    V::mul(p, V::exp2_of_integers(n))
 }
 
 /// The CPU's vector units: [`Job::items`] compiled for AVX2 and FMA, and for AVX-512F.

@@ -1,6 +1,7 @@
-//! The x86-64 vector instruction sets the CPU kernels (`skinny.rs`, `decode_attention.rs`) are
-//! compiled for, which of them this CPU runs (detected once), and [`Lanes`]: the vector
-//! operations both kernels are written in, once for each set.
+//! The x86-64 vector instruction sets the CPU kernels (`skinny.rs`, `decode_attention.rs`,
+//! `token_choice.rs`) are compiled for, which of them this CPU runs (detected once), [`Lanes`]:
+//! the vector operations the kernels are written in, once for each set, and the exponential
+//! they share ([`exp_below_zero`]).
 
 /// An instruction set a kernel is compiled for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,8 +67,39 @@ pub(super) trait Lanes: Copy {
     unsafe fn max(a: Self, b: Self) -> Self;
     /// `2^n` for lanes holding integers in `-126..=127`: `n + 127` put in the exponent bits.
     unsafe fn exp2_of_integers(n: Self) -> Self;
+    /// `self`'s lanes where `x`'s are at least `limit`'s; zero where they are below it or NaN.
+    unsafe fn where_at_least(self, x: Self, limit: Self) -> Self;
     /// The sum of the lanes.
     unsafe fn sum(self) -> f32;
+}
+
+/// Where [`exp_below_zero`] stops following `e^x`.
+#[cfg(target_arch = "x86_64")]
+pub(super) const EXP_FLOOR: f32 = -87.0;
+
+/// `e^x` lane by lane for `x ≤ 0`, where libm's `expf` is a call per element: `x = n·ln 2 + r`
+/// with `|r| ≤ ln 2 / 2`, `e^r` by its Taylor series to the `r^6` term (truncation below 2e-7
+/// relative), times `2^n` built in the exponent bits; within 2.3e-7 of `e^x` relative, a few
+/// ulp (the test measures it). Below [`EXP_FLOOR`] (`e^x` under 2^-125, a weight no f32
+/// softmax sum can see) it gives `e^-87`; slightly above zero (rounding) it still holds.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) unsafe fn exp_below_zero<V: Lanes>(x: V) -> V {
+    // Adding and subtracting 1.5 · 2^23 rounds to the nearest integer in f32.
+    const ROUND: f32 = 12_582_912.0;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let x = V::max(x, V::splat(EXP_FLOOR));
+    let n = V::add(
+        V::fma(x, V::splat(std::f32::consts::LOG2_E), V::splat(ROUND)),
+        V::splat(-ROUND),
+    );
+    let r = V::fma(n, V::splat(-LN2_LO), V::fma(n, V::splat(-LN2_HI), x));
+    let mut p = V::splat(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = V::fma(p, r, V::splat(c));
+    }
+    V::mul(p, V::exp2_of_integers(n))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -116,6 +148,10 @@ mod lanes {
             _mm256_castsi256_ps(_mm256_slli_epi32::<23>(biased))
         }
         #[inline(always)]
+        unsafe fn where_at_least(self, x: Self, limit: Self) -> Self {
+            _mm256_and_ps(self, _mm256_cmp_ps::<_CMP_GE_OQ>(x, limit))
+        }
+        #[inline(always)]
         unsafe fn sum(self) -> f32 {
             let half = _mm_add_ps(_mm256_castps256_ps128(self), _mm256_extractf128_ps::<1>(self));
             let quarter = _mm_add_ps(half, _mm_movehl_ps(half, half));
@@ -161,6 +197,10 @@ mod lanes {
         unsafe fn exp2_of_integers(n: Self) -> Self {
             let biased = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
             _mm512_castsi512_ps(_mm512_slli_epi32::<23>(biased))
+        }
+        #[inline(always)]
+        unsafe fn where_at_least(self, x: Self, limit: Self) -> Self {
+            _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, limit), self)
         }
         #[inline(always)]
         unsafe fn sum(self) -> f32 {
