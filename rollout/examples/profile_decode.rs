@@ -1,7 +1,8 @@
 //! Where a decode step's time goes, for a SmolLM2-135M-shaped model at 32 rows (or as many as
 //! the third argument says): the whole
 //! cached step, single operations of it (a GPU step is bound by how many kernels it launches,
-//! so the cheapest one sets the floor), the model's LM head, and projections through libtorch
+//! so the cheapest one sets the floor), the model's LM head, choosing the next tokens from the
+//! logits (libtorch's operations against the fused CPU kernel), and projections through libtorch
 //! computed as `x · Wᵀ` (`linear`) against `(W · xᵀ)ᵀ`, the form the model uses for few rows on
 //! the CPU where its own f32 kernel does not apply (see `learner/src/model/linear.rs`).
 //!
@@ -9,7 +10,8 @@
 
 use std::time::Instant;
 
-use rlvr_learner::model::{CachedRow, CausalLm, Config, KvCache};
+use rlvr_learner::model::{choose_tokens, CachedRow, CausalLm, Config, KvCache};
+use rlvr_rollout::sampling::choose_rows;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
@@ -99,6 +101,31 @@ fn main() {
         time(&format!("LM head of the model, {rows} rows"), 20, &|| {
             drop(model.logits(&x))
         });
+        // The next tokens from f32 logits (as the engine has them), one draw per row: libtorch's
+        // operations a slice of 16 MB of rows at a time on the CPU (as the engine ran them
+        // before `choose_tokens`, and still does off x86-64), all rows on a GPU; then the fused
+        // CPU kernel.
+        let logits = Tensor::randn([rows, 49152], (Kind::Float, device)) * 3.0;
+        let draws: Vec<f32> = (0..rows).map(|r| (r * 7919 % 1000) as f32 / 1000.0).collect();
+        let slice = if device == Device::Cpu {
+            (16 << 20) / (49152 * 4)
+        } else {
+            rows
+        };
+        time(&format!("choosing tokens, {rows} rows: libtorch ops"), 5, &|| {
+            for start in (0..rows).step_by(slice as usize) {
+                let len = slice.min(rows - start);
+                let draws = &draws[start as usize..(start + len) as usize];
+                drop(choose_rows(&logits.narrow(0, start, len), 1.0, Some(draws)));
+            }
+        });
+        if choose_tokens(&logits, 1.0, Some(&draws)).is_some() {
+            time(
+                &format!("choosing tokens, {rows} rows: rlvr's fused kernel"),
+                5,
+                &|| drop(choose_tokens(&logits, 1.0, Some(&draws))),
+            );
+        }
         let w = Tensor::ones([576], (kind, device));
         time(&format!("one elementwise add [{rows}, 576]"), 200, &|| {
             drop(&x + 1.0)

@@ -1,10 +1,11 @@
 //! Choosing the next token from one row of log-probabilities: greedy, temperature, top-k and
-//! top-p, driven by a per-completion random stream so results reproduce.
+//! top-p, driven by a per-completion random stream so results reproduce; and greedy or
+//! temperature choices for a whole batch of rows on their device ([`choose_rows`]).
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rlvr_core::SamplingParams;
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 /// Pick a token from `logp` (log-softmax of the temperature-scaled logits). Returns the token
 /// and its log-probability under the distribution it was drawn from: the full one without
@@ -66,6 +67,33 @@ pub fn sample(logp: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> (u
     }
     let t = order[kept - 1];
     (t, renormalised(t))
+}
+
+/// Each row's token of `logits` (`[rows, vocab]`) with its log-probability: the greedy choice
+/// (no `draws`) or a draw from `softmax(logits / temperature)` (one uniform draw per row), in
+/// libtorch's operations on `logits`' device (a log-softmax, its exponential, a cumulative
+/// sum, searched there with each row's draw); only the chosen tokens and their
+/// log-probabilities come back. On an x86-64 CPU `rlvr_learner::model::choose_tokens` does the
+/// same in one fused kernel.
+pub fn choose_rows(logits: &Tensor, temperature: f64, draws: Option<&[f32]>) -> Vec<(u32, f32)> {
+    let scaled = if temperature == 1.0 {
+        logits.shallow_clone()
+    } else {
+        logits / temperature
+    };
+    let logp = scaled.log_softmax(-1, Kind::Float);
+    let index = match draws {
+        None => logp.argmax(-1, true),
+        Some(draws) => sample_cdf_rows(&logp.exp().cumsum(-1, Kind::Float), draws),
+    };
+    // Tokens and log-probs come back in one copy, as f64 (exact for both).
+    let chosen = logp.gather(1, &index, false);
+    let packed = Tensor::cat(&[index.to_kind(Kind::Double), chosen.to_kind(Kind::Double)], 1);
+    let packed = Vec::<f64>::try_from(packed.to_device(Device::Cpu).view([-1])).unwrap_or_default();
+    packed
+        .chunks(2)
+        .map(|pair| (pair[0] as u32, pair[1] as f32))
+        .collect()
 }
 
 /// Pick a token from each row of cumulative probabilities `cdf` (`[rows, vocab]`, f32; the last
