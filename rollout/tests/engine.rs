@@ -247,20 +247,16 @@ fn sampling_reproduces_whatever_the_batch() {
     assert_eq!(freed.generate(&requests(), &params).unwrap(), together);
 }
 
-/// On the CPU a batch is sampled in slices of rows whose `[rows, vocab]` temporaries stay
-/// within 16 MB: with a vocabulary of 16,384, 256 rows. 64 prompts × 8 samples (two slices, at
-/// the prefill's first token and at every decode step) draw what each prompt draws alone (one
-/// slice), prompts of the second slice too.
+/// 64 prompts × 8 samples draw what each prompt draws alone, with a vocabulary of 16,384:
+/// under plain temperature sampling (on an x86-64 CPU the fused kernel, its rows shared over
+/// threads) and under top-k, which the CPU samples in slices of rows whose `[rows, vocab]`
+/// temporaries stay within 16 MB (256 rows: two slices, at the prefill's first token and at
+/// every decode step; prompts of the second slice checked too).
 #[test]
-fn a_batch_sampled_in_slices_draws_what_each_prompt_draws_alone() {
+fn a_batch_draws_what_each_prompt_draws_alone() {
     let mut model = config();
     model.vocab_size = 16_384;
     let l = learner_of(&model);
-    let params = SamplingParams {
-        temperature: 1.0,
-        max_new_tokens: 6,
-        ..Default::default()
-    };
     let requests: Vec<GenerationRequest> = (0..64u32)
         .map(|i| GenerationRequest {
             id: u64::from(i),
@@ -269,24 +265,57 @@ fn a_batch_sampled_in_slices_draws_what_each_prompt_draws_alone() {
             seed: u64::from(i),
         })
         .collect();
-    let together = engine_of(&model, &l, 512).generate(&requests, &params).unwrap();
-    assert_eq!(together.len(), 512);
-    for r in requests.iter().step_by(9) {
-        let alone = engine_of(&model, &l, 8).generate(std::slice::from_ref(r), &params);
-        assert_drawn_alone(&alone.unwrap(), &together, r.id);
+    for top_k in [0, 1_000] {
+        let params = SamplingParams {
+            temperature: 1.0,
+            max_new_tokens: 6,
+            top_k,
+            ..Default::default()
+        };
+        let together = engine_of(&model, &l, 512).generate(&requests, &params).unwrap();
+        assert_eq!(together.len(), 512);
+        for r in requests.iter().step_by(9) {
+            let alone = engine_of(&model, &l, 8).generate(std::slice::from_ref(r), &params);
+            assert_drawn_alone(&alone.unwrap(), &together, r.id);
+        }
     }
 }
 
 /// The completions of request `id` among `together` are `alone`'s: the same tokens, and
-/// log-probs within 1e-5.
+/// log-probs within 1e-5, up to where a draw fell within rounding of the boundary between two
+/// adjacent tokens. A batch's logits and a prompt's alone come from the same sums in different
+/// orders (the decode kernel tiles several columns, multiplies one as dot products), ~1e-7
+/// apart, so a draw that close to a boundary picks the token beside the other's, and the two
+/// completions go on from different tokens. Such partings must be adjacent token ids (a wrong
+/// row or generator would part anywhere) and rare: at most one completion in eight.
 fn assert_drawn_alone(alone: &[Completion], together: &[Completion], id: u64) {
     let mine: Vec<_> = together.iter().filter(|c| c.request_id == id).collect();
     assert_eq!(mine.len(), alone.len(), "request {id}");
+    let mut partings = 0;
     for (a, b) in alone.iter().zip(mine) {
-        assert_eq!((a.index, &a.token_ids), (b.index, &b.token_ids), "request {id}");
-        let worst = worst(&a.logprobs, &b.logprobs);
+        assert_eq!(a.index, b.index, "request {id}");
+        let same = a
+            .token_ids
+            .iter()
+            .zip(&b.token_ids)
+            .take_while(|(x, y)| x == y)
+            .count();
+        let worst = worst(&a.logprobs[..same], &b.logprobs[..same]);
         assert!(worst <= 1e-5, "request {id}: log-probs differ by {worst}");
+        match (a.token_ids.get(same), b.token_ids.get(same)) {
+            (None, None) => {}
+            (Some(x), Some(y)) if x.abs_diff(*y) == 1 => partings += 1,
+            _ => panic!(
+                "request {id}, sample {}: {:?} alone, {:?} together",
+                a.index, a.token_ids, b.token_ids
+            ),
+        }
     }
+    assert!(
+        partings * 8 <= alone.len(),
+        "request {id}: {partings} of {} completions parted",
+        alone.len()
+    );
 }
 
 /// The in-flight batch: 64 prompts × 8 samples with an engine batch of 512 decode all 512

@@ -351,13 +351,7 @@ mod kernel {
                     }
                 }
                 for (r, acc) in acc.iter().enumerate() {
-                    // The lanes in order, not `Lanes::sum`'s tree: the tree rounds differently,
-                    // and `a_batch_sampled_in_slices_draws_what_each_prompt_draws_alone`
-                    // (rollout/tests/engine.rs), whose seeded draws sit near a boundary of the
-                    // distribution, passes with this order only.
-                    let mut lanes = [0f32; 16];
-                    acc.store(lanes.as_mut_ptr());
-                    let mut sum: f32 = lanes[..V::WIDTH].iter().sum();
+                    let mut sum = acc.sum();
                     for p in whole..k {
                         sum += *w.add(r * k + p) * *col.add(p);
                     }
