@@ -19,7 +19,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::isa::Isa;
 #[cfg(target_arch = "x86_64")]
-use super::isa::{exp_below_zero, Lanes};
+use super::isa::{exp_below_zero, max_of, Lanes};
 use super::omp;
 
 /// What head sizes must be a multiple of: the lanes of the widest vectors (AVX-512's 16).
@@ -355,19 +355,9 @@ unsafe fn add_weighted_run<V: Lanes, const N: usize>(
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn exponentiate<V: Lanes>(row: &mut [f32]) -> f32 {
+    let max = max_of::<V>(row);
     let (len, p) = (row.len(), row.as_mut_ptr());
     let whole = len / V::WIDTH * V::WIDTH;
-    let mut maxes = V::splat(f32::NEG_INFINITY);
-    for i in (0..whole).step_by(V::WIDTH) {
-        maxes = V::max(maxes, V::load(p.add(i)));
-    }
-    let mut lanes = [0f32; 16];
-    maxes.store(lanes.as_mut_ptr());
-    let max = lanes[..V::WIDTH]
-        .iter()
-        .chain(&row[whole..])
-        .copied()
-        .fold(f32::NEG_INFINITY, f32::max);
     let (max, mut totals) = (V::splat(-max), V::zero());
     for i in (0..whole).step_by(V::WIDTH) {
         let e = exp_below_zero(V::add(V::load(p.add(i)), max));

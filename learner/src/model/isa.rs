@@ -1,7 +1,7 @@
 //! The x86-64 vector instruction sets the CPU kernels (`skinny.rs`, `decode_attention.rs`,
 //! `token_choice.rs`) are compiled for, which of them this CPU runs (detected once), [`Lanes`]:
-//! the vector operations the kernels are written in, once for each set, and the exponential
-//! they share ([`exp_below_zero`]).
+//! the vector operations the kernels are written in, once for each set, and the row maximum and
+//! exponential they share ([`max_of`], [`exp_below_zero`]).
 
 /// An instruction set a kernel is compiled for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +71,25 @@ pub(super) trait Lanes: Copy {
     unsafe fn where_at_least(self, x: Self, limit: Self) -> Self;
     /// The sum of the lanes.
     unsafe fn sum(self) -> f32;
+}
+
+/// The largest of `row` (NaNs aside; `-∞` when empty), a vector at a time.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) unsafe fn max_of<V: Lanes>(row: &[f32]) -> f32 {
+    let (len, p) = (row.len(), row.as_ptr());
+    let whole = len / V::WIDTH * V::WIDTH;
+    let mut maxes = V::splat(f32::NEG_INFINITY);
+    for i in (0..whole).step_by(V::WIDTH) {
+        maxes = V::max(maxes, V::load(p.add(i)));
+    }
+    let mut lanes = [0f32; 16];
+    maxes.store(lanes.as_mut_ptr());
+    lanes[..V::WIDTH]
+        .iter()
+        .chain(&row[whole..])
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max)
 }
 
 /// Where [`exp_below_zero`] stops following `e^x`.

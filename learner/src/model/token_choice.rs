@@ -21,7 +21,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::isa::Isa;
 #[cfg(target_arch = "x86_64")]
-use super::isa::{exp_below_zero, Lanes, EXP_FLOOR};
+use super::isa::{exp_below_zero, max_of, Lanes, EXP_FLOOR};
 use super::omp;
 
 /// Logits whose weights are summed into one of the sums a draw walks: 16 AVX-512 vectors.
@@ -141,7 +141,7 @@ impl Row<'_> {
         next: Option<*const f32>,
         sums: &mut [f32],
     ) -> (u32, f32) {
-        let max = self.max::<V>();
+        let max = max_of::<V>(self.logits);
         self.shift = -max * self.scale;
         for (s, sum) in sums.iter_mut().enumerate() {
             *sum = self.segment_sum::<V>(s, next);
@@ -154,24 +154,6 @@ impl Row<'_> {
         };
         let logprob = self.logits[token].mul_add(self.scale, self.shift) - total.ln();
         (token as u32, logprob)
-    }
-
-    /// The largest logit (NaNs aside).
-    #[inline(always)]
-    unsafe fn max<V: Lanes>(&self) -> f32 {
-        let (len, p) = (self.logits.len(), self.logits.as_ptr());
-        let whole = len / V::WIDTH * V::WIDTH;
-        let mut maxes = V::splat(f32::NEG_INFINITY);
-        for i in (0..whole).step_by(V::WIDTH) {
-            maxes = V::max(maxes, V::load(p.add(i)));
-        }
-        let mut lanes = [0f32; 16];
-        maxes.store(lanes.as_mut_ptr());
-        lanes[..V::WIDTH]
-            .iter()
-            .chain(&self.logits[whole..])
-            .copied()
-            .fold(f32::NEG_INFINITY, f32::max)
     }
 
     /// The weights of the logits from `p`: `exp(x · scale + shift)`, zero below `e^-87`.
@@ -234,7 +216,8 @@ impl Row<'_> {
             before += sum;
         }
         let (s, before) = found?;
-        let mut weights = [0f32; SEGMENT + 16];
+        // Whole vectors at multiples of their width below `SEGMENT`, itself a multiple of both.
+        let mut weights = [0f32; SEGMENT];
         self.each_vector::<V>(s, None, |offset, w| w.store(weights.as_mut_ptr().add(offset)));
         let len = (self.logits.len() - s * SEGMENT).min(SEGMENT);
         let mut running = before;
