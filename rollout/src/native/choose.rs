@@ -53,9 +53,10 @@ impl NativeEngine {
             .flat_map(|(i, slice)| {
                 let (start, len) = (i * rows, slice.len());
                 let part = logits.narrow(0, start as i64, len as i64);
-                match plain {
-                    true => choose_rows(&part, temperature, draws.as_ref().map(|d| &d[start..start + len])),
-                    false => choose_on_host(&part, params, slice),
+                if plain {
+                    choose_rows(&part, temperature, draws.as_ref().map(|d| &d[start..start + len]))
+                } else {
+                    choose_on_host(&part, params, slice)
                 }
             })
             .collect()
